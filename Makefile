@@ -1,0 +1,29 @@
+# Two entry points (see README): `make demo` runs every notebook on the phantom data,
+# `make test` runs the test suite. Each creates the virtual environment it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_DIR ?= runs/demo
+PROFILE ?= quick
+
+.PHONY: demo test install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# CPU build of torch first (a plain `torch` could pull a multi-GB CUDA build)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/medlsdm run --profile $(PROFILE) --run-dir $(RUN_DIR)
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,98 @@
+"""The ``medlsdm`` command line.
+
+    medlsdm run --profile quick --run-dir runs/demo [--only 01,02] [-p key=value ...]
+    medlsdm preprocess --dataset torso-ct --data-root DIR --out-dir RUN/data [...]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import MedLSDMError
+from .profiles import notebook_parameters, profile_names
+
+log = logging.getLogger("medlsdm")
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.replace("x", ",").split(",")]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.replace("x", ",").split(",")]
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from .runner import parse_overrides, run_notebooks
+
+    only = args.only.split(",") if args.only else None
+    executed = run_notebooks(
+        args.profile, args.run_dir, only=only, overrides=parse_overrides(args.param),
+        notebooks_dir=args.notebooks, kernel_name=args.kernel,
+    )
+    log.info("executed notebooks: %s", ", ".join(str(p) for p in executed))
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> None:
+    from .data.phantom import PHANTOM_KINDS, make_phantom
+    from .data.prepare import prepare_dataset
+
+    defaults = notebook_parameters(args.profile, "01")
+    data_root = args.data_root
+    if args.dataset in PHANTOM_KINDS:
+        if data_root is None:
+            data_root = f"{args.out_dir}/../raw"
+        make_phantom(args.dataset, data_root, args.n_cases or defaults["n_cases"], seed=args.seed)
+    elif data_root is None:
+        raise MedLSDMError(f"--data-root is required for dataset {args.dataset!r}")
+    manifest = prepare_dataset(
+        args.dataset, data_root, args.out_dir,
+        spacing=args.spacing or defaults["spacing"],
+        block_shape=args.block_shape or defaults["block_shape"],
+        n_cases=args.n_cases, seed=args.seed,
+    )
+    log.info("preprocessed %d cases into %s", len(manifest["cases"]), args.out_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medlsdm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the notebooks in order with papermill")
+    run.add_argument("--profile", choices=profile_names(), default="quick")
+    run.add_argument("--run-dir", required=True, help="the run directory (created if missing)")
+    run.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,02")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a notebook parameter (Python literal or string); repeatable")
+    run.add_argument("--notebooks", help="folder of the notebooks (default: the repository's notebooks/)")
+    run.add_argument("--kernel", help="Jupyter kernel name (default: the notebook's)")
+    run.set_defaults(func=_cmd_run)
+
+    pre = sub.add_parser("preprocess", help="preprocess a dataset into a run's data/ folder (notebook 01 without the notebook)")
+    pre.add_argument("--dataset", default="torso-ct", help="torso-ct, breast-mr, cardiac-2d, nifti, autopet, synthrad2023, duke_breast")
+    pre.add_argument("--data-root", help="dataset folder (phantoms: where to write them; default OUT_DIR/../raw)")
+    pre.add_argument("--out-dir", required=True)
+    pre.add_argument("--profile", choices=profile_names(), default="quick", help="defaults for spacing, block shape, cases")
+    pre.add_argument("--spacing", type=_floats, help="target spacing D,H,W in mm, e.g. 6,5.5,5.5")
+    pre.add_argument("--block-shape", type=_ints, help="block shape D,H,W, e.g. 32,64,64")
+    pre.add_argument("--n-cases", type=int)
+    pre.add_argument("--seed", type=int, default=0)
+    pre.set_defaults(func=_cmd_preprocess)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        args.func(args)
+    except MedLSDMError as exc:
+        log.error("error: %s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The run directory: the only hand-off between notebooks.
+
+Layout (see ``DESIGN.md``)::
+
+    RUN/
+      data/          preprocessed cases (NIfTI + HDF5 cache), manifest.json, split.json
+      vqgan/         the VQ-GAN (``save_pretrained`` folder) and its checkpoints
+      pipeline/      the MedLSDMPipeline (``save_pretrained`` folder)
+      samples/       synthetic volumes (NIfTI)
+      figures/       PNG figures written by the notebooks
+      executed/      executed notebooks
+      metrics.json   one key per notebook
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_path, read_json, write_json
+
+
+class RunDir:
+    """Paths and shared files of one run directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    def _sub(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def data(self) -> Path:
+        return self._sub("data")
+
+    @property
+    def raw(self) -> Path:
+        """Where generated phantom source data lives (the run's own copy)."""
+        return self._sub("raw")
+
+    @property
+    def vqgan(self) -> Path:
+        return self._sub("vqgan")
+
+    @property
+    def pipeline(self) -> Path:
+        return self._sub("pipeline")
+
+    @property
+    def samples(self) -> Path:
+        return self._sub("samples")
+
+    @property
+    def figures(self) -> Path:
+        return self._sub("figures")
+
+    @property
+    def executed(self) -> Path:
+        return self._sub("executed")
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.json"
+
+    def read_metrics(self) -> dict[str, Any]:
+        """The run's ``metrics.json`` (empty when no notebook has written yet)."""
+        if not self.metrics_path.exists():
+            return {}
+        return read_json(self.metrics_path)
+
+    def update_metrics(self, key: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Replace ``metrics[key]`` with ``values`` and write the file atomically."""
+        metrics = self.read_metrics()
+        metrics[key] = values
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json(self.metrics_path, metrics)
+        return metrics
+
+    def save_figure(self, fig, name: str) -> Path:
+        """Save a matplotlib figure as ``figures/<name>.png`` (atomic) and return its path."""
+        path = self.figures / f"{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        return path

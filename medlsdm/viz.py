@@ -1,0 +1,215 @@
+"""Figures and viewers for the notebooks.
+
+Static figures are matplotlib; the orthogonal-slice viewer is an ipywidgets 8 widget that
+falls back to a static figure when ``interactive=False`` (papermill, CI); the 3-D viewer
+(ipyniivue, ships its JavaScript, works offline) is shown only when ``interactive=True``.
+Volumes are ``(D, H, W)`` arrays (z, y, x of the RAS-canonical volume); ``spacing`` is in
+the same order, in mm, and sets the aspect ratio of coronal and sagittal slices.
+"""
+from __future__ import annotations
+
+import io
+from typing import Mapping, Sequence
+
+import numpy as np
+
+VIEWS = ("axial", "coronal", "sagittal")
+
+
+def label_colors(num_classes: int) -> np.ndarray:
+    """RGBA colour per class index; background (0) is transparent."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    colors = np.array([cmap(i % 10) for i in range(max(num_classes, 1) - 1)]).reshape(-1, 4)
+    return np.concatenate([[[0.0, 0.0, 0.0, 0.0]], colors], axis=0)
+
+
+def take_slice(volume: np.ndarray, view: str, index: int | None = None) -> np.ndarray:
+    """A 2-D slice of a (D, H, W) volume, oriented for display (anterior/superior up)."""
+    axis = VIEWS.index(view)
+    index = volume.shape[axis] // 2 if index is None else int(index)
+    plane = np.take(volume, index, axis=axis)
+    # axial: rows = y (posterior→anterior) so flip to put anterior up; coronal/sagittal: rows = z
+    return plane[::-1]
+
+
+def _aspect(view: str, spacing: Sequence[float] | None) -> float:
+    if spacing is None:
+        return 1.0
+    d, h, w = spacing
+    return {"axial": h / w, "coronal": d / w, "sagittal": d / h}[view]
+
+
+def draw_slice(ax, image2d, label2d=None, *, num_classes=None, alpha=0.4, vmin=-1.0, vmax=1.0, aspect=1.0):
+    """Draw a grey image with an optional coloured label overlay on ``ax``."""
+    ax.imshow(image2d, cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
+    if label2d is not None:
+        k = int(num_classes or label2d.max() + 1)
+        rgba = label_colors(k)[np.clip(label2d.astype(int), 0, k - 1)]
+        rgba[..., 3] *= alpha
+        ax.imshow(rgba, aspect=aspect, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_orthogonal(
+    volumes: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+    *,
+    spacing: Sequence[float] | None = None,
+    num_classes: int | None = None,
+    indices: Sequence[int | None] = (None, None, None),
+    window: tuple[float, float] = (-1.0, 1.0),
+    overlay: bool = True,
+    title: str | None = None,
+):
+    """One row per named ``(image, label)`` pair, one column per view; returns the figure.
+
+    Each row may have its own shape (e.g. raw and preprocessed); ``indices`` (axial,
+    coronal, sagittal) default to the centre of each volume.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = list(volumes.items())
+    spacings = spacing if isinstance(spacing, Mapping) else {name: spacing for name, _ in rows}
+    windows = window if isinstance(window, Mapping) else {name: window for name, _ in rows}
+    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.3 * len(rows)), squeeze=False)
+    for r, (name, (image, label)) in enumerate(rows):
+        for c, view in enumerate(VIEWS):
+            lab = take_slice(label, view, indices[c]) if (label is not None and overlay) else None
+            vmin, vmax = windows[name]
+            draw_slice(axes[r, c], take_slice(image, view, indices[c]), lab, num_classes=num_classes,
+                       vmin=vmin, vmax=vmax, aspect=_aspect(view, spacings[name]))
+            axes[r, c].set_title(f"{name} — {view}", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_histograms(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], class_names: Sequence[str], *, bins=80, value_range=(-1.0, 1.0), xlabel="intensity (normalised)"):
+    """Intensity histogram of each class, pooled over the given cases."""
+    import matplotlib.pyplot as plt
+
+    colors = label_colors(len(class_names))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for k, name in enumerate(class_names):
+        values = np.concatenate([img.reshape(-1)[lab.reshape(-1) == k] for img, lab in zip(images, labels)])
+        if values.size == 0:
+            continue
+        color = colors[k] if k else (0.3, 0.3, 0.3, 1.0)
+        ax.hist(values, bins=bins, range=value_range, histtype="step", density=True, color=color, label=name, linewidth=1.4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_fractions(class_voxels: np.ndarray, class_names: Sequence[str]):
+    """Bar chart of the fraction of voxels per class (``class_voxels``: cases × classes counts)."""
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(class_voxels, dtype=float)
+    fractions = counts / counts.sum(axis=1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(8, 3))
+    colors = label_colors(len(class_names))
+    colors[0] = (0.3, 0.3, 0.3, 1.0)
+    ax.bar(class_names, fractions.mean(axis=0), yerr=fractions.std(axis=0), color=colors, capsize=3)
+    ax.set_yscale("log")
+    ax.set_ylabel("voxel fraction (mean ± sd over cases)")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig
+
+
+def plot_split(split: Mapping[str, Sequence[str]], patient_of: Mapping[str, str]):
+    """Cases and patients per split, as a bar chart."""
+    import matplotlib.pyplot as plt
+
+    names = list(split)
+    n_cases = [len(split[s]) for s in names]
+    n_patients = [len({patient_of[c] for c in split[s]}) for s in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(x - 0.2, n_cases, 0.4, label="cases")
+    ax.bar(x + 0.2, n_patients, 0.4, label="patients")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("count")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _render_png(volumes, indices, spacing, num_classes, overlay, window) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig = plot_orthogonal(volumes, spacing=spacing, num_classes=num_classes, indices=indices, overlay=overlay, window=window)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def slice_viewer(
+    volumes: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+    *,
+    spacing: Sequence[float] | None = None,
+    num_classes: int | None = None,
+    window: tuple[float, float] = (-1.0, 1.0),
+    interactive: bool = True,
+):
+    """Orthogonal-slice viewer: rows = volumes side by side (same shape), sliders per axis.
+
+    With ``interactive=True`` returns an ipywidgets 8 ``VBox`` (three slice sliders and a
+    label-overlay toggle; the image is re-rendered on each change). With
+    ``interactive=False`` (headless runs) returns a static matplotlib figure instead.
+    """
+    if not interactive:
+        return plot_orthogonal(volumes, spacing=spacing, num_classes=num_classes, window=window)
+    import ipywidgets as w
+
+    shape = next(iter(volumes.values()))[0].shape
+    sliders = [
+        w.IntSlider(value=n // 2, min=0, max=n - 1, description=view, continuous_update=False)
+        for view, n in zip(VIEWS, shape)
+    ]
+    toggle = w.Checkbox(value=True, description="label overlay")
+    image = w.Image(format="png")
+
+    def update(_=None):
+        image.value = _render_png(volumes, [s.value for s in sliders], spacing, num_classes, toggle.value, window)
+
+    for control in (*sliders, toggle):
+        control.observe(update, names="value")
+    update()
+    box = w.VBox([w.HBox(sliders), toggle, image])
+    box.add_class("medlsdm-slice-viewer")
+    return box
+
+
+def volume_viewer_3d(image_path, label_path=None):
+    """A 3-D ipyniivue viewer of a NIfTI image with an optional label overlay (interactive only)."""
+    from ipyniivue import NiiVue
+
+    nv = NiiVue()
+    volumes = [{"path": str(image_path), "colormap": "gray"}]
+    if label_path is not None:
+        volumes.append({"path": str(label_path), "colormap": "actc", "opacity": 0.5})
+    nv.load_volumes(volumes)
+    return nv
+
+
+def show(obj) -> None:
+    """Display a viewer: a matplotlib figure inline, or a widget through IPython."""
+    from matplotlib.figure import Figure
+
+    if isinstance(obj, Figure):
+        import matplotlib.pyplot as plt
+
+        plt.show()
+    else:
+        from IPython.display import display
+
+        display(obj)

@@ -1,0 +1,68 @@
+"""The runner and CLI: notebook discovery, parameter checks, failures named by notebook and cell."""
+import json
+
+import pytest
+
+from medlsdm import cli
+from medlsdm.errors import ConfigError, NotebookError
+from medlsdm.profiles import NOTEBOOKS, PROFILES, notebook_parameters
+from medlsdm.runner import DEFAULT_NOTEBOOKS_DIR, find_notebooks, notebook_parameter_names, parse_overrides, run_notebooks
+
+
+def test_parse_overrides_literals_and_strings():
+    got = parse_overrides(["n_cases=4", "spacing=[1.0, 2.0, 2.0]", "dataset=breast-mr", "interactive=True", "data_root=None"])
+    assert got == {"n_cases": 4, "spacing": [1.0, 2.0, 2.0], "dataset": "breast-mr", "interactive": True, "data_root": None}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["oops"])
+
+
+def test_every_notebook_has_parameters_cell_first_and_profile_keys_exist():
+    for path in find_notebooks():
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert "parameters" in code[0]["metadata"].get("tags", []), path
+        assert not any(c.get("outputs") for c in code), f"{path} has outputs committed"
+        names = notebook_parameter_names(path)
+        assert {"run_dir", "profile", "seed", "interactive"} <= set(names), path
+        for profile in PROFILES:
+            unknown = set(notebook_parameters(profile, path.stem)) - set(names)
+            assert not unknown, f"profile {profile} sets {unknown} that {path.name} does not declare"
+
+
+def test_find_notebooks_only_and_unknown():
+    assert [p.stem for p in find_notebooks(only=["01"])] == [NOTEBOOKS["01"]]
+    with pytest.raises(ConfigError, match="unknown notebook"):
+        find_notebooks(only=["09"])
+    with pytest.raises(ConfigError, match="not found"):
+        find_notebooks("/nonexistent/notebooks")
+
+
+def test_unknown_parameter_refused_before_running(tmp_path):
+    with pytest.raises(ConfigError, match="valid parameters.*block_shape"):
+        run_notebooks("smoke", tmp_path / "run", only=["01"], overrides={"n_casess": 3})
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_profile_refused():
+    with pytest.raises(ConfigError, match="unknown profile"):
+        notebook_parameters("huge", "01")
+
+
+@pytest.mark.notebook
+def test_failing_notebook_names_notebook_and_cell(tmp_path):
+    with pytest.raises(NotebookError) as info:
+        run_notebooks("smoke", tmp_path / "run", only=["01"],
+                      overrides={"dataset": "nifti", "data_root": str(tmp_path / "missing")})
+    message = str(info.value)
+    assert "01_preprocessing" in message and "cell" in message and "missing" in message
+    assert (tmp_path / "run" / "executed" / "01_preprocessing.ipynb").exists()
+
+
+def test_cli_reports_errors_with_exit_code(tmp_path, caplog):
+    code = cli.main(["run", "--profile", "smoke", "--run-dir", str(tmp_path), "--only", "01", "-p", "bogus=1"])
+    assert code == 2
+    assert "bogus" in caplog.text
+
+
+def test_default_notebooks_dir_is_the_repository_folder():
+    assert (DEFAULT_NOTEBOOKS_DIR / "01_preprocessing.ipynb").exists()
