@@ -1,0 +1,13 @@
+"""The data layer: from dataset folders to preprocessed training blocks.
+
+Modules (import them directly; nothing heavy is imported here):
+
+- :mod:`~medlsdm.data.classes` — class tables of every dataset.
+- :mod:`~medlsdm.data.phantom` — procedural phantom datasets (the tutorial's embedded data).
+- :mod:`~medlsdm.data.io` — NIfTI read/write in the ``(D, H, W)`` + affine convention.
+- :mod:`~medlsdm.data.preprocess` — resample, normalise, crop/pad, depth blocks, label remap, one-hot.
+- :mod:`~medlsdm.data.datasets` — dataset adapters (folder layouts) and the validation pass.
+- :mod:`~medlsdm.data.splits` — deterministic patient-level train/val/test splits.
+- :mod:`~medlsdm.data.store` — HDF5 cache of preprocessed cases.
+- :mod:`~medlsdm.data.prepare` — ``prepare_dataset``: the whole pipeline (notebook 01, CLI).
+"""

@@ -1,0 +1,227 @@
+"""Preprocess a whole dataset into a folder later notebooks read (notebook 01, ``medlsdm preprocess``).
+
+Output folder (``RUN/data``)::
+
+    images/<case_id>.nii.gz   float32 in [-1, 1], the block's true affine
+    labels/<case_id>.nii.gz   uint8 contiguous class indices, same affine
+    cases.h5                  the same blocks as an HDF5 cache (:class:`~medlsdm.data.store.CaseStore`)
+    split.json                patient-level train/val/test case ids (:mod:`medlsdm.data.splits`)
+    manifest.json             what was done (dataset, classes, spacing, normalisation, cases)
+
+``images/`` + ``labels/`` is the generic layout, so the folder is itself readable by the
+``nifti`` adapter.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..atomic import read_json, write_json
+from ..errors import ConfigError, DataError
+from .datasets import Case, get_adapter, validate_cases
+from .io import write_nifti
+from .preprocess import preprocess_case
+from .splits import check_fractions, make_split, save_split
+from .store import CaseStore
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+SPLIT = "split.json"
+STORE = "cases.h5"
+
+
+def _check_parameters(spacing, block_shape, n_cases, blocks_per_case):
+    try:
+        spacing = [float(v) for v in spacing]
+        block_shape = [int(v) for v in block_shape]
+    except (TypeError, ValueError):
+        raise ConfigError(f"spacing and block_shape must be sequences of numbers, got {spacing!r}, {block_shape!r}") from None
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ConfigError(f"spacing must be three positive numbers (D, H, W) in mm, got {spacing}")
+    if len(block_shape) != 3 or min(block_shape) < 1:
+        raise ConfigError(f"block_shape must be three positive integers (D, H, W), got {block_shape}")
+    if n_cases is not None and int(n_cases) < 1:
+        raise ConfigError(f"n_cases must be >= 1 or None (all), got {n_cases}")
+    if int(blocks_per_case) < 1:
+        raise ConfigError(f"blocks_per_case must be >= 1, got {blocks_per_case}")
+    return spacing, block_shape
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _previous_files(out_dir: Path) -> set[Path]:
+    """Image/label files listed by a previous manifest in ``out_dir`` (to clear stale ones)."""
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        return set()
+    try:
+        cases = read_json(path).get("cases", [])
+        return {out_dir / c[key] for c in cases for key in ("image", "label")}
+    except (DataError, AttributeError, KeyError, TypeError):
+        return set()
+
+
+def prepare_dataset(
+    dataset: str,
+    data_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    spacing: Sequence[float],
+    block_shape: Sequence[int],
+    n_cases: int | None = None,
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+    blocks_per_case: int = 1,
+    **adapter_kwargs,
+) -> dict:
+    """Validate, preprocess and split a dataset; write everything to ``out_dir``.
+
+    Steps: find the cases (the first ``n_cases``, sorted) → validate *all* of them before any
+    work → one case at a time: read (canonical orientation), resample to ``spacing``,
+    normalise to [-1, 1], crop/pad in-plane to ``(H, W)``, take ``blocks_per_case`` depth
+    blocks of ``D`` slices (the centred one by default), remap labels, write NIfTI + cache →
+    patient-level split → manifest.
+
+    Args:
+        dataset: adapter name (:func:`medlsdm.data.datasets.get_adapter`).
+        data_root: the dataset folder.
+        out_dir: output folder (``RUN/data``); created if needed.
+        spacing: target voxel size (mm), ``(D, H, W)``.
+        block_shape: block size in voxels, ``(D, H, W)``.
+        n_cases: use only the first ``n_cases`` cases (sorted by id); ``None``: all.
+        fractions: (train, val, test) fractions of patients.
+        seed: seed of the split.
+        blocks_per_case: depth blocks per case; with more than one, block ``k`` of case
+            ``c`` gets the id ``c_b<k>``.
+        adapter_kwargs: passed to the adapter (e.g. ``modality``, ``num_classes``).
+
+    Returns:
+        The manifest (also written to ``out_dir/manifest.json``).
+
+    Raises:
+        DataError: a missing/bad input file (before any output is written).
+        ConfigError: invalid parameters.
+    """
+    spacing, block_shape = _check_parameters(spacing, block_shape, n_cases, blocks_per_case)
+    check_fractions(fractions)
+    adapter = get_adapter(dataset, **adapter_kwargs)
+    data_root, out_dir = Path(data_root).expanduser(), Path(out_dir).expanduser()
+    if data_root.resolve() == out_dir.resolve():
+        raise ConfigError(f"out_dir must differ from data_root ({data_root})")
+
+    cases = adapter.find_cases(data_root)
+    if n_cases is not None:
+        if int(n_cases) > len(cases):
+            raise DataError(f"{data_root}: asked for {n_cases} cases but the folder holds only {len(cases)}")
+        cases = cases[: int(n_cases)]
+    source_info = validate_cases(cases, adapter)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = _previous_files(out_dir)
+    normalisation = adapter.normalisation
+    entries, written = [], set()
+    store = CaseStore(out_dir / STORE, mode="w")
+    try:
+        for case in tqdm(cases, desc=f"preprocess {adapter.name}"):
+            entries += _process_case(case, adapter, out_dir, data_root, source_info[case.case_id],
+                                     normalisation, spacing, block_shape, int(blocks_per_case), store)
+        store.close()
+    except BaseException:
+        store.abort()
+        raise
+    for entry in entries:
+        written |= {out_dir / entry["image"], out_dir / entry["label"]}
+    for path in sorted(stale - written):
+        if path.is_file():
+            logger.info("removing %s (from a previous run, not in this one)", path)
+            path.unlink()
+
+    split = make_split(entries, fractions=fractions, seed=seed)
+    save_split(out_dir / SPLIT, split)
+    manifest = {
+        "dataset": adapter.name,
+        "modality": adapter.modality,
+        "classes": list(adapter.classes.names),
+        "source_values": list(adapter.classes.source_values),
+        "spacing": spacing,
+        "block_shape": block_shape,
+        "normalisation": normalisation,
+        "data_root": str(data_root.resolve()),
+        "split": SPLIT,
+        "store": STORE,
+        "seed": int(seed),
+        "fractions": [float(f) for f in fractions],
+        "cases": entries,
+    }
+    write_json(out_dir / MANIFEST, manifest)
+    logger.info("wrote %d blocks of %d cases to %s", len(entries), len(cases), out_dir)
+    return manifest
+
+
+def _process_case(
+    case: Case, adapter, out_dir: Path, data_root: Path, info: dict, normalisation: dict,
+    spacing: list[float], block_shape: list[int], blocks_per_case: int, store: CaseStore,
+) -> list[dict]:
+    """Preprocess one case and write its blocks; returns their manifest entries."""
+    image, affine = adapter.read_image(case)
+    label, _ = adapter.read_label(case)
+    blocks = preprocess_case(
+        image, label, affine, classes=adapter.classes, normalisation=normalisation,
+        spacing=spacing, block_shape=block_shape, n_blocks=blocks_per_case, label_path=case.label,
+    )
+    del image, label
+    entries = []
+    for k, block in enumerate(blocks):
+        block_id = case.case_id if blocks_per_case == 1 else f"{case.case_id}_b{k}"
+        image_rel, label_rel = f"images/{block_id}.nii.gz", f"labels/{block_id}.nii.gz"
+        write_nifti(out_dir / image_rel, block.image, block.affine, kind="image")
+        write_nifti(out_dir / label_rel, block.label, block.affine, kind="label")
+        store.add(block_id, block.image, block.label, block.affine)
+        entry = {
+            "case_id": block_id,
+            "patient_id": case.patient_id,
+            "image": image_rel,
+            "label": label_rel,
+            "source_image": _relative(case.image, data_root),
+            "source_label": _relative(case.label, data_root),
+            "source_shape": info["shape"],
+            "source_spacing": info["spacing"],
+            "block_start": block.start,
+            "class_voxels": np.bincount(block.label.ravel(), minlength=adapter.classes.num_classes).tolist(),
+        }
+        if case.frame is not None:
+            entry["source_frame"] = case.frame
+        entries.append(entry)
+    return entries
+
+
+def load_manifest(out_dir: str | os.PathLike) -> dict:
+    """Read ``out_dir/manifest.json`` written by :func:`prepare_dataset`.
+
+    Args:
+        out_dir: the preprocessed data folder (``RUN/data``).
+
+    Raises:
+        DataError: missing or invalid manifest, naming the path and how to make it.
+    """
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(
+            f"{path}: no preprocessed data manifest; run notebook 01_preprocessing "
+            "or `medlsdm preprocess --out-dir ...` first"
+        )
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("cases"), list):
+        raise DataError(f"{path}: not a medlsdm manifest (no 'cases' list); rerun notebook 01 / `medlsdm preprocess`")
+    return manifest

@@ -1,0 +1,168 @@
+"""HDF5 cache of preprocessed cases, written one case at a time and read lazily.
+
+Layout of ``cases.h5``::
+
+    /cases/<case_id>/image   (1, D, H, W) float32, compressed
+    /cases/<case_id>/label   (D, H, W)    uint8 class indices, compressed
+    /cases/<case_id>.attrs["affine"]      4x4 nibabel affine (medlsdm.data.io convention)
+
+Writing is atomic: the file is filled under a temporary name and renamed to ``path`` only
+when :meth:`CaseStore.close` succeeds, so a crash never leaves a half-written cache. Reading
+opens the file on first access in each process (safe with ``DataLoader`` workers).
+
+Example::
+
+    with CaseStore(path, mode="w") as store:
+        store.add("case_000", image, label, affine)
+    with CaseStore(path) as store:
+        image, label, affine = store["case_000"]
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import DataError
+
+FORMAT_VERSION = 1
+
+
+class CaseStore:
+    """An HDF5 file of preprocessed cases.
+
+    Args:
+        path: the ``.h5`` file.
+        mode: ``"r"`` to read an existing store, ``"w"`` to write a new one (replaces
+            ``path`` on :meth:`close`).
+        compression: h5py compression filter for new datasets.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r", *, compression: str = "gzip"):
+        if mode not in ("r", "w"):
+            raise ValueError(f"mode must be 'r' or 'w', got {mode!r}")
+        self.path = Path(path)
+        self.mode = mode
+        self.compression = compression
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        self._atomic = None
+        if mode == "w":
+            self._atomic = atomic_path(self.path)
+            tmp = self._atomic.__enter__()
+            self._file = h5py.File(tmp, "w", track_order=True)
+            self._file.attrs["format_version"] = FORMAT_VERSION
+            self._file.create_group("cases", track_order=True)
+        elif not self.path.is_file():
+            raise DataError(f"{self.path}: case store not found (run notebook 01 or `medlsdm preprocess`)")
+
+    # ------------------------------------------------------------------ file handling
+    def _h5(self) -> h5py.File:
+        if self._file is not None and (self.mode == "w" or self._pid == os.getpid()):
+            return self._file
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.path}: not a readable HDF5 case store ({exc})") from None
+        if "cases" not in self._file:
+            raise DataError(f"{self.path}: not a medlsdm case store (no 'cases' group)")
+        self._pid = os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        """Close the file; a store opened for writing is renamed to ``path`` now."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._atomic is not None:
+            atomic, self._atomic = self._atomic, None
+            atomic.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Discard a store being written (the temporary file is removed)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._atomic is not None:
+            atomic, self._atomic = self._atomic, None
+            try:
+                atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            except RuntimeError:
+                pass
+
+    def __enter__(self) -> "CaseStore":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __getstate__(self) -> dict:
+        if self.mode == "w":
+            raise TypeError("a CaseStore open for writing cannot be pickled")
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"] = None, None
+        return state
+
+    def __repr__(self) -> str:
+        return f"CaseStore({str(self.path)!r}, mode={self.mode!r})"
+
+    # ------------------------------------------------------------------ writing
+    def add(self, case_id: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray) -> None:
+        """Add one case.
+
+        Args:
+            case_id: unique id.
+            image: ``(1, D, H, W)`` float32 in [-1, 1].
+            label: ``(D, H, W)`` integer class indices (0 … 255).
+            affine: 4x4 nibabel affine of the case.
+        """
+        if self.mode != "w" or self._file is None:
+            raise RuntimeError(f"{self!r} is not open for writing")
+        image = np.asarray(image, dtype=np.float32)
+        label = np.asarray(label)
+        affine = np.asarray(affine, dtype=np.float64)
+        if image.ndim != 4 or image.shape[0] != 1 or image.shape[1:] != label.shape:
+            raise ValueError(f"{case_id}: expected image (1, D, H, W) and label (D, H, W), got {image.shape} and {label.shape}")
+        if affine.shape != (4, 4):
+            raise ValueError(f"{case_id}: affine must be 4x4, got {affine.shape}")
+        if label.size and (label.min() < 0 or label.max() > 255):
+            raise ValueError(f"{case_id}: class indices must lie in 0 … 255")
+        cases = self._file["cases"]
+        if case_id in cases:
+            raise ValueError(f"{case_id}: already in the store")
+        group = cases.create_group(case_id)
+        group.create_dataset("image", data=image, compression=self.compression, shuffle=True)
+        group.create_dataset("label", data=label.astype(np.uint8), compression=self.compression)
+        group.attrs["affine"] = affine
+
+    # ------------------------------------------------------------------ reading
+    def ids(self) -> list[str]:
+        """Case ids in the order they were added."""
+        return list(self._h5()["cases"].keys())
+
+    def __len__(self) -> int:
+        return len(self._h5()["cases"])
+
+    def __contains__(self, case_id: str) -> bool:
+        return case_id in self._h5()["cases"]
+
+    def __iter__(self):
+        return iter(self.ids())
+
+    def __getitem__(self, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(image (1, D, H, W) float32, label (D, H, W) int64, affine (4, 4))`` of a case."""
+        cases = self._h5()["cases"]
+        if case_id not in cases:
+            raise KeyError(f"{case_id!r} is not in {self.path}")
+        group = cases[case_id]
+        return (
+            group["image"][()].astype(np.float32, copy=False),
+            group["label"][()].astype(np.int64),
+            np.array(group.attrs["affine"], dtype=np.float64),
+        )

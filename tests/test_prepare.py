@@ -1,0 +1,150 @@
+"""End-to-end tests of medlsdm.data.prepare on fixture files and on a phantom."""
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medlsdm.data.classes import AUTOPET, TORSO_CT
+from medlsdm.data.datasets import get_adapter, validate_cases
+from medlsdm.data.io import dhw_to_world, read_nifti
+from medlsdm.data.prepare import load_manifest, prepare_dataset
+from medlsdm.data.splits import check_split, load_split
+from medlsdm.data.store import CaseStore
+from medlsdm.errors import ConfigError, DataError
+
+# LPS-like source orientation with thick slices: reorientation and resampling are exercised.
+SOURCE_AFFINE = np.array([[-1.5, 0, 0, 30.0], [0, -1.5, 0, 20.0], [0, 0, 4.0, -10.0], [0, 0, 0, 1]])
+
+
+def _write_study(folder, seed):
+    """A 24x24x6 CT study (HU) with a lesion box at a seed-dependent place."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(-800, 30, size=(24, 24, 6)).astype(np.float32)
+    label = np.zeros((24, 24, 6), np.uint8)
+    x0, y0 = 6 + seed % 5, 8 + seed % 3
+    label[x0 : x0 + 8, y0 : y0 + 6, 2:5] = 1
+    image[label == 1] = 50.0
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in (("CTres.nii.gz", image), ("SEG.nii.gz", label)):
+        nib.save(nib.Nifti1Image(data, SOURCE_AFFINE), str(folder / name))
+
+
+@pytest.fixture
+def autopet_root(tmp_path):
+    root = tmp_path / "autopet"
+    studies = [("PETCT_a", "s1"), ("PETCT_a", "s2"), ("PETCT_b", "s1"), ("PETCT_c", "s1"), ("PETCT_d", "s1")]
+    for i, (patient, study) in enumerate(studies):
+        _write_study(root / patient / study, seed=i)
+    return root
+
+
+def _world_centroid(label, affine, value=1):
+    return dhw_to_world(affine, np.argwhere(label == value).mean(axis=0))
+
+
+def test_prepare_end_to_end(autopet_root, tmp_path):
+    out = tmp_path / "data"
+    manifest = prepare_dataset(
+        "autopet", autopet_root, out, spacing=(6.0, 2.0, 2.0), block_shape=(4, 16, 16), n_cases=4, seed=1
+    )
+    assert manifest == load_manifest(out)
+    assert manifest["dataset"] == "autopet" and manifest["modality"] == "CT"
+    assert manifest["classes"] == list(AUTOPET.names)
+    assert manifest["normalisation"]["method"] == "ct_window"
+    assert manifest["spacing"] == [6.0, 2.0, 2.0] and manifest["block_shape"] == [4, 16, 16]
+    cases = manifest["cases"]
+    assert [c["case_id"] for c in cases] == ["PETCT_a_s1", "PETCT_a_s2", "PETCT_b_s1", "PETCT_c_s1"]
+    assert cases[0]["source_image"] == "PETCT_a/s1/CTres.nii.gz"
+    assert cases[0]["source_shape"] == [6, 24, 24] and cases[0]["source_spacing"] == pytest.approx([4.0, 1.5, 1.5])
+
+    store = CaseStore(out / "cases.h5")
+    assert store.ids() == [c["case_id"] for c in cases]
+    for entry in cases:
+        image, affine = read_nifti(out / entry["image"])
+        label, label_affine = read_nifti(out / entry["label"], kind="label")
+        assert nib.load(str(out / entry["label"])).get_data_dtype() == np.uint8
+        assert image.shape == label.shape == (4, 16, 16)
+        assert -1 <= image.min() and image.max() <= 1
+        np.testing.assert_array_equal(affine, label_affine)
+        cached_image, cached_label, cached_affine = store[entry["case_id"]]
+        np.testing.assert_allclose(cached_image[0], image, atol=1e-6)
+        np.testing.assert_array_equal(cached_label, label)
+        np.testing.assert_allclose(cached_affine, affine, atol=1e-4)
+        assert entry["class_voxels"] == np.bincount(label.ravel(), minlength=2).tolist()
+        # the lesion is where it was in the source, in world coordinates (within half a 6 mm slice:
+        # nearest-neighbour resampling)
+        src_label, src_affine = read_nifti(autopet_root / entry["source_label"], kind="label")
+        np.testing.assert_allclose(_world_centroid(label, affine), _world_centroid(src_label, src_affine), atol=3.1)
+        # HU window (-1000, 1000): lesion 50 HU → 0.05 (lower at partial-volume edges), background -800 HU → -0.8
+        assert image[label == 1].max() == pytest.approx(0.05, abs=1e-4)
+        assert image[label == 1].mean() > image[label == 0].mean() + 0.3
+        assert image[label == 0].mean() == pytest.approx(-0.8, abs=0.1)
+    store.close()
+
+    split = load_split(out / "split.json")
+    check_split(split, cases)
+    where = {c: k for k, ids in split.items() for c in ids}
+    assert where["PETCT_a_s1"] == where["PETCT_a_s2"]  # two studies, one patient
+    # the output folder is itself a dataset in the generic layout
+    adapter = get_adapter("nifti", modality="CT", classes=AUTOPET)
+    validate_cases(adapter.find_cases(out), adapter)
+
+
+def test_blocks_per_case_and_stale_files(autopet_root, tmp_path):
+    out = tmp_path / "data"
+    manifest = prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), blocks_per_case=2)
+    ids = [c["case_id"] for c in manifest["cases"]]
+    assert ids[:2] == ["PETCT_a_s1_b0", "PETCT_a_s1_b1"] and len(ids) == 10
+    first, second = manifest["cases"][:2]
+    assert first["patient_id"] == second["patient_id"] == "PETCT_a"
+    assert (first["block_start"], second["block_start"]) == (0, 7)  # 6 slices at 4 mm → 11 at 2 mm: blocks at 0 and 11 - 4
+    _, a0 = read_nifti(out / first["image"])
+    _, a1 = read_nifti(out / second["image"])
+    np.testing.assert_allclose(dhw_to_world(a1, (0, 0, 0)), dhw_to_world(a0, (7, 0, 0)), atol=1e-4)
+    # rerun with fewer cases: files of the previous run that are not in the new one go away
+    prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), n_cases=3)
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["PETCT_a_s1.nii.gz", "PETCT_a_s2.nii.gz", "PETCT_b_s1.nii.gz"]
+
+
+def test_bad_file_stops_before_any_output(autopet_root, tmp_path):
+    bad = autopet_root / "PETCT_d" / "s1" / "SEG.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((24, 24, 6), 3, np.uint8), SOURCE_AFFINE), str(bad))
+    out = tmp_path / "data"
+    with pytest.raises(DataError, match="label values") as info:
+        prepare_dataset("autopet", autopet_root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8))
+    assert str(bad) in str(info.value)
+    assert not out.exists()
+
+
+def test_parameter_errors(autopet_root, tmp_path):
+    with pytest.raises(DataError, match="only 5"):
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), n_cases=9)
+    with pytest.raises(ConfigError, match="spacing"):
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2), block_shape=(4, 8, 8))
+    with pytest.raises(ConfigError, match="block_shape"):
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(0, 8, 8))
+    with pytest.raises(ConfigError, match="fractions"):
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), fractions=(1, 1, 0))
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        prepare_dataset("nope", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8))
+
+
+def test_load_manifest_missing(tmp_path):
+    with pytest.raises(DataError, match="notebook 01") as info:
+        load_manifest(tmp_path)
+    assert str(tmp_path / "manifest.json") in str(info.value)
+
+
+def test_prepare_phantom(tmp_path):
+    phantom = pytest.importorskip("medlsdm.data.phantom")
+    raw = tmp_path / "raw"
+    phantom.make_phantom("torso-ct", raw, 3, seed=0, shape=(32, 32, 8))
+    manifest = prepare_dataset("torso-ct", raw, tmp_path / "data", spacing=(12.0, 11.0, 11.0), block_shape=(8, 16, 16))
+    assert len(manifest["cases"]) == 3 and manifest["classes"] == list(TORSO_CT.names)
+    split = load_split(tmp_path / "data" / "split.json")
+    assert all(len(ids) == 1 for ids in split.values())
+    voxels = np.array([c["class_voxels"] for c in manifest["cases"]])
+    assert voxels.sum(axis=1).tolist() == [8 * 16 * 16] * 3
+    assert (voxels[:, TORSO_CT.index("liver")] > 0).all()
+    header = nib.load(str(tmp_path / "data" / manifest["cases"][0]["image"])).header
+    assert header["descrip"].item() == b""  # no header text copied from the source
