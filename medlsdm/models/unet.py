@@ -1,0 +1,238 @@
+"""The latent denoiser of Med-LSDM: a UNet over VQ-GAN latents, conditioned on a label map.
+
+The label condition is a one-hot map with one extra *null* channel: a real condition has
+the null channel at 0; the null condition (used for classifier-free guidance) is all zeros
+but the null channel, which is 1 everywhere. Training replaces the condition of a random
+fraction of samples by the null condition (:func:`drop_condition`), so the model learns the
+unconditional score it needs at sampling time: ``uncond + s · (cond − uncond)``.
+
+The condition, given at any resolution (usually the image's, 4× the latent's), is
+area-averaged to each level's size, so a structure thinner than a latent voxel still
+contributes its volume fraction instead of vanishing under nearest-neighbour resizing.
+With ``conditioning="spade"`` (Med-LSDM) it sets the scale and shift of every norm of the
+middle and decoder blocks; with ``"concat"`` it is concatenated to the input latent.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from ..errors import ConfigError
+from .blocks import SPADE, Downsample, Upsample, conv_nd, group_norm, one_hot
+
+
+def semantic_condition(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Label map ``(B, *spatial)`` (class indices) → condition ``(B, K + 1, *spatial)``."""
+    onehot = one_hot(labels, num_classes)
+    return torch.cat([onehot, torch.zeros_like(onehot[:, :1])], dim=1)
+
+
+def null_condition(condition: torch.Tensor) -> torch.Tensor:
+    """The null condition shaped like ``condition``: only the last (null) channel is 1."""
+    null = torch.zeros_like(condition)
+    null[:, -1] = 1.0
+    return null
+
+
+def drop_condition(condition: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each sample's condition by the null condition with probability ``p``."""
+    if p <= 0:
+        return condition
+    drop = torch.rand(condition.shape[0], generator=generator, device="cpu") < p
+    shape = (-1,) + (1,) * (condition.ndim - 1)
+    return torch.where(drop.to(condition.device).view(shape), null_condition(condition), condition)
+
+
+class TimeResBlock(nn.Module):
+    """Residual block with a timestep embedding and optional SPADE norms.
+
+    ``h = conv(SiLU(norm1(x))) + proj(t)``; ``out = skip(x) + conv(dropout(SiLU(norm2(h))))``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels / out_channels: channels in and out (a 1×1 conv projects the skip).
+        time_channels: size of the timestep embedding.
+        num_groups: GroupNorm groups.
+        label_channels: when given, both norms are SPADE norms reading the condition.
+        dropout: dropout before the second convolution.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, time_channels: int,
+                 num_groups: int = 8, label_channels: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.spade = label_channels is not None
+        if self.spade:
+            self.norm1 = SPADE(spatial_dims, in_channels, label_channels, num_groups=num_groups)
+            self.norm2 = SPADE(spatial_dims, out_channels, label_channels, num_groups=num_groups)
+        else:
+            self.norm1 = group_norm(in_channels, num_groups)
+            self.norm2 = group_norm(out_channels, num_groups)
+        self.conv1 = conv_nd(spatial_dims, in_channels, out_channels)
+        self.time_proj = nn.Linear(time_channels, out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = conv_nd(spatial_dims, out_channels, out_channels)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Identity() if in_channels == out_channels else conv_nd(spatial_dims, in_channels, out_channels, 1)
+
+    def _norm(self, norm, x, cond):
+        return norm(x, cond) if self.spade else norm(x)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self._norm(self.norm1, x, cond)))
+        h = h + self.time_proj(F.silu(temb)).view(h.shape[0], -1, *(1,) * (h.ndim - 2))
+        h = self.conv2(self.dropout(F.silu(self._norm(self.norm2, h, cond))))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over all spatial positions (PyTorch scaled-dot-product)."""
+
+    def __init__(self, spatial_dims: int, channels: int, num_heads: int, num_groups: int = 8):
+        super().__init__()
+        if channels % num_heads:
+            raise ConfigError(f"num_heads={num_heads} does not divide {channels} channels")
+        self.num_heads = num_heads
+        self.norm = group_norm(channels, num_groups)
+        self.qkv = conv_nd(spatial_dims, channels, 3 * channels, 1)
+        self.proj = conv_nd(spatial_dims, channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, -1).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, C/heads)
+        return x + self.proj(h.transpose(-1, -2).reshape(x.shape))
+
+
+class SemanticUNet(ModelMixin, ConfigMixin):
+    """UNet denoiser for VQ-GAN latents with semantic (label map) conditioning.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: latent channels (the VQ-GAN's ``embedding_dim``).
+        out_channels: predicted channels (noise or velocity), usually ``in_channels``.
+        num_classes: classes of the label map (background included); the condition has
+            ``num_classes + 1`` channels (the extra one is the null condition).
+        channels: channels per level; each level but the last halves the spatial size.
+        attention_levels: self-attention after the blocks of these levels (coarse ones).
+        num_res_blocks: residual blocks per level on the way down (one more on the way up).
+        num_groups: GroupNorm groups.
+        num_heads: attention heads.
+        conditioning: ``"spade"`` (middle and decoder norms) or ``"concat"`` (input).
+        dropout: dropout inside the residual blocks.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 8,
+        out_channels: int = 8,
+        num_classes: int = 9,
+        channels: tuple[int, ...] = (64, 128, 256),
+        attention_levels: tuple[bool, ...] = (False, True, True),
+        num_res_blocks: int = 1,
+        num_groups: int = 8,
+        num_heads: int = 4,
+        conditioning: str = "spade",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if conditioning not in ("spade", "concat"):
+            raise ConfigError(f"conditioning must be 'spade' or 'concat', got {conditioning!r}")
+        if len(attention_levels) != len(channels):
+            raise ConfigError("attention_levels needs one entry per level of channels")
+        self.downsampling = 2 ** (len(channels) - 1)
+        cond_ch = num_classes + 1
+        spade_ch = cond_ch if conditioning == "spade" else None
+        time_ch = 4 * channels[0]
+        self.time_proj = Timesteps(channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(channels[0], time_ch)
+        extra_in = cond_ch if conditioning == "concat" else 0
+        self.conv_in = conv_nd(spatial_dims, in_channels + extra_in, channels[0])
+
+        def block(cin, cout, spade):
+            return TimeResBlock(spatial_dims, cin, cout, time_ch, num_groups, spade_ch if spade else None, dropout)
+
+        def attention(level):
+            return SelfAttention(spatial_dims, channels[level], num_heads, num_groups) if attention_levels[level] else nn.Identity()
+
+        self.down_blocks = nn.ModuleList()
+        self.down_attn = nn.ModuleList()
+        self.downsamplers = nn.ModuleList()
+        prev = channels[0]
+        for level, ch in enumerate(channels):
+            self.down_blocks.append(nn.ModuleList([block(prev if i == 0 else ch, ch, False) for i in range(num_res_blocks)]))
+            self.down_attn.append(attention(level))
+            self.downsamplers.append(Downsample(spatial_dims, ch) if level < len(channels) - 1 else nn.Identity())
+            prev = ch
+        self.mid_block1 = block(channels[-1], channels[-1], True)
+        self.mid_attn = SelfAttention(spatial_dims, channels[-1], num_heads, num_groups)
+        self.mid_block2 = block(channels[-1], channels[-1], True)
+        self.up_blocks = nn.ModuleList()
+        self.up_attn = nn.ModuleList()
+        self.upsamplers = nn.ModuleList()
+        prev = channels[-1]
+        for level in reversed(range(len(channels))):
+            ch = channels[level]
+            blocks = [block(prev + ch, ch, True)] + [block(ch, ch, True) for _ in range(num_res_blocks)]
+            self.up_blocks.append(nn.ModuleList(blocks))
+            self.up_attn.append(attention(level))
+            self.upsamplers.append(Upsample(spatial_dims, ch) if level > 0 else nn.Identity())
+            prev = ch
+        self.norm_out = group_norm(channels[0], num_groups)
+        self.conv_out = conv_nd(spatial_dims, channels[0], out_channels)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, condition: torch.Tensor) -> torch.Tensor:
+        """Predict noise (or velocity) for ``sample`` at ``timestep``.
+
+        Args:
+            sample: noisy latents ``(B, C, *spatial)``; spatial sizes divisible by
+                ``2 ** (len(channels) - 1)``.
+            timestep: one timestep for all samples or one per sample.
+            condition: ``(B, num_classes + 1, *any spatial)`` from :func:`semantic_condition`
+                or :func:`null_condition`.
+        """
+        cfg = self.config
+        if any(s % self.downsampling for s in sample.shape[2:]):
+            raise ConfigError(f"latent size {tuple(sample.shape[2:])} must be divisible by {self.downsampling}")
+        if condition.shape[1] != cfg.num_classes + 1:
+            raise ConfigError(f"condition has {condition.shape[1]} channels, expected num_classes + 1 = {cfg.num_classes + 1}")
+        t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(sample.shape[0])
+        temb = self.time_embedding(self.time_proj(t).to(sample.dtype))
+        condition = condition.to(sample.dtype)
+        cond_at = {}
+
+        def cond(x):  # the condition area-averaged to x's spatial size (cached per size)
+            size = tuple(x.shape[2:])
+            if size not in cond_at:
+                cond_at[size] = F.adaptive_avg_pool3d(condition, size) if len(size) == 3 else F.adaptive_avg_pool2d(condition, size)
+            return cond_at[size]
+
+        h = sample if cfg.conditioning == "spade" else torch.cat([sample, cond(sample)], dim=1)
+        h = self.conv_in(h)
+        skips = []
+        for blocks, attn, down in zip(self.down_blocks, self.down_attn, self.downsamplers):
+            for blk in blocks:
+                h = blk(h, temb)
+            h = attn(h)
+            skips.append(h)
+            h = down(h)
+        h = self.mid_block1(h, temb, cond(h))
+        h = self.mid_attn(h)
+        h = self.mid_block2(h, temb, cond(h))
+        for blocks, attn, up in zip(self.up_blocks, self.up_attn, self.upsamplers):
+            h = torch.cat([h, skips.pop()], dim=1)
+            for blk in blocks:
+                h = blk(h, temb, cond(h))
+            h = attn(h)
+            h = up(h)
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,85 @@
+"""The latent denoiser: shapes, conditioning, null condition and condition dropout."""
+import pytest
+import torch
+
+from medlsdm.errors import ConfigError
+from medlsdm.models.unet import SemanticUNet, drop_condition, null_condition, semantic_condition
+
+
+def tiny(spatial_dims=3, conditioning="spade", num_classes=3):
+    torch.manual_seed(0)
+    return SemanticUNet(spatial_dims=spatial_dims, in_channels=4, out_channels=4, num_classes=num_classes,
+                        channels=(8, 16), attention_levels=(False, True), num_groups=4, num_heads=2,
+                        conditioning=conditioning)
+
+
+def randomize_zero_inits(model):
+    """Output convs start at zero (identity residuals); perturb them so outputs depend on inputs."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.abs().sum():
+                p.normal_(0, 0.1)
+
+
+def test_condition_channels():
+    labels = torch.tensor([[[0, 1], [2, 1]]])
+    cond = semantic_condition(labels, 3)
+    assert cond.shape == (1, 4, 2, 2)
+    assert torch.equal(cond[:, :3].argmax(1), labels) and not cond[:, 3].any()
+    null = null_condition(cond)
+    assert not null[:, :3].any() and null[:, 3].eq(1).all()
+
+
+def test_drop_condition_probability_and_seed():
+    cond = semantic_condition(torch.randint(0, 3, (2000, 2, 2)), 3)
+    dropped = drop_condition(cond, 0.25, generator=torch.Generator().manual_seed(0))
+    is_null = dropped[:, 3].flatten(1).eq(1).all(1)
+    assert 0.2 < is_null.float().mean() < 0.3
+    kept = ~is_null
+    assert torch.equal(dropped[kept], cond[kept])
+    again = drop_condition(cond, 0.25, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(dropped, again)
+    assert drop_condition(cond, 0.0) is cond
+
+
+@pytest.mark.parametrize("conditioning", ["spade", "concat"])
+def test_3d_shapes_and_label_dependence(conditioning):
+    model = tiny(conditioning=conditioning)
+    randomize_zero_inits(model)
+    x = torch.randn(2, 4, 4, 8, 8)
+    labels = torch.randint(0, 3, (2, 16, 32, 32))  # image resolution: 4× the latent's
+    out = model(x, torch.tensor([3, 50]), semantic_condition(labels, 3))
+    assert out.shape == x.shape
+    other = model(x, torch.tensor([3, 50]), semantic_condition((labels + 1) % 3, 3))
+    assert not torch.allclose(out, other)
+    uncond = model(x, 7, null_condition(semantic_condition(labels, 3)))
+    assert uncond.shape == x.shape
+
+
+def test_2d_model():
+    model = tiny(spatial_dims=2, num_classes=4)
+    out = model(torch.randn(3, 4, 16, 16), torch.tensor(5), semantic_condition(torch.randint(0, 4, (3, 64, 64)), 4))
+    assert out.shape == (3, 4, 16, 16)
+
+
+def test_output_starts_at_zero_and_bad_inputs():
+    model = tiny()
+    x = torch.randn(1, 4, 4, 8, 8)
+    cond = semantic_condition(torch.zeros(1, 4, 8, 8, dtype=torch.long), 3)
+    assert model(x, 1, cond).abs().max() == 0  # zero-initialised output convolution
+    with pytest.raises(ConfigError, match="divisible"):
+        model(torch.randn(1, 4, 3, 8, 8), 1, cond)
+    with pytest.raises(ConfigError, match="channels"):
+        model(x, 1, cond[:, :3])
+    with pytest.raises(ConfigError, match="conditioning"):
+        SemanticUNet(conditioning="film")
+
+
+def test_save_load_round_trip(tmp_path):
+    model = tiny()
+    randomize_zero_inits(model)
+    model.save_pretrained(tmp_path)
+    loaded = SemanticUNet.from_pretrained(tmp_path)
+    x = torch.randn(1, 4, 4, 8, 8)
+    cond = semantic_condition(torch.randint(0, 3, (1, 4, 8, 8)), 3)
+    assert torch.equal(model(x, 9, cond), loaded(x, 9, cond))
