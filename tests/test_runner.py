@@ -1,5 +1,6 @@
 """The runner and CLI: notebook discovery, parameter checks, failures named by notebook and cell."""
 import json
+import re
 
 import pytest
 
@@ -23,6 +24,8 @@ def test_every_notebook_has_parameters_cell_first_and_profile_keys_exist():
         assert "parameters" in code[0]["metadata"].get("tags", []), path
         assert not any(c.get("outputs") for c in code), f"{path} has outputs committed"
         names = notebook_parameter_names(path)
+        assignments = [line for line in "".join(code[0]["source"]).splitlines() if re.match(r"^\w+\s*=", line)]
+        assert len(assignments) == len(names), f"papermill could not parse every parameter line of {path.name}"
         assert {"run_dir", "profile", "seed", "interactive"} <= set(names), path
         for profile in PROFILES:
             unknown = set(notebook_parameters(profile, path.stem)) - set(names)
@@ -52,7 +55,7 @@ def test_unknown_profile_refused():
 def test_failing_notebook_names_notebook_and_cell(tmp_path):
     with pytest.raises(NotebookError) as info:
         run_notebooks("smoke", tmp_path / "run", only=["01"],
-                      overrides={"dataset": "nifti", "data_root": str(tmp_path / "missing")})
+                      overrides={"dataset": "nifti", "dataset_options": {"modality": "CT", "num_classes": 2}, "data_root": str(tmp_path / "missing")})
     message = str(info.value)
     assert "01_preprocessing" in message and "cell" in message and "missing" in message
     assert (tmp_path / "run" / "executed" / "01_preprocessing.ipynb").exists()
