@@ -2,6 +2,8 @@
 
     medlsdm run --profile quick --run-dir runs/demo [--only 01,02] [-p key=value ...]
     medlsdm preprocess --dataset torso-ct --data-root DIR --out-dir RUN/data [...]
+    medlsdm sweep --only 04 -p guidance_scale=0,1,2,4 [-p steps=10,25] --run-dir RUN [--profile quick]
+    medlsdm report --run-dir RUN
 """
 from __future__ import annotations
 
@@ -55,6 +57,31 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
     log.info("preprocessed %d cases into %s", len(manifest["cases"]), args.out_dir)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from .sweep import parse_sweep, sweep
+
+    result = sweep(args.only, parse_sweep(args.param), args.run_dir, profile=args.profile,
+                   notebooks_dir=args.notebooks, kernel_name=args.kernel)
+    log.info("%d combinations; table %s, plot %s", len(result.rows), result.table, result.plot)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .report import build_report
+
+    log.info("report: %s", build_report(args.run_dir, args.out_dir))
+
+
+def _cmd_synthesize(args: argparse.Namespace) -> None:
+    from .diffusion import load_pipeline_dir
+    from .synthesis import synthesize_files, use_scheduler
+
+    pipe = use_scheduler(load_pipeline_dir(args.pipeline), args.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    written = synthesize_files(pipe, args.labels, args.out_dir, steps=args.steps, guidance_scale=args.guidance,
+                               seed=args.seed, num_per_label=args.num_per_label)
+    log.info("%d volumes written to %s", len(written), args.out_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medlsdm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -80,6 +107,34 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--n-cases", type=int)
     pre.add_argument("--seed", type=int, default=0)
     pre.set_defaults(func=_cmd_preprocess)
+
+    swp = sub.add_parser("sweep", help="rerun one notebook for every combination of parameter values")
+    swp.add_argument("--only", required=True, help="the notebook number to rerun, e.g. 04")
+    swp.add_argument("-p", "--param", action="append", default=[], metavar="KEY=V1,V2",
+                     help="values of one parameter (Python literals; commas split at top level); repeatable")
+    swp.add_argument("--run-dir", required=True, help="a run directory holding the earlier notebooks' outputs")
+    swp.add_argument("--profile", choices=profile_names(), default="quick")
+    swp.add_argument("--notebooks", help="folder of the notebooks (default: the repository's notebooks/)")
+    swp.add_argument("--kernel", help="Jupyter kernel name (default: the notebook's)")
+    swp.set_defaults(func=_cmd_sweep)
+
+    rep = sub.add_parser("report", help="export the executed notebooks to an offline static HTML report")
+    rep.add_argument("--run-dir", required=True)
+    rep.add_argument("--out-dir", help="where to write (default RUN/report)")
+    rep.set_defaults(func=_cmd_report)
+
+    from .synthesis import SCHEDULERS
+
+    syn = sub.add_parser("synthesize", help="synthesise volumes from label-map NIfTI files with a trained pipeline")
+    syn.add_argument("--pipeline", required=True, help="a saved MedLSDMPipeline folder, e.g. RUN/pipeline")
+    syn.add_argument("--labels", required=True, help="a label-map NIfTI file or a folder of them")
+    syn.add_argument("--out-dir", required=True)
+    syn.add_argument("--scheduler", choices=list(SCHEDULERS), default="ddim")
+    syn.add_argument("--steps", type=int, default=50)
+    syn.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: conditional only)")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--num-per-label", type=int, default=1)
+    syn.set_defaults(func=_cmd_synthesize)
     return parser
 
 

@@ -1,5 +1,4 @@
 """MedLSDMPipeline: every listed scheduler on 5-D latents, save/load, guidance, label checks."""
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -7,26 +6,14 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import DataError
-from medlsdm.models.unet import SemanticUNet
-from medlsdm.models.vqgan import VQGAN
 from medlsdm.pipeline import MedLSDMPipeline
 
 SCHEDULERS = [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler]
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    torch.manual_seed(0)
-    vqgan = VQGAN(channels=(8, 8, 8), embedding_dim=4, num_embeddings=16, decoder="spade", num_classes=3, norm_num_groups=4)
-    unet = SemanticUNet(in_channels=4, out_channels=4, num_classes=3, channels=(8, 16), attention_levels=(False, True), num_groups=4, num_heads=2)
-    with torch.no_grad():  # leave the zero-initialised output layers: make the UNet depend on its inputs
-        for p in unet.parameters():
-            if not p.abs().sum():
-                p.normal_(0, 0.1)
-    scheduler = DDPMScheduler(num_train_timesteps=50, beta_schedule="squaredcos_cap_v2")
-    pipe = MedLSDMPipeline(vqgan.eval(), unet.eval(), scheduler, latent_scale=0.7, spacing=[6.0, 5.5, 5.5])
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+@pytest.fixture
+def pipe(tiny_pipeline):
+    return tiny_pipeline
 
 
 @pytest.fixture

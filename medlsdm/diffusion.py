@@ -1,0 +1,230 @@
+"""Training the semantic latent diffusion model (notebook 03).
+
+1. :func:`encode_latents`: every training block goes once through the frozen VQ-GAN's
+   encoder. We diffuse the *pre-quantisation* latents (continuous, like the LDM paper's
+   VQ-regularised models); a sample is snapped to the codebook only when it is decoded
+   (:meth:`MedLSDMPipeline.decode_latents`).
+2. The latent scale factor ``1 / std(latents)`` of the training split brings the latents
+   to unit variance, as the noise schedule assumes; it is stored with the pipeline.
+3. :func:`train_diffusion` trains :class:`~medlsdm.models.unet.SemanticUNet` with a
+   diffusers ``DDPMScheduler`` (cosine schedule), epsilon or v prediction, condition
+   dropout for classifier-free guidance, and an EMA copy of the weights, on the shared
+   :class:`~medlsdm.training.Trainer` (accelerate, resume, atomic checkpoints). The EMA
+   weights go into the saved :class:`~medlsdm.pipeline.MedLSDMPipeline`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .atomic import atomic_path, write_json
+from .errors import ConfigError, DataError
+from .training import Trainer, _jsonable, _save_pretrained_atomic, load_vqgan
+
+log = logging.getLogger(__name__)
+
+#: Defaults of :func:`train_diffusion` (the profiles of notebook 03 override some).
+DIFFUSION_DEFAULTS: dict[str, Any] = dict(
+    # model
+    channels=(64, 128, 256), attention_levels=(False, True, True), num_res_blocks=1,
+    num_groups=8, num_heads=4, conditioning="spade", dropout=0.0,
+    # diffusion
+    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+    cond_drop_prob=0.1, ema_decay=0.999,
+    # optimisation
+    steps=2000, batch_size=4, lr=2e-4, gradient_accumulation_steps=1, max_grad_norm=1.0,
+    mixed_precision="no", seed=0,
+    # bookkeeping
+    checkpoint_every=500, keep_checkpoints=2, log_every=25, resume=True, progress=True,
+    sample_every=None, sample_steps=25,
+)
+
+
+@torch.no_grad()
+def encode_latents(vqgan, store: Mapping, case_ids: Sequence[str], *, batch_size: int = 4,
+                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pre-quantisation latents ``(N, C, d, h, w)`` and label maps ``(N, D, H, W)`` of cases."""
+    latents, labels = [], []
+    for i in range(0, len(case_ids), batch_size):
+        items = [store[c] for c in case_ids[i:i + batch_size]]
+        x = torch.as_tensor(np.stack([np.asarray(img, np.float32) for img, _, _ in items])).to(device)
+        latents.append(vqgan.encode(x.to(vqgan.dtype)).float().cpu())
+        labels.append(torch.as_tensor(np.stack([np.asarray(lab, np.int64) for _, lab, _ in items])))
+    return torch.cat(latents), torch.cat(labels)
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Item ``i`` is the (latent, label map) of a case drawn from ``(seed, i)`` alone.
+
+    So runs are reproducible and resumable without loader state (see :class:`Trainer`).
+    """
+
+    def __init__(self, latents: torch.Tensor, labels: torch.Tensor, seed: int = 0):
+        if len(latents) == 0:
+            raise DataError("no training latents")
+        self.latents, self.labels, self.seed = latents, labels, int(seed)
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, index: int):
+        k = int(np.random.default_rng([self.seed, int(index)]).integers(len(self.latents)))
+        return self.latents[k], self.labels[k]
+
+
+def make_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
+                   prediction_type: str = "epsilon"):
+    """The training scheduler: diffusers ``DDPMScheduler`` (cosine schedule by default)."""
+    from diffusers import DDPMScheduler
+
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ConfigError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                         prediction_type=prediction_type, clip_sample=False)
+
+
+def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, generator: torch.Generator):
+    """The denoising loss of one batch: MSE between the prediction and its target.
+
+    Random timesteps and noise come from ``generator``; the label condition of a fraction
+    ``cond_drop_prob`` of the samples is replaced by the null condition.
+    """
+    from .models.unet import drop_condition, semantic_condition
+
+    n = latents.shape[0]
+    noise = torch.randn(latents.shape, generator=generator).to(latents)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator).to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, t)
+    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
+    cond = semantic_condition(labels, unet.config.num_classes if hasattr(unet, "config") else unet.module.config.num_classes)
+    cond = drop_condition(cond, cond_drop_prob, generator=generator)
+    return F.mse_loss(unet(noisy, t, cond).float(), target.float())
+
+
+def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
+                    split: Mapping[str, Sequence[str]] | None = None, **params: Any) -> dict[str, Any]:
+    """Train the latent diffusion model of a run and save the pipeline to ``RUN/pipeline``.
+
+    Reads the VQ-GAN (``RUN/vqgan/model``), ``RUN/data/cases.h5`` and ``split.json``;
+    writes ``RUN/diffusion/`` (checkpoints, ``log.csv``, ``train_params.json``, samples at
+    ``sample_every`` steps in ``samples-<step>.npz``) and ``RUN/pipeline`` (EMA weights,
+    DDPM scheduler, latent scale, training spacing).
+
+    Args:
+        run_dir: the run directory.
+        store / split: use these instead of the run's case store and split.
+        params: any key of :data:`DIFFUSION_DEFAULTS` (unknown keys raise ``ConfigError``).
+
+    Returns:
+        The trainer summary plus ``latent_scale``, ``final_loss`` and ``pipeline_dir``.
+    """
+    from diffusers.training_utils import EMAModel
+
+    from .data.prepare import load_manifest
+    from .data.splits import load_split
+    from .data.store import CaseStore
+    from .models.unet import SemanticUNet
+    from .pipeline import MedLSDMPipeline
+    from .rundir import RunDir
+
+    unknown = sorted(set(params) - set(DIFFUSION_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"train_diffusion: unknown parameter(s) {unknown}; known: {sorted(DIFFUSION_DEFAULTS)}")
+    p = {**DIFFUSION_DEFAULTS, **params}
+    run = RunDir(run_dir)
+    manifest = load_manifest(run.data)
+    store = store if store is not None else CaseStore(run.data / "cases.h5")
+    split = split if split is not None else load_split(run.data / "split.json")
+    vqgan = load_vqgan(run.root)
+    vqgan.requires_grad_(False)
+
+    latents, labels = encode_latents(vqgan, store, list(split["train"]))
+    latent_scale = float(1.0 / latents.std())
+    log.info("%d training latents of shape %s, latent scale %.4f", len(latents), tuple(latents.shape[1:]), latent_scale)
+    dataset = LatentDataset(latents * latent_scale, labels, seed=p["seed"])
+    scheduler = make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"])
+
+    torch.manual_seed(p["seed"])
+    unet = SemanticUNet(
+        spatial_dims=latents.ndim - 2, in_channels=latents.shape[1], out_channels=latents.shape[1],
+        num_classes=len(manifest["classes"]), channels=tuple(p["channels"]),
+        attention_levels=tuple(p["attention_levels"]), num_res_blocks=p["num_res_blocks"],
+        num_groups=p["num_groups"], num_heads=p["num_heads"], conditioning=p["conditioning"], dropout=p["dropout"],
+    )
+    ema = EMAModel(unet.parameters(), decay=p["ema_decay"], model_cls=SemanticUNet, model_config=unet.config)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=p["lr"], weight_decay=0.0)
+
+    def step_fn(trainer: Trainer, batch) -> dict[str, float]:
+        z, lab = batch
+        loss = diffusion_loss(trainer.models["unet"], scheduler, z, lab, cond_drop_prob=p["cond_drop_prob"],
+                              generator=trainer.generator)
+        trainer.backward(loss)
+        trainer.optimizer_step("unet")
+        if trainer.accelerator.sync_gradients:
+            ema.step(trainer.unwrap("unet").parameters())
+        return {"loss": float(loss.detach())}
+
+    def make_pipeline(trainer: Trainer) -> MedLSDMPipeline:
+        ema_unet = SemanticUNet.from_config(trainer.unwrap("unet").config)
+        ema.copy_to(ema_unet.parameters())
+        pipe = MedLSDMPipeline(vqgan, ema_unet.eval(), make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"]),
+                               latent_scale=latent_scale, spacing=manifest["spacing"])
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    sample_ids = list(split.get("val", []))[:2] or list(split["train"])[:2]
+
+    def sample_fn(trainer: Trainer) -> dict[str, float]:
+        """Samples from fixed validation label maps, kept to watch training progress."""
+        from diffusers import DDIMScheduler
+
+        pipe = make_pipeline(trainer)
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        lab = torch.as_tensor(np.stack([np.asarray(store[c][1]) for c in sample_ids]))
+        out = pipe(lab, num_inference_steps=p["sample_steps"], generator=torch.Generator().manual_seed(p["seed"]))
+        with atomic_path(run.root / "diffusion" / f"samples-{trainer.step:07d}.npz") as tmp:
+            np.savez_compressed(tmp, images=out.images, labels=out.labels, case_ids=np.array(sample_ids))
+        return {}
+
+    out_dir = run.root / "diffusion"
+    trainer = Trainer(
+        models={"unet": unet}, optimizers={"unet": optimizer}, step_fn=step_fn, dataset=dataset,
+        out_dir=out_dir, max_steps=p["steps"], batch_size=p["batch_size"],
+        gradient_accumulation_steps=p["gradient_accumulation_steps"], max_grad_norm=p["max_grad_norm"],
+        mixed_precision=p["mixed_precision"], checkpoint_every=p["checkpoint_every"],
+        keep_checkpoints=p["keep_checkpoints"], log_every=p["log_every"],
+        val_fn=sample_fn if p["sample_every"] else None, val_every=p["sample_every"], seed=p["seed"],
+        resume=p["resume"], progress=p["progress"], extra_state={"ema": ema},
+    )
+    if trainer.is_main_process:
+        write_json(out_dir / "train_params.json", {**_jsonable(p), "latent_scale": latent_scale})
+    summary = trainer.fit()
+    if trainer.is_main_process:
+        _save_pretrained_atomic(make_pipeline(trainer), run.pipeline)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
+    summary.update(latent_scale=latent_scale, final_loss=summary["last"].get("loss"), pipeline_dir=str(run.pipeline))
+    return summary
+
+
+def load_pipeline(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    """The trained :class:`MedLSDMPipeline` of a run (``RUN/pipeline``)."""
+    return load_pipeline_dir(Path(run_dir) / "pipeline", device)
+
+
+def load_pipeline_dir(folder: str | os.PathLike, device: str | torch.device = "cpu"):
+    """A saved :class:`MedLSDMPipeline` folder (``save_pretrained``), progress bars off."""
+    from .pipeline import MedLSDMPipeline
+
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise DataError(f"{folder}: no trained pipeline here (model_index.json missing); run notebook 03_diffusion_training first")
+    pipe = MedLSDMPipeline.from_pretrained(folder).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,78 @@
+"""Synthesis helpers, the class-intensity check and the ``medlsdm synthesize`` command."""
+import nibabel as nib
+import numpy as np
+import pytest
+from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+from medlsdm import cli
+from medlsdm.data.io import write_nifti
+from medlsdm.errors import ConfigError, DataError
+from medlsdm.synthesis import class_intensity_error, synthesize_files, use_scheduler
+
+
+def test_class_intensity_error_closed_form():
+    labels = [np.array([[0, 0, 1, 1], [2, 2, 2, 2]])]
+    real = [np.array([[-1.0, -1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])]
+    synthetic = [np.array([[-1.0, -0.6, 0.5, 0.1], [1.0, 1.0, 1.0, 1.0]])]
+    err = class_intensity_error(synthetic, real, labels, ["bg", "a", "b"], percentiles=(0, 100))
+    # range of the real voxels = 2; bg means -0.8 vs -1, a: 0.3 vs 0, b: equal
+    assert err == pytest.approx({"bg": 0.1, "a": 0.15, "b": 0.0})
+    assert class_intensity_error(real, real, labels, ["bg", "a", "b", "absent"]) == {"bg": 0, "a": 0, "b": 0}
+    with pytest.raises(ConfigError):
+        class_intensity_error(synthetic, real, labels * 2, ["bg"])
+
+
+def test_use_scheduler_keeps_the_schedule(tiny_pipeline):
+    use_scheduler(tiny_pipeline, "dpm++")
+    assert isinstance(tiny_pipeline.scheduler, DPMSolverMultistepScheduler)
+    assert tiny_pipeline.scheduler.config.algorithm_type == "dpmsolver++"
+    assert tiny_pipeline.scheduler.config.num_train_timesteps == 50
+    use_scheduler(tiny_pipeline, "unipc")
+    assert isinstance(tiny_pipeline.scheduler, UniPCMultistepScheduler)
+    with pytest.raises(ConfigError, match="unknown scheduler"):
+        use_scheduler(tiny_pipeline, "magic")
+
+
+def _label_file(folder, name, affine, value=1):
+    lab = np.zeros((8, 16, 16), np.uint8)
+    lab[2:6, 4:12, 4:12] = value
+    return write_nifti(folder / name, lab, affine, kind="label")
+
+
+def test_synthesize_files_keeps_affine_and_no_source_header(tiny_pipeline, tmp_path):
+    affine = np.array([[5.5, 0, 0, -30.0], [0, 5.5, 0, 4.0], [0, 0, 6.0, 100.0], [0, 0, 0, 1]])
+    _label_file(tmp_path / "labels", "a.nii.gz", affine)
+    _label_file(tmp_path / "labels", "b.nii.gz", affine, value=2)
+    written = synthesize_files(tiny_pipeline, tmp_path / "labels", tmp_path / "out", steps=2, num_per_label=2)
+    assert [p.name for p in written] == ["a_syn0.nii.gz", "a_syn1.nii.gz", "b_syn0.nii.gz", "b_syn1.nii.gz"]
+    img = nib.load(written[0])
+    np.testing.assert_allclose(img.affine, affine, atol=1e-5)
+    assert img.header["descrip"].tobytes().strip(b"\0") == b""
+    a0, a1 = (np.asarray(nib.load(p).dataobj) for p in written[:2])
+    assert not np.allclose(a0, a1)  # different seeds per sample
+    again = synthesize_files(tiny_pipeline, tmp_path / "labels" / "a.nii.gz", tmp_path / "again", steps=2)
+    np.testing.assert_array_equal(np.asarray(nib.load(again[0]).dataobj), a0)  # same seed, same volume
+
+
+def test_bad_label_map_stops_before_any_sampling(tiny_pipeline, tmp_path):
+    affine = np.diag([5.5, 5.5, 6.0, 1.0])
+    _label_file(tmp_path / "labels", "a_good.nii.gz", affine)
+    _label_file(tmp_path / "labels", "b_bad.nii.gz", affine, value=7)
+    with pytest.raises(DataError, match="b_bad.nii.gz.*class indices"):
+        synthesize_files(tiny_pipeline, tmp_path / "labels", tmp_path / "out", steps=2)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(DataError, match="missing.nii.gz: label map not found"):
+        synthesize_files(tiny_pipeline, tmp_path / "missing.nii.gz", tmp_path / "o2", steps=2)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no .nii"):
+        synthesize_files(tiny_pipeline, tmp_path / "empty", tmp_path / "o2", steps=2)
+
+
+def test_cli_synthesize(tiny_pipeline, tmp_path, caplog):
+    tiny_pipeline.save_pretrained(tmp_path / "pipe")
+    label = _label_file(tmp_path, "lab.nii.gz", np.diag([5.5, 5.5, 6.0, 1.0]))
+    code = cli.main(["synthesize", "--pipeline", str(tmp_path / "pipe"), "--labels", str(label),
+                     "--out-dir", str(tmp_path / "out"), "--scheduler", "unipc", "--steps", "3"])
+    assert code == 0 and (tmp_path / "out" / "lab_syn0.nii.gz").exists()
+    code = cli.main(["synthesize", "--pipeline", str(tmp_path / "nothing"), "--labels", str(label), "--out-dir", str(tmp_path / "o")])
+    assert code == 2 and "model_index.json missing" in caplog.text
