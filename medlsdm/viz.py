@@ -213,3 +213,68 @@ def show(obj) -> None:
         from IPython.display import display
 
         display(obj)
+
+
+def plot_training_log(csv_path, keys: Sequence[str], *, title: str | None = None, log_y: bool = True):
+    """Curves of the given columns of a training ``log.csv`` against the step."""
+    import csv
+
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for key in keys:
+        points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        if points:
+            ax.plot(*zip(*points), marker="." if len(points) < 30 else None, label=key)
+    ax.set_xlabel("optimiser step")
+    if log_y:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_slice_grid(
+    rows: Mapping[str, Sequence[np.ndarray]],
+    *,
+    col_titles: Sequence[str] | None = None,
+    labels: Sequence[np.ndarray | None] | None = None,
+    view: str = "axial",
+    num_classes: int | None = None,
+    cmap: str = "gray",
+    vmin: float = -1.0,
+    vmax: float = 1.0,
+    spacing: Sequence[float] | None = None,
+):
+    """A grid of central slices: one row per name, one column per volume ``(D, H, W)``.
+
+    ``labels`` (one per column) are drawn as an overlay on the first row only.
+    """
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    ncols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(names), ncols, figsize=(2.3 * ncols, 2.3 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(rows[name]):
+                continue
+            vol = np.asarray(rows[name][c]).squeeze()
+            lab = labels[c] if (labels is not None and r == 0 and labels[c] is not None) else None
+            if cmap == "gray":
+                draw_slice(ax, take_slice(vol, view), None if lab is None else take_slice(lab, view),
+                           num_classes=num_classes, vmin=vmin, vmax=vmax, aspect=_aspect(view, spacing))
+            else:
+                ax.imshow(take_slice(vol, view), cmap=cmap, vmin=vmin, vmax=vmax, aspect=_aspect(view, spacing))
+            if r == 0 and col_titles is not None:
+                ax.set_title(col_titles[c], fontsize=9)
+            if c == 0:
+                ax.text(-0.05, 0.5, name, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
