@@ -137,3 +137,38 @@ def load_split_cases(store: Mapping, case_ids: Iterable[str]):
     images = np.stack([np.asarray(img, np.float32) for img, _, _ in items])
     labels = np.stack([np.asarray(lab, np.int64) for _, lab, _ in items])
     return images, labels, [np.asarray(aff) for _, _, aff in items]
+
+
+def compare_schedulers(pipe, labels, settings: Sequence[tuple[str, int]], *, guidance_scale: float = 1.0, seed: int = 0):
+    """Sample the same labels and noise with each ``(scheduler, steps)``.
+
+    Returns ``{"<scheduler>-<steps>": (images, seconds per volume)}``; the pipeline's
+    scheduler is restored afterwards.
+    """
+    original = pipe.scheduler
+    try:
+        return {f"{name}-{steps}": timed_samples(pipe, labels, scheduler=name, steps=steps,
+                                                 guidance_scale=guidance_scale, seed=seed)
+                for name, steps in settings}
+    finally:
+        pipe.scheduler = original
+
+
+def denoising_snapshots(pipe, labels, *, steps: int, n_snapshots: int = 6, guidance_scale: float = 1.0, seed: int = 0):
+    """Decoded intermediate volumes of one sampling run (for progressive-denoising figures).
+
+    Returns ``[(step_index, timestep, images)]`` at ``n_snapshots`` evenly spaced steps,
+    the last one being the final result.
+    """
+    keep = set(np.linspace(0, steps - 1, n_snapshots).round().astype(int).tolist())
+    latents = []
+
+    def callback(i, t, z):
+        if i in keep:
+            latents.append((i, t, z.clone()))
+
+    label_maps, _ = pipe.load_labels(labels)
+    pipe(label_maps, num_inference_steps=steps, guidance_scale=guidance_scale,
+         generator=torch.Generator().manual_seed(seed), callback=callback)
+    with torch.no_grad():
+        return [(i, t, pipe.decode_latents(z, label_maps.to(z.device)).cpu().numpy()) for i, t, z in latents]

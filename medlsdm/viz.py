@@ -278,3 +278,11 @@ def plot_slice_grid(
                 ax.text(-0.05, 0.5, name, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def itk_viewer(image: np.ndarray, label: np.ndarray | None = None):
+    """An itkwidgets 3-D viewer (optional extra ``medlsdm[itk]``; interactive sessions only:
+    its 1.0 alphas fetch the viewer from the web)."""
+    from itkwidgets import view
+
+    return view(image=image, label_image=label)
