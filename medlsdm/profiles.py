@@ -27,6 +27,7 @@ NOTEBOOKS = {
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "01": dict(dataset="torso-ct", n_cases=6, block_shape=[16, 32, 32], spacing=[12.0, 11.0, 11.0]),
+        "02": dict(steps=10, crop_shape=[16, 32, 32], batch_size=2, channels=[8, 16, 16], num_embeddings=64),
         "03": dict(steps=6, batch_size=2, channels=[8, 16], attention_levels=[False, True], sample_every=3),
         "04": dict(steps=3, compare=[["ddim", 3], ["unipc", 2]], guidance_scales=[0.0, 1.0, 2.0], n_test=2),
     },

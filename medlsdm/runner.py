@@ -96,6 +96,7 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
     from papermill.exceptions import PapermillExecutionError
 
     output = run.executed / path.name
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # our own progress line per notebook is enough
     names = notebook_parameter_names(path)
     params = {k: v for k, v in parameters.items() if k in names}
     try:

@@ -55,3 +55,35 @@ def test_01_preprocessing(smoke_run):
         assert np.asarray(lab.dataobj).max() < len(m["classes"])
     for name in ("01_raw_vs_preprocessed", "01_class_histograms", "01_class_fractions", "01_split"):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
+
+
+def test_02_vqgan(smoke_run):
+    m = smoke_run.read_metrics()["02_vqgan"]
+    for key in ("psnr", "ssim", "baseline_psnr", "codebook_usage", "decoder", "seconds"):
+        assert key in m, key
+    assert m["decoder"] == "spade" and set(m["decoders"]) == {"spade", "normal"}
+    assert np.isfinite(m["psnr"]) and 0 < m["codebook_usage"] <= 1
+    assert (smoke_run.vqgan / "model" / "config.json").exists()
+    assert (smoke_run.figures / "02_reconstruction.png").exists()
+
+
+def test_03_diffusion(smoke_run):
+    m = smoke_run.read_metrics()["03_diffusion"]
+    assert np.isfinite(m["final_loss"]) and m["seconds"] > 0 and m["steps"] == 6
+    assert (smoke_run.pipeline / "model_index.json").exists()
+    assert len(list((smoke_run.root / "diffusion").glob("samples-*.npz"))) == 2
+
+
+def test_04_synthesis(smoke_run):
+    m = smoke_run.read_metrics()["04_synthesis"]
+    classes = smoke_run.read_metrics()["01_preprocessing"]["classes"]
+    assert set(m["class_intensity_error"]) <= set(classes) and "background" in m["class_intensity_error"]
+    assert np.isclose(m["class_intensity_error_mean"], np.mean(list(m["class_intensity_error"].values())))
+    assert {"ddim-3", "unipc-2"} <= set(m["seconds_per_volume"])
+    assert set(m["guidance_error"]) == {"0.0", "1.0", "2.0"}
+    split = json.loads((smoke_run.data / "split.json").read_text())
+    samples = sorted(smoke_run.samples.glob("*.nii.gz"))
+    assert [p.name for p in samples] == [f"{c}_syn0.nii.gz" for c in split["test"][:2]]
+    for path in samples:  # the synthetic volume sits on its label map's grid
+        case = path.name[: -len("_syn0.nii.gz")]
+        np.testing.assert_allclose(nib.load(path).affine, nib.load(smoke_run.data / "labels" / f"{case}.nii.gz").affine, atol=1e-5)
