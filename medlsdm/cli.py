@@ -68,7 +68,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     from .report import build_report
 
-    log.info("report: %s", build_report(args.run_dir, args.out_dir))
+    build_report(args.run_dir, args.out_dir)
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:

@@ -1,0 +1,141 @@
+"""Parameter sweeps: value parsing, checks before any run, and a real sweep of notebook 01."""
+import csv
+import json
+
+import nbformat
+import pytest
+from PIL import Image
+
+from medlsdm import cli
+from medlsdm.errors import ConfigError, NotebookError
+from medlsdm.rundir import RunDir
+from medlsdm.runner import find_notebooks
+from medlsdm.sweep import (
+    check_sweep_values, combination_name, flatten_scalars, parse_sweep, plot_sweep, split_top_level, sweep, table_row,
+)
+
+NB01 = find_notebooks(only=["01"])[0]
+
+
+def test_values_split_at_top_level_commas_only():
+    assert split_top_level("[8,8,8],[6,6,6]") == ["[8,8,8]", "[6,6,6]"]
+    assert split_top_level("'a,b', (1, 2) ,3") == ["'a,b'", "(1, 2)", "3"]
+    with pytest.raises(ConfigError, match="unbalanced"):
+        split_top_level("[1,2")
+    got = parse_sweep(["spacing=[8,8,8],[6.0,6,6]", "dataset=torso-ct,breast-mr", "guidance_scale=0,1.5", "data_root=None"])
+    assert got == {"spacing": [[8, 8, 8], [6.0, 6, 6]], "dataset": ["torso-ct", "breast-mr"],
+                   "guidance_scale": [0, 1.5], "data_root": [None]}
+
+
+@pytest.mark.parametrize("bad", [["seed"], ["seed="], ["=1,2"], ["seed=1,", "x=1"], ["seed=1", "seed=2"], []])
+def test_malformed_sweeps_are_refused(bad):
+    with pytest.raises(ConfigError):
+        parse_sweep(bad)
+
+
+def test_names_and_types_checked_against_the_parameters_cell():
+    assert check_sweep_values(NB01, {"seed": [0, 1], "spacing": [(8, 8, 8)], "data_root": ["/x", None]}) == {
+        "seed": [0, 1], "spacing": [[8, 8, 8]], "data_root": ["/x", None]}
+    with pytest.raises(ConfigError, match="valid parameters.*n_cases"):
+        check_sweep_values(NB01, {"n_casess": [1, 2]})
+    with pytest.raises(ConfigError, match="expects int.*got float"):
+        check_sweep_values(NB01, {"n_cases": [4, 4.5]})
+    with pytest.raises(ConfigError, match="expects int.*got bool"):
+        check_sweep_values(NB01, {"seed": [True]})
+    with pytest.raises(ConfigError, match="expects bool"):
+        check_sweep_values(NB01, {"interactive": [1]})
+    with pytest.raises(ConfigError, match="expects str"):
+        check_sweep_values(NB01, {"dataset": [3]})
+    with pytest.raises(ConfigError, match="expects list"):
+        check_sweep_values(NB01, {"spacing": [8.0]})
+    with pytest.raises(ConfigError, match="run_dir"):
+        check_sweep_values(NB01, {"run_dir": ["a", "b"]})
+    with pytest.raises(ConfigError, match="--profile"):
+        check_sweep_values(NB01, {"profile": ["smoke", "quick"]})
+    with pytest.raises(ConfigError, match="repeated"):
+        check_sweep_values(NB01, {"seed": [1, 1]})
+
+
+def _notebook(path, source):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("pass")]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_int_accepted_for_float_default(tmp_path):
+    path = _notebook(tmp_path / "04_synthesis.ipynb", "guidance_scale = 3.0\nrun_dir = 'r'\nseed = 0")
+    assert check_sweep_values(path, {"guidance_scale": [0, 1, 2.5]}) == {"guidance_scale": [0.0, 1.0, 2.5]}
+
+
+def test_earlier_notebooks_must_have_run(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for stem in ("01_preprocessing", "02_vqgan_training"):
+        _notebook(folder / f"{stem}.ipynb", "run_dir = 'r'\nprofile = 'quick'\nseed = 0\ninteractive = False")
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="run notebook 01 first"):
+        sweep("02", {"seed": [0, 1]}, run, profile="smoke", notebooks_dir=folder)
+    assert not (run / "sweeps").exists(), "nothing may be written before the checks pass"
+
+
+def test_table_rows_and_plot_with_two_parameters(tmp_path):
+    metrics = {"psnr": 20.0, "nested": {"dice": 0.5, "per_class": [1, 2]}, "name": "x", "steps": 7}
+    row = table_row({"guidance_scale": 1.0, "steps": 10}, metrics)
+    assert row == {"guidance_scale": 1.0, "steps": 10, "psnr": 20.0, "nested.dice": 0.5, "name": "x", "metrics.steps": 7}
+    assert flatten_scalars({"a": {"b": {"c": 1}}, "l": [1]}) == {"a.b.c": 1}
+    assert combination_name({"spacing": [8.0, 8.0, 8.0], "dataset": "breast-mr"}) == "spacing=8.0-8.0-8.0_dataset=breast-mr"
+    rows = [{"guidance_scale": g, "steps": s, "psnr": g + s, "dice": 0.1 * g} for g in (0.0, 1.0, 2.0) for s in (10, 25)]
+    plot_sweep(rows, ["guidance_scale", "steps"], tmp_path / "p.png", title="t")
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.size[0] > 600 and im.size[1] > 250
+    plot_sweep([{"dataset": "a", "v": 1}, {"dataset": "b", "v": 2}], ["dataset"], tmp_path / "q.png")
+    assert (tmp_path / "q.png").stat().st_size > 1000
+
+
+def test_cli_refuses_unknown_parameter_before_running(tmp_path, caplog):
+    code = cli.main(["sweep", "--only", "01", "-p", "bogus=1,2", "--run-dir", str(tmp_path / "run"), "--profile", "smoke"])
+    assert code == 2
+    assert "bogus" in caplog.text and "n_cases" in caplog.text
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.notebook
+def test_sweep_notebook_01(tmp_path):
+    """Two real papermill runs; metrics.json is the run's own afterwards."""
+    run = RunDir(tmp_path / "run")
+    run.update_metrics("01_preprocessing", {"n_cases": 99, "marker": "the run's own"})
+    before = run.metrics_path.read_text()
+
+    assert cli.main(["sweep", "--only", "01", "-p", "n_cases=4,6", "-p", "seed=1", "--run-dir", str(run.root),
+                     "--profile", "smoke"]) == 0
+
+    assert run.metrics_path.read_text() == before
+    sweeps = run.root / "sweeps"
+    assert sorted(p.name for p in (sweeps / "01_preprocessing").glob("*.ipynb")) == [
+        "n_cases=4_seed=1.ipynb", "n_cases=6_seed=1.ipynb"]
+    for path in (sweeps / "01_preprocessing").glob("*.ipynb"):
+        outputs = [o for c in json.loads(path.read_text())["cells"] for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o["output_type"] == "error"]
+    with open(sweeps / "01_preprocessing.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["n_cases"], r["seed"]) for r in rows] == [("4", "1"), ("6", "1")]
+    for r in rows:
+        assert int(r["metrics.n_cases"]) == int(r["n_cases"])
+        assert int(r["n_train"]) + int(r["n_val"]) + int(r["n_test"]) == int(r["n_cases"])
+        assert abs(sum(float(v) for k, v in r.items() if k.startswith("class_fraction.")) - 1) < 1e-6
+        assert r["dataset"] == "torso-ct" and float(r["seconds"]) > 0
+    with Image.open(sweeps / "01_preprocessing.png") as im:
+        assert im.format == "PNG" and im.size[0] > 600
+
+
+@pytest.mark.notebook
+def test_failing_combination_names_it_and_restores_metrics(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(NotebookError, match="dataset=nifti"):
+        sweep("01", {"dataset": ["nifti"]}, run.root, profile="smoke")
+    assert not run.metrics_path.exists()
+    assert (run.root / "sweeps" / "01_preprocessing" / "dataset=nifti.ipynb").exists()
