@@ -27,15 +27,30 @@ NOTEBOOKS = {
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "01": dict(dataset="torso-ct", n_cases=6, block_shape=[16, 32, 32], spacing=[12.0, 11.0, 11.0]),
-        "02": dict(steps=10, crop_shape=[16, 32, 32], batch_size=2, channels=[8, 16, 16], num_embeddings=64),
+        # every code path in seconds: both decoders, adversarial losses from step 6
+        "02": dict(decoder="spade", compare_decoder=True, steps=12, crop_shape=[16, 32, 32], batch_size=2,
+                   lr=1e-3, channels=[8, 16, 32], embedding_dim=8, num_embeddings=64,
+                   gan_weight=1.0, disc_start=6, disc_channels=8),
         "03": dict(steps=6, batch_size=2, channels=[8, 16], attention_levels=[False, True], sample_every=3),
         "04": dict(steps=3, compare=[["ddim", 3], ["unipc", 2]], guidance_scales=[0.0, 1.0, 2.0], n_test=2),
     },
     "quick": {
         "01": dict(dataset="torso-ct", n_cases=30, block_shape=[32, 64, 64], spacing=[6.0, 5.5, 5.5]),
+        # calibrated on the torso CT phantom (L1 + commitment, cosine lr, batches of 2 crops):
+        # held-out PSNR +9.3 dB over the average-pool baseline after these 300 steps with
+        # SPADE (~0.45 CPU-s/step: ~2.5 min on one core); the normal decoder needs ~600 steps
+        # for +5.7 dB (~0.30 CPU-s/step), so compare_decoder=True adds ~1.5 min and stays < 5 dB
+        "02": dict(decoder="spade", compare_decoder=True, steps=300, crop_shape=[16, 32, 32], batch_size=2,
+                   lr=1e-3, channels=[16, 32, 64], embedding_dim=8, num_embeddings=512,
+                   gan_weight=0.0, disc_start=1000),
     },
     "paper": {
         "01": dict(dataset="torso-ct", n_cases=100, block_shape=[32, 256, 256], spacing=[6.0, 1.4, 1.4]),
+        # Med-LSDM: 16→32→64 channels, 8-dim codes, SPADE decoder, whole 32×256×256 blocks,
+        # batch 2, lr 3e-4, 2048 codes, PatchGANs from step 50 000 (its vq_gan_3d.yaml)
+        "02": dict(decoder="spade", compare_decoder=False, steps=100_000, crop_shape=[32, 256, 256], batch_size=2,
+                   lr=3e-4, channels=[16, 32, 64], embedding_dim=8, num_embeddings=2048,
+                   gan_weight=1.0, disc_start=50_000, lr_schedule="constant"),
     },
 }
 

@@ -55,3 +55,14 @@ def test_save_figure(tmp_path):
     path = run.save_figure(fig, "line")
     plt.close(fig)
     assert path == run.figures / "line.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,193 @@
+"""Benchmark: VQ-GAN training-step time and peak memory on CPU.
+
+For every block size × precision (fp32, bf16 autocast) × gradient checkpointing (off, on),
+a fresh worker process builds the Med-LSDM VQ-GAN (channels 16→32→64, 8-dim codes) with
+its two PatchGANs and times full training steps (generator forward/backward/update, then
+discriminator update — the step after ``disc_start``), after one untimed warm-up step.
+
+Memory is the worker's peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
+which sees torch's C++ allocations — tracemalloc would not); the report gives the peak and
+the peak minus the RSS measured just before the first step (interpreter, torch and the
+models), i.e. what the training step itself needs. Each configuration runs in its own
+process so peaks do not carry over.
+
+    python benchmarks/bench_vqgan.py                       # 32x64x64 and 32x256x256 (slow!)
+    python benchmarks/bench_vqgan.py --steps 1 --sizes 8x16x16   # smoke check
+
+Writes ``benchmarks/results/vqgan.md`` (``--out``). Run it when nothing else uses the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _rss_mib() -> float:
+    """Current resident set size (MiB), from /proc (Linux)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+def _peak_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def worker(cfg: dict) -> dict:
+    """Time ``cfg["steps"]`` training steps of one configuration (runs in a fresh process)."""
+    import torch
+
+    from medlsdm.losses import VQGANLoss
+    from medlsdm.models import VQGAN
+    from medlsdm.training import frozen
+
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(0)
+    shape = cfg["size"]
+    spade = cfg["decoder"] == "spade"
+    model = VQGAN(3, channels=(16, 32, 64), embedding_dim=8, num_embeddings=cfg["codebook"],
+                  decoder=cfg["decoder"], num_classes=9 if spade else 0,
+                  spade_hidden_channels=cfg["spade_hidden"])
+    if cfg["checkpointing"]:
+        model.enable_gradient_checkpointing()
+    loss_fn = VQGANLoss(3, disc_start=0, disc_channels=64, disc_layers=3)
+    opt_g = torch.optim.Adam(model.parameters(), lr=3e-4, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam([p for d in loss_fn.discriminators() for p in d.parameters()], lr=3e-4)
+    x = torch.rand(cfg["batch_size"], 1, *shape) * 2 - 1
+    labels = torch.randint(0, 9, (cfg["batch_size"], *shape)) if spade else None
+    dtype = torch.bfloat16 if cfg["precision"] == "bf16" else None
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            out = model(x, labels)
+            with frozen(*loss_fn.discriminators()):
+                loss_g, _ = loss_fn.generator_loss(x, out.reconstruction, out.commitment_loss, step=0)
+        loss_g.backward()
+        opt_g.step()
+        opt_g.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            loss_d, _ = loss_fn.discriminator_loss(x, out.reconstruction, step=0)
+        loss_d.backward()
+        opt_d.step()
+        opt_d.zero_grad(set_to_none=True)
+
+    base = _rss_mib()
+    t0 = time.perf_counter()
+    step()  # warm-up (kernel selection, allocator)
+    warmup = time.perf_counter() - t0
+    times = []
+    for _ in range(cfg["steps"]):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    peak = _peak_mib()
+    return {**cfg, "warmup_s": warmup, "times": times, "mean_s": sum(times) / len(times),
+            "min_s": min(times), "rss_before_mib": base, "peak_rss_mib": peak,
+            "step_mib": peak - base, "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def _run_worker(cfg: dict, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--worker", json.dumps(cfg)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**cfg, "error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        return {**cfg, "error": tail[0][:200]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _report(results: list[dict], args) -> str:
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    first = next((r for r in results if "error" not in r), {})
+    lines = [
+        "# VQ-GAN training step on CPU",
+        "",
+        f"Written by `benchmarks/bench_vqgan.py` on {now}: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} logical CPUs, torch {first.get('torch', '?')} with {first.get('threads', '?')} threads, "
+        f"Python {platform.python_version()}.",
+        "",
+        f"Model: VQ-GAN channels 16→32→64, 8-dim codes, codebook {args.codebook}, decoder `{args.decoder}`; "
+        f"batch size {args.batch_size}. A step = generator forward/backward/Adam update + 2-D and 3-D "
+        "PatchGAN update (the full step after `disc_start`). One warm-up step, then the timed steps.",
+        "",
+        "Memory: peak resident set size of the worker process (`resource.getrusage().ru_maxrss`), and "
+        "the peak minus the RSS just before the first step (what the step itself needs). One process per row.",
+        "",
+        "| block (D×H×W) | precision | grad. checkpointing | timed steps | s/step (mean) | s/step (min) | "
+        "warm-up s | peak RSS MiB | step MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        size = "×".join(map(str, r["size"]))
+        ckpt = "on" if r["checkpointing"] else "off"
+        if "error" in r:
+            lines.append(f"| {size} | {r['precision']} | {ckpt} | {r['steps']} | error: {r['error']} | | | | |")
+            continue
+        lines.append(
+            f"| {size} | {r['precision']} | {ckpt} | {r['steps']} | {r['mean_s']:.3f} | {r['min_s']:.3f} | "
+            f"{r['warmup_s']:.2f} | {r['peak_rss_mib']:.0f} | {r['step_mib']:.0f} |"
+        )
+    lines += ["", "Raw numbers:", "", "```json", json.dumps(results, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="32x64x64,32x256x256", help="comma-separated DxHxW blocks (divisible by 4)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--checkpointing", default="off,on")
+    parser.add_argument("--decoder", default="normal", choices=["normal", "spade"])
+    parser.add_argument("--codebook", type=int, default=512)
+    parser.add_argument("--spade-hidden", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vqgan.md"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+
+    from medlsdm.atomic import atomic_path
+
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
+    results = []
+    for size in sizes:
+        for precision in args.precisions.split(","):
+            for ckpt in args.checkpointing.split(","):
+                cfg = dict(size=size, precision=precision, checkpointing=ckpt == "on", steps=args.steps,
+                           batch_size=args.batch_size, decoder=args.decoder, codebook=args.codebook,
+                           spade_hidden=args.spade_hidden, threads=args.threads)
+                print(f"{'x'.join(map(str, size))} {precision} checkpointing={ckpt} …", flush=True)
+                r = _run_worker(cfg, args.timeout)
+                results.append(r)
+                print("   ", r.get("error") or f"{r['mean_s']:.3f} s/step, peak {r['peak_rss_mib']:.0f} MiB", flush=True)
+    out = Path(args.out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(_report(results, args))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Building blocks shared by the networks: convolutions, residual blocks and SPADE.
+
+Every block takes ``spatial_dims`` (2 or 3) first, so the 3-D VQ-GAN and the 2-D cardiac
+model are built from the same code. Tensors are channels-first: ``(B, C, H, W)`` or
+``(B, C, D, H, W)``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, DataError
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that works around a CPU bfloat16 bug.
+
+    With torch 2.13 (oneDNN) on CPU, the *weight gradient* of a bf16 3×3×3 stride-1
+    convolution whose input depth is exactly 2 is wrong by up to 1e37 (seen in VQ-GAN
+    training with ``mixed_precision="bf16"`` on 8-deep crops). Only under CPU autocast and
+    for that depth, this layer computes in float32 instead; everything else is unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.shape[2] == 2 and torch.is_autocast_enabled("cpu"):
+            with torch.autocast(device_type="cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
+
+
+def conv_nd(spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3,
+            stride: int = 1, padding: int | None = None) -> nn.Module:
+    """A 2-D or 3-D convolution; ``padding`` defaults to ``kernel_size // 2`` ("same" for odd kernels)."""
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    conv = nn.Conv2d if spatial_dims == 2 else Conv3d
+    if padding is None:
+        padding = kernel_size // 2
+    return conv(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 whatever the input dtype (bf16/fp16 autocast).
+
+    The statistics of a nearly constant group are meaningless in 8-bit-mantissa bf16 and
+    their gradient explodes; the result is cast back to the input dtype.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return super().forward(x.float()).to(x.dtype)
+
+
+def group_norm(num_channels: int, num_groups: int, affine: bool = True) -> nn.GroupNorm:
+    """:class:`GroupNorm32` with ``min(num_groups, num_channels)`` groups (must divide ``num_channels``)."""
+    groups = min(num_groups, num_channels)
+    if num_channels % groups:
+        raise ConfigError(
+            f"norm_num_groups={num_groups} does not divide the channel count {num_channels}"
+        )
+    return GroupNorm32(groups, num_channels, eps=1e-6, affine=affine)
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Integer label map ``(B, *spatial)`` or ``(B, 1, *spatial)`` → float one-hot ``(B, K, *spatial)``."""
+    if labels.is_floating_point():
+        raise DataError("one_hot expects an integer label map, got a floating point tensor")
+    if labels.ndim >= 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DataError(
+            f"label values must lie in [0, {num_classes - 1}], found "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
+    out = F.one_hot(labels.long(), num_classes)
+    return out.movedim(-1, 1).float()
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive normalisation (Park et al. 2019) with a GroupNorm.
+
+    The features are normalised by a GroupNorm *without* learnable affine parameters; the
+    scale γ and shift β come from the one-hot label map, resized (nearest neighbour) to the
+    features' spatial size and passed through a small convolutional network:
+    ``out = norm(x) * (1 + γ(seg)) + β(seg)``.
+
+    Args:
+        spatial_dims: number of spatial dimensions (2 or 3).
+        num_channels: channels of the normalised features.
+        label_channels: channels of the one-hot label map (number of classes).
+        hidden_channels: channels of the shared convolution that reads the label map.
+        num_groups: GroupNorm groups.
+    """
+
+    def __init__(self, spatial_dims: int, num_channels: int, label_channels: int,
+                 hidden_channels: int = 32, num_groups: int = 8):
+        super().__init__()
+        self.norm = group_norm(num_channels, num_groups, affine=False)
+        self.shared = nn.Sequential(
+            conv_nd(spatial_dims, label_channels, hidden_channels, 3), nn.ReLU()
+        )
+        self.gamma = conv_nd(spatial_dims, hidden_channels, num_channels, 3)
+        self.beta = conv_nd(spatial_dims, hidden_channels, num_channels, 3)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        seg = F.interpolate(seg.to(x.dtype), size=x.shape[2:], mode="nearest")
+        hidden = self.shared(seg)
+        return self.norm(x) * (1 + self.gamma(hidden)) + self.beta(hidden)
+
+
+class ResBlock(nn.Module):
+    """Residual block: (norm → SiLU → conv) twice plus a (1×1-projected) skip connection.
+
+    Args:
+        spatial_dims: number of spatial dimensions (2 or 3).
+        in_channels: input channels.
+        out_channels: output channels; a 1×1 convolution projects the skip when they differ.
+        num_groups: GroupNorm groups.
+        label_channels: when given, both norms are :class:`SPADE` norms reading a one-hot
+            label map with this many channels, and ``forward`` needs ``seg``.
+        spade_hidden_channels: hidden channels of the SPADE label network.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
+                 num_groups: int = 8, label_channels: int | None = None,
+                 spade_hidden_channels: int = 32):
+        super().__init__()
+        self.spade = label_channels is not None
+        if self.spade:
+            self.norm1 = SPADE(spatial_dims, in_channels, label_channels, spade_hidden_channels, num_groups)
+            self.norm2 = SPADE(spatial_dims, out_channels, label_channels, spade_hidden_channels, num_groups)
+        else:
+            self.norm1 = group_norm(in_channels, num_groups)
+            self.norm2 = group_norm(out_channels, num_groups)
+        self.conv1 = conv_nd(spatial_dims, in_channels, out_channels, 3)
+        self.conv2 = conv_nd(spatial_dims, out_channels, out_channels, 3)
+        self.skip = (
+            nn.Identity() if in_channels == out_channels
+            else conv_nd(spatial_dims, in_channels, out_channels, 1)
+        )
+
+    def _norm(self, norm: nn.Module, x: torch.Tensor, seg: torch.Tensor | None) -> torch.Tensor:
+        return norm(x, seg) if self.spade else norm(x)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self._norm(self.norm1, x, seg)))
+        h = self.conv2(F.silu(self._norm(self.norm2, h, seg)))
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    """Halve every spatial size with a stride-2 3×3 convolution (sizes must be even)."""
+
+    def __init__(self, spatial_dims: int, channels: int):
+        super().__init__()
+        self.conv = conv_nd(spatial_dims, channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double every spatial size: nearest-neighbour interpolation, then a 3×3 convolution."""
+
+    def __init__(self, spatial_dims: int, channels: int):
+        super().__init__()
+        self.conv = conv_nd(spatial_dims, channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -1,0 +1,399 @@
+"""The VQ-GAN autoencoder of Med-LSDM: encoder, EMA vector quantiser, (SPADE) decoder.
+
+The encoder compresses a volume ``(B, C, D, H, W)`` by ``2 ** (len(channels) - 1)`` per
+axis (4× for the Med-LSDM channels 16→32→64) into ``embedding_dim`` latent channels; the
+quantiser snaps every latent vector to its nearest codebook entry; the decoder maps the
+quantised latent back to a volume. With ``decoder="spade"`` every decoder normalisation
+reads the one-hot label map (SPADE), as in Med-LSDM.
+
+Entry points used by the latent diffusion model::
+
+    z = vqgan.encode(x)                      # pre-quantisation latent
+    zq, indices, stats = vqgan.quantize(z)   # nearest codes (straight-through)
+    x_hat = vqgan.decode(zq, labels_onehot)  # volume back
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from ..errors import ConfigError, DataError
+from .blocks import Downsample, ResBlock, SPADE, Upsample, conv_nd, group_norm, one_hot
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class VectorQuantizerEMA(nn.Module):
+    """Vector quantiser with an exponential-moving-average codebook and dead-code restart.
+
+    The codebook is not trained by gradients: in training mode every forward pass moves each
+    code towards the mean of the latent vectors assigned to it (EMA with ``decay``), as in
+    VQ-VAE-2. A code that no vector has chosen for ``restart_after`` consecutive training
+    passes is "dead" and is re-initialised with a random latent vector of the current batch
+    (drawn with the torch random generator, so a seeded run is reproducible); this is what
+    keeps the codebook from collapsing onto a handful of codes. Before the first training
+    pass the codebook is filled with random latent vectors of the first batch.
+
+    Under ``torch.distributed`` the EMA statistics are summed over the processes and restart
+    vectors are broadcast from rank 0, so every process keeps the same codebook.
+
+    Args:
+        num_embeddings: number of codes ``K``.
+        embedding_dim: length of each code (latent channels).
+        decay: EMA decay of the code counts and sums.
+        commitment_cost: weight β of the commitment loss ``β · ‖z − sg(zq)‖²``.
+        epsilon: Laplace smoothing of the code counts.
+        restart_after: training passes without use after which a code is restarted
+            (``0`` turns restarting off).
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, decay: float = 0.99,
+                 commitment_cost: float = 0.25, epsilon: float = 1e-5, restart_after: int = 20):
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.decay = decay
+        self.commitment_cost = commitment_cost
+        self.epsilon = epsilon
+        self.restart_after = restart_after
+        codebook = torch.randn(num_embeddings, embedding_dim)
+        self.register_buffer("codebook", codebook)
+        self.register_buffer("cluster_size", torch.zeros(num_embeddings))
+        self.register_buffer("embed_sum", codebook.clone())
+        self.register_buffer("unused_steps", torch.zeros(num_embeddings, dtype=torch.long))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    # -- helpers -------------------------------------------------------------------------
+    def _random_rows(self, flat: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` random rows of ``flat`` (torch RNG; identical on every process)."""
+        idx = torch.randint(0, flat.shape[0], (n,)).to(flat.device)
+        rows = flat[idx].clone()
+        if _distributed():
+            dist.broadcast(rows, src=0)
+        return rows
+
+    @torch.no_grad()
+    def _init_codebook(self, flat: torch.Tensor) -> None:
+        """Fill the codebook with random latent vectors of the first training batch."""
+        self.codebook.copy_(self._random_rows(flat, self.num_embeddings))
+        self.embed_sum.copy_(self.codebook)
+        self.cluster_size.fill_(1.0)
+        self.unused_steps.zero_()
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
+        """One EMA step of the code counts and sums, then restart of the dead codes."""
+        onehot = F.one_hot(indices, self.num_embeddings).to(flat.dtype)
+        counts = onehot.sum(0)
+        sums = onehot.t() @ flat
+        if _distributed():
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.epsilon) / (total + self.num_embeddings * self.epsilon) * total
+        self.codebook.copy_(self.embed_sum / smoothed.unsqueeze(1))
+
+        used = counts > 0
+        self.unused_steps.add_(1).masked_fill_(used, 0)
+        if self.restart_after > 0:
+            dead = self.unused_steps >= self.restart_after
+            n_dead = int(dead.sum())
+            if n_dead:
+                fresh = self._random_rows(flat, n_dead)
+                self.codebook[dead] = fresh
+                self.embed_sum[dead] = fresh
+                self.cluster_size[dead] = 1.0
+                self.unused_steps[dead] = 0
+
+    @staticmethod
+    def code_stats(indices: torch.Tensor, num_embeddings: int, sync: bool = False) -> dict[str, torch.Tensor]:
+        """Usage (fraction of the ``K`` codes chosen at least once) and perplexity of ``indices``.
+
+        Perplexity is ``exp(H(p))`` of the code frequencies ``p``: 1 when a single code is
+        used, ``m`` when ``m`` codes are used equally often, ``K`` at best. With ``sync``
+        the counts are summed over the ``torch.distributed`` processes.
+        """
+        counts = torch.bincount(indices.reshape(-1), minlength=num_embeddings).float()
+        if sync and _distributed():
+            counts = counts.clone()
+            dist.all_reduce(counts)
+        p = counts / counts.sum().clamp_min(1)
+        entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
+        return {"perplexity": torch.exp(entropy), "usage": (counts > 0).float().mean()}
+
+    # -- forward -------------------------------------------------------------------------
+    def forward(self, z: torch.Tensor, update: bool | None = None):
+        """Quantise ``z`` of shape ``(B, embedding_dim, *spatial)``.
+
+        Args:
+            z: pre-quantisation latent.
+            update: update the codebook (EMA + restart); default: ``self.training``.
+
+        Returns:
+            ``(zq, indices, stats)``: the straight-through quantised latent (same shape and
+            dtype as ``z``), the code index of every latent position ``(B, *spatial)``, and
+            a dict with ``commitment_loss``, ``perplexity`` and ``usage`` (0-d tensors).
+        """
+        if z.shape[1] != self.embedding_dim:
+            raise DataError(f"latent has {z.shape[1]} channels, the codebook expects {self.embedding_dim}")
+        if update is None:
+            update = self.training
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            zf = z.float()
+            flat = zf.movedim(1, -1).reshape(-1, self.embedding_dim)
+            if update and not bool(self.initialized):
+                self._init_codebook(flat.detach())
+            distances = (
+                flat.pow(2).sum(1, keepdim=True)
+                - 2 * flat @ self.codebook.t()
+                + self.codebook.pow(2).sum(1).unsqueeze(0)
+            )
+            indices = distances.argmin(1)
+            quantized = self.codebook[indices].view(*zf.movedim(1, -1).shape).movedim(-1, 1)
+            commitment = self.commitment_cost * F.mse_loss(zf, quantized.detach())
+            stats = self.code_stats(indices, self.num_embeddings, sync=update)
+            if update:
+                self._update(flat.detach(), indices)
+            zq = zf + (quantized - zf).detach()
+        stats["commitment_loss"] = commitment
+        spatial = z.shape[:1] + z.shape[2:]
+        return zq.to(z.dtype), indices.view(spatial), stats
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codes of ``indices`` ``(B, *spatial)`` as a latent ``(B, embedding_dim, *spatial)``."""
+        return self.codebook[indices].movedim(-1, 1)
+
+
+class Encoder(nn.Module):
+    """Convolutional encoder: ``len(channels) - 1`` stride-2 downsamplings, then 1×1 to the latent."""
+
+    def __init__(self, spatial_dims, in_channels, channels, num_res_blocks, embedding_dim, num_groups):
+        super().__init__()
+        self.conv_in = conv_nd(spatial_dims, in_channels, channels[0], 3)
+        blocks: list[nn.Module] = []
+        prev = channels[0]
+        for level, ch in enumerate(channels):
+            for _ in range(num_res_blocks):
+                blocks.append(ResBlock(spatial_dims, prev, ch, num_groups))
+                prev = ch
+            if level < len(channels) - 1:
+                blocks.append(Downsample(spatial_dims, ch))
+        blocks.append(ResBlock(spatial_dims, prev, prev, num_groups))
+        self.blocks = nn.ModuleList(blocks)
+        self.norm_out = group_norm(prev, num_groups)
+        self.conv_out = conv_nd(spatial_dims, prev, embedding_dim, 1)
+        self.gradient_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for block in self.blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                h = self._gradient_checkpointing_func(block, h)
+            else:
+                h = block(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """Mirror of :class:`Encoder`; with ``label_channels`` every norm is a :class:`SPADE`."""
+
+    def __init__(self, spatial_dims, out_channels, channels, num_res_blocks, embedding_dim,
+                 num_groups, label_channels=None, spade_hidden_channels=32):
+        super().__init__()
+        rev = list(reversed(channels))
+        self.spade = label_channels is not None
+        self.conv_in = conv_nd(spatial_dims, embedding_dim, rev[0], 3)
+
+        def res(cin, cout):
+            return ResBlock(spatial_dims, cin, cout, num_groups, label_channels, spade_hidden_channels)
+
+        blocks: list[nn.Module] = [res(rev[0], rev[0])]
+        prev = rev[0]
+        for level, ch in enumerate(rev):
+            for _ in range(num_res_blocks):
+                blocks.append(res(prev, ch))
+                prev = ch
+            if level < len(rev) - 1:
+                blocks.append(Upsample(spatial_dims, ch))
+        self.blocks = nn.ModuleList(blocks)
+        if self.spade:
+            self.norm_out = SPADE(spatial_dims, prev, label_channels, spade_hidden_channels, num_groups)
+        else:
+            self.norm_out = group_norm(prev, num_groups)
+        self.conv_out = conv_nd(spatial_dims, prev, out_channels, 3)
+        self.gradient_checkpointing = False
+
+    def forward(self, z: torch.Tensor, seg: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv_in(z)
+        for block in self.blocks:
+            args = (h, seg) if isinstance(block, ResBlock) and self.spade else (h,)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                h = self._gradient_checkpointing_func(block, *args)
+            else:
+                h = block(*args)
+        h = self.norm_out(h, seg) if self.spade else self.norm_out(h)
+        return self.conv_out(F.silu(h))
+
+
+@dataclass
+class VQGANOutput(BaseOutput):
+    """Output of :meth:`VQGAN.forward`.
+
+    Args:
+        reconstruction: the decoded volume, same shape as the input.
+        commitment_loss: ``β · ‖z − sg(zq)‖²`` (0-d tensor).
+        perplexity: ``exp`` of the entropy of the code frequencies in the batch.
+        usage: fraction of the codebook used in the batch.
+        indices: code index of every latent position ``(B, *latent_spatial)``.
+    """
+
+    reconstruction: torch.Tensor = None
+    commitment_loss: torch.Tensor = None
+    perplexity: torch.Tensor = None
+    usage: torch.Tensor = None
+    indices: torch.Tensor = None
+
+
+class VQGAN(ModelMixin, ConfigMixin):
+    """Med-LSDM VQ-GAN autoencoder (2-D or 3-D) with an optional SPADE decoder.
+
+    Input spatial sizes must be divisible by ``2 ** (len(channels) - 1)`` (by 4 for three
+    channel levels): e.g. 16×32×32, 32×64×64 and the paper's 32×256×256 blocks. Images are
+    expected in [-1, 1].
+
+    Args:
+        spatial_dims: number of spatial dimensions (2 or 3).
+        in_channels: image channels.
+        out_channels: reconstructed image channels.
+        channels: feature channels of each resolution level; the encoder downsamples by 2
+            between levels (Med-LSDM: ``(16, 32, 64)``, i.e. 4× per axis).
+        num_res_blocks: residual blocks per level.
+        embedding_dim: latent channels = codebook vector length (Med-LSDM: 8).
+        num_embeddings: codebook size.
+        norm_num_groups: GroupNorm groups (must divide every entry of ``channels``).
+        decoder: ``"normal"`` (GroupNorm) or ``"spade"`` (label-conditioned SPADE norms).
+        num_classes: label classes (one-hot channels) read by the SPADE decoder.
+        spade_hidden_channels: hidden channels of each SPADE label network.
+        commitment_cost: commitment loss weight β.
+        ema_decay: codebook EMA decay.
+        restart_after: training passes after which an unused code is restarted (0: never).
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        channels: tuple[int, ...] = (16, 32, 64),
+        num_res_blocks: int = 1,
+        embedding_dim: int = 8,
+        num_embeddings: int = 512,
+        norm_num_groups: int = 8,
+        decoder: str = "normal",
+        num_classes: int = 0,
+        spade_hidden_channels: int = 32,
+        commitment_cost: float = 0.25,
+        ema_decay: float = 0.99,
+        restart_after: int = 20,
+    ):
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        if decoder not in ("normal", "spade"):
+            raise ConfigError(f"decoder must be 'normal' or 'spade', got {decoder!r}")
+        if decoder == "spade" and num_classes < 1:
+            raise ConfigError("decoder='spade' needs num_classes >= 1 (the label map's classes)")
+        if len(channels) < 1:
+            raise ConfigError("channels must list at least one level")
+        channels = tuple(int(c) for c in channels)
+        self.downsample_factor = 2 ** (len(channels) - 1)
+        self.encoder_net = Encoder(spatial_dims, in_channels, channels, num_res_blocks, embedding_dim, norm_num_groups)
+        self.quantizer = VectorQuantizerEMA(
+            num_embeddings, embedding_dim, decay=ema_decay, commitment_cost=commitment_cost,
+            restart_after=restart_after,
+        )
+        self.decoder_net = Decoder(
+            spatial_dims, out_channels, channels, num_res_blocks, embedding_dim, norm_num_groups,
+            label_channels=num_classes if decoder == "spade" else None,
+            spade_hidden_channels=spade_hidden_channels,
+        )
+
+    # -- checks --------------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> None:
+        dims = self.config.spatial_dims
+        if x.ndim != dims + 2:
+            raise DataError(
+                f"expected a {dims + 2}-D tensor (B, C, {'D, ' if dims == 3 else ''}H, W), got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.config.in_channels:
+            raise DataError(f"expected {self.config.in_channels} input channel(s), got shape {tuple(x.shape)}")
+        f = self.downsample_factor
+        if any(s % f for s in x.shape[2:]):
+            raise DataError(
+                f"spatial size {tuple(x.shape[2:])} is not divisible by {f} "
+                f"(the VQ-GAN downsamples {f}x per axis); crop or pad the volume"
+            )
+
+    def _labels(self, labels: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        if self.config.decoder != "spade":
+            return None
+        if labels is None:
+            raise ConfigError("this VQ-GAN has a SPADE decoder: pass labels_onehot (B, num_classes, ...)")
+        if not labels.is_floating_point():
+            labels = one_hot(labels, self.config.num_classes)
+        if labels.shape[1] != self.config.num_classes:
+            raise DataError(
+                f"labels_onehot has {labels.shape[1]} channels, the SPADE decoder expects "
+                f"num_classes={self.config.num_classes}"
+            )
+        return labels.to(device=like.device, dtype=like.dtype)
+
+    # -- entry points --------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-quantisation latent ``(B, embedding_dim, *spatial / factor)`` of ``x``."""
+        self._check_input(x)
+        return self.encoder_net(x)
+
+    def quantize(self, z: torch.Tensor, update: bool | None = None):
+        """Nearest codes of ``z``: ``(zq, indices, stats)``, see :meth:`VectorQuantizerEMA.forward`."""
+        return self.quantizer(z, update=update)
+
+    def decode(self, z: torch.Tensor, labels_onehot: torch.Tensor | None = None,
+               quantize: bool = False) -> torch.Tensor:
+        """Decode a latent to an image.
+
+        Args:
+            z: latent ``(B, embedding_dim, *latent_spatial)``, normally already quantised.
+            labels_onehot: one-hot label map at image resolution ``(B, num_classes, *spatial)``
+                (an integer map ``(B, *spatial)`` is converted); required by the SPADE decoder,
+                ignored by the normal one.
+            quantize: snap ``z`` to the codebook first (e.g. for diffusion samples); the
+                codebook is not updated.
+        """
+        if quantize:
+            z, _, _ = self.quantizer(z, update=False)
+        return self.decoder_net(z, self._labels(labels_onehot, z))
+
+    def forward(self, x: torch.Tensor, labels_onehot: torch.Tensor | None = None,
+                return_dict: bool = True):
+        """Encode, quantise (updating the codebook in training mode) and decode ``x``."""
+        z = self.encode(x)
+        zq, indices, stats = self.quantize(z)
+        recon = self.decode(zq, labels_onehot)
+        out = VQGANOutput(recon, stats["commitment_loss"], stats["perplexity"], stats["usage"], indices)
+        return out if return_dict else out.to_tuple()

@@ -1,0 +1,185 @@
+"""Tests of medlsdm.training: log, crops, checkpoint/resume, two processes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medlsdm.errors import ConfigError, DataError
+from medlsdm.training import (
+    ArrayStore,
+    CSVLog,
+    RandomCropDataset,
+    list_checkpoints,
+    load_vqgan,
+    train_vqgan,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is faster and does not fight the other jobs for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_store(n=4, shape=(12, 16, 16), seed=0):
+    rng = np.random.default_rng(seed)
+    store = ArrayStore()
+    for i in range(n):
+        label = np.zeros(shape, dtype=np.int64)
+        c = rng.integers(2, shape[1] - 6, size=3)
+        label[:, c[1]:c[1] + 5, c[2]:c[2] + 5] = 1
+        label[: shape[0] // 2, 2:5, 2:5] = 2
+        image = (label * 0.6 - 0.8 + rng.normal(0, 0.05, shape)).clip(-1, 1).astype(np.float32)[None]
+        store[f"case_{i}"] = (image, label, np.eye(4))
+    return store
+
+
+SPLIT = {"train": ["case_0", "case_1", "case_2"], "val": ["case_3"], "test": []}
+TINY = dict(crop_shape=(8, 8, 8), batch_size=2, channels=(8, 8, 8), num_embeddings=16, embedding_dim=4,
+            norm_num_groups=4, disc_channels=4, disc_layers=1, restart_after=2, progress=False)
+
+
+def test_csv_log_append_new_column_truncate(tmp_path):
+    log = CSVLog(tmp_path / "log.csv")
+    log.append({"step": 1, "loss": 0.5})
+    log.append({"step": 2, "loss": 0.25})
+    log.append({"step": 3, "loss": 0.125, "val_psnr": 30.0})  # new column → rewritten
+    rows = log.read()
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    assert rows[0]["val_psnr"] == "" and rows[2]["val_psnr"] == "30"
+    log.truncate_after(2)
+    assert [r["step"] for r in log.read()] == ["1", "2"]
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_random_crops_are_seeded(tmp_path):
+    store = make_store()
+    ds = RandomCropDataset(store, SPLIT["train"], (4, 8, 8), seed=3)
+    a, la = ds[17]
+    b, lb = RandomCropDataset(store, SPLIT["train"], (4, 8, 8), seed=3)[17]
+    assert a.shape == (1, 4, 8, 8) and la.shape == (4, 8, 8) and la.dtype == torch.int64
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert not all(torch.equal(ds[i][0], a) for i in range(18, 24))
+    with pytest.raises(DataError, match="smaller than crop_shape"):
+        RandomCropDataset(store, SPLIT["train"], (16, 8, 8))
+    with pytest.raises(DataError, match="not found"):
+        RandomCropDataset(store, ["nope"], (4, 8, 8))
+
+
+def test_bad_parameters(tmp_path):
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        train_vqgan(tmp_path, store=make_store(), split=SPLIT, stepz=3)
+    with pytest.raises(ConfigError, match="divisible by 4"):
+        train_vqgan(tmp_path, store=make_store(), split=SPLIT, **{**TINY, "crop_shape": (6, 8, 8)})
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        train_vqgan(tmp_path, store=make_store(), split=SPLIT, steps=1, mixed_precision="fp8", **{**TINY})
+
+
+def _state(run):
+    ckpt = list_checkpoints(Path(run) / "vqgan" / "checkpoints")[-1][1]
+    return torch.load(ckpt, weights_only=False)
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    params = dict(TINY, decoder="spade", disc_start=2, checkpoint_every=2, log_every=1, seed=5)
+    store = make_store()
+    full = train_vqgan(tmp_path / "full", store=store, split=SPLIT, steps=4, **params)
+    first = train_vqgan(tmp_path / "resumed", store=store, split=SPLIT, steps=2, **params)
+    assert first["steps"] == 2
+    second = train_vqgan(tmp_path / "resumed", store=store, split=SPLIT, steps=4, **params)
+    assert second["steps"] == 4 and second["steps_this_run"] == 2 and full["steps_this_run"] == 4
+    a, b = _state(tmp_path / "full"), _state(tmp_path / "resumed")
+    assert a["step"] == b["step"] == 4
+    for name in ("vqgan", "disc2d", "disc3d"):
+        for key, value in a["models"][name].items():
+            assert torch.allclose(value.float(), b["models"][name][key].float(), atol=1e-6, rtol=0), (name, key)
+    assert a["models"]["vqgan"]["quantizer.codebook"].abs().sum() > 0
+    for name in ("generator", "discriminator"):
+        sa, sb = a["optimizers"][name]["state"], b["optimizers"][name]["state"]
+        assert all(torch.allclose(sa[k]["exp_avg"], sb[k]["exp_avg"], atol=1e-6) for k in sa)
+    log = CSVLog(tmp_path / "resumed" / "vqgan" / "log.csv").read()
+    assert [int(r["step"]) for r in log] == [1, 2, 3, 4]
+    assert float(log[-1]["l1"]) == pytest.approx(full["last"]["l1"], abs=1e-6)
+    model = load_vqgan(tmp_path / "resumed")
+    assert model.config.decoder == "spade" and not model.training
+    # starting afresh removes the old checkpoints
+    train_vqgan(tmp_path / "resumed", store=store, split=SPLIT, steps=1, resume=False, **params)
+    assert [s for s, _ in list_checkpoints(tmp_path / "resumed" / "vqgan" / "checkpoints")] == [1]
+
+
+SCRIPT = textwrap.dedent('''
+    import hashlib, os, sys
+    sys.path.insert(0, {tests!r})
+    from test_training import SPLIT, TINY, make_store
+    from medlsdm import training
+
+    trainers = []
+    fit = training.Trainer.fit
+    training.Trainer.fit = lambda self: trainers.append(self) or fit(self)
+    run = sys.argv[1]
+    summary = training.train_vqgan(run, store=make_store(), split=SPLIT, steps=2, checkpoint_every=2,
+                                   decoder="spade", disc_start=1, log_every=1, **TINY)
+    rank = int(os.environ.get("RANK", "0"))
+    assert summary["num_processes"] == 2, summary
+    # every process must hold the same weights, codebook and discriminators after training
+    state = {{f"{{name}}.{{n}}": m for name in ("vqgan", "disc2d", "disc3d")
+             for n, m in trainers[0].unwrap(name).state_dict().items()}}
+    digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in state.values())).hexdigest()
+    open(os.path.join(run, f"rank{{rank}}.txt"), "w").write(digest)
+''')
+
+
+@pytest.mark.timeout(240)
+def test_two_processes_write_one_checkpoint(tmp_path):
+    script = tmp_path / "train2.py"
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""}
+    # on CPU, --multi_gpu makes accelerate start the processes with torchrun; the Trainer then
+    # picks the gloo backend (``--cpu`` alone would start a single process without MPI)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(29500 + os.getpid() % 1000), str(script), str(run)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=230)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    folder = run / "vqgan" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-0000002.pt"]  # no temp files either
+    state = torch.load(folder / "checkpoint-0000002.pt", weights_only=False)
+    assert state["written_by_process"] == 0 and state["num_processes"] == 2
+    assert len(state["rng"]) == 2  # both processes' random states, for an exact resume
+    assert (run / "rank0.txt").read_text() == (run / "rank1.txt").read_text()
+    rows = CSVLog(run / "vqgan" / "log.csv").read()
+    assert [r["step"] for r in rows] == ["1", "2"]  # logged once, by the main process
+
+
+def test_lr_scheduler():
+    from medlsdm.training import lr_scheduler
+
+    def lrs(schedule, warmup):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = lr_scheduler(opt, schedule, steps=10, warmup_steps=warmup)
+        out = []
+        for _ in range(11):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    assert lrs("constant", 0) == [1.0] * 11
+    warm = lrs("constant", 4)
+    assert warm[:5] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    cos = lrs("cosine", 2)
+    assert cos[:3] == pytest.approx([0.5, 1.0, 1.0]) and cos[6] == pytest.approx(0.01 + 0.99 * 0.5)
+    assert cos[10] == pytest.approx(0.01) and all(a >= b for a, b in zip(cos[2:], cos[3:]))
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        lrs("linear", 0)

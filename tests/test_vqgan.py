@@ -1,0 +1,235 @@
+"""Tests of medlsdm.models (blocks, VQ-GAN, vector quantiser, discriminators)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medlsdm.errors import ConfigError, DataError
+from medlsdm.models import VQGAN, PatchDiscriminator, VectorQuantizerEMA, blocks, one_hot
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is faster and does not fight the other jobs for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+TINY = dict(channels=(8, 16), num_embeddings=16, embedding_dim=4, norm_num_groups=4)
+
+
+def tiny(spatial_dims=3, **kw):
+    torch.manual_seed(0)
+    return VQGAN(spatial_dims, **{**TINY, **kw})
+
+
+@pytest.mark.parametrize("spatial_dims,shape", [(3, (2, 1, 8, 16, 12)), (2, (3, 1, 16, 8))])
+@pytest.mark.parametrize("decoder", ["normal", "spade"])
+def test_shapes(spatial_dims, shape, decoder):
+    model = tiny(spatial_dims, decoder=decoder, num_classes=3, channels=(8, 16, 16))  # 4x per axis
+    x = torch.rand(shape) * 2 - 1
+    labels = torch.randint(0, 3, (shape[0], *shape[2:]))
+    z = model.encode(x)
+    assert z.shape == (shape[0], 4, *[s // 4 for s in shape[2:]])
+    zq, idx, stats = model.quantize(z)
+    assert zq.shape == z.shape and idx.shape == (shape[0], *z.shape[2:])
+    assert set(stats) == {"commitment_loss", "perplexity", "usage"}
+    out = model(x, labels)
+    assert out.reconstruction.shape == x.shape
+    assert model.decode(zq, one_hot(labels, 3)).shape == x.shape
+
+
+def test_bad_inputs_raise_medlsdm_errors():
+    model = tiny(channels=(8, 16, 16))
+    with pytest.raises(DataError, match="divisible by 4"):
+        model(torch.zeros(1, 1, 8, 16, 10))
+    with pytest.raises(DataError, match="5-D"):
+        model(torch.zeros(1, 8, 16, 16))
+    spade = tiny(decoder="spade", num_classes=3)
+    with pytest.raises(ConfigError, match="labels_onehot"):
+        spade(torch.zeros(1, 1, 8, 8, 8))
+    with pytest.raises(DataError, match="num_classes=3"):
+        spade(torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 4, 8, 8, 8))
+    with pytest.raises(ConfigError):
+        VQGAN(decoder="spade")  # no num_classes
+    with pytest.raises(ConfigError):
+        VQGAN(spatial_dims=1)
+
+
+def test_save_load_round_trip(tmp_path):
+    model = tiny(decoder="spade", num_classes=3)
+    x = torch.rand(2, 1, 8, 8, 8) * 2 - 1
+    labels = torch.randint(0, 3, (2, 8, 8, 8))
+    model.train()
+    model(x, labels)  # initialises and updates the codebook buffers
+    model.eval()
+    model.save_pretrained(tmp_path)
+    loaded = VQGAN.from_pretrained(tmp_path).eval()
+    assert loaded.config.decoder == "spade" and loaded.config.num_classes == 3
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    with torch.no_grad():
+        assert torch.equal(model(x, labels).reconstruction, loaded(x, labels).reconstruction)
+
+
+def _quantizer(codebook, decay=0.5, restart_after=0):
+    q = VectorQuantizerEMA(len(codebook), len(codebook[0]), decay=decay, epsilon=0.0, restart_after=restart_after)
+    cb = torch.tensor(codebook, dtype=torch.float32)
+    q.codebook.copy_(cb)
+    q.embed_sum.copy_(cb)
+    q.cluster_size.fill_(1.0)
+    q.initialized.fill_(True)
+    return q.train()
+
+
+def _latent(rows):
+    """(N, D) rows → a 2-D latent (1, D, N, 1)."""
+    return torch.tensor(rows, dtype=torch.float32).t()[None, :, :, None]
+
+
+def test_ema_codebook_update_closed_form():
+    q = _quantizer([[0.0], [10.0]])
+    zq, idx, stats = q(_latent([[1.0], [1.0], [9.0]]))
+    assert idx.flatten().tolist() == [0, 0, 1]
+    assert torch.allclose(zq.flatten(), torch.tensor([0.0, 0.0, 10.0]))  # quantised with the old codes
+    # counts [2, 1], sums [2, 9]; N = .5·1 + .5·[2, 1] = [1.5, 1]; m = .5·[0, 10] + .5·[2, 9] = [1, 9.5]
+    assert torch.allclose(q.cluster_size, torch.tensor([1.5, 1.0]))
+    assert torch.allclose(q.codebook.flatten(), torch.tensor([1.0 / 1.5, 9.5]))
+    assert torch.isclose(stats["commitment_loss"], torch.tensor(0.25 * (1 + 1 + 1) / 3))
+    before = q.codebook.clone()
+    q.eval()
+    q(_latent([[1.0], [9.0]]))  # no update in eval mode
+    assert torch.equal(q.codebook, before)
+
+
+def test_dead_codes_are_restarted_from_the_batch():
+    codebook = [[0.0, 0.0], [5.0, 5.0], [100.0, 100.0], [-100.0, -100.0]]
+    batch = [[0.1, 0.0], [0.0, 0.2], [5.0, 5.1], [4.9, 5.0], [0.3, 0.1]]
+
+    def run(seed):
+        torch.manual_seed(seed)
+        q = _quantizer(codebook, decay=0.9, restart_after=2)
+        q(_latent(batch))
+        assert torch.equal(q.codebook[2:], torch.tensor(codebook[2:]))  # unused once: not yet dead
+        assert q.unused_steps.tolist() == [0, 0, 1, 1]
+        q(_latent(batch))
+        return q
+
+    q = run(0)
+    rows = torch.tensor(batch)
+    for k in (2, 3):  # restarted with vectors of the current batch
+        assert any(torch.equal(q.codebook[k], r) for r in rows), q.codebook[k]
+        assert q.cluster_size[k] == 1.0 and q.unused_steps[k] == 0
+    assert q.codebook[:2].abs().max() < 10  # the used codes only moved by EMA
+    assert torch.equal(run(0).codebook, q.codebook)  # seeded: reproducible
+
+
+def test_first_training_batch_initialises_codebook():
+    torch.manual_seed(0)
+    q = VectorQuantizerEMA(6, 3).train()
+    z = torch.randn(1, 3, 5, 4)
+    q(z)
+    assert bool(q.initialized)
+    rows = z.movedim(1, -1).reshape(-1, 3)
+    # after init the EMA step moves codes toward their members; restart is not triggered yet,
+    # so every code is either an original row or a convex mix of rows assigned to it
+    assert q.codebook.shape == (6, 3) and q.codebook.abs().max() <= rows.abs().max() + 1e-5
+
+
+@pytest.mark.parametrize("indices,k,perplexity,usage", [
+    ([0, 0, 0, 0], 4, 1.0, 0.25),
+    ([0, 1, 2, 3], 4, 4.0, 1.0),
+    ([0, 0, 1, 1], 8, 2.0, 0.25),
+    ([2, 2, 2, 5], 8, 2 ** 0.8112781244591328, 0.25),  # H = 0.8113 bits
+])
+def test_usage_and_perplexity_closed_form(indices, k, perplexity, usage):
+    stats = VectorQuantizerEMA.code_stats(torch.tensor(indices), k)
+    assert float(stats["perplexity"]) == pytest.approx(perplexity, rel=1e-5)
+    assert float(stats["usage"]) == pytest.approx(usage)
+
+
+def test_straight_through_gradient():
+    q = _quantizer([[0.0], [10.0]])
+    z = _latent([[1.0], [9.0]]).requires_grad_(True)
+    zq, _, _ = q(z, update=False)
+    zq.sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z))
+
+
+def test_spade_decoder_uses_the_label_map():
+    model = tiny(decoder="spade", num_classes=3).eval()
+    zq = torch.randn(1, 4, 4, 4, 4)
+    a = torch.zeros(1, 8, 8, 8, dtype=torch.long)
+    b = a.clone()
+    b[:, :4] = 2
+    with torch.no_grad():
+        out_a, out_b = model.decode(zq, a), model.decode(zq, b)
+    assert (out_a - out_b).abs().max() > 1e-4
+    normal = tiny().eval()
+    with torch.no_grad():
+        assert torch.equal(normal.decode(zq, a), normal.decode(zq, b))
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    x = torch.rand(1, 1, 8, 8, 8)
+    labels = torch.randint(0, 3, (1, 8, 8, 8))
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny(decoder="spade", num_classes=3).eval()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        model(x, labels).reconstruction.square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_patch_discriminator_shapes():
+    d3 = PatchDiscriminator(3, channels=8, num_layers=2, norm_num_groups=4)
+    feats = d3(torch.zeros(2, 1, 8, 16, 16))
+    assert feats[-1].shape == (2, 1, 2, 4, 4) and len(feats) == 4
+    d2 = PatchDiscriminator(2, channels=8, num_layers=3, norm_num_groups=4)
+    assert d2(torch.zeros(3, 1, 16, 16))[-1].shape == (3, 1, 2, 2)
+    with pytest.raises(DataError, match=">= 8"):
+        d2(torch.zeros(1, 1, 4, 16))
+
+
+def test_bf16_autocast_gradients_match_float32():
+    # depth 8 → the deepest level has depth 2, where torch's CPU bf16 conv3d weight gradient
+    # is wrong; blocks.Conv3d computes that case in float32
+    x = torch.rand(2, 1, 8, 8, 8) * 2 - 1
+    labels = torch.randint(0, 3, (2, 8, 8, 8))
+    norms = []
+    for bf16 in (False, True):
+        model = tiny(decoder="spade", num_classes=3, channels=(8, 16, 16)).eval()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x, labels)
+            loss = (out.reconstruction.float() - x).abs().mean()
+        loss.backward()
+        norms.append(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert torch.isfinite(norms[1]).all()
+    assert torch.allclose(norms[1], norms[0], rtol=0.3, atol=1e-3)  # bf16 rounding, not 1e37
+    conv = blocks.Conv3d(3, 8, 3, padding=1)
+    x, g = torch.rand(2, 3, 2, 6, 6), torch.randn(2, 8, 2, 6, 6)
+    conv(x).backward(g)
+    ref = conv.weight.grad.clone()
+    conv.weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    y.backward(g.to(y.dtype))
+    assert torch.allclose(conv.weight.grad, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(16, 32, 32), (32, 64, 64)])  # smoke and quick blocks
+def test_profile_block_shapes(shape):
+    model = VQGAN(channels=(4, 4, 4), norm_num_groups=1, embedding_dim=2, num_embeddings=4).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 1, *shape))
+    assert out.reconstruction.shape == (1, 1, *shape)
+    assert out.indices.shape == (1, *[s // 4 for s in shape])
+
+
+def test_paper_block_shape_encodes():
+    model = VQGAN(channels=(4, 4, 4), norm_num_groups=1, embedding_dim=2, num_embeddings=4).eval()
+    with torch.no_grad():  # 32×256×256 → 8×64×64 latent (decoding mirrors it; too slow for a unit test)
+        assert model.encode(torch.zeros(1, 1, 32, 256, 256)).shape == (1, 2, 8, 64, 64)
