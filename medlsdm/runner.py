@@ -67,6 +67,7 @@ def notebook_parameter_names(path: Path) -> dict[str, Any]:
     """The names (and defaults, as source text) of a notebook's ``parameters`` cell."""
     import papermill
 
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # our own progress line per notebook is enough
     params = papermill.inspect_notebook(str(path))
     if not params:
         raise ConfigError(f"{path}: has no cell tagged 'parameters'")
@@ -96,7 +97,6 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
     from papermill.exceptions import PapermillExecutionError
 
     output = run.executed / path.name
-    logging.getLogger("papermill").setLevel(logging.WARNING)  # our own progress line per notebook is enough
     names = notebook_parameter_names(path)
     params = {k: v for k, v in parameters.items() if k in names}
     try:
