@@ -626,8 +626,8 @@ def fid_2d(real, fake, inception, *, orientations=("axial", "coronal", "sagittal
 
     Slices (every ``slice_step``-th) of all volumes of a set form one image set; both sets
     are mapped through :class:`~medlsdm.models.inception.InceptionV3Features` (pytorch-fid's
-    weights: resized to 299×299 — slices of anisotropic blocks are stretched, as every 2-D
-    FID of volumes does) and :func:`frechet_distance_from_features` is taken. FID is biased
+    weights; every slice is resized to 299×299 as pytorch-fid does, so non-square coronal
+    and sagittal slices are stretched) and :func:`frechet_distance_from_features` is taken. FID is biased
     upward for small sets (it falls as the number of slices grows): compare values computed
     with the same numbers of slices only.
 

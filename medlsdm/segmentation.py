@@ -1,0 +1,324 @@
+"""Train and apply the downstream segmentation network (:class:`~medlsdm.models.segnet.SegNet`).
+
+Used by the evaluation notebook in two ways: a network trained on real cases segments
+synthetic ones (are the organs where the label map says?), and a network trained on
+synthetic cases segments real ones (is synthetic data useful for training?). Both report
+:func:`evaluate_dice` on real held-out cases.
+
+Arrays follow the package convention: images ``(1, D, H, W)`` float32 in [-1, 1] (or
+``(1, H, W)`` for 2-D), labels ``(D, H, W)`` int64 class indices. Sequences of cases may have
+different shapes for :func:`predict` / :func:`evaluate_dice`; training crops ``crop_shape``
+blocks from them.
+
+Calibration (torso-CT phantom, 30 cases prepared at spacing 6 × 5.5 × 5.5 mm into
+32 × 64 × 64 blocks, 18 training / 6 test cases): the defaults of :func:`train_segnet`
+(250 steps of 2 whole blocks, channels 8-16-32-64, Adam 5e-3, class-balanced CE + Dice)
+reach a mean foreground Dice of 0.81 on the test cases: soft tissue 0.94, fat 0.94, lung
+0.96, liver 0.91, kidney 0.91, bone 0.93, aorta 0.88, lesion 0.00 (the phantom's lesions
+are 15-60 voxels, 30-45 HU in liver of 55 ± 28 HU at this spacing: below what a network
+trained for minutes detects). About 1.3-1.6 s per step on one shared CPU thread.
+
+Training is a plain loop rather than :class:`medlsdm.training.Trainer`: the trainer is made
+for long, resumable runs that write checkpoints and logs into a run folder, while this
+network trains in minutes, in memory, as a measuring instrument.
+
+Example::
+
+    images, labels = cases_from_store(store, split["train"])
+    model = train_segnet(images, labels, num_classes=9, steps=250, seed=0)
+    scores = evaluate_dice(model, *cases_from_store(store, split["test"]), num_classes=9)
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .errors import ConfigError, DataError
+from .metrics import dice_per_class, mean_dice
+from .models.segnet import SegNet
+
+log = logging.getLogger(__name__)
+
+
+def cases_from_store(store: Mapping, case_ids: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``(images, labels)`` lists of the given cases of a case store
+    (:class:`~medlsdm.data.store.CaseStore` or any mapping ``id -> (image, label, affine)``)."""
+    images, labels = [], []
+    for cid in case_ids:
+        image, label, _ = store[cid]
+        images.append(np.asarray(image, dtype=np.float32))
+        labels.append(np.asarray(label, dtype=np.int64))
+    return images, labels
+
+
+def _as_cases(images, labels=None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Normalise a stacked array ``(N, 1, *spatial)`` or a sequence of ``(1, *spatial)`` arrays."""
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        images = [images[i] for i in range(images.shape[0])]
+    images = [np.asarray(im.detach().cpu() if isinstance(im, torch.Tensor) else im, dtype=np.float32) for im in images]
+    if not images:
+        raise DataError("no images given")
+    for i, im in enumerate(images):
+        if im.ndim not in (3, 4) or im.shape[0] != 1:
+            raise DataError(f"image {i}: expected (1, D, H, W) or (1, H, W), got shape {im.shape}")
+    if labels is None:
+        return images, None
+    if isinstance(labels, (np.ndarray, torch.Tensor)):
+        labels = [labels[i] for i in range(labels.shape[0])]
+    labels = [np.asarray(lb.detach().cpu() if isinstance(lb, torch.Tensor) else lb) for lb in labels]
+    if len(labels) != len(images):
+        raise DataError(f"{len(images)} images but {len(labels)} label maps")
+    out = []
+    for i, (im, lb) in enumerate(zip(images, labels)):
+        if lb.ndim == im.ndim and lb.shape[0] == 1:
+            lb = lb[0]
+        if lb.shape != im.shape[1:]:
+            raise DataError(f"case {i}: label shape {lb.shape} does not match image shape {im.shape[1:]}")
+        if not np.issubdtype(lb.dtype, np.integer):
+            raise DataError(f"case {i}: labels must be integer class indices, got {lb.dtype}")
+        out.append(lb.astype(np.int64))
+    return images, out
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, dice_weight: float = 1.0,
+                 class_weights: torch.Tensor | None = None, smooth: float = 1e-5) -> torch.Tensor:
+    """Cross-entropy (optionally class-weighted) + soft Dice loss.
+
+    The soft Dice is computed per foreground class over the whole batch (voxels of all
+    samples pooled), ``1 − (2 Σ p·g + s) / (Σ p + Σ g + s)``, and averaged over the
+    foreground classes (background, class 0, is left out as in the evaluation).
+
+    Args:
+        logits: ``(B, K, *spatial)``.
+        target: ``(B, *spatial)`` int64 class indices.
+        dice_weight: weight of the Dice term (the cross-entropy has weight 1).
+        class_weights: ``(K,)`` weights of the cross-entropy per class (see
+            :func:`class_balance_weights`).
+        smooth: smoothing ``s`` (a class absent from target and prediction scores loss 0).
+    """
+    if class_weights is not None:
+        class_weights = class_weights.to(logits.device, logits.dtype)
+    ce = F.cross_entropy(logits, target, weight=class_weights)
+    if dice_weight == 0:
+        return ce
+    k = logits.shape[1]
+    probs = logits.softmax(1)
+    onehot = F.one_hot(target, k).movedim(-1, 1).to(probs.dtype)
+    dims = (0, *range(2, logits.ndim))
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    dice = (2 * inter + smooth) / (denom + smooth)
+    return ce + dice_weight * (1 - dice[1:]).mean()
+
+
+def class_balance_weights(labels: Sequence[np.ndarray], num_classes: int, power: float = 0.5) -> torch.Tensor:
+    """Cross-entropy class weights ``w_c ∝ (f_c + 1e-4)^-power`` from the voxel frequencies
+    ``f_c`` of the label maps, scaled so that the mean weight per voxel ``Σ f_c w_c`` is 1.
+
+    ``power = 0`` gives equal weights; ``0.5`` (the default of :func:`train_segnet`) lifts a
+    class 100× rarer than another to a 10× larger weight, so small organs (aorta, lesions)
+    are learned within the first few hundred steps instead of last.
+    """
+    counts = np.zeros(num_classes, dtype=np.float64)
+    for lb in labels:
+        counts += np.bincount(np.asarray(lb).ravel(), minlength=num_classes)[:num_classes]
+    freq = counts / counts.sum()
+    w = (freq + 1e-4) ** -float(power)
+    return torch.tensor(w / (w * freq).sum(), dtype=torch.float32)
+
+
+def _crop_and_flip(image: np.ndarray, label: np.ndarray, crop: tuple[int, ...] | None,
+                   flip_axes: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if crop is not None:
+        starts = [int(rng.integers(0, s - c + 1)) for s, c in zip(label.shape, crop)]
+        window = tuple(slice(a, a + c) for a, c in zip(starts, crop))
+        image, label = image[(slice(None), *window)], label[window]
+    for axis in flip_axes:
+        if rng.random() < 0.5:
+            image, label = np.flip(image, axis + 1), np.flip(label, axis)
+    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+
+def train_segnet(images, labels, *, num_classes: int | None = None, steps: int = 250, batch_size: int = 2,
+                 lr: float = 5e-3, seed: int = 0, crop_shape: Sequence[int] | None = None,
+                 augment: bool = False, flip_axes: Sequence[int] | None = None,
+                 channels: Sequence[int] = (8, 16, 32, 64), num_res_blocks: int = 1,
+                 norm_num_groups: int = 8, dice_weight: float = 1.0, class_balance: float = 0.5,
+                 progress: bool = True, device: str | torch.device = "cpu") -> SegNet:
+    """Train a :class:`SegNet` on random crops of labelled cases (Dice + cross-entropy, Adam).
+
+    Every random choice depends only on ``seed``: the initial weights, and for each sample
+    ``i`` of the run (``i = step · batch_size + j``) the case, the crop position and the flips
+    (drawn from ``numpy.random.default_rng([seed, i])``); the same seed gives the same model
+    on the same machine. The learning rate is constant: in the few hundred steps a CPU run
+    affords the network is still far from converged, and a cosine decay (to ``lr / 20``)
+    lowered the torso-phantom test Dice after 250 steps from 0.81 to 0.77.
+
+    Args:
+        images: ``(N, 1, *spatial)`` array or a sequence of ``(1, *spatial)`` arrays in [-1, 1].
+        labels: ``(N, *spatial)`` or a sequence of ``(*spatial)`` integer class maps.
+        num_classes: number of classes including background (default: largest label + 1).
+        steps: optimiser steps.
+        batch_size: crops per step (keep it >= 2 on CPU: with one sample PyTorch runs small
+            3-D convolutions on a much slower code path).
+        lr: peak learning rate of Adam.
+        seed: seed of weights, crops and flips.
+        crop_shape: crop size per spatial axis, each divisible by ``2 ** (len(channels) - 1)``;
+            ``None``: whole cases (they must all have the same, divisible, shape).
+        augment: random flips (probability ½ each) along ``flip_axes``. Off by default: a
+            left–right flip puts the liver on the patient's left, which real (and phantom)
+            anatomy never does, and on the torso phantom it slowed learning (mean Dice 0.70
+            instead of 0.73 after 100 steps).
+        flip_axes: spatial axes to flip (0 = D …); default: the last one (W, left–right).
+        channels: U-Net channels per level.
+        num_res_blocks: residual blocks per level.
+        norm_num_groups: GroupNorm groups.
+        dice_weight: weight of the soft Dice term (see :func:`dice_ce_loss`).
+        class_balance: power of the cross-entropy class weights computed from the training
+            labels (:func:`class_balance_weights`; 0: unweighted).
+        progress: show a ``tqdm`` progress bar.
+        device: where to train.
+
+    Returns:
+        The trained model in eval mode, with ``model.loss_history`` (loss per step) and
+        ``model.train_seconds`` attached.
+    """
+    images, labels = _as_cases(images, labels)
+    if int(steps) < 1 or int(batch_size) < 1 or not lr > 0:
+        raise ConfigError(f"steps and batch_size must be >= 1 and lr > 0, got {steps}, {batch_size}, {lr}")
+    spatial_dims = images[0].ndim - 1
+    if any(im.ndim - 1 != spatial_dims for im in images):
+        raise DataError("all images must have the same number of spatial dimensions")
+    max_label = max(int(lb.max()) for lb in labels)
+    if num_classes is None:
+        num_classes = max_label + 1
+    if max_label >= num_classes or min(int(lb.min()) for lb in labels) < 0:
+        raise DataError(f"labels must lie in [0, {num_classes - 1}], found values up to {max_label}")
+    factor = 2 ** (len(channels) - 1)
+    crop = None if crop_shape is None else tuple(int(c) for c in crop_shape)
+    if crop is None:
+        shapes = {lb.shape for lb in labels}
+        if len(shapes) != 1:
+            raise ConfigError(f"cases have different shapes {sorted(shapes)}; give crop_shape")
+        size = next(iter(shapes))
+    else:
+        if len(crop) != spatial_dims:
+            raise ConfigError(f"crop_shape {crop} needs {spatial_dims} sizes")
+        small = [i for i, lb in enumerate(labels) if any(c > s for c, s in zip(crop, lb.shape))]
+        if small:
+            raise DataError(f"case(s) {small[:5]} smaller than crop_shape {crop}")
+        size = crop
+    if any(s % factor for s in size):
+        raise ConfigError(f"training size {size} must be divisible by {factor} (2 ** (len(channels) - 1))")
+    axes = tuple(flip_axes) if flip_axes is not None else (spatial_dims - 1,)
+    axes = axes if augment else ()
+
+    torch.manual_seed(seed)
+    model = SegNet(spatial_dims=spatial_dims, in_channels=1, num_classes=int(num_classes),
+                   channels=tuple(int(c) for c in channels), num_res_blocks=int(num_res_blocks),
+                   norm_num_groups=int(norm_num_groups)).to(device)
+    weights = class_balance_weights(labels, int(num_classes), class_balance) if class_balance else None
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    history: list[float] = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(int(steps)), desc="train segnet", disable=not progress)
+    for step in bar:
+        xs, ys = [], []
+        for j in range(int(batch_size)):
+            rng = np.random.default_rng([int(seed), step * int(batch_size) + j])
+            k = int(rng.integers(len(images)))
+            x, y = _crop_and_flip(images[k], labels[k], crop, axes, rng)
+            xs.append(torch.from_numpy(x))
+            ys.append(torch.from_numpy(y))
+        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
+        loss = dice_ce_loss(model(x), y, dice_weight=dice_weight, class_weights=weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(float(loss.detach()))
+        if step % 10 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+    model.eval()
+    model.loss_history = history
+    model.train_seconds = time.perf_counter() - t0
+    log.info("segnet: %d steps in %.1f s, final loss %.4f", steps, model.train_seconds, history[-1])
+    return model
+
+
+def _pad(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    spatial = x.shape[2:]
+    pads: list[int] = []
+    for s in reversed(spatial):
+        pads += [0, (-s) % factor]
+    crop = (slice(None), slice(None), *(slice(0, s) for s in spatial))
+    return (F.pad(x, pads, mode="replicate") if any(pads) else x), crop
+
+
+@torch.no_grad()
+def predict(model: SegNet, images, *, device: str | torch.device | None = None) -> list[np.ndarray]:
+    """Class maps of whole cases (one forward pass per case; edge-padded to a size the
+    network accepts and cropped back).
+
+    Args:
+        model: a trained :class:`SegNet`.
+        images: ``(N, 1, *spatial)`` array or a sequence of ``(1, *spatial)`` arrays.
+        device: where to run (default: the model's device).
+
+    Returns:
+        One ``(*spatial)`` int64 array per case.
+    """
+    images, _ = _as_cases(images)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for im in images:
+            x, crop = _pad(torch.from_numpy(im)[None].to(device), model.downsample_factor)
+            out.append(model(x)[crop].argmax(1)[0].cpu().numpy().astype(np.int64))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def evaluate_dice(model: SegNet, images, labels, num_classes: int,
+                  class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Dice of the network's predictions per foreground class, averaged over cases.
+
+    Per case, :func:`medlsdm.metrics.dice_per_class` (background excluded; a class absent
+    from both prediction and truth is NaN). Per class, the mean over the cases where it is
+    not NaN; the overall ``mean`` is the mean of the per-class means (classes that are NaN
+    everywhere are left out and listed in ``absent``).
+
+    Returns:
+        ``{"per_class": {name: dice}, "mean": float, "per_case": [{name: dice}, ...],
+        "absent": [names], "n_cases": N}`` (names are ``class_names[c]`` or ``str(c)``).
+    """
+    images, labels = _as_cases(images, labels)
+    names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+    if len(names) != num_classes:
+        raise ConfigError(f"{len(names)} class names for {num_classes} classes")
+    preds = predict(model, images)
+    per_case = []
+    for pred, lab in zip(preds, labels):
+        scores = dice_per_class(pred, lab, num_classes)
+        per_case.append({names[c]: v for c, v in scores.items()})
+    per_class: dict[str, float] = {}
+    absent = []
+    for c in range(1, num_classes):
+        values = [pc[names[c]] for pc in per_case if not math.isnan(pc[names[c]])]
+        if values:
+            per_class[names[c]] = float(np.mean(values))
+        else:
+            per_class[names[c]] = math.nan
+            absent.append(names[c])
+    return {"per_class": per_class, "mean": mean_dice(per_class), "per_case": per_case,
+            "absent": absent, "n_cases": len(per_case)}

@@ -1,0 +1,141 @@
+"""The segmentation network and its training/evaluation helpers (tiny, CPU)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medlsdm.errors import ConfigError, DataError
+from medlsdm.models.segnet import SegNet
+from medlsdm.segmentation import (
+    _crop_and_flip,
+    class_balance_weights,
+    dice_ce_loss,
+    evaluate_dice,
+    predict,
+    train_segnet,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _toy_cases(n=4, shape=(8, 12, 12), seed=0):
+    """Bright ball (class 1) and dark slab (class 2) on a noisy background."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    for _ in range(n):
+        c = rng.uniform(3, np.array(shape) - 3)
+        label = np.zeros(shape, dtype=np.int64)
+        label[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < 6] = 1
+        label[:, :, : int(rng.integers(2, 4))] = 2
+        image = np.choose(label, [0.0, 0.8, -0.8]) + rng.normal(0, 0.2, shape)
+        images.append(image.astype(np.float32)[None])
+        labels.append(label)
+    return images, labels
+
+
+def test_segnet_shapes_and_features(tmp_path):
+    torch.manual_seed(0)
+    net = SegNet(spatial_dims=3, num_classes=3, channels=(4, 8, 8), norm_num_groups=4)
+    x = torch.randn(2, 1, 8, 12, 16)
+    assert net(x).shape == (2, 3, 8, 12, 16)
+    assert net.features(x).shape == (2, 8)
+    assert net.downsample_factor == 4
+    net2d = SegNet(spatial_dims=2, num_classes=4, channels=(4, 8), norm_num_groups=4)
+    assert net2d(torch.randn(3, 1, 10, 6)).shape == (3, 4, 10, 6)
+    with pytest.raises(DataError, match="divisible by 4"):
+        net(torch.randn(1, 1, 8, 12, 14))
+    with pytest.raises(DataError, match="expects"):
+        net(torch.randn(1, 2, 8, 12, 16))
+    with pytest.raises(ConfigError):
+        SegNet(spatial_dims=1)
+    net.save_pretrained(tmp_path / "segnet")
+    again = SegNet.from_pretrained(tmp_path / "segnet")
+    assert torch.equal(again(x), net.eval()(x))
+
+
+def test_dice_ce_loss():
+    target = torch.tensor([[0, 1, 1, 2]])
+    perfect = torch.nn.functional.one_hot(target, 3).movedim(-1, 1).float() * 20
+    assert float(dice_ce_loss(perfect, target)) < 1e-6
+    wrong = torch.roll(perfect, 1, dims=1)
+    assert float(dice_ce_loss(wrong, target)) > 1.0
+    assert float(dice_ce_loss(wrong, target, dice_weight=0)) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(wrong, target)))
+
+
+def test_crops_and_flips_keep_image_and_label_aligned():
+    label = np.arange(4 * 6 * 8).reshape(4, 6, 8) % 5
+    image = (label * 0.1).astype(np.float32)[None]
+    seen = set()
+    for i in range(8):
+        x, y = _crop_and_flip(image, label, (2, 4, 4), (0, 1, 2), np.random.default_rng([0, i]))
+        assert x.shape == (1, 2, 4, 4) and y.shape == (2, 4, 4)
+        assert np.allclose(x[0], y * 0.1)
+        seen.add(x.tobytes())
+    assert len(seen) > 1
+
+
+def test_class_balance_weights():
+    labels = [np.array([0] * 90 + [1] * 9), np.array([2])]
+    f = np.array([0.9, 0.09, 0.01])
+    expected = (f + 1e-4) ** -0.5
+    expected /= (expected * f).sum()
+    w = class_balance_weights(labels, 3, power=0.5)
+    assert np.allclose(w.numpy(), expected) and float((w.double() * torch.tensor(f)).sum()) == pytest.approx(1.0)
+    assert torch.allclose(class_balance_weights(labels, 3, power=0.0), torch.ones(3))
+    logits = torch.randn(1, 3, 5)
+    target = torch.tensor([[0, 1, 2, 2, 0]])
+    ce = torch.nn.functional.cross_entropy(logits, target, weight=w)
+    assert float(dice_ce_loss(logits, target, dice_weight=0, class_weights=w)) == pytest.approx(float(ce))
+
+
+def test_training_decreases_loss_and_evaluates():
+    images, labels = _toy_cases()
+    kw = dict(num_classes=3, steps=40, batch_size=2, lr=1e-2, channels=(8, 8), norm_num_groups=4,
+              crop_shape=(8, 8, 8), progress=False)
+    model = train_segnet(images, labels, seed=0, **kw)
+    h = model.loss_history
+    assert len(h) == 40 and np.mean(h[-5:]) < 0.6 * np.mean(h[:5])
+    assert not model.training
+    preds = predict(model, [im[:, :, :11] for im in images[:2]])  # padded to 12, cropped back
+    assert preds[0].shape == (8, 11, 12) and preds[0].dtype == np.int64
+    res = evaluate_dice(model, images, labels, num_classes=3, class_names=["bg", "ball", "slab"])
+    assert set(res["per_class"]) == {"ball", "slab"} and res["n_cases"] == 4
+    assert res["per_class"]["slab"] > 0.5
+    assert res["mean"] == pytest.approx(np.mean(list(res["per_class"].values())))
+
+
+def test_training_is_deterministic_with_seed():
+    images, labels = _toy_cases(n=3, shape=(8, 8, 8))
+    kw = dict(steps=3, batch_size=2, channels=(4, 8), norm_num_groups=4, augment=True, progress=False)
+    a = train_segnet(images, labels, seed=0, **kw)
+    b = train_segnet(images, labels, seed=0, **kw)
+    c = train_segnet(images, labels, seed=1, **kw)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.loss_history == b.loss_history
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    assert a.config.num_classes == 3  # default: largest label + 1
+
+
+def test_train_segnet_input_errors():
+    images, labels = _toy_cases(n=2, shape=(8, 8, 8))
+    with pytest.raises(DataError, match="label shape"):
+        train_segnet(images, [lb[:4] for lb in labels], steps=1, progress=False)
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        train_segnet(images, labels, num_classes=2, steps=1, progress=False)
+    with pytest.raises(ConfigError, match="divisible"):
+        train_segnet(images, labels, crop_shape=(6, 8, 8), channels=(4, 8, 8), steps=1, progress=False)
+    with pytest.raises(DataError, match="smaller than crop_shape"):
+        train_segnet(images, labels, crop_shape=(16, 8, 8), steps=1, progress=False)
+    bad = [lb.astype(np.float32) for lb in labels]
+    with pytest.raises(DataError, match="integer"):
+        train_segnet(images, bad, steps=1, progress=False)
