@@ -52,7 +52,8 @@ def main() -> None:
     from medlsdm.data.store import CaseStore
     from medlsdm.diffusion import load_pipeline
     from medlsdm.models.unet import SemanticUNet, semantic_condition
-    from medlsdm.synthesis import class_intensity_error, compare_schedulers, load_split_cases
+    from medlsdm.metrics import class_intensity_error
+    from medlsdm.synthesis import compare_schedulers, load_split_cases
 
     run = Path(args.run_dir)
     manifest, split = load_manifest(run / "data"), load_split(run / "data" / "split.json")

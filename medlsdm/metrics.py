@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -792,3 +792,37 @@ def nearest_neighbour_check(synthetic, train, held_out, *, metric: str = "rmse",
         "synthetic_nn_index": s_idx.tolist(), "flagged": flagged, "n_flagged": len(flagged),
         "n_synthetic": int(s.shape[0]),
     }
+
+
+def class_intensity_error(synthetic: Sequence[np.ndarray], real: Sequence[np.ndarray],
+                          labels: Sequence[np.ndarray], class_names: Sequence[str],
+                          percentiles: tuple[float, float] = (0.5, 99.5)) -> dict[str, float]:
+    """Per class: |mean synthetic − mean real| inside the class, over the real intensity range.
+
+    Means are pooled over all volumes (voxels of a class in every label map); the range is
+    the ``percentiles`` spread of all real voxels (robust to single outliers). Background
+    (index 0) is included — it is part of the volume too. A class absent from every label
+    map is left out.
+
+    Args:
+        synthetic / real: volumes made from the same ``labels`` (same shapes).
+        labels: class-index label maps.
+        class_names: name of each class index.
+    """
+    if not (len(synthetic) == len(real) == len(labels)):
+        raise DataError("synthetic, real and labels must have the same number of volumes")
+    real_all = np.concatenate([np.ravel(r) for r in real])
+    lo, hi = np.percentile(real_all, percentiles)
+    span = float(hi - lo)
+    if span <= 0:
+        raise DataError("the real volumes have no intensity range")
+    out = {}
+    for k, name in enumerate(class_names):
+        masks = [np.asarray(lab) == k for lab in labels]
+        count = sum(int(m.sum()) for m in masks)
+        if count == 0:
+            continue
+        mean_syn = sum(float(np.asarray(s).reshape(m.shape)[m].sum()) for s, m in zip(synthetic, masks)) / count
+        mean_real = sum(float(np.asarray(r).reshape(m.shape)[m].sum()) for r, m in zip(real, masks)) / count
+        out[name] = abs(mean_syn - mean_real) / span
+    return out

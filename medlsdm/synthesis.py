@@ -4,9 +4,9 @@
   ``from_config`` (the training schedule is kept).
 - :func:`synthesize_files`: batch synthesis from label-map NIfTI files, one NIfTI per
   output, written atomically with the label map's affine and a fresh header.
-- :func:`class_intensity_error`: does a synthetic volume follow its label map? Per class,
-  the mean intensity inside the label region of the synthetic volumes vs of the real
-  volumes made from the same label maps.
+
+Whether a synthetic volume follows its label map is measured by
+:func:`medlsdm.metrics.class_intensity_error`.
 """
 from __future__ import annotations
 
@@ -95,40 +95,6 @@ def timed_samples(pipe, labels, *, scheduler: str, steps: int, guidance_scale: f
     out = pipe(labels, num_inference_steps=steps, guidance_scale=guidance_scale,
                generator=torch.Generator().manual_seed(seed))
     return out.images, (time.perf_counter() - start) / len(out.images)
-
-
-def class_intensity_error(synthetic: Sequence[np.ndarray], real: Sequence[np.ndarray],
-                          labels: Sequence[np.ndarray], class_names: Sequence[str],
-                          percentiles: tuple[float, float] = (0.5, 99.5)) -> dict[str, float]:
-    """Per class: |mean synthetic − mean real| inside the class, over the real intensity range.
-
-    Means are pooled over all volumes (voxels of a class in every label map); the range is
-    the ``percentiles`` spread of all real voxels (robust to single outliers). Background
-    (index 0) is included — it is part of the volume too. A class absent from every label
-    map is left out.
-
-    Args:
-        synthetic / real: volumes made from the same ``labels`` (same shapes).
-        labels: class-index label maps.
-        class_names: name of each class index.
-    """
-    if not (len(synthetic) == len(real) == len(labels)):
-        raise ConfigError("synthetic, real and labels must have the same number of volumes")
-    real_all = np.concatenate([np.ravel(r) for r in real])
-    lo, hi = np.percentile(real_all, percentiles)
-    span = float(hi - lo)
-    if span <= 0:
-        raise DataError("the real volumes have no intensity range")
-    out = {}
-    for k, name in enumerate(class_names):
-        masks = [np.asarray(lab) == k for lab in labels]
-        count = sum(int(m.sum()) for m in masks)
-        if count == 0:
-            continue
-        mean_syn = sum(float(np.asarray(s).reshape(m.shape)[m].sum()) for s, m in zip(synthetic, masks)) / count
-        mean_real = sum(float(np.asarray(r).reshape(m.shape)[m].sum()) for r, m in zip(real, masks)) / count
-        out[name] = abs(mean_syn - mean_real) / span
-    return out
 
 
 def load_split_cases(store: Mapping, case_ids: Iterable[str]):

@@ -7,7 +7,8 @@ from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from medlsdm import cli
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import ConfigError, DataError
-from medlsdm.synthesis import class_intensity_error, synthesize_files, use_scheduler
+from medlsdm.metrics import class_intensity_error
+from medlsdm.synthesis import synthesize_files, use_scheduler
 
 
 def test_class_intensity_error_closed_form():
@@ -18,7 +19,7 @@ def test_class_intensity_error_closed_form():
     # range of the real voxels = 2; bg means -0.8 vs -1, a: 0.3 vs 0, b: equal
     assert err == pytest.approx({"bg": 0.1, "a": 0.15, "b": 0.0})
     assert class_intensity_error(real, real, labels, ["bg", "a", "b", "absent"]) == {"bg": 0, "a": 0, "b": 0}
-    with pytest.raises(ConfigError):
+    with pytest.raises(DataError):
         class_intensity_error(synthetic, real, labels * 2, ["bg"])
 
 
