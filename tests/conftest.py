@@ -25,6 +25,15 @@ def make_tiny_pipeline():
     return pipe
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread is faster and does not fight other jobs for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_pipeline():
     return make_tiny_pipeline()

@@ -14,13 +14,7 @@ from medlsdm.models import VQGAN
 from medlsdm.training import ArrayStore
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster and does not fight the other jobs for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(shape, seed=0, noise=0.3):

@@ -36,14 +36,7 @@ from medlsdm.metrics import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on shared, oversubscribed CPUs two threads wait for each other in
-    every operation (the feature networks run many small ones) and are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(shape, seed=0, noise=0.2):

@@ -17,12 +17,7 @@ from medlsdm.segmentation import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy_cases(n=4, shape=(8, 12, 12), seed=0):
