@@ -60,21 +60,24 @@ def encode_latents(vqgan, store: Mapping, case_ids: Sequence[str], *, batch_size
 
 
 class LatentDataset(torch.utils.data.Dataset):
-    """Item ``i`` is the (latent, label map) of a case drawn from ``(seed, i)`` alone.
+    """Item ``i`` is the (latent, label map) of a case drawn from ``(seed, i)`` alone
+    (``(latent, label map, extra condition)`` when ``extra`` is given).
 
     So runs are reproducible and resumable without loader state (see :class:`Trainer`).
     """
 
-    def __init__(self, latents: torch.Tensor, labels: torch.Tensor, seed: int = 0):
+    def __init__(self, latents: torch.Tensor, labels: torch.Tensor, seed: int = 0, extra: torch.Tensor | None = None):
         if len(latents) == 0:
             raise DataError("no training latents")
-        self.latents, self.labels, self.seed = latents, labels, int(seed)
+        self.latents, self.labels, self.seed, self.extra = latents, labels, int(seed), extra
 
     def __len__(self) -> int:
         return 2**62
 
     def __getitem__(self, index: int):
         k = int(np.random.default_rng([self.seed, int(index)]).integers(len(self.latents)))
+        if self.extra is not None:
+            return self.latents[k], self.labels[k], self.extra[k]
         return self.latents[k], self.labels[k]
 
 
@@ -89,11 +92,13 @@ def make_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "square
                          prediction_type=prediction_type, clip_sample=False)
 
 
-def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, generator: torch.Generator):
+def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, generator: torch.Generator,
+                   extra: torch.Tensor | None = None):
     """The denoising loss of one batch: MSE between the prediction and its target.
 
     Random timesteps and noise come from ``generator``; the label condition of a fraction
-    ``cond_drop_prob`` of the samples is replaced by the null condition.
+    ``cond_drop_prob`` of the samples is replaced by the null condition. ``extra``: the extra
+    condition channels ``(B, E, *spatial)`` of a model with ``extra_condition_channels = E``.
     """
     from .models.unet import drop_condition, semantic_condition
 
@@ -102,13 +107,15 @@ def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, g
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
-    cond = semantic_condition(labels, unet.config.num_classes if hasattr(unet, "config") else unet.module.config.num_classes)
+    cond = semantic_condition(labels, unet.config.num_classes if hasattr(unet, "config") else unet.module.config.num_classes, extra)
     cond = drop_condition(cond, cond_drop_prob, generator=generator)
     return F.mse_loss(unet(noisy, t, cond).float(), target.float())
 
 
 def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
-                    split: Mapping[str, Sequence[str]] | None = None, **params: Any) -> dict[str, Any]:
+                    split: Mapping[str, Sequence[str]] | None = None, extra_condition: Mapping | None = None,
+                    out_dir: str | os.PathLike | None = None, pipeline_dir: str | os.PathLike | None = None,
+                    **params: Any) -> dict[str, Any]:
     """Train the latent diffusion model of a run and save the pipeline to ``RUN/pipeline``.
 
     Reads the VQ-GAN (``RUN/vqgan/model``), ``RUN/data/cases.h5`` and ``split.json``;
@@ -119,6 +126,11 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     Args:
         run_dir: the run directory.
         store / split: use these instead of the run's case store and split.
+        extra_condition: mapping ``case_id -> (E, *spatial)`` float array of extra condition
+            channels at image resolution (e.g. the Canny edge maps of :mod:`medlsdm.cardiac`);
+            the UNet gets ``extra_condition_channels = E`` and sampling needs the same channels
+            (``pipe(labels, extra_condition=...)``).
+        out_dir / pipeline_dir: instead of ``RUN/diffusion`` and ``RUN/pipeline``.
         params: any key of :data:`DIFFUSION_DEFAULTS` (unknown keys raise ``ConfigError``).
 
     Returns:
@@ -145,9 +157,12 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     vqgan.requires_grad_(False)
 
     latents, labels = encode_latents(vqgan, store, list(split["train"]))
+    extras = None
+    if extra_condition is not None:
+        extras = torch.as_tensor(np.stack([np.asarray(extra_condition[c], np.float32) for c in split["train"]]))
     latent_scale = float(1.0 / latents.std())
     log.info("%d training latents of shape %s, latent scale %.4f", len(latents), tuple(latents.shape[1:]), latent_scale)
-    dataset = LatentDataset(latents * latent_scale, labels, seed=p["seed"])
+    dataset = LatentDataset(latents * latent_scale, labels, seed=p["seed"], extra=extras)
     scheduler = make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"])
 
     torch.manual_seed(p["seed"])
@@ -156,14 +171,15 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         num_classes=len(manifest["classes"]), channels=tuple(p["channels"]),
         attention_levels=tuple(p["attention_levels"]), num_res_blocks=p["num_res_blocks"],
         num_groups=p["num_groups"], num_heads=p["num_heads"], conditioning=p["conditioning"], dropout=p["dropout"],
+        extra_condition_channels=0 if extras is None else extras.shape[1],
     )
     ema = EMAModel(unet.parameters(), decay=p["ema_decay"], model_cls=SemanticUNet, model_config=unet.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=p["lr"], weight_decay=0.0)
 
     def step_fn(trainer: Trainer, batch) -> dict[str, float]:
-        z, lab = batch
+        z, lab, *extra = batch
         loss = diffusion_loss(trainer.models["unet"], scheduler, z, lab, cond_drop_prob=p["cond_drop_prob"],
-                              generator=trainer.generator)
+                              generator=trainer.generator, extra=extra[0] if extra else None)
         trainer.backward(loss)
         trainer.optimizer_step("unet")
         if trainer.accelerator.sync_gradients:
@@ -187,12 +203,15 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         pipe = make_pipeline(trainer)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         lab = torch.as_tensor(np.stack([np.asarray(store[c][1]) for c in sample_ids]))
-        out = pipe(lab, num_inference_steps=p["sample_steps"], generator=torch.Generator().manual_seed(p["seed"]))
-        with atomic_path(run.root / "diffusion" / f"samples-{trainer.step:07d}.npz") as tmp:
+        extra = None if extras is None else np.stack([np.asarray(extra_condition[c], np.float32) for c in sample_ids])
+        out = pipe(lab, num_inference_steps=p["sample_steps"], generator=torch.Generator().manual_seed(p["seed"]),
+                   extra_condition=extra)
+        with atomic_path(out_dir / f"samples-{trainer.step:07d}.npz") as tmp:
             np.savez_compressed(tmp, images=out.images, labels=out.labels, case_ids=np.array(sample_ids))
         return {}
 
-    out_dir = run.root / "diffusion"
+    out_dir = Path(out_dir) if out_dir is not None else run.root / "diffusion"
+    pipeline_dir = Path(pipeline_dir) if pipeline_dir is not None else run.pipeline
     trainer = Trainer(
         models={"unet": unet}, optimizers={"unet": optimizer}, step_fn=step_fn, dataset=dataset,
         out_dir=out_dir, max_steps=p["steps"], batch_size=p["batch_size"],
@@ -206,10 +225,10 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         write_json(out_dir / "train_params.json", {**_jsonable(p), "latent_scale": latent_scale})
     summary = trainer.fit()
     if trainer.is_main_process:
-        _save_pretrained_atomic(make_pipeline(trainer), run.pipeline)
+        _save_pretrained_atomic(make_pipeline(trainer), pipeline_dir)
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
-    summary.update(latent_scale=latent_scale, final_loss=summary["last"].get("loss"), pipeline_dir=str(run.pipeline))
+    summary.update(latent_scale=latent_scale, final_loss=summary["last"].get("loss"), pipeline_dir=str(pipeline_dir))
     return summary
 
 

@@ -118,6 +118,7 @@ class MedLSDMPipeline(DiffusionPipeline):
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
         output_type: str = "np",
         return_dict: bool = True,
+        extra_condition: torch.Tensor | np.ndarray | None = None,
     ):
         """Synthesise one volume per label map (``num_per_label`` each).
 
@@ -132,12 +133,19 @@ class MedLSDMPipeline(DiffusionPipeline):
             callback: called as ``callback(step_index, timestep, latents)`` after every step
                 (latents in the diffusion space), e.g. for progressive-denoising figures.
             output_type: ``"np"`` (numpy) or ``"pt"`` (torch).
+            extra_condition: the extra condition channels ``(B, E, *spatial)`` (or one map
+                ``(E, *spatial)``) of a UNet with ``extra_condition_channels = E``, e.g. edge
+                maps at the label maps' resolution.
         """
         label_maps, affines = self.load_labels(labels)
         label_maps = label_maps.repeat_interleave(num_per_label, dim=0)
         affines = [a for a in affines for _ in range(num_per_label)]
         device, dtype = self.unet.device, self.unet.dtype
-        cond = semantic_condition(label_maps.to(device), self.unet.config.num_classes).to(dtype)
+        extra = None
+        if extra_condition is not None:
+            extra = torch.as_tensor(extra_condition, dtype=torch.float32)
+            extra = (extra[None] if extra.ndim == label_maps.ndim else extra).repeat_interleave(num_per_label, dim=0)
+        cond = semantic_condition(label_maps.to(device), self.unet.config.num_classes, extra).to(dtype)
         factor = self.vqgan.downsample_factor
         shape = (label_maps.shape[0], self.unet.config.in_channels, *(s // factor for s in label_maps.shape[1:]))
         latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)

@@ -87,3 +87,20 @@ def test_04_synthesis(smoke_run):
     for path in samples:  # the synthetic volume sits on its label map's grid
         case = path.name[: -len("_syn0.nii.gz")]
         np.testing.assert_allclose(nib.load(path).affine, nib.load(smoke_run.data / "labels" / f"{case}.nii.gz").affine, atol=1e-5)
+
+
+def test_06_cardiac_2d(smoke_run):
+    m = smoke_run.read_metrics()["06_cardiac_2d"]
+    assert set(m["ablation"]) == {"edges", "semantic", "edges+semantic"}
+    for mode, row in m["ablation"].items():
+        for key in ("ssim", "nmse", "fd_seg"):
+            assert np.isfinite(row[key]), (mode, key)
+        assert -1 <= row["ssim"] <= 1 and row["nmse"] >= 0 and row["fd_seg"] >= 0
+    assert np.isfinite(m["reconstruction"]["ssim"]) and m["fid"].startswith("skipped")
+    assert m["seconds"] > 0 and m["steps"]["ldm"] == 4 and m["n_test_slices"] >= 1
+    cardiac = smoke_run.root / "cardiac"  # everything under RUN/cardiac, next to (not in) the 3-D run's folders
+    assert (cardiac / "data" / "slices.h5").exists() and (cardiac / "vqgan" / "model" / "config.json").exists()
+    for slug in ("edges", "semantic", "edges_semantic"):
+        assert (cardiac / "ldm" / slug / "pipeline" / "model_index.json").exists()
+    for name in ("06_slices_and_edges", "06_edge_sigma", "06_reconstructions", "06_condition_channels", "06_samples"):
+        assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000

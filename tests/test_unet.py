@@ -83,3 +83,27 @@ def test_save_load_round_trip(tmp_path):
     x = torch.randn(1, 4, 4, 8, 8)
     cond = semantic_condition(torch.randint(0, 3, (1, 4, 8, 8)), 3)
     assert torch.equal(model(x, 9, cond), loaded(x, 9, cond))
+
+
+def test_extra_condition_channels():
+    """Extra float channels (edge maps) sit between the one-hot map and the null channel."""
+    labels = torch.randint(0, 4, (2, 32, 32))
+    edges = (torch.rand(2, 1, 32, 32) > 0.8).float()
+    cond = semantic_condition(labels, 4, edges)
+    assert cond.shape == (2, 6, 32, 32)
+    assert torch.equal(cond[:, :4].argmax(1), labels) and torch.equal(cond[:, 4:5], edges) and not cond[:, 5].any()
+    null = null_condition(cond)
+    assert not null[:, :5].any() and null[:, 5].eq(1).all()  # the null condition zeroes the edges too
+    with pytest.raises(ConfigError, match="extra condition"):
+        semantic_condition(labels, 4, edges[:, :, :16])
+    torch.manual_seed(0)
+    model = SemanticUNet(spatial_dims=2, in_channels=3, out_channels=3, num_classes=4, channels=(8, 16),
+                         attention_levels=(False, True), num_groups=4, num_heads=2, extra_condition_channels=1)
+    randomize_zero_inits(model)
+    x = torch.randn(2, 3, 8, 8)
+    out = model(x, 5, cond)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, model(x, 5, semantic_condition(labels, 4, 1 - edges)))  # edges matter
+    with pytest.raises(ConfigError, match="extra_condition_channels"):
+        model(x, 5, semantic_condition(labels, 4))
+    assert tiny().config.extra_condition_channels == 0  # purely semantic by default

@@ -6,6 +6,11 @@ but the null channel, which is 1 everywhere. Training replaces the condition of 
 fraction of samples by the null condition (:func:`drop_condition`), so the model learns the
 unconditional score it needs at sampling time: ``uncond + s · (cond − uncond)``.
 
+A model built with ``extra_condition_channels = E`` also reads ``E`` extra float channels
+(e.g. a Canny edge map for the 2-D cardiac model, :mod:`medlsdm.cardiac`), placed between the
+one-hot map and the null channel: the null channel stays last, and the null condition zeroes
+the extra channels too.
+
 The condition, given at any resolution (usually the image's, 4× the latent's), is
 area-averaged to each level's size, so a structure thinner than a latent voxel still
 contributes its volume fraction instead of vanishing under nearest-neighbour resizing.
@@ -25,10 +30,24 @@ from ..errors import ConfigError
 from .blocks import SPADE, Downsample, Upsample, conv_nd, group_norm, one_hot
 
 
-def semantic_condition(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Label map ``(B, *spatial)`` (class indices) → condition ``(B, K + 1, *spatial)``."""
+def semantic_condition(labels: torch.Tensor, num_classes: int, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """Label map ``(B, *spatial)`` (class indices) → condition ``(B, K + E + 1, *spatial)``.
+
+    Args:
+        labels: class indices ``(B, *spatial)``.
+        num_classes: ``K``.
+        extra: optional float channels ``(B, E, *spatial)`` at the labels' resolution (models
+            with ``extra_condition_channels = E``); they go between the one-hot map and the
+            null channel.
+    """
     onehot = one_hot(labels, num_classes)
-    return torch.cat([onehot, torch.zeros_like(onehot[:, :1])], dim=1)
+    parts = [onehot]
+    if extra is not None:
+        if extra.shape[0] != onehot.shape[0] or extra.shape[2:] != onehot.shape[2:]:
+            raise ConfigError(f"extra condition of shape {tuple(extra.shape)} does not match the label maps "
+                              f"{tuple(labels.shape)}: expected (B, E, *spatial) with the same B and spatial size")
+        parts.append(extra.to(device=onehot.device, dtype=onehot.dtype))
+    return torch.cat(parts + [torch.zeros_like(onehot[:, :1])], dim=1)
 
 
 def null_condition(condition: torch.Tensor) -> torch.Tensor:
@@ -118,7 +137,8 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         in_channels: latent channels (the VQ-GAN's ``embedding_dim``).
         out_channels: predicted channels (noise or velocity), usually ``in_channels``.
         num_classes: classes of the label map (background included); the condition has
-            ``num_classes + 1`` channels (the extra one is the null condition).
+            ``num_classes + extra_condition_channels + 1`` channels (the last one is the
+            null condition).
         channels: channels per level; each level but the last halves the spatial size.
         attention_levels: self-attention after the blocks of these levels (coarse ones).
         num_res_blocks: residual blocks per level on the way down (one more on the way up).
@@ -126,6 +146,8 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         num_heads: attention heads.
         conditioning: ``"spade"`` (middle and decoder norms) or ``"concat"`` (input).
         dropout: dropout inside the residual blocks.
+        extra_condition_channels: float condition channels besides the one-hot map (e.g. 1
+            for an edge map); 0 for a purely semantic model.
     """
 
     @register_to_config
@@ -142,6 +164,7 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         num_heads: int = 4,
         conditioning: str = "spade",
         dropout: float = 0.0,
+        extra_condition_channels: int = 0,
     ):
         super().__init__()
         if conditioning not in ("spade", "concat"):
@@ -149,7 +172,7 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         if len(attention_levels) != len(channels):
             raise ConfigError("attention_levels needs one entry per level of channels")
         self.downsampling = 2 ** (len(channels) - 1)
-        cond_ch = num_classes + 1
+        cond_ch = num_classes + extra_condition_channels + 1
         spade_ch = cond_ch if conditioning == "spade" else None
         time_ch = 4 * channels[0]
         self.time_proj = Timesteps(channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
@@ -198,14 +221,16 @@ class SemanticUNet(ModelMixin, ConfigMixin):
             sample: noisy latents ``(B, C, *spatial)``; spatial sizes divisible by
                 ``2 ** (len(channels) - 1)``.
             timestep: one timestep for all samples or one per sample.
-            condition: ``(B, num_classes + 1, *any spatial)`` from :func:`semantic_condition`
-                or :func:`null_condition`.
+            condition: ``(B, num_classes + extra_condition_channels + 1, *any spatial)`` from
+                :func:`semantic_condition` or :func:`null_condition`.
         """
         cfg = self.config
         if any(s % self.downsampling for s in sample.shape[2:]):
             raise ConfigError(f"latent size {tuple(sample.shape[2:])} must be divisible by {self.downsampling}")
-        if condition.shape[1] != cfg.num_classes + 1:
-            raise ConfigError(f"condition has {condition.shape[1]} channels, expected num_classes + 1 = {cfg.num_classes + 1}")
+        expected = cfg.num_classes + cfg.extra_condition_channels + 1
+        if condition.shape[1] != expected:
+            raise ConfigError(f"condition has {condition.shape[1]} channels, expected num_classes + "
+                              f"extra_condition_channels + 1 = {expected}")
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(sample.shape[0])
         temb = self.time_embedding(self.time_proj(t).to(sample.dtype))
         condition = condition.to(sample.dtype)

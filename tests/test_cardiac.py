@@ -1,0 +1,227 @@
+"""The 2-D cardiac LDM helpers: Canny edges, slicing, the HDF5 slice store, M&Ms, conditioning modes."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from skimage.feature import canny
+
+from medlsdm import cardiac
+from medlsdm.cardiac import CardiacSlice, SliceStore, canny_edges, condition_inputs, make_condition
+from medlsdm.data.io import dhw_to_world
+from medlsdm.errors import ConfigError, DataError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def disc_image(size=48, seed=0):
+    """A bright disc in a dark ring on a noisy background, in [-1, 1]."""
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - size / 2, xx - size / 2)
+    image = np.where(r < size / 5, 0.8, np.where(r < size / 3, -0.4, 0.1))
+    return (image + 0.05 * np.random.default_rng(seed).standard_normal(image.shape)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ edges
+@pytest.mark.parametrize("sigma, low, high", [(1.0, 0.1, 0.2), (1.5, 0.15, 0.3), (2.0, None, None)])
+def test_canny_edges_equals_skimage(sigma, low, high):
+    image = disc_image()
+    ours = canny_edges(image[None], sigma, low, high)  # (1, H, W) is accepted too
+    ref = canny(image.astype(np.float64), sigma=sigma, low_threshold=low, high_threshold=high)
+    assert ours.dtype == bool and np.array_equal(ours, ref)
+    q = canny_edges(image, sigma, 0.7, 0.9, use_quantiles=True)
+    assert np.array_equal(q, canny(image.astype(np.float64), sigma=sigma, low_threshold=0.7, high_threshold=0.9, use_quantiles=True))
+
+
+def test_canny_edges_smoothing_removes_noise_edges_and_bad_args():
+    image = disc_image()
+    assert canny_edges(image, 0.5, 0.1, 0.2).sum() > canny_edges(image, 2.0, 0.1, 0.2).sum() > 0
+    with pytest.raises(ConfigError, match="sigma"):
+        canny_edges(image, 0.0)
+    with pytest.raises(ConfigError, match="low threshold"):
+        canny_edges(image, 1.0, 0.5, 0.2)
+    with pytest.raises(DataError, match="2-D"):
+        canny_edges(np.zeros((2, 8, 8)))
+
+
+# ------------------------------------------------------------------------------ slicing
+def test_slice_case_geometry_and_affine():
+    # a volume whose slice axis (10 mm) is the array's last axis: it must come first
+    rng = np.random.default_rng(0)
+    shape = (40, 36, 5)
+    image = rng.normal(100, 10, shape).astype(np.float32)
+    label = np.zeros(shape, np.int64)
+    label[20:26, 10:18, 1:4] = 2
+    affine = np.diag([10.0, 1.5, 1.5, 1.0])  # columns: x = W (10 mm), y = H, z = D
+    affine[:3, 3] = [5.0, -3.0, 7.0]
+    out = cardiac.slice_case(image, label, affine, size=16, fov_mm=48.0)
+    assert [d for d, _ in out] == [1, 2, 3]  # only slices with foreground
+    d, s = out[1]
+    assert s.image.shape == (1, 16, 16) and s.label.shape == (16, 16) and s.label.dtype == np.int64
+    assert -1 <= s.image.min() and s.image.max() <= 1
+    fg = np.argwhere(s.label == 2).mean(0)
+    assert np.allclose(fg, 7.5, atol=1.0)  # centred on the foreground
+    # the affine follows: pixel (h, w) of the slice is where the original voxel was
+    h, w = np.argwhere(s.label == 2)[0]
+    world = dhw_to_world(s.affine, (0, h, w))
+    orig = np.round(np.linalg.solve(affine[:3, :3], world - affine[:3, 3])[::-1], 3)  # (d, h, w) of the input
+    assert label[int(round(orig[0])), int(round(orig[1])), int(round(orig[2]))] == 2
+    assert np.isclose(orig[2], d)  # the slice index along the original slice axis
+
+
+# ------------------------------------------------------------------------------ HDF5 store
+def write_store(path, n=5, size=16):
+    rng = np.random.default_rng(1)
+    items = []
+    with SliceStore(path, "w", size=size, attrs={"edges": {"sigma": 1.5}, "size": size}) as store:
+        assert not path.exists()  # written under a temporary name until closed
+        for i in range(n):
+            item = CardiacSlice(rng.uniform(-1, 1, (1, size, size)).astype(np.float32),
+                                rng.integers(0, 4, (size, size)), np.eye(4) * (i + 1))
+            edges = rng.random((size, size)) > 0.7
+            store.add(f"s{i}", f"case{i // 2}", f"p{i // 2}", i, item, edges)
+            items.append((item, edges))
+    return items
+
+
+def test_slice_store_round_trip_lazy(tmp_path):
+    path = tmp_path / "slices.h5"
+    items = write_store(path)
+    store = SliceStore(path)
+    assert len(store) == 5 and store.ids() == [f"s{i}" for i in range(5)] and "s3" in store and "x" not in store
+    image, label, affine = store["s3"]  # unpacks like a CaseStore item
+    assert np.array_equal(image, items[3][0].image) and np.array_equal(label, items[3][0].label)
+    assert label.dtype == np.int64 and np.array_equal(affine, items[3][0].affine)
+    assert np.array_equal(store[-2].image, image)
+    assert np.array_equal(store.edges("s3"), items[3][1][None].astype(np.float32))
+    assert store.column("patient_ids") == ["p0", "p0", "p1", "p1", "p2"] and store.column("slice_index") == [0, 1, 2, 3, 4]
+    assert store.attrs["edges"] == {"sigma": 1.5} and store.attrs["size"] == 16
+    f = store._h5()
+    for name in ("images", "labels", "edges"):  # one chunk per slice: a read touches one slice only
+        assert f[name].chunks == (1, *f[name].shape[1:])
+    stacked = store.stack(["s0", "s4"])
+    assert stacked["images"].shape == (2, 1, 16, 16) and stacked["edges"].shape == (2, 1, 16, 16)
+    with pytest.raises(KeyError):
+        store["nope"]
+    with pytest.raises(IndexError):
+        store[5]
+    import pickle
+
+    assert np.array_equal(pickle.loads(pickle.dumps(store))["s1"].label, items[1][0].label)  # reopens lazily
+
+
+def test_slice_store_atomic_and_checks(tmp_path):
+    path = tmp_path / "slices.h5"
+    write_store(path, n=2)
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="boom"):
+        with SliceStore(path, "w", size=16) as store:
+            store.add("a", "c", "p", 0, CardiacSlice(np.zeros((1, 16, 16), np.float32), np.zeros((16, 16), int), np.eye(4)),
+                      np.zeros((16, 16)))
+            raise RuntimeError("boom")
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["slices.h5"]
+    with SliceStore(tmp_path / "other.h5", "w", size=16) as store:
+        with pytest.raises(ValueError, match="shape"):
+            store.add("a", "c", "p", 0, CardiacSlice(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), int), np.eye(4)), np.zeros((8, 8)))
+        with pytest.raises(ValueError, match="class indices"):
+            store.add("a", "c", "p", 0, CardiacSlice(np.zeros((1, 16, 16), np.float32), np.full((16, 16), 4), np.eye(4)), np.zeros((16, 16)))
+    with pytest.raises(DataError, match="not found"):
+        SliceStore(tmp_path / "missing.h5")
+
+
+# ------------------------------------------------------------------------------ datasets
+def write_mnms(root, codes=("A0", "B1", "C2", "D3")):
+    """Tiny M&Ms-layout files: 4-D short-axis cine + ground truth labelled at ED (t=0) and ES (t=2)."""
+    affine = np.diag([1.5, 1.5, 10.0, 1.0])
+    yy, xx = np.mgrid[:40, :40]
+    for k, code in enumerate(codes):
+        folder = root / "Training" / "Labeled" / code
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(k)
+        image = rng.normal(200, 20, (40, 40, 4, 3)).astype(np.float32)
+        gt = np.zeros((40, 40, 4, 3), np.uint8)
+        for t, radius in ((0, 9), (2, 6)):  # ED: the larger LV
+            r = np.hypot(xx - 20 - k, yy - 18)
+            for z in range(1, 4):  # slice 0 (base) has no label
+                gt[..., z, t] = np.where(r < radius, 1, np.where(r < radius + 3, 2, 0)).T
+                gt[24:30, 10:20, z, t] = 3
+                image[..., z, t] += 400 * (gt[..., z, t] == 1)
+        nib.save(nib.Nifti1Image(image, affine), folder / f"{code}_sa.nii.gz")
+        nib.save(nib.Nifti1Image(gt, affine), folder / f"{code}_sa_gt.nii.gz")
+
+
+def test_prepare_mnms_layout(tmp_path):
+    write_mnms(tmp_path / "mnms")
+    summary = cardiac.prepare_cardiac(tmp_path / "out", dataset="mnms", data_root=tmp_path / "mnms", size=16,
+                                      fov_mm=48.0, progress=False)
+    assert summary["n_subjects"] == 4 and summary["n_cases"] == 8 and summary["n_slices"] == 8 * 3
+    store = SliceStore(tmp_path / "out" / "data" / "slices.h5")
+    assert sorted(set(store.column("case_ids"))) == sorted(f"{c}_{p}" for c in ("A0", "B1", "C2", "D3") for p in ("ED", "ES"))
+    assert set(store.column("slice_index")) == {1, 2, 3}
+    split = json.loads((tmp_path / "out" / "data" / "split.json").read_text())
+    patient = dict(zip(store.ids(), store.column("patient_ids")))
+    for name, ids in split.items():  # ED and ES frames (and all slices) of a subject stay together
+        others = set(sum((v for k, v in split.items() if k != name), []))
+        assert not {patient[i] for i in ids} & {patient[i] for i in others}
+    lv = {c: 0 for c in ("A0_ED", "A0_ES")}
+    for sid, cid in zip(store.ids(), store.column("case_ids")):
+        if cid in lv:
+            lv[cid] += int((store[sid].label == 1).sum())
+    assert lv["A0_ED"] > lv["A0_ES"]
+    manifest = json.loads((tmp_path / "out" / "data" / "manifest.json").read_text())
+    assert manifest["classes"] == list(cardiac.CLASS_NAMES) and manifest["spacing"] == [3.0, 3.0]
+    edges = store.edges(0)[0].astype(bool)
+    assert np.array_equal(edges, canny_edges(store[0].image, **cardiac.EDGE_DEFAULTS))  # computed once, stored
+    with pytest.raises(ConfigError, match="data_root"):
+        cardiac.prepare_cardiac(tmp_path / "x", dataset="mnms")
+
+
+def test_prepare_phantom(tmp_path):
+    summary = cardiac.prepare_cardiac(tmp_path, n_subjects=3, size=32, progress=False)
+    assert summary["n_subjects"] == 3 and summary["n_train"] and summary["n_val"] and summary["n_test"]
+    store = SliceStore(tmp_path / "data" / "slices.h5")
+    assert store[0].image.shape == (1, 32, 32) and store.attrs["pixel_mm"] == 4.0
+    assert (tmp_path / "raw" / "phantom.json").exists()
+
+
+# ------------------------------------------------------------------------------ conditioning
+def test_conditioning_modes():
+    labels = torch.randint(0, 4, (2, 16, 16))
+    edges = (torch.rand(2, 1, 16, 16) > 0.7).float()
+    conds = {m: make_condition(labels, edges, m) for m in cardiac.MODES}
+    for cond in conds.values():
+        assert cond.shape == (2, 4 + 1 + 1, 16, 16) and not cond[:, 5].any()  # one-hot, edge, null
+    assert torch.equal(conds["edges"][:, 4:5], edges) and conds["edges"][:, 0].eq(1).all()  # constant label map
+    assert torch.equal(conds["semantic"][:, :4].argmax(1), labels) and not conds["semantic"][:, 4].any()
+    assert torch.equal(conds["edges+semantic"][:, :4], conds["semantic"][:, :4])
+    assert torch.equal(conds["edges+semantic"][:, 4:5], edges)
+    for a in cardiac.MODES:
+        for b in cardiac.MODES:
+            assert (a == b) == torch.equal(conds[a], conds[b])
+    lab_np, edg_np = condition_inputs(labels.numpy(), edges.numpy(), "semantic")
+    assert np.array_equal(lab_np, labels.numpy()) and not edg_np.any()
+    with pytest.raises(ConfigError, match="mode"):
+        make_condition(labels, edges, "edges-only")
+    assert cardiac.mode_slug("edges+semantic") == "edges_semantic"
+
+
+def test_train_and_sample_tiny(tmp_path):
+    """VQ-VAE and one mode's LDM through the shared training code, a few steps each."""
+    cardiac.prepare_cardiac(tmp_path, n_subjects=3, size=16, fov_mm=96.0, progress=False)
+    store = SliceStore(tmp_path / "data" / "slices.h5")
+    split = json.loads((tmp_path / "data" / "split.json").read_text())
+    cardiac.train_vqvae(tmp_path, store, split, steps=2, channels=(8, 8, 8), num_embeddings=16, batch_size=2,
+                        progress=False, val_cases=1)
+    summary = cardiac.train_mode(tmp_path, store, split, "edges+semantic", steps=2, batch_size=2, channels=(8, 16),
+                                 attention_levels=(False, True), num_heads=2, num_train_timesteps=20, progress=False)
+    assert np.isfinite(summary["final_loss"])
+    pipe = cardiac.load_mode_pipeline(tmp_path, "edges+semantic")
+    assert pipe.unet.config.extra_condition_channels == 1 and pipe.unet.config.num_classes == 4
+    data = store.stack(split["test"][:2])
+    fake = cardiac.synthesize(pipe, data["labels"], data["edges"], "edges+semantic", num_inference_steps=2)
+    assert fake.shape == data["images"].shape and np.isfinite(fake).all()
+    res = cardiac.evaluate_samples(data["images"], data["images"])
+    assert res["ssim"] == pytest.approx(1.0) and res["nmse"] == 0 and res["fid"] is None
+    table = cardiac.ablation_table({"a": {"ssim": 0.5, "nmse": 1.0}})
+    assert "| a | 0.5 | 1 | – | – |" in table
