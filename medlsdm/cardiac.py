@@ -498,6 +498,15 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
+def check_modes(modes: Sequence[str]) -> list[str]:
+    """The modes as a list; :class:`~medlsdm.errors.ConfigError` for an unknown or repeated
+    one (call it before any work starts)."""
+    modes = [_check_mode(m) for m in modes]
+    if not modes or len(set(modes)) != len(modes):
+        raise ConfigError(f"modes must list distinct modes out of {', '.join(MODES)}, got {modes}")
+    return modes
+
+
 def mode_slug(mode: str) -> str:
     """File-name form of a mode: ``"edges+semantic"`` → ``"edges_semantic"``."""
     return _check_mode(mode).replace("+", "_")
@@ -656,31 +665,32 @@ def reconstruct(vqgan, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
-            x = torch.as_tensor(np.asarray(images[i:i + batch_size], np.float32))
+            x = torch.as_tensor(np.asarray(images[i:i + batch_size], np.float32)).to(vqgan.device, vqgan.dtype)
             zq, _, _ = vqgan.quantize(vqgan.encode(x), update=False)
-            out.append(vqgan.decode(zq).clamp(-1, 1).numpy())
+            out.append(vqgan.decode(zq).clamp(-1, 1).float().cpu().numpy())
     return np.concatenate(out)
 
 
-def _features(fn, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """``fn`` (a feature network) over ``(N, C, H, W)`` images in batches, as float64 numpy."""
+def _features(fn, images: np.ndarray, device, batch_size: int = 32) -> np.ndarray:
+    """``fn`` (a feature network on ``device``) over ``(N, C, H, W)`` images in batches, as float64 numpy."""
     import torch
 
     with torch.no_grad():
         x = torch.as_tensor(np.asarray(images, np.float32))
-        return torch.cat([fn(x[i:i + batch_size]).double() for i in range(0, len(x), batch_size)]).numpy()
+        return torch.cat([fn(x[i:i + batch_size].to(device)).double().cpu() for i in range(0, len(x), batch_size)]).numpy()
 
 
 def segnet_features_2d(segnet, images: np.ndarray) -> np.ndarray:
     """Bottleneck features ``(N, C)`` (:meth:`~medlsdm.models.segnet.SegNet.features`) of slices ``(N, 1, H, W)``."""
     segnet.eval()
-    return _features(segnet.features, images)
+    return _features(segnet.features, images, next(segnet.parameters()).device)
 
 
 def inception_features_2d(inception, images: np.ndarray) -> np.ndarray:
     """InceptionV3 pool3 features ``(N, 2048)`` of slices ``(N, 1, H, W)`` in [-1, 1] (mapped to
     [0, 1] and repeated to RGB, as FID does for grey images)."""
-    return _features(lambda x: inception((x.clamp(-1, 1) + 1).div(2).repeat(1, 3, 1, 1)), images, batch_size=16)
+    return _features(lambda x: inception((x.clamp(-1, 1) + 1).div(2).repeat(1, 3, 1, 1)), images,
+                     next(inception.parameters()).device, batch_size=16)
 
 
 def evaluate_samples(real: np.ndarray, fake: np.ndarray, *, labels: np.ndarray | None = None, segnet=None,
