@@ -95,14 +95,7 @@ def ssim(x: ArrayLike, y: ArrayLike, *, data_range: float, sigma: float = 1.5) -
             f"ssim: needs a 2-D or 3-D image with every side >= {win} (window of sigma={sigma}), "
             f"got shape {tuple(xt.shape)}"
         )
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    mx, my = _filter_valid(xt, kernel), _filter_valid(yt, kernel)
-    vx = _filter_valid(xt * xt, kernel) - mx * mx
-    vy = _filter_valid(yt * yt, kernel) - my * my
-    cxy = _filter_valid(xt * yt, kernel) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return float(s.mean())
+    return _ssim_and_cs(xt, yt, kernel, data_range)[0]
 
 
 def naive_baseline(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
