@@ -131,19 +131,26 @@ def _report(results: list[dict], args) -> str:
         "Memory: peak resident set size of the worker process (`resource.getrusage().ru_maxrss`), and "
         "the peak minus the RSS just before the first step (what the step itself needs). One process per row.",
         "",
+        "Ratios (×) are against the fp32, no-checkpointing row of the same block size in this run.",
+        "",
         "| block (D×H×W) | precision | grad. checkpointing | timed steps | s/step (mean) | s/step (min) | "
-        "warm-up s | peak RSS MiB | step MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "time × | warm-up s | peak RSS MiB | step MiB | step memory × |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    reference = {tuple(r["size"]): r for r in results
+                 if "error" not in r and r["precision"] == "fp32" and not r["checkpointing"]}
     for r in results:
         size = "×".join(map(str, r["size"]))
         ckpt = "on" if r["checkpointing"] else "off"
         if "error" in r:
-            lines.append(f"| {size} | {r['precision']} | {ckpt} | {r['steps']} | error: {r['error']} | | | | |")
+            lines.append(f"| {size} | {r['precision']} | {ckpt} | {r['steps']} | error: {r['error']} | | | | | | |")
             continue
+        ref = reference.get(tuple(r["size"]))
+        time_ratio = f"{r['mean_s'] / ref['mean_s']:.2f}" if ref else "–"
+        mem_ratio = f"{r['step_mib'] / ref['step_mib']:.2f}" if ref and ref["step_mib"] > 0 else "–"
         lines.append(
             f"| {size} | {r['precision']} | {ckpt} | {r['steps']} | {r['mean_s']:.3f} | {r['min_s']:.3f} | "
-            f"{r['warmup_s']:.2f} | {r['peak_rss_mib']:.0f} | {r['step_mib']:.0f} |"
+            f"{time_ratio} | {r['warmup_s']:.2f} | {r['peak_rss_mib']:.0f} | {r['step_mib']:.0f} | {mem_ratio} |"
         )
     lines += ["", "Raw numbers:", "", "```json", json.dumps(results, indent=1), "```", ""]
     return "\n".join(lines)
