@@ -734,13 +734,12 @@ def evaluate_samples(real: np.ndarray, fake: np.ndarray, *, labels: np.ndarray |
 
 def ablation_table(results: Mapping[str, Mapping[str, Any]], keys: Sequence[str] = ("ssim", "nmse", "fd_seg", "dice")) -> str:
     """A Markdown table: one row per mode (or reference), one column per metric."""
+    from .tables import markdown_table
+
     arrows = {"ssim": "↑", "nmse": "↓", "fd_seg": "↓", "dice": "↑", "fid": "↓"}
-    head = "| condition | " + " | ".join(f"{k} {arrows.get(k, '')}" for k in keys) + " |"
-    lines = [head, "|" + "---|" * (len(keys) + 1)]
-    for name, row in results.items():
-        cells = [f"{row[k]:.4g}" if isinstance(row.get(k), (int, float)) else "–" for k in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[name] + [f"{row[k]:.4g}" if isinstance(row.get(k), (int, float)) else "–" for k in keys]
+            for name, row in results.items()]
+    return markdown_table(["condition"] + [f"{k} {arrows.get(k, '')}" for k in keys], rows)
 
 
 def plot_slices(rows: Mapping[str, Sequence[np.ndarray]], *, col_titles: Sequence[str] | None = None,

@@ -4,6 +4,8 @@
     medlsdm preprocess --dataset torso-ct --data-root DIR --out-dir RUN/data [...]
     medlsdm sweep --only 04 -p guidance_scale=0,1,2,4 [-p steps=10,25] --run-dir RUN [--profile quick]
     medlsdm report --run-dir RUN
+    medlsdm synthesize --pipeline RUN/pipeline --labels FILE_OR_DIR --out-dir DIR [...]
+    medlsdm evaluate --run-dir RUN [--segnet-steps N] [--inception-weights FILE ...]
 """
 from __future__ import annotations
 
@@ -78,8 +80,23 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
     pipe = use_scheduler(load_pipeline_dir(args.pipeline), args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     written = synthesize_files(pipe, args.labels, args.out_dir, steps=args.steps, guidance_scale=args.guidance,
-                               seed=args.seed, num_per_label=args.num_per_label)
+                               seed=args.seed, num_per_label=args.num_per_label, batch_size=args.batch_size)
     log.info("%d volumes written to %s", len(written), args.out_dir)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate_run, results_tables
+
+    defaults = notebook_parameters(args.profile, "05")
+    options = {key: getattr(args, key) for key in ("scheduler", "steps", "guidance_scale", "seed", "n_test", "segnet_steps")}
+    options = {key: defaults.get(key) if value is None else value for key, value in options.items()}
+    options = {key: value for key, value in options.items() if value is not None}
+    weights = {"inception": args.inception_weights, "medicalnet": args.medicalnet_weights,
+               "vgg16": args.vgg16_weights, "lpips": args.lpips_weights}
+    result = evaluate_run(args.run_dir, augment=not args.no_augment, weights=weights, **options)
+    for name, table in results_tables(result).items():
+        print(f"\n{name}\n\n{table}")
+    log.info("\n05_evaluation written to %s/metrics.json (%.0f s)", args.run_dir, result["seconds"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: conditional only)")
     syn.add_argument("--seed", type=int, default=0)
     syn.add_argument("--num-per-label", type=int, default=1)
+    syn.add_argument("--batch-size", type=int, default=4, help="label maps sampled together (same shape)")
     syn.set_defaults(func=_cmd_synthesize)
+
+    ev = sub.add_parser("evaluate", help="notebook 05 without the notebook: image metrics, segmentation experiment, "
+                                         "privacy check; tables on stdout, results in RUN/metrics.json")
+    ev.add_argument("--run-dir", required=True, help="a run directory after notebooks 01-03")
+    ev.add_argument("--profile", choices=profile_names(), default="quick", help="defaults of the options below")
+    ev.add_argument("--scheduler", choices=list(SCHEDULERS))
+    ev.add_argument("--steps", type=int, help="sampling steps")
+    ev.add_argument("--guidance", dest="guidance_scale", type=float, help="classifier-free guidance scale")
+    ev.add_argument("--seed", type=int)
+    ev.add_argument("--n-test", type=int, help="test label maps to use (default: all)")
+    ev.add_argument("--segnet-steps", type=int, help="training steps of each segmentation network")
+    ev.add_argument("--no-augment", action="store_true", help="skip the real + synthetic training experiment")
+    ev.add_argument("--inception-weights", help="pytorch-fid InceptionV3 weights file (enables FID)")
+    ev.add_argument("--medicalnet-weights", help="MedicalNet resnet_10_23dataset.pth (enables 3D-FID)")
+    ev.add_argument("--vgg16-weights", help="torchvision VGG16 state_dict (with --lpips-weights: LPIPS)")
+    ev.add_argument("--lpips-weights", help="LPIPS v0.1 vgg.pth linear heads")
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .models.unet import SemanticUNet, null_condition, semantic_condition
 from .models.vqgan import VQGAN
 
@@ -113,7 +114,7 @@ class MedLSDMPipeline(DiffusionPipeline):
         labels: LabelInput,
         num_inference_steps: int = 50,
         guidance_scale: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         num_per_label: int = 1,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
         output_type: str = "np",
@@ -128,7 +129,9 @@ class MedLSDMPipeline(DiffusionPipeline):
             num_inference_steps: scheduler steps.
             guidance_scale: classifier-free guidance ``s`` in ``uncond + s (cond − uncond)``;
                 1 is purely conditional, 0 purely unconditional.
-            generator: ``torch.Generator`` for the initial noise (and stochastic schedulers).
+            generator: ``torch.Generator`` for the initial noise (and stochastic schedulers),
+                or a list of them, one per output sample (label map × ``num_per_label``),
+                so that each sample's noise does not depend on the rest of the batch.
             num_per_label: samples per label map.
             callback: called as ``callback(step_index, timestep, latents)`` after every step
                 (latents in the diffusion space), e.g. for progressive-denoising figures.
@@ -148,7 +151,9 @@ class MedLSDMPipeline(DiffusionPipeline):
         cond = semantic_condition(label_maps.to(device), self.unet.config.num_classes, extra).to(dtype)
         factor = self.vqgan.downsample_factor
         shape = (label_maps.shape[0], self.unet.config.in_channels, *(s // factor for s in label_maps.shape[1:]))
-        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(device, dtype)
+        if isinstance(generator, list) and len(generator) != shape[0]:
+            raise ConfigError(f"{len(generator)} generators for {shape[0]} samples; give one per sample or a single one")
+        latents = randn_tensor(shape, generator=generator, dtype=torch.float32).to(device, dtype)
         latents = latents * self.scheduler.init_noise_sigma
         guided = guidance_scale != 1.0
         model_cond = torch.cat([cond, null_condition(cond)]) if guided else cond

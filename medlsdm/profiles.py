@@ -26,13 +26,14 @@ NOTEBOOKS = {
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
-        "01": dict(dataset="torso-ct", n_cases=6, block_shape=[16, 32, 32], spacing=[12.0, 11.0, 11.0]),
+        "01": dict(dataset="torso-ct", n_cases=9, block_shape=[16, 32, 32], spacing=[12.0, 11.0, 11.0]),
         # every code path in seconds: both decoders, adversarial losses from step 6
         "02": dict(decoder="spade", compare_decoder=True, steps=12, crop_shape=[16, 32, 32], batch_size=2,
                    lr=1e-3, channels=[8, 16, 32], embedding_dim=8, num_embeddings=64,
                    gan_weight=1.0, disc_start=6, disc_channels=8),
         "03": dict(steps=6, batch_size=2, channels=[8, 16], attention_levels=[False, True], sample_every=3),
         "04": dict(steps=3, compare=[["ddim", 3], ["unipc", 2]], guidance_scales=[0.0, 1.0, 2.0], n_test=2),
+        "05": dict(steps=3, n_test=2, segnet_steps=4),
         "06": dict(n_subjects=4, size=32, edge_sigma=1.0, vqvae_steps=4, vqvae_channels=[8, 16, 16],
                    vqvae_batch_size=4, num_embeddings=32, ldm_steps=4, ldm_channels=[16, 32],
                    ldm_attention_levels=[False, True], ldm_num_heads=2, ldm_batch_size=4, sample_steps=2,
@@ -53,6 +54,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "03": dict(steps=400, batch_size=4, lr=5e-4, channels=[32, 64, 128], attention_levels=[False, True, True],
                    ema_decay=0.99, sample_every=200),
         "04": dict(steps=50, n_test=6),
+        "05": dict(steps=50, n_test=None, segnet_steps=250),
         # 365 CPU-s on one core for the whole notebook (VQ-VAE 300 steps ≈ 60 s, each LDM 400
         # steps ≈ 70-85 s, sampling with guidance ≈ 14 s per mode); ≈ 4.5 min on 2 idle cores.
         # Held-out SSIM: edges+semantic 0.48 > semantic 0.41 > edges 0.29 (64 slices, 8 patients)
@@ -70,6 +72,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "03": dict(steps=200_000, batch_size=8, lr=1e-4, channels=[128, 256, 512], attention_levels=[False, True, True],
                    ema_decay=0.9999, sample_every=10_000),
         "04": dict(steps=50, n_test=20),
+        "05": dict(steps=50, n_test=None, segnet_steps=3000),
         # the cardiac LDM paper: 256×256 slices, latent 32×32×3 (8× per side), codebook 16 384,
         # UNet 256/384/512/768 with 8 heads, 1000-step DDPM; M&Ms has 150 labelled training
         # subjects (use -p dataset=mnms -p data_root=… for the real data)

@@ -249,10 +249,12 @@ def plot_slice_grid(
     vmin: float = -1.0,
     vmax: float = 1.0,
     spacing: Sequence[float] | None = None,
+    overlays: Mapping[str, Sequence[np.ndarray]] | None = None,
 ):
     """A grid of central slices: one row per name, one column per volume ``(D, H, W)``.
 
-    ``labels`` (one per column) are drawn as an overlay on the first row only.
+    ``labels`` (one per column) are drawn as an overlay on the first row only;
+    ``overlays`` gives rows their own label maps (row name → one per column).
     """
     import matplotlib.pyplot as plt
 
@@ -266,7 +268,9 @@ def plot_slice_grid(
             if c >= len(rows[name]):
                 continue
             vol = np.asarray(rows[name][c]).squeeze()
-            lab = labels[c] if (labels is not None and r == 0 and labels[c] is not None) else None
+            lab = labels[c] if (labels is not None and r == 0) else None
+            if overlays is not None and name in overlays:
+                lab = overlays[name][c]
             if cmap == "gray":
                 draw_slice(ax, take_slice(vol, view), None if lab is None else take_slice(lab, view),
                            num_classes=num_classes, vmin=vmin, vmax=vmax, aspect=_aspect(view, spacing))
@@ -286,3 +290,43 @@ def itk_viewer(image: np.ndarray, label: np.ndarray | None = None):
     from itkwidgets import view
 
     return view(image=image, label_image=label)
+
+
+def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], *, ylabel: str, title: str | None = None,
+                      ylim: tuple[float, float] | None = None):
+    """Bars per category, one colour per group: ``{group: {category: value}}`` (NaN: no bar)."""
+    import matplotlib.pyplot as plt
+
+    categories = list(next(iter(groups.values())))
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(categories)), 3.2))
+    x = np.arange(len(categories))
+    for i, (group, values) in enumerate(groups.items()):
+        ax.bar(x + (i - (len(groups) - 1) / 2) * width, [values.get(c, np.nan) for c in categories], width, label=group)
+    ax.set_xticks(x, categories, rotation=30)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, ncols=min(4, len(groups)))
+    fig.tight_layout()
+    return fig
+
+
+def plot_nearest_neighbours(check: Mapping[str, Sequence[float]]):
+    """The privacy check of :func:`medlsdm.metrics.nearest_neighbour_check`: each set's
+    distances to its nearest training volume, and the threshold below which a synthetic
+    volume is flagged."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    for row, (name, key) in enumerate([("real unseen", "held_out_nn_distance"), ("synthetic", "synthetic_nn_distance")]):
+        values = np.asarray(check[key])
+        ax.scatter(values, np.full(len(values), row) + np.linspace(-0.15, 0.15, len(values)), label=name, alpha=0.8)
+    ax.axvline(check["threshold"], color="k", ls="--", lw=1, label="threshold")
+    ax.set_yticks([0, 1], ["real unseen", "synthetic"])
+    ax.set_xlabel(f"distance to nearest training volume ({check['metric']})")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -37,8 +37,8 @@ def test_executed_notebooks_have_no_errors_and_show_figures(smoke_run):
 
 def test_01_preprocessing(smoke_run):
     m = smoke_run.read_metrics()["01_preprocessing"]
-    assert m["n_cases"] == 6
-    assert m["n_train"] + m["n_val"] + m["n_test"] == 6 and min(m["n_train"], m["n_val"], m["n_test"]) >= 1
+    assert m["n_cases"] == 9
+    assert m["n_train"] + m["n_val"] + m["n_test"] == 9 and min(m["n_train"], m["n_val"], m["n_test"]) >= 1
     assert m["block_shape"] == [16, 32, 32]
     assert m["seconds"] > 0
     assert abs(sum(m["class_fraction"].values()) - 1) < 1e-6
@@ -87,6 +87,41 @@ def test_04_synthesis(smoke_run):
     for path in samples:  # the synthetic volume sits on its label map's grid
         case = path.name[: -len("_syn0.nii.gz")]
         np.testing.assert_allclose(nib.load(path).affine, nib.load(smoke_run.data / "labels" / f"{case}.nii.gz").affine, atol=1e-5)
+
+
+def test_05_evaluation(smoke_run):
+    m = smoke_run.read_metrics()["05_evaluation"]
+    split = json.loads((smoke_run.data / "split.json").read_text())
+    for key in ("dice_real_train", "dice_real_test", "dice_synthetic", "dice_augmented", "ssim"):
+        assert 0 <= m[key] <= 1, key
+    assert m["dice_ratio"] == pytest.approx(m["dice_synthetic"] / m["dice_real_test"])
+    assert np.isfinite(m["psnr"]) and m["rmse"] > 0 and m["fd_seg"] >= 0 and m["seconds"] > 0
+    assert m["fid"] is None and m["fid_3d"] is None and m["lpips"] is None  # no weights given
+    assert set(m["skipped"]) == {"fid_2d", "fid_3d", "lpips"}
+    assert 0 <= m["privacy_flagged"] <= m["n_test"] == 2
+    classes = smoke_run.read_metrics()["01_preprocessing"]["classes"]
+    assert set(m["dice_per_class"]["synthetic"]) == set(classes[1:])
+    folder = smoke_run.samples / "eval" / "ddim-3-g1-s0"
+    assert sorted(p.name for p in (folder / "test").iterdir()) == [f"{c}_syn0.nii.gz" for c in sorted(split["test"][:2])]
+    assert len(list((folder / "train").iterdir())) == len(split["train"])
+    for name in ("05_real_vs_synthetic", "05_dice_per_class", "05_segmentation", "05_privacy"):
+        assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
+
+
+def test_evaluate_cli_gives_the_notebooks_numbers(smoke_run, capsys):
+    """``medlsdm evaluate`` reuses notebook 05's synthetic volumes and repeats its steps."""
+    from medlsdm.cli import main
+
+    notebook = smoke_run.read_metrics()["05_evaluation"]
+    assert main(["evaluate", "--run-dir", str(smoke_run.root), "--profile", "smoke"]) == 0
+    cli = smoke_run.read_metrics()["05_evaluation"]
+    out = capsys.readouterr().out
+    assert "| dataset | decoder | #channels | FID" in out and "| class |" in out
+    for key in ("ssim", "psnr", "rmse", "nmse"):  # same files, same numbers
+        assert cli[key] == pytest.approx(notebook[key], rel=1e-6), key
+    for key in ("dice_real_test", "dice_synthetic", "dice_augmented"):  # same seed (thread counts may differ)
+        assert cli[key] == pytest.approx(notebook[key], abs=0.02), key
+    assert cli["settings"] == notebook["settings"]
 
 
 def test_06_cardiac_2d(smoke_run):

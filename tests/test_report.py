@@ -75,7 +75,7 @@ def test_report_files_are_offline_and_self_contained(interactive_run):
 
     home = index.read_text()
     assert 'href="01_preprocessing.html"' in home
-    assert "<td>n_cases</td><td>6</td>" in home
+    assert "<td>n_cases</td><td>9</td>" in home
     assert not report_scripts(home)
 
 

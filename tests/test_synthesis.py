@@ -2,6 +2,7 @@
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from medlsdm import cli
@@ -51,8 +52,12 @@ def test_synthesize_files_keeps_affine_and_no_source_header(tiny_pipeline, tmp_p
     assert img.header["descrip"].tobytes().strip(b"\0") == b""
     a0, a1 = (np.asarray(nib.load(p).dataobj) for p in written[:2])
     assert not np.allclose(a0, a1)  # different seeds per sample
-    again = synthesize_files(tiny_pipeline, tmp_path / "labels" / "a.nii.gz", tmp_path / "again", steps=2)
-    np.testing.assert_array_equal(np.asarray(nib.load(again[0]).dataobj), a0)  # same seed, same volume
+    # same seed, same volume, whether sampled alone or in a batch of 4 (a list of files here)
+    again = synthesize_files(tiny_pipeline, [tmp_path / "labels" / "a.nii.gz"], tmp_path / "again", steps=2, batch_size=1)
+    np.testing.assert_allclose(np.asarray(nib.load(again[0]).dataobj), a0, atol=1e-5)
+    with pytest.raises(ConfigError, match="3 generators for 2 samples"):
+        tiny_pipeline(tmp_path / "labels" / "a.nii.gz", num_inference_steps=1, num_per_label=2,
+                      generator=[torch.Generator() for _ in range(3)])
 
 
 def test_bad_label_map_stops_before_any_sampling(tiny_pipeline, tmp_path):
