@@ -24,6 +24,19 @@ NOTEBOOKS = {
     "06": "06_cardiac_2d_ldm",
 }
 
+#: The key each notebook writes its results under in ``metrics.json``.
+METRICS_KEYS = {
+    "01": "01_preprocessing",
+    "02": "02_vqgan",
+    "03": "03_diffusion",
+    "04": "04_synthesis",
+    "05": "05_evaluation",
+    "06": "06_cardiac_2d",
+}
+
+#: The notebooks whose outputs in the run directory each notebook reads (06 is standalone).
+INPUTS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "03"), "05": ("01", "03"), "06": ()}
+
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "01": dict(dataset="torso-ct", n_cases=9, block_shape=[16, 32, 32], spacing=[12.0, 11.0, 11.0]),

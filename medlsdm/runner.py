@@ -87,8 +87,13 @@ def check_overrides(paths: list[Path], overrides: dict[str, Any]) -> None:
         )
 
 
-def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_name: str | None = None) -> Path:
+def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_name: str | None = None,
+                 output: Path | None = None, label: str | None = None) -> Path:
     """Execute one notebook with papermill; return the executed copy's path.
+
+    Args:
+        output: where the executed copy goes (default ``RUN/executed/<name>``).
+        label: how errors name the run (default the notebook's file name).
 
     Raises:
         NotebookError: naming the notebook, the failing cell and the error.
@@ -96,7 +101,7 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    output = run.executed / path.name
+    output = output or run.executed / path.name
     names = notebook_parameter_names(path)
     params = {k: v for k, v in parameters.items() if k in names}
     try:
@@ -106,7 +111,7 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
         )
     except PapermillExecutionError as exc:
         raise NotebookError(
-            f"{path.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
+            f"{label or path.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
             f"{exc.ename}: {exc.evalue}\n  executed notebook with the traceback: {output}"
         ) from None
     return output

@@ -35,9 +35,9 @@ from typing import Any, Iterable, Mapping
 
 from .atomic import atomic_path
 from .errors import ConfigError, NotebookError
-from .profiles import notebook_parameters
+from .profiles import INPUTS, METRICS_KEYS, notebook_parameters
 from .rundir import RunDir
-from .runner import check_overrides, find_notebooks, notebook_parameter_names
+from .runner import check_overrides, find_notebooks, notebook_parameter_names, run_notebook
 
 log = logging.getLogger(__name__)
 
@@ -149,18 +149,15 @@ def check_sweep_values(path: Path, grid: Mapping[str, list[Any]]) -> dict[str, l
     return checked
 
 
-def _earlier_notebooks(path: Path, notebooks_dir) -> list[Path]:
-    return [p for p in find_notebooks(notebooks_dir) if p.name[:2] < path.name[:2]]
-
-
-def check_prerequisites(path: Path, run: RunDir, notebooks_dir=None) -> None:
-    """Refuse to sweep ``path`` unless every earlier notebook's key is in ``metrics.json``."""
+def check_prerequisites(path: Path, run: RunDir) -> None:
+    """Refuse to sweep ``path`` unless the notebooks it reads from (:data:`~medlsdm.profiles.INPUTS`)
+    have written their results to ``metrics.json``."""
     metrics = run.read_metrics()
-    for earlier in _earlier_notebooks(path, notebooks_dir):
-        if earlier.stem not in metrics:
+    for earlier in INPUTS.get(path.name[:2], ()):
+        if METRICS_KEYS[earlier] not in metrics:
             raise ConfigError(
-                f"{run.metrics_path}: has no {earlier.stem!r} results; run notebook {earlier.name[:2]} "
-                f"first (medlsdm run --run-dir {run.root} --only {earlier.name[:2]}, or all notebooks before "
+                f"{run.metrics_path}: has no {METRICS_KEYS[earlier]!r} results; run notebook {earlier} "
+                f"first (medlsdm run --run-dir {run.root} --only {earlier}, or all notebooks before "
                 f"{path.name[:2]}) so that {path.stem} finds its inputs"
             )
 
@@ -223,23 +220,6 @@ class SweepResult:
     plot: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     executed: list[Path] = field(default_factory=list)
-
-
-def _execute(path: Path, output: Path, parameters: dict[str, Any], combo: Mapping[str, Any], kernel_name: str | None) -> None:
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    try:
-        papermill.execute_notebook(
-            str(path), str(output), parameters=parameters, kernel_name=kernel_name,
-            cwd=str(path.parent), progress_bar=False, log_output=False,
-        )
-    except PapermillExecutionError as exc:
-        raise NotebookError(
-            f"{path.name} with {combination_name(combo)} "
-            f"failed in cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
-            f"  executed notebook with the traceback: {output}"
-        ) from None
 
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:
@@ -335,7 +315,8 @@ def sweep(
         raise ConfigError("every swept parameter needs at least one value")
     base = notebook_parameters(profile, path.stem)
     run = RunDir(run_dir)
-    check_prerequisites(path, run, notebooks_dir)
+    check_prerequisites(path, run)
+    key = METRICS_KEYS.get(path.name[:2], path.stem)
 
     names = list(grid)
     combos = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
@@ -352,10 +333,11 @@ def sweep(
             params = {**base, "profile": profile, **combo, "run_dir": str(run.root)}
             output = out_dir / f"{combination_name(combo)}.ipynb"
             start = time.perf_counter()
-            _execute(path, output, params, combo, kernel_name)
-            metrics = run.read_metrics().get(path.stem)
+            run_notebook(path, run, params, kernel_name=kernel_name, output=output,
+                         label=f"{path.name} with {combination_name(combo)}")
+            metrics = run.read_metrics().get(key)
             if not isinstance(metrics, Mapping):
-                raise NotebookError(f"{output}: ran, but wrote no {path.stem!r} key to {run.metrics_path}")
+                raise NotebookError(f"{output}: ran, but wrote no {key!r} key to {run.metrics_path}")
             result.rows.append(table_row(combo, metrics))
             result.executed.append(output)
             log.info("%s done in %.1f s", output.name, time.perf_counter() - start)

@@ -124,6 +124,29 @@ def test_evaluate_cli_gives_the_notebooks_numbers(smoke_run, capsys):
     assert cli["settings"] == notebook["settings"]
 
 
+def test_every_notebook_wrote_its_declared_metrics_key(smoke_run):
+    from medlsdm.profiles import METRICS_KEYS
+
+    assert set(smoke_run.read_metrics()) == set(METRICS_KEYS.values())
+
+
+def test_sweep_of_notebook_04_on_a_finished_run(smoke_run):
+    """The issue's sweep, on a real run: one executed notebook and one CSV row per value."""
+    import csv
+
+    from medlsdm.cli import main
+
+    before = smoke_run.read_metrics()
+    assert main(["sweep", "--only", "04", "-p", "guidance_scale=0,2", "--run-dir", str(smoke_run.root),
+                 "--profile", "smoke"]) == 0
+    assert smoke_run.read_metrics() == before
+    with open(smoke_run.root / "sweeps" / "04_synthesis.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["guidance_scale"]) for r in rows] == [0.0, 2.0]
+    assert all(float(r["class_intensity_error_mean"]) >= 0 for r in rows)
+    assert (smoke_run.root / "sweeps" / "04_synthesis.png").stat().st_size > 1000
+
+
 def test_06_cardiac_2d(smoke_run):
     m = smoke_run.read_metrics()["06_cardiac_2d"]
     assert set(m["ablation"]) == {"edges", "semantic", "edges+semantic"}
