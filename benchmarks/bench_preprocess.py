@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "preprocess.md"))
     args = parser.parse_args()
 
-    from medlsdm.atomic import atomic_path
+    from medlsdm.atomic import write_text
     from medlsdm.data.phantom import make_phantom
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,10 +86,7 @@ def main() -> None:
         "peak RSS includes the imported libraries (torch, h5py, scipy).",
         "",
     ]
-    out = Path(args.out)
-    with atomic_path(out) as tmp_out:
-        tmp_out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    print(write_text(args.out, "\n".join(lines)).read_text())
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="a few steps only, to check the script runs")
     args = parser.parse_args()
 
-    from medlsdm.atomic import atomic_path
+    from medlsdm.atomic import write_text
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
     from medlsdm.data.store import CaseStore
@@ -92,10 +92,7 @@ def main() -> None:
         "their results are in distribution rather than a numerical error; DDIM/DPM-Solver++/UniPC are deterministic.",
         "",
     ]
-    out = Path(args.out)
-    with atomic_path(out) as tmp:
-        tmp.write_text("\n".join(lines))
-    print("\n".join(lines))
+    print(write_text(args.out, "\n".join(lines)).read_text())
 
 
 if __name__ == "__main__":

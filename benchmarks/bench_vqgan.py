@@ -175,7 +175,7 @@ def main(argv=None) -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
 
-    from medlsdm.atomic import atomic_path
+    from medlsdm.atomic import write_text
 
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     results = []
@@ -190,8 +190,7 @@ def main(argv=None) -> int:
                 results.append(r)
                 print("   ", r.get("error") or f"{r['mean_s']:.3f} s/step, peak {r['peak_rss_mib']:.0f} MiB", flush=True)
     out = Path(args.out)
-    with atomic_path(out) as tmp:
-        tmp.write_text(_report(results, args))
+    write_text(out, _report(results, args))
     print(f"wrote {out}")
     return 0
 

@@ -43,7 +43,8 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import h5py
 import numpy as np
 
-from .atomic import atomic_path, write_json
+from .atomic import write_json
+from .data.store import H5Store
 from .errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ CLASS_NAMES = ("background", "lv_blood_pool", "myocardium", "rv")
 #: edges; σ = 1.5 with 0.15 / 0.3 keeps the anatomical boundaries (blood pool, myocardium,
 #: RV, lungs, body outline) and little else.
 EDGE_DEFAULTS = dict(sigma=1.5, low=0.15, high=0.3)
-FORMAT_VERSION = 1
 
 
 # ======================================================================================
@@ -201,7 +201,7 @@ def slice_case(image: np.ndarray, label: np.ndarray, affine: np.ndarray, *, size
 # ======================================================================================
 # HDF5 storage
 # ======================================================================================
-class SliceStore:
+class SliceStore(H5Store):
     """An HDF5 file of preprocessed slices and their edge maps, read one slice at a time.
 
     Layout (``N`` slices of ``S × S``; every array is one dataset, chunked per slice, so
@@ -234,24 +234,19 @@ class SliceStore:
         edges = store.edges("cardiac_000_s03")
     """
 
-    ARRAYS = ("images", "labels", "edges", "affines")
+    kind = "slice store"
+    hint = "run the preprocessing of notebook 06 first"
+    required = ("images", "labels", "edges", "affines", "slice_ids")
+    ARRAYS = required[:4]
 
     def __init__(self, path: str | os.PathLike, mode: str = "r", *, size: int | None = None,
                  attrs: Mapping[str, Any] | None = None, compression: str = "gzip"):
-        if mode not in ("r", "w"):
-            raise ValueError(f"mode must be 'r' or 'w', got {mode!r}")
-        self.path, self.mode = Path(path), mode
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
-        self._atomic = None
+        if mode == "w" and (size is None or int(size) < 1):
+            raise ConfigError("SliceStore(mode='w') needs the slice size")
+        super().__init__(path, mode)
         self._index: dict[str, int] | None = None
         if mode == "w":
-            if size is None or int(size) < 1:
-                raise ConfigError("SliceStore(mode='w') needs the slice size")
-            self._atomic = atomic_path(self.path)
-            f = h5py.File(self._atomic.__enter__(), "w")
-            s = int(size)
-            f.attrs["format_version"] = FORMAT_VERSION
+            f, s = self._file, int(size)
             for key, value in (attrs or {}).items():
                 f.attrs[key] = json.dumps(value)
             shapes = {"images": ((1, s, s), np.float32), "labels": ((s, s), np.uint8),
@@ -263,68 +258,15 @@ class SliceStore:
             for name in ("slice_ids", "case_ids", "patient_ids"):
                 f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,))
             f.create_dataset("slice_index", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(256,))
-            self._file, self._index = f, {}
-        elif not self.path.is_file():
-            raise DataError(f"{self.path}: slice store not found (run the preprocessing of notebook 06 first)")
-
-    # ------------------------------------------------------------------ file handling
-    def _h5(self) -> h5py.File:
-        if self._file is not None and (self.mode == "w" or self._pid == os.getpid()):
-            return self._file
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DataError(f"{self.path}: not a readable HDF5 slice store ({exc})") from None
-        missing = [k for k in (*self.ARRAYS, "slice_ids") if k not in self._file]
-        if missing:
-            raise DataError(f"{self.path}: not a medlsdm slice store (missing {missing})")
-        self._pid = os.getpid()
-        return self._file
-
-    def close(self) -> None:
-        """Close the file; a store opened for writing is renamed to ``path`` now."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._atomic is not None:
-            atomic, self._atomic = self._atomic, None
-            atomic.__exit__(None, None, None)
-
-    def abort(self) -> None:
-        """Discard a store being written (the temporary file is removed)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._atomic is not None:
-            atomic, self._atomic = self._atomic, None
-            try:
-                atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
-            except RuntimeError:
-                pass
-
-    def __enter__(self) -> "SliceStore":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close() if exc_type is None else self.abort()
-
-    def __getstate__(self) -> dict:
-        if self.mode == "w":
-            raise TypeError("a SliceStore open for writing cannot be pickled")
-        return {**self.__dict__, "_file": None, "_pid": None}
-
-    def __repr__(self) -> str:
-        return f"SliceStore({str(self.path)!r}, mode={self.mode!r})"
+            self._index = {}
 
     # ------------------------------------------------------------------ writing
     def add(self, slice_id: str, case_id: str, patient_id: str, slice_index: int, item: CardiacSlice,
             edges: np.ndarray) -> None:
         """Append one slice with its edge map ``(H, W)`` or ``(1, H, W)`` (bool or 0/1)."""
-        if self.mode != "w" or self._file is None:
-            raise RuntimeError(f"{self!r} is not open for writing")
+        f, n = self._writable(), len(self._index)
         if slice_id in self._index:
             raise ValueError(f"{slice_id}: already in the store")
-        f, n = self._file, len(self._index)
         values = {"images": np.asarray(item.image, np.float32), "labels": np.asarray(item.label),
                   "edges": np.asarray(edges).reshape(1, *np.shape(item.label)).astype(np.uint8),
                   "affines": np.asarray(item.affine, np.float64)}

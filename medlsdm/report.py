@@ -22,10 +22,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_text
 from .errors import ConfigError, DataError
 from .rundir import RunDir
-from .sweep import make_readable
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ def install_static(dest: str | os.PathLike) -> list[Path]:
                     shutil.copyfileobj(fin, fout)
             else:
                 shutil.copyfile(src, tmp)
-        written.append(make_readable(target))
+        written.append(target)
     return written
 
 
@@ -114,9 +113,7 @@ def export_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, exporte
         raise DataError(f"{path}: not a readable notebook ({exc})") from None
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem, "path": str(path.parent)}})
     target = out_dir / f"{path.stem}.html"
-    with atomic_path(target) as tmp:
-        Path(tmp).write_text(body, encoding="utf-8")
-    return make_readable(target)
+    return write_text(target, body)
 
 
 def _metric_rows(values: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -227,9 +224,7 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
         log.info("exporting %s", path.name)
         pages.append(export_notebook(path, out, exporter))
     index = out / "index.html"
-    with atomic_path(index) as tmp:
-        Path(tmp).write_text(_index_html(run, pages, run.read_metrics()), encoding="utf-8")
-    make_readable(index)
+    write_text(index, _index_html(run, pages, run.read_metrics()))
     log.info("report: %s", index)
     return index
 

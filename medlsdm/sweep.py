@@ -183,14 +183,6 @@ def table_row(combo: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str,
     return row
 
 
-def make_readable(path: Path) -> Path:
-    """Give a written file the usual permissions (atomic writes create it owner-only)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
-    return path
-
-
 def _slug(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         text = "-".join(_slug(v) for v in value)
@@ -232,7 +224,6 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _cell(v) for k, v in row.items()})
-    make_readable(path)
 
 
 def _is_number(value: Any) -> bool:
@@ -240,12 +231,19 @@ def _is_number(value: Any) -> bool:
 
 
 def plot_sweep(rows: list[dict[str, Any]], params: list[str], path: Path, title: str = "") -> None:
-    """One panel per numeric metric against ``params[0]``, one line per value of the rest."""
+    """One panel per numeric metric against ``params[0]``, one line per value of the rest.
+
+    With more than one row, metrics that are the same in every row and the notebook's echo
+    of a swept value (``metrics.<param>``) get no panel: they have nothing to show.
+    """
     from matplotlib.figure import Figure
 
     metrics = []
     for row in rows:
         metrics += [k for k, v in row.items() if k not in params and _is_number(v) and k not in metrics]
+    if len(rows) > 1:
+        metrics = [m for m in metrics if m.removeprefix("metrics.") not in params
+                   and len({repr(r.get(m)) for r in rows}) > 1]
     x_name, others = params[0], params[1:]
     x_values = list(dict.fromkeys(repr(r[x_name]) for r in rows))
     numeric_x = all(_is_number(r[x_name]) for r in rows)
@@ -284,7 +282,6 @@ def plot_sweep(rows: list[dict[str, Any]], params: list[str], path: Path, title:
         fig.suptitle(title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    make_readable(path)
 
 
 def sweep(

@@ -31,45 +31,50 @@ from ..errors import DataError
 FORMAT_VERSION = 1
 
 
-class CaseStore:
-    """An HDF5 file of preprocessed cases.
+class H5Store:
+    """File handling shared by the package's HDF5 stores (:class:`CaseStore`, and
+    :class:`medlsdm.cardiac.SliceStore`): written under a temporary name and renamed into
+    place by :meth:`close`; read lazily, opened once per process.
 
-    Args:
-        path: the ``.h5`` file.
-        mode: ``"r"`` to read an existing store, ``"w"`` to write a new one (replaces
-            ``path`` on :meth:`close`).
-        compression: h5py compression filter for new datasets.
+    Subclasses set ``kind`` (for messages), ``hint`` (what makes a missing store) and
+    ``required`` (top-level names a valid file holds), and fill a new file after
+    ``super().__init__`` (``self._file`` is open for writing then).
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", *, compression: str = "gzip"):
+    kind = "store"
+    hint = ""
+    required: tuple[str, ...] = ()
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r"):
         if mode not in ("r", "w"):
             raise ValueError(f"mode must be 'r' or 'w', got {mode!r}")
-        self.path = Path(path)
-        self.mode = mode
-        self.compression = compression
+        self.path, self.mode = Path(path), mode
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self._atomic = None
         if mode == "w":
             self._atomic = atomic_path(self.path)
-            tmp = self._atomic.__enter__()
-            self._file = h5py.File(tmp, "w", track_order=True)
+            self._file = h5py.File(self._atomic.__enter__(), "w", track_order=True)
             self._file.attrs["format_version"] = FORMAT_VERSION
-            self._file.create_group("cases", track_order=True)
         elif not self.path.is_file():
-            raise DataError(f"{self.path}: case store not found (run notebook 01 or `medlsdm preprocess`)")
+            raise DataError(f"{self.path}: {self.kind} not found ({self.hint})")
 
-    # ------------------------------------------------------------------ file handling
     def _h5(self) -> h5py.File:
         if self._file is not None and (self.mode == "w" or self._pid == os.getpid()):
             return self._file
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
-            raise DataError(f"{self.path}: not a readable HDF5 case store ({exc})") from None
-        if "cases" not in self._file:
-            raise DataError(f"{self.path}: not a medlsdm case store (no 'cases' group)")
+            raise DataError(f"{self.path}: not a readable HDF5 {self.kind} ({exc})") from None
+        missing = [k for k in self.required if k not in self._file]
+        if missing:
+            raise DataError(f"{self.path}: not a medlsdm {self.kind} (missing {missing})")
         self._pid = os.getpid()
+        return self._file
+
+    def _writable(self) -> h5py.File:
+        if self.mode != "w" or self._file is None:
+            raise RuntimeError(f"{self!r} is not open for writing")
         return self._file
 
     def close(self) -> None:
@@ -93,24 +98,40 @@ class CaseStore:
             except RuntimeError:
                 pass
 
-    def __enter__(self) -> "CaseStore":
+    def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        self.close() if exc_type is None else self.abort()
 
     def __getstate__(self) -> dict:
         if self.mode == "w":
-            raise TypeError("a CaseStore open for writing cannot be pickled")
-        state = self.__dict__.copy()
-        state["_file"], state["_pid"] = None, None
-        return state
+            raise TypeError(f"a {type(self).__name__} open for writing cannot be pickled")
+        return {**self.__dict__, "_file": None, "_pid": None}
 
     def __repr__(self) -> str:
-        return f"CaseStore({str(self.path)!r}, mode={self.mode!r})"
+        return f"{type(self).__name__}({str(self.path)!r}, mode={self.mode!r})"
+
+
+class CaseStore(H5Store):
+    """An HDF5 file of preprocessed cases.
+
+    Args:
+        path: the ``.h5`` file.
+        mode: ``"r"`` to read an existing store, ``"w"`` to write a new one (replaces
+            ``path`` on :meth:`close`).
+        compression: h5py compression filter for new datasets.
+    """
+
+    kind = "case store"
+    hint = "run notebook 01 or `medlsdm preprocess`"
+    required = ("cases",)
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r", *, compression: str = "gzip"):
+        super().__init__(path, mode)
+        self.compression = compression
+        if mode == "w":
+            self._file.create_group("cases", track_order=True)
 
     # ------------------------------------------------------------------ writing
     def add(self, case_id: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray) -> None:
@@ -122,8 +143,7 @@ class CaseStore:
             label: ``(D, H, W)`` integer class indices (0 … 255).
             affine: 4x4 nibabel affine of the case.
         """
-        if self.mode != "w" or self._file is None:
-            raise RuntimeError(f"{self!r} is not open for writing")
+        cases = self._writable()["cases"]
         image = np.asarray(image, dtype=np.float32)
         label = np.asarray(label)
         affine = np.asarray(affine, dtype=np.float64)
@@ -133,7 +153,6 @@ class CaseStore:
             raise ValueError(f"{case_id}: affine must be 4x4, got {affine.shape}")
         if label.size and (label.min() < 0 or label.max() > 255):
             raise ValueError(f"{case_id}: class indices must lie in 0 … 255")
-        cases = self._file["cases"]
         if case_id in cases:
             raise ValueError(f"{case_id}: already in the store")
         group = cases.create_group(case_id)
