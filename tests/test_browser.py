@@ -1,7 +1,7 @@
 """Real JupyterLab in real (headless) Chromium: the notebooks as a user runs them, and the
 offline HTML report.
 
-For each notebook 01–04 that exists: the earlier notebooks run first with papermill (smoke
+For each notebook 01–05: the earlier notebooks run first with papermill (smoke
 profile) into one run directory; a papermill-parameterised copy (smoke, ``interactive=True``,
 that run directory) is opened in JupyterLab, Run → Run All Cells is clicked, and after the
 kernel is idle the test checks: no traceback, every cell executed, the orthogonal-slice
@@ -35,7 +35,7 @@ from medlsdm.runner import DEFAULT_NOTEBOOKS_DIR, find_notebooks, run_notebooks
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(2400)]
 
 #: The notebooks driven through JupyterLab (those that exist).
-BROWSER_NOTEBOOKS = ("01", "02", "03", "04")
+BROWSER_NOTEBOOKS = ("01", "02", "03", "04", "05")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "browser"
 REPO = DEFAULT_NOTEBOOKS_DIR.parent
 #: Minutes are normal on 2 shared CPU cores: the smoke profile still trains small models.
