@@ -33,6 +33,7 @@ import numpy as np
 
 from .data.io import read_nifti
 from .errors import DataError
+from .profiles import METRICS_KEYS
 from .rundir import RunDir
 from .tables import markdown_table
 
@@ -318,5 +319,5 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
                                 model_info=model_info(run, pipe),
                                 settings={**settings, "segnet_steps": segnet_steps, "augment": augment},
                                 seconds=time.perf_counter() - start)
-    run.update_metrics("05_evaluation", result)
+    run.update_metrics(METRICS_KEYS["05"], result)
     return result
