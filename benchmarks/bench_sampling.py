@@ -50,10 +50,10 @@ def main() -> None:
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
     from medlsdm.data.store import CaseStore
-    from medlsdm.diffusion import load_pipeline
+    from medlsdm.metrics.image import class_intensity_error
     from medlsdm.models.unet import SemanticUNet, semantic_condition
-    from medlsdm.metrics import class_intensity_error
-    from medlsdm.synthesis import compare_schedulers, load_split_cases
+    from medlsdm.pipelines.loading import load_pipeline
+    from medlsdm.pipelines.synthesis import compare_schedulers, load_split_cases
 
     run = Path(args.run_dir)
     manifest, split = load_manifest(run / "data"), load_split(run / "data" / "split.json")

@@ -52,9 +52,9 @@ def worker(cfg: dict) -> dict:
     """Time ``cfg["steps"]`` training steps of one configuration (runs in a fresh process)."""
     import torch
 
-    from medlsdm.losses import VQGANLoss
     from medlsdm.models import VQGAN
-    from medlsdm.training import frozen
+    from medlsdm.training.losses import VQGANLoss
+    from medlsdm.training.vqgan import frozen
 
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 
 @contextlib.contextmanager
@@ -62,3 +62,33 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
+def jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with tuples as lists and paths as strings, ready for :func:`write_json`."""
+    out = {}
+    for k, v in params.items():
+        out[k] = list(v) if isinstance(v, tuple) else (str(v) if isinstance(v, os.PathLike) else v)
+    return out
+
+
+def save_pretrained_atomic(model, folder: str | os.PathLike) -> None:
+    """``save_pretrained`` into a temporary folder, then swap it in place of ``folder``."""
+    import shutil
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp)
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -39,7 +39,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> None:
-    from .data.phantom import PHANTOM_KINDS, make_phantom
+    from .data.phantom import make_phantom
+    from .data.phantom.common import PHANTOM_KINDS
     from .data.prepare import prepare_dataset
 
     defaults = notebook_parameters(args.profile, "01")
@@ -74,8 +75,8 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:
-    from .diffusion import load_pipeline_dir
-    from .synthesis import synthesize_files, use_scheduler
+    from .pipelines.loading import load_pipeline_dir
+    from .pipelines.synthesis import synthesize_files, use_scheduler
 
     pipe = use_scheduler(load_pipeline_dir(args.pipeline), args.scheduler)
     pipe.set_progress_bar_config(disable=True)
@@ -85,7 +86,7 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluation import evaluate_run, results_tables
+    from .evaluation.run import evaluate_run, results_tables
 
     defaults = notebook_parameters(args.profile, "05")
     options = {key: getattr(args, key) for key in ("scheduler", "steps", "guidance_scale", "seed", "n_test", "segnet_steps")}
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out-dir", help="where to write (default RUN/report)")
     rep.set_defaults(func=_cmd_report)
 
-    from .synthesis import SCHEDULERS
+    from .pipelines.synthesis import SCHEDULERS
 
     syn = sub.add_parser("synthesize", help="synthesise volumes from label-map NIfTI files with a trained pipeline")
     syn.add_argument("--pipeline", required=True, help="a saved MedLSDMPipeline folder, e.g. RUN/pipeline")

@@ -315,7 +315,7 @@ def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], *, ylabel: str,
 
 
 def plot_nearest_neighbours(check: Mapping[str, Sequence[float]]):
-    """The privacy check of :func:`medlsdm.metrics.nearest_neighbour_check`: each set's
+    """The privacy check of :func:`medlsdm.metrics.privacy.nearest_neighbour_check`: each set's
     distances to its nearest training volume, and the threshold below which a synthetic
     volume is flagged."""
     import matplotlib.pyplot as plt

@@ -10,7 +10,7 @@ def make_tiny_pipeline():
 
     from medlsdm.models.unet import SemanticUNet
     from medlsdm.models.vqgan import VQGAN
-    from medlsdm.pipeline import MedLSDMPipeline
+    from medlsdm.pipelines.pipeline_medlsdm import MedLSDMPipeline
 
     torch.manual_seed(0)
     vqgan = VQGAN(channels=(8, 8, 8), embedding_dim=4, num_embeddings=16, decoder="spade", num_classes=3, norm_num_groups=4)

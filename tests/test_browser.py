@@ -24,11 +24,20 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser_utils import (
-    JupyterLab, find_chromium, full_page_screenshot, grey_fraction, lab_error_outputs, lab_open_notebook,
-    lab_run_all, lab_save, lab_unexecuted_cells, launch_chromium, screenshot_array,
+    JupyterLab,
+    find_chromium,
+    full_page_screenshot,
+    grey_fraction,
+    lab_error_outputs,
+    lab_open_notebook,
+    lab_run_all,
+    lab_save,
+    lab_unexecuted_cells,
+    launch_chromium,
+    screenshot_array,
 )
+
 from medlsdm.profiles import notebook_parameters
 from medlsdm.runner import DEFAULT_NOTEBOOKS_DIR, find_notebooks, run_notebooks
 

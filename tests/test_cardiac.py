@@ -7,8 +7,11 @@ import pytest
 import torch
 from skimage.feature import canny
 
-from medlsdm import cardiac
-from medlsdm.cardiac import CardiacSlice, SliceStore, canny_edges, condition_inputs, make_condition
+from medlsdm.cardiac.conditioning import MODES, check_modes, condition_inputs, make_condition, mode_slug
+from medlsdm.cardiac.data import EDGE_DEFAULTS, CardiacSlice, canny_edges, prepare_cardiac, slice_case
+from medlsdm.cardiac.evaluation import ablation_table, evaluate_samples, slice_browser
+from medlsdm.cardiac.store import CLASS_NAMES, SliceStore
+from medlsdm.cardiac.training import load_mode_pipeline, synthesize, train_mode, train_vqvae
 from medlsdm.data.io import dhw_to_world
 from medlsdm.errors import ConfigError, DataError
 
@@ -55,7 +58,7 @@ def test_slice_case_geometry_and_affine():
     label[20:26, 10:18, 1:4] = 2
     affine = np.diag([10.0, 1.5, 1.5, 1.0])  # columns: x = W (10 mm), y = H, z = D
     affine[:3, 3] = [5.0, -3.0, 7.0]
-    out = cardiac.slice_case(image, label, affine, size=16, fov_mm=48.0)
+    out = slice_case(image, label, affine, size=16, fov_mm=48.0)
     assert [d for d, _ in out] == [1, 2, 3]  # only slices with foreground
     d, s = out[1]
     assert s.image.shape == (1, 16, 16) and s.label.shape == (16, 16) and s.label.dtype == np.int64
@@ -153,7 +156,7 @@ def write_mnms(root, codes=("A0", "B1", "C2", "D3")):
 
 def test_prepare_mnms_layout(tmp_path):
     write_mnms(tmp_path / "mnms")
-    summary = cardiac.prepare_cardiac(tmp_path / "out", dataset="mnms", data_root=tmp_path / "mnms", size=16,
+    summary = prepare_cardiac(tmp_path / "out", dataset="mnms", data_root=tmp_path / "mnms", size=16,
                                       fov_mm=48.0, progress=False)
     assert summary["n_subjects"] == 4 and summary["n_cases"] == 8 and summary["n_slices"] == 8 * 3
     store = SliceStore(tmp_path / "out" / "data" / "slices.h5")
@@ -170,15 +173,15 @@ def test_prepare_mnms_layout(tmp_path):
             lv[cid] += int((store[sid].label == 1).sum())
     assert lv["A0_ED"] > lv["A0_ES"]
     manifest = json.loads((tmp_path / "out" / "data" / "manifest.json").read_text())
-    assert manifest["classes"] == list(cardiac.CLASS_NAMES) and manifest["spacing"] == [3.0, 3.0]
+    assert manifest["classes"] == list(CLASS_NAMES) and manifest["spacing"] == [3.0, 3.0]
     edges = store.edges(0)[0].astype(bool)
-    assert np.array_equal(edges, canny_edges(store[0].image, **cardiac.EDGE_DEFAULTS))  # computed once, stored
+    assert np.array_equal(edges, canny_edges(store[0].image, **EDGE_DEFAULTS))  # computed once, stored
     with pytest.raises(ConfigError, match="data_root"):
-        cardiac.prepare_cardiac(tmp_path / "x", dataset="mnms")
+        prepare_cardiac(tmp_path / "x", dataset="mnms")
 
 
 def test_prepare_phantom(tmp_path):
-    summary = cardiac.prepare_cardiac(tmp_path, n_subjects=3, size=32, progress=False)
+    summary = prepare_cardiac(tmp_path, n_subjects=3, size=32, progress=False)
     assert summary["n_subjects"] == 3 and summary["n_train"] and summary["n_val"] and summary["n_test"]
     store = SliceStore(tmp_path / "data" / "slices.h5")
     assert store[0].image.shape == (1, 32, 32) and store.attrs["pixel_mm"] == 4.0
@@ -189,45 +192,45 @@ def test_prepare_phantom(tmp_path):
 def test_conditioning_modes():
     labels = torch.randint(0, 4, (2, 16, 16))
     edges = (torch.rand(2, 1, 16, 16) > 0.7).float()
-    conds = {m: make_condition(labels, edges, m) for m in cardiac.MODES}
+    conds = {m: make_condition(labels, edges, m) for m in MODES}
     for cond in conds.values():
         assert cond.shape == (2, 4 + 1 + 1, 16, 16) and not cond[:, 5].any()  # one-hot, edge, null
     assert torch.equal(conds["edges"][:, 4:5], edges) and conds["edges"][:, 0].eq(1).all()  # constant label map
     assert torch.equal(conds["semantic"][:, :4].argmax(1), labels) and not conds["semantic"][:, 4].any()
     assert torch.equal(conds["edges+semantic"][:, :4], conds["semantic"][:, :4])
     assert torch.equal(conds["edges+semantic"][:, 4:5], edges)
-    for a in cardiac.MODES:
-        for b in cardiac.MODES:
+    for a in MODES:
+        for b in MODES:
             assert (a == b) == torch.equal(conds[a], conds[b])
     lab_np, edg_np = condition_inputs(labels.numpy(), edges.numpy(), "semantic")
     assert np.array_equal(lab_np, labels.numpy()) and not edg_np.any()
     with pytest.raises(ConfigError, match="mode"):
         make_condition(labels, edges, "edges-only")
-    assert cardiac.check_modes(("semantic", "edges")) == ["semantic", "edges"]
+    assert check_modes(("semantic", "edges")) == ["semantic", "edges"]
     for bad in (["edges", "edges"], [], ["canny"]):
         with pytest.raises(ConfigError):
-            cardiac.check_modes(bad)
-    assert cardiac.mode_slug("edges+semantic") == "edges_semantic"
+            check_modes(bad)
+    assert mode_slug("edges+semantic") == "edges_semantic"
 
 
 def test_train_and_sample_tiny(tmp_path):
     """VQ-VAE and one mode's LDM through the shared training code, a few steps each."""
-    cardiac.prepare_cardiac(tmp_path, n_subjects=3, size=16, fov_mm=96.0, progress=False)
+    prepare_cardiac(tmp_path, n_subjects=3, size=16, fov_mm=96.0, progress=False)
     store = SliceStore(tmp_path / "data" / "slices.h5")
     split = json.loads((tmp_path / "data" / "split.json").read_text())
-    cardiac.train_vqvae(tmp_path, store, split, steps=2, channels=(8, 8, 8), num_embeddings=16, batch_size=2,
+    train_vqvae(tmp_path, store, split, steps=2, channels=(8, 8, 8), num_embeddings=16, batch_size=2,
                         progress=False, val_cases=1)
-    summary = cardiac.train_mode(tmp_path, store, split, "edges+semantic", steps=2, batch_size=2, channels=(8, 16),
+    summary = train_mode(tmp_path, store, split, "edges+semantic", steps=2, batch_size=2, channels=(8, 16),
                                  attention_levels=(False, True), num_heads=2, num_train_timesteps=20, progress=False)
     assert np.isfinite(summary["final_loss"])
-    pipe = cardiac.load_mode_pipeline(tmp_path, "edges+semantic")
+    pipe = load_mode_pipeline(tmp_path, "edges+semantic")
     assert pipe.unet.config.extra_condition_channels == 1 and pipe.unet.config.num_classes == 4
     data = store.stack(split["test"][:2])
-    fake = cardiac.synthesize(pipe, data["labels"], data["edges"], "edges+semantic", num_inference_steps=2)
+    fake = synthesize(pipe, data["labels"], data["edges"], "edges+semantic", num_inference_steps=2)
     assert fake.shape == data["images"].shape and np.isfinite(fake).all()
-    res = cardiac.evaluate_samples(data["images"], data["images"])
+    res = evaluate_samples(data["images"], data["images"])
     assert res["ssim"] == pytest.approx(1.0) and res["nmse"] == 0 and res["fid"] is None
-    table = cardiac.ablation_table({"a": {"ssim": 0.5, "nmse": 1.0}})
+    table = ablation_table({"a": {"ssim": 0.5, "nmse": 1.0}})
     assert "| a | 0.5 | 1 | – | – |" in table
 
 
@@ -238,16 +241,16 @@ def test_fid_path_and_slice_browser():
     import ipywidgets
     from matplotlib.figure import Figure
 
-    from medlsdm.models.inception import InceptionV3Features
+    from medlsdm.models.feature_nets.inception import InceptionV3Features
 
     rng = np.random.default_rng(0)
     real = rng.uniform(-1, 1, (3, 1, 16, 16)).astype(np.float32)
     fake = np.clip(real + 0.3 * rng.standard_normal(real.shape), -1, 1).astype(np.float32)
     torch.manual_seed(0)
-    res = cardiac.evaluate_samples(real, fake, inception=InceptionV3Features(resize_to=75).eval())
+    res = evaluate_samples(real, fake, inception=InceptionV3Features(resize_to=75).eval())
     assert np.isfinite(res["fid"]) and res["fid"] >= 0 and res["ssim"] < 1 and res["nmse"] > 0
     labels = rng.integers(0, 4, (3, 16, 16))
-    box = cardiac.slice_browser({"real + labels": real, "fake": fake}, labels=labels, interactive=True)
+    box = slice_browser({"real + labels": real, "fake": fake}, labels=labels, interactive=True)
     assert isinstance(box, ipywidgets.VBox) and len(box.children[1].value) > 1000
     box.children[0].value = 2  # moving the slider re-renders
-    assert isinstance(cardiac.slice_browser({"real": real}, interactive=False), Figure)
+    assert isinstance(slice_browser({"real": real}, interactive=False), Figure)

@@ -4,8 +4,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medlsdm.data.adapters import adapter_names, get_adapter
 from medlsdm.data.classes import ClassTable
-from medlsdm.data.datasets import Case, adapter_names, get_adapter, validate_cases
+from medlsdm.data.datasets import Case, validate_cases
 from medlsdm.errors import ConfigError, DataError
 
 SHAPE = (8, 8, 4)  # nibabel (x, y, z)

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from medlsdm.diffusion import LatentDataset, diffusion_loss, load_pipeline, make_scheduler, train_diffusion
 from medlsdm.errors import ConfigError, DataError
 from medlsdm.models.unet import SemanticUNet, null_condition, semantic_condition
+from medlsdm.pipelines.loading import load_pipeline
+from medlsdm.training.datasets import LatentDataset
+from medlsdm.training.diffusion import diffusion_loss, make_scheduler, train_diffusion
 
 TINY_UNET = dict(channels=(8, 16), attention_levels=(False, True), num_groups=4, num_heads=2, batch_size=2)
 
@@ -14,7 +16,7 @@ TINY_UNET = dict(channels=(8, 16), attention_levels=(False, True), num_groups=4,
 def run_dir(tmp_path_factory):
     from medlsdm.data.phantom import make_phantom
     from medlsdm.data.prepare import prepare_dataset
-    from medlsdm.training import train_vqgan
+    from medlsdm.training.vqgan import train_vqgan
 
     root = tmp_path_factory.mktemp("diffusion_run")
     make_phantom("torso-ct", root / "raw", 4, seed=0, shape=(32, 32, 16))

@@ -6,8 +6,15 @@ import pytest
 
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import DataError
-from medlsdm.evaluation import (Cases, image_quality, privacy_check, read_cases, results_tables,
-                                synthetic_folder, synthetic_test_and_train)
+from medlsdm.evaluation.run import (
+    Cases,
+    image_quality,
+    privacy_check,
+    read_cases,
+    results_tables,
+    synthetic_folder,
+    synthetic_test_and_train,
+)
 from medlsdm.rundir import RunDir
 
 AFFINE = np.diag([5.5, 5.5, 6.0, 1.0])

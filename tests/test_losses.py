@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medlsdm.errors import DataError
-from medlsdm.losses import (
+from medlsdm.models.feature_nets.vgg import vgg16_features
+from medlsdm.training.losses import (
     PerceptualLoss,
     VQGANLoss,
     disc_weight,
@@ -15,10 +16,8 @@ from medlsdm.losses import (
     hinge_d_loss,
     hinge_g_loss,
     random_slices,
-    vgg16_features,
 )
-from medlsdm.training import frozen
-
+from medlsdm.training.vqgan import frozen
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,7 +85,7 @@ def _weights(path, width=1 / 16):
 
 
 def test_perceptual_off_without_weights(caplog):
-    with caplog.at_level(logging.INFO, logger="medlsdm.losses"):
+    with caplog.at_level(logging.INFO, logger="medlsdm.training.losses"):
         loss = VQGANLoss(perceptual_weight=4.0, perceptual_weights=None, gan_weight_2d=0, gan_weight_3d=0)
     assert loss.perceptual is None
     assert "perceptual loss off" in caplog.text

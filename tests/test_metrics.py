@@ -9,10 +9,10 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from medlsdm.errors import DataError
-from medlsdm.metrics import evaluate_reconstruction, gaussian_kernel, naive_baseline, psnr, ssim
+from medlsdm.evaluation.reconstruction import evaluate_reconstruction, naive_baseline
+from medlsdm.metrics.image import gaussian_kernel, psnr, ssim
 from medlsdm.models import VQGAN
-from medlsdm.training import ArrayStore
-
+from medlsdm.training.datasets import ArrayStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

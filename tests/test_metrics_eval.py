@@ -12,29 +12,24 @@ import torch
 from skimage.metrics import mean_squared_error, normalized_root_mse, structural_similarity
 
 from medlsdm.errors import DataError, MedLSDMError
-from medlsdm.metrics import (
-    MS_SSIM_WEIGHTS,
+from medlsdm.evaluation.features import (
     available_feature_metrics,
-    dice_per_class,
-    feature_statistics,
     fid_2d,
     fid_3d,
-    frechet_distance,
-    frechet_distance_from_features,
     lpips_slices,
-    mean_dice,
-    median_heuristic,
-    mmd,
-    ms_ssim,
-    nearest_neighbour_check,
-    nmse,
-    psnr,
-    rmse,
     segnet_feature_distance,
-    ssim,
     volume_slices,
 )
-
+from medlsdm.metrics.distribution import (
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_from_features,
+    median_heuristic,
+    mmd,
+)
+from medlsdm.metrics.image import MS_SSIM_WEIGHTS, ms_ssim, nmse, psnr, rmse, ssim
+from medlsdm.metrics.overlap import dice_per_class, mean_dice
+from medlsdm.metrics.privacy import nearest_neighbour_check
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -285,7 +280,7 @@ def _randomise_bn(model, seed=0):
 
 
 def test_inception_loads_pytorch_fid_format(tmp_path):
-    from medlsdm.models.inception import InceptionV3Features, load_inception
+    from medlsdm.models.feature_nets.inception import InceptionV3Features, load_inception
 
     torch.manual_seed(0)
     ref = _randomise_bn(InceptionV3Features()).eval()
@@ -334,7 +329,7 @@ def test_inception_loads_pytorch_fid_format(tmp_path):
 
 
 def test_medicalnet_loads_released_format(tmp_path):
-    from medlsdm.models.medicalnet import MedicalNetResNet, load_medicalnet
+    from medlsdm.models.feature_nets.medicalnet import MedicalNetResNet, load_medicalnet
 
     torch.manual_seed(0)
     ref = _randomise_bn(MedicalNetResNet(10, "B")).eval()
@@ -362,7 +357,7 @@ def test_medicalnet_loads_released_format(tmp_path):
 
 
 def test_medicalnet_resnet18_shortcut_a(tmp_path):
-    from medlsdm.models.medicalnet import MedicalNetResNet, load_medicalnet
+    from medlsdm.models.feature_nets.medicalnet import MedicalNetResNet, load_medicalnet
 
     torch.manual_seed(0)
     ref = MedicalNetResNet(18, "A").eval()
@@ -376,7 +371,7 @@ def test_medicalnet_resnet18_shortcut_a(tmp_path):
 
 
 def test_lpips_loads_lpips_format(tmp_path):
-    from medlsdm.models.lpips import LPIPS, load_lpips
+    from medlsdm.models.feature_nets.lpips import LPIPS, load_lpips
 
     full = LPIPS(width=1.0).state_dict()
     assert [tuple(full[f"lin{i}.model.1.weight"].shape) for i in range(5)] == [

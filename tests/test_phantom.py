@@ -10,15 +10,9 @@ import pytest
 from scipy import ndimage
 
 from medlsdm.data.classes import BREAST_MR, CARDIAC, TORSO_CT
-from medlsdm.data.phantom import (
-    CT_NOISE_HU,
-    DEFAULT_SHAPES,
-    PHANTOM_KINDS,
-    SPACING_RANGES,
-    TORSO_HU,
-    generate_case,
-    make_phantom,
-)
+from medlsdm.data.phantom import generate_case, make_phantom
+from medlsdm.data.phantom.common import DEFAULT_SHAPES, PHANTOM_KINDS, SPACING_RANGES
+from medlsdm.data.phantom.torso import CT_NOISE_HU, TORSO_HU
 from medlsdm.errors import ConfigError, DataError
 
 TABLES = {"torso-ct": TORSO_CT, "breast-mr": BREAST_MR, "cardiac-2d": CARDIAC}

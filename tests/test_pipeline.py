@@ -6,7 +6,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import DataError
-from medlsdm.pipeline import MedLSDMPipeline
+from medlsdm.pipelines.pipeline_medlsdm import MedLSDMPipeline
 
 SCHEDULERS = [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler]
 

@@ -3,8 +3,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medlsdm.data.adapters import get_adapter
 from medlsdm.data.classes import AUTOPET, TORSO_CT
-from medlsdm.data.datasets import get_adapter, validate_cases
+from medlsdm.data.datasets import validate_cases
 from medlsdm.data.io import dhw_to_world, read_nifti
 from medlsdm.data.prepare import load_manifest, prepare_dataset
 from medlsdm.data.splits import check_split, load_split

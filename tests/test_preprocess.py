@@ -5,6 +5,7 @@ import torch
 
 from medlsdm.data.classes import ClassTable
 from medlsdm.data.io import dhw_to_world
+from medlsdm.data.labels import one_hot, remap_labels
 from medlsdm.data.preprocess import (
     crop_or_pad,
     crop_or_pad_offset,
@@ -12,9 +13,7 @@ from medlsdm.data.preprocess import (
     depth_blocks,
     normalize_ct,
     normalize_mr,
-    one_hot,
     preprocess_case,
-    remap_labels,
     resample,
     resampled_affine,
     resampled_shape,

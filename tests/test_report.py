@@ -6,10 +6,10 @@ import hashlib
 import json
 import lzma
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from medlsdm import cli
 from medlsdm.errors import ConfigError

@@ -7,7 +7,13 @@ import pytest
 from medlsdm import cli
 from medlsdm.errors import ConfigError, NotebookError
 from medlsdm.profiles import NOTEBOOKS, PROFILES, notebook_parameters
-from medlsdm.runner import DEFAULT_NOTEBOOKS_DIR, find_notebooks, notebook_parameter_names, parse_overrides, run_notebooks
+from medlsdm.runner import (
+    DEFAULT_NOTEBOOKS_DIR,
+    find_notebooks,
+    notebook_parameter_names,
+    parse_overrides,
+    run_notebooks,
+)
 
 
 def test_parse_overrides_literals_and_strings():

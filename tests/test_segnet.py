@@ -6,16 +6,9 @@ import pytest
 import torch
 
 from medlsdm.errors import ConfigError, DataError
+from medlsdm.evaluation.segmentation import evaluate_dice, predict
 from medlsdm.models.segnet import SegNet
-from medlsdm.segmentation import (
-    _crop_and_flip,
-    class_balance_weights,
-    dice_ce_loss,
-    evaluate_dice,
-    predict,
-    train_segnet,
-)
-
+from medlsdm.training.segnet import _crop_and_flip, class_balance_weights, dice_ce_loss, train_segnet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

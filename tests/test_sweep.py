@@ -11,7 +11,14 @@ from medlsdm.errors import ConfigError, NotebookError
 from medlsdm.rundir import RunDir
 from medlsdm.runner import find_notebooks
 from medlsdm.sweep import (
-    check_sweep_values, combination_name, flatten_scalars, parse_sweep, plot_sweep, split_top_level, sweep, table_row,
+    check_sweep_values,
+    combination_name,
+    flatten_scalars,
+    parse_sweep,
+    plot_sweep,
+    split_top_level,
+    sweep,
+    table_row,
 )
 
 NB01 = find_notebooks(only=["01"])[0]

@@ -8,8 +8,8 @@ from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from medlsdm import cli
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import ConfigError, DataError
-from medlsdm.metrics import class_intensity_error
-from medlsdm.synthesis import synthesize_files, use_scheduler
+from medlsdm.metrics.image import class_intensity_error
+from medlsdm.pipelines.synthesis import synthesize_files, use_scheduler
 
 
 def test_class_intensity_error_closed_form():
@@ -89,7 +89,7 @@ def test_compare_schedulers_restores_and_snapshots(tiny_pipeline):
 
     labels = torch.randint(0, 3, (1, 8, 16, 16), generator=torch.Generator().manual_seed(0))
     before = type(tiny_pipeline.scheduler)
-    from medlsdm.synthesis import compare_schedulers, denoising_snapshots
+    from medlsdm.pipelines.synthesis import compare_schedulers, denoising_snapshots
 
     results = compare_schedulers(tiny_pipeline, labels, [("ddim", 3), ("unipc", 2)])
     assert list(results) == ["ddim-3", "unipc-2"] and type(tiny_pipeline.scheduler) is before

@@ -12,15 +12,10 @@ import pytest
 import torch
 
 from medlsdm.errors import ConfigError, DataError
-from medlsdm.training import (
-    ArrayStore,
-    CSVLog,
-    RandomCropDataset,
-    list_checkpoints,
-    load_vqgan,
-    train_vqgan,
-)
-
+from medlsdm.training.datasets import ArrayStore, RandomCropDataset
+from medlsdm.training.log import CSVLog
+from medlsdm.training.trainer import list_checkpoints
+from medlsdm.training.vqgan import load_vqgan, train_vqgan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -115,14 +110,15 @@ SCRIPT = textwrap.dedent('''
     import hashlib, os, sys
     sys.path.insert(0, {tests!r})
     from test_training import SPLIT, TINY, make_store
-    from medlsdm import training
+    from medlsdm.training.trainer import Trainer
+    from medlsdm.training.vqgan import train_vqgan
 
     trainers = []
-    fit = training.Trainer.fit
-    training.Trainer.fit = lambda self: trainers.append(self) or fit(self)
+    fit = Trainer.fit
+    Trainer.fit = lambda self: trainers.append(self) or fit(self)
     run = sys.argv[1]
-    summary = training.train_vqgan(run, store=make_store(), split=SPLIT, steps=2, checkpoint_every=2,
-                                   decoder="spade", disc_start=1, log_every=1, **TINY)
+    summary = train_vqgan(run, store=make_store(), split=SPLIT, steps=2, checkpoint_every=2,
+                          decoder="spade", disc_start=1, log_every=1, **TINY)
     rank = int(os.environ.get("RANK", "0"))
     assert summary["num_processes"] == 2, summary
     # every process must hold the same weights, codebook and discriminators after training
@@ -157,7 +153,7 @@ def test_two_processes_write_one_checkpoint(tmp_path):
 
 
 def test_lr_scheduler():
-    from medlsdm.training import lr_scheduler
+    from medlsdm.training.vqgan import lr_scheduler
 
     def lrs(schedule, warmup):
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

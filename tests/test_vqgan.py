@@ -7,7 +7,6 @@ import torch
 from medlsdm.errors import ConfigError, DataError
 from medlsdm.models import VQGAN, PatchDiscriminator, VectorQuantizerEMA, blocks, one_hot
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(channels=(8, 16), num_embeddings=16, embedding_dim=4, norm_num_groups=4)

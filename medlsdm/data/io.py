@@ -41,7 +41,7 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 # Everything nibabel / gzip / zlib raise on a file that is not a (complete) NIfTI, both
 # when the header is loaded and lazily when the data are read.
-_READ_ERRORS = (
+READ_ERRORS = (
     ImageFileError,
     HeaderDataError,
     ImageDataError,
@@ -89,7 +89,7 @@ def _load_xyz(path: Path, frame: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Load the (x, y, z) data of ``path`` (one time frame of a 4-D file when ``frame`` is set)."""
     try:
         img = nib.load(str(path))
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(f"{path}: not a NIfTI file (nibabel reads it as {type(img).__name__})")
@@ -113,7 +113,7 @@ def _load_xyz(path: Path, frame: int | None) -> tuple[np.ndarray, np.ndarray]:
         index = (slice(None), slice(None), slice(None), frame)
     try:
         data = np.asarray(img.dataobj[index])
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise DataError(
             f"{path}: truncated or corrupt NIfTI data ({type(exc).__name__}: {exc})"
         ) from None

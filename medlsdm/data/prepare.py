@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from ..atomic import read_json, write_json
 from ..errors import ConfigError, DataError
-from .datasets import Case, get_adapter, validate_cases
+from .adapters import get_adapter
+from .datasets import Case, validate_cases
 from .io import write_nifti
 from .preprocess import preprocess_case
 from .splits import check_fractions, make_split, save_split
@@ -94,7 +95,7 @@ def prepare_dataset(
     patient-level split → manifest.
 
     Args:
-        dataset: adapter name (:func:`medlsdm.data.datasets.get_adapter`).
+        dataset: adapter name (:func:`medlsdm.data.adapters.get_adapter`).
         data_root: the dataset folder.
         out_dir: output folder (``RUN/data``); created if needed.
         spacing: target voxel size (mm), ``(D, H, W)``.

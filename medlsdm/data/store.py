@@ -32,8 +32,8 @@ FORMAT_VERSION = 1
 
 
 class H5Store:
-    """File handling shared by the package's HDF5 stores (:class:`CaseStore`, and
-    :class:`medlsdm.cardiac.SliceStore`): written under a temporary name and renamed into
+    """File handling shared by the package's HDF5 stores (:class:`CaseStore`; the cardiac slices
+    subclass it too): written under a temporary name and renamed into
     place by :meth:`close`; read lazily, opened once per process.
 
     Subclasses set ``kind`` (for messages), ``hint`` (what makes a missing store) and

@@ -4,7 +4,7 @@ The segmentation network answers the question the paper asks of synthetic images
 network trained on real data still find the organs in them (and, the other way round, does a
 network trained on synthetic data work on real ones)? It is deliberately small so it trains
 on a CPU in minutes. Its bottleneck features also give an always-available feature distance
-between image sets (:meth:`SegNet.features`), see :func:`medlsdm.metrics.segnet_feature_distance`.
+between image sets (:meth:`SegNet.features`), see :func:`medlsdm.evaluation.features.segnet_feature_distance`.
 
 Layout (``len(channels)`` levels; every level but the last halves each spatial size)::
 
@@ -15,7 +15,7 @@ The decoder projects to the skip's width *before* upsampling (a 1×1 convolution
 level) instead of a 3×3 convolution after it: at full resolution that convolution would cost
 as much as the rest of the level, and a CPU laptop is the target.
 
-Spatial sizes must be divisible by ``2 ** (len(channels) - 1)`` (:func:`medlsdm.segmentation.predict`
+Spatial sizes must be divisible by ``2 ** (len(channels) - 1)`` (:func:`medlsdm.evaluation.segmentation.predict`
 pads whole cases for you).
 """
 from __future__ import annotations

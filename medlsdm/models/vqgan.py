@@ -25,7 +25,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from .blocks import Downsample, ResBlock, SPADE, Upsample, conv_nd, group_norm, one_hot
+from .blocks import SPADE, Downsample, ResBlock, Upsample, conv_nd, group_norm, one_hot
 
 
 def _distributed() -> bool:

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError
-from .inception import _fill_bn_counters, _read_state_dict
+from ...errors import ConfigError, DataError
+from .weights import fill_bn_counters, read_state_dict
 
 #: Blocks per stage of the supported depths (basic blocks).
 DEPTHS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2)}
@@ -128,7 +128,7 @@ def load_medicalnet(path: str | os.PathLike) -> MedicalNetResNet:
         DataError: the file is missing, unreadable, or not such a network.
     """
     path = Path(path)
-    raw = _read_state_dict(path, "MedicalNet")
+    raw = read_state_dict(path, "MedicalNet")
     state = raw.get("state_dict", raw)
     if not isinstance(state, dict):
         raise DataError(f"{path}: 'state_dict' is not a dict")
@@ -140,7 +140,7 @@ def load_medicalnet(path: str | os.PathLike) -> MedicalNetResNet:
     shortcut = "B" if "layer2.0.downsample.0.weight" in state else "A"
     model = MedicalNetResNet(depth, shortcut)
     try:
-        model.load_state_dict(_fill_bn_counters(model, state), strict=True)
+        model.load_state_dict(fill_bn_counters(model, state), strict=True)
     except RuntimeError as exc:
         raise DataError(f"{path}: does not match MedicalNet ResNet-{depth} ({str(exc)[:500]})") from None
     return model.eval().requires_grad_(False)

@@ -31,11 +31,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .data.io import read_nifti
-from .errors import DataError
-from .profiles import METRICS_KEYS
-from .rundir import RunDir
-from .tables import markdown_table
+from ..data.io import read_nifti
+from ..errors import DataError
+from ..profiles import METRICS_KEYS
+from ..rundir import RunDir
+from ..tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def synthetic_folder(run: RunDir, *, scheduler: str, steps: int, guidance_scale:
 def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, scheduler: str, steps: int,
                     guidance_scale: float, seed: int) -> Cases:
     """Synthetic volumes ``folder/<id>_syn0.nii.gz`` from the label maps of ``ids``; the
-    missing ones are synthesised first (with :func:`medlsdm.synthesis.synthesize_files`)."""
-    from .synthesis import synthesize_files, use_scheduler
+    missing ones are synthesised first (with :func:`medlsdm.pipelines.synthesis.synthesize_files`)."""
+    from ..pipelines.synthesis import synthesize_files, use_scheduler
 
     label_paths = [run.data / "labels" / f"{c}.nii.gz" for c in ids]
     image_paths = [folder / f"{c}_syn0.nii.gz" for c in ids]
@@ -119,7 +119,7 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
     """Paired image metrics (synthetic vs the real volume of the same label map), averaged
     over pairs: SSIM (Gaussian window), PSNR and RMSE with intensities in [-1, 1]
     (``data_range`` 2), NMSE ``‖syn − real‖² / ‖real‖²``. ``per_case`` keeps every value."""
-    from .metrics import nmse, psnr, rmse, ssim
+    from ..metrics.image import nmse, psnr, rmse, ssim
 
     if real.ids != synthetic.ids:
         raise DataError(f"image_quality: real and synthetic cases differ: {real.ids} vs {synthetic.ids}")
@@ -141,11 +141,12 @@ def segmentation_experiment(train: Cases, test: Cases, synthetic_test: Cases, sy
                             class_names: Sequence[str], *, steps: int = 250, seed: int = 0,
                             progress: bool = True) -> SegmentationResult:
     """Train the segmentation network on the real training cases and measure Dice
-    (:func:`medlsdm.segmentation.evaluate_dice`) on ``real_train``, ``real_test`` and
+    (:func:`medlsdm.evaluation.segmentation.evaluate_dice`) on ``real_train``, ``real_test`` and
     ``synthetic`` (the synthetic test volumes against their label maps); with
     ``synthetic_train``, train a second network with the same settings on real + synthetic
     training volumes and measure it on the real test cases (``augmented``)."""
-    from .segmentation import evaluate_dice, train_segnet
+    from ..training.segnet import train_segnet
+    from .segmentation import evaluate_dice
 
     k = len(class_names)
 
@@ -169,46 +170,46 @@ def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[st
     """Set-level distances between real and synthetic volumes.
 
     ``fd_seg`` (always, given two volumes per set): Fréchet distance of the segmentation network's bottleneck features
-    (:func:`medlsdm.metrics.segnet_feature_distance`) — not comparable to published FIDs.
-    With local weight files (``weights``, see :func:`medlsdm.metrics.available_feature_metrics`):
+    (:func:`medlsdm.evaluation.features.segnet_feature_distance`) — not comparable to published FIDs.
+    With local weight files (``weights``, see :func:`medlsdm.evaluation.features.available_feature_metrics`):
     ``fid`` per slice orientation (InceptionV3), ``fid_3d`` (MedicalNet), ``lpips`` per
     orientation (paired slices). A metric without weights is ``None`` and its reason is in
     ``skipped``.
     """
-    from . import metrics
+    from .features import available_feature_metrics, fid_2d, fid_3d, lpips_slices, segnet_feature_distance
 
-    status = metrics.available_feature_metrics(dict(weights or {}))
+    status = available_feature_metrics(dict(weights or {}))
     if min(len(real), len(synthetic)) < 2:  # a covariance needs two samples; paired LPIPS does not
         status.update({m: "skipped (needs >= 2 volumes per set)" for m in ("fid_2d", "fid_3d", "segnet_fd")
                        if status[m] == "available"})
     out: dict[str, Any] = {"fd_seg": None, "fid": None, "fid_3d": None, "lpips": None}
     if status["segnet_fd"] == "available":
-        out["fd_seg"] = metrics.segnet_feature_distance(segnet, real.images, synthetic.images)
+        out["fd_seg"] = segnet_feature_distance(segnet, real.images, synthetic.images)
     if status["fid_2d"] == "available":
-        from .models.inception import load_inception
+        from ..models.feature_nets.inception import load_inception
 
-        out["fid"] = metrics.fid_2d(real.images, synthetic.images, load_inception(weights["inception"]), slice_step=slice_step)
+        out["fid"] = fid_2d(real.images, synthetic.images, load_inception(weights["inception"]), slice_step=slice_step)
     if status["fid_3d"] == "available":
-        from .models.medicalnet import load_medicalnet
+        from ..models.feature_nets.medicalnet import load_medicalnet
 
-        out["fid_3d"] = metrics.fid_3d(real.images, synthetic.images, load_medicalnet(weights["medicalnet"]))
+        out["fid_3d"] = fid_3d(real.images, synthetic.images, load_medicalnet(weights["medicalnet"]))
     if status["lpips"] == "available":
-        from .models.lpips import load_lpips
+        from ..models.feature_nets.lpips import load_lpips
 
-        out["lpips"] = metrics.lpips_slices(real.images, synthetic.images, load_lpips(weights["vgg16"], weights["lpips"]),
+        out["lpips"] = lpips_slices(real.images, synthetic.images, load_lpips(weights["vgg16"], weights["lpips"]),
                                             slice_step=slice_step)
     out["skipped"] = {m: s for m, s in status.items() if s != "available"}
     return out
 
 
 def privacy_check(synthetic: Cases, train: Cases, held_out: Cases) -> dict[str, Any]:
-    """:func:`medlsdm.metrics.nearest_neighbour_check` of the synthetic volumes against the
+    """:func:`medlsdm.metrics.privacy.nearest_neighbour_check` of the synthetic volumes against the
     real training volumes, with the real unseen (validation + test) volumes as the yardstick.
 
     Use synthetic volumes made from *unseen* label maps: one made from a training label map
     shares that patient's anatomy by construction and is close to it without being a copy.
     """
-    from .metrics import nearest_neighbour_check
+    from ..metrics.privacy import nearest_neighbour_check
 
     check = nearest_neighbour_check(synthetic.images, train.images, held_out.images)
     check["flagged_ids"] = [synthetic.ids[i] for i in check["flagged"]]
@@ -246,7 +247,7 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation: Segmentation
 
 def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
     """Dataset, decoder and VQ-GAN channels of a run (the first columns of the paper's table)."""
-    from .data.prepare import load_manifest
+    from ..data.prepare import load_manifest
 
     manifest = load_manifest(run.data)
     info = {"dataset": manifest.get("dataset", "?"), "decoder": "?", "channels": "?"}
@@ -295,10 +296,10 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
     Needs notebooks 01 (data) and 03 (pipeline) to have run; synthetic volumes already in
     ``RUN/samples/eval/<setting>/`` (e.g. from notebook 05) are reused.
     """
-    from .data.prepare import load_manifest
-    from .data.splits import load_split
-    from .diffusion import load_pipeline
-    from .metrics import available_feature_metrics
+    from ..data.prepare import load_manifest
+    from ..data.splits import load_split
+    from ..pipelines.loading import load_pipeline
+    from .features import available_feature_metrics
 
     start = time.perf_counter()
     available_feature_metrics(dict(weights or {}))  # a mistyped weight path fails before any work

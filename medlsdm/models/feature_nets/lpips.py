@@ -9,7 +9,7 @@ Two files, nothing downloaded:
 
 * the VGG16 trunk: a state_dict of torchvision's ``vgg16().features`` (keys ``0.weight`` …;
   a ``features.`` prefix is stripped and ``classifier.*`` ignored), the same file the
-  VQ-GAN's perceptual loss reads (:class:`medlsdm.losses.PerceptualLoss`);
+  VQ-GAN's perceptual loss reads (:class:`medlsdm.training.losses.PerceptualLoss`);
 * the linear heads in the ``lpips`` package's format, ``lpips/weights/v0.1/vgg.pth``: keys
   ``lin0.model.1.weight`` … ``lin4.model.1.weight`` of shapes ``(1, C, 1, 1)``.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import DataError
-from ..losses import VGG16_TAPS, vgg16_features
-from .inception import _read_state_dict
+from ...errors import DataError
+from .vgg import VGG16_TAPS, vgg16_features
+from .weights import read_state_dict
 
 #: The ``lpips`` package's input scaling for inputs in [-1, 1] (ImageNet statistics).
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
@@ -93,11 +93,11 @@ def load_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike) -> LPIP
         DataError: a file is missing, unreadable or does not fit (strict loading).
     """
     vgg_path, lin_path = Path(vgg_path), Path(lin_path)
-    vgg = _read_state_dict(vgg_path, "VGG16 features")
+    vgg = read_state_dict(vgg_path, "VGG16 features")
     vgg = {k.removeprefix("features."): v for k, v in vgg.items() if not k.startswith("classifier.")}
     if "0.weight" not in vgg:
         raise DataError(f"{vgg_path}: no key '0.weight'; expected torchvision vgg16().features.state_dict()")
-    lins = _read_state_dict(lin_path, "LPIPS linear heads")
+    lins = read_state_dict(lin_path, "LPIPS linear heads")
     lins = {k: v for k, v in lins.items() if k.startswith("lin")}
     if "lin0.model.1.weight" not in lins:
         raise DataError(f"{lin_path}: no key 'lin0.model.1.weight'; expected the lpips package's "

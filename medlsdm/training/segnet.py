@@ -18,7 +18,7 @@ reach a mean foreground Dice of 0.81 on the test cases: soft tissue 0.94, fat 0.
 are 15-60 voxels, 30-45 HU in liver of 55 ± 28 HU at this spacing: below what a network
 trained for minutes detects). About 1.3-1.6 s per step on one shared CPU thread.
 
-Training is a plain loop rather than :class:`medlsdm.training.Trainer`: the trainer is made
+Training is a plain loop rather than :class:`medlsdm.training.trainer.Trainer`: the trainer is made
 for long, resumable runs that write checkpoints and logs into a run folder, while this
 network trains in minutes, in memory, as a measuring instrument.
 
@@ -31,18 +31,16 @@ Example::
 from __future__ import annotations
 
 import logging
-import math
 import time
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .errors import ConfigError, DataError
-from .metrics import dice_per_class, mean_dice
-from .models.segnet import SegNet
+from ..errors import ConfigError, DataError
+from ..models.segnet import SegNet
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +56,7 @@ def cases_from_store(store: Mapping, case_ids: Sequence[str]) -> tuple[list[np.n
     return images, labels
 
 
-def _as_cases(images, labels=None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+def as_cases(images, labels=None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Normalise a stacked array ``(N, 1, *spatial)`` or a sequence of ``(1, *spatial)`` arrays."""
     if isinstance(images, (np.ndarray, torch.Tensor)):
         images = [images[i] for i in range(images.shape[0])]
@@ -190,7 +188,7 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
         The trained model in eval mode, with ``model.loss_history`` (loss per step) and
         ``model.train_seconds`` attached.
     """
-    images, labels = _as_cases(images, labels)
+    images, labels = as_cases(images, labels)
     if int(steps) < 1 or int(batch_size) < 1 or not lr > 0:
         raise ConfigError(f"steps and batch_size must be >= 1 and lr > 0, got {steps}, {batch_size}, {lr}")
     spatial_dims = images[0].ndim - 1
@@ -251,74 +249,3 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
     model.train_seconds = time.perf_counter() - t0
     log.info("segnet: %d steps in %.1f s, final loss %.4f", steps, model.train_seconds, history[-1])
     return model
-
-
-def _pad(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    spatial = x.shape[2:]
-    pads: list[int] = []
-    for s in reversed(spatial):
-        pads += [0, (-s) % factor]
-    crop = (slice(None), slice(None), *(slice(0, s) for s in spatial))
-    return (F.pad(x, pads, mode="replicate") if any(pads) else x), crop
-
-
-@torch.no_grad()
-def predict(model: SegNet, images, *, device: str | torch.device | None = None) -> list[np.ndarray]:
-    """Class maps of whole cases (one forward pass per case; edge-padded to a size the
-    network accepts and cropped back).
-
-    Args:
-        model: a trained :class:`SegNet`.
-        images: ``(N, 1, *spatial)`` array or a sequence of ``(1, *spatial)`` arrays.
-        device: where to run (default: the model's device).
-
-    Returns:
-        One ``(*spatial)`` int64 array per case.
-    """
-    images, _ = _as_cases(images)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for im in images:
-            x, crop = _pad(torch.from_numpy(im)[None].to(device), model.downsample_factor)
-            out.append(model(x)[crop].argmax(1)[0].cpu().numpy().astype(np.int64))
-    finally:
-        model.train(was_training)
-    return out
-
-
-def evaluate_dice(model: SegNet, images, labels, num_classes: int,
-                  class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Dice of the network's predictions per foreground class, averaged over cases.
-
-    Per case, :func:`medlsdm.metrics.dice_per_class` (background excluded; a class absent
-    from both prediction and truth is NaN). Per class, the mean over the cases where it is
-    not NaN; the overall ``mean`` is the mean of the per-class means (classes that are NaN
-    everywhere are left out and listed in ``absent``).
-
-    Returns:
-        ``{"per_class": {name: dice}, "mean": float, "per_case": [{name: dice}, ...],
-        "absent": [names], "n_cases": N}`` (names are ``class_names[c]`` or ``str(c)``).
-    """
-    images, labels = _as_cases(images, labels)
-    names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
-    if len(names) != num_classes:
-        raise ConfigError(f"{len(names)} class names for {num_classes} classes")
-    preds = predict(model, images)
-    per_case = []
-    for pred, lab in zip(preds, labels):
-        scores = dice_per_class(pred, lab, num_classes)
-        per_case.append({names[c]: v for c, v in scores.items()})
-    per_class: dict[str, float] = {}
-    absent = []
-    for c in range(1, num_classes):
-        values = [pc[names[c]] for pc in per_case if not math.isnan(pc[names[c]])]
-        if values:
-            per_class[names[c]] = float(np.mean(values))
-        else:
-            per_class[names[c]] = math.nan
-            absent.append(names[c])
-    return {"per_class": per_class, "mean": mean_dice(per_class), "per_case": per_case,
-            "absent": absent, "n_cases": len(per_case)}

@@ -9,8 +9,8 @@
 3. :func:`train_diffusion` trains :class:`~medlsdm.models.unet.SemanticUNet` with a
    diffusers ``DDPMScheduler`` (cosine schedule), epsilon or v prediction, condition
    dropout for classifier-free guidance, and an EMA copy of the weights, on the shared
-   :class:`~medlsdm.training.Trainer` (accelerate, resume, atomic checkpoints). The EMA
-   weights go into the saved :class:`~medlsdm.pipeline.MedLSDMPipeline`.
+   :class:`~medlsdm.training.trainer.Trainer` (accelerate, resume, atomic checkpoints). The EMA
+   weights go into the saved :class:`~medlsdm.pipelines.pipeline_medlsdm.MedLSDMPipeline`.
 """
 from __future__ import annotations
 
@@ -23,11 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .atomic import atomic_path, write_json
-from .errors import ConfigError, DataError
-from .training import Trainer, _jsonable, _save_pretrained_atomic, load_vqgan
+from ..atomic import atomic_path, jsonable, save_pretrained_atomic, write_json
+from ..errors import ConfigError
+from .datasets import LatentDataset
+from .trainer import Trainer
+from .vqgan import load_vqgan
 
 log = logging.getLogger(__name__)
+
 
 #: Defaults of :func:`train_diffusion` (the profiles of notebook 03 override some).
 DIFFUSION_DEFAULTS: dict[str, Any] = dict(
@@ -59,28 +62,6 @@ def encode_latents(vqgan, store: Mapping, case_ids: Sequence[str], *, batch_size
     return torch.cat(latents), torch.cat(labels)
 
 
-class LatentDataset(torch.utils.data.Dataset):
-    """Item ``i`` is the (latent, label map) of a case drawn from ``(seed, i)`` alone
-    (``(latent, label map, extra condition)`` when ``extra`` is given).
-
-    So runs are reproducible and resumable without loader state (see :class:`Trainer`).
-    """
-
-    def __init__(self, latents: torch.Tensor, labels: torch.Tensor, seed: int = 0, extra: torch.Tensor | None = None):
-        if len(latents) == 0:
-            raise DataError("no training latents")
-        self.latents, self.labels, self.seed, self.extra = latents, labels, int(seed), extra
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def __getitem__(self, index: int):
-        k = int(np.random.default_rng([self.seed, int(index)]).integers(len(self.latents)))
-        if self.extra is not None:
-            return self.latents[k], self.labels[k], self.extra[k]
-        return self.latents[k], self.labels[k]
-
-
 def make_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
                    prediction_type: str = "epsilon"):
     """The training scheduler: diffusers ``DDPMScheduler`` (cosine schedule by default)."""
@@ -100,7 +81,7 @@ def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, g
     ``cond_drop_prob`` of the samples is replaced by the null condition. ``extra``: the extra
     condition channels ``(B, E, *spatial)`` of a model with ``extra_condition_channels = E``.
     """
-    from .models.unet import drop_condition, semantic_condition
+    from ..models.unet import drop_condition, semantic_condition
 
     n = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator).to(latents)
@@ -138,12 +119,12 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     """
     from diffusers.training_utils import EMAModel
 
-    from .data.prepare import load_manifest
-    from .data.splits import load_split
-    from .data.store import CaseStore
-    from .models.unet import SemanticUNet
-    from .pipeline import MedLSDMPipeline
-    from .rundir import RunDir
+    from ..data.prepare import load_manifest
+    from ..data.splits import load_split
+    from ..data.store import CaseStore
+    from ..models.unet import SemanticUNet
+    from ..pipelines.pipeline_medlsdm import MedLSDMPipeline
+    from ..rundir import RunDir
 
     unknown = sorted(set(params) - set(DIFFUSION_DEFAULTS))
     if unknown:
@@ -222,28 +203,11 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         resume=p["resume"], progress=p["progress"], extra_state={"ema": ema},
     )
     if trainer.is_main_process:
-        write_json(out_dir / "train_params.json", {**_jsonable(p), "latent_scale": latent_scale})
+        write_json(out_dir / "train_params.json", {**jsonable(p), "latent_scale": latent_scale})
     summary = trainer.fit()
     if trainer.is_main_process:
-        _save_pretrained_atomic(make_pipeline(trainer), pipeline_dir)
+        save_pretrained_atomic(make_pipeline(trainer), pipeline_dir)
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
     summary.update(latent_scale=latent_scale, final_loss=summary["last"].get("loss"), pipeline_dir=str(pipeline_dir))
     return summary
-
-
-def load_pipeline(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
-    """The trained :class:`MedLSDMPipeline` of a run (``RUN/pipeline``)."""
-    return load_pipeline_dir(Path(run_dir) / "pipeline", device)
-
-
-def load_pipeline_dir(folder: str | os.PathLike, device: str | torch.device = "cpu"):
-    """A saved :class:`MedLSDMPipeline` folder (``save_pretrained``), progress bars off."""
-    from .pipeline import MedLSDMPipeline
-
-    folder = Path(folder)
-    if not (folder / "model_index.json").is_file():
-        raise DataError(f"{folder}: no trained pipeline here (model_index.json missing); run notebook 03_diffusion_training first")
-    pipe = MedLSDMPipeline.from_pretrained(folder).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe

@@ -6,7 +6,7 @@
   output, written atomically with the label map's affine and a fresh header.
 
 Whether a synthetic volume follows its label map is measured by
-:func:`medlsdm.metrics.class_intensity_error`.
+:func:`medlsdm.metrics.image.class_intensity_error`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLik
     volume of one at a time); sample ``k`` of every label map starts from the noise of a
     generator seeded with ``seed + k``, so a volume does not depend on its batch.
     """
-    from .data.io import write_nifti
+    from ..data.io import write_nifti
 
     if int(batch_size) < 1 or int(num_per_label) < 1:
         raise ConfigError(f"batch_size and num_per_label must be >= 1, got {batch_size}, {num_per_label}")

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError
+from ...errors import DataError
+from .weights import fill_bn_counters, read_state_dict
 
 #: Feature size of the pool3 layer (the FID features).
 FEATURE_DIM = 2048
@@ -219,26 +220,8 @@ class InceptionV3Features(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-def _read_state_dict(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path}: {what} weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a data error
-        raise DataError(f"{path}: not a readable torch weights file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict):
-        raise DataError(f"{path}: expected a state_dict (dict of tensors), got {type(state).__name__}")
-    return state
 
 
-def _fill_bn_counters(model: nn.Module, state: dict) -> dict:
-    """Add BatchNorm ``num_batches_tracked`` counters a file written by old PyTorch lacks
-    (they are not used in eval mode)."""
-    state = dict(state)
-    for key, value in model.state_dict().items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
-    return state
 
 
 def load_inception(path: str | os.PathLike, resize_to: int | None = 299) -> InceptionV3Features:
@@ -253,10 +236,10 @@ def load_inception(path: str | os.PathLike, resize_to: int | None = 299) -> Ince
         DataError: the file is missing, unreadable, or not that network's state_dict.
     """
     path = Path(path)
-    state = _read_state_dict(path, "InceptionV3 (pytorch-fid)")
+    state = read_state_dict(path, "InceptionV3 (pytorch-fid)")
     model = InceptionV3Features(resize_to=resize_to)
     try:
-        model.load_state_dict(_fill_bn_counters(model, state), strict=True)
+        model.load_state_dict(fill_bn_counters(model, state), strict=True)
     except RuntimeError as exc:
         raise DataError(
             f"{path}: not pytorch-fid's InceptionV3 state_dict (pt_inception-2015-12-05-*.pth): "

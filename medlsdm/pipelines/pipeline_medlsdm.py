@@ -25,9 +25,9 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .errors import ConfigError, DataError
-from .models.unet import SemanticUNet, null_condition, semantic_condition
-from .models.vqgan import VQGAN
+from ..errors import ConfigError, DataError
+from ..models.unet import SemanticUNet, null_condition, semantic_condition
+from ..models.vqgan import VQGAN
 
 LabelInput = torch.Tensor | np.ndarray | str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -64,7 +64,7 @@ class MedLSDMPipeline(DiffusionPipeline):
     # -- inputs --------------------------------------------------------------------------
     def load_labels(self, labels: LabelInput) -> tuple[torch.Tensor, list[np.ndarray | None]]:
         """Label maps → int64 tensor ``(B, *spatial)`` and their affines; checks they fit."""
-        from .data.io import read_nifti, spacing_dhw
+        from ..data.io import read_nifti, spacing_dhw
 
         dims = self.unet.config.spatial_dims
         affines: list[np.ndarray | None] = []

@@ -1,0 +1,109 @@
+"""Train the cardiac VQ-VAE and one latent diffusion model per conditioning mode; sample them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..atomic import write_json
+from ..errors import ConfigError
+from .conditioning import ModeView, condition_inputs, mode_slug
+from .store import SliceStore
+
+log = logging.getLogger(__name__)
+
+
+VQVAE_DEFAULTS: dict[str, Any] = dict(
+    crop_shape=None, gan_weight_2d=0.0, gan_weight_3d=0.0, perceptual_weight=0.0, perceptual_weights=None,
+    decoder="normal", embedding_dim=3, channels=(16, 32, 64), num_embeddings=256, batch_size=16,
+)
+
+
+def train_vqvae(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping[str, Sequence[str]],
+                **params: Any) -> dict[str, Any]:
+    """Train the 2-D VQ-VAE on whole training slices into ``cardiac_dir/vqgan/model``.
+
+    :func:`medlsdm.training.vqgan.train_vqgan` with :data:`VQVAE_DEFAULTS` (``params`` override them).
+    The decoder is the normal one (no SPADE): the autoencoder knows nothing of the label map,
+    so every conditioning mode gets its semantic information only through the diffusion
+    model's condition.
+    """
+    from ..training.vqgan import train_vqgan
+
+    return train_vqgan(cardiac_dir, store=store, split=split, **{**VQVAE_DEFAULTS, **params})
+
+
+def mode_dir(cardiac_dir: str | os.PathLike, mode: str) -> Path:
+    """Where the diffusion model of a mode lives: ``cardiac_dir/ldm/<mode_slug>/``."""
+    return Path(cardiac_dir) / "ldm" / mode_slug(mode)
+
+
+def train_mode(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping[str, Sequence[str]], mode: str,
+               **params: Any) -> dict[str, Any]:
+    """Train the latent diffusion model of one conditioning mode.
+
+    :func:`medlsdm.training.diffusion.train_diffusion` on the slices as the mode sees them
+    (:class:`ModeView`), with the edge map as the one extra condition channel; writes
+    ``mode_dir/`` (checkpoints, ``log.csv``) and the pipeline ``mode_dir/pipeline``.
+    ``params``: any key of :data:`medlsdm.training.diffusion.DIFFUSION_DEFAULTS`.
+    """
+    from ..training.diffusion import train_diffusion
+
+    view = ModeView(store, mode)
+    folder = mode_dir(cardiac_dir, mode)
+    summary = train_diffusion(cardiac_dir, store=view, split=split, extra_condition=view.edge_maps,
+                              out_dir=folder, pipeline_dir=folder / "pipeline", **params)
+    write_json(folder / "mode.json", {"mode": mode})
+    return summary
+
+
+def load_mode_pipeline(cardiac_dir: str | os.PathLike, mode: str, device="cpu"):
+    """The trained :class:`~medlsdm.pipelines.pipeline_medlsdm.MedLSDMPipeline` of a mode."""
+    from ..pipelines.loading import load_pipeline_dir
+
+    return load_pipeline_dir(mode_dir(cardiac_dir, mode) / "pipeline", device)
+
+
+def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str, *, num_inference_steps: int = 50,
+               guidance_scale: float = 1.0, seed: int = 0, batch_size: int = 32, scheduler: str = "ddim") -> np.ndarray:
+    """Synthetic slices ``(N, 1, H, W)`` in [-1, 1] from label maps ``(N, H, W)`` and edge maps
+    ``(N, 1, H, W)``, through the pipeline of ``mode`` (which sees them as :func:`condition_inputs`).
+
+    Args:
+        scheduler: ``"ddim"`` (deterministic, from the pipeline's DDPM configuration) or
+            ``"ddpm"`` (the training scheduler, as saved).
+        seed: seed of the initial noise (one generator for all batches, in order).
+    """
+    import torch
+    from diffusers import DDIMScheduler
+
+    if scheduler not in ("ddim", "ddpm"):
+        raise ConfigError(f"scheduler must be 'ddim' or 'ddpm', got {scheduler!r}")
+    if scheduler == "ddim":
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    labels, edges = condition_inputs(np.asarray(labels), np.asarray(edges, np.float32), mode)
+    generator = torch.Generator().manual_seed(int(seed))
+    out = []
+    for i in range(0, len(labels), batch_size):
+        res = pipe(torch.as_tensor(labels[i:i + batch_size]), num_inference_steps=num_inference_steps,
+                   guidance_scale=guidance_scale, generator=generator, extra_condition=edges[i:i + batch_size])
+        out.append(res.images)
+    return np.concatenate(out).astype(np.float32)
+
+
+def reconstruct(vqgan, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """VQ-VAE reconstructions ``(N, 1, H, W)`` of slices (encode → nearest codes → decode):
+    the best any latent diffusion sample in this latent space can be."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = torch.as_tensor(np.asarray(images[i:i + batch_size], np.float32)).to(vqgan.device, vqgan.dtype)
+            zq, _, _ = vqgan.quantize(vqgan.encode(x), update=False)
+            out.append(vqgan.decode(zq).clamp(-1, 1).float().cpu().numpy())
+    return np.concatenate(out)

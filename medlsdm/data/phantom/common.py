@@ -1,0 +1,147 @@
+"""What the three phantom kinds share: their tables, argument checks, random streams and fields.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ...errors import ConfigError
+from ..classes import BREAST_MR, CARDIAC, TORSO_CT, ClassTable
+
+logger = logging.getLogger(__name__)
+
+
+PHANTOM_KINDS = ("torso-ct", "breast-mr", "cardiac-2d")
+"""The phantom kinds :func:`make_phantom` knows."""
+
+
+PHANTOM_VERSION = 1
+"""Bumped whenever the generator's output changes; recorded in ``phantom.json``."""
+
+
+CLASS_TABLES: dict[str, ClassTable] = {"torso-ct": TORSO_CT, "breast-mr": BREAST_MR, "cardiac-2d": CARDIAC}
+
+
+CASE_PREFIXES = {"torso-ct": "torso", "breast-mr": "breast", "cardiac-2d": "cardiac"}
+
+
+DEFAULT_SHAPES = {"torso-ct": (96, 96, 40), "breast-mr": (96, 64, 40), "cardiac-2d": (96, 96, 8)}
+"""Default grid ``(x, y, z)`` in NIfTI voxel order."""
+
+
+SPACING_RANGES = {
+    "torso-ct": ((3.6, 4.4), (4.0, 6.0)),
+    "breast-mr": ((3.3, 3.7), (3.6, 4.4)),
+    "cardiac-2d": ((1.8, 2.2), (8.0, 10.0)),
+}
+"""Per-case spacing drawn uniformly on the default grid: ``(in-plane range, slice range)`` mm."""
+
+
+MIN_SHAPES = {"torso-ct": (16, 16, 4), "breast-mr": (16, 16, 4), "cardiac-2d": (16, 16, 2)}
+
+
+CT_BLUR_SIGMA = 0.6
+"""Partial-volume blur of the noiseless images, Gaussian sigma in voxels (in-plane for cardiac)."""
+
+
+def check_kind(kind: str) -> str:
+    if kind not in PHANTOM_KINDS:
+        raise ConfigError(f"unknown phantom kind {kind!r}; choose one of {', '.join(PHANTOM_KINDS)}")
+    return kind
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_shape(kind: str, shape) -> tuple[int, int, int]:
+    if shape is None:
+        return DEFAULT_SHAPES[kind]
+    try:
+        values = tuple(shape)
+    except TypeError:
+        raise ConfigError(f"shape must be three integers (x, y, z), got {shape!r}") from None
+    if len(values) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in values):
+        raise ConfigError(f"shape must be three integers (x, y, z), got {shape!r}")
+    minimum = MIN_SHAPES[kind]
+    if any(v < m for v, m in zip(values, minimum)):
+        raise ConfigError(f"shape {values} too small for {kind!r}: each axis must be >= {minimum}")
+    return tuple(int(v) for v in values)
+
+
+def case_streams(kind: str, seed: int, index: int) -> list[np.random.Generator]:
+    """Independent generators: parameters, smooth fields, texture/noise, extras."""
+    seq = np.random.SeedSequence([seed, index, PHANTOM_KINDS.index(kind)])
+    return [np.random.default_rng(s) for s in seq.spawn(4)]
+
+
+def grid_spacing(kind: str, rng: np.random.Generator, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the default-grid spacing; return (field of view mm, spacing mm) for ``shape``."""
+    (lo, hi), (zlo, zhi) = SPACING_RANGES[kind]
+    s_in, s_z = rng.uniform(lo, hi), rng.uniform(zlo, zhi)
+    fov = np.asarray(DEFAULT_SHAPES[kind], float) * np.array([s_in, s_in, s_z])
+    return fov, fov / np.asarray(shape, float)
+
+
+def axis_mm(n: int, spacing: float) -> np.ndarray:
+    """Voxel centre positions along one axis, mm, relative to the grid centre."""
+    return ((np.arange(n) - (n - 1) / 2.0) * spacing).astype(np.float32)
+
+
+def smooth_field(rng: np.random.Generator, shape, spacing, fov, length: Sequence[float]) -> np.ndarray:
+    """Smooth Gaussian random field with unit variance and correlation length ``length`` (mm).
+
+    A separable sum of Gaussian bumps on a control grid that covers the physical field of
+    view (so the same random draws give the same field at any grid resolution). Rows of each
+    axis basis are normalised, so the variance is exactly 1 everywhere.
+    """
+    bases = []
+    for n, s, f, ell in zip(shape, spacing, fov, length):
+        m = int(np.ceil(f / ell)) + 4
+        centres = np.linspace(-f / 2 - 2 * ell, f / 2 + 2 * ell, m)
+        x = axis_mm(n, s)[:, None]
+        basis = np.exp(-0.5 * ((x - centres[None, :]) / ell) ** 2)
+        bases.append(basis / np.sqrt((basis**2).sum(1, keepdims=True)))
+    coeffs = rng.standard_normal(tuple(b.shape[1] for b in bases))
+    field = np.einsum("abc,ia,jb,kc->ijk", coeffs, *bases, optimize=True)
+    return field.astype(np.float32)
+
+
+def texture_field(rng: np.random.Generator, shape, sigma) -> np.ndarray:
+    """Fine unit-std texture: white noise low-passed with a Gaussian of ``sigma`` voxels."""
+    tex = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
+    return tex / max(float(tex.std()), 1e-6)
+
+
+def rician(rng: np.random.Generator, signal: np.ndarray, sigma: float) -> np.ndarray:
+    """Magnitude of the signal plus complex Gaussian noise of std ``sigma`` per channel."""
+    re = signal + rng.standard_normal(signal.shape, dtype=np.float32) * np.float32(sigma)
+    im = rng.standard_normal(signal.shape, dtype=np.float32) * np.float32(sigma)
+    return np.sqrt(re * re + im * im)
+
+
+def tissue_lookup(names: Sequence[str], table: dict) -> tuple[np.ndarray, np.ndarray]:
+    means = np.array([table[n][0] for n in names], np.float32)
+    textures = np.array([table[n][1] for n in names], np.float32)
+    return means, textures
+
+
+def label_lookup(tissues: Sequence[str], tissue_class: dict, classes: ClassTable) -> np.ndarray:
+    return np.array([classes.index(tissue_class.get(t, "background")) for t in tissues], np.uint8)
+
+
+def superellipse(u, v, a, b, p):
+    return (np.abs(u) / a) ** p + (np.abs(v) / b) ** p
+
+
+def rotation_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k

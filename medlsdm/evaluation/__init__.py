@@ -1,0 +1,7 @@
+"""Measuring models: what runs networks to produce the numbers of notebooks 02 and 05.
+
+- :mod:`~medlsdm.evaluation.reconstruction` — VQ-GAN reconstructions beside the pooling baseline.
+- :mod:`~medlsdm.evaluation.features` — FID, 3-D FID, LPIPS, segmentation-feature distances.
+- :mod:`~medlsdm.evaluation.segmentation` — a segmentation network's predictions and Dice.
+- :mod:`~medlsdm.evaluation.run` — notebook 05 and ``medlsdm evaluate``: the whole evaluation of a run.
+"""

@@ -1,0 +1,284 @@
+"""VQ-GAN training (notebook 02): random crops of the run's case store, the
+VQ-GAN step (generator, then discriminators from ``disc_start``), ``RUN/vqgan/model``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..atomic import jsonable, save_pretrained_atomic, write_json
+from ..errors import ConfigError, DataError
+from .datasets import RandomCropDataset
+from .trainer import Trainer, torch_threads
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module | None):
+    """Temporarily set ``requires_grad=False`` on the modules' parameters."""
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def make_vqgan_step(loss_fn) -> Callable[[Trainer, Any], dict[str, float]]:
+    """The step function of VQ-GAN training with the losses of ``loss_fn`` (a
+    :class:`~medlsdm.training.losses.VQGANLoss`); the trainer's models are ``"vqgan"`` and, when
+    adversarial losses are on, ``"disc2d"``/``"disc3d"`` with optimisers ``"generator"`` and
+    ``"discriminator"``."""
+
+    def step(trainer: Trainer, batch) -> dict[str, float]:
+        return vqgan_step(trainer, batch, loss_fn)
+
+    return step
+
+
+def vqgan_step(trainer: Trainer, batch, loss_fn) -> dict[str, float]:
+    """One micro-batch of VQ-GAN training: generator update, then (from ``disc_start`` on)
+    discriminator update.
+
+    The generator's adversarial terms use the *plain* discriminators with frozen parameters
+    (so no gradient reaches them and, under several processes, no gradient sync is
+    triggered); the discriminator step uses the prepared ones on the detached reconstruction.
+    """
+    x, labels = batch
+    vq = trainer.models["vqgan"]
+    spade = trainer.unwrap("vqgan").config.decoder == "spade"
+    out = vq(x, labels_onehot=labels if spade else None)
+    plain = {n: trainer.unwrap(n) if n in trainer.models else None for n in ("disc2d", "disc3d")}
+    with frozen(*plain.values()):
+        loss_g, logs = loss_fn.generator_loss(
+            x, out.reconstruction, out.commitment_loss, trainer.step,
+            disc2d=plain["disc2d"], disc3d=plain["disc3d"], generator=trainer.generator,
+        )
+    trainer.backward(loss_g)
+    norm = trainer.optimizer_step("generator")
+    if norm is not None:
+        logs["grad_norm_g"] = norm
+    logs["usage"] = float(out.usage)
+    logs["perplexity"] = float(out.perplexity)
+    if loss_fn.has_discriminators and trainer.step >= loss_fn.disc_start:
+        loss_d, dlogs = loss_fn.discriminator_loss(
+            x, out.reconstruction, trainer.step,
+            disc2d=trainer.models.get("disc2d"), disc3d=trainer.models.get("disc3d"),
+            generator=trainer.generator,
+        )
+        trainer.backward(loss_d)
+        trainer.optimizer_step("discriminator")
+        logs.update(dlogs)
+    return logs
+
+
+#: Defaults of :func:`train_vqgan`. Architecture and loss weights follow Med-LSDM; the
+#: optimisation (Adam betas (0.9, 0.999), lr 1e-3 with 20 warm-up steps and a cosine decay,
+#: batches of 4 crops of 16×32×32) is what reached the notebook-02 quality bar fastest on
+#: CPU (Med-LSDM itself: constant lr 3e-4, betas (0.5, 0.9), batch 2).
+VQGAN_DEFAULTS: dict[str, Any] = dict(
+    # data
+    crop_shape=(16, 32, 32), batch_size=4, seed=0, num_workers=0,
+    # model (Med-LSDM: channels 16→32→64, 4× per axis, 8-dim codes)
+    channels=(16, 32, 64), num_res_blocks=1, embedding_dim=8, num_embeddings=512,
+    norm_num_groups=8, decoder="normal", spade_hidden_channels=16, restart_after=20,
+    commitment_cost=0.25, ema_decay=0.99,
+    # losses
+    l1_weight=4.0, perceptual_weight=4.0, perceptual_weights=None,
+    gan_weight_2d=1.0, gan_weight_3d=1.0, feat_weight=4.0, disc_start=10_000,
+    disc_channels=64, disc_layers=3,
+    # optimisation
+    steps=500, lr=1e-3, lr_schedule="cosine", warmup_steps=20, disc_lr=3e-4, betas=(0.9, 0.999),
+    gradient_accumulation_steps=1,
+    max_grad_norm=1.0, mixed_precision="no", gradient_checkpointing=False,
+    # bookkeeping
+    checkpoint_every=500, keep_checkpoints=2, log_every=25, val_every=None, val_cases=4,
+    resume=True, progress=True,
+    # torch CPU threads during training only (None: leave torch's setting); 1 is much faster
+    # than 2 when other jobs share the cores (OpenMP threads then wait for each other)
+    num_threads=None,
+)
+
+
+def _case_store(path: Path):
+    from ..data.store import CaseStore
+
+    return CaseStore(path)
+
+
+def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
+                split: Mapping[str, Sequence[str]] | None = None, num_classes: int | None = None,
+                **params: Any) -> dict[str, Any]:
+    """Train the VQ-GAN of a run on random crops of its training cases.
+
+    Reads ``RUN/data/cases.h5`` and ``RUN/data/split.json`` (written by notebook 01) unless
+    ``store``/``split`` are given; writes ``RUN/vqgan/model`` (``save_pretrained``),
+    ``RUN/vqgan/checkpoints/``, ``RUN/vqgan/log.csv`` and ``RUN/vqgan/train_params.json``.
+    Run it in a notebook, or in a script under ``accelerate launch`` for several processes.
+
+    Args:
+        run_dir: the run directory.
+        store: a case store to use instead of ``RUN/data/cases.h5``.
+        split: ``{"train": [...], "val": [...]}`` instead of ``RUN/data/split.json``.
+        num_classes: label classes for the SPADE decoder (default: from the manifest, or the
+            largest label + 1 of the training cases).
+        params: any key of :data:`VQGAN_DEFAULTS` (unknown keys raise ``ConfigError``):
+            ``crop_shape`` (each side divisible by 4), ``batch_size`` (per process),
+            ``steps`` (optimiser steps), ``lr``, ``lr_schedule`` (``"constant"|"cosine"``),
+            ``warmup_steps``, ``channels``, ``num_embeddings``,
+            ``decoder`` (``"normal"|"spade"``), ``disc_start`` (adversarial losses from this
+            step on), ``gan_weight_2d``/``gan_weight_3d`` (both 0: no discriminators at all),
+            ``perceptual_weights`` (local VGG16
+            file; ``None``: off), ``mixed_precision``, ``gradient_checkpointing``,
+            ``checkpoint_every``, ``val_every`` / ``val_cases`` (validation on that many
+            val cases), ``resume``, ``num_threads`` (CPU threads while training) …
+
+    Returns:
+        The trainer summary (``steps``, ``train_seconds``, ``steps_per_second``, last
+        losses, last validation) plus ``model_dir``.
+    """
+    from ..evaluation.reconstruction import evaluate_reconstruction
+    from ..models.vqgan import VQGAN
+    from ..rundir import RunDir
+    from .losses import VQGANLoss
+
+    unknown = sorted(set(params) - set(VQGAN_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"train_vqgan: unknown parameter(s) {unknown}; known: {sorted(VQGAN_DEFAULTS)}")
+    p = {**VQGAN_DEFAULTS, **params}
+    run = RunDir(run_dir)
+    data_dir = run.root / "data"
+    if store is None:
+        store = _case_store(data_dir / "cases.h5")
+    if split is None:
+        from ..data.splits import load_split
+
+        split = load_split(data_dir / "split.json")
+    train_ids = list(split.get("train", []))
+    val_ids = list(split.get("val", []))[: int(p["val_cases"])]
+    factor = 2 ** (len(p["channels"]) - 1)
+    crop = tuple(int(s) for s in p["crop_shape"]) if p["crop_shape"] is not None else None
+    if crop is not None and any(s % factor for s in crop):
+        raise ConfigError(f"crop_shape {crop} must be divisible by {factor} (the VQ-GAN's downsampling)")
+    if p["decoder"] == "spade" and num_classes is None:
+        num_classes = _num_classes(data_dir, store, train_ids)
+    dataset = RandomCropDataset(store, train_ids, crop, seed=p["seed"])
+    spatial_dims = len(crop) if crop is not None else dataset._case(train_ids[0])[0].ndim - 1
+
+    torch.manual_seed(p["seed"])  # identical initial weights on every process
+    model = VQGAN(
+        spatial_dims=spatial_dims, channels=tuple(p["channels"]), num_res_blocks=p["num_res_blocks"],
+        embedding_dim=p["embedding_dim"], num_embeddings=p["num_embeddings"],
+        norm_num_groups=p["norm_num_groups"], decoder=p["decoder"], num_classes=num_classes or 0,
+        spade_hidden_channels=p["spade_hidden_channels"], commitment_cost=p["commitment_cost"],
+        ema_decay=p["ema_decay"], restart_after=p["restart_after"],
+    )
+    if p["gradient_checkpointing"]:
+        model.enable_gradient_checkpointing()
+    loss_fn = VQGANLoss(
+        spatial_dims=spatial_dims, l1_weight=p["l1_weight"], perceptual_weight=p["perceptual_weight"],
+        perceptual_weights=p["perceptual_weights"],
+        gan_weight_2d=p["gan_weight_2d"], gan_weight_3d=p["gan_weight_3d"],
+        feat_weight=p["feat_weight"], disc_start=p["disc_start"],
+        disc_channels=p["disc_channels"], disc_layers=p["disc_layers"],
+    )
+    if not loss_fn.has_discriminators:
+        log.info("adversarial losses off: gan_weight_2d = gan_weight_3d = 0")
+    elif p["disc_start"] >= p["steps"]:
+        log.info("adversarial losses start at step %s, after this run's %s steps", p["disc_start"], p["steps"])
+    models: dict[str, nn.Module] = {"vqgan": model}
+    optimizers: dict[str, torch.optim.Optimizer] = {
+        "generator": torch.optim.Adam(model.parameters(), lr=p["lr"], betas=tuple(p["betas"])),
+    }
+    schedulers = {"generator": lr_scheduler(optimizers["generator"], p["lr_schedule"], p["steps"], p["warmup_steps"])}
+    discs = {"disc2d": loss_fn.disc2d, "disc3d": loss_fn.disc3d}
+    discs = {n: d for n, d in discs.items() if d is not None}
+    if discs:
+        models.update(discs)
+        optimizers["discriminator"] = torch.optim.Adam(
+            [q for d in discs.values() for q in d.parameters()], lr=p["disc_lr"], betas=tuple(p["betas"]))
+
+    def val_fn(trainer: Trainer) -> dict[str, float]:
+        if not val_ids:
+            return {}
+        res = evaluate_reconstruction(trainer.unwrap("vqgan"), store, val_ids, device=trainer.device, progress=False)
+        return {k: res[k] for k in ("psnr", "ssim", "baseline_psnr", "psnr_gain", "usage", "perplexity")}
+
+    out_dir = run.vqgan
+    trainer = Trainer(
+        models=models, optimizers=optimizers, step_fn=make_vqgan_step(loss_fn), dataset=dataset, out_dir=out_dir,
+        max_steps=p["steps"], batch_size=p["batch_size"],
+        gradient_accumulation_steps=p["gradient_accumulation_steps"], max_grad_norm=p["max_grad_norm"],
+        mixed_precision=p["mixed_precision"], checkpoint_every=p["checkpoint_every"],
+        keep_checkpoints=p["keep_checkpoints"], log_every=p["log_every"],
+        val_fn=val_fn if val_ids else None, val_every=p["val_every"], seed=p["seed"],
+        resume=p["resume"], num_workers=p["num_workers"], progress=p["progress"], schedulers=schedulers,
+    )
+    loss_fn.to(trainer.device)  # the perceptual network (the discriminators are prepared already)
+    if trainer.is_main_process:
+        write_json(out_dir / "train_params.json", {**jsonable(p), "num_classes": num_classes})
+    with torch_threads(p["num_threads"]):
+        summary = trainer.fit()
+    model_dir = out_dir / "model"
+    if trainer.is_main_process:
+        save_pretrained_atomic(trainer.unwrap("vqgan"), model_dir)
+    trainer.accelerator.wait_for_everyone()
+    summary["model_dir"] = str(model_dir)
+    trainer.accelerator.end_training()
+    return summary
+
+
+def _num_classes(data_dir: Path, store, train_ids: Sequence[str]) -> int:
+    manifest = data_dir / "manifest.json"
+    if manifest.is_file():
+        from ..data.prepare import load_manifest
+
+        classes = load_manifest(data_dir).get("classes")
+        if classes:
+            return len(classes)
+    return int(max(int(np.asarray(store[c][1]).max()) for c in train_ids)) + 1
+
+
+def load_vqgan(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    """The trained VQ-GAN of a run (``RUN/vqgan/model``), in eval mode."""
+    from ..models.vqgan import VQGAN
+
+    folder = Path(run_dir) / "vqgan" / "model"
+    if not (folder / "config.json").is_file():
+        raise DataError(f"{folder}: no trained VQ-GAN here; run notebook 02_vqgan_training first")
+    return VQGAN.from_pretrained(folder).to(device).eval()
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, steps: int, warmup_steps: int = 0):
+    """A ``LambdaLR``: linear warm-up over ``warmup_steps``, then ``"constant"`` or ``"cosine"``
+    (half a cosine from the base rate down to 1 % of it at ``steps``).
+
+    Not diffusers' ``get_cosine_schedule_with_warmup``: that one starts the warm-up at lr 0
+    (its first step does not train) and decays to 0 (its last steps do not train); the quick
+    profile's 300 steps were calibrated with this schedule.
+    """
+    import math
+
+    if schedule not in ("constant", "cosine"):
+        raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+    warmup_steps = max(int(warmup_steps), 0)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        t = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
