@@ -25,6 +25,7 @@ from typing import Any
 from .atomic import atomic_path, write_text
 from .errors import ConfigError, DataError
 from .rundir import RunDir
+from .tables import format_number
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +132,9 @@ def _metric_rows(values: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_format(v) for v in value)
-    return str(value)
+def _cell(value: Any) -> str:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return ", ".join(format_number(v, 6) for v in values)
 
 
 def _sweeps_html(run: RunDir) -> str:
@@ -172,7 +170,7 @@ def _index_html(run: RunDir, pages: list[Path], metrics: dict[str, Any]) -> str:
     tables = []
     for key, values in metrics.items():
         rows = "\n".join(
-            f"<tr><td>{esc(name)}</td><td>{esc(_format(value))}</td></tr>"
+            f"<tr><td>{esc(name)}</td><td>{esc(_cell(value))}</td></tr>"
             for name, value in (_metric_rows(values) if isinstance(values, dict) else [(key, values)])
         )
         tables.append(f'<h3 id="metrics-{esc(key)}">{esc(key)}</h3>\n<table>\n<tr><th>metric</th><th>value</th></tr>\n{rows}\n</table>')

@@ -5,7 +5,7 @@ import torch
 
 from medlsdm.data.classes import ClassTable
 from medlsdm.data.io import dhw_to_world
-from medlsdm.data.labels import one_hot, remap_labels
+from medlsdm.data.labels import remap_labels
 from medlsdm.data.preprocess import (
     crop_or_pad,
     crop_or_pad_offset,
@@ -139,25 +139,6 @@ def test_remap_labels():
         remap_labels(np.array([[[0, 3, 9, 5]]]), table, "seg.nii.gz")
 
 
-def test_one_hot_numpy_and_torch():
-    label = np.random.default_rng(0).integers(0, 4, size=(3, 4, 5))
-    out = one_hot(label, 4)
-    assert out.shape == (4, 3, 4, 5) and out.dtype == np.float32
-    np.testing.assert_array_equal(out.argmax(0), label)
-    np.testing.assert_array_equal(out.sum(0), 1)
-    ref = torch.nn.functional.one_hot(torch.from_numpy(label), 4).permute(3, 0, 1, 2).float()
-    t = one_hot(torch.from_numpy(label), 4)
-    assert t.dtype == torch.float32
-    torch.testing.assert_close(t, ref)
-    np.testing.assert_array_equal(out, ref.numpy())
-    batched = torch.from_numpy(np.stack([label, label[::-1].copy()]))
-    tb = one_hot(batched, 4)
-    assert tb.shape == (2, 4, 3, 4, 5)
-    torch.testing.assert_close(tb[0], ref)
-    assert one_hot(batched[:, 0], 4, dim=1).shape == (2, 4, 4, 5)  # batched 2-D
-    np.testing.assert_array_equal(one_hot(batched.numpy(), 4), tb.numpy())  # numpy batched too
-    with pytest.raises(ValueError):
-        one_hot(label, 3)
 
 
 def test_preprocess_case_geometry():

@@ -48,8 +48,6 @@ from .store import CLASS_NAMES, CardiacSlice, SliceStore
 log = logging.getLogger(__name__)
 
 
-
-
 #: Canny defaults for slices in [-1, 1] at about 2 mm pixels: Gaussian σ in pixels and
 #: hysteresis thresholds on the Sobel gradient magnitude of the smoothed slice (intensity
 #: units per pixel). With σ = 1 the phantom's texture and noise still make short spurious
@@ -91,8 +89,6 @@ def canny_edges(image: np.ndarray, sigma: float = EDGE_DEFAULTS["sigma"], low: f
     if low is not None and high is not None and low > high:
         raise ConfigError(f"canny_edges: low threshold {low} is above the high threshold {high}")
     return canny(image, sigma=float(sigma), low_threshold=low, high_threshold=high, use_quantiles=use_quantiles)
-
-
 
 
 def _permute_axes(array: np.ndarray, affine: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:

@@ -80,10 +80,10 @@ def evaluate_samples(real: np.ndarray, fake: np.ndarray, *, labels: np.ndarray |
 
 def ablation_table(results: Mapping[str, Mapping[str, Any]], keys: Sequence[str] = ("ssim", "nmse", "fd_seg", "dice")) -> str:
     """A Markdown table: one row per mode (or reference), one column per metric."""
-    from ..tables import markdown_table
+    from ..tables import format_number, markdown_table
 
     arrows = {"ssim": "↑", "nmse": "↓", "fd_seg": "↓", "dice": "↑", "fid": "↓"}
-    rows = [[name] + [f"{row[k]:.4g}" if isinstance(row.get(k), (int, float)) else "–" for k in keys]
+    rows = [[name] + [format_number(row.get(k)) for k in keys]
             for name, row in results.items()]
     return markdown_table(["condition"] + [f"{k} {arrows.get(k, '')}" for k in keys], rows)
 

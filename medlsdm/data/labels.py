@@ -1,4 +1,6 @@
-"""Label maps: the integer values present, remapping dataset values to class indices, one-hot.
+"""Label maps: the integer values present, and remapping dataset values to class indices.
+
+One-hot encoding for the networks is :func:`medlsdm.models.blocks.one_hot`.
 """
 from __future__ import annotations
 
@@ -58,43 +60,3 @@ def remap_labels(
     for value, index in mapping.items():
         lut[value - lo] = index
     return lut[label - lo]
-
-
-def one_hot(label, num_classes: int, *, dim: int | None = None):
-    """One-hot encode class indices (numpy or torch) as float32.
-
-    Args:
-        label: integer class indices, e.g. ``(D, H, W)`` → ``(C, D, H, W)`` or (torch or
-            numpy) batched ``(B, D, H, W)`` → ``(B, C, D, H, W)``.
-        num_classes: ``C``.
-        dim: where the class axis goes. Default: 0 for inputs with up to 3 axes, 1 for 4 or
-            more (batched 3-D). Pass ``dim=1`` for batched 2-D maps ``(B, H, W)``.
-
-    Returns:
-        Same library as the input (torch keeps the device), float32.
-    """
-    if dim is None:
-        dim = 0 if label.ndim <= 3 else 1
-    if not -(label.ndim + 1) <= dim <= label.ndim:
-        raise ValueError(f"dim {dim} out of range for a {label.ndim}-D label map")
-    dim = dim % (label.ndim + 1)
-    if isinstance(label, np.ndarray):
-        if label.size and (label.min() < 0 or label.max() >= num_classes):
-            raise ValueError(f"class indices must lie in [0, {num_classes - 1}], got [{label.min()}, {label.max()}]")
-        classes = np.arange(num_classes).reshape((num_classes,) + (1,) * label.ndim)
-        out = (label[None] == classes).astype(np.float32)
-        return np.ascontiguousarray(np.moveaxis(out, 0, dim)) if dim != 0 else out
-    import torch
-
-    if not isinstance(label, torch.Tensor):
-        raise TypeError(f"one_hot expects a numpy array or torch tensor, got {type(label).__name__}")
-    label = label.long()
-    if label.numel() and (int(label.min()) < 0 or int(label.max()) >= num_classes):
-        raise ValueError(
-            f"class indices must lie in [0, {num_classes - 1}], got [{int(label.min())}, {int(label.max())}]"
-        )
-    index = label.unsqueeze(dim)
-    shape = list(index.shape)
-    shape[dim] = num_classes
-    out = torch.zeros(shape, dtype=torch.float32, device=label.device)
-    return out.scatter_(dim, index, 1.0)

@@ -12,7 +12,7 @@ import torch
 from ..errors import DataError
 from ..metrics.distribution import frechet_distance_from_features
 from ..metrics.image import ArrayLike, as_volume
-from .reconstruction import pad_to_multiple
+from ..models.blocks import pad_to_multiple
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,6 @@ def available_feature_metrics(weights: dict | None) -> dict[str, str]:
         missing = [k for k in needs if weights.get(k) is None]
         status[metric] = "available" if not missing else f"skipped (no weights: {', '.join(missing)})"
     return status
-
-
 
 
 def volume_slices(volume: ArrayLike, orientation: str, step: int = 1) -> torch.Tensor:

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from ..metrics.image import gaussian_kernel, psnr, ssim
+from ..models.blocks import pad_to_multiple
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +37,6 @@ def naive_baseline(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
     mode = "trilinear" if dims == 3 else "bilinear"
     small = pool(x.float(), factor)
     return F.interpolate(small, size=x.shape[2:], mode=mode, align_corners=False)
-
-
-def pad_to_multiple(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, list[slice]]:
-    pads = []
-    crop = [slice(None), slice(None)]
-    for s in reversed(x.shape[2:]):
-        extra = (-s) % factor
-        pads += [0, extra]
-    for s in x.shape[2:]:
-        crop.append(slice(0, s))
-    if any(pads):
-        x = F.pad(x, pads, mode="replicate")
-    return x, crop
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ from ..data.io import read_nifti
 from ..errors import DataError
 from ..profiles import METRICS_KEYS
 from ..rundir import RunDir
-from ..tables import markdown_table
+from ..tables import format_number, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -257,32 +257,27 @@ def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
     return info
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "skipped"
-    if isinstance(value, float) and math.isnan(value):
-        return "n/a"
-    return f"{value:.{digits}g}" if isinstance(value, (int, float)) else str(value)
-
-
 def results_tables(m: Mapping[str, Any]) -> dict[str, str]:
     """Markdown tables of a ``"05_evaluation"`` entry: ``quality`` (the paper's format: dataset,
     decoder, #channels, FID, 3D-FID, LPIPS, SSIM, RMSE, PSNR; FID and LPIPS averaged over the
     three slice orientations), ``dice`` (per class: real train, real test, synthetic,
     augmented) and ``summary`` (Dice ratio, feature distance, privacy)."""
+    def fmt(value, digits: int = 4) -> str:
+        return format_number(value, digits, missing="skipped")
+
     quality = markdown_table(
         ["dataset", "decoder", "#channels", "FID ↓", "3D-FID ↓", "LPIPS ↓", "SSIM ↑", "RMSE ↓", "PSNR ↑"],
-        [[m["dataset"], m["decoder"], m["channels"], _fmt(_mean_of(m["fid"])), _fmt(m["fid_3d"]),
-          _fmt(_mean_of(m["lpips"])), _fmt(m["ssim"]), _fmt(m["rmse"]), _fmt(m["psnr"])]])
+        [[m["dataset"], m["decoder"], m["channels"], fmt(_mean_of(m["fid"])), fmt(m["fid_3d"]),
+          fmt(_mean_of(m["lpips"])), fmt(m["ssim"]), fmt(m["rmse"]), fmt(m["psnr"])]])
     columns = [c for c in ("real_train", "real_test", "synthetic", "augmented") if c in m["dice_per_class"]]
     classes = list(m["dice_per_class"]["real_test"])
-    rows = [[name] + [_fmt(m["dice_per_class"][c][name], 3) for c in columns] for name in classes]
-    rows.append(["**mean**"] + [_fmt(m[f"dice_{c}"], 3) for c in columns])
+    rows = [[name] + [fmt(m["dice_per_class"][c][name], 3) for c in columns] for name in classes]
+    rows.append(["**mean**"] + [fmt(m[f"dice_{c}"], 3) for c in columns])
     dice = markdown_table(["class"] + [c.replace("_", " ") + (" (real test)" if c == "augmented" else "") for c in columns], rows)
     summary = markdown_table(["measure", "value"], [
-        ["Dice synthetic / real test", _fmt(m["dice_ratio"], 3)],
-        ["Dice real + synthetic training (real test)", _fmt(m["dice_augmented"], 3)],
-        ["Fréchet distance, segmentation features (not an FID)", _fmt(m["fd_seg"])],
+        ["Dice synthetic / real test", fmt(m["dice_ratio"], 3)],
+        ["Dice real + synthetic training (real test)", fmt(m["dice_augmented"], 3)],
+        ["Fréchet distance, segmentation features (not an FID)", fmt(m["fd_seg"])],
         ["synthetic volumes flagged as possible copies", f"{m['privacy_flagged']} of {m['n_test']}"],
     ])
     return {"quality": quality, "dice": dice, "summary": summary}

@@ -8,23 +8,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..metrics.overlap import dice_per_class, mean_dice
+from ..models.blocks import pad_to_multiple
 from ..models.segnet import SegNet
 from ..training.segnet import as_cases
 
 log = logging.getLogger(__name__)
-
-
-def _pad(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    spatial = x.shape[2:]
-    pads: list[int] = []
-    for s in reversed(spatial):
-        pads += [0, (-s) % factor]
-    crop = (slice(None), slice(None), *(slice(0, s) for s in spatial))
-    return (F.pad(x, pads, mode="replicate") if any(pads) else x), crop
 
 
 @torch.no_grad()
@@ -47,7 +38,7 @@ def predict(model: SegNet, images, *, device: str | torch.device | None = None) 
     out = []
     try:
         for im in images:
-            x, crop = _pad(torch.from_numpy(im)[None].to(device), model.downsample_factor)
+            x, crop = pad_to_multiple(torch.from_numpy(im)[None].to(device), model.downsample_factor)
             out.append(model(x)[crop].argmax(1)[0].cpu().numpy().astype(np.int64))
     finally:
         model.train(was_training)

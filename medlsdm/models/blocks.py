@@ -77,6 +77,17 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return out.movedim(-1, 1).float()
 
 
+def pad_to_multiple(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Pad ``(B, C, *spatial)`` at the end of each spatial axis (edge values repeated) to a
+    multiple of ``factor``; returns the padded tensor and the index that crops it back."""
+    spatial = x.shape[2:]
+    pads: list[int] = []
+    for s in reversed(spatial):
+        pads += [0, (-s) % factor]
+    crop = (slice(None), slice(None), *(slice(0, s) for s in spatial))
+    return (F.pad(x, pads, mode="replicate") if any(pads) else x), crop
+
+
 class SPADE(nn.Module):
     """Spatially-adaptive normalisation (Park et al. 2019) with a GroupNorm.
 

@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
-
 from ..atomic import atomic_path
+from ..tables import format_number
 
 
 class CSVLog:
@@ -44,7 +43,7 @@ class CSVLog:
         if header:
             writer.writeheader()
         for row in rows:
-            writer.writerow({k: _fmt(row.get(k, "")) for k in fields})
+            writer.writerow({k: format_number(row.get(k, ""), 6, missing="") for k in fields})
         return buf.getvalue()
 
     def _rewrite(self, fields: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
@@ -77,9 +76,3 @@ class CSVLog:
             self._rewrite(fields, kept)
 
 
-def _fmt(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        value = value.item()
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return value

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,7 @@ from torch import nn
 
 from ..errors import DataError
 from ..models.discriminators import PatchDiscriminator
-from ..models.feature_nets.vgg import VGG16_TAPS, vgg16_features
+from ..models.feature_nets.vgg import load_vgg16_features, vgg16_taps
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +74,11 @@ def random_slices(x: torch.Tensor, generator: torch.Generator | None = None,
 # --------------------------------------------------------------------------------------
 # perceptual loss
 # --------------------------------------------------------------------------------------
-#: torchvision's ``vgg16().features`` layout: conv output channels, "M" = max pool.
-
-
-
-
 class PerceptualLoss(nn.Module):
     """LPIPS-style perceptual distance on 2-D slices, from a local VGG16 weights file.
 
-    The weights file is a ``torch.save``-d state_dict of torchvision's ``vgg16().features``
-    (keys ``"0.weight"``, ``"0.bias"``, ``"2.weight"`` …; a ``"features."`` prefix is
-    stripped), e.g. made once where internet is available with::
-
-        torch.save(torchvision.models.vgg16(weights="IMAGENET1K_V1").features.state_dict(), "vgg16_features.pt")
-
+    The weights file is a state_dict of torchvision's ``vgg16().features``
+    (:func:`~medlsdm.models.feature_nets.vgg.load_vgg16_features` says how to make one).
     The loss takes ``n_slices`` random depth slices of each volume, repeats the grey channel
     to RGB, applies the ImageNet normalisation, and averages (over layers, positions and
     slices) the squared difference of channel-normalised activations at relu1_2 … relu5_3
@@ -101,26 +91,7 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, weights_path: str | os.PathLike, n_slices: int = 1):
         super().__init__()
-        path = Path(weights_path)
-        if not path.is_file():
-            raise DataError(f"{path}: perceptual-loss weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a data error
-            raise DataError(f"{path}: not a readable torch state_dict ({exc})") from None
-        if not isinstance(state, dict):
-            raise DataError(f"{path}: expected a state_dict (dict of tensors), got {type(state).__name__}")
-        state = {k.removeprefix("features."): v for k, v in state.items()}
-        first = state.get("0.weight")
-        if first is None:
-            raise DataError(f"{path}: no key '0.weight'; expected torchvision vgg16().features.state_dict()")
-        width = first.shape[0] / 64
-        net = vgg16_features(width)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise DataError(f"{path}: does not match the VGG16 features layout ({exc})") from None
-        self.net = net.eval().requires_grad_(False)
+        self.net = load_vgg16_features(weights_path)
         self.n_slices = n_slices
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
@@ -135,13 +106,7 @@ class PerceptualLoss(nn.Module):
             img = img.repeat(1, 3, 1, 1)
         elif img.shape[1] != 3:
             raise DataError(f"perceptual loss needs 1 or 3 channels, got shape {tuple(img.shape)}")
-        h = ((img + 1) / 2 - self.mean) / self.std
-        feats = []
-        for i, layer in enumerate(self.net):
-            h = layer(h)
-            if i in VGG16_TAPS:
-                feats.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
-        return feats
+        return vgg16_taps(self.net, ((img + 1) / 2 - self.mean) / self.std)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Distance between ``x`` and ``y`` in [-1, 1]: 2-D ``(B, C, H, W)`` or 3-D volumes."""

@@ -45,12 +45,6 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
 
 
-
-
-
-
-
-
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     state = {
         "python": random.getstate(),
@@ -431,8 +425,6 @@ class Trainer:
             "last": self.last_logs,
             "val": self.last_val,
         }
-
-
 
 
 @contextlib.contextmanager

@@ -220,10 +220,6 @@ class InceptionV3Features(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-
-
-
-
 def load_inception(path: str | os.PathLike, resize_to: int | None = 299) -> InceptionV3Features:
     """The FID InceptionV3 with pytorch-fid's weights from a local file, frozen, in eval mode.
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ...errors import DataError
-from .vgg import VGG16_TAPS, vgg16_features
+from .vgg import VGG16_TAPS, load_vgg16_features, vgg16_features, vgg16_taps
 from .weights import read_state_dict
 
 #: The ``lpips`` package's input scaling for inputs in [-1, 1] (ImageNet statistics).
@@ -65,15 +65,7 @@ class LPIPS(nn.Module):
             raise DataError(f"LPIPS needs images of at least 16×16 (four 2× poolings), got {tuple(x.shape[2:])}")
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
-        h = (x - self.shift) / self.scale
-        feats = []
-        for i, layer in enumerate(self.net):
-            h = layer(h)
-            if i in VGG16_TAPS:
-                feats.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
-            if i == VGG16_TAPS[-1]:
-                break
-        return feats
+        return vgg16_taps(self.net, (x - self.shift) / self.scale)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``(B,)`` distances of the pairs ``x[i]``, ``y[i]``."""
@@ -92,21 +84,15 @@ def load_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike) -> LPIP
     Raises:
         DataError: a file is missing, unreadable or does not fit (strict loading).
     """
-    vgg_path, lin_path = Path(vgg_path), Path(lin_path)
-    vgg = read_state_dict(vgg_path, "VGG16 features")
-    vgg = {k.removeprefix("features."): v for k, v in vgg.items() if not k.startswith("classifier.")}
-    if "0.weight" not in vgg:
-        raise DataError(f"{vgg_path}: no key '0.weight'; expected torchvision vgg16().features.state_dict()")
+    lin_path = Path(lin_path)
+    net = load_vgg16_features(vgg_path)
     lins = read_state_dict(lin_path, "LPIPS linear heads")
     lins = {k: v for k, v in lins.items() if k.startswith("lin")}
     if "lin0.model.1.weight" not in lins:
         raise DataError(f"{lin_path}: no key 'lin0.model.1.weight'; expected the lpips package's "
                         "weights/v0.1/vgg.pth")
-    model = LPIPS(width=vgg["0.weight"].shape[0] / 64)
-    try:
-        model.net.load_state_dict(vgg, strict=True)
-    except RuntimeError as exc:
-        raise DataError(f"{vgg_path}: does not match the VGG16 features layout ({str(exc)[:400]})") from None
+    model = LPIPS(width=net[0].out_channels / 64)
+    model.net = net
     try:
         missing, unexpected = nn.Module.load_state_dict(model, lins, strict=False)
     except RuntimeError as exc:
