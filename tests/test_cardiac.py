@@ -125,9 +125,9 @@ def test_slice_store_atomic_and_checks(tmp_path):
             raise RuntimeError("boom")
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["slices.h5"]
     with SliceStore(tmp_path / "other.h5", "w", size=16) as store:
-        with pytest.raises(ValueError, match="shape"):
+        with pytest.raises(DataError, match="shape"):
             store.add("a", "c", "p", 0, CardiacSlice(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), int), np.eye(4)), np.zeros((8, 8)))
-        with pytest.raises(ValueError, match="class indices"):
+        with pytest.raises(DataError, match="class indices"):
             store.add("a", "c", "p", 0, CardiacSlice(np.zeros((1, 16, 16), np.float32), np.full((16, 16), 4), np.eye(4)), np.zeros((16, 16)))
     with pytest.raises(DataError, match="not found"):
         SliceStore(tmp_path / "missing.h5")

@@ -1,7 +1,6 @@
 """Tests of medlsdm.data.preprocess against closed forms and independent references."""
 import numpy as np
 import pytest
-import torch
 
 from medlsdm.data.classes import ClassTable
 from medlsdm.data.io import dhw_to_world
@@ -10,7 +9,6 @@ from medlsdm.data.preprocess import (
     crop_or_pad,
     crop_or_pad_offset,
     depth_block_starts,
-    depth_blocks,
     normalize_ct,
     normalize_mr,
     preprocess_case,
@@ -20,7 +18,7 @@ from medlsdm.data.preprocess import (
     select_block_starts,
     shift_affine,
 )
-from medlsdm.errors import DataError
+from medlsdm.errors import ConfigError, DataError
 
 AFFINE = np.array([[0.0, -0.8, 0.0, 40.0], [-0.7, 0.0, 0.0, 30.0], [0.0, 0.0, 3.0, -20.0], [0, 0, 0, 1]])
 
@@ -82,7 +80,7 @@ def test_normalisation_endpoints():
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, np.clip((mr - lo) / (hi - lo) * 2 - 1, -1, 1), atol=1e-5)
     assert np.all(normalize_mr(np.full(10, 5.0)) == -1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="low < high"):
         normalize_ct(hu, window=(10, -10))
 
 
@@ -122,12 +120,11 @@ def test_depth_blocks():
     assert depth_block_starts(10, 4) == [0, 4, 6]
     assert depth_block_starts(10, 4, stride=3) == [0, 3, 6]
     assert depth_block_starts(8, 4) == [0, 4]
-    blocks = depth_blocks(array, 4)
-    assert [b[:, 0, 0].tolist() for b in blocks] == [[0, 1, 2, 3], [4, 5, 6, 7], [6, 7, 8, 9]]
-    assert depth_blocks(array[None], 4)[0].shape == (1, 4, 2, 3)
+    blocks = [array[s:s + 4] for s in depth_block_starts(10, 4)]
+    assert [b[:, 0, 0].tolist() for b in blocks] == [[0, 1, 2, 3], [4, 5, 6, 7], [6, 7, 8, 9]]  # the end covered
     assert select_block_starts(10, 4) == [3]
     assert select_block_starts(10, 4, 3) == [0, 3, 6]
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="block depth 4"):
         depth_block_starts(3, 4)
 
 

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from ..data.store import H5Store
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,6 @@ class SliceStore(H5Store):
     kind = "slice store"
     hint = "run the preprocessing of notebook 06 first"
     required = ("images", "labels", "edges", "affines", "slice_ids")
-    ARRAYS = required[:4]
 
     def __init__(self, path: str | os.PathLike, mode: str = "r", *, size: int | None = None,
                  attrs: Mapping[str, Any] | None = None, compression: str = "gzip"):
@@ -100,15 +99,15 @@ class SliceStore(H5Store):
         """Append one slice with its edge map ``(H, W)`` or ``(1, H, W)`` (bool or 0/1)."""
         f, n = self._writable(), len(self._index)
         if slice_id in self._index:
-            raise ValueError(f"{slice_id}: already in the store")
+            raise DataError(f"{slice_id}: already in the store")
         values = {"images": np.asarray(item.image, np.float32), "labels": np.asarray(item.label),
                   "edges": np.asarray(edges).reshape(1, *np.shape(item.label)).astype(np.uint8),
                   "affines": np.asarray(item.affine, np.float64)}
         for name, value in values.items():
             if value.shape != f[name].shape[1:]:
-                raise ValueError(f"{slice_id}: {name} has shape {value.shape}, the store holds {f[name].shape[1:]}")
+                raise DataError(f"{slice_id}: {name} has shape {value.shape}, the store holds {f[name].shape[1:]}")
         if values["labels"].min() < 0 or values["labels"].max() >= len(CLASS_NAMES):
-            raise ValueError(f"{slice_id}: class indices must lie in 0 … {len(CLASS_NAMES) - 1}")
+            raise DataError(f"{slice_id}: class indices must lie in 0 … {len(CLASS_NAMES) - 1}")
         for name, value in {**values, "slice_ids": slice_id, "case_ids": case_id, "patient_ids": patient_id,
                             "slice_index": int(slice_index)}.items():
             f[name].resize(n + 1, axis=0)

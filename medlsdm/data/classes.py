@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class ClassTable:
@@ -24,9 +26,9 @@ class ClassTable:
 
     def __post_init__(self) -> None:
         if len(self.names) != len(self.source_values):
-            raise ValueError("names and source_values must have the same length")
+            raise ConfigError("names and source_values must have the same length")
         if len(set(self.source_values)) != len(self.source_values):
-            raise ValueError("source_values must be unique")
+            raise ConfigError("source_values must be unique")
 
     @property
     def num_classes(self) -> int:

@@ -7,7 +7,7 @@ true position in world coordinates:
 
 - :func:`resample` ↔ :func:`resampled_affine`
 - :func:`crop_or_pad` ↔ :func:`crop_or_pad_offset` + :func:`shift_affine`
-- :func:`depth_blocks` ↔ :func:`depth_block_starts` + :func:`shift_affine`
+- depth blocks: :func:`depth_block_starts` / :func:`select_block_starts` + :func:`shift_affine`
 
 :func:`preprocess_case` chains them for one case.
 """
@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .classes import ClassTable
 from .labels import remap_labels
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 def _as_triple(values, name: str) -> tuple[float, float, float]:
     values = tuple(float(v) for v in values)
     if len(values) != 3 or not all(v > 0 for v in values):
-        raise ValueError(f"{name} must be three positive numbers (D, H, W), got {values}")
+        raise ConfigError(f"{name} must be three positive numbers (D, H, W), got {values}")
     return values
 
 
@@ -78,9 +78,9 @@ def resample(
         The resampled array (float32 for ``order >= 1``, the input dtype for ``order=0``).
     """
     if array.ndim != 3:
-        raise ValueError(f"resample expects a (D, H, W) array, got shape {array.shape}")
+        raise DataError(f"resample expects a (D, H, W) array, got shape {array.shape}")
     if order not in (0, 1, 3):
-        raise ValueError(f"order must be 0 (labels), 1 or 3 (images), got {order}")
+        raise ConfigError(f"order must be 0 (labels), 1 or 3 (images), got {order}")
     spacing = _as_triple(spacing, "spacing")
     target_spacing = _as_triple(target_spacing, "target_spacing")
     out_dtype = array.dtype if order == 0 else np.float32
@@ -130,7 +130,7 @@ def normalize_ct(array: np.ndarray, window: Sequence[float] = (-1000, 1000)) -> 
     """
     lo, hi = float(window[0]), float(window[1])
     if hi <= lo:
-        raise ValueError(f"window must be (low, high) with low < high, got {tuple(window)}")
+        raise ConfigError(f"window must be (low, high) with low < high, got {tuple(window)}")
     return _to_unit_range(array, lo, hi)
 
 
@@ -144,7 +144,7 @@ def normalize_mr(array: np.ndarray, percentiles: Sequence[float] = (0.5, 99.5)) 
     """
     p_lo, p_hi = float(percentiles[0]), float(percentiles[1])
     if not 0 <= p_lo < p_hi <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {tuple(percentiles)}")
+        raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, got {tuple(percentiles)}")
     lo, hi = np.percentile(array, [p_lo, p_hi])
     return _to_unit_range(array, float(lo), float(hi))
 
@@ -162,7 +162,7 @@ def normalize(array: np.ndarray, normalisation: dict) -> np.ndarray:
         return normalize_ct(array, normalisation["window"])
     if method == "mr_percentile":
         return normalize_mr(array, normalisation["percentiles"])
-    raise ValueError(f"unknown normalisation method {method!r}")
+    raise ConfigError(f"unknown normalisation method {method!r}")
 
 
 def crop_or_pad_offset(in_shape: Sequence[int], shape: Sequence[int | None]) -> tuple[int, ...]:
@@ -173,7 +173,7 @@ def crop_or_pad_offset(in_shape: Sequence[int], shape: Sequence[int | None]) -> 
         shape: target shape; ``None`` keeps an axis as it is.
     """
     if len(in_shape) != len(shape):
-        raise ValueError(f"shape {tuple(shape)} does not match the input axes {tuple(in_shape)}")
+        raise ConfigError(f"shape {tuple(shape)} does not match the input axes {tuple(in_shape)}")
     offsets = []
     for n, t in zip(in_shape, shape):
         t = n if t is None else int(t)
@@ -196,7 +196,7 @@ def crop_or_pad(array: np.ndarray, shape: Sequence[int | None], pad_value: float
     k = len(shape)
     lead = array.ndim - k
     if lead < 0:
-        raise ValueError(f"shape {tuple(shape)} has more axes than the array {array.shape}")
+        raise ConfigError(f"shape {tuple(shape)} has more axes than the array {array.shape}")
     in_shape = array.shape[lead:]
     offsets = crop_or_pad_offset(in_shape, shape)
     out_shape = tuple(n if t is None else int(t) for n, t in zip(in_shape, shape))
@@ -226,7 +226,7 @@ def shift_affine(affine: np.ndarray, offset_dhw: Sequence[float]) -> np.ndarray:
 
 
 def depth_block_starts(size: int, depth: int, stride: int | None = None) -> list[int]:
-    """First slice of each depth block of :func:`depth_blocks`.
+    """First slice of each depth block of ``depth`` slices covering a volume of ``size`` slices.
 
     Blocks start at 0, ``stride``, ``2 * stride`` …; when they do not reach the end, one more
     block is aligned with the last slice so the whole depth is covered.
@@ -237,31 +237,16 @@ def depth_block_starts(size: int, depth: int, stride: int | None = None) -> list
         stride: step between block starts (default ``depth``: non-overlapping blocks).
     """
     if depth < 1 or depth > size:
-        raise ValueError(f"block depth {depth} must be between 1 and the volume depth {size}")
+        raise ConfigError(f"block depth {depth} must be between 1 and the volume depth {size}")
     stride = depth if stride is None else int(stride)
     if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+        raise ConfigError(f"stride must be >= 1, got {stride}")
     starts = list(range(0, size - depth + 1, stride))
     if starts[-1] != size - depth:
         starts.append(size - depth)
     return starts
 
 
-def depth_blocks(array: np.ndarray, depth: int, stride: int | None = None) -> list[np.ndarray]:
-    """Split an array into blocks of ``depth`` slices along the ``D`` axis (axis -3).
-
-    The paper trains on 256×256×32 blocks (``depth=32``). Blocks start at
-    :func:`depth_block_starts`; shift a block's affine with ``shift_affine(affine, (start, 0, 0))``.
-
-    Args:
-        array: ``(D, H, W)`` or ``(C, D, H, W)`` array.
-        depth: slices per block.
-        stride: step between blocks (default ``depth``).
-    """
-    if array.ndim < 3:
-        raise ValueError(f"depth_blocks expects (..., D, H, W), got shape {array.shape}")
-    size = array.shape[-3]
-    return [array[..., s : s + depth, :, :].copy() for s in depth_block_starts(size, depth, stride)]
 
 
 @dataclass
@@ -291,9 +276,9 @@ def select_block_starts(size: int, depth: int, n_blocks: int = 1) -> list[int]:
             to give distinct blocks.
     """
     if n_blocks < 1:
-        raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
+        raise ConfigError(f"n_blocks must be >= 1, got {n_blocks}")
     if depth > size:
-        raise ValueError(f"block depth {depth} is larger than the volume depth {size}")
+        raise ConfigError(f"block depth {depth} is larger than the volume depth {size}")
     if n_blocks == 1:
         return [(size - depth) // 2]
     starts = np.rint(np.linspace(0, size - depth, n_blocks)).astype(int)
@@ -340,7 +325,7 @@ def preprocess_case(
         raise DataError(f"{where}label shape {label.shape} differs from image shape {image.shape}")
     block_shape = tuple(int(v) for v in block_shape)
     if len(block_shape) != 3 or min(block_shape) < 1:
-        raise ValueError(f"block_shape must be three positive integers (D, H, W), got {block_shape}")
+        raise ConfigError(f"block_shape must be three positive integers (D, H, W), got {block_shape}")
     label = remap_labels(label, classes, label_path)
     if classes.num_classes <= 256:
         label = label.astype(np.uint8)  # 8x less memory while resampling; int64 again per block

@@ -134,7 +134,6 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
 class SegmentationResult:
     model: Any
     dice: dict[str, dict[str, Any]]
-    augmented_model: Any = None
 
 
 def segmentation_experiment(train: Cases, test: Cases, synthetic_test: Cases, synthetic_train: Cases | None,
