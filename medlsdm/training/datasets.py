@@ -23,11 +23,28 @@ class ArrayStore(dict):
     """
 
 
-class RandomCropDataset(torch.utils.data.Dataset):
-    """Random crops of a case store; item ``i`` is a pure function of ``(seed, i)``.
+class SeededDataset(torch.utils.data.Dataset):
+    """An endless map-style dataset whose item ``i`` draws its random choices from
+    :meth:`rng` ``(i)`` alone, seeded by ``(seed, i)``."""
 
-    Because a crop depends only on its index, a run is reproducible and resumable without
-    saving any data-loader state: :class:`Trainer` asks for indices derived from the step.
+    LENGTH = 2**62
+    seed: int = 0
+
+    def __len__(self) -> int:
+        return self.LENGTH
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(index)])
+
+
+def random_window(rng: np.random.Generator, shape: Sequence[int], crop: Sequence[int]) -> tuple[slice, ...]:
+    """A uniformly placed window of size ``crop`` inside an array of ``shape`` (one draw per axis)."""
+    starts = [int(rng.integers(0, s - c + 1)) for s, c in zip(shape, crop)]
+    return tuple(slice(a, a + c) for a, c in zip(starts, crop))
+
+
+class RandomCropDataset(SeededDataset):
+    """Random crops of a case store; item ``i`` is a pure function of ``(seed, i)``.
 
     Args:
         store: mapping ``case_id -> (image (1, D, H, W) float32, label (D, H, W) int64, affine)``
@@ -38,8 +55,6 @@ class RandomCropDataset(torch.utils.data.Dataset):
         seed: seed of the crop positions.
         cache: keep every case in memory after its first read (fast; the cases must fit).
     """
-
-    LENGTH = 2**62
 
     def __init__(self, store: Mapping, case_ids: Sequence[str], crop_shape: Sequence[int] | None,
                  seed: int = 0, cache: bool = True):
@@ -54,9 +69,6 @@ class RandomCropDataset(torch.utils.data.Dataset):
         image, _ = self._case(self.case_ids[0])
         if self.crop_shape is not None and len(self.crop_shape) != image.ndim - 1:
             raise ConfigError(f"crop_shape {self.crop_shape} does not match cases of shape {image.shape[1:]}")
-
-    def __len__(self) -> int:
-        return self.LENGTH
 
     def _case(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
         if case_id in self._cache:
@@ -76,13 +88,12 @@ class RandomCropDataset(torch.utils.data.Dataset):
         return image, label
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, int(index)])
+        rng = self.rng(index)
         case_id = self.case_ids[int(rng.integers(len(self.case_ids)))]
         image, label = self._case(case_id)
         if self.crop_shape is None:
             return torch.from_numpy(image.copy()), torch.from_numpy(label.copy())
-        starts = [int(rng.integers(0, s - c + 1)) for s, c in zip(image.shape[1:], self.crop_shape)]
-        window = tuple(slice(a, a + c) for a, c in zip(starts, self.crop_shape))
+        window = random_window(rng, image.shape[1:], self.crop_shape)
         return (torch.from_numpy(np.ascontiguousarray(image[(slice(None), *window)])),
                 torch.from_numpy(np.ascontiguousarray(label[window])))
 
@@ -91,23 +102,17 @@ def _store_name(store: Any) -> str:
     return str(getattr(store, "path", type(store).__name__))
 
 
-class LatentDataset(torch.utils.data.Dataset):
+class LatentDataset(SeededDataset):
     """Item ``i`` is the (latent, label map) of a case drawn from ``(seed, i)`` alone
-    (``(latent, label map, extra condition)`` when ``extra`` is given).
-
-    So runs are reproducible and resumable without loader state (see :class:`Trainer`).
-    """
+    (``(latent, label map, extra condition)`` when ``extra`` is given)."""
 
     def __init__(self, latents: torch.Tensor, labels: torch.Tensor, seed: int = 0, extra: torch.Tensor | None = None):
         if len(latents) == 0:
             raise DataError("no training latents")
         self.latents, self.labels, self.seed, self.extra = latents, labels, int(seed), extra
 
-    def __len__(self) -> int:
-        return 2**62
-
     def __getitem__(self, index: int):
-        k = int(np.random.default_rng([self.seed, int(index)]).integers(len(self.latents)))
+        k = int(self.rng(index).integers(len(self.latents)))
         if self.extra is not None:
             return self.latents[k], self.labels[k], self.extra[k]
         return self.latents[k], self.labels[k]

@@ -24,15 +24,15 @@ network trains in minutes, in memory, as a measuring instrument.
 
 Example::
 
-    images, labels = cases_from_store(store, split["train"])
+    images, labels, _ = stack_cases(store, split["train"])
     model = train_segnet(images, labels, num_classes=9, steps=250, seed=0)
-    scores = evaluate_dice(model, *cases_from_store(store, split["test"]), num_classes=9)
+    scores = evaluate_dice(model, *stack_cases(store, split["test"])[:2], num_classes=9)
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,19 +41,11 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
 from ..models.segnet import SegNet
+from .datasets import random_window
 
 log = logging.getLogger(__name__)
 
 
-def cases_from_store(store: Mapping, case_ids: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """``(images, labels)`` lists of the given cases of a case store
-    (:class:`~medlsdm.data.store.CaseStore` or any mapping ``id -> (image, label, affine)``)."""
-    images, labels = [], []
-    for cid in case_ids:
-        image, label, _ = store[cid]
-        images.append(np.asarray(image, dtype=np.float32))
-        labels.append(np.asarray(label, dtype=np.int64))
-    return images, labels
 
 
 def as_cases(images, labels=None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
@@ -135,8 +127,7 @@ def class_balance_weights(labels: Sequence[np.ndarray], num_classes: int, power:
 def _crop_and_flip(image: np.ndarray, label: np.ndarray, crop: tuple[int, ...] | None,
                    flip_axes: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     if crop is not None:
-        starts = [int(rng.integers(0, s - c + 1)) for s, c in zip(label.shape, crop)]
-        window = tuple(slice(a, a + c) for a, c in zip(starts, crop))
+        window = random_window(rng, label.shape, crop)
         image, label = image[(slice(None), *window)], label[window]
     for axis in flip_axes:
         if rng.random() < 0.5:
