@@ -145,7 +145,7 @@ def _sweeps_html(run: RunDir) -> str:
 
     esc = html.escape
     parts = []
-    for table in sorted((run.root / "sweeps").glob("*.csv")):
+    for table in sorted(run.sweeps.glob("*.csv")):
         with open(table, newline="") as f:
             rows = list(csv.reader(f))
         if not rows:
@@ -210,11 +210,11 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
         ConfigError: the run has no executed notebooks (run ``medlsdm run`` first).
     """
     run = RunDir(run_dir)
-    executed = run.root / "executed"
-    notebooks = sorted(executed.glob("*.ipynb")) if executed.is_dir() else []
+    executed = run.executed
+    notebooks = sorted(executed.glob("*.ipynb"))
     if not notebooks:
         raise ConfigError(f"{executed}: no executed notebooks; run `medlsdm run --run-dir {run.root}` first")
-    out = Path(out_dir) if out_dir else run.root / "report"
+    out = Path(out_dir) if out_dir else run.report
     install_static(out / "static")
     exporter = make_exporter()
     pages = []

@@ -1,15 +1,22 @@
 """The run directory: the only hand-off between notebooks.
 
-Layout (see ``DESIGN.md``)::
+This class is the one place that knows the layout (see ``DESIGN.md``)::
 
     RUN/
-      data/          preprocessed cases (NIfTI + HDF5 cache), manifest.json, split.json
-      vqgan/         the VQ-GAN (``save_pretrained`` folder) and its checkpoints
+      raw/           generated phantom source data (the run's own copy)
+      data/          preprocessed cases (NIfTI + HDF5 cache cases.h5), manifest.json, split.json
+      vqgan/         model/ (the VQ-GAN, ``save_pretrained``), checkpoints/, log.csv
+      diffusion/     checkpoints/, log.csv, samples-<step>.npz of the latent diffusion training
       pipeline/      the MedLSDMPipeline (``save_pretrained`` folder)
-      samples/       synthetic volumes (NIfTI)
+      samples/       synthetic volumes (NIfTI); samples/eval/<setting>/ for notebook 05
+      cardiac/       the 2-D cardiac model of notebook 06 (its own data/, vqgan/, ldm/)
       figures/       PNG figures written by the notebooks
       executed/      executed notebooks
+      sweeps/        parameter sweeps (CSV + plot per notebook)
+      report/        the static HTML report
       metrics.json   one key per notebook
+
+Folder properties create the folder; file properties (``*_path``) only name the file.
 """
 from __future__ import annotations
 
@@ -18,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path, read_json, write_json
+
+#: Files of a data folder (``RUN/data``), written by :func:`medlsdm.data.prepare.prepare_dataset`.
+MANIFEST, SPLIT, STORE = "manifest.json", "split.json", "cases.h5"
 
 
 class RunDir:
@@ -48,6 +58,15 @@ class RunDir:
         return self._sub("vqgan")
 
     @property
+    def vqgan_model(self) -> Path:
+        """The trained VQ-GAN's ``save_pretrained`` folder."""
+        return self.vqgan / "model"
+
+    @property
+    def diffusion(self) -> Path:
+        return self._sub("diffusion")
+
+    @property
     def pipeline(self) -> Path:
         return self._sub("pipeline")
 
@@ -56,12 +75,41 @@ class RunDir:
         return self._sub("samples")
 
     @property
+    def eval_samples(self) -> Path:
+        """Synthetic volumes of notebook 05, one folder per sampling setting."""
+        return self._sub("samples/eval")
+
+    @property
+    def cardiac(self) -> Path:
+        return self._sub("cardiac")
+
+    @property
     def figures(self) -> Path:
         return self._sub("figures")
 
     @property
     def executed(self) -> Path:
         return self._sub("executed")
+
+    @property
+    def sweeps(self) -> Path:
+        return self._sub("sweeps")
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data / MANIFEST
+
+    @property
+    def split_path(self) -> Path:
+        return self.data / SPLIT
+
+    @property
+    def store_path(self) -> Path:
+        return self.data / STORE
 
     @property
     def metrics_path(self) -> Path:

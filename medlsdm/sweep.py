@@ -317,13 +317,13 @@ def sweep(
 
     names = list(grid)
     combos = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
-    out_dir = run.root / "sweeps" / path.stem
+    out_dir = run.sweeps / path.stem
     out_dir.mkdir(parents=True, exist_ok=True)
-    backup = run.root / "sweeps" / f".{path.stem}.metrics-before-sweep.json"
+    backup = run.sweeps / f".{path.stem}.metrics-before-sweep.json"
     had_metrics = run.metrics_path.exists()
     if had_metrics:
         shutil.copy2(run.metrics_path, backup)
-    result = SweepResult(path.stem, run.root / "sweeps" / f"{path.stem}.csv", run.root / "sweeps" / f"{path.stem}.png")
+    result = SweepResult(path.stem, run.sweeps / f"{path.stem}.csv", run.sweeps / f"{path.stem}.png")
     log.info("sweep %s: %d combinations of %s", path.stem, len(combos), ", ".join(names))
     try:
         for combo in tqdm(combos, desc=f"sweep {path.stem}"):

@@ -66,3 +66,12 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_run_layout_names_every_hand_off(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert run.store_path == run.root / "data" / "cases.h5" and not run.store_path.exists()  # file paths: names only
+    assert run.split_path.name == "split.json" and run.manifest_path.name == "manifest.json"
+    assert run.vqgan_model == run.root / "vqgan" / "model"
+    assert run.eval_samples == run.root / "samples" / "eval" and run.eval_samples.is_dir()  # folders: created
+    assert run.diffusion.is_dir() and run.cardiac.is_dir() and run.sweeps.is_dir()

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import read_json, write_json
 from ..errors import ConfigError, DataError
+from ..rundir import MANIFEST, SPLIT, STORE
 from .adapters import get_adapter
 from .datasets import Case, validate_cases
 from .io import write_nifti
@@ -32,9 +33,6 @@ from .store import CaseStore
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-SPLIT = "split.json"
-STORE = "cases.h5"
 
 
 def _check_parameters(spacing, block_shape, n_cases, blocks_per_case):

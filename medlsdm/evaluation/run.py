@@ -80,7 +80,7 @@ def real_cases(run: RunDir, ids: Sequence[str]) -> Cases:
 def synthetic_folder(run: RunDir, *, scheduler: str, steps: int, guidance_scale: float, seed: int) -> Path:
     """``RUN/samples/eval/<scheduler>-<steps>-g<guidance>-s<seed>``: one folder per sampling
     setting, so files made with other settings are never mistaken for these."""
-    return run.samples / "eval" / f"{scheduler}-{int(steps)}-g{float(guidance_scale):g}-s{int(seed)}"
+    return run.eval_samples / f"{scheduler}-{int(steps)}-g{float(guidance_scale):g}-s{int(seed)}"
 
 
 def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, scheduler: str, steps: int,
@@ -299,7 +299,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
     available_feature_metrics(dict(weights or {}))  # a mistyped weight path fails before any work
     run = RunDir(run_dir)
     class_names = load_manifest(run.data)["classes"]
-    split = load_split(run.data / "split.json")
+    split = load_split(run.split_path)
     pipe = load_pipeline(run.root)
     settings = dict(scheduler=scheduler, steps=steps, guidance_scale=guidance_scale, seed=seed)
     syn_test, syn_train, _ = synthetic_test_and_train(run, pipe, split, n_test=n_test, augment=augment, **settings)

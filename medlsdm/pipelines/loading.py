@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
+from ..rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 
 def load_pipeline(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     """The trained :class:`MedLSDMPipeline` of a run (``RUN/pipeline``)."""
-    return load_pipeline_dir(Path(run_dir) / "pipeline", device)
+    return load_pipeline_dir(RunDir(run_dir).pipeline, device)
 
 
 def load_pipeline_dir(folder: str | os.PathLike, device: str | torch.device = "cpu"):

@@ -132,8 +132,8 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     p = {**DIFFUSION_DEFAULTS, **params}
     run = RunDir(run_dir)
     manifest = load_manifest(run.data)
-    store = store if store is not None else CaseStore(run.data / "cases.h5")
-    split = split if split is not None else load_split(run.data / "split.json")
+    store = store if store is not None else CaseStore(run.store_path)
+    split = split if split is not None else load_split(run.split_path)
     vqgan = load_vqgan(run.root)
     vqgan.requires_grad_(False)
 
@@ -191,7 +191,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
             np.savez_compressed(tmp, images=out.images, labels=out.labels, case_ids=np.array(sample_ids))
         return {}
 
-    out_dir = Path(out_dir) if out_dir is not None else run.root / "diffusion"
+    out_dir = Path(out_dir) if out_dir is not None else run.diffusion
     pipeline_dir = Path(pipeline_dir) if pipeline_dir is not None else run.pipeline
     trainer = Trainer(
         models={"unet": unet}, optimizers={"unet": optimizer}, step_fn=step_fn, dataset=dataset,

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..atomic import jsonable, save_pretrained_atomic, write_json
 from ..errors import ConfigError, DataError
+from ..rundir import RunDir
 from .datasets import RandomCropDataset
 from .trainer import Trainer, torch_threads
 
@@ -149,7 +150,6 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     """
     from ..evaluation.reconstruction import evaluate_reconstruction
     from ..models.vqgan import VQGAN
-    from ..rundir import RunDir
     from .losses import VQGANLoss
 
     unknown = sorted(set(params) - set(VQGAN_DEFAULTS))
@@ -157,13 +157,12 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         raise ConfigError(f"train_vqgan: unknown parameter(s) {unknown}; known: {sorted(VQGAN_DEFAULTS)}")
     p = {**VQGAN_DEFAULTS, **params}
     run = RunDir(run_dir)
-    data_dir = run.root / "data"
     if store is None:
-        store = _case_store(data_dir / "cases.h5")
+        store = _case_store(run.store_path)
     if split is None:
         from ..data.splits import load_split
 
-        split = load_split(data_dir / "split.json")
+        split = load_split(run.split_path)
     train_ids = list(split.get("train", []))
     val_ids = list(split.get("val", []))[: int(p["val_cases"])]
     factor = 2 ** (len(p["channels"]) - 1)
@@ -171,7 +170,7 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     if crop is not None and any(s % factor for s in crop):
         raise ConfigError(f"crop_shape {crop} must be divisible by {factor} (the VQ-GAN's downsampling)")
     if p["decoder"] == "spade" and num_classes is None:
-        num_classes = _num_classes(data_dir, store, train_ids)
+        num_classes = _num_classes(run, store, train_ids)
     dataset = RandomCropDataset(store, train_ids, crop, seed=p["seed"])
     spatial_dims = len(crop) if crop is not None else dataset._case(train_ids[0])[0].ndim - 1
 
@@ -229,7 +228,7 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         write_json(out_dir / "train_params.json", {**jsonable(p), "num_classes": num_classes})
     with torch_threads(p["num_threads"]):
         summary = trainer.fit()
-    model_dir = out_dir / "model"
+    model_dir = run.vqgan_model
     if trainer.is_main_process:
         save_pretrained_atomic(trainer.unwrap("vqgan"), model_dir)
     trainer.accelerator.wait_for_everyone()
@@ -238,12 +237,11 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     return summary
 
 
-def _num_classes(data_dir: Path, store, train_ids: Sequence[str]) -> int:
-    manifest = data_dir / "manifest.json"
-    if manifest.is_file():
+def _num_classes(run, store, train_ids: Sequence[str]) -> int:
+    if run.manifest_path.is_file():
         from ..data.prepare import load_manifest
 
-        classes = load_manifest(data_dir).get("classes")
+        classes = load_manifest(run.data).get("classes")
         if classes:
             return len(classes)
     return int(max(int(np.asarray(store[c][1]).max()) for c in train_ids)) + 1
@@ -253,7 +251,7 @@ def load_vqgan(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     """The trained VQ-GAN of a run (``RUN/vqgan/model``), in eval mode."""
     from ..models.vqgan import VQGAN
 
-    folder = Path(run_dir) / "vqgan" / "model"
+    folder = RunDir(run_dir).vqgan_model
     if not (folder / "config.json").is_file():
         raise DataError(f"{folder}: no trained VQ-GAN here; run notebook 02_vqgan_training first")
     return VQGAN.from_pretrained(folder).to(device).eval()
