@@ -4,7 +4,9 @@ Static figures are matplotlib; the orthogonal-slice viewer is an ipywidgets 8 wi
 falls back to a static figure when ``interactive=False`` (papermill, CI); the 3-D viewer
 (ipyniivue, ships its JavaScript, works offline) is shown only when ``interactive=True``.
 Volumes are ``(D, H, W)`` arrays (z, y, x of the RAS-canonical volume); ``spacing`` is in
-the same order, in mm, and sets the aspect ratio of coronal and sagittal slices.
+the same order, in mm, and sets the aspect ratio of coronal and sagittal slices. A 2-D
+slice ``(H, W)`` is a one-slice volume (shown like an axial slice), and a stack of ``N``
+slices ``(N, H, W)`` is browsed like a volume with ``views=("axial",)``.
 """
 from __future__ import annotations
 
@@ -59,28 +61,30 @@ def plot_orthogonal(
     spacing: Sequence[float] | None = None,
     num_classes: int | None = None,
     indices: Sequence[int | None] = (None, None, None),
-    window: tuple[float, float] = (-1.0, 1.0),
+    window: tuple[float, float] | Mapping[str, tuple[float, float]] = (-1.0, 1.0),
     overlay: bool = True,
     title: str | None = None,
+    views: Sequence[str] = VIEWS,
 ):
     """One row per named ``(image, label)`` pair, one column per view; returns the figure.
 
-    Each row may have its own shape (e.g. raw and preprocessed); ``indices`` (axial,
-    coronal, sagittal) default to the centre of each volume.
+    Each row may have its own shape (e.g. raw and preprocessed); ``indices`` (one per view)
+    default to the centre of each volume. ``window`` is one grey-value window or one per
+    row name (rows not named get -1 … 1).
     """
     import matplotlib.pyplot as plt
 
     rows = list(volumes.items())
     spacings = spacing if isinstance(spacing, Mapping) else {name: spacing for name, _ in rows}
     windows = window if isinstance(window, Mapping) else {name: window for name, _ in rows}
-    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.3 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(views), figsize=(10 / 3 * len(views), 3.3 * len(rows)), squeeze=False)
     for r, (name, (image, label)) in enumerate(rows):
-        for c, view in enumerate(VIEWS):
+        for c, view in enumerate(views):
             lab = take_slice(label, view, indices[c]) if (label is not None and overlay) else None
-            vmin, vmax = windows[name]
+            vmin, vmax = windows.get(name, (-1.0, 1.0))
             draw_slice(axes[r, c], take_slice(image, view, indices[c]), lab, num_classes=num_classes,
                        vmin=vmin, vmax=vmax, aspect=_aspect(view, spacings[name]))
-            axes[r, c].set_title(f"{name} — {view}", fontsize=9)
+            axes[r, c].set_title(f"{name} — {view}" if len(views) > 1 else name, fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -142,10 +146,11 @@ def plot_split(split: Mapping[str, Sequence[str]], patient_of: Mapping[str, str]
     return fig
 
 
-def _render_png(volumes, indices, spacing, num_classes, overlay, window) -> bytes:
+def _render_png(volumes, indices, spacing, num_classes, overlay, window, views) -> bytes:
     import matplotlib.pyplot as plt
 
-    fig = plot_orthogonal(volumes, spacing=spacing, num_classes=num_classes, indices=indices, overlay=overlay, window=window)
+    fig = plot_orthogonal(volumes, spacing=spacing, num_classes=num_classes, indices=indices, overlay=overlay,
+                          window=window, views=views)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
@@ -157,29 +162,33 @@ def slice_viewer(
     *,
     spacing: Sequence[float] | None = None,
     num_classes: int | None = None,
-    window: tuple[float, float] = (-1.0, 1.0),
+    window: tuple[float, float] | Mapping[str, tuple[float, float]] = (-1.0, 1.0),
     interactive: bool = True,
+    views: Sequence[str] = VIEWS,
 ):
-    """Orthogonal-slice viewer: rows = volumes side by side (same shape), sliders per axis.
+    """Orthogonal-slice viewer: rows = volumes side by side (same shape), a slider per view.
 
-    With ``interactive=True`` returns an ipywidgets 8 ``VBox`` (three slice sliders and a
-    label-overlay toggle; the image is re-rendered on each change). With
+    With ``interactive=True`` returns an ipywidgets 8 ``VBox`` (one slice slider per view
+    and a label-overlay toggle; the image is re-rendered on each change). With
     ``interactive=False`` (headless runs) returns a static matplotlib figure instead.
+    ``views=("axial",)`` browses a stack of 2-D slices ``(N, H, W)`` with one slider;
+    ``window`` may give each row its own grey-value window (see :func:`plot_orthogonal`).
     """
     if not interactive:
-        return plot_orthogonal(volumes, spacing=spacing, num_classes=num_classes, window=window)
+        return plot_orthogonal(volumes, spacing=spacing, num_classes=num_classes, window=window, views=views)
     import ipywidgets as w
 
     shape = next(iter(volumes.values()))[0].shape
     sliders = [
-        w.IntSlider(value=n // 2, min=0, max=n - 1, description=view, continuous_update=False)
-        for view, n in zip(VIEWS, shape)
+        w.IntSlider(value=shape[VIEWS.index(view)] // 2, min=0, max=shape[VIEWS.index(view)] - 1,
+                    description=view, continuous_update=False)
+        for view in views
     ]
     toggle = w.Checkbox(value=True, description="label overlay")
     image = w.Image(format="png")
 
     def update(_=None):
-        image.value = _render_png(volumes, [s.value for s in sliders], spacing, num_classes, toggle.value, window)
+        image.value = _render_png(volumes, [s.value for s in sliders], spacing, num_classes, toggle.value, window, views)
 
     for control in (*sliders, toggle):
         control.observe(update, names="value")
@@ -215,20 +224,30 @@ def show(obj) -> None:
         display(obj)
 
 
-def plot_training_log(csv_path, keys: Sequence[str], *, title: str | None = None, log_y: bool = True):
-    """Curves of the given columns of a training ``log.csv`` against the step."""
+def plot_training_log(csv_path, keys: Sequence[str], *, title: str | None = None, log_y: bool = True,
+                      ylabel: str | None = None):
+    """Curves of the given columns of a training ``log.csv`` against the step.
+
+    ``csv_path`` may also be ``{name: log.csv}`` to compare runs: one curve per run and
+    column, labelled with the run's name (and the column's, when there are several).
+    """
     import csv
 
     import matplotlib.pyplot as plt
 
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    logs = csv_path if isinstance(csv_path, Mapping) else {None: csv_path}
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    for key in keys:
-        points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        if points:
-            ax.plot(*zip(*points), marker="." if len(points) < 30 else None, label=key)
+    for name, path in logs.items():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        for key in keys:
+            points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+            label = key if name is None else name if len(keys) == 1 else f"{name}: {key}"
+            if points:
+                ax.plot(*zip(*points), marker="." if len(points) < 30 else None, label=label)
     ax.set_xlabel("optimiser step")
+    if ylabel:
+        ax.set_ylabel(ylabel)
     if log_y:
         ax.set_yscale("log")
     ax.legend(fontsize=8)
@@ -236,6 +255,15 @@ def plot_training_log(csv_path, keys: Sequence[str], *, title: str | None = None
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def _as_3d(array) -> np.ndarray:
+    """``(D, H, W)`` of a volume with leading axes of size 1 (``(1, D, H, W)``) or of a 2-D
+    slice (``(H, W)`` or ``(1, H, W)``: a one-slice volume)."""
+    array = np.asarray(array)
+    while array.ndim > 3 and array.shape[0] == 1:
+        array = array[0]
+    return array[None] if array.ndim == 2 else array
 
 
 def plot_slice_grid(
@@ -250,11 +278,15 @@ def plot_slice_grid(
     vmax: float = 1.0,
     spacing: Sequence[float] | None = None,
     overlays: Mapping[str, Sequence[np.ndarray]] | None = None,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
 ):
-    """A grid of central slices: one row per name, one column per volume ``(D, H, W)``.
+    """A grid of central slices: one row per name, one column per volume ``(D, H, W)`` or
+    2-D slice ``(H, W)`` (a one-slice volume; a leading axis of size 1 is dropped).
 
     ``labels`` (one per column) are drawn as an overlay on the first row only;
-    ``overlays`` gives rows their own label maps (row name → one per column).
+    ``overlays`` gives rows their own label maps (row name → one per column);
+    ``ranges`` gives rows their own grey-value window (row name → ``(vmin, vmax)``, e.g.
+    ``(0, 1)`` for edge maps; other rows get ``vmin`` … ``vmax``).
     """
     import matplotlib.pyplot as plt
 
@@ -262,20 +294,21 @@ def plot_slice_grid(
     ncols = max(len(v) for v in rows.values())
     fig, axes = plt.subplots(len(names), ncols, figsize=(2.3 * ncols, 2.3 * len(names)), squeeze=False)
     for r, name in enumerate(names):
+        lo, hi = (ranges or {}).get(name, (vmin, vmax))
         for c in range(ncols):
             ax = axes[r, c]
             ax.axis("off")
             if c >= len(rows[name]):
                 continue
-            vol = np.asarray(rows[name][c]).squeeze()
+            vol = _as_3d(rows[name][c])
             lab = labels[c] if (labels is not None and r == 0) else None
             if overlays is not None and name in overlays:
                 lab = overlays[name][c]
             if cmap == "gray":
-                draw_slice(ax, take_slice(vol, view), None if lab is None else take_slice(lab, view),
-                           num_classes=num_classes, vmin=vmin, vmax=vmax, aspect=_aspect(view, spacing))
+                draw_slice(ax, take_slice(vol, view), None if lab is None else take_slice(_as_3d(lab), view),
+                           num_classes=num_classes, vmin=lo, vmax=hi, aspect=_aspect(view, spacing))
             else:
-                ax.imshow(take_slice(vol, view), cmap=cmap, vmin=vmin, vmax=vmax, aspect=_aspect(view, spacing))
+                ax.imshow(take_slice(vol, view), cmap=cmap, vmin=lo, vmax=hi, aspect=_aspect(view, spacing))
             if r == 0 and col_titles is not None:
                 ax.set_title(col_titles[c], fontsize=9)
             if c == 0:

@@ -9,11 +9,12 @@ from skimage.feature import canny
 
 from medlsdm.cardiac.conditioning import MODES, check_modes, condition_inputs, make_condition, mode_slug
 from medlsdm.cardiac.data import EDGE_DEFAULTS, CardiacSlice, canny_edges, prepare_cardiac, slice_case
-from medlsdm.cardiac.evaluation import ablation_table, evaluate_samples, slice_browser
+from medlsdm.cardiac.evaluation import ablation_table, evaluate_samples
 from medlsdm.cardiac.store import CLASS_NAMES, SliceStore
-from medlsdm.cardiac.training import load_mode_pipeline, synthesize, train_mode, train_vqvae
+from medlsdm.cardiac.training import load_mode_pipeline, mode_dir, synthesize, train_mode, train_vqvae
 from medlsdm.data.io import dhw_to_world
 from medlsdm.errors import ConfigError, DataError
+from medlsdm.pipelines.loading import load_pipeline_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -228,19 +229,54 @@ def test_train_and_sample_tiny(tmp_path):
     data = store.stack(split["test"][:2])
     fake = synthesize(pipe, data["labels"], data["edges"], "edges+semantic", num_inference_steps=2)
     assert fake.shape == data["images"].shape and np.isfinite(fake).all()
+    assert not np.array_equal(synthesize(pipe, data["labels"], data["edges"], "edges+semantic", num_inference_steps=2,
+                                         seed=1), fake)
+    assert np.isfinite(synthesize(pipe, data["labels"], data["edges"], "semantic", num_inference_steps=2,
+                                  scheduler="ddpm")).all()
+    with pytest.raises(ConfigError, match="scheduler"):
+        synthesize(pipe, data["labels"], data["edges"], "semantic", scheduler="heun")
     res = evaluate_samples(data["images"], data["images"])
     assert res["ssim"] == pytest.approx(1.0) and res["nmse"] == 0 and res["fid"] is None
     table = ablation_table({"a": {"ssim": 0.5, "nmse": 1.0}})
     assert "| a | 0.5 | 1 | – | – |" in table
 
 
-def test_fid_path_and_slice_browser():
-    """FID runs through the InceptionV3 code path (random weights here: only the plumbing is
-    checked; the network is tested against pytorch-fid's file elsewhere); the browser is a
-    widget when interactive and a figure when not."""
-    import ipywidgets
-    from matplotlib.figure import Figure
+def test_train_mode_is_train_diffusion_on_what_the_mode_sees(tmp_path):
+    """``train_mode`` hands the mode's view of the conditions to ``train_diffusion``
+    (``condition_fn``): bit for bit the model trained on a store whose label maps (``edges``)
+    or edge maps (``semantic``) were hidden by hand; the two modes differ."""
+    from medlsdm.training.datasets import ArrayStore
+    from medlsdm.training.diffusion import train_diffusion
 
+    prepare_cardiac(tmp_path, n_subjects=3, size=16, fov_mm=96.0, progress=False)
+    store = SliceStore(tmp_path / "data" / "slices.h5")
+    split = json.loads((tmp_path / "data" / "split.json").read_text())
+    train_vqvae(tmp_path, store, split, steps=1, channels=(8, 8, 8), num_embeddings=16, batch_size=2,
+                progress=False, val_cases=1)
+    params = dict(steps=2, batch_size=2, channels=(8, 16), attention_levels=(False, True), num_heads=2,
+                  num_train_timesteps=20, progress=False, sample_every=2, sample_steps=2)
+    hidden = {"edges": (ArrayStore({k: store[k]._replace(label=np.zeros_like(store[k].label)) for k in store}),
+                        {k: store.edges(k) for k in store}),
+              "semantic": (ArrayStore({k: store[k] for k in store}), {k: np.zeros_like(store.edges(k)) for k in store})}
+    weights = {}
+    for mode, (ref_store, ref_edges) in hidden.items():
+        train_mode(tmp_path, store, split, mode, **params)
+        ref = tmp_path / f"ref_{mode}"
+        train_diffusion(tmp_path, store=ref_store, split=split, extra_condition=ref_edges, out_dir=ref,
+                        pipeline_dir=ref / "pipeline", **params)
+        ours, theirs = load_mode_pipeline(tmp_path, mode).unet.state_dict(), load_pipeline_dir(ref / "pipeline").unet.state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+        a, b = np.load(mode_dir(tmp_path, mode) / "samples-0000002.npz"), np.load(ref / "samples-0000002.npz")
+        np.testing.assert_array_equal(a["images"], b["images"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+        assert (a["labels"] == 0).all() == (mode == "edges")
+        weights[mode] = ours
+    assert not all(torch.equal(weights["edges"][k], weights["semantic"][k]) for k in weights["edges"])
+
+
+def test_fid_path():
+    """FID runs through the InceptionV3 code path (random weights here: only the plumbing is
+    checked; the network is tested against pytorch-fid's file elsewhere)."""
     from medlsdm.models.feature_nets.inception import InceptionV3Features
 
     rng = np.random.default_rng(0)
@@ -249,8 +285,35 @@ def test_fid_path_and_slice_browser():
     torch.manual_seed(0)
     res = evaluate_samples(real, fake, inception=InceptionV3Features(resize_to=75).eval())
     assert np.isfinite(res["fid"]) and res["fid"] >= 0 and res["ssim"] < 1 and res["nmse"] > 0
-    labels = rng.integers(0, 4, (3, 16, 16))
-    box = slice_browser({"real + labels": real, "fake": fake}, labels=labels, interactive=True)
-    assert isinstance(box, ipywidgets.VBox) and len(box.children[1].value) > 1000
-    box.children[0].value = 2  # moving the slider re-renders
-    assert isinstance(slice_browser({"real": real}, interactive=False), Figure)
+
+
+def test_evaluate_samples_against_references():
+    """Paired metrics of a constant offset c (NMSE = c² N / ‖real‖², SSIM as scikit-image),
+    FD-seg from the network's features computed by hand, Dice as ``evaluate_dice``."""
+    from skimage.metrics import structural_similarity
+
+    from medlsdm.evaluation.segmentation import evaluate_dice
+    from medlsdm.metrics.distribution import frechet_distance_from_features
+    from medlsdm.models.segnet import SegNet
+
+    rng = np.random.default_rng(5)
+    real = np.stack([disc_image(16, seed=s)[None] for s in range(4)])
+    fake = real + np.float32(0.1)
+    labels = rng.integers(0, 4, (4, 16, 16))
+    torch.manual_seed(0)
+    segnet = SegNet(spatial_dims=2, num_classes=4, channels=(4, 8), norm_num_groups=4).eval()
+    res = evaluate_samples(real, fake, labels=labels, segnet=segnet)
+    nmse_ref = [0.01 * r.size / np.sum(r.astype(np.float64) ** 2) for r in real]
+    np.testing.assert_allclose(res["nmse"], np.mean(nmse_ref), rtol=1e-5)
+    ssim_ref = [structural_similarity(f[0].astype(np.float64), r[0].astype(np.float64), data_range=2.0, gaussian_weights=True,
+                                      sigma=1.5, use_sample_covariance=False) for r, f in zip(real, fake)]
+    np.testing.assert_allclose(res["ssim"], np.mean(ssim_ref), rtol=1e-6)
+    with torch.no_grad():
+        feats = [segnet.features(torch.tensor(x)).double().numpy() for x in (real, fake)]
+    np.testing.assert_allclose(res["fd_seg"], frechet_distance_from_features(*feats), rtol=1e-6, atol=1e-9)
+    assert res["fd_seg"] > 0 and res["n"] == 4 and res["fid"] is None
+    np.testing.assert_allclose(res["dice"], evaluate_dice(segnet, fake, labels, 4)["mean"], rtol=0)
+    same = evaluate_samples(real, real, segnet=segnet)
+    assert same["fd_seg"] == pytest.approx(0.0, abs=1e-9) and "dice" not in same
+    with pytest.raises(DataError, match="paired"):
+        evaluate_samples(real, fake[:3])

@@ -14,12 +14,17 @@ from skimage.metrics import mean_squared_error, normalized_root_mse, structural_
 from medlsdm.errors import DataError, MedLSDMError
 from medlsdm.evaluation.features import (
     available_feature_metrics,
+    batched_features,
     fid_2d,
     fid_3d,
+    inception_features,
+    inception_slice_features,
     lpips_slices,
     segnet_feature_distance,
+    segnet_features,
     volume_slices,
 )
+from medlsdm.evaluation.reconstruction import reconstruct
 from medlsdm.metrics.distribution import (
     feature_statistics,
     frechet_distance,
@@ -27,7 +32,7 @@ from medlsdm.metrics.distribution import (
     median_heuristic,
     mmd,
 )
-from medlsdm.metrics.image import MS_SSIM_WEIGHTS, ms_ssim, nmse, psnr, rmse, ssim
+from medlsdm.metrics.image import MS_SSIM_WEIGHTS, ms_ssim, nmse, paired_metrics, psnr, rmse, ssim
 from medlsdm.metrics.overlap import dice_per_class, mean_dice
 from medlsdm.metrics.privacy import nearest_neighbour_check
 
@@ -413,3 +418,129 @@ def test_segnet_feature_distance():
     fake = [np.clip(v * 0.2 + 0.5, -1, 1) for v in real]
     assert segnet_feature_distance(model, real, real) == pytest.approx(0.0, abs=1e-9)
     assert segnet_feature_distance(model, real, fake) > 0
+
+
+# ------------------------------------------------------------------ paired metrics, batched features, reconstruction
+def test_paired_metrics_closed_form_and_skimage():
+    """A constant offset c per pair: RMSE = c, PSNR = 20 log10(2 / c), NMSE = c² N / ‖real‖²;
+    SSIM against scikit-image; the means are over pairs."""
+    real = [_pair((16, 16), seed=s)[0] for s in range(3)]
+    offsets = [0.05, 0.1, 0.2]
+    fake = [r + c for r, c in zip(real, offsets)]
+    means, per_pair = paired_metrics(real, fake)
+    assert len(per_pair) == 3 and set(means) == {"ssim", "psnr", "rmse", "nmse"}
+    for r, c, m in zip(real, offsets, per_pair):
+        np.testing.assert_allclose(m["rmse"], c, rtol=1e-9)
+        np.testing.assert_allclose(m["psnr"], 20 * math.log10(2 / c), rtol=1e-9)
+        np.testing.assert_allclose(m["nmse"], c**2 * r.size / np.sum(r**2), rtol=1e-9)
+    np.testing.assert_allclose(means["rmse"], np.mean(offsets), rtol=1e-9)
+    ref = [structural_similarity(f, r, data_range=2.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+           for r, f in zip(real, fake)]
+    np.testing.assert_allclose(means["ssim"], np.mean(ref), rtol=1e-6)
+    stacked, _ = paired_metrics(np.stack(real)[:, None], np.stack(real)[:, None], metrics=("ssim", "nmse"))  # (N, 1, H, W)
+    assert stacked == {"ssim": pytest.approx(1.0, abs=1e-12), "nmse": 0.0}
+    with pytest.raises(DataError, match="pairs"):
+        paired_metrics(real, fake[:2])
+    with pytest.raises(DataError, match="unknown metric"):
+        paired_metrics(real, fake, metrics=("mae",))
+
+
+@pytest.mark.parametrize("form", ["array", "tensor", "list"])
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 8])
+def test_batched_features_any_batch_size(form, batch_size):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(5, 2, 4, 6)).astype(np.float32)
+    ref = images.reshape(5, 2, -1).mean(-1)  # fn: the mean of each channel
+    given = {"array": images, "tensor": torch.tensor(images), "list": list(images)}[form]
+    got = batched_features(lambda x: x.flatten(2).mean(-1), given, batch_size=batch_size, device="cpu")
+    assert got.dtype == np.float64 and got.shape == (5, 2)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_batched_features_volumes_of_different_shapes_one_at_a_time():
+    volumes = [np.full((1, 2, 3, 4), 1.0, np.float32), np.full((1, 4, 4, 4), 3.0, np.float32)]
+    got = batched_features(lambda x: x.flatten(1).mean(1, keepdim=True), volumes, batch_size=1, device="cpu")
+    np.testing.assert_allclose(got, [[1.0], [3.0]], rtol=0)
+    with pytest.raises(RuntimeError):  # two shapes cannot form one batch
+        batched_features(lambda x: x.flatten(1).mean(1, keepdim=True), volumes, batch_size=2, device="cpu")
+
+
+def test_segnet_features_of_2d_slices_batched_and_padded():
+    """Features of a batch of 2-D slices equal those of each slice alone, edge-padded by hand
+    (10 is not divisible by the network's factor 4); the network's mode is restored."""
+    from medlsdm.models.segnet import SegNet
+
+    torch.manual_seed(0)
+    model = SegNet(spatial_dims=2, num_classes=3, channels=(4, 8, 8), norm_num_groups=4).train()
+    slices = np.random.default_rng(1).uniform(-1, 1, (5, 1, 12, 10)).astype(np.float32)
+    got = segnet_features(model, slices, batch_size=3)
+    assert model.training and got.shape == (5, 8)
+    with torch.no_grad():
+        model.eval()
+        ref = np.concatenate([model.features(torch.nn.functional.pad(torch.tensor(s)[None], (0, 2, 0, 0), mode="replicate"))
+                              .double().numpy() for s in slices])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert segnet_feature_distance(model, slices, slices, batch_size=2) == pytest.approx(0.0, abs=1e-9)
+    assert segnet_feature_distance(model, slices, np.clip(slices * 0.2 + 0.5, -1, 1), batch_size=2) > 0
+
+
+class _ChannelStats(torch.nn.Module):
+    """Stand-in for InceptionV3: per-channel mean, min and max of its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return torch.cat([x.mean((2, 3)), x.amin((2, 3)), x.amax((2, 3))], 1)
+
+
+def test_inception_features_see_rgb_in_unit_range():
+    slices = np.random.default_rng(2).uniform(-1.5, 1.5, (7, 1, 6, 5)).astype(np.float32)  # beyond [-1, 1]: clamped
+    got = inception_features(_ChannelStats(), slices, batch_size=3)
+    unit = (np.clip(slices[:, 0], -1, 1) + 1) / 2
+    for c in range(3):  # the grey slice repeated to three channels
+        np.testing.assert_allclose(got[:, c], unit.mean((1, 2)), rtol=1e-6)
+        np.testing.assert_allclose(got[:, 3 + c], unit.min((1, 2)), rtol=0, atol=1e-7)
+        np.testing.assert_allclose(got[:, 6 + c], unit.max((1, 2)), rtol=0, atol=1e-7)
+    volume = slices[:, 0][None]  # the slices as the axial slices of one volume
+    np.testing.assert_allclose(inception_slice_features(_ChannelStats(), [volume], "axial"), got, rtol=1e-6)
+    assert not np.allclose(inception_slice_features(_ChannelStats(), [volume], "coronal")[:, 0], got[:6, 0])
+
+
+def test_reconstruct_2d_slices_against_the_model_by_hand():
+    """Batched reconstruction equals encode → nearest codes → decode of each slice, padded
+    (14 → 16) and cropped back; the codebook and the model's mode are left alone."""
+    from medlsdm.models import VQGAN
+
+    torch.manual_seed(0)
+    model = VQGAN(2, channels=(8, 8, 8), num_embeddings=16, embedding_dim=4, norm_num_groups=4).train()
+    codebook = model.quantizer.codebook.clone()
+    images = np.random.default_rng(3).uniform(-1, 1, (5, 1, 12, 14)).astype(np.float32)
+    out = reconstruct(model, images, batch_size=2)
+    assert model.training and torch.equal(model.quantizer.codebook, codebook)
+    assert out.images.shape == images.shape and out.images.dtype == np.float32 and out.indices.shape == (5, 3, 4)
+    model.eval()
+    with torch.no_grad():
+        x = torch.nn.functional.pad(torch.tensor(images), (0, 2, 0, 0), mode="replicate")
+        zq, idx, _ = model.quantize(model.encode(x), update=False)
+        ref = model.decode(zq)[..., :14].clamp(-1, 1).numpy()
+    np.testing.assert_allclose(out.images, ref, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(out.indices, idx.numpy())
+    assert np.abs(out.images - images).max() > 0.1  # an untrained model: not the identity
+
+
+def test_reconstruct_spade_needs_and_uses_the_label_maps():
+    from medlsdm.models import VQGAN
+
+    torch.manual_seed(0)
+    model = VQGAN(3, channels=(8, 8), num_embeddings=8, embedding_dim=4, norm_num_groups=4, decoder="spade", num_classes=3)
+    rng = np.random.default_rng(4)
+    images = [rng.uniform(-1, 1, (1, 4, 6, 5)).astype(np.float32)]  # 5: padded to 6
+    labels = [rng.integers(0, 3, (4, 6, 5))]
+    a = reconstruct(model, images, labels).images
+    b = reconstruct(model, images, [(labels[0] + 1) % 3]).images
+    assert a.shape == (1, 1, 4, 6, 5) and np.abs(a - b).max() > 1e-4  # the decoder reads the labels
+    np.testing.assert_allclose(reconstruct(model, images, labels).images, a, rtol=0, atol=0)
+    with pytest.raises(MedLSDMError, match="SPADE"):
+        reconstruct(model, images)

@@ -57,3 +57,55 @@ def test_histograms_and_fractions(volume):
     assert isinstance(fig, Figure)
     fig = viz.plot_split({"train": ["x", "y"], "val": ["z"], "test": ["w"]}, {"x": "p1", "y": "p1", "z": "p2", "w": "p3"})
     assert isinstance(fig, Figure)
+
+
+def test_plot_slice_grid_volumes_and_2d_slices(volume):
+    """A 2-D slice is a one-slice volume: drawn like an axial slice (rows flipped), with
+    its row's own grey-value window; labels overlay the first row only."""
+    image, label = volume
+    rows = {"volume": [image, image[None]], "slice": [image[3], image[3][None]]}
+    fig = viz.plot_slice_grid(rows, labels=[label, label], ranges={"slice": (0.0, 0.5)}, num_classes=3)
+    axes = fig.axes
+    assert len(axes) == 4
+    for ax in axes[:2]:  # central axial slice of (D, H, W) and (1, D, H, W), label overlay drawn
+        np.testing.assert_array_equal(ax.images[0].get_array(), image[4, ::-1])
+        assert ax.images[0].get_clim() == (-1.0, 1.0) and len(ax.images) == 2
+    for ax in axes[2:]:  # (H, W) and (1, H, W): the slice itself, flipped like any axial slice
+        np.testing.assert_array_equal(ax.images[0].get_array(), image[3, ::-1])
+        assert ax.images[0].get_clim() == (0.0, 0.5) and len(ax.images) == 1
+    fig = viz.plot_slice_grid({"a": [image[3]]}, vmin=0.0, vmax=2.0)  # no range for the row: vmin … vmax
+    assert fig.axes[0].images[0].get_clim() == (0.0, 2.0)
+
+
+def test_plot_training_log_one_run_and_several(tmp_path):
+    logs = {}
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        logs[name] = tmp_path / f"{name}.csv"
+        logs[name].write_text("step,loss,lr\n1,%g,0.1\n2,,0.1\n3,%g,0.2\n" % (scale, scale / 2))
+    fig = viz.plot_training_log(logs, ["loss"], ylabel="MSE")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["a", "b"] and ax.get_ylabel() == "MSE"
+    np.testing.assert_array_equal(ax.lines[1].get_xdata(), [1, 3])  # the empty entry is skipped
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [2.0, 1.0], rtol=0)
+    fig = viz.plot_training_log(logs["a"], ["loss", "lr"], log_y=False)  # one file: curves named by column
+    assert [line.get_label() for line in fig.axes[0].lines] == ["loss", "lr"] and fig.axes[0].get_yscale() == "linear"
+    fig = viz.plot_training_log(logs, ["loss", "lr"])
+    assert [line.get_label() for line in fig.axes[0].lines] == ["a: loss", "a: lr", "b: loss", "b: lr"]
+
+
+def test_slice_viewer_browses_a_stack_of_2d_slices():
+    rng = np.random.default_rng(1)
+    stack = rng.uniform(-1, 1, (5, 12, 16)).astype(np.float32)
+    labels = rng.integers(0, 3, (5, 12, 16))
+    rows = {"real": (stack, labels), "edges": ((stack > 0).astype(np.float32), None)}
+    box = viz.slice_viewer(rows, views=("axial",), window={"edges": (0, 1)}, num_classes=3)
+    (slider,) = box.children[0].children  # one slider: the slice index
+    assert (slider.min, slider.max, slider.value) == (0, 4, 2)
+    img = box.children[2]
+    first = img.value
+    slider.value = 0
+    assert img.value != first and img.value[:4] == b"\x89PNG"
+    fig = viz.slice_viewer(rows, views=("axial",), window={"edges": (0, 1)}, interactive=False)
+    assert len(fig.axes) == 2  # one column: rows only
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), stack[2, ::-1])
+    assert fig.axes[0].images[0].get_clim() == (-1.0, 1.0) and fig.axes[1].images[0].get_clim() == (0.0, 1.0)

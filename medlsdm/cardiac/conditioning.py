@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-import numpy as np
-
 from ..errors import ConfigError
-from .store import CLASS_NAMES, CardiacSlice, SliceStore
+from .store import CLASS_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -65,32 +63,3 @@ def make_condition(labels, edges, mode: str, num_classes: int = len(CLASS_NAMES)
 
     labels, edges = condition_inputs(torch.as_tensor(labels).long(), torch.as_tensor(edges, dtype=torch.float32), mode)
     return semantic_condition(labels, num_classes, edges)
-
-
-class ModeView:
-    """A :class:`SliceStore` as the model of one conditioning mode sees it.
-
-    ``view[key]`` is the slice with its label map as in :func:`condition_inputs`;
-    ``view.edge_maps[key]`` its edge map (or zeros). This is what
-    :func:`medlsdm.training.diffusion.train_diffusion` is given as ``store`` and ``extra_condition``.
-    """
-
-    def __init__(self, store: SliceStore, mode: str):
-        self.store, self.mode = store, _check_mode(mode)
-        self.edge_maps = _Lookup(self._edges)
-
-    def __getitem__(self, key) -> CardiacSlice:
-        item = self.store[key]
-        return item if self.mode != "edges" else item._replace(label=np.zeros_like(item.label))
-
-    def _edges(self, key) -> np.ndarray:
-        edges = self.store.edges(key)
-        return edges if self.mode != "semantic" else np.zeros_like(edges)
-
-
-class _Lookup:
-    def __init__(self, fn):
-        self._fn = fn
-
-    def __getitem__(self, key):
-        return self._fn(key)

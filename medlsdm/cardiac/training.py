@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..atomic import write_json
-from ..errors import ConfigError
-from .conditioning import ModeView, condition_inputs, mode_slug
+from .conditioning import condition_inputs, mode_slug
 from .store import SliceStore
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,17 @@ def train_mode(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping
                **params: Any) -> dict[str, Any]:
     """Train the latent diffusion model of one conditioning mode.
 
-    :func:`medlsdm.training.diffusion.train_diffusion` on the slices as the mode sees them
-    (:class:`ModeView`), with the edge map as the one extra condition channel; writes
-    ``mode_dir/`` (checkpoints, ``log.csv``) and the pipeline ``mode_dir/pipeline``.
+    :func:`medlsdm.training.diffusion.train_diffusion` on the slices, with the edge map as
+    the one extra condition channel, both as the mode sees them (:func:`condition_inputs`);
+    writes ``mode_dir/`` (checkpoints, ``log.csv``) and the pipeline ``mode_dir/pipeline``.
     ``params``: any key of :data:`medlsdm.training.diffusion.DIFFUSION_DEFAULTS`.
     """
     from ..training.diffusion import train_diffusion
 
-    view = ModeView(store, mode)
     folder = mode_dir(cardiac_dir, mode)
-    summary = train_diffusion(cardiac_dir, store=view, split=split, extra_condition=view.edge_maps,
-                              out_dir=folder, pipeline_dir=folder / "pipeline", **params)
+    summary = train_diffusion(cardiac_dir, store=store, split=split, extra_condition=store.edges,
+                              condition_fn=partial(condition_inputs, mode=mode), out_dir=folder,
+                              pipeline_dir=folder / "pipeline", **params)
     write_json(folder / "mode.json", {"mode": mode})
     return summary
 
@@ -73,18 +73,21 @@ def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str, *, num_in
     """Synthetic slices ``(N, 1, H, W)`` in [-1, 1] from label maps ``(N, H, W)`` and edge maps
     ``(N, 1, H, W)``, through the pipeline of ``mode`` (which sees them as :func:`condition_inputs`).
 
+    The slices are sampled ``batch_size`` at a time from one generator (so a slice's noise
+    depends on its position in the set, not only on ``seed``): the 3-D
+    :func:`medlsdm.pipelines.synthesis.synthesize_files` seeds each output on its own and
+    works on label-map files.
+
     Args:
-        scheduler: ``"ddim"`` (deterministic, from the pipeline's DDPM configuration) or
-            ``"ddpm"`` (the training scheduler, as saved).
+        scheduler: any name of :data:`medlsdm.pipelines.synthesis.SCHEDULERS` (``"ddim"``:
+            deterministic; ``"ddpm"``: the training scheduler), same schedule as trained.
         seed: seed of the initial noise (one generator for all batches, in order).
     """
     import torch
-    from diffusers import DDIMScheduler
 
-    if scheduler not in ("ddim", "ddpm"):
-        raise ConfigError(f"scheduler must be 'ddim' or 'ddpm', got {scheduler!r}")
-    if scheduler == "ddim":
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    from ..pipelines.synthesis import use_scheduler
+
+    use_scheduler(pipe, scheduler)
     labels, edges = condition_inputs(np.asarray(labels), np.asarray(edges, np.float32), mode)
     generator = torch.Generator().manual_seed(int(seed))
     out = []
@@ -94,16 +97,3 @@ def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str, *, num_in
         out.append(res.images)
     return np.concatenate(out).astype(np.float32)
 
-
-def reconstruct(vqgan, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """VQ-VAE reconstructions ``(N, 1, H, W)`` of slices (encode → nearest codes → decode):
-    the best any latent diffusion sample in this latent space can be."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            x = torch.as_tensor(np.asarray(images[i:i + batch_size], np.float32)).to(vqgan.device, vqgan.dtype)
-            zq, _, _ = vqgan.quantize(vqgan.encode(x), update=False)
-            out.append(vqgan.decode(zq).clamp(-1, 1).float().cpu().numpy())
-    return np.concatenate(out)

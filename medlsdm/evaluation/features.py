@@ -13,6 +13,7 @@ from ..errors import DataError
 from ..metrics.distribution import frechet_distance_from_features
 from ..metrics.image import ArrayLike, as_volume
 from ..models.blocks import pad_to_multiple
+from ..training.segnet import as_cases
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,29 @@ def volume_slices(volume: ArrayLike, orientation: str, step: int = 1) -> torch.T
 
 
 @torch.no_grad()
-def _batched(fn, x: torch.Tensor, batch_size: int, device) -> np.ndarray:
-    out = [fn(x[i:i + batch_size].to(device)).double().cpu() for i in range(0, len(x), batch_size)]
+def batched_features(fn, images, *, batch_size: int, device) -> np.ndarray:
+    """``fn`` (a feature network) over images ``batch_size`` at a time, as float64 ``(N, F)``.
+
+    Args:
+        fn: maps a float32 batch ``(B, C, *spatial)`` on ``device`` to ``(B, F)``.
+        images: 2-D slices or 3-D volumes: an ``(N, C, *spatial)`` array or tensor, or a
+            sequence of ``(C, *spatial)`` arrays (stacked per batch: with ``batch_size=1``
+            they may differ in shape).
+        device: where ``fn`` runs.
+    """
+    out = []
+    for i in range(0, len(images), batch_size):
+        batch = images[i:i + batch_size]
+        if isinstance(batch, (np.ndarray, torch.Tensor)):
+            x = torch.as_tensor(batch, dtype=torch.float32)
+        else:
+            x = torch.stack([torch.as_tensor(np.asarray(v, np.float32)) for v in batch])
+        out.append(fn(x.to(device)).double().cpu())
     return torch.cat(out).numpy()
+
+
+def _device(model, device) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device
 
 
 def _slice_set(volumes, orientation: str, step: int) -> torch.Tensor:
@@ -88,13 +109,20 @@ def _slice_set(volumes, orientation: str, step: int) -> torch.Tensor:
     return torch.cat(slices)
 
 
+def inception_features(inception, slices, *, batch_size: int = 16, device=None) -> np.ndarray:
+    """Pool3 features ``(N, 2048)`` of 2-D slices ``(N, 1, H, W)`` in [-1, 1]: each slice is
+    mapped to [0, 1], repeated to RGB (as FID does for grey images) and given to the network
+    (which resizes it). ``device``: default the network's."""
+    return batched_features(lambda x: inception(((x.clamp(-1, 1) + 1) / 2).repeat(1, 3, 1, 1)), slices,
+                            batch_size=batch_size, device=_device(inception, device))
+
+
 def inception_slice_features(inception, volumes, orientation: str, *, slice_step: int = 1,
                              batch_size: int = 16, device="cpu") -> np.ndarray:
-    """Pool3 features ``(S, 2048)`` of the 2-D slices of volumes in [-1, 1]: each slice is
-    mapped to [0, 1], repeated to RGB and given to the network (which resizes it)."""
-    s = _slice_set(volumes, orientation, slice_step)
-    s = ((s.clamp(-1, 1) + 1) / 2).repeat(1, 3, 1, 1)
-    return _batched(inception, s, batch_size, device)
+    """:func:`inception_features` ``(S, 2048)`` of the 2-D slices of volumes in [-1, 1] along
+    ``orientation`` (every ``slice_step``-th)."""
+    return inception_features(inception, _slice_set(volumes, orientation, slice_step), batch_size=batch_size,
+                              device=device)
 
 
 def fid_2d(real, fake, inception, *, orientations=("axial", "coronal", "sagittal"), slice_step: int = 1,
@@ -177,29 +205,28 @@ def lpips_slices(real, fake, lpips_model, *, orientations=("axial", "coronal", "
     return out
 
 
-@torch.no_grad()
-def segnet_features(model, volumes, device=None) -> np.ndarray:
+def segnet_features(model, images, device=None, batch_size: int = 1) -> np.ndarray:
     """Bottleneck features ``(N, C)`` of :class:`~medlsdm.models.segnet.SegNet` (global
-    average pool), volumes edge-padded to a size the network accepts."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    average pool) of 2-D slices or 3-D volumes (``(N, 1, *spatial)`` or a sequence of
+    ``(1, *spatial)``), ``batch_size`` at a time (a batch must be one shape), edge-padded to
+    a size the network accepts. The network runs in eval mode (its mode is restored)."""
+    images, _ = as_cases(images)
     was_training = model.training
     model.eval()
     try:
-        feats = []
-        for v in _volume_batch(volumes):
-            xp, _ = pad_to_multiple(v.to(device), model.downsample_factor)
-            feats.append(model.features(xp).double().cpu().numpy())
+        return batched_features(lambda x: model.features(pad_to_multiple(x, model.downsample_factor)[0]), images,
+                                batch_size=batch_size, device=_device(model, device))
     finally:
         model.train(was_training)
-    return np.concatenate(feats)
 
 
-def segnet_feature_distance(model, real, fake, device=None) -> float:
-    """Fréchet distance between real and synthetic volumes in the feature space of the
-    downstream segmentation network (global average pool of its bottleneck).
+def segnet_feature_distance(model, real, fake, device=None, batch_size: int = 1) -> float:
+    """Fréchet distance between real and synthetic images (2-D slices or 3-D volumes) in the
+    feature space of the downstream segmentation network (:func:`segnet_features`).
 
     Always available (no downloaded weights), but **not comparable to published FIDs**: the
     features come from a small network trained on this run's data, so the number only
     compares models evaluated with the *same* segmentation network and set sizes.
     """
-    return frechet_distance_from_features(segnet_features(model, real, device), segnet_features(model, fake, device))
+    return frechet_distance_from_features(segnet_features(model, real, device, batch_size),
+                                          segnet_features(model, fake, device, batch_size))

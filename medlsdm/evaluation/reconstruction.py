@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +39,51 @@ def naive_baseline(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
     return F.interpolate(small, size=x.shape[2:], mode=mode, align_corners=False)
 
 
+class Reconstruction(NamedTuple):
+    """What :func:`reconstruct` returns."""
+
+    images: np.ndarray  #: ``(N, C, *spatial)`` float32 in [-1, 1]
+    indices: np.ndarray  #: ``(N, *latent spatial)`` int64 codebook indices
+
+
+@torch.no_grad()
+def reconstruct(model, images, labels=None, *, batch_size: int = 1, device: str | torch.device | None = None) -> Reconstruction:
+    """VQ-GAN reconstructions of 2-D slices or 3-D volumes: encode → nearest codes → decode.
+
+    Sizes not divisible by the model's downsampling factor are edge-padded for the model and
+    cropped back. The model runs in eval mode (its mode is restored); the codebook is not
+    updated.
+
+    Args:
+        model: a :class:`~medlsdm.models.VQGAN`.
+        images: ``(N, C, *spatial)`` in [-1, 1] (array or tensor), or a sequence of
+            ``(C, *spatial)`` arrays; stacked ``batch_size`` at a time (a batch must be one shape).
+        labels: the label maps ``(N, *spatial)`` (or a sequence), for a SPADE decoder only.
+        device: where to run the model (default: the model's device).
+    """
+    param = next(model.parameters())
+    device = torch.device(device) if device is not None else param.device
+    factor = model.downsample_factor
+    spade = model.config.decoder == "spade"
+    was_training = model.training
+    model.eval()
+    recons, indices = [], []
+    try:
+        for i in range(0, len(images), batch_size):
+            x = torch.stack([torch.as_tensor(np.asarray(v, np.float32)) for v in images[i:i + batch_size]])
+            xp, crop = pad_to_multiple(x.to(device, param.dtype), factor)
+            lab = None
+            if spade and labels is not None:
+                lab = torch.stack([torch.as_tensor(np.asarray(v, np.int64)) for v in labels[i:i + batch_size]])
+                lab = pad_to_multiple(lab[:, None].float().to(device), factor)[0][:, 0].long()
+            zq, idx, _ = model.quantize(model.encode(xp), update=False)
+            recons.append(model.decode(zq, lab)[tuple(crop)].clamp(-1, 1).float().cpu().numpy())
+            indices.append(idx.cpu().numpy().astype(np.int64))
+    finally:
+        model.train(was_training)
+    return Reconstruction(np.concatenate(recons), np.concatenate(indices))
+
+
 @torch.no_grad()
 def evaluate_reconstruction(model, store, case_ids: Iterable[str], data_range: float = 2.0,
                             device: str | torch.device | None = None, progress: bool = True) -> dict[str, Any]:
@@ -48,7 +93,7 @@ def evaluate_reconstruction(model, store, case_ids: Iterable[str], data_range: f
     (edge values) for the model and cropped back before scoring.
 
     Args:
-        model: a :class:`~medlsdm.models.VQGAN` (used in eval mode; the codebook is not updated).
+        model: a :class:`~medlsdm.models.VQGAN` (:func:`reconstruct`).
         store: mapping ``case_id -> (image (1, D, H, W) float32 in [-1, 1], label (D, H, W) int64, affine)``,
             e.g. :class:`medlsdm.data.store.CaseStore`.
         case_ids: the cases to score (held-out ones).
@@ -67,37 +112,27 @@ def evaluate_reconstruction(model, store, case_ids: Iterable[str], data_range: f
     case_ids = list(case_ids)
     if not case_ids:
         raise DataError("evaluate_reconstruction: no case ids given")
-    was_training = model.training
-    model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     factor = model.downsample_factor
     per_case: dict[str, dict[str, float]] = {}
     all_indices = []
-    try:
-        for cid in tqdm(case_ids, desc="reconstruct", disable=not progress, leave=False):
-            image, label, _ = store[cid]
-            x = torch.as_tensor(np.asarray(image), dtype=torch.float32)[None].to(device)
-            lab = torch.as_tensor(np.asarray(label), dtype=torch.long)[None].to(device)
-            xp, crop = pad_to_multiple(x, factor)
-            labp, _ = pad_to_multiple(lab[:, None].float(), factor)
-            labels = labp[:, 0].long() if model.config.decoder == "spade" else None
-            z = model.encode(xp)
-            zq, indices, _ = model.quantize(z, update=False)
-            recon = model.decode(zq, labels)[tuple(crop)].clamp(-1, 1)
-            base = naive_baseline(xp, factor)[tuple(crop)]
-            all_indices.append(indices.reshape(-1).cpu())
-            xn, rn, bn = x[0, 0].cpu(), recon[0, 0].cpu(), base[0, 0].cpu()
-            small = min(xn.shape) < gaussian_kernel().numel()
-            if small and not per_case:
-                log.warning("cases of shape %s are smaller than the SSIM window: ssim is NaN", tuple(xn.shape))
-            per_case[cid] = {
-                "psnr": psnr(rn, xn, data_range=data_range),
-                "ssim": math.nan if small else ssim(rn, xn, data_range=data_range),
-                "baseline_psnr": psnr(bn, xn, data_range=data_range),
-                "baseline_ssim": math.nan if small else ssim(bn, xn, data_range=data_range),
-            }
-    finally:
-        model.train(was_training)
+    for cid in tqdm(case_ids, desc="reconstruct", disable=not progress, leave=False):
+        image, label, _ = store[cid]
+        x = torch.as_tensor(np.asarray(image), dtype=torch.float32)[None]
+        recon = reconstruct(model, x, np.asarray(label)[None], device=device)
+        xp, crop = pad_to_multiple(x.to(device), factor)
+        base = naive_baseline(xp, factor)[tuple(crop)]
+        all_indices.append(torch.as_tensor(recon.indices).reshape(-1))
+        xn, rn, bn = x[0, 0], torch.as_tensor(recon.images[0, 0]), base[0, 0].cpu()
+        small = min(xn.shape) < gaussian_kernel().numel()
+        if small and not per_case:
+            log.warning("cases of shape %s are smaller than the SSIM window: ssim is NaN", tuple(xn.shape))
+        per_case[cid] = {
+            "psnr": psnr(rn, xn, data_range=data_range),
+            "ssim": math.nan if small else ssim(rn, xn, data_range=data_range),
+            "baseline_psnr": psnr(bn, xn, data_range=data_range),
+            "baseline_ssim": math.nan if small else ssim(bn, xn, data_range=data_range),
+        }
     stats = VectorQuantizerEMA.code_stats(torch.cat(all_indices), model.config.num_embeddings)
     mean = {k: float(np.mean([c[k] for c in per_case.values()])) for k in next(iter(per_case.values()))}
     mean["psnr_gain"] = mean["psnr"] - mean["baseline_psnr"]

@@ -119,15 +119,12 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
     """Paired image metrics (synthetic vs the real volume of the same label map), averaged
     over pairs: SSIM (Gaussian window), PSNR and RMSE with intensities in [-1, 1]
     (``data_range`` 2), NMSE ``‖syn − real‖² / ‖real‖²``. ``per_case`` keeps every value."""
-    from ..metrics.image import nmse, psnr, rmse, ssim
+    from ..metrics.image import paired_metrics
 
     if real.ids != synthetic.ids:
         raise DataError(f"image_quality: real and synthetic cases differ: {real.ids} vs {synthetic.ids}")
-    per_case = {cid: {"ssim": ssim(s, r, data_range=data_range), "psnr": psnr(s, r, data_range=data_range),
-                      "rmse": rmse(s, r), "nmse": nmse(s, r)}
-                for cid, r, s in zip(real.ids, real.images, synthetic.images)}
-    means = {k: float(np.mean([v[k] for v in per_case.values()])) for k in ("ssim", "psnr", "rmse", "nmse")}
-    return {**means, "per_case": per_case}
+    means, per_pair = paired_metrics(real.images, synthetic.images, data_range=data_range)
+    return {**means, "per_case": dict(zip(real.ids, per_pair))}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Image-quality metrics (PSNR, SSIM), MS-SSIM, RMSE, NMSE and class intensities.
+"""Image-quality metrics (PSNR, SSIM), MS-SSIM, RMSE, NMSE, their paired means and class intensities.
 
 Both metrics take an explicit ``data_range`` (max − min of the intensity scale): images in
 this package are in [-1, 1], so ``data_range=2``. (The reference Med-LSDM code used a max
@@ -118,6 +118,32 @@ def nmse(x: ArrayLike, y: ArrayLike) -> float:
     if energy == 0:
         raise DataError("nmse: the reference image is all zeros (‖y‖ = 0)")
     return float(((xt - yt) ** 2).sum()) / energy
+
+
+#: The metrics of :func:`paired_metrics`.
+PAIRED_METRICS = ("ssim", "psnr", "rmse", "nmse")
+
+
+def paired_metrics(real: Sequence[ArrayLike], synthetic: Sequence[ArrayLike], *, data_range: float = 2.0,
+                   metrics: Sequence[str] = PAIRED_METRICS) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Image metrics of each pair ``synthetic[i]`` against ``real[i]`` (2-D slices or 3-D
+    volumes) and their means over the pairs.
+
+    ``metrics``: any of :data:`PAIRED_METRICS` — :func:`ssim` and :func:`psnr` with
+    ``data_range``, :func:`rmse`, :func:`nmse` (``real`` is the reference).
+
+    Returns:
+        ``({metric: mean}, [{metric: value} per pair])``.
+    """
+    fns = {"ssim": lambda s, r: ssim(s, r, data_range=data_range), "psnr": lambda s, r: psnr(s, r, data_range=data_range),
+           "rmse": rmse, "nmse": nmse}
+    unknown = sorted(set(metrics) - set(fns))
+    if unknown:
+        raise DataError(f"paired_metrics: unknown metric(s) {unknown}; known: {list(PAIRED_METRICS)}")
+    if len(real) != len(synthetic) or len(real) == 0:
+        raise DataError(f"paired_metrics: needs pairs, got {len(real)} real and {len(synthetic)} synthetic images")
+    per_pair = [{k: fns[k](s, r) for k in metrics} for r, s in zip(real, synthetic)]
+    return {k: float(np.mean([p[k] for p in per_pair])) for k in metrics}, per_pair
 
 
 #: Scale weights of Wang, Simoncelli & Bovik (2003), finest scale first.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -94,7 +94,9 @@ def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, g
 
 
 def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
-                    split: Mapping[str, Sequence[str]] | None = None, extra_condition: Mapping | None = None,
+                    split: Mapping[str, Sequence[str]] | None = None,
+                    extra_condition: Mapping | Callable[[str], Any] | None = None,
+                    condition_fn: Callable | None = None,
                     out_dir: str | os.PathLike | None = None, pipeline_dir: str | os.PathLike | None = None,
                     **params: Any) -> dict[str, Any]:
     """Train the latent diffusion model of a run and save the pipeline to ``RUN/pipeline``.
@@ -107,10 +109,15 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     Args:
         run_dir: the run directory.
         store / split: use these instead of the run's case store and split.
-        extra_condition: mapping ``case_id -> (E, *spatial)`` float array of extra condition
-            channels at image resolution (e.g. the Canny edge maps of :mod:`medlsdm.cardiac`);
-            the UNet gets ``extra_condition_channels = E`` and sampling needs the same channels
+        extra_condition: ``case_id -> (E, *spatial)`` float array of extra condition channels
+            at image resolution, a mapping or a function (e.g. the Canny edge maps
+            ``SliceStore.edges`` of :mod:`medlsdm.cardiac`); the UNet gets
+            ``extra_condition_channels = E`` and sampling needs the same channels
             (``pipe(labels, extra_condition=...)``).
+        condition_fn: ``(labels, extra) -> (labels, extra)``: what the model sees of the label
+            maps ``(N, *spatial)`` and extra channels ``(N, E, *spatial)`` (or ``None``) of the
+            training and monitoring cases, e.g. :func:`medlsdm.cardiac.conditioning.condition_inputs`
+            of one conditioning mode. Default: both as they are.
         out_dir / pipeline_dir: instead of ``RUN/diffusion`` and ``RUN/pipeline``.
         params: any key of :data:`DIFFUSION_DEFAULTS` (unknown keys raise ``ConfigError``).
 
@@ -137,10 +144,18 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     vqgan = load_vqgan(run.root)
     vqgan.requires_grad_(False)
 
+    if extra_condition is not None and not callable(extra_condition):
+        extra_condition = extra_condition.__getitem__
+
+    def conditions(case_ids: Sequence[str], labels: torch.Tensor):
+        """The model's ``(labels, extra)`` for cases with these label maps."""
+        extra = None
+        if extra_condition is not None:
+            extra = torch.as_tensor(np.stack([np.asarray(extra_condition(c), np.float32) for c in case_ids]))
+        return (labels, extra) if condition_fn is None else condition_fn(labels, extra)
+
     latents, labels = encode_latents(vqgan, store, list(split["train"]))
-    extras = None
-    if extra_condition is not None:
-        extras = torch.as_tensor(np.stack([np.asarray(extra_condition[c], np.float32) for c in split["train"]]))
+    labels, extras = conditions(split["train"], labels)
     latent_scale = float(1.0 / latents.std())
     log.info("%d training latents of shape %s, latent scale %.4f", len(latents), tuple(latents.shape[1:]), latent_scale)
     dataset = LatentDataset(latents * latent_scale, labels, seed=p["seed"], extra=extras)
@@ -183,8 +198,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
         pipe = make_pipeline(trainer)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        lab = torch.as_tensor(np.stack([np.asarray(store[c][1]) for c in sample_ids]))
-        extra = None if extras is None else np.stack([np.asarray(extra_condition[c], np.float32) for c in sample_ids])
+        lab, extra = conditions(sample_ids, torch.as_tensor(np.stack([np.asarray(store[c][1]) for c in sample_ids])))
         out = pipe(lab, num_inference_steps=p["sample_steps"], generator=torch.Generator().manual_seed(p["seed"]),
                    extra_condition=extra)
         with atomic_path(out_dir / f"samples-{trainer.step:07d}.npz") as tmp:
