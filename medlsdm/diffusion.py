@@ -109,7 +109,7 @@ def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, g
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
     cond = semantic_condition(labels, unet.config.num_classes if hasattr(unet, "config") else unet.module.config.num_classes, extra)
     cond = drop_condition(cond, cond_drop_prob, generator=generator)
-    return F.mse_loss(unet(noisy, t, cond).float(), target.float())
+    return F.mse_loss(unet(noisy, t, cond).sample.float(), target.float())
 
 
 def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
@@ -170,7 +170,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         spatial_dims=latents.ndim - 2, in_channels=latents.shape[1], out_channels=latents.shape[1],
         num_classes=len(manifest["classes"]), channels=tuple(p["channels"]),
         attention_levels=tuple(p["attention_levels"]), num_res_blocks=p["num_res_blocks"],
-        num_groups=p["num_groups"], num_heads=p["num_heads"], conditioning=p["conditioning"], dropout=p["dropout"],
+        norm_num_groups=p["num_groups"], num_heads=p["num_heads"], conditioning=p["conditioning"], dropout=p["dropout"],
         extra_condition_channels=0 if extras is None else extras.shape[1],
     )
     ema = EMAModel(unet.parameters(), decay=p["ema_decay"], model_cls=SemanticUNet, model_config=unet.config)

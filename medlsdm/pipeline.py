@@ -164,7 +164,7 @@ class MedLSDMPipeline(DiffusionPipeline):
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_in = torch.cat([latents, latents]) if guided else latents
             model_in = self.scheduler.scale_model_input(model_in, t)
-            pred = self.unet(model_in, t, model_cond)
+            pred = self.unet(model_in, t, model_cond).sample
             if guided:
                 pred_cond, pred_uncond = pred.chunk(2)
                 pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)

@@ -14,7 +14,8 @@ def make_tiny_pipeline():
 
     torch.manual_seed(0)
     vqgan = VQGAN(channels=(8, 8, 8), embedding_dim=4, num_embeddings=16, decoder="spade", num_classes=3, norm_num_groups=4)
-    unet = SemanticUNet(in_channels=4, out_channels=4, num_classes=3, channels=(8, 16), attention_levels=(False, True), num_groups=4, num_heads=2)
+    unet = SemanticUNet(in_channels=4, out_channels=4, num_classes=3, channels=(8, 16), attention_levels=(False, True),
+                        norm_num_groups=4, num_heads=2)
     with torch.no_grad():
         for p in unet.parameters():
             if not p.abs().sum():

@@ -26,7 +26,7 @@ def run_dir(tmp_path_factory):
 
 def test_condition_dropout_trains_the_null_condition():
     torch.manual_seed(0)
-    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), num_groups=4)
+    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), norm_num_groups=4)
     with torch.no_grad():
         for p in unet.parameters():
             p.normal_(0, 0.1)
@@ -40,7 +40,7 @@ def test_condition_dropout_trains_the_null_condition():
     noise = torch.randn(z.shape, generator=g)
     t = torch.randint(0, 50, (4,), generator=g)
     null = null_condition(semantic_condition(labels, 3))
-    by_hand = torch.nn.functional.mse_loss(unet(sched.add_noise(z, noise, t), t, null), noise)
+    by_hand = torch.nn.functional.mse_loss(unet(sched.add_noise(z, noise, t), t, null).sample, noise)
     assert dropped.item() == pytest.approx(by_hand.item(), rel=1e-6)
     assert dropped.item() != pytest.approx(kept.item(), rel=1e-6)
 

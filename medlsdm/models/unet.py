@@ -19,11 +19,15 @@ middle and decoder blocks; with ``"concat"`` it is concatenated to the input lat
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..errors import ConfigError
@@ -129,7 +133,37 @@ class SelfAttention(nn.Module):
         return x + self.proj(h.transpose(-1, -2).reshape(x.shape))
 
 
-class SemanticUNet(ModelMixin, ConfigMixin):
+class RenamedConfigMixin:
+    """Reads configs saved before some entries were renamed (``_renamed_config = {old: new}``).
+
+    diffusers ignores config entries that ``__init__`` does not take (with a warning), so an
+    old entry's value would silently give way to the new entry's default.
+    """
+
+    _renamed_config: dict[str, str] = {}
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+        if isinstance(config, Mapping) and any(old in config for old in cls._renamed_config):
+            config = dict(config)
+            for old, new in cls._renamed_config.items():
+                if old in config:
+                    config.setdefault(new, config.pop(old))
+        return super().from_config(config, return_unused_kwargs, **kwargs)
+
+
+@dataclass
+class SemanticUNetOutput(BaseOutput):
+    """Output of :meth:`SemanticUNet.forward`, like diffusers' ``UNet2DConditionOutput``.
+
+    Args:
+        sample: the predicted noise (or velocity) ``(B, out_channels, *spatial)``.
+    """
+
+    sample: torch.Tensor = None
+
+
+class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
     """UNet denoiser for VQ-GAN latents with semantic (label map) conditioning.
 
     Args:
@@ -142,13 +176,16 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         channels: channels per level; each level but the last halves the spatial size.
         attention_levels: self-attention after the blocks of these levels (coarse ones).
         num_res_blocks: residual blocks per level on the way down (one more on the way up).
-        num_groups: GroupNorm groups.
+        norm_num_groups: GroupNorm groups (``num_groups`` in configs saved before the
+            rename; they still load).
         num_heads: attention heads.
         conditioning: ``"spade"`` (middle and decoder norms) or ``"concat"`` (input).
         dropout: dropout inside the residual blocks.
         extra_condition_channels: float condition channels besides the one-hot map (e.g. 1
             for an edge map); 0 for a purely semantic model.
     """
+
+    _renamed_config = {"num_groups": "norm_num_groups"}
 
     @register_to_config
     def __init__(
@@ -160,7 +197,7 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         channels: tuple[int, ...] = (64, 128, 256),
         attention_levels: tuple[bool, ...] = (False, True, True),
         num_res_blocks: int = 1,
-        num_groups: int = 8,
+        norm_num_groups: int = 8,
         num_heads: int = 4,
         conditioning: str = "spade",
         dropout: float = 0.0,
@@ -181,10 +218,10 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         self.conv_in = conv_nd(spatial_dims, in_channels + extra_in, channels[0])
 
         def block(cin, cout, spade):
-            return TimeResBlock(spatial_dims, cin, cout, time_ch, num_groups, spade_ch if spade else None, dropout)
+            return TimeResBlock(spatial_dims, cin, cout, time_ch, norm_num_groups, spade_ch if spade else None, dropout)
 
         def attention(level):
-            return SelfAttention(spatial_dims, channels[level], num_heads, num_groups) if attention_levels[level] else nn.Identity()
+            return SelfAttention(spatial_dims, channels[level], num_heads, norm_num_groups) if attention_levels[level] else nn.Identity()
 
         self.down_blocks = nn.ModuleList()
         self.down_attn = nn.ModuleList()
@@ -196,7 +233,7 @@ class SemanticUNet(ModelMixin, ConfigMixin):
             self.downsamplers.append(Downsample(spatial_dims, ch) if level < len(channels) - 1 else nn.Identity())
             prev = ch
         self.mid_block1 = block(channels[-1], channels[-1], True)
-        self.mid_attn = SelfAttention(spatial_dims, channels[-1], num_heads, num_groups)
+        self.mid_attn = SelfAttention(spatial_dims, channels[-1], num_heads, norm_num_groups)
         self.mid_block2 = block(channels[-1], channels[-1], True)
         self.up_blocks = nn.ModuleList()
         self.up_attn = nn.ModuleList()
@@ -209,12 +246,13 @@ class SemanticUNet(ModelMixin, ConfigMixin):
             self.up_attn.append(attention(level))
             self.upsamplers.append(Upsample(spatial_dims, ch) if level > 0 else nn.Identity())
             prev = ch
-        self.norm_out = group_norm(channels[0], num_groups)
+        self.norm_out = group_norm(channels[0], norm_num_groups)
         self.conv_out = conv_nd(spatial_dims, channels[0], out_channels)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, condition: torch.Tensor) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, condition: torch.Tensor,
+                return_dict: bool = True) -> SemanticUNetOutput | tuple[torch.Tensor]:
         """Predict noise (or velocity) for ``sample`` at ``timestep``.
 
         Args:
@@ -223,6 +261,10 @@ class SemanticUNet(ModelMixin, ConfigMixin):
             timestep: one timestep for all samples or one per sample.
             condition: ``(B, num_classes + extra_condition_channels + 1, *any spatial)`` from
                 :func:`semantic_condition` or :func:`null_condition`.
+            return_dict: return a :class:`SemanticUNetOutput` (else the tuple ``(sample,)``).
+
+        Returns:
+            :class:`SemanticUNetOutput` with the prediction ``sample``, shaped like ``sample``.
         """
         cfg = self.config
         if any(s % self.downsampling for s in sample.shape[2:]):
@@ -260,4 +302,5 @@ class SemanticUNet(ModelMixin, ConfigMixin):
                 h = blk(h, temb, cond(h))
             h = attn(h)
             h = up(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return SemanticUNetOutput(sample=out) if return_dict else (out,)
