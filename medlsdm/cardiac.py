@@ -609,7 +609,7 @@ def reconstruct(vqgan, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         for i in range(0, len(images), batch_size):
             x = torch.as_tensor(np.asarray(images[i:i + batch_size], np.float32)).to(vqgan.device, vqgan.dtype)
             zq, _, _ = vqgan.quantize(vqgan.encode(x), update=False)
-            out.append(vqgan.decode(zq).clamp(-1, 1).float().cpu().numpy())
+            out.append(vqgan.decode(zq, force_not_quantize=True).clamp(-1, 1).float().cpu().numpy())
     return np.concatenate(out)
 
 

@@ -173,10 +173,10 @@ def evaluate_reconstruction(model, store, case_ids: Iterable[str], data_range: f
             lab = torch.as_tensor(np.asarray(label), dtype=torch.long)[None].to(device)
             xp, crop = _pad_to_multiple(x, factor)
             labp, _ = _pad_to_multiple(lab[:, None].float(), factor)
-            labels = labp[:, 0].long() if model.config.decoder == "spade" else None
+            labels = labp[:, 0].long() if model.config.decoder_type == "spade" else None
             z = model.encode(xp)
             zq, indices, _ = model.quantize(z, update=False)
-            recon = model.decode(zq, labels)[tuple(crop)].clamp(-1, 1)
+            recon = model.decode(zq, labels, force_not_quantize=True)[tuple(crop)].clamp(-1, 1)
             base = naive_baseline(xp, factor)[tuple(crop)]
             all_indices.append(indices.reshape(-1).cpu())
             xn, rn, bn = x[0, 0].cpu(), recon[0, 0].cpu(), base[0, 0].cpu()

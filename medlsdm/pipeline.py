@@ -182,5 +182,5 @@ class MedLSDMPipeline(DiffusionPipeline):
     def decode_latents(self, latents: torch.Tensor, label_maps: torch.Tensor) -> torch.Tensor:
         """Diffusion-space latents → images in [-1, 1] (unscale, snap to codebook, decode)."""
         z = latents / self.config.latent_scale
-        images = self.vqgan.decode(z.to(self.vqgan.dtype), label_maps, quantize=True)
+        images = self.vqgan.decode(z.to(self.vqgan.dtype), label_maps)
         return images.clamp(-1, 1)

@@ -13,7 +13,7 @@ def make_tiny_pipeline():
     from medlsdm.pipeline import MedLSDMPipeline
 
     torch.manual_seed(0)
-    vqgan = VQGAN(channels=(8, 8, 8), embedding_dim=4, num_embeddings=16, decoder="spade", num_classes=3, norm_num_groups=4)
+    vqgan = VQGAN(channels=(8, 8, 8), embedding_dim=4, num_embeddings=16, decoder_type="spade", num_classes=3, norm_num_groups=4)
     unet = SemanticUNet(in_channels=4, out_channels=4, num_classes=3, channels=(8, 16), attention_levels=(False, True),
                         norm_num_groups=4, num_heads=2)
     with torch.no_grad():
