@@ -5,7 +5,8 @@
    VQ-regularised models); a sample is snapped to the codebook only when it is decoded
    (:meth:`MedLSDMPipeline.decode_latents`).
 2. The latent scale factor ``1 / std(latents)`` of the training split brings the latents
-   to unit variance, as the noise schedule assumes; it is stored with the pipeline.
+   to unit variance, as the noise schedule assumes; it is stored with the pipeline, as the
+   VQ-GAN's ``config.scaling_factor`` (where diffusers keeps it on its autoencoders).
 3. :func:`train_diffusion` trains :class:`~medlsdm.models.unet.SemanticUNet` with a
    diffusers ``DDPMScheduler`` (cosine schedule), epsilon or v prediction, condition
    dropout for classifier-free guidance, and an EMA copy of the weights, on the shared
@@ -141,7 +142,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     from .data.prepare import load_manifest
     from .data.splits import load_split
     from .data.store import CaseStore
-    from .models.unet import SemanticUNet
+    from .models.unet import SemanticUNet, register_config_values
     from .pipeline import MedLSDMPipeline
     from .rundir import RunDir
 
@@ -161,6 +162,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     if extra_condition is not None:
         extras = torch.as_tensor(np.stack([np.asarray(extra_condition[c], np.float32) for c in split["train"]]))
     latent_scale = float(1.0 / latents.std())
+    register_config_values(vqgan, scaling_factor=latent_scale)  # saved with the pipeline's VQ-GAN
     log.info("%d training latents of shape %s, latent scale %.4f", len(latents), tuple(latents.shape[1:]), latent_scale)
     dataset = LatentDataset(latents * latent_scale, labels, seed=p["seed"], extra=extras)
     scheduler = make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"])
@@ -190,7 +192,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         ema_unet = SemanticUNet.from_config(trainer.unwrap("unet").config)
         ema.copy_to(ema_unet.parameters())
         pipe = MedLSDMPipeline(vqgan, ema_unet.eval(), make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"]),
-                               latent_scale=latent_scale, spacing=manifest["spacing"])
+                               spacing=manifest["spacing"])
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

@@ -55,7 +55,7 @@ def test_bad_inputs_raise_medlsdm_errors():
 
 
 def test_save_load_round_trip(tmp_path):
-    model = tiny(decoder_type="spade", num_classes=3)
+    model = tiny(decoder_type="spade", num_classes=3, scaling_factor=0.5)
     x = torch.rand(2, 1, 8, 8, 8) * 2 - 1
     labels = torch.randint(0, 3, (2, 8, 8, 8))
     model.train()
@@ -64,6 +64,7 @@ def test_save_load_round_trip(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = VQGAN.from_pretrained(tmp_path).eval()
     assert loaded.config.decoder_type == "spade" and loaded.config.num_classes == 3
+    assert loaded.config.scaling_factor == 0.5
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     with torch.no_grad():  # another instance: float32 results may differ in the last bits
@@ -72,10 +73,11 @@ def test_save_load_round_trip(tmp_path):
 
 
 def _old_format(folder):
-    """Rewrite a saved VQ-GAN as saved before the renames: config ``decoder``, weights
-    ``decoder_net.*``."""
+    """Rewrite a saved VQ-GAN as saved before the renames: config ``decoder`` (no
+    ``scaling_factor``), weights ``decoder_net.*``."""
     config = json.loads((folder / "config.json").read_text())
     config["decoder"] = config.pop("decoder_type")
+    del config["scaling_factor"]
     (folder / "config.json").write_text(json.dumps(config))
     weights = load_file(folder / "diffusion_pytorch_model.safetensors")
     old = {k.replace("decoder.", "decoder_net.", 1) if k.startswith("decoder.") else k: v for k, v in weights.items()}
@@ -92,7 +94,7 @@ def test_folder_saved_in_the_old_format_loads(tmp_path):
     assert any(k.startswith("decoder_net.") for k in old) and not any(k.startswith("decoder.") for k in old)
     loaded = VQGAN.from_pretrained(tmp_path).eval()
     assert loaded.config.decoder_type == "spade" and "decoder" not in loaded.config  # not the default "normal"
-    assert isinstance(loaded.decoder, torch.nn.Module)
+    assert isinstance(loaded.decoder, torch.nn.Module) and loaded.config.scaling_factor == 1.0
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, labels).reconstruction, model(x, labels).reconstruction,
                                    atol=1e-5, rtol=1e-4)

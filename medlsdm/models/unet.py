@@ -133,6 +133,14 @@ class SelfAttention(nn.Module):
         return x + self.proj(h.transpose(-1, -2).reshape(x.shape))
 
 
+def register_config_values(model: ConfigMixin, **values) -> None:
+    """``model.register_to_config(**values)``, also dropping the entries from the config's
+    ``_use_default_values`` (where diffusers lists entries a loaded config lacked), so that
+    ``type(model).from_config(model.config)`` keeps the values instead of the defaults."""
+    defaults = [k for k in model.config.get("_use_default_values", []) if k not in values]
+    model.register_to_config(**values, _use_default_values=defaults)
+
+
 class RenamedConfigMixin:
     """Reads configs saved before some entries were renamed (``_renamed_config = {old: new}``).
 

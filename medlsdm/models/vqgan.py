@@ -288,6 +288,8 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
         commitment_cost: commitment loss weight β.
         ema_decay: codebook EMA decay.
         restart_after: training passes after which an unused code is restarted (0: never).
+        scaling_factor: factor applied to the latents before diffusion (≈ 1 / their std), as
+            diffusers' ``AutoencoderKL.config.scaling_factor``; set by ``train_diffusion``.
     """
 
     _supports_gradient_checkpointing = True
@@ -310,6 +312,7 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
         commitment_cost: float = 0.25,
         ema_decay: float = 0.99,
         restart_after: int = 20,
+        scaling_factor: float = 1.0,
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
