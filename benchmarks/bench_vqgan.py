@@ -62,7 +62,7 @@ def worker(cfg: dict) -> dict:
     shape = cfg["size"]
     spade = cfg["decoder"] == "spade"
     model = VQGAN(3, channels=(16, 32, 64), embedding_dim=8, num_embeddings=cfg["codebook"],
-                  decoder=cfg["decoder"], num_classes=9 if spade else 0,
+                  decoder_type=cfg["decoder"], num_classes=9 if spade else 0,
                   spade_hidden_channels=cfg["spade_hidden"])
     if cfg["checkpointing"]:
         model.enable_gradient_checkpointing()

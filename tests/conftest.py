@@ -13,14 +13,16 @@ def make_tiny_pipeline():
     from medlsdm.pipelines.pipeline_medlsdm import MedLSDMPipeline
 
     torch.manual_seed(0)
-    vqgan = VQGAN(channels=(8, 8, 8), embedding_dim=4, num_embeddings=16, decoder="spade", num_classes=3, norm_num_groups=4)
-    unet = SemanticUNet(in_channels=4, out_channels=4, num_classes=3, channels=(8, 16), attention_levels=(False, True), num_groups=4, num_heads=2)
+    vqgan = VQGAN(channels=(8, 8, 8), embedding_dim=4, num_embeddings=16, decoder_type="spade", num_classes=3,
+                  norm_num_groups=4, scaling_factor=0.7)
+    unet = SemanticUNet(in_channels=4, out_channels=4, num_classes=3, channels=(8, 16), attention_levels=(False, True),
+                        norm_num_groups=4, num_heads=2)
     with torch.no_grad():
         for p in unet.parameters():
             if not p.abs().sum():
                 p.normal_(0, 0.1)
     scheduler = DDPMScheduler(num_train_timesteps=50, beta_schedule="squaredcos_cap_v2")
-    pipe = MedLSDMPipeline(vqgan.eval(), unet.eval(), scheduler, latent_scale=0.7, spacing=[6.0, 5.5, 5.5])
+    pipe = MedLSDMPipeline(vqgan.eval(), unet.eval(), scheduler, spacing=[6.0, 5.5, 5.5])
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

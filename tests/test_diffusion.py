@@ -9,7 +9,7 @@ from medlsdm.pipelines.loading import load_pipeline
 from medlsdm.training.datasets import LatentDataset
 from medlsdm.training.diffusion import diffusion_loss, make_scheduler, train_diffusion
 
-TINY_UNET = dict(channels=(8, 16), attention_levels=(False, True), num_groups=4, num_heads=2, batch_size=2)
+TINY_UNET = dict(channels=(8, 16), attention_levels=(False, True), norm_num_groups=4, num_heads=2, batch_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory):
 
 def test_condition_dropout_trains_the_null_condition():
     torch.manual_seed(0)
-    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), num_groups=4)
+    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), norm_num_groups=4)
     with torch.no_grad():
         for p in unet.parameters():
             p.normal_(0, 0.1)
@@ -42,7 +42,7 @@ def test_condition_dropout_trains_the_null_condition():
     noise = torch.randn(z.shape, generator=g)
     t = torch.randint(0, 50, (4,), generator=g)
     null = null_condition(semantic_condition(labels, 3))
-    by_hand = torch.nn.functional.mse_loss(unet(sched.add_noise(z, noise, t), t, null), noise)
+    by_hand = torch.nn.functional.mse_loss(unet(sched.add_noise(z, noise, t), t, null).sample, noise)
     assert dropped.item() == pytest.approx(by_hand.item(), rel=1e-6)
     assert dropped.item() != pytest.approx(kept.item(), rel=1e-6)
 
@@ -67,7 +67,7 @@ def test_train_diffusion_saves_an_ema_pipeline_and_resumes(run_dir):
     assert summary["steps"] == 4 and np.isfinite(summary["final_loss"]) and summary["latent_scale"] > 0
     assert sorted(p.name for p in (run_dir / "diffusion").glob("samples-*.npz")) == ["samples-0000002.npz", "samples-0000004.npz"]
     pipe = load_pipeline(run_dir)
-    assert pipe.config.latent_scale == pytest.approx(summary["latent_scale"])
+    assert pipe.vqgan.config.scaling_factor == pytest.approx(summary["latent_scale"]) and "latent_scale" not in pipe.config
     labels = np.load(run_dir / "diffusion" / "samples-0000004.npz")["labels"]
     out = pipe(labels[:1], num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, 1, 16, 32, 32)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from medlsdm.data.io import dhw_to_world, read_nifti, spacing_dhw, write_nifti
-from medlsdm.errors import DataError
+from medlsdm.errors import ConfigError, DataError
 
 # An oblique-free but flipped/permuted (LPS-like, axes swapped) affine with anisotropic voxels.
 NON_CANONICAL = np.array(
@@ -147,3 +147,20 @@ def test_invalid_values(tmp_path):
     labels[1, 1, 1] = 2.0
     ok, _ = read_nifti(_save(tmp_path / "int.nii.gz", labels), kind="label")
     assert ok.dtype == np.int64 and ok.max() == 2
+
+
+def test_write_refuses_bad_arrays_naming_the_file(tmp_path):
+    volume, affine = np.zeros((4, 5, 6), np.int64), np.eye(4)
+    with pytest.raises(DataError, match="flat.nii.gz: write_nifti expects"):
+        write_nifti(tmp_path / "flat.nii.gz", volume[0], affine)
+    with pytest.raises(DataError, match="aff.nii.gz: the affine must be 4x4"):
+        write_nifti(tmp_path / "aff.nii.gz", volume, affine[:3])
+    with pytest.raises(DataError, match="frac.nii.gz: a label array must have an integer dtype"):
+        write_nifti(tmp_path / "frac.nii.gz", volume + 0.5, affine, kind="label")
+    with pytest.raises(ConfigError, match="kind.nii.gz: kind must be one of"):
+        write_nifti(tmp_path / "kind.nii.gz", volume, affine, kind="mask")
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        read_nifti(tmp_path / "kind.nii.gz", kind="mask")
+    assert not list(tmp_path.iterdir())  # nothing written
+    write_nifti(tmp_path / "ok.nii.gz", volume, affine, kind="label")
+    assert read_nifti(tmp_path / "ok.nii.gz", kind="label")[0].shape == volume.shape

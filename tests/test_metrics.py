@@ -83,7 +83,7 @@ def test_evaluate_reconstruction(tmp_path):
         store[f"c{i}"] = (image, label, np.eye(4))
     torch.manual_seed(0)
     model = VQGAN(channels=(8, 8, 8), num_embeddings=8, embedding_dim=4, norm_num_groups=4,
-                  decoder="spade", num_classes=3)
+                  decoder_type="spade", num_classes=3)
     codebook = model.quantizer.codebook.clone()
     res = evaluate_reconstruction(model, store, ["c0", "c1"])
     assert torch.equal(model.quantizer.codebook, codebook) and model.training  # untouched

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from medlsdm.data.store import CaseStore
-from medlsdm.errors import DataError
+from medlsdm.errors import ConfigError, DataError
 
 
 def _case(seed, shape=(4, 6, 5)):
@@ -61,8 +61,16 @@ def test_errors(tmp_path):
     store = CaseStore(tmp_path / "x.h5", mode="w")
     image, label, affine = _case(0)
     store.add("a", image, label, affine)
-    with pytest.raises(ValueError, match="already"):
+    with pytest.raises(DataError, match="x.h5, case a: already"):
         store.add("a", image, label, affine)
-    with pytest.raises(ValueError, match="expected image"):
+    with pytest.raises(DataError, match="case b: expected image"):
         store.add("b", image[0], label, affine)
+    with pytest.raises(DataError, match="case b: affine must be 4x4"):
+        store.add("b", image, label, affine[:3])
+    with pytest.raises(DataError, match="case b: class indices"):
+        store.add("b", image, label + 300, affine)
+    store.add("b", image, label, affine)  # the refused adds left nothing behind
     store.close()
+    assert CaseStore(tmp_path / "x.h5").ids() == ["a", "b"]
+    with pytest.raises(ConfigError, match="y.h5: mode must be"):
+        CaseStore(tmp_path / "y.h5", mode="a")

@@ -100,7 +100,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     assert [int(r["step"]) for r in log] == [1, 2, 3, 4]
     assert float(log[-1]["l1"]) == pytest.approx(full["last"]["l1"], abs=1e-6)
     model = load_vqgan(tmp_path / "resumed")
-    assert model.config.decoder == "spade" and not model.training
+    assert model.config.decoder_type == "spade" and not model.training
     # starting afresh removes the old checkpoints
     train_vqgan(tmp_path / "resumed", store=store, split=SPLIT, steps=1, resume=False, **params)
     assert [s for s, _ in list_checkpoints(tmp_path / "resumed" / "vqgan" / "checkpoints")] == [1]

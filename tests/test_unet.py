@@ -1,16 +1,18 @@
 """The latent denoiser: shapes, conditioning, null condition and condition dropout."""
+import json
+
 import pytest
 import torch
 
 from medlsdm.errors import ConfigError
-from medlsdm.models.unet import SemanticUNet, drop_condition, null_condition, semantic_condition
+from medlsdm.models.unet import SemanticUNet, SemanticUNetOutput, drop_condition, null_condition, semantic_condition
 
 
-def tiny(spatial_dims=3, conditioning="spade", num_classes=3):
+def tiny(spatial_dims=3, conditioning="spade", num_classes=3, norm_num_groups=4):
     torch.manual_seed(0)
     return SemanticUNet(spatial_dims=spatial_dims, in_channels=4, out_channels=4, num_classes=num_classes,
-                        channels=(8, 16), attention_levels=(False, True), num_groups=4, num_heads=2,
-                        conditioning=conditioning)
+                        channels=(8, 16), attention_levels=(False, True), norm_num_groups=norm_num_groups,
+                        num_heads=2, conditioning=conditioning)
 
 
 def randomize_zero_inits(model):
@@ -48,25 +50,25 @@ def test_3d_shapes_and_label_dependence(conditioning):
     randomize_zero_inits(model)
     x = torch.randn(2, 4, 4, 8, 8)
     labels = torch.randint(0, 3, (2, 16, 32, 32))  # image resolution: 4× the latent's
-    out = model(x, torch.tensor([3, 50]), semantic_condition(labels, 3))
+    out = model(x, torch.tensor([3, 50]), semantic_condition(labels, 3)).sample
     assert out.shape == x.shape
-    other = model(x, torch.tensor([3, 50]), semantic_condition((labels + 1) % 3, 3))
+    other = model(x, torch.tensor([3, 50]), semantic_condition((labels + 1) % 3, 3)).sample
     assert not torch.allclose(out, other)
-    uncond = model(x, 7, null_condition(semantic_condition(labels, 3)))
+    uncond = model(x, 7, null_condition(semantic_condition(labels, 3))).sample
     assert uncond.shape == x.shape
 
 
 def test_2d_model():
     model = tiny(spatial_dims=2, num_classes=4)
     out = model(torch.randn(3, 4, 16, 16), torch.tensor(5), semantic_condition(torch.randint(0, 4, (3, 64, 64)), 4))
-    assert out.shape == (3, 4, 16, 16)
+    assert out.sample.shape == (3, 4, 16, 16)
 
 
 def test_output_starts_at_zero_and_bad_inputs():
     model = tiny()
     x = torch.randn(1, 4, 4, 8, 8)
     cond = semantic_condition(torch.zeros(1, 4, 8, 8, dtype=torch.long), 3)
-    assert model(x, 1, cond).abs().max() == 0  # zero-initialised output convolution
+    assert model(x, 1, cond).sample.abs().max() == 0  # zero-initialised output convolution
     with pytest.raises(ConfigError, match="divisible"):
         model(torch.randn(1, 4, 3, 8, 8), 1, cond)
     with pytest.raises(ConfigError, match="channels"):
@@ -82,7 +84,42 @@ def test_save_load_round_trip(tmp_path):
     loaded = SemanticUNet.from_pretrained(tmp_path)
     x = torch.randn(1, 4, 4, 8, 8)
     cond = semantic_condition(torch.randint(0, 3, (1, 4, 8, 8)), 3)
-    assert torch.equal(model(x, 9, cond), loaded(x, 9, cond))
+    # same weights, another instance: float32 results may differ in the last bits (≈ 3e-6 seen)
+    torch.testing.assert_close(loaded(x, 9, cond).sample, model(x, 9, cond).sample, atol=1e-5, rtol=1e-4)
+
+
+def test_output_dataclass_or_tuple():
+    model = tiny()
+    randomize_zero_inits(model)
+    x = torch.randn(2, 4, 4, 8, 8)
+    cond = semantic_condition(torch.randint(0, 3, (2, 16, 32, 32)), 3)
+    out = model(x, 5, cond)
+    assert isinstance(out, SemanticUNetOutput) and out.sample.shape == x.shape
+    as_tuple = model(x, 5, cond, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 1
+    torch.testing.assert_close(as_tuple[0], out.sample, atol=0, rtol=0)  # one instance, one computation
+    assert not torch.allclose(model(x, 500, cond).sample, out.sample)  # the timestep matters
+
+
+def test_config_saved_with_num_groups_still_loads(tmp_path):
+    """Configs written before ``num_groups`` became ``norm_num_groups`` keep their value."""
+    model = tiny(norm_num_groups=2)
+    randomize_zero_inits(model)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["num_groups"] = config.pop("norm_num_groups")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = SemanticUNet.from_pretrained(tmp_path)
+    assert loaded.config.norm_num_groups == 2 and "num_groups" not in loaded.config
+    assert SemanticUNet.from_config(loaded.config).config.norm_num_groups == 2
+    x = torch.randn(1, 4, 4, 8, 8)
+    cond = semantic_condition(torch.randint(0, 3, (1, 16, 32, 32)), 3)
+    torch.testing.assert_close(loaded(x, 9, cond).sample, model(x, 9, cond).sample, atol=1e-5, rtol=1e-4)
+    # the default (8 groups) would compute something else with the same weights
+    default = SemanticUNet.from_config({k: v for k, v in loaded.config.items() if k != "norm_num_groups"})
+    default.load_state_dict(model.state_dict())
+    assert default.config.norm_num_groups == 8
+    assert not torch.allclose(default(x, 9, cond).sample, model(x, 9, cond).sample, atol=1e-3)
 
 
 def test_extra_condition_channels():
@@ -98,12 +135,12 @@ def test_extra_condition_channels():
         semantic_condition(labels, 4, edges[:, :, :16])
     torch.manual_seed(0)
     model = SemanticUNet(spatial_dims=2, in_channels=3, out_channels=3, num_classes=4, channels=(8, 16),
-                         attention_levels=(False, True), num_groups=4, num_heads=2, extra_condition_channels=1)
+                         attention_levels=(False, True), norm_num_groups=4, num_heads=2, extra_condition_channels=1)
     randomize_zero_inits(model)
     x = torch.randn(2, 3, 8, 8)
-    out = model(x, 5, cond)
+    out = model(x, 5, cond).sample
     assert out.shape == x.shape
-    assert not torch.allclose(out, model(x, 5, semantic_condition(labels, 4, 1 - edges)))  # edges matter
+    assert not torch.allclose(out, model(x, 5, semantic_condition(labels, 4, 1 - edges)).sample)  # edges matter
     with pytest.raises(ConfigError, match="extra_condition_channels"):
         model(x, 5, semantic_condition(labels, 4))
     assert tiny().config.extra_condition_channels == 0  # purely semantic by default

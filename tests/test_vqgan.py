@@ -1,8 +1,11 @@
 """Tests of medlsdm.models (blocks, VQ-GAN, vector quantiser, discriminators)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from medlsdm.errors import ConfigError, DataError
 from medlsdm.models import VQGAN, PatchDiscriminator, VectorQuantizerEMA, blocks, one_hot
@@ -20,7 +23,7 @@ def tiny(spatial_dims=3, **kw):
 @pytest.mark.parametrize("spatial_dims,shape", [(3, (2, 1, 8, 16, 12)), (2, (3, 1, 16, 8))])
 @pytest.mark.parametrize("decoder", ["normal", "spade"])
 def test_shapes(spatial_dims, shape, decoder):
-    model = tiny(spatial_dims, decoder=decoder, num_classes=3, channels=(8, 16, 16))  # 4x per axis
+    model = tiny(spatial_dims, decoder_type=decoder, num_classes=3, channels=(8, 16, 16))  # 4x per axis
     x = torch.rand(shape) * 2 - 1
     labels = torch.randint(0, 3, (shape[0], *shape[2:]))
     z = model.encode(x)
@@ -30,7 +33,7 @@ def test_shapes(spatial_dims, shape, decoder):
     assert set(stats) == {"commitment_loss", "perplexity", "usage"}
     out = model(x, labels)
     assert out.reconstruction.shape == x.shape
-    assert model.decode(zq, one_hot(labels, 3)).shape == x.shape
+    assert model.decode(zq, one_hot(labels, 3), force_not_quantize=True).shape == x.shape
 
 
 def test_bad_inputs_raise_medlsdm_errors():
@@ -39,19 +42,19 @@ def test_bad_inputs_raise_medlsdm_errors():
         model(torch.zeros(1, 1, 8, 16, 10))
     with pytest.raises(DataError, match="5-D"):
         model(torch.zeros(1, 8, 16, 16))
-    spade = tiny(decoder="spade", num_classes=3)
-    with pytest.raises(ConfigError, match="labels_onehot"):
+    spade = tiny(decoder_type="spade", num_classes=3)
+    with pytest.raises(ConfigError, match="pass labels"):
         spade(torch.zeros(1, 1, 8, 8, 8))
     with pytest.raises(DataError, match="num_classes=3"):
         spade(torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 4, 8, 8, 8))
     with pytest.raises(ConfigError):
-        VQGAN(decoder="spade")  # no num_classes
+        VQGAN(decoder_type="spade")  # no num_classes
     with pytest.raises(ConfigError):
         VQGAN(spatial_dims=1)
 
 
 def test_save_load_round_trip(tmp_path):
-    model = tiny(decoder="spade", num_classes=3)
+    model = tiny(decoder_type="spade", num_classes=3, scaling_factor=0.5)
     x = torch.rand(2, 1, 8, 8, 8) * 2 - 1
     labels = torch.randint(0, 3, (2, 8, 8, 8))
     model.train()
@@ -59,11 +62,64 @@ def test_save_load_round_trip(tmp_path):
     model.eval()
     model.save_pretrained(tmp_path)
     loaded = VQGAN.from_pretrained(tmp_path).eval()
-    assert loaded.config.decoder == "spade" and loaded.config.num_classes == 3
+    assert loaded.config.decoder_type == "spade" and loaded.config.num_classes == 3
+    assert loaded.config.scaling_factor == 0.5
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
+    with torch.no_grad():  # another instance: float32 results may differ in the last bits
+        torch.testing.assert_close(loaded(x, labels).reconstruction, model(x, labels).reconstruction,
+                                   atol=1e-5, rtol=1e-4)
+
+
+def _old_format(folder):
+    """Rewrite a saved VQ-GAN as saved before the renames: config ``decoder`` (no
+    ``scaling_factor``), weights ``decoder_net.*``."""
+    config = json.loads((folder / "config.json").read_text())
+    config["decoder"] = config.pop("decoder_type")
+    del config["scaling_factor"]
+    (folder / "config.json").write_text(json.dumps(config))
+    weights = load_file(folder / "diffusion_pytorch_model.safetensors")
+    old = {k.replace("decoder.", "decoder_net.", 1) if k.startswith("decoder.") else k: v for k, v in weights.items()}
+    save_file(old, folder / "diffusion_pytorch_model.safetensors")
+    return old
+
+
+def test_folder_saved_in_the_old_format_loads(tmp_path):
+    model = tiny(decoder_type="spade", num_classes=3).eval()
+    x = torch.rand(1, 1, 8, 8, 8) * 2 - 1
+    labels = torch.randint(0, 3, (1, 8, 8, 8))
+    model.save_pretrained(tmp_path)
+    old = _old_format(tmp_path)
+    assert any(k.startswith("decoder_net.") for k in old) and not any(k.startswith("decoder.") for k in old)
+    loaded = VQGAN.from_pretrained(tmp_path).eval()
+    assert loaded.config.decoder_type == "spade" and "decoder" not in loaded.config  # not the default "normal"
+    assert isinstance(loaded.decoder, torch.nn.Module) and loaded.config.scaling_factor == 1.0
     with torch.no_grad():
-        assert torch.equal(model(x, labels).reconstruction, loaded(x, labels).reconstruction)
+        torch.testing.assert_close(loaded(x, labels).reconstruction, model(x, labels).reconstruction,
+                                   atol=1e-5, rtol=1e-4)
+    # a checkpoint's plain state dict with the old keys loads too (torch's load_state_dict)
+    fresh = tiny(decoder_type="spade", num_classes=3)
+    fresh.load_state_dict(old)
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    with pytest.raises(RuntimeError, match="bogus"):  # other unknown keys are still refused
+        fresh.load_state_dict({**old, "bogus.weight": torch.zeros(1)})
+
+
+def test_decode_quantizes_unless_told_not_to():
+    model = tiny(decoder_type="spade", num_classes=3).eval()
+    labels = torch.randint(0, 3, (1, 8, 8, 8))
+    z = torch.randn(1, 4, 2, 2, 2)
+    zq, _, _ = model.quantize(z, update=False)
+    with torch.no_grad():
+        snapped = model.decode(z, labels)
+        torch.testing.assert_close(snapped, model.decode(zq, labels, force_not_quantize=True), atol=1e-6, rtol=0)
+        raw = model.decode(z, labels, force_not_quantize=True)
+        assert (raw - snapped).abs().max() > 1e-3  # z is not a code: decoding it as it is differs
+        x = torch.rand(1, 1, 8, 8, 8) * 2 - 1
+        out = model(x, labels)  # forward decodes its codes as they are
+        zq, _, _ = model.quantize(model.encode(x), update=False)
+        torch.testing.assert_close(out.reconstruction, model.decode(zq, labels, force_not_quantize=True), atol=0, rtol=0)
 
 
 def _quantizer(codebook, decay=0.5, restart_after=0):
@@ -151,17 +207,17 @@ def test_straight_through_gradient():
 
 
 def test_spade_decoder_uses_the_label_map():
-    model = tiny(decoder="spade", num_classes=3).eval()
+    model = tiny(decoder_type="spade", num_classes=3).eval()
     zq = torch.randn(1, 4, 4, 4, 4)
     a = torch.zeros(1, 8, 8, 8, dtype=torch.long)
     b = a.clone()
     b[:, :4] = 2
     with torch.no_grad():
-        out_a, out_b = model.decode(zq, a), model.decode(zq, b)
+        out_a, out_b = model.decode(zq, a, force_not_quantize=True), model.decode(zq, b, force_not_quantize=True)
     assert (out_a - out_b).abs().max() > 1e-4
     normal = tiny().eval()
     with torch.no_grad():
-        assert torch.equal(normal.decode(zq, a), normal.decode(zq, b))
+        assert torch.equal(normal.decode(zq, a), normal.decode(zq, b))  # one instance: labels ignored
 
 
 def test_gradient_checkpointing_gives_same_gradients():
@@ -169,7 +225,7 @@ def test_gradient_checkpointing_gives_same_gradients():
     labels = torch.randint(0, 3, (1, 8, 8, 8))
     grads = []
     for checkpointing in (False, True):
-        model = tiny(decoder="spade", num_classes=3).eval()
+        model = tiny(decoder_type="spade", num_classes=3).eval()
         if checkpointing:
             model.enable_gradient_checkpointing()
         model(x, labels).reconstruction.square().mean().backward()
@@ -194,7 +250,7 @@ def test_bf16_autocast_gradients_match_float32():
     labels = torch.randint(0, 3, (2, 8, 8, 8))
     norms = []
     for bf16 in (False, True):
-        model = tiny(decoder="spade", num_classes=3, channels=(8, 16, 16)).eval()
+        model = tiny(decoder_type="spade", num_classes=3, channels=(8, 16, 16)).eval()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(x, labels)
             loss = (out.reconstruction.float() - x).abs().mean()

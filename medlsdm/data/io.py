@@ -32,7 +32,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from nibabel.spatialimages import HeaderDataError, ImageDataError
 
 from ..atomic import atomic_path
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def strip_nifti_suffix(name: str) -> str:
     return name
 
 
-def _check_kind(kind: str) -> None:
+def _check_kind(kind: str, path) -> None:
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise ConfigError(f"{path}: kind must be one of {KINDS}, got {kind!r}")
 
 
 def _verify_gzip(path: Path) -> None:
@@ -178,7 +178,7 @@ def read_nifti(
         DataError: naming the file, when it is missing, not a NIfTI, truncated or corrupt,
             has the wrong number of dimensions, or has invalid values.
     """
-    _check_kind(kind)
+    _check_kind(kind, path)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -216,20 +216,20 @@ def write_nifti(
     Returns:
         The written path.
     """
-    _check_kind(kind)
+    _check_kind(kind, path)
     array = np.asarray(array)
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 3:
-        raise ValueError(f"write_nifti expects a (D, H, W) or (1, D, H, W) array, got shape {array.shape}")
+        raise DataError(f"{path}: write_nifti expects a (D, H, W) or (1, D, H, W) array, got shape {array.shape}")
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4):
-        raise ValueError(f"affine must be 4x4, got {affine.shape}")
+        raise DataError(f"{path}: the affine must be 4x4, got {affine.shape}")
     if kind == "image":
         data = array.astype(np.float32)
     else:
         if not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"a label array must have an integer dtype, got {array.dtype}")
+            raise DataError(f"{path}: a label array must have an integer dtype, got {array.dtype}")
         data = array.astype(_label_dtype(array))
     data = np.ascontiguousarray(data.transpose(2, 1, 0))
     header = nib.Nifti1Header()

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
 
@@ -47,7 +47,7 @@ class H5Store:
 
     def __init__(self, path: str | os.PathLike, mode: str = "r"):
         if mode not in ("r", "w"):
-            raise ValueError(f"mode must be 'r' or 'w', got {mode!r}")
+            raise ConfigError(f"{path}: mode must be 'r' or 'w', got {mode!r}")
         self.path, self.mode = Path(path), mode
         self._file: h5py.File | None = None
         self._pid: int | None = None
@@ -147,14 +147,15 @@ class CaseStore(H5Store):
         image = np.asarray(image, dtype=np.float32)
         label = np.asarray(label)
         affine = np.asarray(affine, dtype=np.float64)
+        where = f"{self.path}, case {case_id}"
         if image.ndim != 4 or image.shape[0] != 1 or image.shape[1:] != label.shape:
-            raise ValueError(f"{case_id}: expected image (1, D, H, W) and label (D, H, W), got {image.shape} and {label.shape}")
+            raise DataError(f"{where}: expected image (1, D, H, W) and label (D, H, W), got {image.shape} and {label.shape}")
         if affine.shape != (4, 4):
-            raise ValueError(f"{case_id}: affine must be 4x4, got {affine.shape}")
+            raise DataError(f"{where}: affine must be 4x4, got {affine.shape}")
         if label.size and (label.min() < 0 or label.max() > 255):
-            raise ValueError(f"{case_id}: class indices must lie in 0 … 255")
+            raise DataError(f"{where}: class indices must lie in 0 … 255")
         if case_id in cases:
-            raise ValueError(f"{case_id}: already in the store")
+            raise DataError(f"{where}: already in the store")
         group = cases.create_group(case_id)
         group.create_dataset("image", data=image, compression=self.compression, shuffle=True)
         group.create_dataset("label", data=label.astype(np.uint8), compression=self.compression)

@@ -64,7 +64,7 @@ def reconstruct(model, images, labels=None, *, batch_size: int = 1, device: str 
     param = next(model.parameters())
     device = torch.device(device) if device is not None else param.device
     factor = model.downsample_factor
-    spade = model.config.decoder == "spade"
+    spade = model.config.decoder_type == "spade"
     was_training = model.training
     model.eval()
     recons, indices = [], []
@@ -77,7 +77,7 @@ def reconstruct(model, images, labels=None, *, batch_size: int = 1, device: str 
                 lab = torch.stack([torch.as_tensor(np.asarray(v, np.int64)) for v in labels[i:i + batch_size]])
                 lab = pad_to_multiple(lab[:, None].float().to(device), factor)[0][:, 0].long()
             zq, idx, _ = model.quantize(model.encode(xp), update=False)
-            recons.append(model.decode(zq, lab)[tuple(crop)].clamp(-1, 1).float().cpu().numpy())
+            recons.append(model.decode(zq, lab, force_not_quantize=True)[tuple(crop)].clamp(-1, 1).float().cpu().numpy())
             indices.append(idx.cpu().numpy().astype(np.int64))
     finally:
         model.train(was_training)

@@ -249,7 +249,7 @@ def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
     info = {"dataset": manifest.get("dataset", "?"), "decoder": "?", "channels": "?"}
     if pipe is not None:
         cfg = pipe.vqgan.config
-        info.update(decoder=cfg.decoder, channels="-".join(str(c) for c in cfg.channels))
+        info.update(decoder=cfg.decoder_type, channels="-".join(str(c) for c in cfg.channels))
     return info
 
 

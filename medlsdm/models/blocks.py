@@ -121,31 +121,45 @@ class SPADE(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Residual block: (norm → SiLU → conv) twice plus a (1×1-projected) skip connection.
+    """Residual block: (norm → SiLU → conv) twice plus a (1×1-projected) skip connection,
+    optionally with SPADE norms and a timestep embedding (the diffusion UNet's block)::
+
+        h = conv1(SiLU(norm1(x)))  [+ time_proj(SiLU(temb))]
+        out = skip(x) + conv2(dropout(SiLU(norm2(h))))
 
     Args:
         spatial_dims: number of spatial dimensions (2 or 3).
         in_channels: input channels.
         out_channels: output channels; a 1×1 convolution projects the skip when they differ.
-        num_groups: GroupNorm groups.
+        norm_num_groups: GroupNorm groups.
         label_channels: when given, both norms are :class:`SPADE` norms reading a one-hot
-            label map with this many channels, and ``forward`` needs ``seg``.
+            label map (or condition) with this many channels, and ``forward`` needs ``seg``.
         spade_hidden_channels: hidden channels of the SPADE label network.
+        time_channels: when given, a timestep embedding of this size is added after the first
+            convolution, and ``forward`` needs ``temb``.
+        dropout: dropout before the second convolution.
+        zero_init_out: start the second convolution at zero, so the block starts as its skip.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
-                 num_groups: int = 8, label_channels: int | None = None,
-                 spade_hidden_channels: int = 32):
+                 norm_num_groups: int = 8, label_channels: int | None = None,
+                 spade_hidden_channels: int = 32, time_channels: int | None = None,
+                 dropout: float = 0.0, zero_init_out: bool = False):
         super().__init__()
         self.spade = label_channels is not None
         if self.spade:
-            self.norm1 = SPADE(spatial_dims, in_channels, label_channels, spade_hidden_channels, num_groups)
-            self.norm2 = SPADE(spatial_dims, out_channels, label_channels, spade_hidden_channels, num_groups)
+            self.norm1 = SPADE(spatial_dims, in_channels, label_channels, spade_hidden_channels, norm_num_groups)
+            self.norm2 = SPADE(spatial_dims, out_channels, label_channels, spade_hidden_channels, norm_num_groups)
         else:
-            self.norm1 = group_norm(in_channels, num_groups)
-            self.norm2 = group_norm(out_channels, num_groups)
+            self.norm1 = group_norm(in_channels, norm_num_groups)
+            self.norm2 = group_norm(out_channels, norm_num_groups)
         self.conv1 = conv_nd(spatial_dims, in_channels, out_channels, 3)
+        self.time_proj = nn.Linear(time_channels, out_channels) if time_channels else None
+        self.dropout = nn.Dropout(dropout)
         self.conv2 = conv_nd(spatial_dims, out_channels, out_channels, 3)
+        if zero_init_out:
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
         self.skip = (
             nn.Identity() if in_channels == out_channels
             else conv_nd(spatial_dims, in_channels, out_channels, 1)
@@ -154,9 +168,11 @@ class ResBlock(nn.Module):
     def _norm(self, norm: nn.Module, x: torch.Tensor, seg: torch.Tensor | None) -> torch.Tensor:
         return norm(x, seg) if self.spade else norm(x)
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, seg: torch.Tensor | None = None, temb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self._norm(self.norm1, x, seg)))
-        h = self.conv2(F.silu(self._norm(self.norm2, h, seg)))
+        if self.time_proj is not None:
+            h = h + self.time_proj(F.silu(temb)).view(h.shape[0], -1, *(1,) * (h.ndim - 2))
+        h = self.conv2(self.dropout(F.silu(self._norm(self.norm2, h, seg))))
         return self.skip(x) + h
 
 

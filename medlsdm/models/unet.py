@@ -19,15 +19,19 @@ middle and decoder blocks; with ``"concat"`` it is concatenated to the input lat
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..errors import ConfigError
-from .blocks import SPADE, Downsample, Upsample, conv_nd, group_norm, one_hot
+from .blocks import Downsample, ResBlock, Upsample, conv_nd, group_norm, one_hot
+from .configuration import RenamedConfigMixin
 
 
 def semantic_condition(labels: torch.Tensor, num_classes: int, extra: torch.Tensor | None = None) -> torch.Tensor:
@@ -66,46 +70,6 @@ def drop_condition(condition: torch.Tensor, p: float, generator: torch.Generator
     return torch.where(drop.to(condition.device).view(shape), null_condition(condition), condition)
 
 
-class TimeResBlock(nn.Module):
-    """Residual block with a timestep embedding and optional SPADE norms.
-
-    ``h = conv(SiLU(norm1(x))) + proj(t)``; ``out = skip(x) + conv(dropout(SiLU(norm2(h))))``.
-
-    Args:
-        spatial_dims: 2 or 3.
-        in_channels / out_channels: channels in and out (a 1×1 conv projects the skip).
-        time_channels: size of the timestep embedding.
-        num_groups: GroupNorm groups.
-        label_channels: when given, both norms are SPADE norms reading the condition.
-        dropout: dropout before the second convolution.
-    """
-
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, time_channels: int,
-                 num_groups: int = 8, label_channels: int | None = None, dropout: float = 0.0):
-        super().__init__()
-        self.spade = label_channels is not None
-        if self.spade:
-            self.norm1 = SPADE(spatial_dims, in_channels, label_channels, num_groups=num_groups)
-            self.norm2 = SPADE(spatial_dims, out_channels, label_channels, num_groups=num_groups)
-        else:
-            self.norm1 = group_norm(in_channels, num_groups)
-            self.norm2 = group_norm(out_channels, num_groups)
-        self.conv1 = conv_nd(spatial_dims, in_channels, out_channels)
-        self.time_proj = nn.Linear(time_channels, out_channels)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv_nd(spatial_dims, out_channels, out_channels)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Identity() if in_channels == out_channels else conv_nd(spatial_dims, in_channels, out_channels, 1)
-
-    def _norm(self, norm, x, cond):
-        return norm(x, cond) if self.spade else norm(x)
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self._norm(self.norm1, x, cond)))
-        h = h + self.time_proj(F.silu(temb)).view(h.shape[0], -1, *(1,) * (h.ndim - 2))
-        h = self.conv2(self.dropout(F.silu(self._norm(self.norm2, h, cond))))
-        return self.skip(x) + h
 
 
 class SelfAttention(nn.Module):
@@ -129,7 +93,22 @@ class SelfAttention(nn.Module):
         return x + self.proj(h.transpose(-1, -2).reshape(x.shape))
 
 
-class SemanticUNet(ModelMixin, ConfigMixin):
+
+
+
+
+@dataclass
+class SemanticUNetOutput(BaseOutput):
+    """Output of :meth:`SemanticUNet.forward`, like diffusers' ``UNet2DConditionOutput``.
+
+    Args:
+        sample: the predicted noise (or velocity) ``(B, out_channels, *spatial)``.
+    """
+
+    sample: torch.Tensor = None
+
+
+class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
     """UNet denoiser for VQ-GAN latents with semantic (label map) conditioning.
 
     Args:
@@ -142,13 +121,16 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         channels: channels per level; each level but the last halves the spatial size.
         attention_levels: self-attention after the blocks of these levels (coarse ones).
         num_res_blocks: residual blocks per level on the way down (one more on the way up).
-        num_groups: GroupNorm groups.
+        norm_num_groups: GroupNorm groups (``num_groups`` in configs saved before the
+            rename; they still load).
         num_heads: attention heads.
         conditioning: ``"spade"`` (middle and decoder norms) or ``"concat"`` (input).
         dropout: dropout inside the residual blocks.
         extra_condition_channels: float condition channels besides the one-hot map (e.g. 1
             for an edge map); 0 for a purely semantic model.
     """
+
+    _renamed_config = {"num_groups": "norm_num_groups"}
 
     @register_to_config
     def __init__(
@@ -160,7 +142,7 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         channels: tuple[int, ...] = (64, 128, 256),
         attention_levels: tuple[bool, ...] = (False, True, True),
         num_res_blocks: int = 1,
-        num_groups: int = 8,
+        norm_num_groups: int = 8,
         num_heads: int = 4,
         conditioning: str = "spade",
         dropout: float = 0.0,
@@ -181,10 +163,11 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         self.conv_in = conv_nd(spatial_dims, in_channels + extra_in, channels[0])
 
         def block(cin, cout, spade):
-            return TimeResBlock(spatial_dims, cin, cout, time_ch, num_groups, spade_ch if spade else None, dropout)
+            return ResBlock(spatial_dims, cin, cout, norm_num_groups, spade_ch if spade else None,
+                            time_channels=time_ch, dropout=dropout, zero_init_out=True)
 
         def attention(level):
-            return SelfAttention(spatial_dims, channels[level], num_heads, num_groups) if attention_levels[level] else nn.Identity()
+            return SelfAttention(spatial_dims, channels[level], num_heads, norm_num_groups) if attention_levels[level] else nn.Identity()
 
         self.down_blocks = nn.ModuleList()
         self.down_attn = nn.ModuleList()
@@ -196,7 +179,7 @@ class SemanticUNet(ModelMixin, ConfigMixin):
             self.downsamplers.append(Downsample(spatial_dims, ch) if level < len(channels) - 1 else nn.Identity())
             prev = ch
         self.mid_block1 = block(channels[-1], channels[-1], True)
-        self.mid_attn = SelfAttention(spatial_dims, channels[-1], num_heads, num_groups)
+        self.mid_attn = SelfAttention(spatial_dims, channels[-1], num_heads, norm_num_groups)
         self.mid_block2 = block(channels[-1], channels[-1], True)
         self.up_blocks = nn.ModuleList()
         self.up_attn = nn.ModuleList()
@@ -209,12 +192,13 @@ class SemanticUNet(ModelMixin, ConfigMixin):
             self.up_attn.append(attention(level))
             self.upsamplers.append(Upsample(spatial_dims, ch) if level > 0 else nn.Identity())
             prev = ch
-        self.norm_out = group_norm(channels[0], num_groups)
+        self.norm_out = group_norm(channels[0], norm_num_groups)
         self.conv_out = conv_nd(spatial_dims, channels[0], out_channels)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, condition: torch.Tensor) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, condition: torch.Tensor,
+                return_dict: bool = True) -> SemanticUNetOutput | tuple[torch.Tensor]:
         """Predict noise (or velocity) for ``sample`` at ``timestep``.
 
         Args:
@@ -223,6 +207,10 @@ class SemanticUNet(ModelMixin, ConfigMixin):
             timestep: one timestep for all samples or one per sample.
             condition: ``(B, num_classes + extra_condition_channels + 1, *any spatial)`` from
                 :func:`semantic_condition` or :func:`null_condition`.
+            return_dict: return a :class:`SemanticUNetOutput` (else the tuple ``(sample,)``).
+
+        Returns:
+            :class:`SemanticUNetOutput` with the prediction ``sample``, shaped like ``sample``.
         """
         cfg = self.config
         if any(s % self.downsampling for s in sample.shape[2:]):
@@ -247,17 +235,18 @@ class SemanticUNet(ModelMixin, ConfigMixin):
         skips = []
         for blocks, attn, down in zip(self.down_blocks, self.down_attn, self.downsamplers):
             for blk in blocks:
-                h = blk(h, temb)
+                h = blk(h, temb=temb)
             h = attn(h)
             skips.append(h)
             h = down(h)
-        h = self.mid_block1(h, temb, cond(h))
+        h = self.mid_block1(h, cond(h), temb)
         h = self.mid_attn(h)
-        h = self.mid_block2(h, temb, cond(h))
+        h = self.mid_block2(h, cond(h), temb)
         for blocks, attn, up in zip(self.up_blocks, self.up_attn, self.upsamplers):
             h = torch.cat([h, skips.pop()], dim=1)
             for blk in blocks:
-                h = blk(h, temb, cond(h))
+                h = blk(h, cond(h), temb)
             h = attn(h)
             h = up(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return SemanticUNetOutput(sample=out) if return_dict else (out,)

@@ -3,14 +3,15 @@
 The encoder compresses a volume ``(B, C, D, H, W)`` by ``2 ** (len(channels) - 1)`` per
 axis (4× for the Med-LSDM channels 16→32→64) into ``embedding_dim`` latent channels; the
 quantiser snaps every latent vector to its nearest codebook entry; the decoder maps the
-quantised latent back to a volume. With ``decoder="spade"`` every decoder normalisation
-reads the one-hot label map (SPADE), as in Med-LSDM.
+quantised latent back to a volume. With ``decoder_type="spade"`` every decoder
+normalisation reads the one-hot label map (SPADE), as in Med-LSDM.
 
 Entry points used by the latent diffusion model::
 
     z = vqgan.encode(x)                      # pre-quantisation latent
     zq, indices, stats = vqgan.quantize(z)   # nearest codes (straight-through)
-    x_hat = vqgan.decode(zq, labels_onehot)  # volume back
+    x_hat = vqgan.decode(z, labels)          # snap to the codebook and decode
+    x_hat = vqgan.decode(zq, labels, force_not_quantize=True)  # decode codes as they are
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from .blocks import SPADE, Downsample, ResBlock, Upsample, conv_nd, group_norm, one_hot
+from .configuration import RenamedConfigMixin
 
 
 def _distributed() -> bool:
@@ -171,10 +173,6 @@ class VectorQuantizerEMA(nn.Module):
         spatial = z.shape[:1] + z.shape[2:]
         return zq.to(z.dtype), indices.view(spatial), stats
 
-    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """Codes of ``indices`` ``(B, *spatial)`` as a latent ``(B, embedding_dim, *spatial)``."""
-        return self.codebook[indices].movedim(-1, 1)
-
 
 class Encoder(nn.Module):
     """Convolutional encoder: ``len(channels) - 1`` stride-2 downsamplings, then 1×1 to the latent."""
@@ -266,7 +264,7 @@ class VQGANOutput(BaseOutput):
     indices: torch.Tensor = None
 
 
-class VQGAN(ModelMixin, ConfigMixin):
+class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
     """Med-LSDM VQ-GAN autoencoder (2-D or 3-D) with an optional SPADE decoder.
 
     Input spatial sizes must be divisible by ``2 ** (len(channels) - 1)`` (by 4 for three
@@ -283,15 +281,19 @@ class VQGAN(ModelMixin, ConfigMixin):
         embedding_dim: latent channels = codebook vector length (Med-LSDM: 8).
         num_embeddings: codebook size.
         norm_num_groups: GroupNorm groups (must divide every entry of ``channels``).
-        decoder: ``"normal"`` (GroupNorm) or ``"spade"`` (label-conditioned SPADE norms).
+        decoder_type: ``"normal"`` (GroupNorm) or ``"spade"`` (label-conditioned SPADE norms);
+            ``decoder`` in configs saved before the rename (they still load).
         num_classes: label classes (one-hot channels) read by the SPADE decoder.
         spade_hidden_channels: hidden channels of each SPADE label network.
         commitment_cost: commitment loss weight β.
         ema_decay: codebook EMA decay.
         restart_after: training passes after which an unused code is restarted (0: never).
+        scaling_factor: factor applied to the latents before diffusion (≈ 1 / their std), as
+            diffusers' ``AutoencoderKL.config.scaling_factor``; set by ``train_diffusion``.
     """
 
     _supports_gradient_checkpointing = True
+    _renamed_config = {"decoder": "decoder_type"}
 
     @register_to_config
     def __init__(
@@ -304,20 +306,21 @@ class VQGAN(ModelMixin, ConfigMixin):
         embedding_dim: int = 8,
         num_embeddings: int = 512,
         norm_num_groups: int = 8,
-        decoder: str = "normal",
+        decoder_type: str = "normal",
         num_classes: int = 0,
         spade_hidden_channels: int = 32,
         commitment_cost: float = 0.25,
         ema_decay: float = 0.99,
         restart_after: int = 20,
+        scaling_factor: float = 1.0,
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        if decoder not in ("normal", "spade"):
-            raise ConfigError(f"decoder must be 'normal' or 'spade', got {decoder!r}")
-        if decoder == "spade" and num_classes < 1:
-            raise ConfigError("decoder='spade' needs num_classes >= 1 (the label map's classes)")
+        if decoder_type not in ("normal", "spade"):
+            raise ConfigError(f"decoder_type must be 'normal' or 'spade', got {decoder_type!r}")
+        if decoder_type == "spade" and num_classes < 1:
+            raise ConfigError("decoder_type='spade' needs num_classes >= 1 (the label map's classes)")
         if len(channels) < 1:
             raise ConfigError("channels must list at least one level")
         channels = tuple(int(c) for c in channels)
@@ -327,11 +330,26 @@ class VQGAN(ModelMixin, ConfigMixin):
             num_embeddings, embedding_dim, decay=ema_decay, commitment_cost=commitment_cost,
             restart_after=restart_after,
         )
-        self.decoder_net = Decoder(
+        self.decoder = Decoder(
             spatial_dims, out_channels, channels, num_res_blocks, embedding_dim, norm_num_groups,
-            label_channels=num_classes if decoder == "spade" else None,
+            label_channels=num_classes if decoder_type == "spade" else None,
             spade_hidden_channels=spade_hidden_channels,
         )
+
+    # -- weights saved before the decoder was renamed (decoder_net.* keys) ----------------
+    @staticmethod
+    def _rename_legacy_keys(state_dict, prefix: str = "") -> None:
+        old = prefix + "decoder_net."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[prefix + "decoder." + key[len(old):]] = state_dict.pop(key)
+
+    def _fix_state_dict_keys_on_load(self, state_dict) -> None:  # diffusers' from_pretrained
+        super()._fix_state_dict_keys_on_load(state_dict)
+        self._rename_legacy_keys(state_dict)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # torch's load_state_dict
+        self._rename_legacy_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- checks --------------------------------------------------------------------------
     def _check_input(self, x: torch.Tensor) -> None:
@@ -350,15 +368,16 @@ class VQGAN(ModelMixin, ConfigMixin):
             )
 
     def _labels(self, labels: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-        if self.config.decoder != "spade":
+        if self.config.decoder_type != "spade":
             return None
         if labels is None:
-            raise ConfigError("this VQ-GAN has a SPADE decoder: pass labels_onehot (B, num_classes, ...)")
+            raise ConfigError("this VQ-GAN has a SPADE decoder: pass labels, class indices (B, *spatial) "
+                              "or one-hot (B, num_classes, *spatial)")
         if not labels.is_floating_point():
             labels = one_hot(labels, self.config.num_classes)
         if labels.shape[1] != self.config.num_classes:
             raise DataError(
-                f"labels_onehot has {labels.shape[1]} channels, the SPADE decoder expects "
+                f"one-hot labels have {labels.shape[1]} channels, the SPADE decoder expects "
                 f"num_classes={self.config.num_classes}"
             )
         return labels.to(device=like.device, dtype=like.dtype)
@@ -373,27 +392,33 @@ class VQGAN(ModelMixin, ConfigMixin):
         """Nearest codes of ``z``: ``(zq, indices, stats)``, see :meth:`VectorQuantizerEMA.forward`."""
         return self.quantizer(z, update=update)
 
-    def decode(self, z: torch.Tensor, labels_onehot: torch.Tensor | None = None,
-               quantize: bool = False) -> torch.Tensor:
-        """Decode a latent to an image.
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None,
+               force_not_quantize: bool = False) -> torch.Tensor:
+        """Decode a latent to an image, like diffusers' ``VQModel.decode``.
 
         Args:
-            z: latent ``(B, embedding_dim, *latent_spatial)``, normally already quantised.
-            labels_onehot: one-hot label map at image resolution ``(B, num_classes, *spatial)``
-                (an integer map ``(B, *spatial)`` is converted); required by the SPADE decoder,
-                ignored by the normal one.
-            quantize: snap ``z`` to the codebook first (e.g. for diffusion samples); the
-                codebook is not updated.
+            z: latent ``(B, embedding_dim, *latent_spatial)``.
+            labels: label map at image resolution, class indices ``(B, *spatial)`` or one-hot
+                ``(B, num_classes, *spatial)``; required by the SPADE decoder, ignored by the
+                normal one.
+            force_not_quantize: decode ``z`` as it is (e.g. codes from :meth:`quantize`);
+                by default ``z`` is first snapped to the codebook (e.g. a diffusion sample),
+                without updating it.
         """
-        if quantize:
+        if not force_not_quantize:
             z, _, _ = self.quantizer(z, update=False)
-        return self.decoder_net(z, self._labels(labels_onehot, z))
+        return self.decoder(z, self._labels(labels, z))
 
-    def forward(self, x: torch.Tensor, labels_onehot: torch.Tensor | None = None,
-                return_dict: bool = True):
-        """Encode, quantise (updating the codebook in training mode) and decode ``x``."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, return_dict: bool = True):
+        """Encode, quantise (updating the codebook in training mode) and decode ``x``.
+
+        Args:
+            x: images ``(B, in_channels, *spatial)`` in [-1, 1].
+            labels: label maps for the SPADE decoder (see :meth:`decode`).
+            return_dict: return a :class:`VQGANOutput` (else its fields as a tuple).
+        """
         z = self.encode(x)
         zq, indices, stats = self.quantize(z)
-        recon = self.decode(zq, labels_onehot)
+        recon = self.decode(zq, labels, force_not_quantize=True)
         out = VQGANOutput(recon, stats["commitment_loss"], stats["perplexity"], stats["usage"], indices)
         return out if return_dict else out.to_tuple()

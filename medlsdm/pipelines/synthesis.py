@@ -144,12 +144,13 @@ def denoising_snapshots(pipe, labels, *, steps: int, n_snapshots: int = 6, guida
     keep = set(np.linspace(0, steps - 1, n_snapshots).round().astype(int).tolist())
     latents = []
 
-    def callback(i, t, z):
+    def keep_latents(pipe, i, t, tensors):
         if i in keep:
-            latents.append((i, t, z.clone()))
+            latents.append((i, int(t), tensors["latents"].clone()))
+        return {}
 
     label_maps, _ = pipe.load_labels(labels)
-    pipe(label_maps, num_inference_steps=steps, guidance_scale=guidance_scale,
-         generator=torch.Generator().manual_seed(seed), callback=callback)
+    pipe(label_maps, num_inference_steps=steps, guidance_scale=guidance_scale, output_type="latent",
+         generator=torch.Generator().manual_seed(seed), callback_on_step_end=keep_latents)
     with torch.no_grad():
-        return [(i, t, pipe.decode_latents(z, label_maps.to(z.device)).cpu().numpy()) for i, t, z in latents]
+        return [(i, t, pipe.decode_latents(z, label_maps).cpu().numpy()) for i, t, z in latents]

@@ -5,7 +5,8 @@
    VQ-regularised models); a sample is snapped to the codebook only when it is decoded
    (:meth:`MedLSDMPipeline.decode_latents`).
 2. The latent scale factor ``1 / std(latents)`` of the training split brings the latents
-   to unit variance, as the noise schedule assumes; it is stored with the pipeline.
+   to unit variance, as the noise schedule assumes; it is stored with the pipeline, as the
+   VQ-GAN's ``config.scaling_factor`` (where diffusers keeps it on its autoencoders).
 3. :func:`train_diffusion` trains :class:`~medlsdm.models.unet.SemanticUNet` with a
    diffusers ``DDPMScheduler`` (cosine schedule), epsilon or v prediction, condition
    dropout for classifier-free guidance, and an EMA copy of the weights, on the shared
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     # model
     channels=(64, 128, 256), attention_levels=(False, True, True), num_res_blocks=1,
-    num_groups=8, num_heads=4, conditioning="spade", dropout=0.0,
+    norm_num_groups=8, num_heads=4, conditioning="spade", dropout=0.0,
     # diffusion
     num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
     cond_drop_prob=0.1, ema_decay=0.999,
@@ -90,7 +91,7 @@ def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, g
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
     cond = semantic_condition(labels, unet.config.num_classes if hasattr(unet, "config") else unet.module.config.num_classes, extra)
     cond = drop_condition(cond, cond_drop_prob, generator=generator)
-    return F.mse_loss(unet(noisy, t, cond).float(), target.float())
+    return F.mse_loss(unet(noisy, t, cond).sample.float(), target.float())
 
 
 def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
@@ -129,6 +130,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     from ..data.prepare import load_manifest
     from ..data.splits import load_split
     from ..data.store import CaseStore
+    from ..models.configuration import register_config_values
     from ..models.unet import SemanticUNet
     from ..pipelines.pipeline_medlsdm import MedLSDMPipeline
     from ..rundir import RunDir
@@ -157,6 +159,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     latents, labels = encode_latents(vqgan, store, list(split["train"]))
     labels, extras = conditions(split["train"], labels)
     latent_scale = float(1.0 / latents.std())
+    register_config_values(vqgan, scaling_factor=latent_scale)  # saved with the pipeline's VQ-GAN
     log.info("%d training latents of shape %s, latent scale %.4f", len(latents), tuple(latents.shape[1:]), latent_scale)
     dataset = LatentDataset(latents * latent_scale, labels, seed=p["seed"], extra=extras)
     scheduler = make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"])
@@ -166,7 +169,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         spatial_dims=latents.ndim - 2, in_channels=latents.shape[1], out_channels=latents.shape[1],
         num_classes=len(manifest["classes"]), channels=tuple(p["channels"]),
         attention_levels=tuple(p["attention_levels"]), num_res_blocks=p["num_res_blocks"],
-        num_groups=p["num_groups"], num_heads=p["num_heads"], conditioning=p["conditioning"], dropout=p["dropout"],
+        norm_num_groups=p["norm_num_groups"], num_heads=p["num_heads"], conditioning=p["conditioning"], dropout=p["dropout"],
         extra_condition_channels=0 if extras is None else extras.shape[1],
     )
     ema = EMAModel(unet.parameters(), decay=p["ema_decay"], model_cls=SemanticUNet, model_config=unet.config)
@@ -186,7 +189,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         ema_unet = SemanticUNet.from_config(trainer.unwrap("unet").config)
         ema.copy_to(ema_unet.parameters())
         pipe = MedLSDMPipeline(vqgan, ema_unet.eval(), make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"]),
-                               latent_scale=latent_scale, spacing=manifest["spacing"])
+                               spacing=manifest["spacing"])
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

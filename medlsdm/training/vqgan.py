@@ -57,8 +57,8 @@ def vqgan_step(trainer: Trainer, batch, loss_fn) -> dict[str, float]:
     """
     x, labels = batch
     vq = trainer.models["vqgan"]
-    spade = trainer.unwrap("vqgan").config.decoder == "spade"
-    out = vq(x, labels_onehot=labels if spade else None)
+    spade = trainer.unwrap("vqgan").config.decoder_type == "spade"
+    out = vq(x, labels=labels if spade else None)
     plain = {n: trainer.unwrap(n) if n in trainer.models else None for n in ("disc2d", "disc3d")}
     with frozen(*plain.values()):
         loss_g, logs = loss_fn.generator_loss(
@@ -178,7 +178,7 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     model = VQGAN(
         spatial_dims=spatial_dims, channels=tuple(p["channels"]), num_res_blocks=p["num_res_blocks"],
         embedding_dim=p["embedding_dim"], num_embeddings=p["num_embeddings"],
-        norm_num_groups=p["norm_num_groups"], decoder=p["decoder"], num_classes=num_classes or 0,
+        norm_num_groups=p["norm_num_groups"], decoder_type=p["decoder"], num_classes=num_classes or 0,
         spade_hidden_channels=p["spade_hidden_channels"], commitment_cost=p["commitment_cost"],
         ema_decay=p["ema_decay"], restart_after=p["restart_after"],
     )
