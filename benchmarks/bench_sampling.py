@@ -49,16 +49,16 @@ def main() -> None:
     from medlsdm.atomic import write_text
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
-    from medlsdm.data.store import CaseStore
+    from medlsdm.data.store import CaseStore, stack_cases
     from medlsdm.metrics.image import class_intensity_error
     from medlsdm.models.unet import SemanticUNet, semantic_condition
     from medlsdm.pipelines.loading import load_pipeline
-    from medlsdm.pipelines.synthesis import compare_schedulers, load_split_cases
+    from medlsdm.pipelines.synthesis import compare_schedulers
 
     run = Path(args.run_dir)
     manifest, split = load_manifest(run / "data"), load_split(run / "data" / "split.json")
     with CaseStore(run / "data" / "cases.h5") as store:
-        real, labels, _ = load_split_cases(store, split["test"][: args.n_labels])
+        real, labels, _ = stack_cases(store, split["test"][: args.n_labels])
     pipe = load_pipeline(run)
     settings = QUICK_CHECK if args.check else SETTINGS
     results = compare_schedulers(pipe, labels, settings)

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from medlsdm.data.store import CaseStore
+from medlsdm.data.store import CaseStore, stack_cases
 from medlsdm.errors import ConfigError, DataError
 
 
@@ -74,3 +74,17 @@ def test_errors(tmp_path):
     assert CaseStore(tmp_path / "x.h5").ids() == ["a", "b"]
     with pytest.raises(ConfigError, match="y.h5: mode must be"):
         CaseStore(tmp_path / "y.h5", mode="a")
+
+
+def test_stack_cases(tmp_path):
+    cases = {f"c{i}": _case(i) for i in range(3)}
+    with CaseStore(tmp_path / "cases.h5", "w") as store:
+        for cid, (image, label, affine) in cases.items():
+            store.add(cid, image, label, affine)
+    images, labels, affines = stack_cases(CaseStore(tmp_path / "cases.h5"), ["c2", "c0"])
+    assert images.shape == (2, 1, 4, 6, 5) and images.dtype == np.float32 and labels.dtype == np.int64
+    np.testing.assert_array_equal(images[0], cases["c2"][0])  # in the order asked for
+    np.testing.assert_array_equal(labels[1], cases["c0"][1])
+    np.testing.assert_array_equal(affines[0], cases["c2"][2])
+    with pytest.raises(DataError, match="no cases"):
+        stack_cases(cases, [])

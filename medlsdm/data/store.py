@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable, Mapping
 
 import h5py
 import numpy as np
@@ -186,3 +187,15 @@ class CaseStore(H5Store):
             group["label"][()].astype(np.int64),
             np.array(group.attrs["affine"], dtype=np.float64),
         )
+
+
+def stack_cases(store: Mapping, case_ids: Iterable[str]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Images ``(N, 1, *spatial)`` float32, label maps ``(N, *spatial)`` int64 and affines of
+    cases of a store (:class:`CaseStore`, a slice store, or any mapping ``id -> (image, label, affine)``)."""
+    items = [store[c] for c in case_ids]
+    if not items:
+        raise DataError(f"{getattr(store, 'path', 'store')}: no cases given")
+    images = np.stack([np.asarray(img, np.float32) for img, _, _ in items])
+    labels = np.stack([np.asarray(lab, np.int64) for _, lab, _ in items])
+    return images, labels, [np.asarray(aff) for _, _, aff in items]
+

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -112,12 +112,6 @@ def timed_samples(pipe, labels, *, scheduler: str, steps: int, guidance_scale: f
     return out.images, (time.perf_counter() - start) / len(out.images)
 
 
-def load_split_cases(store: Mapping, case_ids: Iterable[str]):
-    """Images ``(N, 1, D, H, W)``, label maps ``(N, D, H, W)`` and affines of cases in a store."""
-    items = [store[c] for c in case_ids]
-    images = np.stack([np.asarray(img, np.float32) for img, _, _ in items])
-    labels = np.stack([np.asarray(lab, np.int64) for _, lab, _ in items])
-    return images, labels, [np.asarray(aff) for _, _, aff in items]
 
 
 def compare_schedulers(pipe, labels, settings: Sequence[tuple[str, int]], *, guidance_scale: float = 1.0, seed: int = 0):

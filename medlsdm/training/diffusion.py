@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import atomic_path, jsonable, save_pretrained_atomic, write_json
+from ..data.store import stack_cases
 from ..errors import ConfigError
 from .datasets import LatentDataset
 from .trainer import Trainer
@@ -56,10 +57,9 @@ def encode_latents(vqgan, store: Mapping, case_ids: Sequence[str], *, batch_size
     """Pre-quantisation latents ``(N, C, d, h, w)`` and label maps ``(N, D, H, W)`` of cases."""
     latents, labels = [], []
     for i in range(0, len(case_ids), batch_size):
-        items = [store[c] for c in case_ids[i:i + batch_size]]
-        x = torch.as_tensor(np.stack([np.asarray(img, np.float32) for img, _, _ in items])).to(device)
-        latents.append(vqgan.encode(x.to(vqgan.dtype)).float().cpu())
-        labels.append(torch.as_tensor(np.stack([np.asarray(lab, np.int64) for _, lab, _ in items])))
+        images, labs, _ = stack_cases(store, case_ids[i:i + batch_size])
+        latents.append(vqgan.encode(torch.as_tensor(images).to(device, vqgan.dtype)).float().cpu())
+        labels.append(torch.as_tensor(labs))
     return torch.cat(latents), torch.cat(labels)
 
 
@@ -201,7 +201,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
         pipe = make_pipeline(trainer)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        lab, extra = conditions(sample_ids, torch.as_tensor(np.stack([np.asarray(store[c][1]) for c in sample_ids])))
+        lab, extra = conditions(sample_ids, torch.as_tensor(stack_cases(store, sample_ids)[1]))
         out = pipe(lab, num_inference_steps=p["sample_steps"], generator=torch.Generator().manual_seed(p["seed"]),
                    extra_condition=extra)
         with atomic_path(out_dir / f"samples-{trainer.step:07d}.npz") as tmp:
