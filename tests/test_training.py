@@ -35,7 +35,8 @@ def make_store(n=4, shape=(12, 16, 16), seed=0):
 
 SPLIT = {"train": ["case_0", "case_1", "case_2"], "val": ["case_3"], "test": []}
 TINY = dict(crop_shape=(8, 8, 8), batch_size=2, channels=(8, 8, 8), num_embeddings=16, embedding_dim=4,
-            norm_num_groups=4, disc_channels=4, disc_layers=1, restart_after=2, progress=False)
+            norm_num_groups=4, disc_channels=4, disc_layers=1, gan_weight_2d=1.0, gan_weight_3d=1.0, restart_after=2,
+            progress=False)
 
 
 def test_csv_log_append_new_column_truncate(tmp_path):

@@ -34,16 +34,18 @@ from .vqgan import load_vqgan
 log = logging.getLogger(__name__)
 
 
-#: Defaults of :func:`train_diffusion` (the profiles of notebook 03 override some).
+#: Defaults of :func:`train_diffusion`: the quick profile's (``PROFILES["quick"]["03"]``, also
+#: notebook 03's parameters cell), except ``sample_every`` (off here; the notebook samples every
+#: 200 steps to show progress). The published Med-LSDM settings are ``PROFILES["paper"]["03"]``.
 DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     # model
-    channels=(64, 128, 256), attention_levels=(False, True, True), num_res_blocks=1,
+    channels=(32, 64, 128), attention_levels=(False, True, True), num_res_blocks=1,
     norm_num_groups=8, num_heads=4, conditioning="spade", dropout=0.0,
     # diffusion
     num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
-    cond_drop_prob=0.1, ema_decay=0.999,
+    cond_drop_prob=0.1, ema_decay=0.99,
     # optimisation
-    steps=2000, batch_size=4, lr=2e-4, gradient_accumulation_steps=1, max_grad_norm=1.0,
+    steps=400, batch_size=4, lr=5e-4, gradient_accumulation_steps=1, max_grad_norm=1.0,
     mixed_precision="no", seed=0,
     # bookkeeping
     checkpoint_every=500, keep_checkpoints=2, log_every=25, resume=True, progress=True,
