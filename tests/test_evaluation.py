@@ -6,7 +6,7 @@ import pytest
 
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import DataError
-from medlsdm.evaluation.run import (
+from medlsdm.evaluate import (
     Cases,
     image_quality,
     privacy_check,

@@ -199,3 +199,33 @@ def stack_cases(store: Mapping, case_ids: Iterable[str]) -> tuple[np.ndarray, np
     labels = np.stack([np.asarray(lab, np.int64) for _, lab, _ in items])
     return images, labels, [np.asarray(aff) for _, _, aff in items]
 
+
+def as_cases(images, labels=None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Normalise a stacked array ``(N, 1, *spatial)`` or a sequence of ``(1, *spatial)`` arrays."""
+    import torch
+
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        images = [images[i] for i in range(images.shape[0])]
+    images = [np.asarray(im.detach().cpu() if isinstance(im, torch.Tensor) else im, dtype=np.float32) for im in images]
+    if not images:
+        raise DataError("no images given")
+    for i, im in enumerate(images):
+        if im.ndim not in (3, 4) or im.shape[0] != 1:
+            raise DataError(f"image {i}: expected (1, D, H, W) or (1, H, W), got shape {im.shape}")
+    if labels is None:
+        return images, None
+    if isinstance(labels, (np.ndarray, torch.Tensor)):
+        labels = [labels[i] for i in range(labels.shape[0])]
+    labels = [np.asarray(lb.detach().cpu() if isinstance(lb, torch.Tensor) else lb) for lb in labels]
+    if len(labels) != len(images):
+        raise DataError(f"{len(images)} images but {len(labels)} label maps")
+    out = []
+    for i, (im, lb) in enumerate(zip(images, labels)):
+        if lb.ndim == im.ndim and lb.shape[0] == 1:
+            lb = lb[0]
+        if lb.shape != im.shape[1:]:
+            raise DataError(f"case {i}: label shape {lb.shape} does not match image shape {im.shape[1:]}")
+        if not np.issubdtype(lb.dtype, np.integer):
+            raise DataError(f"case {i}: labels must be integer class indices, got {lb.dtype}")
+        out.append(lb.astype(np.int64))
+    return images, out

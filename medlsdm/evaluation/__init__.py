@@ -3,5 +3,6 @@
 - :mod:`~medlsdm.evaluation.reconstruction` — VQ-GAN reconstructions beside the pooling baseline.
 - :mod:`~medlsdm.evaluation.features` — FID, 3-D FID, LPIPS, segmentation-feature distances.
 - :mod:`~medlsdm.evaluation.segmentation` — a segmentation network's predictions and Dice.
-- :mod:`~medlsdm.evaluation.run` — notebook 05 and ``medlsdm evaluate``: the whole evaluation of a run.
+
+The whole evaluation of a run (notebook 05, ``medlsdm evaluate``) is :mod:`medlsdm.evaluate`.
 """

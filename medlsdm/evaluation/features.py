@@ -9,11 +9,11 @@ import logging
 import numpy as np
 import torch
 
+from ..data.store import as_cases
 from ..errors import DataError
 from ..metrics.distribution import frechet_distance_from_features
 from ..metrics.image import ArrayLike, as_volume
 from ..models.blocks import pad_to_multiple
-from ..training.segnet import as_cases
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..data.store import as_cases
 from ..errors import ConfigError
 from ..metrics.overlap import dice_per_class, mean_dice
 from ..models.blocks import pad_to_multiple
 from ..models.segnet import SegNet
-from ..training.segnet import as_cases
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..data.io import read_nifti
-from ..errors import DataError
-from ..profiles import METRICS_KEYS
-from ..rundir import RunDir
-from ..tables import format_number, markdown_table
+from .data.io import read_nifti
+from .errors import DataError
+from .profiles import METRICS_KEYS
+from .rundir import RunDir
+from .tables import format_number, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, sche
                     guidance_scale: float, seed: int) -> Cases:
     """Synthetic volumes ``folder/<id>_syn0.nii.gz`` from the label maps of ``ids``; the
     missing ones are synthesised first (with :func:`medlsdm.pipelines.synthesis.synthesize_files`)."""
-    from ..pipelines.synthesis import synthesize_files, use_scheduler
+    from .pipelines.synthesis import synthesize_files, use_scheduler
 
     label_paths = [run.data / "labels" / f"{c}.nii.gz" for c in ids]
     image_paths = [folder / f"{c}_syn0.nii.gz" for c in ids]
@@ -119,7 +119,7 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
     """Paired image metrics (synthetic vs the real volume of the same label map), averaged
     over pairs: SSIM (Gaussian window), PSNR and RMSE with intensities in [-1, 1]
     (``data_range`` 2), NMSE ``‖syn − real‖² / ‖real‖²``. ``per_case`` keeps every value."""
-    from ..metrics.image import paired_metrics
+    from .metrics.image import paired_metrics
 
     if real.ids != synthetic.ids:
         raise DataError(f"image_quality: real and synthetic cases differ: {real.ids} vs {synthetic.ids}")
@@ -141,8 +141,8 @@ def segmentation_experiment(train: Cases, test: Cases, synthetic_test: Cases, sy
     ``synthetic`` (the synthetic test volumes against their label maps); with
     ``synthetic_train``, train a second network with the same settings on real + synthetic
     training volumes and measure it on the real test cases (``augmented``)."""
-    from ..training.segnet import train_segnet
-    from .segmentation import evaluate_dice
+    from .evaluation.segmentation import evaluate_dice
+    from .training.segnet import train_segnet
 
     k = len(class_names)
 
@@ -172,7 +172,7 @@ def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[st
     orientation (paired slices). A metric without weights is ``None`` and its reason is in
     ``skipped``.
     """
-    from .features import available_feature_metrics, fid_2d, fid_3d, lpips_slices, segnet_feature_distance
+    from .evaluation.features import available_feature_metrics, fid_2d, fid_3d, lpips_slices, segnet_feature_distance
 
     status = available_feature_metrics(dict(weights or {}))
     if min(len(real), len(synthetic)) < 2:  # a covariance needs two samples; paired LPIPS does not
@@ -182,15 +182,15 @@ def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[st
     if status["segnet_fd"] == "available":
         out["fd_seg"] = segnet_feature_distance(segnet, real.images, synthetic.images)
     if status["fid_2d"] == "available":
-        from ..models.feature_nets.inception import load_inception
+        from .models.feature_nets.inception import load_inception
 
         out["fid"] = fid_2d(real.images, synthetic.images, load_inception(weights["inception"]), slice_step=slice_step)
     if status["fid_3d"] == "available":
-        from ..models.feature_nets.medicalnet import load_medicalnet
+        from .models.feature_nets.medicalnet import load_medicalnet
 
         out["fid_3d"] = fid_3d(real.images, synthetic.images, load_medicalnet(weights["medicalnet"]))
     if status["lpips"] == "available":
-        from ..models.feature_nets.lpips import load_lpips
+        from .models.feature_nets.lpips import load_lpips
 
         out["lpips"] = lpips_slices(real.images, synthetic.images, load_lpips(weights["vgg16"], weights["lpips"]),
                                             slice_step=slice_step)
@@ -205,7 +205,7 @@ def privacy_check(synthetic: Cases, train: Cases, held_out: Cases) -> dict[str, 
     Use synthetic volumes made from *unseen* label maps: one made from a training label map
     shares that patient's anatomy by construction and is close to it without being a copy.
     """
-    from ..metrics.privacy import nearest_neighbour_check
+    from .metrics.privacy import nearest_neighbour_check
 
     check = nearest_neighbour_check(synthetic.images, train.images, held_out.images)
     check["flagged_ids"] = [synthetic.ids[i] for i in check["flagged"]]
@@ -243,7 +243,7 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation: Segmentation
 
 def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
     """Dataset, decoder and VQ-GAN channels of a run (the first columns of the paper's table)."""
-    from ..data.prepare import load_manifest
+    from .data.prepare import load_manifest
 
     manifest = load_manifest(run.data)
     info = {"dataset": manifest.get("dataset", "?"), "decoder": "?", "channels": "?"}
@@ -287,10 +287,10 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
     Needs notebooks 01 (data) and 03 (pipeline) to have run; synthetic volumes already in
     ``RUN/samples/eval/<setting>/`` (e.g. from notebook 05) are reused.
     """
-    from ..data.prepare import load_manifest
-    from ..data.splits import load_split
-    from ..pipelines.loading import load_pipeline
-    from .features import available_feature_metrics
+    from .data.prepare import load_manifest
+    from .data.splits import load_split
+    from .evaluation.features import available_feature_metrics
+    from .pipelines.loading import load_pipeline
 
     start = time.perf_counter()
     available_feature_metrics(dict(weights or {}))  # a mistyped weight path fails before any work
