@@ -35,7 +35,7 @@ def test_every_scheduler_on_5d_latents(pipe, labels, scheduler_cls):
     assert np.abs(out.images).max() <= 1 and np.isfinite(out.images).all()
     assert [i for i, _ in seen] == list(range(len(pipe.scheduler.timesteps)))
     assert seen[0][1] == (2, 4, 2, 4, 4)  # 5-D latents: (B, C, d, h, w)
-    np.testing.assert_array_equal(run(pipe, labels, guidance_scale=2.0).images, out.images)  # same seed, same volume
+    np.testing.assert_array_equal(run(pipe, labels, guidance_scale=2.0).images, out.images)  # same pipeline, same seed: exact
 
 
 def test_save_load_same_volume(pipe, labels, tmp_path):
@@ -45,7 +45,9 @@ def test_save_load_same_volume(pipe, labels, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert isinstance(loaded.scheduler, DDIMScheduler)
     assert loaded.config.latent_scale == pytest.approx(0.7) and list(loaded.config.spacing) == [6.0, 5.5, 5.5]
-    np.testing.assert_array_equal(run(loaded, labels).images, run(pipe, labels).images)
+    # two pipelines with the same weights and noise: float32 rounding only (CPU kernels may sum
+    # in another order, Intel and AMD differ in the last bits); images are in [-1, 1]
+    np.testing.assert_allclose(run(loaded, labels).images, run(pipe, labels).images, atol=1e-4, rtol=0)
 
 
 def test_guidance_changes_the_output(pipe, labels):
