@@ -122,4 +122,6 @@ def test_extra_condition_channels():
     assert not torch.allclose(out, model(x, 5, semantic_condition(labels, 4, 1 - edges)))  # edges matter
     with pytest.raises(ConfigError, match="extra_condition_channels"):
         model(x, 5, semantic_condition(labels, 4))
-    assert tiny().config.extra_condition_channels == 0  # purely semantic by default
+    semantic_only = tiny(spatial_dims=2, num_classes=4)  # the default: no extra channels, so edges are refused
+    with pytest.raises(ConfigError, match="channels"):
+        semantic_only(torch.randn(2, 4, 8, 8), 5, cond)
