@@ -23,17 +23,17 @@ def _code_cells(nb: dict) -> list[tuple[int, dict]]:
 
 
 def error_outputs(path: Path, tail: int = 15) -> list[str]:
-    """One readable entry per error output of an executed notebook: the cell (index and
-    first source line), the exception and the last ``tail`` lines of its traceback."""
+    """One readable entry per error output of an executed notebook: the cell (execution count
+    and first source line), the exception and the last ``tail`` lines of its traceback."""
     nb = json.loads(Path(path).read_text())
     found = []
-    for i, cell in _code_cells(nb):
+    for _, cell in _code_cells(nb):
         for out in cell.get("outputs", []):
             if out["output_type"] != "error":
                 continue
             source = "".join(cell["source"]).strip().splitlines() or [""]
             trace = ANSI.sub("", "\n".join(out.get("traceback", []))).splitlines()[-tail:]
-            found.append(f"{Path(path).name}, cell {i} (In [{cell.get('execution_count')}]) `{source[0][:80]}`: "
+            found.append(f"{Path(path).name}, In [{cell.get('execution_count')}] `{source[0][:80]}`: "
                          f"{out['ename']}: {out['evalue']}\n    " + "\n    ".join(trace))
     return found
 
