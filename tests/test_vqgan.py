@@ -6,6 +6,7 @@ import torch
 
 from medlsdm.errors import ConfigError, DataError
 from medlsdm.models import VQGAN, PatchDiscriminator, VectorQuantizerEMA, blocks, one_hot
+from medlsdm.profiles import PROFILES
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -221,8 +222,9 @@ def test_bf16_autocast_gradients_match_float32():
     assert torch.allclose(conv.weight.grad, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(16, 32, 32), (32, 64, 64)])  # smoke and quick blocks
-def test_profile_block_shapes(shape):
+@pytest.mark.parametrize("profile", ["smoke", "quick"])
+def test_profile_block_shapes(profile):
+    shape = tuple(PROFILES[profile]["01"]["block_shape"])
     model = VQGAN(channels=(4, 4, 4), norm_num_groups=1, embedding_dim=2, num_embeddings=4).eval()
     with torch.no_grad():
         out = model(torch.zeros(1, 1, *shape))
@@ -231,6 +233,7 @@ def test_profile_block_shapes(shape):
 
 
 def test_paper_block_shape_encodes():
+    shape = PROFILES["paper"]["01"]["block_shape"]  # 32×256×256 → 8×64×64 latent
     model = VQGAN(channels=(4, 4, 4), norm_num_groups=1, embedding_dim=2, num_embeddings=4).eval()
-    with torch.no_grad():  # 32×256×256 → 8×64×64 latent (decoding mirrors it; too slow for a unit test)
-        assert model.encode(torch.zeros(1, 1, 32, 256, 256)).shape == (1, 2, 8, 64, 64)
+    with torch.no_grad():  # (decoding mirrors it; too slow for a unit test)
+        assert model.encode(torch.zeros(1, 1, *shape)).shape == (1, 2, *[s // 4 for s in shape])
