@@ -2,7 +2,8 @@
 
 - ``smoke``: seconds per notebook; what the tests run.
 - ``quick``: the README demo; all notebooks end to end on 2 CPU cores, each meeting its
-  quality bar.
+  quality bar. Each notebook's ``parameters`` cell holds these values, so a notebook opened
+  and run top to bottom runs ``quick`` too (``tests/test_profiles.py`` checks it: change both).
 - ``paper``: the published Med-LSDM settings (256×256×32 blocks, channels 16→32→64) for GPUs.
 
 Shapes and spacings are in array order ``(D, H, W)`` = (z, y, x) of the canonical

@@ -1,6 +1,10 @@
-"""Shared fixtures."""
+"""Shared fixtures, among them the one smoke run of the notebooks that every test needing a
+run directory reads (``smoke_run``) or copies (``smoke_run_copy``)."""
+import shutil
+
 import pytest
 import torch
+from notebook_utils import error_outputs
 
 
 def make_tiny_pipeline():
@@ -39,3 +43,36 @@ def one_thread():
 @pytest.fixture(scope="module")
 def tiny_pipeline():
     return make_tiny_pipeline()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """Every notebook executed once per test session on the ``smoke`` profile, in order, through
+    the real runner (the code path of ``medlsdm run``). Notebook 01 runs with ``interactive=True``
+    so its executed copy holds widget state for the report tests; the others run as the
+    profile says. Read only: a test that writes into a run directory uses ``smoke_run_copy``.
+
+    papermill stops at the first failing cell and raises; the failure is reported here with
+    the failing notebook, cell and traceback (every test using the run then errors with it).
+    """
+    from medlsdm.errors import NotebookError
+    from medlsdm.rundir import RunDir
+    from medlsdm.runner import find_notebooks, run_notebooks
+
+    run = RunDir(tmp_path_factory.mktemp("smoke_run"))
+    keys = [p.name[:2] for p in find_notebooks()]
+    try:
+        run_notebooks("smoke", run.root, only=["01"], overrides={"interactive": True})
+        run_notebooks("smoke", run.root, only=[k for k in keys if k != "01"])
+    except NotebookError as exc:
+        details = [e for p in sorted(run.executed.glob("*.ipynb")) for e in error_outputs(p)]
+        pytest.fail(f"the smoke run failed: {exc}\n" + "\n".join(details), pytrace=False)
+    return run
+
+
+@pytest.fixture
+def smoke_run_copy(smoke_run, tmp_path):
+    """A private copy of the session's smoke run, for tests that write into the run directory."""
+    from medlsdm.rundir import RunDir
+
+    return RunDir(shutil.copytree(smoke_run.root, tmp_path / "run"))

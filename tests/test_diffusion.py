@@ -47,10 +47,41 @@ def test_condition_dropout_trains_the_null_condition():
     assert dropped.item() != pytest.approx(kept.item(), rel=1e-6)
 
 
-def test_v_prediction_target_and_bad_type():
-    sched = make_scheduler(50, prediction_type="v_prediction")
-    assert sched.config.prediction_type == "v_prediction"
-    with pytest.raises(ConfigError):
+def test_v_prediction_loss_is_the_mse_to_the_velocity():
+    """diffusion_loss with a v-prediction scheduler regresses v = sqrt(ab)·eps − sqrt(1 − ab)·x0,
+    recomputed here from the scheduler's alpha_bar and the same generator draws; the epsilon
+    scheduler on the same draws regresses eps (so the target is what the type changes)."""
+    torch.manual_seed(0)
+    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), norm_num_groups=4)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.normal_(0, 0.1)
+    z = torch.randn(4, 2, 4, 4, 4)
+    labels = torch.randint(0, 3, (4, 16, 16, 16))
+    v_sched, eps_sched = make_scheduler(50, prediction_type="v_prediction"), make_scheduler(50)
+
+    def loss(sched):
+        return diffusion_loss(unet, sched, z, labels, cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1)).item()
+
+    g = torch.Generator().manual_seed(1)  # the draws of diffusion_loss: noise, then timesteps
+    noise = torch.randn(z.shape, generator=g)
+    t = torch.randint(0, 50, (4,), generator=g)
+    ab = v_sched.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    noisy = ab.sqrt() * z + (1 - ab).sqrt() * noise
+    velocity = ab.sqrt() * noise - (1 - ab).sqrt() * z
+    with torch.no_grad():
+        pred = unet(noisy, t, semantic_condition(labels, 3)).sample
+    v_by_hand = torch.nn.functional.mse_loss(pred, velocity).item()
+    eps_by_hand = torch.nn.functional.mse_loss(pred, noise).item()
+    # our noisy latent and diffusers' differ only in float32 rounding (x ** 0.5 vs sqrt)
+    assert loss(v_sched) == pytest.approx(v_by_hand, rel=1e-5)
+    assert loss(eps_sched) == pytest.approx(eps_by_hand, rel=1e-5)
+    assert abs(v_by_hand - eps_by_hand) > 0.01 * eps_by_hand  # negative control: the targets differ
+    assert loss(v_sched) != pytest.approx(eps_by_hand, rel=1e-3)
+
+
+def test_bad_prediction_type_is_refused():
+    with pytest.raises(ConfigError, match="prediction_type"):
         make_scheduler(prediction_type="x0")
 
 

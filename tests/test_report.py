@@ -6,6 +6,7 @@ import hashlib
 import json
 import lzma
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,17 +14,20 @@ import tomllib
 
 from medlsdm import cli
 from medlsdm.errors import ConfigError
+from medlsdm.profiles import PROFILES
 from medlsdm.report import STATIC_DIR, STATIC_FILES, build_report, install_static, report_scripts
-from medlsdm.runner import run_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def interactive_run(tmp_path_factory):
-    """Notebook 01 executed by papermill with ``interactive=True`` (widgets in its outputs)."""
-    run = tmp_path_factory.mktemp("report_run")
-    run_notebooks("smoke", run, only=["01"], overrides={"interactive": True})
+@pytest.fixture
+def interactive_run(smoke_run, tmp_path):
+    """The session smoke run's notebook 01 (executed by papermill with ``interactive=True``:
+    widgets in its outputs) and its metrics.json, copied: building a report writes into the run."""
+    run = tmp_path / "run"
+    (run / "executed").mkdir(parents=True)
+    shutil.copy2(smoke_run.executed / "01_preprocessing.ipynb", run / "executed")
+    shutil.copy2(smoke_run.metrics_path, run)
     return run
 
 
@@ -75,7 +79,7 @@ def test_report_files_are_offline_and_self_contained(interactive_run):
 
     home = index.read_text()
     assert 'href="01_preprocessing.html"' in home
-    assert "<td>n_cases</td><td>9</td>" in home
+    assert f"<td>n_cases</td><td>{PROFILES['smoke']['01']['n_cases']}</td>" in home
     assert not report_scripts(home)
 
 

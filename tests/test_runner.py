@@ -1,6 +1,7 @@
 """The runner and CLI: notebook discovery, parameter checks, failures named by notebook and cell."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -74,4 +75,5 @@ def test_cli_reports_errors_with_exit_code(tmp_path, caplog):
 
 
 def test_default_notebooks_dir_is_the_repository_folder():
-    assert (DEFAULT_NOTEBOOKS_DIR / "01_preprocessing.ipynb").exists()
+    assert DEFAULT_NOTEBOOKS_DIR.resolve() == (Path(__file__).resolve().parent.parent / "notebooks")
+    assert [p.stem for p in find_notebooks()] == list(NOTEBOOKS.values())  # all six are there

@@ -50,13 +50,17 @@ def test_static_fallback_and_widget(volume):
 
 
 def test_histograms_and_fractions(volume):
-    image, label = volume
-    fig = viz.plot_class_histograms([image], [label], ["bg", "a", "b"])
-    assert isinstance(fig, Figure)
-    fig = viz.plot_class_fractions(np.array([[10, 0, 5], [8, 1, 6]]), ["bg", "a", "b"])
-    assert isinstance(fig, Figure)
-    fig = viz.plot_split({"train": ["x", "y"], "val": ["z"], "test": ["w"]}, {"x": "p1", "y": "p1", "z": "p2", "w": "p3"})
-    assert isinstance(fig, Figure)
+    """What the figures draw, not only that they are figures."""
+    image, label = volume  # classes 0 and 2 only
+    ax = viz.plot_class_histograms([image], [label], ["bg", "a", "b"]).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["bg", "b"]  # an absent class gets no curve
+    assert len(ax.patches) == 2
+    ax = viz.plot_class_fractions(np.array([[10, 0, 5], [8, 1, 6]]), ["bg", "a", "b"]).axes[0]
+    heights = [bar.get_height() for bar in ax.patches]
+    np.testing.assert_allclose(heights, [(10 / 15 + 8 / 15) / 2, (0 + 1 / 15) / 2, (5 / 15 + 6 / 15) / 2], rtol=1e-12)
+    ax = viz.plot_split({"train": ["x", "y"], "val": ["z"], "test": ["w"]}, {"x": "p1", "y": "p1", "z": "p2", "w": "p3"}).axes[0]
+    assert [bar.get_height() for bar in ax.patches] == [2, 1, 1, 1, 1, 1]  # cases, then patients per split
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["train", "val", "test"]
 
 
 def test_plot_slice_grid_volumes_and_2d_slices(volume):

@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from medlsdm.errors import ConfigError, DataError
 from medlsdm.models import VQGAN, PatchDiscriminator, VectorQuantizerEMA, blocks, one_hot
+from medlsdm.profiles import PROFILES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,9 +67,10 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.config.scaling_factor == 0.5
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
-    with torch.no_grad():  # another instance: float32 results may differ in the last bits
-        torch.testing.assert_close(loaded(x, labels).reconstruction, model(x, labels).reconstruction,
-                                   atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # two instances: the CPU kernels may sum in another order (last bits differ)
+        a, b = model(x, labels), loaded(x, labels)
+    assert torch.equal(a.indices, b.indices)  # the same codes, so the decoders see the same input
+    torch.testing.assert_close(b.reconstruction, a.reconstruction, atol=1e-5, rtol=1e-5)
 
 
 def _old_format(folder):
@@ -171,7 +173,7 @@ def test_dead_codes_are_restarted_from_the_batch():
         assert any(torch.equal(q.codebook[k], r) for r in rows), q.codebook[k]
         assert q.cluster_size[k] == 1.0 and q.unused_steps[k] == 0
     assert q.codebook[:2].abs().max() < 10  # the used codes only moved by EMA
-    assert torch.equal(run(0).codebook, q.codebook)  # seeded: reproducible
+    torch.testing.assert_close(run(0).codebook, q.codebook, atol=1e-6, rtol=1e-6)  # seeded: reproducible
 
 
 def test_first_training_batch_initialises_codebook():
@@ -216,8 +218,8 @@ def test_spade_decoder_uses_the_label_map():
         out_a, out_b = model.decode(zq, a, force_not_quantize=True), model.decode(zq, b, force_not_quantize=True)
     assert (out_a - out_b).abs().max() > 1e-4
     normal = tiny().eval()
-    with torch.no_grad():
-        assert torch.equal(normal.decode(zq, a), normal.decode(zq, b))  # one instance: labels ignored
+    with torch.no_grad():  # one model, the same latent: the label map is not read, so exactly equal
+        assert torch.equal(normal.decode(zq, a), normal.decode(zq, b))
 
 
 def test_gradient_checkpointing_gives_same_gradients():
@@ -230,7 +232,8 @@ def test_gradient_checkpointing_gives_same_gradients():
             model.enable_gradient_checkpointing()
         model(x, labels).reconstruction.square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    # two instances, and checkpointing recomputes the forward pass: float32 rounding only
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
 
 
 def test_patch_discriminator_shapes():
@@ -246,18 +249,22 @@ def test_patch_discriminator_shapes():
 def test_bf16_autocast_gradients_match_float32():
     # depth 8 → the deepest level has depth 2, where torch's CPU bf16 conv3d weight gradient
     # is wrong; blocks.Conv3d computes that case in float32
-    x = torch.rand(2, 1, 8, 8, 8) * 2 - 1
-    labels = torch.randint(0, 3, (2, 8, 8, 8))
-    norms = []
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 8, 8, 8, generator=g) * 2 - 1
+    labels = torch.randint(0, 3, (2, 8, 8, 8), generator=g)
+    grads = []
     for bf16 in (False, True):
         model = tiny(decoder_type="spade", num_classes=3, channels=(8, 16, 16)).eval()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(x, labels)
             loss = (out.reconstruction.float() - x).abs().mean()
         loss.backward()
-        norms.append(torch.stack([p.grad.norm() for p in model.parameters()]))
-    assert torch.isfinite(norms[1]).all()
-    assert torch.allclose(norms[1], norms[0], rtol=0.3, atol=1e-3)  # bf16 rounding, not 1e37
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.isfinite(grads[1]).all()
+    # bf16 keeps 8 significant bits (0.4 % per rounding) over ~20 layers: the whole gradient
+    # is 2-5 % off for seeds 0-5; the broken kernel gave 1e37. (Per-parameter norms were too
+    # strict: a small norm can be 50 % off in bf16 and still harmless.)
+    assert ((grads[1] - grads[0]).norm() / grads[0].norm()) < 0.15
     conv = blocks.Conv3d(3, 8, 3, padding=1)
     x, g = torch.rand(2, 3, 2, 6, 6), torch.randn(2, 8, 2, 6, 6)
     conv(x).backward(g)
@@ -269,8 +276,9 @@ def test_bf16_autocast_gradients_match_float32():
     assert torch.allclose(conv.weight.grad, ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(16, 32, 32), (32, 64, 64)])  # smoke and quick blocks
-def test_profile_block_shapes(shape):
+@pytest.mark.parametrize("profile", ["smoke", "quick"])
+def test_profile_block_shapes(profile):
+    shape = tuple(PROFILES[profile]["01"]["block_shape"])
     model = VQGAN(channels=(4, 4, 4), norm_num_groups=1, embedding_dim=2, num_embeddings=4).eval()
     with torch.no_grad():
         out = model(torch.zeros(1, 1, *shape))
@@ -279,6 +287,7 @@ def test_profile_block_shapes(shape):
 
 
 def test_paper_block_shape_encodes():
+    shape = PROFILES["paper"]["01"]["block_shape"]  # 32×256×256 → 8×64×64 latent
     model = VQGAN(channels=(4, 4, 4), norm_num_groups=1, embedding_dim=2, num_embeddings=4).eval()
-    with torch.no_grad():  # 32×256×256 → 8×64×64 latent (decoding mirrors it; too slow for a unit test)
-        assert model.encode(torch.zeros(1, 1, 32, 256, 256)).shape == (1, 2, 8, 64, 64)
+    with torch.no_grad():  # (decoding mirrors it; too slow for a unit test)
+        assert model.encode(torch.zeros(1, 1, *shape)).shape == (1, 2, *[s // 4 for s in shape])

@@ -1,0 +1,58 @@
+"""One source of defaults: a notebook opened and run top to bottom runs the ``quick`` profile.
+
+Each notebook's parameters cell (read by papermill's parser, as ``medlsdm run`` reads it)
+must give every key of ``PROFILES["quick"][nb]`` the profile's value; keys the profile does
+not set keep the notebook's own default.
+"""
+import json
+import re
+
+import pytest
+from notebook_utils import cell_defaults, parameters_cell_mismatches
+
+from medlsdm.profiles import NOTEBOOKS, PROFILES, notebook_parameters
+from medlsdm.runner import find_notebooks
+
+NB02 = find_notebooks(only=["02"])[0]
+
+
+@pytest.mark.parametrize("path", find_notebooks(), ids=lambda p: p.stem)
+def test_parameters_cell_is_the_quick_profile(path):
+    problems = parameters_cell_mismatches(path, notebook_parameters("quick", path.stem))
+    assert not problems, f"{path.name} differs from PROFILES['quick']:\n" + "\n".join(problems)
+    assert cell_defaults(path)["profile"] == "quick"  # what the cell says it is
+
+
+def test_every_notebook_has_a_quick_profile_entry():
+    assert set(PROFILES["quick"]) == set(NOTEBOOKS)
+
+
+def _edited(path, tmp_path, name, new_line):
+    """A copy of ``path`` whose parameters-cell line ``name = …`` is ``new_line`` (``None``: removed)."""
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    lines = [line for line in cell["source"] if not re.match(rf"{name}\s*=", line)]
+    assert len(lines) == len(cell["source"]) - 1, f"no line {name} = … in {path.name}"
+    at = next(i for i, line in enumerate(cell["source"]) if re.match(rf"{name}\s*=", line))
+    cell["source"] = lines[:at] + ([new_line + "\n"] if new_line is not None else []) + lines[at:]
+    out = tmp_path / path.name
+    out.write_text(json.dumps(nb, indent=1))
+    return out
+
+
+def test_a_changed_missing_or_retyped_value_is_reported(tmp_path):
+    quick = notebook_parameters("quick", "02")
+    assert parameters_cell_mismatches(NB02, quick) == []
+    cases = {
+        "steps = 1500": ["steps: the parameters cell says 1500, the profile 300"],
+        "steps = 300.0": ["steps: the parameters cell says 300.0, the profile 300"],  # float for int
+        "steps = 3 * 100": ["steps: the parameters cell's default '3 * 100' is not a literal"],
+        None: ["steps: the profile sets 300; the parameters cell does not declare it"],
+    }
+    for i, (line, expected) in enumerate(cases.items()):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        assert parameters_cell_mismatches(_edited(NB02, folder, "steps", line), quick) == expected, line
+    changed_list = _edited(NB02, tmp_path, "channels", "channels = [16, 32, 32]")
+    assert parameters_cell_mismatches(changed_list, quick) == [
+        "channels: the parameters cell says [16, 32, 32], the profile [16, 32, 64]"]
