@@ -56,3 +56,25 @@ def test_a_changed_missing_or_retyped_value_is_reported(tmp_path):
     changed_list = _edited(NB02, tmp_path, "channels", "channels = [16, 32, 32]")
     assert parameters_cell_mismatches(changed_list, quick) == [
         "channels: the parameters cell says [16, 32, 32], the profile [16, 32, 64]"]
+
+
+def _as_default(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("notebook, defaults_name", [("02", "vqgan"), ("03", "diffusion")])
+def test_package_defaults_are_the_quick_profile(notebook, defaults_name):
+    """train_vqgan / train_diffusion without arguments train what the quick demo trains."""
+    from medlsdm.training.diffusion import DIFFUSION_DEFAULTS
+    from medlsdm.training.vqgan import VQGAN_DEFAULTS
+
+    defaults = {"vqgan": VQGAN_DEFAULTS, "diffusion": DIFFUSION_DEFAULTS}[defaults_name]
+    quick = dict(PROFILES["quick"][notebook])
+    if notebook == "02":  # notebook-level names: one PatchGAN weight for both, the comparison run
+        quick.pop("compare_decoder")
+        quick["gan_weight_2d"] = quick["gan_weight_3d"] = quick.pop("gan_weight")
+    if notebook == "03":
+        assert defaults["sample_every"] is None  # documented exception: progress samples are the notebook's
+        quick.pop("sample_every")
+    differ = {k: (defaults.get(k), v) for k, v in quick.items() if _as_default(defaults.get(k)) != _as_default(v)}
+    assert differ == {}
