@@ -97,7 +97,7 @@ def test_02_vqgan(smoke_run):
 
 
 def test_03_diffusion(smoke_run):
-    from medlsdm.diffusion import load_pipeline
+    from medlsdm.pipelines.loading import load_pipeline
 
     p = P["03"]
     m = smoke_run.read_metrics()["03_diffusion"]
@@ -127,7 +127,7 @@ def test_04_synthesis(smoke_run):
 
 
 def test_05_evaluation(smoke_run):
-    from medlsdm.evaluation import synthetic_folder
+    from medlsdm.evaluate import synthetic_folder
 
     p = P["05"]
     m = smoke_run.read_metrics()["05_evaluation"]
