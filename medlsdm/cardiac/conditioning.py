@@ -1,5 +1,4 @@
-"""Conditioning modes of the cardiac ablation: what each model sees of the label and edge maps.
-"""
+"""Conditioning modes of the cardiac ablation: what each model sees of the label and edge maps."""
 from __future__ import annotations
 
 import logging

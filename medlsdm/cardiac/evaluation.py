@@ -1,5 +1,4 @@
-"""Evaluate synthetic cardiac slices against the real slices their conditions came from.
-"""
+"""Evaluate synthetic cardiac slices against the real slices their conditions came from."""
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,4 @@
-"""The HDF5 store of preprocessed cardiac slices and their edge maps.
-"""
+"""The HDF5 store of preprocessed cardiac slices and their edge maps."""
 from __future__ import annotations
 
 import json

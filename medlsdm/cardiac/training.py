@@ -1,5 +1,4 @@
-"""Train the cardiac VQ-VAE and one latent diffusion model per conditioning mode; sample them.
-"""
+"""Train the cardiac VQ-VAE and one latent diffusion model per conditioning mode; sample them."""
 from __future__ import annotations
 
 import logging
@@ -17,6 +16,8 @@ from .store import SliceStore
 log = logging.getLogger(__name__)
 
 
+#: :func:`medlsdm.training.vqgan.train_vqgan` settings that make the 2-D VQ-GAN a VQ-VAE on whole
+#: slices: no discriminators, no perceptual loss, 3 latent channels (the paper's 32×32×3).
 VQVAE_DEFAULTS: dict[str, Any] = dict(
     crop_shape=None, gan_weight_2d=0.0, gan_weight_3d=0.0, perceptual_weight=0.0, perceptual_weights=None,
     decoder="normal", embedding_dim=3, channels=(16, 32, 64), num_embeddings=256, batch_size=16,

@@ -18,6 +18,8 @@ from ..models.blocks import pad_to_multiple
 log = logging.getLogger(__name__)
 
 
+#: Slice orientations of a ``(D, H, W)`` = (z, y, x) volume in canonical RAS orientation
+#: (:mod:`medlsdm.data.io`): the array axis that is held fixed.
 SLICE_AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 
 

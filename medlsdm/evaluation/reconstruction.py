@@ -1,5 +1,4 @@
-"""VQ-GAN reconstruction quality on held-out cases, beside the baseline of the same compression.
-"""
+"""VQ-GAN reconstruction quality on held-out cases, beside the baseline of the same compression."""
 from __future__ import annotations
 
 import logging

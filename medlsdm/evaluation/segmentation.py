@@ -1,5 +1,4 @@
-"""Apply a trained segmentation network: predictions and Dice against label maps.
-"""
+"""Apply a trained segmentation network: predictions and Dice against label maps."""
 from __future__ import annotations
 
 import logging

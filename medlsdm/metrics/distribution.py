@@ -1,5 +1,4 @@
-"""Distances between two sets of samples (feature vectors): Fréchet distance and MMD.
-"""
+"""Distances between two sets of samples (feature vectors): Fréchet distance and MMD."""
 from __future__ import annotations
 
 import logging

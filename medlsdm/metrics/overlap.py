@@ -1,5 +1,4 @@
-"""Overlap of label maps: Dice per class, background excluded from the mean.
-"""
+"""Overlap of label maps: Dice per class, background excluded from the mean."""
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,4 @@
-"""Memorisation check: is a synthetic volume closer to a training volume than unseen real ones are?
-"""
+"""Memorisation check: is a synthetic volume closer to a training volume than unseen real ones are?"""
 from __future__ import annotations
 
 import logging

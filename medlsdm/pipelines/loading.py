@@ -1,5 +1,4 @@
-"""Load trained models of a run directory (or a ``save_pretrained`` folder).
-"""
+"""Load trained models of a run directory (or a ``save_pretrained`` folder)."""
 from __future__ import annotations
 
 import logging

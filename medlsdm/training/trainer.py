@@ -1,4 +1,4 @@
-"""Training on Hugging Face ``accelerate``: a small generic loop and the VQ-GAN training.
+"""The generic training loop on Hugging Face ``accelerate``.
 
 :class:`Trainer` runs any model(s) for a number of optimiser steps, given a *step
 function* that computes the losses of one micro-batch and calls :meth:`Trainer.backward`

@@ -1,5 +1,4 @@
-"""The ``breast-mr`` phantom: a prone fat-saturated T1 breast MR block (see :mod:`medlsdm.data.phantom`).
-"""
+"""The ``breast-mr`` phantom: a prone fat-saturated T1 breast MR block (see :mod:`medlsdm.data.phantom`)."""
 from __future__ import annotations
 
 import logging

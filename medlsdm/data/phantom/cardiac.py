@@ -1,5 +1,4 @@
-"""The ``cardiac-2d`` phantom: a short-axis bSSFP cine stack (see :mod:`medlsdm.data.phantom`).
-"""
+"""The ``cardiac-2d`` phantom: a short-axis bSSFP cine stack (see :mod:`medlsdm.data.phantom`)."""
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,4 @@
-"""What the three phantom kinds share: their tables, argument checks, random streams and fields.
-"""
+"""What the three phantom kinds share: their tables, argument checks, random streams and fields."""
 from __future__ import annotations
 
 import logging

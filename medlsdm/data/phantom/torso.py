@@ -1,5 +1,4 @@
-"""The ``torso-ct`` phantom: an abdominal CT block in Hounsfield units (see :mod:`medlsdm.data.phantom`).
-"""
+"""The ``torso-ct`` phantom: an abdominal CT block in Hounsfield units (see :mod:`medlsdm.data.phantom`)."""
 from __future__ import annotations
 
 import logging
