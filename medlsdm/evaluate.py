@@ -158,7 +158,7 @@ def segmentation_experiment(train: Cases, test: Cases, synthetic_test: Cases, sy
     if synthetic_train is not None:
         augmented = fit(train + synthetic_train)
         scores["augmented"] = dice(augmented, test)
-    return SegmentationResult(model, scores, augmented)
+    return SegmentationResult(model, scores)
 
 
 def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[str, Any] | None = None,
