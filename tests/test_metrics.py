@@ -34,6 +34,29 @@ def test_psnr_closed_form_and_skimage():
     assert psnr(torch.tensor(a), torch.tensor(b), data_range=2.0) == pytest.approx(psnr(a, b, data_range=2.0))
 
 
+def test_masked_psnr_ssim_rmse_against_skimage_and_by_hand():
+    a, b = _pair((14, 16, 15), seed=3)
+    mask = np.zeros(a.shape, bool)
+    mask[3:10, 4:12, 2:14] = True
+    b[~mask] = a[~mask] + 0.9  # a large error outside the mask must not count
+    mse = float(((a - b)[mask] ** 2).mean())
+    assert psnr(a, b, data_range=2.0, mask=mask) == pytest.approx(10 * math.log10(4 / mse))
+    assert psnr(a, b, data_range=2.0) < psnr(a, b, data_range=2.0, mask=mask) - 3  # negative control
+    from medlsdm.metrics.image import rmse
+
+    assert rmse(a, b, mask=mask) == pytest.approx(math.sqrt(mse))
+    # SSIM in a mask = skimage's full SSIM map averaged over the mask's voxels where the window fits
+    _, smap = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                    data_range=2, full=True)
+    inner = tuple(slice(5, n - 5) for n in a.shape)
+    assert ssim(a, b, data_range=2.0, mask=mask) == pytest.approx(float(smap[inner][mask[inner]].mean()), abs=1e-10)
+    assert ssim(a, b, data_range=2.0, mask=np.ones(a.shape, bool)) == pytest.approx(ssim(a, b, data_range=2.0))
+    with pytest.raises(DataError, match="empty"):
+        psnr(a, b, data_range=2.0, mask=np.zeros(a.shape, bool))
+    with pytest.raises(DataError, match="does not match"):
+        ssim(a, b, data_range=2.0, mask=mask[:5])
+
+
 def test_gaussian_window_is_normalised():
     k = gaussian_kernel(1.5)
     assert k.numel() == 11 and float(k.sum()) == pytest.approx(1.0)

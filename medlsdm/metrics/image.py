@@ -34,16 +34,32 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
         raise DataError(f"{name}: shapes differ, {tuple(x.shape)} vs {tuple(y.shape)}")
 
 
-def psnr(x: ArrayLike, y: ArrayLike, *, data_range: float) -> float:
+def _mask(mask: ArrayLike | None, like: torch.Tensor, name: str) -> torch.Tensor | None:
+    """A boolean mask of ``like``'s shape (size-1 axes may differ), or ``None``."""
+    if mask is None:
+        return None
+    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask.detach()).to("cpu").bool()
+    if m.numel() != like.numel():
+        raise DataError(f"{name}: mask of shape {tuple(m.shape)} does not match the images {tuple(like.shape)}")
+    m = m.reshape(like.shape)
+    if not m.any():
+        raise DataError(f"{name}: the mask is empty")
+    return m
+
+
+def psnr(x: ArrayLike, y: ArrayLike, *, data_range: float, mask: ArrayLike | None = None) -> float:
     """Peak signal-to-noise ratio ``10 log10(data_range² / MSE)`` in dB (``inf`` if equal).
 
     Args:
         x, y: arrays of the same shape (numpy or torch).
         data_range: intensity range, e.g. 2 for images in [-1, 1].
+        mask: the MSE is taken over these voxels only (e.g. the body, ``label > 0``), so that
+            a large, easy background does not inflate the number.
     """
     xt, yt = _as_tensor(x), _as_tensor(y)
     _check_pair(xt, yt, "psnr")
-    mse = float(((xt - yt) ** 2).mean())
+    m = _mask(mask, xt, "psnr")
+    mse = float(((xt - yt) ** 2).mean() if m is None else ((xt - yt)[m] ** 2).mean())
     if mse == 0:
         return math.inf
     return 10.0 * math.log10(data_range**2 / mse)
@@ -69,7 +85,7 @@ def _filter_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def ssim(x: ArrayLike, y: ArrayLike, *, data_range: float, sigma: float = 1.5) -> float:
+def ssim(x: ArrayLike, y: ArrayLike, *, data_range: float, sigma: float = 1.5, mask: ArrayLike | None = None) -> float:
     """Mean structural similarity of two 2-D or 3-D images with a Gaussian window.
 
     The window is a normalised Gaussian (``sigma``, truncated at 3.5σ: 11 taps for
@@ -84,9 +100,12 @@ def ssim(x: ArrayLike, y: ArrayLike, *, data_range: float, sigma: float = 1.5) -
             remaining axis is spatial and must be at least the window size.
         data_range: intensity range, e.g. 2 for images in [-1, 1].
         sigma: Gaussian window standard deviation.
+        mask: average the SSIM map only over window centres inside this mask (same shape
+            as the images; e.g. the body).
     """
     xt, yt = _as_tensor(x), _as_tensor(y)
     _check_pair(xt, yt, "ssim")
+    m = _mask(mask, xt, "ssim")
     xt, yt = xt.squeeze(), yt.squeeze()
     kernel = gaussian_kernel(sigma)
     win = kernel.numel()
@@ -95,14 +114,22 @@ def ssim(x: ArrayLike, y: ArrayLike, *, data_range: float, sigma: float = 1.5) -
             f"ssim: needs a 2-D or 3-D image with every side >= {win} (window of sigma={sigma}), "
             f"got shape {tuple(xt.shape)}"
         )
-    return _ssim_and_cs(xt, yt, kernel, data_range)[0]
+    if m is not None:
+        radius = win // 2
+        m = m.reshape(xt.shape)[tuple(slice(radius, n - radius) for n in xt.shape)]
+        if not m.any():
+            raise DataError("ssim: no voxel of the mask lies where the window fits inside the image")
+    return _ssim_and_cs(xt, yt, kernel, data_range, m)[0]
 
 
-def rmse(x: ArrayLike, y: ArrayLike) -> float:
-    """Root mean squared error ``sqrt(mean((x − y)²))`` (same units as the images)."""
+def rmse(x: ArrayLike, y: ArrayLike, *, mask: ArrayLike | None = None) -> float:
+    """Root mean squared error ``sqrt(mean((x − y)²))`` (same units as the images), over the
+    voxels of ``mask`` when given."""
     xt, yt = _as_tensor(x), _as_tensor(y)
     _check_pair(xt, yt, "rmse")
-    return float(((xt - yt) ** 2).mean().sqrt())
+    m = _mask(mask, xt, "rmse")
+    d = xt - yt if m is None else (xt - yt)[m]
+    return float((d**2).mean().sqrt())
 
 
 def nmse(x: ArrayLike, y: ArrayLike) -> float:
@@ -125,24 +152,30 @@ PAIRED_METRICS = ("ssim", "psnr", "rmse", "nmse")
 
 
 def paired_metrics(real: Sequence[ArrayLike], synthetic: Sequence[ArrayLike], *, data_range: float = 2.0,
-                   metrics: Sequence[str] = PAIRED_METRICS) -> tuple[dict[str, float], list[dict[str, float]]]:
+                   metrics: Sequence[str] = PAIRED_METRICS,
+                   masks: Sequence[ArrayLike] | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Image metrics of each pair ``synthetic[i]`` against ``real[i]`` (2-D slices or 3-D
     volumes) and their means over the pairs.
 
     ``metrics``: any of :data:`PAIRED_METRICS` — :func:`ssim` and :func:`psnr` with
-    ``data_range``, :func:`rmse`, :func:`nmse` (``real`` is the reference).
+    ``data_range``, :func:`rmse`, :func:`nmse` (``real`` is the reference). ``masks``: one
+    per pair; SSIM, PSNR and RMSE are then taken inside it (NMSE stays whole-image).
 
     Returns:
         ``({metric: mean}, [{metric: value} per pair])``.
     """
-    fns = {"ssim": lambda s, r: ssim(s, r, data_range=data_range), "psnr": lambda s, r: psnr(s, r, data_range=data_range),
-           "rmse": rmse, "nmse": nmse}
+    fns = {"ssim": lambda s, r, m: ssim(s, r, data_range=data_range, mask=m),
+           "psnr": lambda s, r, m: psnr(s, r, data_range=data_range, mask=m),
+           "rmse": lambda s, r, m: rmse(s, r, mask=m), "nmse": lambda s, r, m: nmse(s, r)}
     unknown = sorted(set(metrics) - set(fns))
     if unknown:
         raise DataError(f"paired_metrics: unknown metric(s) {unknown}; known: {list(PAIRED_METRICS)}")
     if len(real) != len(synthetic) or len(real) == 0:
         raise DataError(f"paired_metrics: needs pairs, got {len(real)} real and {len(synthetic)} synthetic images")
-    per_pair = [{k: fns[k](s, r) for k in metrics} for r, s in zip(real, synthetic)]
+    if masks is not None and len(masks) != len(real):
+        raise DataError(f"paired_metrics: {len(masks)} masks for {len(real)} pairs")
+    masks = masks if masks is not None else [None] * len(real)
+    per_pair = [{k: fns[k](s, r, m) for k in metrics} for r, s, m in zip(real, synthetic, masks)]
     return {k: float(np.mean([p[k] for p in per_pair])) for k in metrics}, per_pair
 
 
@@ -150,9 +183,11 @@ def paired_metrics(real: Sequence[ArrayLike], synthetic: Sequence[ArrayLike], *,
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor, data_range: float) -> tuple[float, float]:
+def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor, data_range: float,
+                 mask: torch.Tensor | None = None) -> tuple[float, float]:
     """Mean SSIM and mean contrast-structure term ``(2σxy + C2) / (σx² + σy² + C2)`` over the
-    positions where the window fits (same statistics as :func:`ssim`)."""
+    positions where the window fits (same statistics as :func:`ssim`), or over those of
+    them in ``mask`` (given at the size of the valid region)."""
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
     mx, my = _filter_valid(x, kernel), _filter_valid(y, kernel)
@@ -161,7 +196,10 @@ def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor, data_ra
     cxy = _filter_valid(x * y, kernel) - mx * my
     cs = (2 * cxy + c2) / (vx + vy + c2)
     lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
-    return float((lum * cs).mean()), float(cs.mean())
+    s = lum * cs
+    if mask is not None:
+        s, cs = s[mask], cs[mask]
+    return float(s.mean()), float(cs.mean())
 
 
 def _halve(x: torch.Tensor) -> torch.Tensor:
