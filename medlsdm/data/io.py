@@ -132,6 +132,13 @@ def _reorient_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarra
     return apply_orientation(data, ornt), affine @ inv_ornt_aff(ornt, data.shape)
 
 
+def canonical_dhw(data_xyz: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An ``(x, y, z)`` array and its affine as :func:`read_nifti` returns them: canonical
+    (RAS+) orientation, ``(D, H, W)`` = (z, y, x) axis order (e.g. a phantom made in memory)."""
+    data, affine = _reorient_canonical(data_xyz, np.asarray(affine, np.float64))
+    return np.ascontiguousarray(data.transpose(2, 1, 0)), affine
+
+
 def _check_values(data: np.ndarray, path: Path, kind: str) -> np.ndarray:
     """Image → float32 without NaN/Inf; label → int64 with integer values only."""
     if kind == "image":
@@ -183,9 +190,7 @@ def read_nifti(
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     data, affine = _load_xyz(path, frame)
-    data = _check_values(data, path, kind)
-    data, affine = _reorient_canonical(data, affine)
-    return np.ascontiguousarray(data.transpose(2, 1, 0)), affine
+    return canonical_dhw(_check_values(data, path, kind), affine)
 
 
 def _label_dtype(array: np.ndarray) -> type:

@@ -35,19 +35,34 @@ def frozen(*modules: nn.Module | None):
             p.requires_grad_(True)
 
 
-def make_vqgan_step(loss_fn) -> Callable[[Trainer, Any], dict[str, float]]:
+def make_vqgan_step(loss_fn, label_dropout: float = 0.0) -> Callable[[Trainer, Any], dict[str, float]]:
     """The step function of VQ-GAN training with the losses of ``loss_fn`` (a
     :class:`~medlsdm.training.losses.VQGANLoss`); the trainer's models are ``"vqgan"`` and, when
     adversarial losses are on, ``"disc2d"``/``"disc3d"`` with optimisers ``"generator"`` and
-    ``"discriminator"``."""
+    ``"discriminator"``. ``label_dropout``: see :func:`drop_labels`."""
 
     def step(trainer: Trainer, batch) -> dict[str, float]:
-        return vqgan_step(trainer, batch, loss_fn)
+        return vqgan_step(trainer, batch, loss_fn, label_dropout)
 
     return step
 
 
-def vqgan_step(trainer: Trainer, batch, loss_fn) -> dict[str, float]:
+def drop_labels(labels: torch.Tensor, num_classes: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """One-hot label maps ``(B, K, *spatial)`` with the whole map of each sample replaced by
+    zeros (no class anywhere) with probability ``p``.
+
+    Label dropout for the SPADE decoder: a decoder that always sees the label map can paint
+    the labels and ignore its latent; one that sometimes does not must carry the image in the
+    latent. At sampling time the decoder still gets the real label map.
+    """
+    from ..models.blocks import one_hot
+
+    onehot = one_hot(labels, num_classes).float()
+    keep = (torch.rand(labels.shape[0], generator=generator) >= p).to(onehot)
+    return onehot * keep.view(-1, *([1] * (onehot.ndim - 1)))
+
+
+def vqgan_step(trainer: Trainer, batch, loss_fn, label_dropout: float = 0.0) -> dict[str, float]:
     """One micro-batch of VQ-GAN training: generator update, then (from ``disc_start`` on)
     discriminator update.
 
@@ -57,7 +72,10 @@ def vqgan_step(trainer: Trainer, batch, loss_fn) -> dict[str, float]:
     """
     x, labels = batch
     vq = trainer.models["vqgan"]
-    spade = trainer.unwrap("vqgan").config.decoder_type == "spade"
+    config = trainer.unwrap("vqgan").config
+    spade = config.decoder_type == "spade"
+    if spade and label_dropout > 0:
+        labels = drop_labels(labels, config.num_classes, label_dropout, trainer.generator).to(x)
     out = vq(x, labels=labels if spade else None)
     plain = {n: trainer.unwrap(n) if n in trainer.models else None for n in ("disc2d", "disc3d")}
     with frozen(*plain.values()):
@@ -95,7 +113,7 @@ VQGAN_DEFAULTS: dict[str, Any] = dict(
     crop_shape=(16, 32, 32), batch_size=2, seed=0, num_workers=0,
     # model (Med-LSDM: channels 16→32→64, 4× per axis, 8-dim codes)
     channels=(16, 32, 64), num_res_blocks=1, embedding_dim=8, num_embeddings=512,
-    norm_num_groups=8, decoder="spade", spade_hidden_channels=16, restart_after=20,
+    norm_num_groups=8, decoder="normal", label_dropout=0.0, spade_hidden_channels=16, restart_after=20,
     commitment_cost=0.25, ema_decay=0.99,
     # losses
     l1_weight=4.0, perceptual_weight=4.0, perceptual_weights=None,
@@ -140,7 +158,8 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
             ``crop_shape`` (each side divisible by 4), ``batch_size`` (per process),
             ``steps`` (optimiser steps), ``lr``, ``lr_schedule`` (``"constant"|"cosine"``),
             ``warmup_steps``, ``channels``, ``num_embeddings``,
-            ``decoder`` (``"normal"|"spade"``), ``disc_start`` (adversarial losses from this
+            ``decoder`` (``"normal"|"spade"``), ``label_dropout`` (SPADE only: fraction of
+            samples decoded without their label map, :func:`drop_labels`), ``disc_start`` (adversarial losses from this
             step on), ``gan_weight_2d``/``gan_weight_3d`` (both 0: no discriminators at all),
             ``perceptual_weights`` (local VGG16
             file; ``None``: off), ``mixed_precision``, ``gradient_checkpointing``,
@@ -218,7 +237,7 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
     out_dir = run.vqgan
     trainer = Trainer(
-        models=models, optimizers=optimizers, step_fn=make_vqgan_step(loss_fn), dataset=dataset, out_dir=out_dir,
+        models=models, optimizers=optimizers, step_fn=make_vqgan_step(loss_fn, p["label_dropout"]), dataset=dataset, out_dir=out_dir,
         max_steps=p["steps"], batch_size=p["batch_size"],
         gradient_accumulation_steps=p["gradient_accumulation_steps"], max_grad_norm=p["max_grad_norm"],
         mixed_precision=p["mixed_precision"], checkpoint_every=p["checkpoint_every"],

@@ -1,0 +1,175 @@
+"""The phantom oracle: samples of the true p(image | label map), and the statistics that
+compare a generator with it.
+
+A phantom case is drawn in two steps, anatomy (→ label map) and appearance (hidden factors →
+image), so any anatomy can be re-rendered with fresh factors (:mod:`medlsdm.data.phantom`).
+Re-rendered and preprocessed exactly as notebook 01 preprocessed the real case, these
+*oracle re-renders* are what a perfect label-conditioned generator would produce: the
+reference for diversity (how much one label map's samples differ) and for the distribution
+of every hidden factor. A paired metric against the one real volume cannot tell a perfect
+sampler from the conditional mean; these can.
+
+Factor *estimators* measure a factor from a volume and its label map (e.g. the aorta's mean
+intensity estimates the contrast phase), so they apply equally to real, re-rendered and
+synthetic volumes.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..atomic import read_json
+from ..errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+#: Classes whose mean intensity is a factor estimator, per dataset (all non-background
+#: classes when a dataset is not listed). Torso: aorta and kidney follow the contrast phase,
+#: the liver its enhancement and steatosis.
+FACTOR_CLASSES = {
+    "torso-ct": ("aorta", "liver", "kidney", "soft_tissue", "fat"),
+    "breast-mr": ("breast", "fibroglandular", "vessel"),
+    "cardiac-2d": ("lv_blood_pool", "myocardium", "rv"),
+}
+
+#: The class whose fine-scale texture (intensity minus its 1-voxel Gaussian blur) estimates
+#: the noise level.
+NOISE_CLASS = {"torso-ct": "liver", "breast-mr": "breast", "cardiac-2d": "lv_blood_pool"}
+
+
+def _eroded(mask: np.ndarray) -> np.ndarray:
+    """The mask eroded by one voxel in-plane (kept as it is when erosion would empty it)."""
+    inner = ndimage.binary_erosion(mask, structure=np.ones((1, 3, 3), bool))
+    return inner if inner.sum() >= 8 else mask
+
+
+def factor_estimates(volumes: Sequence[np.ndarray], labels: Sequence[np.ndarray], class_names: Sequence[str],
+                     dataset: str | None = None) -> dict[str, np.ndarray]:
+    """Estimate the hidden factors of each volume from the volume and its label map.
+
+    Estimators: ``<class>_mean`` (mean intensity inside the class, eroded by one voxel
+    in-plane, so partial volume with neighbours barely counts) for each class of
+    :data:`FACTOR_CLASSES` ``[dataset]`` present in the class table, and ``noise`` (std of the
+    volume minus its Gaussian blur of 1 voxel inside :data:`NOISE_CLASS`). A volume without
+    the class gets NaN for that estimator.
+
+    Args:
+        volumes: ``(1, D, H, W)`` or ``(D, H, W)`` arrays in [-1, 1].
+        labels: their ``(D, H, W)`` label maps.
+        class_names: the class table's names.
+        dataset: the dataset (adapter) name, to choose the estimators.
+
+    Returns:
+        ``{estimator: (N,) array}`` in the volumes' intensity units.
+    """
+    if len(volumes) != len(labels):
+        raise DataError(f"factor_estimates: {len(volumes)} volumes but {len(labels)} label maps")
+    names = [c for c in FACTOR_CLASSES.get(dataset, tuple(class_names[1:])) if c in class_names]
+    noise_class = NOISE_CLASS.get(dataset, names[0] if names else None)
+    out = {f"{c}_mean": np.full(len(volumes), np.nan) for c in names}
+    if noise_class in class_names:
+        out["noise"] = np.full(len(volumes), np.nan)
+    for i, (vol, lab) in enumerate(zip(volumes, labels)):
+        x = np.asarray(vol, np.float32).reshape(np.shape(lab))
+        lab = np.asarray(lab)
+        for c in names:
+            mask = lab == class_names.index(c)
+            if mask.any():
+                out[f"{c}_mean"][i] = float(x[_eroded(mask)].mean())
+        if "noise" in out:
+            mask = lab == class_names.index(noise_class)
+            if mask.sum() >= 8:
+                fine = x - ndimage.gaussian_filter(x, 1.0)
+                out["noise"][i] = float(fine[_eroded(mask)].std())
+    return out
+
+
+def factor_preservation(originals: Mapping[str, np.ndarray], reconstructions: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Pearson correlation of each estimator on originals and on their reconstructions.
+
+    An autoencoder *preserves* a factor when the correlation is high (≥ 0.9): only such
+    factors can be judged in the diffusion model's samples; the others are the
+    autoencoder's limit, not the sampler's.
+    """
+    out = {}
+    for name, a in originals.items():
+        b = np.asarray(reconstructions[name])
+        ok = np.isfinite(a) & np.isfinite(b)
+        if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+            out[name] = float("nan")
+        else:
+            out[name] = float(np.corrcoef(a[ok], b[ok])[0, 1])
+    return out
+
+
+def phantom_source(data_dir: str | Path) -> dict:
+    """Where a preprocessed run's phantom came from: ``phantom.json`` of its ``data_root``.
+
+    Raises:
+        ConfigError: the run's data is not a phantom (no oracle exists for real data).
+    """
+    manifest = read_json(Path(data_dir) / "manifest.json")
+    record = Path(manifest["data_root"]) / "phantom.json"
+    if not record.is_file():
+        raise ConfigError(f"{manifest['data_root']}: not a phantom dataset (no phantom.json); "
+                          "oracle re-renders exist only for the procedural phantoms")
+    return {**read_json(record), "manifest": manifest}
+
+
+def oracle_rerenders(data_dir: str | Path, case_ids: Sequence[str], n: int, *, seed: int = 0) -> np.ndarray:
+    """``n`` oracle re-renders of each case's anatomy, preprocessed as the case was.
+
+    Each re-render draws fresh appearance factors and noise for the same anatomy (same label
+    map), then goes through the preprocessing of notebook 01 (canonical orientation,
+    resampling, normalisation, crop/pad, depth block) with the run's manifest settings.
+
+    Args:
+        data_dir: the run's preprocessed data folder (``RUN/data``, from a phantom).
+        case_ids: preprocessed case ids (one block per case).
+        n: re-renders per case.
+        seed: appearance seed; re-render ``k`` of a case uses appearance stream ``(seed, k)``.
+
+    Returns:
+        ``(len(case_ids), n, 1, D, H, W)`` float32 in [-1, 1].
+
+    Raises:
+        ConfigError: not a phantom run; DataError: a re-rendered label map differs from the
+            stored one (the preprocessing or the phantom changed since notebook 01).
+    """
+    from ..data.adapters import get_adapter
+    from ..data.io import canonical_dhw
+    from ..data.phantom import rerender_case
+    from ..data.preprocess import preprocess_case
+    from ..data.store import CaseStore
+
+    source = phantom_source(data_dir)
+    manifest = source["manifest"]
+    entries = {e["case_id"]: e for e in manifest["cases"]}
+    adapter = get_adapter(manifest["dataset"])
+    out = []
+    with CaseStore(Path(data_dir) / manifest.get("store", "cases.h5")) as store:
+        for cid in case_ids:
+            if cid not in entries:
+                raise DataError(f"{data_dir}: no case {cid!r} in the manifest")
+            index = int(Path(entries[cid]["source_image"]).name.split(".")[0].rsplit("_", 1)[1])
+            stored_label = np.asarray(store[cid][1])
+            renders = []
+            for k in range(n):
+                image, label, affine = rerender_case(source["kind"], source["seed"], index, source.get("shape"),
+                                                     appearance_seed=(seed, k))[:3]
+                image, aff = canonical_dhw(image, affine)
+                label, _ = canonical_dhw(label, affine)
+                block = preprocess_case(image, label.astype(np.int64), aff, classes=adapter.classes,
+                                        normalisation=manifest["normalisation"], spacing=manifest["spacing"],
+                                        block_shape=manifest["block_shape"])[0]
+                if not np.array_equal(block.label, stored_label):
+                    raise DataError(f"{cid}: the re-rendered label map differs from the stored one; "
+                                    "rerun notebook 01 (the phantom or the preprocessing changed)")
+                renders.append(block.image)
+            out.append(np.stack(renders))
+    return np.stack(out).astype(np.float32)
