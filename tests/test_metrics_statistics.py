@@ -1,0 +1,71 @@
+"""medlsdm.metrics.statistics: coverage in simulation, scipy's bootstrap as reference, paired controls."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from medlsdm.errors import DataError
+from medlsdm.metrics.statistics import bootstrap_ci, mean_sd, paired_bootstrap_ci, summarise
+
+
+def test_bootstrap_ci_covers_the_known_mean_at_about_the_nominal_rate():
+    rng = np.random.default_rng(0)
+    reps, covered, too_narrow = 200, 0, 0
+    for r in range(reps):
+        x = rng.normal(3.0, 2.0, size=30)
+        low, high = bootstrap_ci(x, seed=r)
+        covered += low <= 3.0 <= high
+    assert 0.88 <= covered / reps <= 0.99
+    # negative control: a 50 % interval must cover far less often
+    covered50 = sum(lo <= 3.0 <= hi for lo, hi in
+                    (bootstrap_ci(rng.normal(3.0, 2.0, size=30), level=0.5, seed=r) for r in range(reps)))
+    assert 0.35 <= covered50 / reps <= 0.65
+
+
+def test_bootstrap_ci_matches_scipy_percentile_bootstrap():
+    x = np.random.default_rng(1).gamma(2.0, size=40)
+    for stat in (np.mean, np.median):
+        low, high = bootstrap_ci(x, stat=stat, n_boot=20000, seed=3)
+        ref = scipy.stats.bootstrap((x,), stat, n_resamples=20000, method="percentile",
+                                    random_state=np.random.default_rng(4)).confidence_interval
+        width = ref.high - ref.low
+        assert low == pytest.approx(ref.low, abs=0.05 * width) and high == pytest.approx(ref.high, abs=0.05 * width)
+
+
+def test_bootstrap_ci_is_seeded_and_checks_input():
+    x = [1.0, 2.0, 4.0, 8.0]
+    assert bootstrap_ci(x, seed=5) == bootstrap_ci(x, seed=5)
+    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    with pytest.raises(DataError, match="NaN"):
+        bootstrap_ci([1.0, np.nan, 2.0])
+    with pytest.raises(DataError, match="at least 2"):
+        bootstrap_ci([1.0])
+    with pytest.raises(DataError, match="level"):
+        bootstrap_ci(x, level=95)
+    with pytest.raises(DataError, match="one number per resample"):
+        bootstrap_ci(x, stat=lambda a, axis: a)
+
+
+def test_paired_bootstrap_ci_excludes_zero_for_a_shift_and_covers_it_for_none():
+    rng = np.random.default_rng(2)
+    case_effect = rng.normal(0, 1.0, size=20)  # large between-case spread, common to both arms
+    a = case_effect + rng.normal(0, 0.05, size=20)
+    shifted = case_effect + 0.1 + rng.normal(0, 0.05, size=20)
+    same = case_effect + rng.normal(0, 0.05, size=20)
+    low, high = paired_bootstrap_ci(shifted, a)
+    assert 0 < low < 0.1 < high
+    low, high = paired_bootstrap_ci(same, a)
+    assert low < 0 < high
+    # the unpaired interval of the mean of one arm is far wider than the shift: pairing is what finds it
+    lo_a, hi_a = bootstrap_ci(shifted)
+    assert hi_a - lo_a > 5 * (high - low)
+    with pytest.raises(DataError, match="pair up"):
+        paired_bootstrap_ci([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_mean_sd_and_summarise():
+    assert mean_sd([1.0, 2.0, 3.0, 6.0]) == pytest.approx((3.0, np.std([1, 2, 3, 6], ddof=1)))
+    s = summarise([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["sd"] == 1.0 and s["n"] == 3 and s["per_case"] == [1.0, 2.0, 3.0]
+    assert s["ci"][0] <= 2.0 <= s["ci"][1]
