@@ -238,7 +238,8 @@ def reconstruction_vs_baselines(model, images, labels, class_means, *, data_rang
 
     Returns:
         ``{method: {"psnr", "ssim", "per_case": {"psnr": [...], "ssim": [...]}}}`` with methods
-        ``"VQ-GAN"`` and those of :func:`painting_baselines`.
+        ``"VQ-GAN"`` and those of :func:`painting_baselines` (SSIM NaN for volumes smaller
+        than its window).
     """
     from ..metrics.image import paired_metrics
 
@@ -246,8 +247,10 @@ def reconstruction_vs_baselines(model, images, labels, class_means, *, data_rang
     outputs = {"VQ-GAN": reconstruct(model, images, labels).images,
                **painting_baselines(images, labels, class_means, factor=model.downsample_factor)}
     masks = list(body_masks(labels))
+    metrics = ("psnr", "ssim") if min(labels.shape[1:]) >= gaussian_kernel().numel() else ("psnr",)
     table = {}
     for name, out in outputs.items():
-        mean, per_pair = paired_metrics(list(images), list(out), data_range=data_range, metrics=("psnr", "ssim"), masks=masks)
-        table[name] = {**mean, "per_case": {k: [p[k] for p in per_pair] for k in mean}}
+        mean, per_pair = paired_metrics(list(images), list(out), data_range=data_range, metrics=metrics, masks=masks)
+        mean.setdefault("ssim", math.nan)  # volumes smaller than the SSIM window
+        table[name] = {**mean, "per_case": {k: [p[k] for p in per_pair] for k in metrics}}
     return table
