@@ -41,8 +41,8 @@ INPUTS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "03"), "05":
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "01": dict(dataset="torso-ct", n_cases=9, block_shape=[16, 32, 32], spacing=[12.0, 11.0, 11.0]),
-        # every code path in seconds: both decoders, adversarial losses from step 6
-        "02": dict(decoder="spade", compare_decoder=True, steps=12, crop_shape=[16, 32, 32], batch_size=2,
+        # every code path in seconds: both decoders, label dropout, adversarial losses from step 6
+        "02": dict(decoder="spade", label_dropout=0.5, compare_decoder=True, steps=12, crop_shape=[16, 32, 32], batch_size=2,
                    lr=1e-3, channels=[8, 16, 32], embedding_dim=8, num_embeddings=64,
                    gan_weight=1.0, disc_start=6, disc_channels=8),
         "03": dict(steps=6, batch_size=2, channels=[8, 16], attention_levels=[False, True], sample_every=3),
@@ -59,7 +59,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # held-out PSNR +9.3 dB over the average-pool baseline after these 300 steps with
         # SPADE (~0.45 CPU-s/step: ~2.5 min on one core); the normal decoder needs ~600 steps
         # for +5.7 dB (~0.30 CPU-s/step), so compare_decoder=True adds ~1.5 min and stays < 5 dB
-        "02": dict(decoder="spade", compare_decoder=False, steps=300, crop_shape=[16, 32, 32], batch_size=2,
+        "02": dict(decoder="normal", label_dropout=0.0, compare_decoder=False, steps=300, crop_shape=[16, 32, 32], batch_size=2,
                    lr=1e-3, channels=[16, 32, 64], embedding_dim=8, num_embeddings=512,
                    gan_weight=0.0, disc_start=1000),
         # ~0.7 CPU-s per step (batch 4, latents 8×8×16×16): ~3 min on 2 cores. The SPADE

@@ -159,8 +159,9 @@ def latent_ablation(model, images, labels, *, masks=None, seed: int = 0, data_ra
         seed: seed of the random codes.
 
     Returns:
-        ``{"own", "other", "random"}`` mean PSNR (dB), ``"per_case"`` lists, and
-        ``"own_minus_other"``.
+        ``{"own", "other", "random"}`` mean PSNR (dB), ``"per_case"`` lists,
+        ``"own_minus_other"``, and ``"example"``: the first case decoded each way
+        (``{variant: (D, H, W) array}``, for a figure).
     """
     images = torch.as_tensor(np.asarray(images, np.float32))
     labels = torch.as_tensor(np.asarray(labels, np.int64))
@@ -179,16 +180,20 @@ def latent_ablation(model, images, labels, *, masks=None, seed: int = 0, data_ra
             idx = torch.randint(0, len(book), (z.shape[0], *z.shape[2:]), generator=gen)
             variants["random"].append(book[idx].movedim(-1, 1).to(z))
         per_case = {name: [] for name in variants}
+        example = {}
         for name, zs in variants.items():
             for i, z in enumerate(zs):
                 lab = labels[i:i + 1] if spade else None
                 recon = model.decode(z, lab, force_not_quantize=True)[0, 0].clamp(-1, 1)
                 per_case[name].append(psnr(recon, images[i, 0], data_range=data_range, mask=masks[i]))
+                if i == 0:
+                    example[name] = recon.numpy()
     finally:
         model.train(was_training)
     out: dict[str, Any] = {name: float(np.mean(v)) for name, v in per_case.items()}
     out["own_minus_other"] = out["own"] - out["other"]
     out["per_case"] = per_case
+    out["example"] = example
     return out
 
 
