@@ -17,6 +17,8 @@ from medlsdm.metrics.paper_conventions import (
     paper_ssim,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_paper_psnr_is_six_db_below_the_true_range():
     x, y = np.zeros((4, 12, 12)), np.full((4, 12, 12), 0.1)

@@ -16,6 +16,8 @@ from medlsdm.metrics.privacy import (
     nearest_distances,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHAPE = (8, 16, 16)
 
 
