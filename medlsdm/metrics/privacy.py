@@ -111,7 +111,9 @@ def nearest_neighbour_check(synthetic, train, held_out, *, metric: str = "rmse",
     voxel noise). For each synthetic volume the distance to its nearest training volume is
     computed, and the same for each real held-out volume; the smallest held-out distance is
     the ``threshold``. A synthetic volume closer to a training volume than that threshold —
-    closer than any independent real patient — is flagged as a possible copy.
+    closer than any independent real patient — is flagged as a possible copy. Nothing shows
+    this threshold would flag a copy or pass a fresh rendering; prefer
+    :func:`memorisation_with_controls`.
 
     Args:
         synthetic, train, held_out: sequences of same-shaped ``(1, D, H, W)`` volumes.
