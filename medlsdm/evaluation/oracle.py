@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 
 
 #: Classes whose mean intensity is a factor estimator, per dataset (all non-background
-#: classes when a dataset is not listed). Torso: aorta and kidney follow the contrast phase,
-#: the liver its enhancement and steatosis.
+#: classes when a dataset is not listed). Torso: aorta and kidney follow the contrast phase
+#: and dose, the liver its enhancement and steatosis, the vertebra its mineral density.
 FACTOR_CLASSES = {
-    "torso-ct": ("aorta", "liver", "kidney", "soft_tissue", "fat"),
+    "torso-ct": ("aorta", "liver", "kidney", "bone"),
     "breast-mr": ("breast", "fibroglandular", "vessel"),
     "cardiac-2d": ("lv_blood_pool", "myocardium", "rv"),
 }
@@ -121,7 +121,7 @@ def phantom_source(data_dir: str | Path) -> dict:
     return {**read_json(record), "manifest": manifest}
 
 
-def oracle_rerenders(data_dir: str | Path, case_ids: Sequence[str], n: int, *, seed: int = 0) -> np.ndarray:
+def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, seed: int = 0) -> np.ndarray:
     """``n`` oracle re-renders of each case's anatomy, preprocessed as the case was.
 
     Each re-render draws fresh appearance factors and noise for the same anatomy (same label
@@ -132,7 +132,8 @@ def oracle_rerenders(data_dir: str | Path, case_ids: Sequence[str], n: int, *, s
         data_dir: the run's preprocessed data folder (``RUN/data``, from a phantom).
         case_ids: preprocessed case ids (one block per case).
         n: re-renders per case.
-        seed: appearance seed; re-render ``k`` of a case uses appearance stream ``(seed, k)``.
+        seed: re-render ``k`` of a case uses the phantom's appearance seed ``seed·10⁴ + k``
+            (never the case's own appearance, which is the "real" volume).
 
     Returns:
         ``(len(case_ids), n, 1, D, H, W)`` float32 in [-1, 1].
@@ -143,7 +144,7 @@ def oracle_rerenders(data_dir: str | Path, case_ids: Sequence[str], n: int, *, s
     """
     from ..data.adapters import get_adapter
     from ..data.io import canonical_dhw
-    from ..data.phantom import rerender_case
+    from ..data.phantom import oracle_rerenders
     from ..data.preprocess import preprocess_case
     from ..data.store import CaseStore
 
@@ -158,13 +159,13 @@ def oracle_rerenders(data_dir: str | Path, case_ids: Sequence[str], n: int, *, s
                 raise DataError(f"{data_dir}: no case {cid!r} in the manifest")
             index = int(Path(entries[cid]["source_image"]).name.split(".")[0].rsplit("_", 1)[1])
             stored_label = np.asarray(store[cid][1])
+            label, affine, images, _ = oracle_rerenders(source["kind"], source["seed"], index,
+                                                        [seed * 10_000 + k for k in range(n)], source.get("shape"))
+            label, _ = canonical_dhw(label.astype(np.int64), affine)
             renders = []
-            for k in range(n):
-                image, label, affine = rerender_case(source["kind"], source["seed"], index, source.get("shape"),
-                                                     appearance_seed=(seed, k))[:3]
+            for image in images:
                 image, aff = canonical_dhw(image, affine)
-                label, _ = canonical_dhw(label, affine)
-                block = preprocess_case(image, label.astype(np.int64), aff, classes=adapter.classes,
+                block = preprocess_case(image, label, aff, classes=adapter.classes,
                                         normalisation=manifest["normalisation"], spacing=manifest["spacing"],
                                         block_shape=manifest["block_shape"])[0]
                 if not np.array_equal(block.label, stored_label):
@@ -173,3 +174,77 @@ def oracle_rerenders(data_dir: str | Path, case_ids: Sequence[str], n: int, *, s
                 renders.append(block.image)
             out.append(np.stack(renders))
     return np.stack(out).astype(np.float32)
+
+
+def _flat(volumes: np.ndarray, labels: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``(M, S, 1, *spatial)`` volumes of ``M`` label maps → flat lists of volumes and their label maps."""
+    volumes = np.asarray(volumes)
+    return [v for per_map in volumes for v in per_map], [lab for lab in labels for _ in range(volumes.shape[1])]
+
+
+def compare_with_oracle(samples: np.ndarray, oracle: np.ndarray, oracle_raw: np.ndarray, labels: np.ndarray,
+                        class_names: Sequence[str], dataset: str | None = None, *,
+                        preserved_min: float = 0.9) -> dict:
+    """Compare a generator's samples with oracle re-renders of the same label maps.
+
+    ``oracle`` are the oracle re-renders passed through the VQ-GAN (the best the latent
+    diffusion model can do: what the latent grid cannot hold, e.g. fine noise, is not counted
+    against the sampler); ``oracle_raw`` the same re-renders before the VQ-GAN. The oracle
+    re-renders of each map are split in two halves to give the oracle-vs-oracle reference
+    (what the statistics look like when the generator is perfect).
+
+    - Diversity ratio: mean over maps of (mean pairwise RMSE inside the body across samples) /
+      (the same across reconstructed oracle re-renders); 1 is right, 0 is a sampler whose
+      output does not depend on its noise. ``diversity_ratio_raw`` uses the raw re-renders.
+    - Factors: :func:`factor_estimates` on samples and oracle; per estimator the
+      1-Wasserstein distance and the two-sample KS p-value (scipy). An estimator is
+      *counted* when the VQ-GAN preserves it (correlation of its values on raw and
+      reconstructed re-renders ≥ ``preserved_min``); the others are the autoencoder's limit.
+
+    Args:
+        samples: ``(M, S, 1, *spatial)``: ``S`` samples of each of ``M`` label maps.
+        oracle / oracle_raw: ``(M, R, 1, *spatial)``, ``R >= 4`` even.
+        labels: ``(M, *spatial)``.
+        class_names, dataset: for :func:`factor_estimates`.
+        preserved_min: correlation from which the autoencoder counts as preserving a factor.
+
+    Returns:
+        ``{"diversity_ratio", "diversity_ratio_raw", "diversity_reference", "factor_w1",
+        "factor_ks_p", "factor_preserved", "counted", "factor_reference", "estimates"}``;
+        ``factor_w1``/``factor_ks_p`` hold the counted factors, ``factor_all`` every one.
+    """
+    from ..metrics.conditional import diversity_ratio, factor_comparison
+
+    samples, oracle, oracle_raw, labels = (np.asarray(a) for a in (samples, oracle, oracle_raw, labels))
+    r = oracle.shape[1]
+    if r < 4 or r % 2 or oracle_raw.shape != oracle.shape:
+        raise DataError(f"compare_with_oracle: needs an even number >= 4 of oracle re-renders per map "
+                        f"(raw and reconstructed alike), got {oracle.shape} and {oracle_raw.shape}")
+    if samples.shape[0] != oracle.shape[0] or len(labels) != samples.shape[0]:
+        raise DataError(f"compare_with_oracle: {samples.shape[0]} sample sets, {oracle.shape[0]} oracle sets, "
+                        f"{len(labels)} label maps")
+    masks = list(labels > 0)
+    half_a, half_b = oracle[:, : r // 2], oracle[:, r // 2:]
+    estimates = {name: factor_estimates(*_flat(v, labels), class_names, dataset)
+                 for name, v in (("synthetic", samples), ("oracle", oracle), ("oracle_raw", oracle_raw))}
+    estimates["oracle_a"] = factor_estimates(*_flat(half_a, labels), class_names, dataset)
+    estimates["oracle_b"] = factor_estimates(*_flat(half_b, labels), class_names, dataset)
+    # estimators measurable here: the class is in enough label maps
+    usable = [f for f in estimates["oracle"] if all(np.isfinite(est[f]).sum() >= 2 for est in estimates.values())]
+    finite = {k: {f: est[f][np.isfinite(est[f])] for f in usable} for k, est in estimates.items()}
+    preserved = factor_preservation({f: estimates["oracle_raw"][f] for f in usable}, {f: estimates["oracle"][f] for f in usable})
+    counted = [f for f, c in preserved.items() if np.isfinite(c) and c >= preserved_min]
+    comparison = factor_comparison(finite["synthetic"], finite["oracle"])
+    reference = factor_comparison(finite["oracle_a"], finite["oracle_b"])
+    return {
+        "diversity_ratio": diversity_ratio(list(samples), list(oracle), masks),
+        "diversity_ratio_raw": diversity_ratio(list(samples), list(oracle_raw), masks),
+        "diversity_reference": diversity_ratio(list(half_a), list(half_b), masks),
+        "factor_w1": {f: comparison[f]["w1"] for f in counted},
+        "factor_ks_p": {f: comparison[f]["ks_p"] for f in counted},
+        "factor_all": comparison,
+        "factor_preserved": preserved,
+        "counted": counted,
+        "factor_reference": reference,
+        "estimates": {k: {f: est[f].tolist() for f in usable} for k, est in estimates.items()},
+    }

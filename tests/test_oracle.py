@@ -1,0 +1,81 @@
+"""The oracle comparison (medlsdm.evaluation.oracle): factor estimators and the generator-vs-oracle statistics,
+with a perfect sampler (a second oracle draw) as positive control and a collapsed one as negative control."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medlsdm.data.classes import TORSO_CT
+from medlsdm.evaluation.oracle import compare_with_oracle, factor_estimates, factor_preservation
+
+NAMES = list(TORSO_CT.names)
+
+
+def _labels(m=6, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((m, 8, 12, 12), np.int64)
+    labels[:, :, 1:11, 1:11] = NAMES.index("soft_tissue")
+    for i in range(m):
+        a = rng.integers(2, 4)
+        labels[i, :, 2:2 + a + 3, 2:8] = NAMES.index("liver")
+        labels[i, :, 7:10, 8:11] = NAMES.index("aorta")
+    return labels
+
+
+def _render(labels, rng, n):
+    """``n`` renders per label map: aorta and liver intensities drawn per render (hidden factors) + noise."""
+    out = np.empty((len(labels), n, 1, *labels.shape[1:]), np.float32)
+    for i, lab in enumerate(labels):
+        for k in range(n):
+            img = np.where(lab > 0, 0.05, -1.0)
+            img = np.where(lab == NAMES.index("aorta"), rng.uniform(0.1, 0.4), img)
+            img = np.where(lab == NAMES.index("liver"), rng.uniform(0.0, 0.1), img)
+            out[i, k, 0] = img + rng.normal(0, 0.01, lab.shape)
+    return out
+
+
+def test_factor_estimates_recover_known_class_means():
+    labels = _labels(2)
+    images = np.where(labels == NAMES.index("aorta"), 0.3, 0.0).astype(np.float32)
+    est = factor_estimates(list(images), list(labels), NAMES, "torso-ct")
+    assert np.allclose(est["aorta_mean"], 0.3) and np.allclose(est["liver_mean"], 0.0)
+    assert np.all(np.isnan(est["kidney_mean"]))  # absent class
+    # the noise estimator scales with the noise: twice the std, twice the estimate; zero without noise
+    lab = np.full((12, 24, 24), NAMES.index("liver"))
+    rng = np.random.default_rng(0)
+    white = rng.normal(0, 1, lab.shape)
+    noise = factor_estimates([0.02 * white, 0.04 * white, 0 * white], [lab] * 3, NAMES, "torso-ct")["noise"]
+    assert noise[1] / noise[0] == pytest.approx(2.0, rel=1e-6) and noise[2] == 0.0
+    a, b = np.arange(10.0), np.arange(10.0) * 2 + 1
+    assert factor_preservation({"f": a}, {"f": b})["f"] == pytest.approx(1.0)
+    assert abs(factor_preservation({"f": a}, {"f": np.random.default_rng(0).permutation(a)})["f"]) < 0.9
+
+
+def test_a_perfect_sampler_passes_and_a_collapsed_one_fails():
+    rng = np.random.default_rng(1)
+    labels = _labels()
+    oracle = _render(labels, rng, 8)
+    perfect = _render(labels, rng, 4)  # positive control: fresh draws from the true distribution
+    res = compare_with_oracle(perfect, oracle, oracle, labels, NAMES, "torso-ct")
+    assert 0.6 < res["diversity_ratio"] < 1.6 and 0.6 < res["diversity_reference"] < 1.6
+    assert {"aorta_mean", "liver_mean"} <= set(res["counted"])  # raw == reconstructed: every varying factor preserved
+    assert min(res["factor_ks_p"].values()) > 0.01
+    collapsed = np.repeat(perfect[:, :1], 4, axis=1)  # negative control: the same output for every seed
+    bad = compare_with_oracle(collapsed, oracle, oracle, labels, NAMES, "torso-ct")
+    assert bad["diversity_ratio"] == 0.0
+    shifted = perfect.copy()  # negative control: aorta 0.3 too bright in every sample
+    shifted[:, :, 0][np.broadcast_to(labels[:, None] == NAMES.index("aorta"), shifted[:, :, 0].shape)] += 0.3
+    off = compare_with_oracle(shifted, oracle, oracle, labels, NAMES, "torso-ct")
+    assert off["factor_ks_p"]["aorta_mean"] < 0.01 and off["factor_w1"]["aorta_mean"] > 0.2
+
+
+def test_a_factor_the_autoencoder_loses_is_not_counted():
+    rng = np.random.default_rng(2)
+    labels = _labels()
+    raw = _render(labels, rng, 4)
+    recon = raw.copy()
+    aorta = np.broadcast_to(labels[:, None, None] == NAMES.index("aorta"), recon.shape)
+    recon[aorta] = 0.25  # the autoencoder paints the aorta with one value: its factor is lost
+    res = compare_with_oracle(raw, recon, raw, labels, NAMES, "torso-ct")
+    assert "aorta_mean" not in res["counted"] and "liver_mean" in res["counted"]
+    assert "aorta_mean" in res["factor_all"]
