@@ -1,4 +1,4 @@
-"""Tests of medlsdm.data.phantom: files, geometry, intensities, noise, determinism, errors."""
+"""Tests of medlsdm.data.phantom: files, geometry, intensities, noise, factors, re-renders, determinism, errors."""
 from __future__ import annotations
 
 import json
@@ -9,13 +9,24 @@ import pytest
 from scipy import ndimage
 
 from medlsdm.data.classes import BREAST_MR, CARDIAC, TORSO_CT
-from medlsdm.data.phantom import generate_case, make_phantom
+from medlsdm.data.phantom import (
+    FACTOR_TABLES,
+    draw_anatomy,
+    draw_factors,
+    generate_case,
+    load_factors,
+    make_phantom,
+    oracle_rerenders,
+    render_anatomy,
+    render_case,
+)
 from medlsdm.data.phantom.common import DEFAULT_SHAPES, PHANTOM_KINDS, SPACING_RANGES
-from medlsdm.data.phantom.torso import CT_NOISE_HU, TORSO_HU
+from medlsdm.data.phantom.torso import TISSUE_CLASS, TISSUE_NAMES, tissue_hu
 from medlsdm.errors import ConfigError, DataError
 
 TABLES = {"torso-ct": TORSO_CT, "breast-mr": BREAST_MR, "cardiac-2d": CARDIAC}
 CUBE = np.ones((3, 3, 3), bool)
+SMALL = {"torso-ct": (48, 48, 20), "breast-mr": (48, 32, 20), "cardiac-2d": (48, 48, 8)}
 
 
 @pytest.fixture(scope="module")
@@ -68,31 +79,39 @@ def test_torso_every_class_present(torso_cases):
         assert required <= present
 
 
-def test_torso_class_mean_hu(torso_cases):
-    for image, label, _ in torso_cases:
-        for name in TORSO_CT.names:
-            core = ndimage.binary_erosion(label == TORSO_CT.index(name), CUBE)
-            if name == "lesion" and core.sum() < 20:  # small or absent lesions
-                continue
-            assert core.sum() >= 20, name
-            assert abs(image[core].mean() - TORSO_HU[name]) < 30, name
+def test_torso_tissue_mean_hu():
+    """Each large tissue's core has the HU its factors give it (texture and noise average out)."""
+    for index in range(3):
+        anatomy = draw_anatomy("torso-ct", 0, index)
+        image, _, _, factors = render_case("torso-ct", 0, index)
+        expected = tissue_hu(factors)
+        for t, name in enumerate(TISSUE_NAMES):
+            core = ndimage.binary_erosion(anatomy.tissue == t, CUBE)
+            if core.sum() >= 50 and name not in ("bowel_gas", "rib"):  # thin, partial volume everywhere
+                assert abs(image[core].mean() - expected[t]) < 25, name
 
 
-def test_torso_noise_std(torso_cases):
-    for image, label, _ in torso_cases:
-        core = ndimage.binary_erosion(label == TORSO_CT.index("soft_tissue"), CUBE, iterations=2)
-        # high-pass residual: voxel minus the mean of its 6 neighbours; for white noise of std
-        # s its std is s * sqrt(1 + 1/6), while the smooth texture mostly cancels.
-        kernel = np.zeros((3, 3, 3))
-        kernel[1, 1, 1] = 1.0
-        for axis in range(3):
-            for offset in (0, 2):
-                idx = [1, 1, 1]
-                idx[axis] = offset
-                kernel[tuple(idx)] = -1 / 6
-        residual = ndimage.convolve(image.astype(np.float64), kernel, mode="nearest")
-        noise = residual[core].std() / np.sqrt(7 / 6)
-        assert 0.85 * CT_NOISE_HU < noise < 1.2 * CT_NOISE_HU
+def test_torso_tissues_carry_their_class():
+    """Unlabelled anatomy lies inside the class it is labelled as."""
+    for index in range(3):
+        anatomy = draw_anatomy("torso-ct", 0, index)
+        assert np.array_equal(TISSUE_CLASS[anatomy.tissue], anatomy.label)
+        soft = anatomy.label == TORSO_CT.index("soft_tissue")
+        found = set(np.unique(anatomy.tissue[soft]).tolist())
+        for name in ("muscle", "rib", "spleen", "bowel_wall", "mesenteric_fat", "heart"):
+            assert TISSUE_NAMES.index(name) in found, name
+
+
+def test_torso_noise_level_and_texture():
+    """noise_hu sets the std of the added noise, which is spatially correlated (not white)."""
+    _, label, _, factors = render_case("torso-ct", 1, 0, SMALL["torso-ct"], appearance_seed=0)
+    low = render_case("torso-ct", 1, 0, SMALL["torso-ct"], appearance_seed=0, factors={"noise_hu": 8.0})[0]
+    high = render_case("torso-ct", 1, 0, SMALL["torso-ct"], appearance_seed=0, factors={"noise_hu": 24.0})[0]
+    body = ndimage.binary_erosion(label > 0, CUBE)
+    d = (high - low).astype(np.float64)
+    assert 15.0 < d[body].std() < 17.0  # (24 - 8) HU, plus rounding
+    pairs = body[:-1] & body[1:]
+    assert np.corrcoef(d[:-1][pairs], d[1:][pairs])[0, 1] > 0.2  # band-passed: neighbours correlate (white: 0)
 
 
 def test_torso_anatomy_in_world_coordinates(torso_cases):
@@ -252,3 +271,139 @@ def test_generate_case_errors():
         generate_case("ct", 0, 0)
     with pytest.raises(ConfigError, match="index must be >= 0"):
         generate_case("torso-ct", 0, -1)
+
+
+# ---- two-step draw: factors, oracle re-renders, stored factors
+
+
+@pytest.mark.parametrize("kind", PHANTOM_KINDS)
+def test_rerender_keeps_label_and_changes_image(kind):
+    image, label, affine, factors = render_case(kind, 2, 1, SMALL[kind])
+    again, label_b, affine_b, factors_b = render_case(kind, 2, 1, SMALL[kind], appearance_seed=0)
+    assert label.tobytes() == label_b.tobytes() and np.array_equal(affine, affine_b)
+    assert factors != factors_b
+    body = label > 0
+    rms = np.sqrt(np.mean((image[body] - again[body]) ** 2))
+    assert rms > 0.02 * np.abs(image[body]).mean() + 1.0
+    # the case's own appearance is what generate_case (and make_phantom) give
+    assert np.array_equal(image, generate_case(kind, 2, 1, SMALL[kind])[0])
+
+
+@pytest.mark.parametrize("kind", PHANTOM_KINDS)
+def test_oracle_rerenders_equal_render_case(kind):
+    label, affine, images, factors = oracle_rerenders(kind, 3, 0, [0, 5], SMALL[kind])
+    for k, image, f in zip((0, 5), images, factors):
+        ref = render_case(kind, 3, 0, SMALL[kind], appearance_seed=k)
+        assert np.array_equal(image, ref[0]) and np.array_equal(label, ref[1]) and f == ref[3]
+    assert not np.array_equal(images[0], images[1])
+    # deterministic: the same appearance seed gives the same image
+    assert np.array_equal(oracle_rerenders(kind, 3, 0, [5], SMALL[kind])[2][0], images[1])
+
+
+@pytest.mark.parametrize("kind", PHANTOM_KINDS)
+def test_factors_lie_in_documented_ranges(kind):
+    draws = [draw_factors(kind, np.random.default_rng(s)) for s in range(300)]
+    for spec in FACTOR_TABLES[kind]:
+        values = [d[spec.name] for d in draws]
+        if spec.choices:
+            assert set(values) == set(spec.choices), spec.name
+        else:
+            assert spec.low <= min(values) and max(values) <= spec.high, spec.name
+            assert max(values) - min(values) > 0.5 * (spec.high - spec.low), spec.name  # it varies
+        assert spec.scale in ("large", "fine") and spec.distribution and spec.effect
+    assert all(set(d) == {f.name for f in FACTOR_TABLES[kind]} for d in draws)
+    assert draw_factors(kind, 4) == draw_factors(kind, np.random.default_rng(4))
+
+
+def test_torso_phase_and_contrast():
+    draws = [draw_factors("torso-ct", s) for s in range(400)]
+    phases = [d["phase"] for d in draws]
+    assert 0.15 < phases.count("non-contrast") / 400 < 0.35 and 0.38 < phases.count("portal-venous") / 400 < 0.62
+    assert all((d["contrast"] == 0) == (d["phase"] == "non-contrast") for d in draws)
+    assert 0.2 < np.mean([d["oral_contrast_hu"] > 0 for d in draws]) < 0.4
+
+
+def _core_mean(image, label, name):
+    core = ndimage.binary_erosion(label == TORSO_CT.index(name), CUBE)
+    return float(image[core].mean())
+
+
+def test_torso_factors_change_what_they_should():
+    """Contrast raises the aorta, steatosis lowers the liver; neither moves what it should not."""
+    base = dict(phase="portal-venous", contrast=0.3, steatosis=0.0, bone_hu=500.0)
+
+    def render(**change):
+        return render_case("torso-ct", 0, 2, appearance_seed=1, factors={**base, **change})[:2]
+
+    ref, label = render()
+    more_contrast, _ = render(contrast=0.9)
+    fatty, _ = render(steatosis=1.0)
+    arterial, _ = render(phase="arterial", contrast=0.9)
+    assert _core_mean(more_contrast, label, "aorta") - _core_mean(ref, label, "aorta") > 0.8 * 160 * 0.6
+    assert _core_mean(arterial, label, "aorta") > _core_mean(more_contrast, label, "aorta") + 80
+    assert _core_mean(ref, label, "liver") - _core_mean(fatty, label, "liver") > 0.8 * 80
+    # negative controls: steatosis leaves the aorta, bone and lung alone; contrast leaves bone and fat alone
+    for name in ("aorta", "bone", "lung"):
+        assert abs(_core_mean(fatty, label, name) - _core_mean(ref, label, name)) < 1.0, name
+    for name in ("bone", "fat"):
+        assert abs(_core_mean(more_contrast, label, name) - _core_mean(ref, label, name)) < 1.0, name
+
+
+def test_mr_factors_change_what_they_should():
+    shape = SMALL["cardiac-2d"]
+    f = dict(gain=1.0, blood_signal=0.9, bias_strength=0.2, slice_gain_spread=0.0, noise_rel=0.02)
+    low, label, _, _ = render_case("cardiac-2d", 0, 0, shape, appearance_seed=0, factors=f)
+    high = render_case("cardiac-2d", 0, 0, shape, appearance_seed=0, factors={**f, "blood_signal": 1.1})[0]
+    core = {n: ndimage.binary_erosion(label == CARDIAC.index(n), CUBE[..., 1:2]) for n in ("lv_blood_pool", "myocardium")}
+    assert high[core["lv_blood_pool"]].mean() > 1.15 * low[core["lv_blood_pool"]].mean()
+    assert abs(high[core["myocardium"]].mean() / low[core["myocardium"]].mean() - 1) < 0.03  # negative control
+    g = dict(gain=0.9, bias_strength=0.1, coil_gradient=0.001, fat_signal=1.0, noise_rel=0.02)
+    dim, label, _, _ = render_case("breast-mr", 0, 0, SMALL["breast-mr"], appearance_seed=0, factors=g)
+    bright = render_case("breast-mr", 0, 0, SMALL["breast-mr"], appearance_seed=0, factors={**g, "gain": 1.05})[0]
+    fgt = label == BREAST_MR.index("fibroglandular")
+    assert bright[fgt].mean() / dim[fgt].mean() == pytest.approx(1.05 / 0.9, rel=0.03)
+
+
+@pytest.mark.parametrize("kind", ["torso-ct", "cardiac-2d"])
+def test_stored_factors_round_trip(tmp_path, kind):
+    make_phantom(kind, tmp_path, 3, seed=5, shape=SMALL[kind])
+    stored = load_factors(tmp_path)
+    assert sorted(stored) == sorted(p.name[: -len(".nii.gz")] for p in (tmp_path / "images").iterdir())
+    for i, case_id in enumerate(sorted(stored)):
+        assert stored[case_id] == render_case(kind, 5, i, SMALL[kind])[3]
+    # the label map holds no factor: it is the same for every appearance
+    label = np.asarray(nib.load(tmp_path / "labels" / f"{sorted(stored)[0]}.nii.gz").dataobj)
+    assert np.array_equal(label, render_case(kind, 5, 0, SMALL[kind], appearance_seed=9)[1])
+
+
+def test_render_anatomy_with_given_factors():
+    anatomy = draw_anatomy("breast-mr", 0, 0, SMALL["breast-mr"])
+    factors = draw_factors("breast-mr", 0)
+    a = render_anatomy(anatomy, factors, np.random.default_rng(1))
+    b = render_anatomy(anatomy, factors, np.random.default_rng(1))
+    assert np.array_equal(a, b)
+    with pytest.raises(ConfigError, match="missing"):
+        render_anatomy(anatomy, {"gain": 1.0}, np.random.default_rng(1))
+
+
+@pytest.mark.parametrize(
+    "factors, match",
+    [({"contrast": 1.5}, "outside its range"), ({"phase": "venous"}, "must be one of"),
+     ({"dose": 1.0}, "unknown torso-ct factor"), ({"steatosis": "high"}, "must be a number")],
+)
+def test_bad_factors(factors, match):
+    with pytest.raises(ConfigError, match=match):
+        render_case("torso-ct", 0, 0, SMALL["torso-ct"], factors=factors)
+
+
+def test_bad_appearance_seed():
+    with pytest.raises(ConfigError, match="appearance_seed must be >= 0"):
+        render_case("torso-ct", 0, 0, SMALL["torso-ct"], appearance_seed=-1)
+
+
+def test_load_factors_errors(tmp_path):
+    with pytest.raises(DataError, match="no phantom record"):
+        load_factors(tmp_path)
+    (tmp_path / "phantom.json").write_text(json.dumps({"version": 1, "kind": "torso-ct", "complete": True}))
+    with pytest.raises(DataError, match="version 1 < 2"):
+        load_factors(tmp_path)

@@ -66,30 +66,187 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
 from ...atomic import atomic_path, read_json, write_json
-from ...errors import DataError
-from .breast import breast_case
-from .cardiac import cardiac_case
-from .common import CASE_PREFIXES, PHANTOM_KINDS, PHANTOM_VERSION, case_streams, check_int, check_kind, check_shape
-from .torso import torso_case
+from ...errors import ConfigError, DataError
+from .breast import BREAST_FACTORS, breast_anatomy, render_breast
+from .cardiac import CARDIAC_FACTORS, cardiac_anatomy, render_cardiac
+from .common import (
+    CASE_PREFIXES,
+    PHANTOM_KINDS,
+    PHANTOM_VERSION,
+    Anatomy,
+    Factor,
+    anatomy_streams,
+    appearance_streams,
+    check_factors,
+    check_int,
+    check_kind,
+    check_shape,
+    draw_uniform_factors,
+)
+from .torso import TORSO_FACTORS, draw_torso_factors, render_torso, torso_anatomy
 
-__all__ = ["PHANTOM_KINDS", "generate_case", "make_phantom"]
+__all__ = [
+    "PHANTOM_KINDS", "FACTOR_TABLES", "Anatomy", "Factor", "generate_case", "draw_anatomy", "draw_factors",
+    "render_anatomy", "render_case", "oracle_rerenders", "make_phantom", "load_factors",
+]
 
 logger = logging.getLogger(__name__)
 
 
-_GENERATORS = {"torso-ct": torso_case, "breast-mr": breast_case, "cardiac-2d": cardiac_case}
+@dataclass(frozen=True)
+class _Kind:
+    anatomy: Callable  # (anatomy streams, shape) -> Anatomy
+    factors: tuple[Factor, ...]
+    draw: Callable  # (factor rng) -> factor dict
+    render: Callable  # (Anatomy, factors, noise rng) -> image
+
+
+_KINDS = {
+    "torso-ct": _Kind(torso_anatomy, TORSO_FACTORS, draw_torso_factors, render_torso),
+    "breast-mr": _Kind(breast_anatomy, BREAST_FACTORS, partial(draw_uniform_factors, BREAST_FACTORS), render_breast),
+    "cardiac-2d": _Kind(cardiac_anatomy, CARDIAC_FACTORS, partial(draw_uniform_factors, CARDIAC_FACTORS), render_cardiac),
+}
+
+
+FACTOR_TABLES: dict[str, tuple[Factor, ...]] = {kind: spec.factors for kind, spec in _KINDS.items()}
+"""Each kind's hidden appearance factors: name, range, distribution, effect, spatial scale."""
+
+
+def draw_anatomy(kind: str, seed: int, index: int, shape: Sequence[int] | None = None) -> Anatomy:
+    """Draw the anatomy of one case (step 1 of 2): label map, tissue map, affine.
+
+    Args:
+        kind: one of :data:`PHANTOM_KINDS`.
+        seed: dataset seed (>= 0).
+        index: case number (>= 0).
+        shape: grid ``(x, y, z)``; see :func:`generate_case`.
+
+    Returns:
+        The :class:`Anatomy`; it depends only on ``(kind, seed, index, shape)``.
+
+    Raises:
+        ConfigError: unknown kind, negative seed or index, bad shape.
+    """
+    kind = check_kind(kind)
+    seed, index = check_int("seed", seed, 0), check_int("index", index, 0)
+    shape = check_shape(kind, shape)
+    return _KINDS[kind].anatomy(anatomy_streams(kind, seed, index), shape)
+
+
+def draw_factors(kind: str, rng: np.random.Generator | int) -> dict:
+    """Draw one set of hidden appearance factors of ``kind`` (:data:`FACTOR_TABLES`).
+
+    Args:
+        kind: one of :data:`PHANTOM_KINDS`.
+        rng: a numpy Generator, or an integer seed for one.
+
+    Returns:
+        ``{factor: value}``: floats, and strings for categorical factors (torso ``phase``).
+    """
+    kind = check_kind(kind)
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(check_int("rng", rng, 0))
+    return _KINDS[kind].draw(rng)
+
+
+def render_anatomy(anatomy: Anatomy, factors: Mapping, rng: np.random.Generator) -> np.ndarray:
+    """Render an anatomy with the given factors (step 2 of 2).
+
+    Args:
+        anatomy: from :func:`draw_anatomy`.
+        factors: every factor of the kind (:data:`FACTOR_TABLES`), each in its range.
+        rng: draws the texture, smooth fields and noise (use a fresh one for fresh noise).
+
+    Returns:
+        The image ``(x, y, z)`` float32 (CT: whole HU).
+
+    Raises:
+        ConfigError: a missing, unknown or out-of-range factor.
+    """
+    table = FACTOR_TABLES[anatomy.kind]
+    checked = check_factors(table, factors, anatomy.kind)
+    missing = [f.name for f in table if f.name not in checked]
+    if missing:
+        raise ConfigError(f"{anatomy.kind} factors missing: {missing}")
+    return _KINDS[anatomy.kind].render(anatomy, checked, rng)
+
+
+def _appearance(kind: str, seed: int, index: int, appearance_seed: int | None, factors: Mapping | None):
+    """The factors (drawn, then overridden by ``factors``) and the noise generator of one appearance."""
+    factor_rng, noise_rng = appearance_streams(kind, seed, index, appearance_seed)
+    drawn = _KINDS[kind].draw(factor_rng)
+    drawn.update(check_factors(FACTOR_TABLES[kind], factors or {}, kind))
+    return drawn, noise_rng
+
+
+def render_case(
+    kind: str, seed: int, index: int, shape: Sequence[int] | None = None, *,
+    appearance_seed: int | None = None, factors: Mapping | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Draw one case's anatomy and render it; with ``appearance_seed``, an oracle re-render.
+
+    The anatomy (label map) depends only on ``(kind, seed, index, shape)``. The appearance
+    (factors, texture, noise) is the case's own with ``appearance_seed=None`` (what
+    :func:`generate_case` and :func:`make_phantom` give) and a fresh, independent draw for
+    each ``appearance_seed`` ``k >= 0``: a sample of p(image | label map).
+
+    Args:
+        kind: one of :data:`PHANTOM_KINDS`.
+        seed: dataset seed (>= 0).
+        index: case number (>= 0).
+        shape: grid ``(x, y, z)``; see :func:`generate_case`.
+        appearance_seed: ``None`` (the case's own appearance) or an integer >= 0.
+        factors: factor values to use instead of the drawn ones (any subset of the kind's
+            factors); the other factors, texture and noise stay those of the appearance.
+
+    Returns:
+        ``(image, label, affine, factors)``; ``factors`` are the values the image was rendered with.
+
+    Raises:
+        ConfigError: bad argument, unknown or out-of-range factor.
+    """
+    anatomy = draw_anatomy(kind, seed, index, shape)
+    if appearance_seed is not None:
+        appearance_seed = check_int("appearance_seed", appearance_seed, 0)
+    drawn, noise_rng = _appearance(kind, seed, index, appearance_seed, factors)
+    return _KINDS[kind].render(anatomy, drawn, noise_rng), anatomy.label, anatomy.affine, drawn
+
+
+def oracle_rerenders(
+    kind: str, seed: int, index: int, appearance_seeds: Sequence[int], shape: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[dict]]:
+    """Render one anatomy several times with fresh factors and noise: samples of p(image | label map).
+
+    Same as calling :func:`render_case` with each appearance seed, but the anatomy is drawn once.
+
+    Args:
+        kind, seed, index, shape: the case (see :func:`render_case`).
+        appearance_seeds: one integer >= 0 per re-render.
+
+    Returns:
+        ``(label, affine, images, factors)``: the label map and affine all re-renders share,
+        and per appearance seed the image and its factors.
+    """
+    anatomy = draw_anatomy(kind, seed, index, shape)
+    images, factor_list = [], []
+    for k in appearance_seeds:
+        drawn, noise_rng = _appearance(kind, seed, index, check_int("appearance_seed", k, 0), None)
+        images.append(_KINDS[kind].render(anatomy, drawn, noise_rng))
+        factor_list.append(drawn)
+    return anatomy.label, anatomy.affine, images, factor_list
 
 
 def generate_case(kind: str, seed: int, index: int, shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generate one phantom case in memory.
+    """Generate one phantom case in memory (its own appearance; :func:`render_case` also returns the factors).
 
     Args:
         kind: one of :data:`PHANTOM_KINDS`.
@@ -106,11 +263,7 @@ def generate_case(kind: str, seed: int, index: int, shape: Sequence[int] | None 
     Raises:
         ConfigError: unknown kind, negative seed or index, bad shape.
     """
-    kind = check_kind(kind)
-    seed = check_int("seed", seed, 0)
-    index = check_int("index", index, 0)
-    shape = check_shape(kind, shape)
-    return _GENERATORS[kind](case_streams(kind, seed, index), shape)
+    return render_case(kind, seed, index, shape)[:3]
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path, *, label: bool, descrip: str) -> None:
@@ -202,12 +355,38 @@ def make_phantom(
     # Record the case list first, so an interrupted run is cleaned up by the next one.
     write_json(record_path, {**record, "complete": False})
     logger.info("writing %d %s phantom cases (seed %d, shape %s) to %s", n_cases, kind, seed, shape, out_dir)
+    factors = {}
     for i, (image_path, label_path) in enumerate(tqdm(pairs, desc=f"phantom {kind}", disable=n_cases < 10)):
-        image, label, affine = generate_case(kind, seed, i, shape)
+        image, label, affine, factors[ids[i]] = render_case(kind, seed, i, shape)
         if kind == "torso-ct":
             image = image.astype(np.int16)  # whole HU in [-1024, 3071]
         descrip = f"medlsdm phantom {kind} seed={seed} index={i}"
         _save(image, affine, image_path, label=False, descrip=descrip)
         _save(label.astype(np.uint8), affine, label_path, label=True, descrip=descrip)
-    write_json(record_path, {**record, "complete": True})
+    write_json(record_path, {**record, "factors": factors, "complete": True})
     return pairs
+
+
+def load_factors(out_dir: str | os.PathLike) -> dict[str, dict]:
+    """Read the hidden appearance factors :func:`make_phantom` stored with each case.
+
+    Args:
+        out_dir: the phantom folder (holding ``phantom.json``).
+
+    Returns:
+        ``{case_id: {factor: value}}`` (see :data:`FACTOR_TABLES` for the factors of each kind).
+
+    Raises:
+        DataError: no complete phantom record in ``out_dir``, or one written before factors
+            were stored (``version`` < 2: rerun :func:`make_phantom`).
+    """
+    path = Path(out_dir).expanduser() / "phantom.json"
+    if not path.is_file():
+        raise DataError(f"{path}: no phantom record; make the phantom with make_phantom first")
+    record = read_json(path)
+    if not isinstance(record, dict) or not record.get("complete") or not isinstance(record.get("factors"), dict):
+        raise DataError(
+            f"{path}: holds no stored factors (an incomplete phantom, or one of generator version "
+            f"{record.get('version') if isinstance(record, dict) else '?'} < 2); rerun make_phantom"
+        )
+    return record["factors"]

@@ -1,4 +1,9 @@
-"""The ``breast-mr`` phantom: a prone fat-saturated T1 breast MR block (see :mod:`medlsdm.data.phantom`)."""
+"""The ``breast-mr`` phantom: a prone fat-saturated T1 breast MR block (see :mod:`medlsdm.data.phantom`).
+
+:func:`breast_anatomy` draws the label map and tissue map (breast density, the fraction of
+fibroglandular tissue, changes the label map, so it is anatomy); :func:`render_breast` draws
+the image from the factors of :data:`BREAST_FACTORS` and fresh fields and noise.
+"""
 from __future__ import annotations
 
 import logging
@@ -10,6 +15,8 @@ from scipy.spatial import cKDTree
 from ..classes import BREAST_MR
 from .common import (
     CT_BLUR_SIGMA,
+    Anatomy,
+    Factor,
     axis_mm,
     grid_spacing,
     label_lookup,
@@ -35,8 +42,31 @@ BREAST_TISSUES = {
 BREAST_TISSUE_CLASS = {"breast_fat": "breast", "fibroglandular": "fibroglandular", "vessel": "vessel"}
 
 
-def breast_case(rngs, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rp, rf, rn, rx = rngs
+BREAST_FACTORS = (
+    Factor("gain", 0.88, 1.08, "", "U(0.88, 1.08)", "multiplies the whole image (receiver gain)"),
+    Factor("bias_strength", 0.08, 0.22, "", "U(0.08, 0.22)",
+           "std of the log of the smooth multiplicative bias field (correlation length 150 mm)"),
+    Factor("coil_gradient", 0.0005, 0.0015, "1/mm", "U(0.0005, 0.0015)",
+           "log-intensity gain per mm toward the breast coil (anterior)"),
+    Factor("fat_signal", 0.75, 1.3, "", "U(0.75, 1.3)",
+           "multiplies the fat signal (how incomplete the fat suppression is), before its uneven field"),
+    Factor("noise_rel", 0.015, 0.03, "", "U(0.015, 0.03)", "Rician noise std as a fraction of 500", scale="fine"),
+)
+"""Hidden appearance factors of ``breast-mr`` (density and vessel count are anatomy: they change the label map)."""
+
+
+FAT_SAT_UNEVENNESS = 0.25
+"""Std of the log of the smooth field that makes fat suppression uneven (correlation length 80 mm)."""
+
+
+def breast_anatomy(streams, shape) -> Anatomy:
+    """Draw the anatomy of one breast case: label map, tissue map, affine, antero-posterior coordinate.
+
+    Args:
+        streams: the four anatomy generators of :func:`~medlsdm.data.phantom.common.anatomy_streams`.
+        shape: grid ``(x, y, z)``.
+    """
+    rp, rf, rx, _ = streams
     fov, spacing = grid_spacing("breast-mr", rp, shape)
     sx, sy, sz = spacing
     # LAS affine (as often after DICOM → NIfTI conversion of axial breast MR): i -> left, j -> anterior.
@@ -64,8 +94,6 @@ def breast_case(rngs, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     density = rp.uniform(0.08, 0.45)  # fraction of breast tissue that is fibroglandular
     central = rp.uniform(0.8, 1.6)  # how strongly the FGT gathers behind the nipple
     n_vessels = [int(rp.integers(3, 8)) for _ in (-1, 1)]
-    gain = rp.uniform(0.88, 1.08)
-    noise_rel = rp.uniform(0.015, 0.03)
 
     u0 = axis_mm(shape[0], sx)[:, None, None] * np.float32(-np.sign(affine[0, 0]))
     v0 = axis_mm(shape[1], sy)[None, :, None] * np.float32(np.sign(affine[1, 1]))
@@ -136,14 +164,27 @@ def breast_case(rngs, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tissue[tuple(i[hit] for i in idx)] = T("vessel")
 
     label = label_lookup(tissues, BREAST_TISSUE_CLASS, BREAST_MR)[tissue]
+    return Anatomy("breast-mr", label, affine, tissue, spacing, fov, fields={"v": np.ascontiguousarray(v, np.float32)})
+
+
+def render_breast(anatomy: Anatomy, factors: dict, rng: np.random.Generator) -> np.ndarray:
+    """Render a breast anatomy: tissue signal + texture → uneven fat signal → blur → bias field, gain → Rician noise.
+
+    Args:
+        anatomy: from :func:`breast_anatomy`.
+        factors: a complete, checked factor dict (:data:`BREAST_FACTORS`).
+        rng: the appearance's noise generator (texture, fields, noise).
+    """
+    tissue, shape, spacing, fov = anatomy.tissue, anatomy.tissue.shape, anatomy.spacing, anatomy.fov
+    tissues = list(BREAST_TISSUES)
     means, rel = tissue_lookup(tissues, BREAST_TISSUES)
-    image = means[tissue] * (1 + rel[tissue] * texture_field(rn, shape, 1.0))
-    fat = (tissue == T("breast_fat")) | (tissue == T("thorax_fat"))
-    fat_sat = smooth_field(rf, shape, spacing, fov, (80.0, 80.0, 80.0))
-    fat_sat = np.exp(0.25 * (fat_sat - fat_sat.mean()))  # uneven fat suppression
+    image = means[tissue] * (1 + rel[tissue] * texture_field(rng, shape, 1.0))
+    fat = (tissue == tissues.index("breast_fat")) | (tissue == tissues.index("thorax_fat"))
+    fat_sat = smooth_field(rng, shape, spacing, fov, (80.0, 80.0, 80.0))
+    fat_sat = factors["fat_signal"] * np.exp(FAT_SAT_UNEVENNESS * (fat_sat - fat_sat.mean()))
     image = np.where(fat, image * fat_sat, image)
     image = ndimage.gaussian_filter(image, CT_BLUR_SIGMA)
-    bias = smooth_field(rf, shape, spacing, fov, (150.0, 150.0, 150.0))
-    bias = np.exp(0.15 * (bias - bias.mean()) + 0.001 * v)  # smooth, plus brighter near the breast coil
-    image = rician(rn, image * bias * gain, noise_rel * 500.0)
-    return image.astype(np.float32), label, affine
+    bias = smooth_field(rng, shape, spacing, fov, (150.0, 150.0, 150.0))
+    bias = np.exp(factors["bias_strength"] * (bias - bias.mean()) + factors["coil_gradient"] * anatomy.fields["v"])
+    image = rician(rng, image * bias * factors["gain"], factors["noise_rel"] * 500.0)
+    return image.astype(np.float32)

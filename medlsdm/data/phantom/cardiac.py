@@ -1,4 +1,9 @@
-"""The ``cardiac-2d`` phantom: a short-axis bSSFP cine stack (see :mod:`medlsdm.data.phantom`)."""
+"""The ``cardiac-2d`` phantom: a short-axis bSSFP cine stack (see :mod:`medlsdm.data.phantom`).
+
+:func:`cardiac_anatomy` draws the label map and tissue map (the cardiac phase changes the
+label map, so it is anatomy); :func:`render_cardiac` draws the image from the factors of
+:data:`CARDIAC_FACTORS` and fresh fields and noise.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,6 +14,8 @@ from scipy import ndimage
 from ..classes import CARDIAC
 from .common import (
     CT_BLUR_SIGMA,
+    Anatomy,
+    Factor,
     DEFAULT_SHAPES,
     axis_mm,
     grid_spacing,
@@ -33,8 +40,27 @@ CARDIAC_TISSUES = {
 CARDIAC_TISSUE_CLASS = {"lv_blood": "lv_blood_pool", "papillary": "lv_blood_pool", "myocardium": "myocardium", "rv_blood": "rv"}
 
 
-def cardiac_case(rngs, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rp, rf, rn, rx = rngs
+CARDIAC_FACTORS = (
+    Factor("gain", 0.85, 1.15, "", "U(0.85, 1.15)", "multiplies the whole image (receiver gain)"),
+    Factor("blood_signal", 0.85, 1.15, "", "U(0.85, 1.15)",
+           "multiplies the LV and RV blood signal (bSSFP blood brightness varies with flow and field)"),
+    Factor("bias_strength", 0.1, 0.3, "", "U(0.1, 0.3)",
+           "std of the log of the smooth in-plane bias field (correlation length 120 mm)"),
+    Factor("slice_gain_spread", 0.0, 0.05, "", "U(0, 0.05)",
+           "per-slice gains 1 + spread × U(−1, 1) (the gains themselves are drawn with the noise)"),
+    Factor("noise_rel", 0.02, 0.04, "", "U(0.02, 0.04)", "Rician noise std as a fraction of 800", scale="fine"),
+)
+"""Hidden appearance factors of ``cardiac-2d`` (the phase, end-diastole or end-systole, is anatomy)."""
+
+
+def cardiac_anatomy(streams, shape) -> Anatomy:
+    """Draw the anatomy of one short-axis stack: label map, tissue map, affine.
+
+    Args:
+        streams: the four anatomy generators of :func:`~medlsdm.data.phantom.common.anatomy_streams`.
+        shape: grid ``(x, y, z)``.
+    """
+    rp, rf, _, _ = streams
     fov, spacing = grid_spacing("cardiac-2d", rp, shape)
     sx, sy, sz = spacing
     # Double-oblique short-axis plan: the slice axis (base -> apex) points left, anterior and
@@ -63,7 +89,6 @@ def cardiac_case(rngs, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     systole = bool(rp.random() < 0.5)
     r_endo0 = rp.uniform(15, 20) if systole else rp.uniform(22, 28)
     wall = rp.uniform(11, 14) if systole else rp.uniform(8, 10)
-    n_slices_default = DEFAULT_SHAPES["cardiac-2d"][2]
     apex = fov[2] * rp.uniform(0.92, 1.05)  # distance base -> apex of the cavity
     ecc, ecc_angle = rp.uniform(0.88, 1.0), rp.uniform(0, np.pi)
     c_off = rp.uniform(-12, 12, 2)
@@ -75,8 +100,6 @@ def cardiac_case(rngs, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lungs = [(d_lung_l, rp.uniform(65, 80), rp.uniform(38, 48), rp.uniform(60, 75)),
              (d_lung_r, rp.uniform(80, 95), rp.uniform(35, 45), rp.uniform(55, 70))]
     fat_t = rp.uniform(4, 8)
-    slice_gain = rp.uniform(0.95, 1.05, n_slices_default)
-    noise_rel = rp.uniform(0.02, 0.04)
     deform_mm = rp.uniform(1.0, 2.5)
 
     # in-plane coordinates (mm) relative to the LV centre, per slice (shape: x, y, z)
@@ -132,12 +155,29 @@ def cardiac_case(rngs, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tissue[mid & ((p - cp) ** 2 + (q - cq) ** 2 <= rad**2) & (rr <= r_endo)] = T("papillary")
 
     label = label_lookup(tissues, CARDIAC_TISSUE_CLASS, CARDIAC)[tissue]
+    return Anatomy("cardiac-2d", label, affine, tissue, spacing, fov)
+
+
+def render_cardiac(anatomy: Anatomy, factors: dict, rng: np.random.Generator) -> np.ndarray:
+    """Render a short-axis anatomy: tissue signal + texture → in-plane blur → bias, gains → Rician noise.
+
+    Args:
+        anatomy: from :func:`cardiac_anatomy`.
+        factors: a complete, checked factor dict (:data:`CARDIAC_FACTORS`).
+        rng: the appearance's noise generator (texture, fields, slice gains, noise).
+    """
+    tissue, shape, spacing, fov = anatomy.tissue, anatomy.tissue.shape, anatomy.spacing, anatomy.fov
+    tissues = list(CARDIAC_TISSUES)
     means, rel = tissue_lookup(tissues, CARDIAC_TISSUES)
-    image = means[tissue] * (1 + rel[tissue] * texture_field(rn, shape, (1.0, 1.0, 0.0)))
+    for name in ("lv_blood", "rv_blood"):
+        means[tissues.index(name)] *= np.float32(factors["blood_signal"])
+    image = means[tissue] * (1 + rel[tissue] * texture_field(rng, shape, (1.0, 1.0, 0.0)))
     image = ndimage.gaussian_filter(image, (CT_BLUR_SIGMA, CT_BLUR_SIGMA, 0.0))
-    bias = smooth_field(rf, shape, spacing, fov, (120.0, 120.0, 1e4))
-    bias = np.exp(0.2 * (bias - bias.mean()))
-    gains = np.interp(np.arange(shape[2]) * (n_slices_default - 1) / max(shape[2] - 1, 1),
-                      np.arange(n_slices_default), slice_gain).astype(np.float32)
-    image = rician(rn, image * bias * gains[None, None, :], noise_rel * 800.0)
-    return image.astype(np.float32), label, affine
+    bias = smooth_field(rng, shape, spacing, fov, (120.0, 120.0, 1e4))
+    bias = np.exp(factors["bias_strength"] * (bias - bias.mean()))
+    n_default = DEFAULT_SHAPES["cardiac-2d"][2]
+    slice_gain = 1 + factors["slice_gain_spread"] * rng.uniform(-1, 1, n_default)
+    gains = np.interp(np.arange(shape[2]) * (n_default - 1) / max(shape[2] - 1, 1), np.arange(n_default), slice_gain)
+    gains = (factors["gain"] * gains).astype(np.float32)
+    image = rician(rng, image * bias * gains[None, None, :], factors["noise_rel"] * 800.0)
+    return image.astype(np.float32)

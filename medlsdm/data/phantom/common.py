@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -17,8 +18,18 @@ PHANTOM_KINDS = ("torso-ct", "breast-mr", "cardiac-2d")
 """The phantom kinds :func:`make_phantom` knows."""
 
 
-PHANTOM_VERSION = 1
-"""Bumped whenever the generator's output changes; recorded in ``phantom.json``."""
+PHANTOM_VERSION = 2
+"""Bumped whenever the generator's output changes; recorded in ``phantom.json``.
+
+2: two-step draw (anatomy, then appearance from hidden per-case factors stored in
+``phantom.json``); torso-ct gained contrast phases, steatosis, unlabelled anatomy and
+correlated noise (its label maps are those of version 1); breast-mr and cardiac-2d draw their
+appearance factors from a stream of their own (breast label maps unchanged).
+"""
+
+
+ORACLE_TAG = 0x0AC1E
+"""Entropy word that keeps the streams of oracle re-renders apart from a case's own streams."""
 
 
 CLASS_TABLES: dict[str, ClassTable] = {"torso-ct": TORSO_CT, "breast-mr": BREAST_MR, "cardiac-2d": CARDIAC}
@@ -75,10 +86,120 @@ def check_shape(kind: str, shape) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)
 
 
-def case_streams(kind: str, seed: int, index: int) -> list[np.random.Generator]:
-    """Independent generators: parameters, smooth fields, texture/noise, extras."""
-    seq = np.random.SeedSequence([seed, index, PHANTOM_KINDS.index(kind)])
-    return [np.random.default_rng(s) for s in seq.spawn(4)]
+def _case_sequence(kind: str, seed: int, index: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, index, PHANTOM_KINDS.index(kind)])
+
+
+def anatomy_streams(kind: str, seed: int, index: int) -> list[np.random.Generator]:
+    """The anatomy's independent generators: parameters, smooth fields, extras, unlabelled anatomy.
+
+    Children 0, 1, 3 of the case's seed sequence are the streams version 1 drew its label map
+    from (so label maps that only use them are unchanged); child 4 draws anatomy the label map
+    does not show. Child 2 is the case's own appearance (:func:`appearance_streams`).
+    """
+    children = _case_sequence(kind, seed, index).spawn(5)
+    return [np.random.default_rng(children[i]) for i in (0, 1, 3, 4)]
+
+
+def appearance_streams(kind: str, seed: int, index: int, appearance_seed: int | None = None) -> tuple[np.random.Generator, np.random.Generator]:
+    """The appearance's generators ``(factors, noise)``: one draws the hidden factors, the other textures, fields and noise.
+
+    Args:
+        kind, seed, index: the case.
+        appearance_seed: ``None`` for the case's own appearance (what :func:`make_phantom`
+            writes); an integer ``k >= 0`` for oracle re-render ``k`` of the same anatomy.
+    """
+    if appearance_seed is None:
+        sequence = _case_sequence(kind, seed, index).spawn(5)[2]
+    else:
+        sequence = np.random.SeedSequence([seed, index, PHANTOM_KINDS.index(kind), ORACLE_TAG, appearance_seed])
+    factor_seq, noise_seq = sequence.spawn(2)
+    return np.random.default_rng(factor_seq), np.random.default_rng(noise_seq)
+
+
+@dataclass
+class Anatomy:
+    """What the anatomy step draws: the label map and what the renderer needs besides it.
+
+    Attributes:
+        kind: the phantom kind.
+        label: ``(x, y, z)`` uint8 class indices.
+        affine: 4×4 voxel → RAS mm.
+        tissue: ``(x, y, z)`` uint8 indices into the kind's tissue table; finer than the label
+            map (unlabelled tissues such as ribs or bowel gas carry their surrounding class).
+        spacing: voxel size (mm) per axis.
+        fov: field of view (mm) per axis.
+        fields: further geometric fields the renderer uses (e.g. ``"v"``: antero-posterior mm).
+    """
+
+    kind: str
+    label: np.ndarray
+    affine: np.ndarray
+    tissue: np.ndarray
+    spacing: np.ndarray
+    fov: np.ndarray
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One hidden appearance factor of a phantom kind: its range, how it is drawn, what it does.
+
+    Attributes:
+        name: key in the factor dict.
+        low, high: the range every drawn value lies in (unused for categorical factors).
+        unit: unit of the value ("" when dimensionless).
+        distribution: how a case's value is drawn.
+        effect: what it changes in the image.
+        scale: ``"large"`` (whole organs or smooth fields: a latent grid 4× coarser can carry it)
+            or ``"fine"`` (voxel-scale: noise).
+        choices: the values of a categorical factor (then ``low``/``high`` are unused).
+    """
+
+    name: str
+    low: float
+    high: float
+    unit: str
+    distribution: str
+    effect: str
+    scale: str = "large"
+    choices: tuple[str, ...] = ()
+
+
+def check_factors(table: Sequence[Factor], factors: Mapping, kind: str) -> dict:
+    """Validate a (possibly partial) factor dict against ``table``; return it with plain Python values.
+
+    Raises:
+        ConfigError: an unknown factor name, a value outside its range or not among its choices.
+    """
+    specs = {f.name: f for f in table}
+    unknown = sorted(set(factors) - set(specs))
+    if unknown:
+        raise ConfigError(f"unknown {kind} factor(s) {unknown}; known: {', '.join(specs)}")
+    out = {}
+    for name, value in factors.items():
+        spec = specs[name]
+        if spec.choices:
+            if value not in spec.choices:
+                raise ConfigError(f"{kind} factor {name}={value!r} must be one of {spec.choices}")
+            out[name] = str(value)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ConfigError(f"{kind} factor {name} must be a number, got {value!r}")
+        if not spec.low <= float(value) <= spec.high:
+            raise ConfigError(f"{kind} factor {name}={value} outside its range [{spec.low}, {spec.high}]")
+        out[name] = float(value)
+    return out
+
+
+def draw_uniform_factors(table: Sequence[Factor], rng: np.random.Generator) -> dict:
+    """Draw every factor of ``table`` uniformly in its range (the MR phantoms' factors).
+
+    Args:
+        table: the kind's factor table (numeric factors only).
+        rng: the appearance's factor generator.
+    """
+    return {f.name: float(rng.uniform(f.low, f.high)) for f in table}
 
 
 def grid_spacing(kind: str, rng: np.random.Generator, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

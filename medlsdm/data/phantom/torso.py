@@ -1,4 +1,11 @@
-"""The ``torso-ct`` phantom: an abdominal CT block in Hounsfield units (see :mod:`medlsdm.data.phantom`)."""
+"""The ``torso-ct`` phantom: an abdominal CT block in Hounsfield units (see :mod:`medlsdm.data.phantom`).
+
+Two steps. :func:`torso_anatomy` draws the label map (9 classes) and a finer tissue map
+(:data:`TORSO_TISSUES`: ribs, spleen, bowel, mesenteric fat, muscle, intrahepatic vessels,
+renal medulla, lesion rims and necrotic cores, all labelled as their surrounding class);
+:func:`render_torso` turns the tissue map into HU from the hidden per-case factors of
+:data:`TORSO_FACTORS` (drawn by :func:`draw_torso_factors`) and fresh texture and noise.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,34 +14,95 @@ import numpy as np
 from scipy import ndimage
 
 from ..classes import TORSO_CT
-from .common import CT_BLUR_SIGMA, axis_mm, grid_spacing, smooth_field, superellipse, texture_field
+from .common import (
+    CT_BLUR_SIGMA,
+    Anatomy,
+    Factor,
+    axis_mm,
+    grid_spacing,
+    label_lookup,
+    smooth_field,
+    superellipse,
+    texture_field,
+)
 
 logger = logging.getLogger(__name__)
-
-
-CT_NOISE_HU = 20.0
-"""Std of the white Gaussian noise added to the CT phantom, HU (clinical soft tissue: 10-30)."""
 
 
 CT_CLIP_HU = (-1024.0, 3071.0)
 
 
-TORSO_HU = {
-    "background": -1000.0, "soft_tissue": 40.0, "fat": -100.0, "lung": -850.0, "liver": 60.0,
-    "kidney": 150.0, "bone": 600.0, "aorta": 200.0, "lesion": 20.0,
+# tissue: (class, non-contrast HU, texture std HU, enhancement HU at contrast 1 in the
+# (arterial, portal-venous) phase). The class is what the label map shows.
+TORSO_TISSUES = {
+    "air": ("background", -1000.0, 0.0, (0.0, 0.0)),
+    "fat": ("fat", -100.0, 8.0, (0.0, 0.0)),  # subcutaneous
+    "visceral": ("soft_tissue", 35.0, 8.0, (10.0, 15.0)),  # mediastinum, mesentery, organs not drawn
+    "muscle": ("soft_tissue", 50.0, 6.0, (10.0, 15.0)),  # abdominal wall, psoas, paraspinal
+    "mesenteric_fat": ("soft_tissue", -95.0, 8.0, (0.0, 0.0)),
+    "retroperitoneal_fat": ("soft_tissue", -95.0, 8.0, (0.0, 0.0)),  # perirenal, around the psoas
+    "heart": ("soft_tissue", 40.0, 6.0, (250.0, 150.0)),  # blood pool and myocardium together
+    "canal": ("soft_tissue", 10.0, 4.0, (0.0, 0.0)),  # spinal canal (CSF)
+    "rib": ("soft_tissue", 450.0, 60.0, (0.0, 0.0)),  # set from the bone_hu factor
+    "spleen": ("soft_tissue", 45.0, 6.0, (90.0, 80.0)),
+    "bowel_wall": ("soft_tissue", 40.0, 8.0, (40.0, 30.0)),
+    "bowel_fluid": ("soft_tissue", 15.0, 12.0, (0.0, 0.0)),  # plus the oral contrast factor
+    "bowel_gas": ("soft_tissue", -900.0, 40.0, (0.0, 0.0)),
+    "lung": ("lung", -850.0, 25.0, (0.0, 0.0)),
+    "pulmonary_vessel": ("lung", 40.0, 6.0, (250.0, 150.0)),
+    "liver": ("liver", 60.0, 6.0, (20.0, 60.0)),  # minus the steatosis factor
+    "hepatic_vessel": ("liver", 40.0, 4.0, (30.0, 170.0)),
+    "kidney_cortex": ("kidney", 35.0, 8.0, (160.0, 140.0)),
+    "kidney_medulla": ("kidney", 30.0, 8.0, (40.0, 130.0)),
+    "bone": ("bone", 600.0, 30.0, (0.0, 0.0)),  # vertebra; set from the bone_hu factor
+    "aorta": ("aorta", 40.0, 4.0, (320.0, 160.0)),
+    "lesion_solid": ("lesion", 35.0, 6.0, (20.0, 25.0)),
+    "lesion_rim": ("lesion", 45.0, 6.0, (70.0, 50.0)),
+    "lesion_core": ("lesion", 12.0, 4.0, (0.0, 0.0)),  # necrosis
 }
-"""Mean HU of each torso class (kidney and aorta as after iodinated contrast)."""
+"""Tissues of the torso phantom: ``name: (class, non-contrast HU, texture std HU, (arterial, portal-venous) enhancement HU at contrast 1)``."""
 
 
-TORSO_TEXTURE_HU = {
-    "background": 0.0, "soft_tissue": 8.0, "fat": 8.0, "lung": 25.0, "liver": 6.0,
-    "kidney": 10.0, "bone": 30.0, "aorta": 5.0, "lesion": 5.0,
+DEFAULT_TISSUE = {
+    "background": "air", "soft_tissue": "visceral", "fat": "fat", "lung": "lung", "liver": "liver",
+    "kidney": "kidney_cortex", "bone": "bone", "aorta": "aorta", "lesion": "lesion_solid",
 }
-"""Std (HU) of the smooth per-tissue texture added before the blur."""
+"""The tissue a class is drawn as before the unlabelled anatomy refines it."""
 
 
-def torso_case(rngs, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rp, rf, rn, rx = rngs
+CONTRAST_PHASES = ("non-contrast", "arterial", "portal-venous")
+PHASE_PROBABILITIES = (0.25, 0.25, 0.5)
+STEATOSIS_HU = 80.0
+"""Liver attenuation lost at steatosis 1 (HU)."""
+
+
+TORSO_FACTORS = (
+    Factor("phase", 0, 0, "", "non-contrast 25 %, arterial 25 %, portal-venous 50 %",
+           "which enhancement column of TORSO_TISSUES applies", choices=CONTRAST_PHASES),
+    Factor("contrast", 0.0, 1.0, "", "0 for non-contrast, else U(0.3, 1) (dose, bolus timing)",
+           "adds contrast × enhancement: arterial aorta +320, cortex +160, medulla +40, liver +20; "
+           "portal-venous aorta +160, cortex +140, medulla +130, liver +60, hepatic vessels +170 HU"),
+    Factor("steatosis", 0.0, 1.0, "", "U(0, 1)", "liver parenchyma −80 × steatosis HU (vessels and lesions unchanged)"),
+    Factor("bone_hu", 300.0, 700.0, "HU", "U(300, 700)",
+           "mean HU of the vertebra (bone mineral density); ribs get 0.8 × bone_hu"),
+    Factor("oral_contrast_hu", 0.0, 350.0, "HU", "0 with p 0.7, else U(150, 350)", "added to bowel contents"),
+    Factor("noise_hu", 8.0, 25.0, "HU", "U(8, 25)", "std of the correlated (band-pass) CT noise", scale="fine"),
+)
+"""Hidden appearance factors of ``torso-ct``; the label map fixes none of them."""
+
+
+NOISE_BAND_SIGMAS = (0.7, 2.0)
+"""CT-kernel-like noise: white noise filtered by G(sigma_0) - G(sigma_1) (voxels), then scaled to unit std."""
+
+
+def torso_anatomy(streams, shape) -> Anatomy:
+    """Draw the anatomy of one torso case: label map, tissue map, affine.
+
+    Args:
+        streams: the four anatomy generators of :func:`~medlsdm.data.phantom.common.anatomy_streams`.
+        shape: grid ``(x, y, z)``.
+    """
+    rp, rf, rx, ra = streams
     fov, spacing = grid_spacing("torso-ct", rp, shape)
     sx, sy, sz = spacing
     # LPS-like affine as after DICOM conversion: i -> patient left, j -> posterior, k -> superior.
@@ -118,11 +186,14 @@ def torso_case(rngs, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     _, dome_l = dome(lungs[1], u, v)
     liver_mask = wall & (ellipsoid(liver, u, v, w) & (w < dome_r - 3) | ellipsoid(lobe, u, v, w) & (w < dome_l - 3))
     label[liver_mask] = L("liver")
+    kidney_rho = np.full(shape, np.inf, np.float32)  # normalised radius inside each kidney
     for side, k in kidneys.items():
         ct, st = np.cos(k["tilt"]), side * np.sin(k["tilt"])  # upper pole tilted toward the spine
         du_k, dw_k = u - k["uc"], w - k["wc"]
         ku, kw = ct * du_k + st * dw_k, -st * du_k + ct * dw_k
-        label[((ku / k["ru"]) ** 2 + ((v - k["vc"]) / k["rv"]) ** 2 + (kw / k["rw"]) ** 2 <= 1) & wall] = L("kidney")
+        rho = np.sqrt((ku / k["ru"]) ** 2 + ((v - k["vc"]) / k["rv"]) ** 2 + (kw / k["rw"]) ** 2)
+        label[(rho <= 1) & wall] = L("kidney")
+        kidney_rho = np.minimum(kidney_rho, rho)
     heart_mask = ellipsoid(heart, u, v, w)
     for side, lung in lungs.items():
         rho2 = ((u - lung["uc"]) / lung["ru"]) ** 2 + ((v - lung["vc"]) / lung["rv"]) ** 2
@@ -136,22 +207,163 @@ def torso_case(rngs, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     bone |= (u / 5.5) ** 2 + ((v - (v_canal - canal_r - 14)) / 13) ** 2 <= 1
     label[bone] = L("bone")
     label[(u - (u_ao + drift_ao * w)) ** 2 + (v - (v_sp + vb_v + r_ao + 3)) ** 2 <= r_ao**2] = L("aorta")
-    # 0-2 lesions: spheres at random points of the (undeformed) liver ellipsoid, kept in the liver
-    for _ in range(int(rx.integers(0, 3))):
+    # 0-2 lesions: spheres at random points of the (undeformed) liver ellipsoid, kept in the liver;
+    # each with a necrotic core of a random fraction of its radius (unlabelled)
+    necrosis = ra.uniform(0.0, 0.6, 2)
+    lesion_rho = np.full(shape, np.inf, np.float32)
+    lesion_core = np.zeros(shape, np.float32)
+    for n in range(int(rx.integers(0, 3))):
         while True:
             pt = rx.uniform(-0.6, 0.6, 3)
             if (pt**2).sum() <= 0.36:
                 break
         centre = (liver["uc"] + pt[0] * liver["a"], liver["vc"] + pt[1] * liver["b"], liver["wc"] + pt[2] * liver["c"])
         r = rx.uniform(6, 12)
-        sphere = (u - centre[0]) ** 2 + (v - centre[1]) ** 2 + (w - centre[2]) ** 2 <= r * r
-        label[sphere & (label == L("liver"))] = L("lesion")
+        rho = np.sqrt((u - centre[0]) ** 2 + (v - centre[1]) ** 2 + (w - centre[2]) ** 2) / r
+        label[(rho <= 1) & (label == L("liver"))] = L("lesion")
+        lesion_core = np.where(rho < lesion_rho, necrosis[n], lesion_core)
+        lesion_rho = np.minimum(lesion_rho, rho)
 
-    # ---- rendering: class means + texture, partial-volume blur, noise, whole HU
-    hu = np.array([TORSO_HU[n] for n in TORSO_CT.names], np.float32)
-    tex = np.array([TORSO_TEXTURE_HU[n] for n in TORSO_CT.names], np.float32)
-    image = hu[label] + tex[label] * texture_field(rn, shape, 1.0)
+    # ---- tissue map: each class's default tissue, refined by anatomy the label map does not show
+    tissue = _CLASS_TISSUE[label]
+    T = TISSUE_NAMES.index
+    soft = label == L("soft_tissue")
+    tissue[soft & ~wall] = T("muscle")  # abdominal wall
+    tissue[soft & heart_mask] = T("heart")
+    tissue[soft & (r_canal < canal_r)] = T("canal")
+    _muscles(ra, tissue, soft, u, v, w, vb_u, v_sp, v_canal, canal_r, kidneys)
+    diaphragm = np.minimum(dome_r, dome_l)
+    _spleen(ra, tissue, soft & wall & ~heart_mask & (w < dome_l - 3), u, v, w, a, v_sp, lungs[1]["base"])
+    cavity = soft & wall & (tissue == T("visceral")) & (w < diaphragm - 5) & (v > v_sp + vb_v)
+    _bowel(ra, tissue, cavity, shape, spacing, fov)
+    retroperitoneum = soft & wall & (tissue == T("visceral")) & (w < diaphragm - 5) & (v <= v_sp + vb_v)
+    fat_level = ra.uniform(-0.8, 0.2)
+    tissue[retroperitoneum & (smooth_field(ra, shape, spacing, fov, (25.0, 25.0, 25.0)) > fat_level)] = T("retroperitoneal_fat")
+    _ribs(ra, tissue, soft, u, v, w, a_w, b_v, p, t, b * back, min(lung["base"] for lung in lungs.values()))
+    vessels = _tubes(ra, shape, spacing, fov, 22.0, 0.3)
+    tissue[(label == L("liver")) & vessels] = T("hepatic_vessel")
+    vessels = _tubes(ra, shape, spacing, fov, 20.0, 0.3)
+    tissue[(label == L("lung")) & vessels] = T("pulmonary_vessel")
+    medulla = (kidney_rho < 0.7) & (smooth_field(ra, shape, spacing, fov, (10.0, 10.0, 10.0)) > -0.3)
+    tissue[(label == L("kidney")) & medulla] = T("kidney_medulla")
+    lesion = label == L("lesion")
+    tissue[lesion & (lesion_rho > 0.72)] = T("lesion_rim")
+    tissue[lesion & (lesion_rho < lesion_core)] = T("lesion_core")
+    return Anatomy("torso-ct", label, affine, tissue, spacing, fov)
+
+
+TISSUE_NAMES = tuple(TORSO_TISSUES)
+_CLASS_TISSUE = np.array([TISSUE_NAMES.index(DEFAULT_TISSUE[c]) for c in TORSO_CT.names], np.uint8)
+TISSUE_CLASS = label_lookup(TISSUE_NAMES, {t: spec[0] for t, spec in TORSO_TISSUES.items()}, TORSO_CT)
+"""Class index of each tissue (what the label map shows where the tissue map has it)."""
+
+
+def _muscles(ra, tissue, soft, u, v, w, vb_u, v_sp, v_canal, canal_r, kidneys) -> None:
+    """Psoas (beside the vertebral body, widening below the kidneys' upper poles) and paraspinal muscles."""
+    top = max(k["wc"] for k in kidneys.values()) + 20.0
+    for side in (-1, 1):
+        uc, vc, r0 = side * (vb_u + ra.uniform(10, 16)), v_sp + ra.uniform(-4, 6), ra.uniform(7, 10)
+        radius = r0 * (1 + np.clip(top - w, 0, None) / 120.0)
+        psoas = ((u - uc) ** 2 + (v - vc) ** 2 <= radius**2) & (w < top)
+        pu, pv = side * ra.uniform(22, 30), v_canal - canal_r - ra.uniform(10, 16)
+        paraspinal = ((u - pu) / ra.uniform(16, 22)) ** 2 + ((v - pv) / ra.uniform(12, 18)) ** 2 <= 1
+        tissue[soft & (psoas | paraspinal)] = TISSUE_NAMES.index("muscle")
+
+
+def _spleen(ra, tissue, allowed, u, v, w, a, v_sp, lung_base) -> None:
+    """An ellipsoid under the left lung dome, posterior-lateral."""
+    uc, vc, wc = a * ra.uniform(0.5, 0.6), v_sp + ra.uniform(5, 25), lung_base - ra.uniform(10, 30)
+    ru, rv, rw = ra.uniform(22, 30), ra.uniform(40, 55), ra.uniform(45, 60)
+    inside = ((u - uc) / ru) ** 2 + ((v - vc) / rv) ** 2 + ((w - wc) / rw) ** 2 <= 1
+    tissue[allowed & inside] = TISSUE_NAMES.index("spleen")
+
+
+def _tube_radius(rng, shape, spacing, fov, length: float) -> np.ndarray:
+    """``sqrt(g1² + g2²)`` of two smooth fields: small along a random network of curves (tubes)."""
+    g1 = smooth_field(rng, shape, spacing, fov, (length,) * 3)
+    g2 = smooth_field(rng, shape, spacing, fov, (length,) * 3)
+    return np.sqrt(g1 * g1 + g2 * g2)
+
+
+def _tubes(rng, shape, spacing, fov, length: float, width: float) -> np.ndarray:
+    return _tube_radius(rng, shape, spacing, fov, length) < width
+
+
+def _bowel(ra, tissue, cavity, shape, spacing, fov) -> None:
+    """Bowel loops (wall, then gas or fluid contents) and mesenteric fat between them."""
+    T = TISSUE_NAMES.index
+    width, gas_level, fat_level = ra.uniform(0.8, 1.1), ra.uniform(-0.3, 0.9), ra.uniform(-0.8, 0.4)
+    radius = _tube_radius(ra, shape, spacing, fov, 28.0)
+    gas = smooth_field(ra, shape, spacing, fov, (50.0, 50.0, 50.0)) > gas_level
+    fat = smooth_field(ra, shape, spacing, fov, (30.0, 30.0, 30.0)) > fat_level
+    loop = cavity & (radius < width)
+    lumen = loop & (radius < 0.7 * width)
+    tissue[cavity & ~loop & fat] = T("mesenteric_fat")
+    tissue[loop] = T("bowel_wall")
+    tissue[lumen & gas] = T("bowel_gas")
+    tissue[lumen & ~gas] = T("bowel_fluid")
+
+
+def _ribs(ra, tissue, soft, u, v, w, a_w, b_v, p, t, back_b, lowest_lung_base) -> None:
+    """Ribs: bands in the muscular wall, descending anteriorly, missing in front (cartilage) and at the spine."""
+    pitch, height, slope = ra.uniform(24, 30), ra.uniform(7, 10), ra.uniform(0.25, 0.4)
+    first = lowest_lung_base - ra.uniform(40, 60)
+    shell = (superellipse(u, v, a_w - t - 3, b_v - t - 3, p) <= 1) & (superellipse(u, v, a_w - t - 11, b_v - t - 11, p) > 1)
+    along = w + slope * (v + back_b) - first  # height above the lowest rib, along the ribs' slope
+    level = (along >= 0) & (np.mod(along, pitch) < height) & (w > first - 30)
+    front = np.abs(np.arctan2(u, v)) < 0.55
+    spine = (np.abs(u) < 28) & (v < 0)
+    tissue[soft & shell & level & ~front & ~spine] = TISSUE_NAMES.index("rib")
+
+
+def draw_torso_factors(rng: np.random.Generator) -> dict:
+    """Draw the hidden appearance factors of one torso case (:data:`TORSO_FACTORS`).
+
+    Args:
+        rng: the appearance's factor generator (a fixed number of draws).
+    """
+    phase = CONTRAST_PHASES[int(rng.choice(len(CONTRAST_PHASES), p=PHASE_PROBABILITIES))]
+    contrast = float(rng.uniform(0.3, 1.0))
+    steatosis = float(rng.uniform(0.0, 1.0))
+    bone_hu = float(rng.uniform(300.0, 700.0))
+    oral = float(rng.uniform(150.0, 350.0)) if rng.random() < 0.3 else 0.0
+    noise_hu = float(rng.uniform(8.0, 25.0))
+    return {"phase": phase, "contrast": 0.0 if phase == "non-contrast" else contrast, "steatosis": steatosis,
+            "bone_hu": bone_hu, "oral_contrast_hu": oral, "noise_hu": noise_hu}
+
+
+def tissue_hu(factors: dict) -> np.ndarray:
+    """Mean HU of each tissue (:data:`TISSUE_NAMES` order) under the given factors."""
+    hu = np.array([spec[1] for spec in TORSO_TISSUES.values()], np.float32)
+    phase = CONTRAST_PHASES.index(factors["phase"])
+    if phase > 0:
+        hu += np.float32(factors["contrast"]) * np.array([spec[3][phase - 1] for spec in TORSO_TISSUES.values()], np.float32)
+    hu[TISSUE_NAMES.index("liver")] -= np.float32(STEATOSIS_HU * factors["steatosis"])
+    hu[TISSUE_NAMES.index("bowel_fluid")] += np.float32(factors["oral_contrast_hu"])
+    hu[TISSUE_NAMES.index("bone")] = factors["bone_hu"]
+    hu[TISSUE_NAMES.index("rib")] = 0.8 * factors["bone_hu"]
+    return hu
+
+
+def ct_noise(rng: np.random.Generator, shape) -> np.ndarray:
+    """Unit-std CT-like noise: white noise band-passed by a difference of Gaussians (:data:`NOISE_BAND_SIGMAS`)."""
+    white = rng.standard_normal(shape, dtype=np.float32)
+    fine, coarse = NOISE_BAND_SIGMAS
+    noise = ndimage.gaussian_filter(white, fine) - ndimage.gaussian_filter(white, coarse)
+    return noise / max(float(noise.std()), 1e-6)
+
+
+def render_torso(anatomy: Anatomy, factors: dict, rng: np.random.Generator) -> np.ndarray:
+    """Render a torso anatomy in whole HU: tissue HU under the factors + texture → blur → correlated noise.
+
+    Args:
+        anatomy: from :func:`torso_anatomy`.
+        factors: a complete, checked factor dict (:data:`TORSO_FACTORS`).
+        rng: the appearance's noise generator (texture and noise).
+    """
+    tissue, shape = anatomy.tissue, anatomy.tissue.shape
+    texture = np.array([spec[2] for spec in TORSO_TISSUES.values()], np.float32)
+    image = tissue_hu(factors)[tissue] + texture[tissue] * texture_field(rng, shape, 1.0)
     image = ndimage.gaussian_filter(image, CT_BLUR_SIGMA)
-    image += rn.standard_normal(shape, dtype=np.float32) * np.float32(CT_NOISE_HU)
-    image = np.clip(np.rint(image), *CT_CLIP_HU).astype(np.float32)
-    return image, label, affine
+    image += np.float32(factors["noise_hu"]) * ct_noise(rng, shape)
+    return np.clip(np.rint(image), *CT_CLIP_HU).astype(np.float32)
