@@ -363,3 +363,24 @@ def plot_nearest_neighbours(check: Mapping[str, Sequence[float]]):
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def plot_factor_histograms(estimates: Mapping[str, Mapping[str, Sequence[float]]], factors: Sequence[str], *,
+                           sets: Sequence[str] = ("oracle", "synthetic"), bins: int = 12):
+    """One panel per factor estimator: the distribution of its values in each set (e.g. the
+    oracle re-renders and the synthetic samples of the same label maps), overlaid."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(factors), figsize=(3.0 * len(factors), 2.6), squeeze=False)
+    for ax, factor in zip(axes[0], factors):
+        values = [np.asarray(estimates[s][factor], float) for s in sets]
+        lo = min(float(np.nanmin(v)) for v in values)
+        hi = max(float(np.nanmax(v)) for v in values)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1e-3, bins + 1)
+        for name, v in zip(sets, values):
+            ax.hist(v[np.isfinite(v)], bins=edges, alpha=0.55, label=name)
+        ax.set_title(factor, fontsize=9)
+        ax.set_xlabel("intensity (normalised)", fontsize=8)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -148,3 +148,14 @@ def denoising_snapshots(pipe, labels, *, steps: int, n_snapshots: int = 6, guida
          generator=torch.Generator().manual_seed(seed), callback_on_step_end=keep_latents)
     with torch.no_grad():
         return [(i, t, pipe.decode_latents(z, label_maps).cpu().numpy()) for i, t, z in latents]
+
+
+def samples_per_map(pipe, labels, n_samples: int, *, steps: int, guidance_scale: float = 1.0, seed: int = 0) -> np.ndarray:
+    """``n_samples`` samples of every label map, sample ``k`` drawn with seed ``seed + k``.
+
+    Returns ``(M, n_samples, 1, *spatial)`` in [-1, 1] for ``M`` label maps: the input of the
+    diversity and factor comparisons of :mod:`medlsdm.evaluation.oracle`.
+    """
+    runs = [pipe(labels, num_inference_steps=steps, guidance_scale=guidance_scale,
+                 generator=torch.Generator().manual_seed(seed + k)).images for k in range(n_samples)]
+    return np.stack([np.asarray(r) for r in runs], axis=1)
