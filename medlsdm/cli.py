@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from .errors import MedLSDMError
+from .errors import ConfigError, MedLSDMError
 from .profiles import notebook_parameters, profile_names
 
 log = logging.getLogger("medlsdm")
@@ -38,6 +38,35 @@ def _cmd_run(args: argparse.Namespace) -> None:
     log.info("executed notebooks: %s", ", ".join(str(p) for p in executed))
 
 
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+#: ``medlsdm preprocess`` options passed to the dataset adapter when given: (flag, type, help).
+ADAPTER_FLAGS = {
+    "modality": ("--modality", str, "CT or MR (nifti; nnunet: overrides dataset.json)"),
+    "num_classes": ("--num-classes", int, "classes incl. background, values 0..K-1 (nifti)"),
+    "classes_file": ("--classes-file", str, "class table file: nnU-Net dataset.json labels or '<value> <name>' lines"),
+    "labels": ("--labels", str, "which labels: autopet anatomy|lesion, synthrad2023 anatomy|body"),
+    "labels_dir": ("--labels-dir", str, "folder of anatomical label maps <case_id>.nii.gz (autopet, synthrad2023)"),
+    "merge_lesion": ("--merge-lesion", None, "autopet: add the lesion mask SEG as one more class"),
+    "image": ("--image", str, "autopet CTres|CT; synthrad2023 mr|ct|cbct"),
+    "tasks": ("--tasks", _names, "synthrad2023 task folders, e.g. Task1"),
+    "regions": ("--regions", _names, "synthrad2023 regions, e.g. brain,pelvis"),
+    "subsets": ("--subsets", _names, "mnms sub-folders holding subject folders"),
+    "views": ("--views", _names, "mnms (M&Ms-2) views: SA, LA or SA,LA"),
+    "class_table": ("--class-table", str, "duke_breast: paper (breast, vessel) or full (+ fibroglandular)"),
+    "channel": ("--channel", int, "nnunet image channel (0 = _0000)"),
+    "window": ("--window", _floats, "CT window low,high in HU"),
+    "percentiles": ("--percentiles", _floats, "MR clipping percentiles low,high"),
+}
+
+
+def adapter_options(args: argparse.Namespace) -> dict:
+    """The adapter options given on the command line (flags left out are not passed)."""
+    return {key: getattr(args, key) for key in ADAPTER_FLAGS if getattr(args, key) not in (None, False)}
+
+
 def _cmd_preprocess(args: argparse.Namespace) -> None:
     from .data.phantom import make_phantom
     from .data.phantom.common import PHANTOM_KINDS
@@ -50,12 +79,16 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
             data_root = f"{args.out_dir}/../raw"
         make_phantom(args.dataset, data_root, args.n_cases or defaults["n_cases"], seed=args.seed)
     elif data_root is None:
-        raise MedLSDMError(f"--data-root is required for dataset {args.dataset!r}")
+        raise ConfigError(f"option --data-root is required for dataset {args.dataset!r}")
+    options = {**defaults.get("dataset_options", {}), **adapter_options(args)}
     manifest = prepare_dataset(
         args.dataset, data_root, args.out_dir,
         spacing=args.spacing or defaults["spacing"],
         block_shape=args.block_shape or defaults["block_shape"],
         n_cases=args.n_cases, seed=args.seed,
+        preprocessing=args.preprocessing or defaults.get("preprocessing", "resample"),
+        blocks_per_case=args.blocks_per_case or defaults.get("blocks_per_case", 1),
+        **options,
     )
     log.info("preprocessed %d cases into %s", len(manifest["cases"]), args.out_dir)
 
@@ -116,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     pre = sub.add_parser("preprocess", help="preprocess a dataset into a run's data/ folder (notebook 01 without the notebook)")
-    pre.add_argument("--dataset", default="torso-ct", help="torso-ct, breast-mr, cardiac-2d, nifti, autopet, synthrad2023, duke_breast")
+    pre.add_argument("--dataset", default="torso-ct", help="torso-ct, breast-mr, cardiac-2d, nifti, nnunet, autopet, synthrad2023, duke_breast, mnms")
     pre.add_argument("--data-root", help="dataset folder (phantoms: where to write them; default OUT_DIR/../raw)")
     pre.add_argument("--out-dir", required=True)
     pre.add_argument("--profile", choices=profile_names(), default="quick", help="defaults for spacing, block shape, cases")
@@ -124,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--block-shape", type=_ints, help="block shape D,H,W, e.g. 32,64,64")
     pre.add_argument("--n-cases", type=int)
     pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--preprocessing", choices=["resample", "paper"],
+                     help="resample: target spacing, window/percentiles, centred blocks; paper: native spacing, "
+                          "random depth blocks (about depth/4), min-max per block")
+    pre.add_argument("--blocks-per-case", type=int, help="depth blocks per case (resample)")
+    for key, (flag, kind, text) in ADAPTER_FLAGS.items():
+        if kind is None:
+            pre.add_argument(flag, dest=key, action="store_true", help=text)
+        else:
+            pre.add_argument(flag, dest=key, type=kind, help=text)
     pre.set_defaults(func=_cmd_preprocess)
 
     swp = sub.add_parser("sweep", help="rerun one notebook for every combination of parameter values")

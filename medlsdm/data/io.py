@@ -184,7 +184,19 @@ def read_nifti(
         raise DataError(f"{path}: file not found")
     data, affine = _load_xyz(path, frame)
     data = _check_values(data, path, kind)
-    data, affine = _reorient_canonical(data, affine)
+    return canonical_dhw(data, affine)
+
+
+def canonical_dhw(data_xyz: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An ``(x, y, z)`` array and its nibabel affine → the canonical ``(D, H, W)`` array and affine.
+
+    What :func:`read_nifti` does after reading; readers of other formats (DICOM, NRRD) end with it.
+
+    Args:
+        data_xyz: 3-D array indexed like nibabel data, ``(x, y, z)``.
+        affine: maps ``(x, y, z)`` indices to RAS world mm.
+    """
+    data, affine = _reorient_canonical(data_xyz, np.asarray(affine, dtype=np.float64))
     return np.ascontiguousarray(data.transpose(2, 1, 0)), affine
 
 
