@@ -107,14 +107,40 @@ def _cmd_report(args: argparse.Namespace) -> None:
     build_report(args.run_dir, args.out_dir)
 
 
+def nnunet_writer(args: argparse.Namespace, num_classes: int):
+    """The :class:`~medlsdm.data.nnunet.NNUNetWriter` of ``synthesize --format nnunet``.
+
+    Class names and the channel name come from ``--manifest`` (default: the ``data/manifest.json``
+    beside the pipeline folder, when there is one); ``--channel-name`` overrides the channel.
+    """
+    from pathlib import Path
+
+    from .atomic import read_json
+    from .data.classes import ClassTable
+    from .data.nnunet import NNUNetWriter
+
+    manifest_path = Path(args.manifest) if args.manifest else Path(args.pipeline).parent / "data" / "manifest.json"
+    manifest = read_json(manifest_path) if (args.manifest or manifest_path.is_file()) else {}
+    names = manifest.get("classes") or ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+    if len(names) != num_classes:
+        raise ConfigError(f"{manifest_path}: {len(names)} classes, but the pipeline has {num_classes}")
+    channel = args.channel_name or {"CT": "CT", "MR": "MRI"}.get(manifest.get("modality"))
+    if channel is None:
+        raise ConfigError("--format nnunet needs option --channel-name (CT or an MR name) or a --manifest with the modality")
+    return NNUNetWriter(args.out_dir, classes=ClassTable(tuple(names), tuple(range(num_classes))),
+                        channel_name=channel, prefix=args.prefix)
+
+
 def _cmd_synthesize(args: argparse.Namespace) -> None:
     from .pipelines.loading import load_pipeline_dir
     from .pipelines.synthesis import synthesize_files, use_scheduler
 
     pipe = use_scheduler(load_pipeline_dir(args.pipeline), args.scheduler)
     pipe.set_progress_bar_config(disable=True)
+    writer = nnunet_writer(args, pipe.unet.config.num_classes) if args.format == "nnunet" else None
     written = synthesize_files(pipe, args.labels, args.out_dir, steps=args.steps, guidance_scale=args.guidance,
-                               seed=args.seed, num_per_label=args.num_per_label, batch_size=args.batch_size)
+                               seed=args.seed, num_per_label=args.num_per_label, batch_size=args.batch_size,
+                               nnunet=writer)
     log.info("%d volumes written to %s", len(written), args.out_dir)
 
 
@@ -195,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=0)
     syn.add_argument("--num-per-label", type=int, default=1)
     syn.add_argument("--batch-size", type=int, default=4, help="label maps sampled together (same shape)")
+    syn.add_argument("--format", choices=["nifti", "nnunet"], default="nifti",
+                     help="nifti: <label>_syn<k>.nii.gz; nnunet: an nnU-Net raw dataset (imagesTr, labelsTr, dataset.json)")
+    syn.add_argument("--manifest", help="nnunet: manifest.json giving class names and modality (default: PIPELINE/../data/)")
+    syn.add_argument("--channel-name", help="nnunet: the image channel's name (default from the manifest: CT or MRI)")
+    syn.add_argument("--prefix", default="medlsdm", help="nnunet: case identifiers <prefix>_000, <prefix>_001 …")
     syn.set_defaults(func=_cmd_synthesize)
 
     ev = sub.add_parser("evaluate", help="notebook 05 without the notebook: image metrics, segmentation experiment, "

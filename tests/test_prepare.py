@@ -45,7 +45,8 @@ def _world_centroid(label, affine, value=1):
 def test_prepare_end_to_end(autopet_root, tmp_path):
     out = tmp_path / "data"
     manifest = prepare_dataset(
-        "autopet", autopet_root, out, spacing=(6.0, 2.0, 2.0), block_shape=(4, 16, 16), n_cases=4, seed=1
+        "autopet", autopet_root, out, spacing=(6.0, 2.0, 2.0), block_shape=(4, 16, 16), n_cases=4, seed=1,
+        labels="lesion",
     )
     assert manifest == load_manifest(out)
     assert manifest["dataset"] == "autopet" and manifest["modality"] == "CT"
@@ -92,7 +93,7 @@ def test_prepare_end_to_end(autopet_root, tmp_path):
 
 def test_blocks_per_case_and_stale_files(autopet_root, tmp_path):
     out = tmp_path / "data"
-    manifest = prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), blocks_per_case=2)
+    manifest = prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), blocks_per_case=2, labels="lesion")
     ids = [c["case_id"] for c in manifest["cases"]]
     assert ids[:2] == ["PETCT_a_s1_b0", "PETCT_a_s1_b1"] and len(ids) == 10
     first, second = manifest["cases"][:2]
@@ -102,7 +103,7 @@ def test_blocks_per_case_and_stale_files(autopet_root, tmp_path):
     _, a1 = read_nifti(out / second["image"])
     np.testing.assert_allclose(dhw_to_world(a1, (0, 0, 0)), dhw_to_world(a0, (7, 0, 0)), atol=1e-4)
     # rerun with fewer cases: files of the previous run that are not in the new one go away
-    prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), n_cases=3)
+    prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), n_cases=3, labels="lesion")
     assert sorted(p.name for p in (out / "images").iterdir()) == ["PETCT_a_s1.nii.gz", "PETCT_a_s2.nii.gz", "PETCT_b_s1.nii.gz"]
 
 
@@ -111,20 +112,20 @@ def test_bad_file_stops_before_any_output(autopet_root, tmp_path):
     nib.save(nib.Nifti1Image(np.full((24, 24, 6), 3, np.uint8), SOURCE_AFFINE), str(bad))
     out = tmp_path / "data"
     with pytest.raises(DataError, match="label values") as info:
-        prepare_dataset("autopet", autopet_root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8))
+        prepare_dataset("autopet", autopet_root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8), labels="lesion")
     assert str(bad) in str(info.value)
     assert not out.exists()
 
 
 def test_parameter_errors(autopet_root, tmp_path):
     with pytest.raises(DataError, match="only 5"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), n_cases=9)
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), n_cases=9, labels="lesion")
     with pytest.raises(ConfigError, match="spacing"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2), block_shape=(4, 8, 8))
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2), block_shape=(4, 8, 8), labels="lesion")
     with pytest.raises(ConfigError, match="block_shape"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(0, 8, 8))
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(0, 8, 8), labels="lesion")
     with pytest.raises(ConfigError, match="fractions"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), fractions=(1, 1, 0))
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), fractions=(1, 1, 0), labels="lesion")
     assert not (tmp_path / "o").exists()
     with pytest.raises(ConfigError, match="unknown dataset"):
         prepare_dataset("nope", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8))

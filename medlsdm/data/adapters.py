@@ -306,7 +306,7 @@ class SynthRAD2023(DatasetAdapter):
         found.sort()
         labels = [f[2] for f in found]
         if self.labels == "anatomy":
-            labels = user_label_files(self.labels_dir, ids=[f[0] for f in found], suffixes=("", "_ct_label"))
+            labels = user_label_files(self.labels_dir, [f[0] for f in found], suffixes=("", "_ct_label"))
         return [Case(sid, sid, image, label) for (sid, image, _), label in zip(found, labels)]
 
 
