@@ -1,4 +1,6 @@
 """End-to-end tests of medlsdm.data.prepare on fixture files and on a phantom."""
+import re
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -150,3 +152,60 @@ def test_prepare_phantom(tmp_path):
     assert (voxels[:, TORSO_CT.index("liver")] > 0).all()
     header = nib.load(str(tmp_path / "data" / manifest["cases"][0]["image"])).header
     assert header["descrip"].item() == b""  # no header text copied from the source
+
+
+def _nifti_folder(root, n=4):
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        image = rng.normal(500, 100, size=(16, 16, 8)).astype(np.float32)
+        label = np.zeros((16, 16, 8), np.uint8)
+        label[4:12, 4:12, 2:6] = 1 + i % 3
+        for sub, data in (("images", image), ("labels", label)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 4.0, 1.0])), str(root / sub / f"case_{i}.nii.gz"))
+    return root
+
+
+def test_cli_preprocess_nifti_options(tmp_path, caplog):
+    from medlsdm import cli
+
+    root = _nifti_folder(tmp_path / "raw")
+    args = ["preprocess", "--dataset", "nifti", "--data-root", str(root), "--out-dir", str(tmp_path / "data"),
+            "--spacing", "4,2,2", "--block-shape", "4,8,8"]
+    assert cli.main(args + ["--modality", "MR", "--num-classes", "4", "--percentiles", "1,99"]) == 0
+    manifest = load_manifest(tmp_path / "data")
+    assert manifest["modality"] == "MR" and manifest["classes"] == ["background", "class_1", "class_2", "class_3"]
+    assert manifest["normalisation"]["percentiles"] == [1.0, 99.0] and len(manifest["cases"]) == 4
+    for extra, message in [
+        ([], "option modality='CT' or 'MR' (--modality), got None"),
+        (["--modality", "XR", "--num-classes", "4"], "got 'XR'"),
+        (["--modality", "MR"], "num_classes=K (--num-classes)"),
+        (["--modality", "MR", "--num-classes", "4", "--regions", "brain"], r"invalid option\(s\) \['regions'\]"),
+        (["--modality", "MR", "--classes-file", str(tmp_path / "no.json")], "no.json: class table file not found"),
+    ]:
+        caplog.clear()
+        assert cli.main(args + extra) == 2, extra
+        assert message in caplog.text or re.search(message, caplog.text), (extra, caplog.text)
+    caplog.clear()
+    assert cli.main(["preprocess", "--dataset", "nifti", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "option --data-root is required" in caplog.text
+
+
+def test_prepare_paper_handling(tmp_path):
+    root = _nifti_folder(tmp_path / "raw")
+    manifest = prepare_dataset("nifti", root, tmp_path / "data", spacing=(6, 6, 6), block_shape=(2, 8, 8),
+                               preprocessing="paper", modality="MR", num_classes=4, seed=3)
+    assert manifest["preprocessing"] == "paper" and manifest["normalisation"]["method"] == "minmax_per_block"
+    assert manifest["spacing"] == [4.0, 2.0, 2.0]  # the native spacing (median), not the asked 6 mm
+    ids = [c["case_id"] for c in manifest["cases"]]
+    assert all(re.fullmatch(r"case_\d_b\d", i) for i in ids)
+    store = CaseStore(tmp_path / "data" / "cases.h5")
+    for entry in manifest["cases"]:
+        image, label, _ = store[entry["case_id"]]
+        assert image.min() == -1.0 and image.max() == pytest.approx(1.0, abs=1e-6) and label.any()
+    again = prepare_dataset("nifti", root, tmp_path / "data2", spacing=(6, 6, 6), block_shape=(2, 8, 8),
+                            preprocessing="paper", modality="MR", num_classes=4, seed=3)
+    assert [c["case_id"] for c in again["cases"]] == ids  # same seed, same blocks
+    with pytest.raises(ConfigError, match="option preprocessing"):
+        prepare_dataset("nifti", root, tmp_path / "d3", spacing=(6, 6, 6), block_shape=(2, 8, 8),
+                        preprocessing="monai", modality="MR", num_classes=4)
