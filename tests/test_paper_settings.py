@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from medlsdm.profiles import PROFILES
+from medlsdm.profiles import PAPER_TRAINING, PROFILES, paper_training_parameters
 
 TABLE = Path(__file__).resolve().parents[1] / "data_cards" / "paper_settings.md"
 PAPER_3D = ("paper-autopet", "paper-synthrad2023", "paper-duke")
@@ -38,7 +38,9 @@ def test_table_is_parsed():
 @pytest.mark.parametrize("profile", PAPER)
 def test_profile_equals_the_table(profile):
     expected = {k: v for k, v in expected_values().items() if k[0] == profile}
-    actual = {(profile, nb, key): value for nb, params in PROFILES[profile].items() for key, value in params.items()}
+    notebooks = set(PROFILES[profile]) | (set(PAPER_TRAINING) if profile in PAPER_3D else set())
+    actual = {(profile, nb, key): value for nb in sorted(notebooks)
+              for key, value in (paper_training_parameters(profile, nb) if profile in PAPER_3D else PROFILES[profile][nb]).items()}
     assert sorted(set(actual) - set(expected)) == [], "profile settings without a row in the table"
     assert sorted(set(expected) - set(actual)) == [], "table rows without the setting in the profile"
     differ = {k: (actual[k], expected[k]) for k in expected if actual[k] != expected[k]}
@@ -55,6 +57,6 @@ def test_paper_vqgan_without_vgg_weights_stops(tmp_path):
     from medlsdm.errors import ConfigError
     from medlsdm.training.vqgan import train_vqgan
 
-    params = {k: v for k, v in PROFILES["paper-duke"]["02"].items() if k not in ("compare_decoder", "gan_weight")}
+    params = {k: v for k, v in paper_training_parameters("paper-duke", "02").items() if k not in ("compare_decoder", "gan_weight")}
     with pytest.raises(ConfigError, match="perceptual_weights is None"):
         train_vqgan(tmp_path, **params)

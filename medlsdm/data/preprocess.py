@@ -285,6 +285,17 @@ def select_block_starts(size: int, depth: int, n_blocks: int = 1) -> list[int]:
     return sorted(set(int(s) for s in starts))
 
 
+def _checked_inputs(image, label, classes, block_shape, label_path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shared start of :func:`preprocess_case` and :func:`preprocess_case_paper`: checks, remapped labels."""
+    if image.shape != label.shape:
+        where = f"{label_path}: " if label_path is not None else ""
+        raise DataError(f"{where}label shape {label.shape} differs from image shape {image.shape}")
+    block_shape = tuple(int(v) for v in block_shape)
+    if len(block_shape) != 3 or min(block_shape) < 1:
+        raise ConfigError(f"block_shape must be three positive integers (D, H, W), got {block_shape}")
+    return block_shape, remap_labels(label, classes, label_path)
+
+
 def preprocess_case(
     image: np.ndarray,
     label: np.ndarray,
@@ -320,13 +331,7 @@ def preprocess_case(
     """
     from .io import spacing_dhw
 
-    if image.shape != label.shape:
-        where = f"{label_path}: " if label_path is not None else ""
-        raise DataError(f"{where}label shape {label.shape} differs from image shape {image.shape}")
-    block_shape = tuple(int(v) for v in block_shape)
-    if len(block_shape) != 3 or min(block_shape) < 1:
-        raise ConfigError(f"block_shape must be three positive integers (D, H, W), got {block_shape}")
-    label = remap_labels(label, classes, label_path)
+    block_shape, label = _checked_inputs(image, label, classes, block_shape, label_path)
     if classes.num_classes <= 256:
         label = label.astype(np.uint8)  # 8x less memory while resampling; int64 again per block
     source_spacing = spacing_dhw(affine)
@@ -422,13 +427,7 @@ def preprocess_case_paper(
     Returns:
         The case's non-empty :class:`CaseBlock` list (empty when every block is background).
     """
-    if image.shape != label.shape:
-        where = f"{label_path}: " if label_path is not None else ""
-        raise DataError(f"{where}label shape {label.shape} differs from image shape {image.shape}")
-    block_shape = tuple(int(v) for v in block_shape)
-    if len(block_shape) != 3 or min(block_shape) < 1:
-        raise ConfigError(f"block_shape must be three positive integers (D, H, W), got {block_shape}")
-    label = remap_labels(label, classes, label_path)
+    block_shape, label = _checked_inputs(image, label, classes, block_shape, label_path)
     target = (max(block_shape[0], image.shape[0]), block_shape[1], block_shape[2])
     offset = crop_or_pad_offset(image.shape, target)
     image = crop_or_pad(image.astype(np.float32, copy=False), target, pad_value=float(image.min()))
