@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from .errors import MedLSDMError
+from .errors import ConfigError, MedLSDMError
 from .profiles import notebook_parameters, profile_names
 
 log = logging.getLogger("medlsdm")
@@ -38,6 +38,35 @@ def _cmd_run(args: argparse.Namespace) -> None:
     log.info("executed notebooks: %s", ", ".join(str(p) for p in executed))
 
 
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+#: ``medlsdm preprocess`` options passed to the dataset adapter when given: (flag, type, help).
+ADAPTER_FLAGS = {
+    "modality": ("--modality", str, "CT or MR (nifti; nnunet: overrides dataset.json)"),
+    "num_classes": ("--num-classes", int, "classes incl. background, values 0..K-1 (nifti)"),
+    "classes_file": ("--classes-file", str, "class table file: nnU-Net dataset.json labels or '<value> <name>' lines"),
+    "labels": ("--labels", str, "which labels: autopet anatomy|lesion, synthrad2023 anatomy|body"),
+    "labels_dir": ("--labels-dir", str, "folder of anatomical label maps <case_id>.nii.gz (autopet, synthrad2023)"),
+    "merge_lesion": ("--merge-lesion", None, "autopet: add the lesion mask SEG as one more class"),
+    "image": ("--image", str, "autopet CTres|CT; synthrad2023 mr|ct|cbct"),
+    "tasks": ("--tasks", _names, "synthrad2023 task folders, e.g. Task1"),
+    "regions": ("--regions", _names, "synthrad2023 regions, e.g. brain,pelvis"),
+    "subsets": ("--subsets", _names, "mnms sub-folders holding subject folders"),
+    "views": ("--views", _names, "mnms (M&Ms-2) views: SA, LA or SA,LA"),
+    "class_table": ("--class-table", str, "duke_breast: paper (breast, vessel) or full (+ fibroglandular)"),
+    "channel": ("--channel", int, "nnunet image channel (0 = _0000)"),
+    "window": ("--window", _floats, "CT window low,high in HU"),
+    "percentiles": ("--percentiles", _floats, "MR clipping percentiles low,high"),
+}
+
+
+def adapter_options(args: argparse.Namespace) -> dict:
+    """The adapter options given on the command line (flags left out are not passed)."""
+    return {key: getattr(args, key) for key in ADAPTER_FLAGS if getattr(args, key) not in (None, False)}
+
+
 def _cmd_preprocess(args: argparse.Namespace) -> None:
     from .data.phantom import make_phantom
     from .data.phantom.common import PHANTOM_KINDS
@@ -50,12 +79,16 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
             data_root = f"{args.out_dir}/../raw"
         make_phantom(args.dataset, data_root, args.n_cases or defaults["n_cases"], seed=args.seed)
     elif data_root is None:
-        raise MedLSDMError(f"--data-root is required for dataset {args.dataset!r}")
+        raise ConfigError(f"option --data-root is required for dataset {args.dataset!r}")
+    options = {**defaults.get("dataset_options", {}), **adapter_options(args)}
     manifest = prepare_dataset(
         args.dataset, data_root, args.out_dir,
         spacing=args.spacing or defaults["spacing"],
         block_shape=args.block_shape or defaults["block_shape"],
         n_cases=args.n_cases, seed=args.seed,
+        preprocessing=args.preprocessing or defaults.get("preprocessing", "resample"),
+        blocks_per_case=args.blocks_per_case or defaults.get("blocks_per_case", 1),
+        **options,
     )
     log.info("preprocessed %d cases into %s", len(manifest["cases"]), args.out_dir)
 
@@ -74,14 +107,40 @@ def _cmd_report(args: argparse.Namespace) -> None:
     build_report(args.run_dir, args.out_dir)
 
 
+def nnunet_writer(args: argparse.Namespace, num_classes: int):
+    """The :class:`~medlsdm.data.nnunet.NNUNetWriter` of ``synthesize --format nnunet``.
+
+    Class names and the channel name come from ``--manifest`` (default: the ``data/manifest.json``
+    beside the pipeline folder, when there is one); ``--channel-name`` overrides the channel.
+    """
+    from pathlib import Path
+
+    from .atomic import read_json
+    from .data.classes import ClassTable
+    from .data.nnunet import NNUNetWriter
+
+    manifest_path = Path(args.manifest) if args.manifest else Path(args.pipeline).parent / "data" / "manifest.json"
+    manifest = read_json(manifest_path) if (args.manifest or manifest_path.is_file()) else {}
+    names = manifest.get("classes") or ["background"] + [f"class_{i}" for i in range(1, num_classes)]
+    if len(names) != num_classes:
+        raise ConfigError(f"{manifest_path}: {len(names)} classes, but the pipeline has {num_classes}")
+    channel = args.channel_name or {"CT": "CT", "MR": "MRI"}.get(manifest.get("modality"))
+    if channel is None:
+        raise ConfigError("--format nnunet needs option --channel-name (CT or an MR name) or a --manifest with the modality")
+    return NNUNetWriter(args.out_dir, classes=ClassTable(tuple(names), tuple(range(num_classes))),
+                        channel_name=channel, prefix=args.prefix)
+
+
 def _cmd_synthesize(args: argparse.Namespace) -> None:
     from .pipelines.loading import load_pipeline_dir
     from .pipelines.synthesis import synthesize_files, use_scheduler
 
     pipe = use_scheduler(load_pipeline_dir(args.pipeline), args.scheduler)
     pipe.set_progress_bar_config(disable=True)
+    writer = nnunet_writer(args, pipe.unet.config.num_classes) if args.format == "nnunet" else None
     written = synthesize_files(pipe, args.labels, args.out_dir, steps=args.steps, guidance_scale=args.guidance,
-                               seed=args.seed, num_per_label=args.num_per_label, batch_size=args.batch_size)
+                               seed=args.seed, num_per_label=args.num_per_label, batch_size=args.batch_size,
+                               nnunet=writer)
     log.info("%d volumes written to %s", len(written), args.out_dir)
 
 
@@ -116,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     pre = sub.add_parser("preprocess", help="preprocess a dataset into a run's data/ folder (notebook 01 without the notebook)")
-    pre.add_argument("--dataset", default="torso-ct", help="torso-ct, breast-mr, cardiac-2d, nifti, autopet, synthrad2023, duke_breast")
+    pre.add_argument("--dataset", default="torso-ct", help="torso-ct, breast-mr, cardiac-2d, nifti, nnunet, autopet, synthrad2023, duke_breast, mnms")
     pre.add_argument("--data-root", help="dataset folder (phantoms: where to write them; default OUT_DIR/../raw)")
     pre.add_argument("--out-dir", required=True)
     pre.add_argument("--profile", choices=profile_names(), default="quick", help="defaults for spacing, block shape, cases")
@@ -124,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--block-shape", type=_ints, help="block shape D,H,W, e.g. 32,64,64")
     pre.add_argument("--n-cases", type=int)
     pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--preprocessing", choices=["resample", "paper"],
+                     help="resample: target spacing, window/percentiles, centred blocks; paper: native spacing, "
+                          "random depth blocks (about depth/4), min-max per block")
+    pre.add_argument("--blocks-per-case", type=int, help="depth blocks per case (resample)")
+    for key, (flag, kind, text) in ADAPTER_FLAGS.items():
+        if kind is None:
+            pre.add_argument(flag, dest=key, action="store_true", help=text)
+        else:
+            pre.add_argument(flag, dest=key, type=kind, help=text)
     pre.set_defaults(func=_cmd_preprocess)
 
     swp = sub.add_parser("sweep", help="rerun one notebook for every combination of parameter values")
@@ -153,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=0)
     syn.add_argument("--num-per-label", type=int, default=1)
     syn.add_argument("--batch-size", type=int, default=4, help="label maps sampled together (same shape)")
+    syn.add_argument("--format", choices=["nifti", "nnunet"], default="nifti",
+                     help="nifti: <label>_syn<k>.nii.gz; nnunet: an nnU-Net raw dataset (imagesTr, labelsTr, dataset.json)")
+    syn.add_argument("--manifest", help="nnunet: manifest.json giving class names and modality (default: PIPELINE/../data/)")
+    syn.add_argument("--channel-name", help="nnunet: the image channel's name (default from the manifest: CT or MRI)")
+    syn.add_argument("--prefix", default="medlsdm", help="nnunet: case identifiers <prefix>_000, <prefix>_001 …")
     syn.set_defaults(func=_cmd_synthesize)
 
     ev = sub.add_parser("evaluate", help="notebook 05 without the notebook: image metrics, segmentation experiment, "

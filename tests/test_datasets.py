@@ -60,53 +60,156 @@ def test_nifti_adapter(tmp_path):
         get_adapter("nifti", num_classes=3)
     with pytest.raises(ConfigError, match="num_classes"):
         get_adapter("nifti", modality="CT")
+    with pytest.raises(ConfigError, match="exactly one"):
+        get_adapter("nifti", modality="CT", num_classes=3, classes=table)
+    classes_file = tmp_path / "classes.txt"
+    classes_file.write_text("0 background\n1 x\n2 y\n")
+    assert get_adapter("nifti", modality="MR", classes_file=classes_file).classes.names == ("background", "x", "y")
 
 
 def test_get_adapter_names_and_errors():
     assert {"torso-ct", "breast-mr", "cardiac-2d", "nifti", "autopet", "synthrad2023", "duke_breast", "mnms"} <= set(adapter_names())
     assert get_adapter("duke-breast").name == "duke_breast"
+    assert get_adapter("nnUNet").name == "nnunet"
     assert get_adapter("torso_ct", window=(-200, 300)).normalisation["window"] == [-200.0, 300.0]
     with pytest.raises(ConfigError, match="unknown dataset"):
         get_adapter("brats")
-    with pytest.raises(ConfigError, match="invalid option"):
+    with pytest.raises(ConfigError, match=r"invalid option\(s\) \['colour'\]; it takes window, percentiles"):
         get_adapter("torso-ct", colour="red")
 
 
-def test_autopet(tmp_path):
-    for patient, study in [("PETCT_0b", "2003-01-01-NA-PET-CT 1"), ("PETCT_0b", "2004-05-05-NA-PET-CT 2"), ("PETCT_0a", "s1")]:
-        _pair(tmp_path / patient / study / "CTres.nii.gz", tmp_path / patient / study / "SEG.nii.gz")
-        _write(tmp_path / patient / study / "PET.nii.gz", np.zeros(SHAPE, np.float32))
-    adapter = get_adapter("autopet")
-    cases = adapter.find_cases(tmp_path)
+CLASSES_TXT = "# value name\n0 background\n1 liver\n2 spleen\n"
+
+
+def _classes_file(tmp_path, text=CLASSES_TXT, name="classes.txt"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _autopet_tree(root):
+    studies = [("PETCT_0b", "2003-01-01-NA-PET-CT 1"), ("PETCT_0b", "2004-05-05-NA-PET-CT 2"), ("PETCT_0a", "s1")]
+    for patient, study in studies:
+        folder = root / patient / study
+        _pair(folder / "CTres.nii.gz", folder / "SEG.nii.gz")
+        for extra in ("CT.nii.gz", "PET.nii.gz", "SUV.nii.gz"):
+            _write(folder / extra, np.zeros(SHAPE, np.float32))
+    (root / "Clinical Metadata FDG PET_CT Lesions.csv").write_text("Subject ID,diagnosis\n")
+    (root / "__MACOSX").mkdir()
+    return ["PETCT_0a_s1", "PETCT_0b_2003-01-01-NA-PET-CT_1", "PETCT_0b_2004-05-05-NA-PET-CT_2"]
+
+
+def test_autopet_anatomy(tmp_path):
+    ids = _autopet_tree(tmp_path / "autopet")
+    labels = tmp_path / "totalseg"
+    for i, case_id in enumerate(ids):
+        _write(labels / f"{case_id}.nii.gz", np.random.default_rng(i).integers(0, 3, SHAPE).astype(np.uint8))
+    (labels / "notes.txt").write_text("")
+    classes = _classes_file(tmp_path)
+    adapter = get_adapter("autopet", labels_dir=labels, classes_file=classes)
+    assert adapter.classes.names == ("background", "liver", "spleen") and adapter.modality == "CT"
+    cases = adapter.find_cases(tmp_path / "autopet")
+    assert [c.case_id for c in cases] == ids
     assert [c.patient_id for c in cases] == ["PETCT_0a", "PETCT_0b", "PETCT_0b"]
-    assert cases[1].case_id == "PETCT_0b_2003-01-01-NA-PET-CT_1"
+    assert all(c.image.name == "CTres.nii.gz" and c.label.parent == labels for c in cases)
+    validate_cases(cases, adapter)
+    assert get_adapter("autopet", labels_dir=labels, classes_file=classes, image="CT").find_cases(tmp_path / "autopet")[0].image.name == "CT.nii.gz"
+
+    merged = get_adapter("autopet", labels_dir=labels, classes_file=classes, merge_lesion=True)
+    assert merged.classes.names[-1] == "lesion" and merged.classes.source_values[-1] == 3
+    case = merged.find_cases(tmp_path / "autopet")[0]
+    label, _ = merged.read_label(case)
+    lesion, _ = get_adapter("autopet", labels="lesion").read_label(case.__class__(case.case_id, case.patient_id, case.image, case.image.parent / "SEG.nii.gz"))
+    anatomy, _ = adapter.read_label(case)
+    assert np.array_equal(label, np.where(lesion > 0, 3, anatomy))
+    validate_cases([case], merged)
+
+    (labels / f"{ids[1]}.nii.gz").unlink()
+    with pytest.raises(DataError, match=f"no label map .*{ids[1]}"):
+        adapter.find_cases(tmp_path / "autopet")
+    with pytest.raises(ConfigError, match="labels_dir"):
+        get_adapter("autopet", classes_file=classes)
+    with pytest.raises(ConfigError, match="classes_file"):
+        get_adapter("autopet", labels_dir=labels)
+    with pytest.raises(ConfigError, match="merge_lesion needs image='CTres'"):
+        get_adapter("autopet", labels_dir=labels, classes_file=classes, merge_lesion=True, image="CT")
+    with pytest.raises(ConfigError, match="option labels must be one of"):
+        get_adapter("autopet", labels="organs")
+
+
+def test_autopet_lesion(tmp_path):
+    ids = _autopet_tree(tmp_path)
+    adapter = get_adapter("autopet", labels="lesion")
+    cases = adapter.find_cases(tmp_path)
+    assert [c.case_id for c in cases] == ids and adapter.classes.names == ("background", "lesion")
     assert all(c.image.name == "CTres.nii.gz" and c.label.name == "SEG.nii.gz" for c in cases)
     validate_cases(cases, adapter)
+    with pytest.raises(ConfigError, match="apply to labels='anatomy'"):
+        get_adapter("autopet", labels="lesion", merge_lesion=True)
     (tmp_path / "PETCT_0a" / "s1" / "SEG.nii.gz").unlink()
     with pytest.raises(DataError, match="SEG.nii.gz"):
         adapter.find_cases(tmp_path)
 
 
-def test_synthrad2023(tmp_path):
-    for task, region, subject in [("Task1", "brain", "1BA001"), ("Task2", "pelvis", "2PA004"), ("Task1", "pelvis", "1PA002")]:
-        folder = tmp_path / task / region / subject
+def _synthrad_tree(root):
+    subjects = [("Task1", "brain", "1BA001"), ("Task2", "pelvis", "2PA004"), ("Task1", "pelvis", "1PA002")]
+    for task, region, subject in subjects:
+        folder = root / task / region / subject
         _pair(folder / "ct.nii.gz", folder / "mask.nii.gz")
-        _write(folder / "mr.nii.gz", np.zeros(SHAPE, np.float32))
-    adapter = get_adapter("synthrad2023")
-    cases = adapter.find_cases(tmp_path)
-    assert [c.case_id for c in cases] == ["1BA001", "1PA002", "2PA004"]
-    assert adapter.modality == "CT" and adapter.classes.names == ("background", "body")
-    validate_cases(cases, adapter)
-    assert [c.case_id for c in get_adapter("synthrad2023", tasks=["Task1"], regions=["brain"]).find_cases(tmp_path)] == ["1BA001"]
+        _write(folder / ("mr.nii.gz" if task == "Task1" else "cbct.nii.gz"), np.ones(SHAPE, np.float32))
+    for task, region in [("Task1", "brain"), ("Task1", "pelvis"), ("Task2", "pelvis")]:
+        overview = root / task / region / "overview"
+        overview.mkdir()
+        (overview / f"{task}_{region}_train.xlsx").write_text("")
+        (root / task / region / ".DS_Store").write_text("")
 
 
-def test_duke_breast(tmp_path):
-    root = _folder(tmp_path, ["Breast_MRI_002", "Breast_MRI_001"], max_label=3)
-    adapter = get_adapter("duke_breast")
-    cases = adapter.find_cases(root)
-    assert [c.case_id for c in cases] == ["Breast_MRI_001", "Breast_MRI_002"]
-    assert adapter.modality == "MR"
+def test_synthrad2023(tmp_path):
+    _synthrad_tree(tmp_path / "sr")
+    labels = tmp_path / "labels"
+    _write(labels / "1BA001_ct_label.nii.gz", np.ones(SHAPE, np.uint8))
+    _write(labels / "1PA002.nii.gz", np.full(SHAPE, 2, np.uint8))
+    classes = _classes_file(tmp_path)
+    adapter = get_adapter("synthrad2023", labels_dir=labels, classes_file=classes)
+    assert adapter.modality == "MR" and adapter.tasks == ("Task1",)
+    cases = adapter.find_cases(tmp_path / "sr")
+    assert [(c.case_id, c.image.name, c.label.name) for c in cases] == [
+        ("1BA001", "mr.nii.gz", "1BA001_ct_label.nii.gz"), ("1PA002", "mr.nii.gz", "1PA002.nii.gz")]
     validate_cases(cases, adapter)
+
+    body = get_adapter("synthrad2023", image="ct", labels="body")
+    assert body.modality == "CT" and body.classes.names == ("background", "body")
+    assert [c.case_id for c in body.find_cases(tmp_path / "sr")] == ["1BA001", "1PA002", "2PA004"]
+    cbct = get_adapter("synthrad2023", image="cbct", labels="body", regions=["pelvis"])
+    assert [(c.case_id, c.image.name) for c in cbct.find_cases(tmp_path / "sr")] == [("2PA004", "cbct.nii.gz")]
+    validate_cases(cbct.find_cases(tmp_path / "sr"), cbct)
+    assert [c.case_id for c in get_adapter("synthrad2023", labels="body", regions=["brain"]).find_cases(tmp_path / "sr")] == ["1BA001"]
+    with pytest.raises(ConfigError, match="option tasks"):
+        get_adapter("synthrad2023", image="mr", tasks=["Task2"], labels="body")
+    with pytest.raises(ConfigError, match="option regions"):
+        get_adapter("synthrad2023", labels="body", regions=["abdomen"])
+    (tmp_path / "sr" / "Task1" / "brain" / "1BA001" / "mr.nii.gz").unlink()
+    with pytest.raises(DataError, match="1BA001/mr.nii.gz"):
+        adapter.find_cases(tmp_path / "sr")
+
+
+def test_class_table_files(tmp_path):
+    from medlsdm.data.classes import read_class_table
+
+    v2 = _classes_file(tmp_path, '{"labels": {"background": 0, "liver": 1, "spleen": 2}, "channel_names": {"0": "CT"}}', "v2.json")
+    v1 = _classes_file(tmp_path, '{"labels": {"0": "background", "2": "spleen", "1": "liver"}}', "v1.json")
+    totalseg = _classes_file(tmp_path, '{"1": "liver", "2": "spleen"}', "ts.json")
+    for path in (v2, v1, totalseg, _classes_file(tmp_path)):
+        table = read_class_table(path)
+        assert table.names == ("background", "liver", "spleen") and table.source_values == (0, 1, 2), path
+    assert read_class_table(_classes_file(tmp_path, "value,name\n5,kidney\n2,liver\n", "c.csv")).source_values == (0, 2, 5)
+    for text, pattern in [('{"labels": {"a": [1, 2]}}', "region-based"), ("1 a\n1 b\n", "appears twice"),
+                          ("1 a\nx\n", r"c.txt:2"), ('{"labels": {"0": "bg"}}', "besides background")]:
+        name = "c.json" if text.startswith("{") else "c.txt"
+        with pytest.raises(ConfigError, match=pattern):
+            read_class_table(_classes_file(tmp_path, text, name))
+    with pytest.raises(ConfigError, match="not found"):
+        read_class_table(tmp_path / "none.json")
 
 
 def test_mnms_reads_labelled_frames(tmp_path):
@@ -152,7 +255,7 @@ def test_empty_folder(tmp_path):
         get_adapter("torso-ct").find_cases(tmp_path)
     assert str(tmp_path) in str(info.value)
     with pytest.raises(DataError, match="no studies"):
-        get_adapter("autopet").find_cases(tmp_path / "images")
+        get_adapter("autopet", labels="lesion").find_cases(tmp_path / "images")
 
 
 def test_unpaired(tmp_path):
@@ -234,3 +337,39 @@ def test_validation_reports_all_bad_cases(tmp_path):
     with pytest.raises(DataError, match="2 of 3 cases failed") as info:
         validate_cases(adapter.find_cases(root), adapter)
     assert "labels/a.nii.gz" in str(info.value) and "labels/c.nii.gz" in str(info.value)
+
+
+def test_mnms2_per_phase_files(tmp_path):
+    root = tmp_path / "MnM2"
+    (root / "dataset_information.csv").parent.mkdir(parents=True)
+    (root / "dataset_information.csv").write_text("SUBJECT_CODE,DISEASE,VENDOR,SCANNER,FIELD\n1,NOR,SIEMENS,Avanto,1.5\n2,DLV,GE,Signa,3\n")
+    for sid in ("001", "002", "003"):  # 003 is not in the CSV: skipped with a warning
+        folder = root / "dataset" / sid
+        for view, shape in (("SA", SHAPE), ("LA", (8, 8, 1))):
+            for phase in ("ED", "ES"):
+                _pair(folder / f"{sid}_{view}_{phase}.nii.gz", folder / f"{sid}_{view}_{phase}_gt.nii.gz", shape=shape, max_label=3)
+            _write(folder / f"{sid}_{view}_CINE.nii.gz", np.zeros(shape + (3,), np.float32))
+    adapter = get_adapter("mnms", views=["SA", "la"])
+    cases = adapter.find_cases(root)
+    assert [c.case_id for c in cases] == ["001_LA_ED", "001_LA_ES", "001_SA_ED", "001_SA_ES",
+                                          "002_LA_ED", "002_LA_ES", "002_SA_ED", "002_SA_ES"]
+    assert {c.patient_id for c in cases} == {"001", "002"} and all(c.frame is None for c in cases)
+    validate_cases(cases, adapter)
+    assert [c.case_id for c in get_adapter("mnms").find_cases(root)] == ["001_SA_ED", "001_SA_ES", "002_SA_ED", "002_SA_ES"]
+    (root / "dataset" / "002" / "002_SA_ES_gt.nii.gz").unlink()
+    with pytest.raises(DataError, match="002_SA_ES_gt.nii.gz"):
+        adapter.find_cases(root)
+    (root / "dataset_information.csv").write_text("SUBJECT_CODE\n1\n2\n7\n")
+    with pytest.raises(DataError, match=r"dataset_information.csv: 1 subject\(s\) without a folder: \['7'\]"):
+        adapter.find_cases(root)
+    (root / "dataset_information.csv").write_text("ID\n1\n")
+    with pytest.raises(DataError, match="SUBJECT_CODE"):
+        adapter.find_cases(root)
+    with pytest.raises(ConfigError, match="option views"):
+        get_adapter("mnms", views=["4CH"])
+
+
+def test_mnms1_has_no_long_axis(tmp_path):
+    (tmp_path / "Training" / "Labeled" / "A0").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="needs M&Ms-2"):
+        get_adapter("mnms", views=["LA"]).find_cases(tmp_path)

@@ -1,4 +1,6 @@
 """End-to-end tests of medlsdm.data.prepare on fixture files and on a phantom."""
+import re
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -45,7 +47,8 @@ def _world_centroid(label, affine, value=1):
 def test_prepare_end_to_end(autopet_root, tmp_path):
     out = tmp_path / "data"
     manifest = prepare_dataset(
-        "autopet", autopet_root, out, spacing=(6.0, 2.0, 2.0), block_shape=(4, 16, 16), n_cases=4, seed=1
+        "autopet", autopet_root, out, spacing=(6.0, 2.0, 2.0), block_shape=(4, 16, 16), n_cases=4, seed=1,
+        labels="lesion",
     )
     assert manifest == load_manifest(out)
     assert manifest["dataset"] == "autopet" and manifest["modality"] == "CT"
@@ -92,7 +95,7 @@ def test_prepare_end_to_end(autopet_root, tmp_path):
 
 def test_blocks_per_case_and_stale_files(autopet_root, tmp_path):
     out = tmp_path / "data"
-    manifest = prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), blocks_per_case=2)
+    manifest = prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), blocks_per_case=2, labels="lesion")
     ids = [c["case_id"] for c in manifest["cases"]]
     assert ids[:2] == ["PETCT_a_s1_b0", "PETCT_a_s1_b1"] and len(ids) == 10
     first, second = manifest["cases"][:2]
@@ -102,7 +105,7 @@ def test_blocks_per_case_and_stale_files(autopet_root, tmp_path):
     _, a1 = read_nifti(out / second["image"])
     np.testing.assert_allclose(dhw_to_world(a1, (0, 0, 0)), dhw_to_world(a0, (7, 0, 0)), atol=1e-4)
     # rerun with fewer cases: files of the previous run that are not in the new one go away
-    prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), n_cases=3)
+    prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), n_cases=3, labels="lesion")
     assert sorted(p.name for p in (out / "images").iterdir()) == ["PETCT_a_s1.nii.gz", "PETCT_a_s2.nii.gz", "PETCT_b_s1.nii.gz"]
 
 
@@ -111,20 +114,20 @@ def test_bad_file_stops_before_any_output(autopet_root, tmp_path):
     nib.save(nib.Nifti1Image(np.full((24, 24, 6), 3, np.uint8), SOURCE_AFFINE), str(bad))
     out = tmp_path / "data"
     with pytest.raises(DataError, match="label values") as info:
-        prepare_dataset("autopet", autopet_root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8))
+        prepare_dataset("autopet", autopet_root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8), labels="lesion")
     assert str(bad) in str(info.value)
     assert not out.exists()
 
 
 def test_parameter_errors(autopet_root, tmp_path):
     with pytest.raises(DataError, match="only 5"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), n_cases=9)
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), n_cases=9, labels="lesion")
     with pytest.raises(ConfigError, match="spacing"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2), block_shape=(4, 8, 8))
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2), block_shape=(4, 8, 8), labels="lesion")
     with pytest.raises(ConfigError, match="block_shape"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(0, 8, 8))
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(0, 8, 8), labels="lesion")
     with pytest.raises(ConfigError, match="fractions"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), fractions=(1, 1, 0))
+        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), fractions=(1, 1, 0), labels="lesion")
     assert not (tmp_path / "o").exists()
     with pytest.raises(ConfigError, match="unknown dataset"):
         prepare_dataset("nope", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8))
@@ -149,3 +152,60 @@ def test_prepare_phantom(tmp_path):
     assert (voxels[:, TORSO_CT.index("liver")] > 0).all()
     header = nib.load(str(tmp_path / "data" / manifest["cases"][0]["image"])).header
     assert header["descrip"].item() == b""  # no header text copied from the source
+
+
+def _nifti_folder(root, n=4):
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        image = rng.normal(500, 100, size=(16, 16, 8)).astype(np.float32)
+        label = np.zeros((16, 16, 8), np.uint8)
+        label[4:12, 4:12, 2:6] = 1 + i % 3
+        for sub, data in (("images", image), ("labels", label)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 4.0, 1.0])), str(root / sub / f"case_{i}.nii.gz"))
+    return root
+
+
+def test_cli_preprocess_nifti_options(tmp_path, caplog):
+    from medlsdm import cli
+
+    root = _nifti_folder(tmp_path / "raw")
+    args = ["preprocess", "--dataset", "nifti", "--data-root", str(root), "--out-dir", str(tmp_path / "data"),
+            "--spacing", "4,2,2", "--block-shape", "4,8,8"]
+    assert cli.main(args + ["--modality", "MR", "--num-classes", "4", "--percentiles", "1,99"]) == 0
+    manifest = load_manifest(tmp_path / "data")
+    assert manifest["modality"] == "MR" and manifest["classes"] == ["background", "class_1", "class_2", "class_3"]
+    assert manifest["normalisation"]["percentiles"] == [1.0, 99.0] and len(manifest["cases"]) == 4
+    for extra, message in [
+        ([], "option modality='CT' or 'MR' (--modality), got None"),
+        (["--modality", "XR", "--num-classes", "4"], "got 'XR'"),
+        (["--modality", "MR"], "num_classes=K (--num-classes)"),
+        (["--modality", "MR", "--num-classes", "4", "--regions", "brain"], r"invalid option\(s\) \['regions'\]"),
+        (["--modality", "MR", "--classes-file", str(tmp_path / "no.json")], "no.json: class table file not found"),
+    ]:
+        caplog.clear()
+        assert cli.main(args + extra) == 2, extra
+        assert message in caplog.text or re.search(message, caplog.text), (extra, caplog.text)
+    caplog.clear()
+    assert cli.main(["preprocess", "--dataset", "nifti", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "option --data-root is required" in caplog.text
+
+
+def test_prepare_paper_handling(tmp_path):
+    root = _nifti_folder(tmp_path / "raw")
+    manifest = prepare_dataset("nifti", root, tmp_path / "data", spacing=(6, 6, 6), block_shape=(2, 8, 8),
+                               preprocessing="paper", modality="MR", num_classes=4, seed=3)
+    assert manifest["preprocessing"] == "paper" and manifest["normalisation"]["method"] == "minmax_per_block"
+    assert manifest["spacing"] == [4.0, 2.0, 2.0]  # the native spacing (median), not the asked 6 mm
+    ids = [c["case_id"] for c in manifest["cases"]]
+    assert all(re.fullmatch(r"case_\d_b\d", i) for i in ids)
+    store = CaseStore(tmp_path / "data" / "cases.h5")
+    for entry in manifest["cases"]:
+        image, label, _ = store[entry["case_id"]]
+        assert image.min() == -1.0 and image.max() == pytest.approx(1.0, abs=1e-6) and label.any()
+    again = prepare_dataset("nifti", root, tmp_path / "data2", spacing=(6, 6, 6), block_shape=(2, 8, 8),
+                            preprocessing="paper", modality="MR", num_classes=4, seed=3)
+    assert [c["case_id"] for c in again["cases"]] == ids  # same seed, same blocks
+    with pytest.raises(ConfigError, match="option preprocessing"):
+        prepare_dataset("nifti", root, tmp_path / "d3", spacing=(6, 6, 6), block_shape=(2, 8, 8),
+                        preprocessing="monai", modality="MR", num_classes=4)

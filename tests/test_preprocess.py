@@ -189,3 +189,47 @@ def test_preprocess_case_samples_the_right_world_points():
     )
     out_world = dhw_to_world(block.affine, np.stack(_grid(block.label.shape), axis=-1))
     np.testing.assert_allclose(block.image[0], field(out_world) / 1000.0, atol=1e-5)
+
+
+# ------------------------------------------------------------------ the paper's data handling
+
+
+def test_paper_block_starts_closed_form():
+    from medlsdm.data.preprocess import paper_block_starts
+
+    rng = np.random.default_rng(0)
+    starts = paper_block_starts(100, 32, rng)
+    # 100 // 4 = 25 distinct random starts in 0…68, plus the last block (68) when not drawn
+    assert len(starts) in (25, 26) and starts[-1] == 68 and starts == sorted(set(starts))
+    assert min(starts) >= 0
+    assert paper_block_starts(34, 32, rng) == [0, 1, 2]  # 34 // 4 = 8 > 3 possible starts: all of them
+    assert paper_block_starts(32, 32, rng) == [0]
+    with pytest.raises(ConfigError):
+        paper_block_starts(16, 32, rng)
+
+
+def test_preprocess_case_paper_closed_form():
+    from medlsdm.data.classes import ClassTable
+    from medlsdm.data.preprocess import minmax_to_unit, preprocess_case_paper
+
+    np.testing.assert_allclose(minmax_to_unit(np.array([2.0, 4.0, 6.0])), [-1.0, 0.0, 1.0])
+    assert np.all(minmax_to_unit(np.full(3, 5.0)) == -1.0)
+    depth, size = 12, 10
+    image = np.arange(depth * size * size, dtype=np.float32).reshape(depth, size, size)  # value = flat index
+    label = np.zeros_like(image, dtype=np.int64)
+    label[8:10, 4:6, 4:6] = 5  # foreground only in slices 8 and 9
+    affine = np.diag([0.8, 0.7, 3.0, 1.0])  # W, H, D spacings 0.8, 0.7 and 3 mm
+    table = ClassTable(("background", "organ"), (0, 5))
+    blocks = preprocess_case_paper(image, label, affine, classes=table, block_shape=(4, 6, 6),
+                                   rng=np.random.default_rng(1))
+    assert blocks and all(b.start + 4 > 8 and b.start <= 9 for b in blocks)  # empty blocks skipped
+    for block in blocks:
+        # native spacing, centred 6x6 crop starting at in-plane index 2: the affine moves by 2 voxels
+        np.testing.assert_allclose(block.affine[:3, :3], affine[:3, :3])
+        np.testing.assert_allclose(block.affine[:3, 3], [2 * 0.8, 2 * 0.7, block.start * 3.0])
+        source = image[block.start:block.start + 4, 2:8, 2:8]
+        expected = (source - source.min()) / (source.max() - source.min()) * 2 - 1
+        np.testing.assert_allclose(block.image[0], expected, atol=1e-6)
+        assert set(np.unique(block.label)) <= {0, 1} and block.label.dtype == np.int64
+    assert preprocess_case_paper(image, np.zeros_like(label), affine, classes=table, block_shape=(4, 6, 6),
+                                 rng=np.random.default_rng(1)) == []

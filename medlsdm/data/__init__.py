@@ -9,6 +9,9 @@ Modules (import them directly; nothing heavy is imported here):
 - :mod:`~medlsdm.data.labels` — label values, remapping to class indices, one-hot.
 - :mod:`~medlsdm.data.datasets` — cases, the adapter interface and the validation pass.
 - :mod:`~medlsdm.data.adapters` — the adapters of the supported datasets (folder layouts).
+- :mod:`~medlsdm.data.nnunet` — the nnU-Net raw format, read (adapter ``nnunet``) and written.
+- :mod:`~medlsdm.data.dicom` — DICOM series → ``(D, H, W)`` + affine (pydicom).
+- :mod:`~medlsdm.data.duke` — Duke Breast MRI: DICOM series + ``.seg.nrrd`` segmentations.
 - :mod:`~medlsdm.data.splits` — deterministic patient-level train/val/test splits.
 - :mod:`~medlsdm.data.store` — HDF5 cache of preprocessed cases.
 - :mod:`~medlsdm.data.prepare` — ``prepare_dataset``: the whole pipeline (notebook 01, CLI).

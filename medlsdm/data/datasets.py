@@ -111,7 +111,7 @@ class DatasetAdapter:
         return read_nifti(case.label, kind="label", frame=case.frame)
 
 
-def _nifti_files(folder: Path) -> dict[str, Path]:
+def nifti_files(folder: Path) -> dict[str, Path]:
     """``{id: path}`` of the NIfTI files in a folder (hidden files ignored, others warned)."""
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
@@ -143,7 +143,7 @@ def pair_folders(root: Path, images: str = "images", labels: str = "labels") -> 
         folder = root / sub
         if not folder.is_dir():
             raise DataError(f"{folder}: folder not found (expected {root}/{images}/ and {root}/{labels}/ with NIfTI files)")
-        found[sub] = _nifti_files(folder)
+        found[sub] = nifti_files(folder)
     image_files, label_files = found[images], found[labels]
     if not image_files and not label_files:
         raise DataError(f"{root}: no NIfTI files in {images}/ and {labels}/")

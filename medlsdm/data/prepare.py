@@ -27,7 +27,7 @@ from ..rundir import MANIFEST, SPLIT, STORE
 from .adapters import get_adapter
 from .datasets import Case, validate_cases
 from .io import write_nifti
-from .preprocess import preprocess_case
+from .preprocess import PREPROCESSING, preprocess_case, preprocess_case_paper
 from .splits import check_fractions, make_split, save_split
 from .store import CaseStore
 
@@ -82,6 +82,7 @@ def prepare_dataset(
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
     seed: int = 0,
     blocks_per_case: int = 1,
+    preprocessing: str = "resample",
     **adapter_kwargs,
 ) -> dict:
     """Validate, preprocess and split a dataset; write everything to ``out_dir``.
@@ -91,6 +92,12 @@ def prepare_dataset(
     normalise to [-1, 1], crop/pad in-plane to ``(H, W)``, take ``blocks_per_case`` depth
     blocks of ``D`` slices (the centred one by default), remap labels, write NIfTI + cache →
     patient-level split → manifest.
+
+    With ``preprocessing="paper"`` (Med-LSDM's handling, :func:`~medlsdm.data.preprocess.preprocess_case_paper`)
+    the volumes keep their native spacing (``spacing`` is not used; the manifest's ``spacing``
+    is then the median native spacing, for display), each case gives about depth/4 random
+    depth blocks (``blocks_per_case`` is not used) without all-background ones, and each block
+    is min–max scaled to [-1, 1].
 
     Args:
         dataset: adapter name (:func:`medlsdm.data.adapters.get_adapter`).
@@ -103,6 +110,7 @@ def prepare_dataset(
         seed: seed of the split.
         blocks_per_case: depth blocks per case; with more than one, block ``k`` of case
             ``c`` gets the id ``c_b<k>``.
+        preprocessing: ``"resample"`` (ours) or ``"paper"`` (Med-LSDM's; see above).
         adapter_kwargs: passed to the adapter (e.g. ``modality``, ``num_classes``).
 
     Returns:
@@ -114,6 +122,8 @@ def prepare_dataset(
     """
     spacing, block_shape = _check_parameters(spacing, block_shape, n_cases, blocks_per_case)
     check_fractions(fractions)
+    if preprocessing not in PREPROCESSING:
+        raise ConfigError(f"option preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
     adapter = get_adapter(dataset, **adapter_kwargs)
     data_root, out_dir = Path(data_root).expanduser(), Path(out_dir).expanduser()
     if data_root.resolve() == out_dir.resolve():
@@ -128,13 +138,14 @@ def prepare_dataset(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stale = _previous_files(out_dir)
-    normalisation = adapter.normalisation
+    normalisation = adapter.normalisation if preprocessing == "resample" else {"method": "minmax_per_block", "range": [-1.0, 1.0]}
     entries, written = [], set()
     store = CaseStore(out_dir / STORE, mode="w")
     try:
-        for case in tqdm(cases, desc=f"preprocess {adapter.name}"):
+        for index, case in enumerate(tqdm(cases, desc=f"preprocess {adapter.name}")):
+            rng = np.random.default_rng([int(seed), index]) if preprocessing == "paper" else None
             entries += _process_case(case, adapter, out_dir, data_root, source_info[case.case_id],
-                                     normalisation, spacing, block_shape, int(blocks_per_case), store)
+                                     normalisation, spacing, block_shape, int(blocks_per_case), store, rng)
         store.close()
     except BaseException:
         store.abort()
@@ -146,6 +157,10 @@ def prepare_dataset(
             logger.info("removing %s (from a previous run, not in this one)", path)
             path.unlink()
 
+    if not entries:
+        raise DataError(f"{data_root}: every block of every case was background; nothing to train on")
+    if preprocessing == "paper":
+        spacing = [float(v) for v in np.median([source_info[c.case_id]["spacing"] for c in cases], axis=0)]
     split = make_split(entries, fractions=fractions, seed=seed)
     save_split(out_dir / SPLIT, split)
     manifest = {
@@ -155,6 +170,7 @@ def prepare_dataset(
         "source_values": list(adapter.classes.source_values),
         "spacing": spacing,
         "block_shape": block_shape,
+        "preprocessing": preprocessing,
         "normalisation": normalisation,
         "data_root": str(data_root.resolve()),
         "split": SPLIT,
@@ -171,18 +187,29 @@ def prepare_dataset(
 def _process_case(
     case: Case, adapter, out_dir: Path, data_root: Path, info: dict, normalisation: dict,
     spacing: list[float], block_shape: list[int], blocks_per_case: int, store: CaseStore,
+    rng: np.random.Generator | None = None,
 ) -> list[dict]:
-    """Preprocess one case and write its blocks; returns their manifest entries."""
+    """Preprocess one case and write its blocks; returns their manifest entries.
+
+    ``rng`` set: the paper's handling (:func:`preprocess_case_paper`), blocks ``<case>_b<start>``.
+    """
     image, affine = adapter.read_image(case)
     label, _ = adapter.read_label(case)
-    blocks = preprocess_case(
-        image, label, affine, classes=adapter.classes, normalisation=normalisation,
-        spacing=spacing, block_shape=block_shape, n_blocks=blocks_per_case, label_path=case.label,
-    )
+    if rng is not None:
+        blocks = preprocess_case_paper(image, label, affine, classes=adapter.classes, block_shape=block_shape,
+                                       rng=rng, label_path=case.label)
+    else:
+        blocks = preprocess_case(
+            image, label, affine, classes=adapter.classes, normalisation=normalisation,
+            spacing=spacing, block_shape=block_shape, n_blocks=blocks_per_case, label_path=case.label,
+        )
     del image, label
     entries = []
     for k, block in enumerate(blocks):
-        block_id = case.case_id if blocks_per_case == 1 else f"{case.case_id}_b{k}"
+        if rng is not None:
+            block_id = f"{case.case_id}_b{block.start}"
+        else:
+            block_id = case.case_id if blocks_per_case == 1 else f"{case.case_id}_b{k}"
         image_rel, label_rel = f"images/{block_id}.nii.gz", f"labels/{block_id}.nii.gz"
         write_nifti(out_dir / image_rel, block.image, block.affine, kind="image")
         write_nifti(out_dir / label_rel, block.label, block.affine, kind="label")

@@ -285,6 +285,17 @@ def select_block_starts(size: int, depth: int, n_blocks: int = 1) -> list[int]:
     return sorted(set(int(s) for s in starts))
 
 
+def _checked_inputs(image, label, classes, block_shape, label_path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shared start of :func:`preprocess_case` and :func:`preprocess_case_paper`: checks, remapped labels."""
+    if image.shape != label.shape:
+        where = f"{label_path}: " if label_path is not None else ""
+        raise DataError(f"{where}label shape {label.shape} differs from image shape {image.shape}")
+    block_shape = tuple(int(v) for v in block_shape)
+    if len(block_shape) != 3 or min(block_shape) < 1:
+        raise ConfigError(f"block_shape must be three positive integers (D, H, W), got {block_shape}")
+    return block_shape, remap_labels(label, classes, label_path)
+
+
 def preprocess_case(
     image: np.ndarray,
     label: np.ndarray,
@@ -320,13 +331,7 @@ def preprocess_case(
     """
     from .io import spacing_dhw
 
-    if image.shape != label.shape:
-        where = f"{label_path}: " if label_path is not None else ""
-        raise DataError(f"{where}label shape {label.shape} differs from image shape {image.shape}")
-    block_shape = tuple(int(v) for v in block_shape)
-    if len(block_shape) != 3 or min(block_shape) < 1:
-        raise ConfigError(f"block_shape must be three positive integers (D, H, W), got {block_shape}")
-    label = remap_labels(label, classes, label_path)
+    block_shape, label = _checked_inputs(image, label, classes, block_shape, label_path)
     if classes.num_classes <= 256:
         label = label.astype(np.uint8)  # 8x less memory while resampling; int64 again per block
     source_spacing = spacing_dhw(affine)
@@ -353,4 +358,90 @@ def preprocess_case(
                 start=start,
             )
         )
+    return blocks
+
+
+# ------------------------------------------------------------------ the paper's data handling
+
+#: ``prepare_dataset(preprocessing=…)``: ``"resample"`` (:func:`preprocess_case`, ours) or
+#: ``"paper"`` (:func:`preprocess_case_paper`, Med-LSDM's).
+PREPROCESSING = ("resample", "paper")
+
+
+def minmax_to_unit(array: np.ndarray) -> np.ndarray:
+    """Map an array's own minimum to -1 and maximum to 1 (MONAI ``ScaleIntensity(-1, 1)``).
+
+    A constant array gives -1 everywhere.
+    """
+    lo, hi = float(array.min()), float(array.max())
+    return _to_unit_range(array, lo, hi)
+
+
+def paper_block_starts(size: int, depth: int, rng: np.random.Generator) -> list[int]:
+    """Random depth-block starts as the original drew them: about ``size / 4`` plus the last block.
+
+    ``size // 4`` distinct starts are drawn uniformly from ``0 … size - depth`` (all of them when
+    there are fewer), and the last block (start ``size - depth``) is always added.
+
+    Args:
+        size: slices of the volume (at least ``depth``).
+        depth: slices per block.
+        rng: the random generator.
+
+    Returns:
+        Sorted distinct starts.
+    """
+    if depth < 1 or depth > size:
+        raise ConfigError(f"block depth {depth} must be between 1 and the volume depth {size}")
+    n_starts = size - depth + 1
+    drawn = rng.choice(n_starts, size=min(max(size // 4, 1), n_starts), replace=False)
+    return sorted({int(s) for s in drawn} | {size - depth})
+
+
+def preprocess_case_paper(
+    image: np.ndarray,
+    label: np.ndarray,
+    affine: np.ndarray,
+    *,
+    classes: ClassTable,
+    block_shape: Sequence[int],
+    rng: np.random.Generator,
+    label_path: str | os.PathLike | None = None,
+) -> list[CaseBlock]:
+    """Med-LSDM's data handling for one case: native spacing, random depth blocks, min–max per block.
+
+    Steps: remap labels → centred crop/pad in-plane to ``(H, W)`` at the native spacing (padding
+    with the volume's minimum), depth padded up to ``D`` → depth blocks at
+    :func:`paper_block_starts` → blocks whose label map is all background are skipped → each
+    block's image min–max scaled to [-1, 1] (:func:`minmax_to_unit`). Affines follow every step.
+
+    Args:
+        image: ``(D, H, W)`` raw intensities.
+        label: ``(D, H, W)`` integer label map with the dataset's values.
+        affine: nibabel affine shared by image and label.
+        classes: class table used to remap the labels.
+        block_shape: output block ``(D, H, W)``.
+        rng: draws the block starts.
+        label_path: named in label errors.
+
+    Returns:
+        The case's non-empty :class:`CaseBlock` list (empty when every block is background).
+    """
+    block_shape, label = _checked_inputs(image, label, classes, block_shape, label_path)
+    target = (max(block_shape[0], image.shape[0]), block_shape[1], block_shape[2])
+    offset = crop_or_pad_offset(image.shape, target)
+    image = crop_or_pad(image.astype(np.float32, copy=False), target, pad_value=float(image.min()))
+    label = crop_or_pad(label, target, pad_value=0)
+    affine = shift_affine(affine, offset)
+    blocks = []
+    for start in paper_block_starts(target[0], block_shape[0], rng):
+        stop = start + block_shape[0]
+        block_label = label[start:stop].astype(np.int64)
+        if not block_label.any():
+            continue
+        blocks.append(CaseBlock(image=minmax_to_unit(image[None, start:stop]), label=block_label,
+                                affine=shift_affine(affine, (start, 0, 0)), start=start))
+    if not blocks:
+        logger.warning("%s: every depth block is background; the case gives no block",
+                       label_path if label_path is not None else "a case")
     return blocks

@@ -68,7 +68,7 @@ def _stem(path: Path) -> str:
 
 def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                      steps: int = 50, guidance_scale: float = 1.0, seed: int = 0, num_per_label: int = 1,
-                     batch_size: int = 4) -> list[Path]:
+                     batch_size: int = 4, nnunet=None) -> list[Path]:
     """Synthesise ``num_per_label`` volumes per label-map file into ``out_dir``.
 
     Every label map is checked (classes, shape, spacing) before any sampling starts. Output
@@ -76,8 +76,12 @@ def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLik
     are sampled ``batch_size`` at a time (on a CPU a batch of 4 costs about a third per
     volume of one at a time); sample ``k`` of every label map starts from the noise of a
     generator seeded with ``seed + k``, so a volume does not depend on its batch.
+
+    With ``nnunet`` (a :class:`medlsdm.data.nnunet.NNUNetWriter`) each volume and its label map
+    become one case of an nnU-Net raw dataset instead (``imagesTr``/``labelsTr``, then
+    ``dataset.json``); the returned paths are the images.
     """
-    from ..data.io import write_nifti
+    from ..data.io import read_nifti, write_nifti
 
     if int(batch_size) < 1 or int(num_per_label) < 1:
         raise ConfigError(f"batch_size and num_per_label must be >= 1, got {batch_size}, {num_per_label}")
@@ -96,9 +100,15 @@ def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLik
             out = pipe(batch, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators,
                        num_per_label=num_per_label)
             for i, (image, affine) in enumerate(zip(out.images, out.affines)):
+                if nnunet is not None:
+                    case = nnunet.add(image[0], read_nifti(batch[i // num_per_label], kind="label")[0], affine)
+                    written.append(nnunet.images / f"{case}_0000.nii.gz")
+                    continue
                 target = Path(out_dir) / f"{_stem(batch[i // num_per_label])}_syn{i % num_per_label}.nii.gz"
                 written.append(write_nifti(target, image[0], affine, kind="image"))
             bar.update(len(batch))
+    if nnunet is not None:
+        nnunet.close()
     log.info("wrote %d synthetic volumes to %s", len(written), out_dir)
     return written
 

@@ -117,6 +117,8 @@ VQGAN_DEFAULTS: dict[str, Any] = dict(
     commitment_cost=0.25, ema_decay=0.99,
     # losses
     l1_weight=4.0, perceptual_weight=4.0, perceptual_weights=None,
+    # True (the paper profiles): no VGG16 file is an error instead of training without the loss
+    require_perceptual=False,
     gan_weight_2d=0.0, gan_weight_3d=0.0, feat_weight=4.0, disc_start=1000,
     disc_channels=64, disc_layers=3,
     # optimisation
@@ -178,6 +180,9 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     if unknown:
         raise ConfigError(f"train_vqgan: unknown parameter(s) {unknown}; known: {sorted(VQGAN_DEFAULTS)}")
     p = {**VQGAN_DEFAULTS, **params}
+    if p["require_perceptual"] and p["perceptual_weight"] and p["perceptual_weights"] is None:
+        raise ConfigError("train_vqgan: this profile trains with the perceptual loss (require_perceptual=True) but "
+                          "perceptual_weights is None; give a local VGG16 weights file (perceptual_weights=...)")
     run = RunDir(run_dir)
     if store is None:
         store = _case_store(run.store_path)
