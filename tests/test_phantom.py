@@ -410,3 +410,11 @@ def test_load_factors_errors(tmp_path):
     (tmp_path / "phantom.json").write_text(json.dumps({"version": 1, "kind": "torso-ct", "complete": True}))
     with pytest.raises(DataError, match="version 1 < 2"):
         load_factors(tmp_path)
+
+
+@pytest.mark.parametrize("kind", PHANTOM_KINDS)
+def test_factors_do_not_depend_on_the_grid(kind):
+    for appearance_seed in (None, 2):
+        small = render_case(kind, 1, 0, SMALL[kind], appearance_seed=appearance_seed)[3]
+        smaller = render_case(kind, 1, 0, tuple(max(n // 2, 8) for n in SMALL[kind]), appearance_seed=appearance_seed)[3]
+        assert small == smaller

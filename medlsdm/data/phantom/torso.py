@@ -79,7 +79,7 @@ STEATOSIS_HU = 80.0
 TORSO_FACTORS = (
     Factor("phase", 0, 0, "", "non-contrast 25 %, arterial 25 %, portal-venous 50 %",
            "which enhancement column of TORSO_TISSUES applies", choices=CONTRAST_PHASES),
-    Factor("contrast", 0.0, 1.0, "", "0 for non-contrast, else U(0.3, 1) (dose, bolus timing)",
+    Factor("contrast", 0.0, 1.0, "", "0 for non-contrast (where it has no effect), else U(0.3, 1) (dose, bolus timing)",
            "adds contrast × enhancement: arterial aorta +320, cortex +160, medulla +40, liver +20; "
            "portal-venous aorta +160, cortex +140, medulla +130, liver +60, hepatic vessels +170 HU"),
     Factor("steatosis", 0.0, 1.0, "", "U(0, 1)", "liver parenchyma −80 × steatosis HU (vessels and lesions unchanged)"),
