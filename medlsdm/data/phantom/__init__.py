@@ -10,13 +10,22 @@ noise and anatomy that varies between cases. Three kinds:
     An abdominal/lower-thorax CT block in Hounsfield units: air, body with a subcutaneous fat
     rim, two lungs in the upper part (their bases domed over the diaphragm), the liver (right,
     below the right lung), two kidneys (posterior, lower part), a vertebra (body, arch and
-    spinous process) through all slices, the aorta anterior-left of the spine, and 0-2
-    hypodense liver lesions. Labels: :data:`~medlsdm.data.classes.TORSO_CT`. Mean HU per class:
-    :data:`TORSO_HU`. The image is rendered from the label map, blurred with a Gaussian of
-    :data:`CT_BLUR_SIGMA` voxels (partial volume), and white Gaussian noise of
-    ``CT_NOISE_HU = 20.0`` HU is added (soft-tissue noise of clinical CT is typically 10-30 HU);
-    values are rounded to whole HU and clipped to [-1024, 3071]. Files store the image as
-    int16 HU (like DICOM-converted CT) and the label as uint8.
+    spinous process) through all slices, the aorta anterior-left of the spine, and 0-2 liver
+    lesions. Labels: :data:`~medlsdm.data.classes.TORSO_CT`. Beneath the label map lies a
+    finer tissue map (:data:`~medlsdm.data.phantom.torso.TORSO_TISSUES`) with anatomy the
+    labels do not show, each part labelled as the class around it: ribs, muscle (abdominal
+    wall, psoas, paraspinal), spleen, heart, spinal canal, bowel loops (wall, fluid or gas
+    contents), mesenteric, retroperitoneal and mediastinal fat (all ``soft_tissue``), intrahepatic vessels
+    (``liver``), pulmonary vessels (``lung``), renal cortex and medulla (``kidney``), lesion
+    rims and necrotic cores (``lesion``). The image is the tissues' HU under the case's hidden
+    factors (:data:`~medlsdm.data.phantom.torso.TORSO_FACTORS`: contrast phase and strength,
+    which move aorta, heart, kidney cortex and medulla, spleen, liver and its vessels together;
+    steatosis, which lowers the liver; bone density; oral contrast in the bowel; noise level),
+    plus a smooth per-tissue texture, blurred with a Gaussian of :data:`CT_BLUR_SIGMA` voxels
+    (partial volume), plus CT-kernel-like correlated noise (white noise band-passed by a
+    difference of Gaussians) of the case's ``noise_hu`` std; rounded to whole HU and clipped
+    to [-1024, 3071]. Files store the image as int16 HU (like DICOM-converted CT) and the
+    label as uint8.
 ``breast-mr``
     A prone breast MR block (axial slices): two breasts protruding anteriorly from the chest
     wall, made of fat with fibroglandular clumps (a smooth random field thresholded inside the
@@ -26,7 +35,9 @@ noise and anatomy that varies between cases. Three kinds:
     Contrast mimics the images those segmentations were drawn on, a fat-saturated T1-weighted
     gradient echo before contrast: fat dark (suppressed, with a smooth, incomplete
     suppression), fibroglandular tissue brighter than fat, vessels brightest. Multiplicative
-    smooth bias field, Rician noise; arbitrary units, roughly 0 … 1000. Labels:
+    smooth bias field, Rician noise; arbitrary units, roughly 0 … 1000. Appearance factors
+    (:data:`~medlsdm.data.phantom.breast.BREAST_FACTORS`): gain, bias-field strength, coil
+    gradient, fat signal (how incomplete the suppression is), noise level. Labels:
     :data:`~medlsdm.data.classes.BREAST_MR`. Image float32, label uint8.
 ``cardiac-2d``
     A short-axis cine-MR-like stack (bSSFP contrast) of 8 slices from base (``z = 0``) to apex:
@@ -36,7 +47,21 @@ noise and anatomy that varies between cases. Three kinds:
     lungs, chest wall and air around. The LV and RV shrink toward the apex. The affine is
     double oblique like a real short-axis plan (slice axis closest to the S-I axis), and the RV
     lies toward the patient's right/anterior in world coordinates. Bias field, per-slice gain,
-    Rician noise. Labels: :data:`~medlsdm.data.classes.CARDIAC`. Image float32, label uint8.
+    Rician noise. Appearance factors (:data:`~medlsdm.data.phantom.cardiac.CARDIAC_FACTORS`):
+    gain, blood signal, bias-field strength, spread of the slice gains, noise level. Labels: :data:`~medlsdm.data.classes.CARDIAC`. Image float32, label uint8.
+
+Two steps: anatomy, then appearance. Every case is drawn as an anatomy (:func:`draw_anatomy`:
+label map, tissue map, affine; from ``(kind, seed, index, shape)`` alone) rendered with hidden
+per-case appearance factors (:data:`FACTOR_TABLES`, one table per kind with each factor's
+range, distribution, effect and spatial scale) and fresh texture and noise
+(:func:`render_anatomy`). A factor that would change the label map belongs to the anatomy
+(breast density, the cardiac phase), so the factors are exactly what the label map leaves
+open. :func:`make_phantom` stores each case's factors in ``phantom.json`` (:func:`load_factors`);
+the label files never hold them. Because the anatomy can be rendered again with freshly
+drawn factors and noise (:func:`render_case` with ``appearance_seed=k``, or
+:func:`oracle_rerenders` for several), the true conditional distribution p(image | label map)
+can be sampled: an *oracle* to compare a label-conditioned generator's samples with (their
+diversity, the distribution of each factor), not only the one real volume.
 
 What the phantoms are not: anatomically accurate, physically simulated (no X-ray or MR
 physics, no artefacts beyond blur, bias and noise), or a benchmark. They are for learning the
@@ -56,11 +81,12 @@ ranges (:data:`SPACING_RANGES`). The physical field of view is always
 ``default_shape * drawn_spacing``; passing ``shape`` keeps that field of view and sets the
 spacing to ``field_of_view / shape`` per axis, so the body still fits and the anatomy (and the
 smooth random fields, which live on a physical control grid) is the same at any resolution;
-only the white noise and texture samples change.
+only the noise and texture samples change.
 
 Determinism. A case depends only on ``(kind, seed, index, shape)``: its random streams come
-from ``np.random.SeedSequence([seed, index, kind_id])``, never from global state, and not on
-how many cases are made.
+from ``np.random.SeedSequence([seed, index, kind_id])`` (anatomy and the case's own
+appearance; an oracle re-render ``k`` from ``[seed, index, kind_id, ORACLE_TAG, k]``), never
+from global state, and not on how many cases are made.
 """
 from __future__ import annotations
 
@@ -296,7 +322,8 @@ def make_phantom(
     Files: ``out_dir/images/<case_id>.nii.gz`` (CT: int16 HU; MR: float32) and
     ``out_dir/labels/<case_id>.nii.gz`` (uint8 class indices), same affine; case ids
     ``<prefix>_000 …`` (``torso_``, ``breast_``, ``cardiac_``). ``out_dir/phantom.json`` records
-    what was made. When it says the folder already holds exactly these cases with the same
+    what was made and, under ``"factors"``, each case's hidden appearance factors
+    (:func:`load_factors`). When it says the folder already holds exactly these cases with the same
     ``(kind, n_cases, seed, shape)``, nothing is regenerated. Files of an earlier phantom in the
     same folder that are not part of the new one are removed (only files listed in
     ``phantom.json``); any other file in ``images/`` or ``labels/`` is an error.

@@ -178,13 +178,14 @@ def render_breast(anatomy: Anatomy, factors: dict, rng: np.random.Generator) -> 
     tissue, shape, spacing, fov = anatomy.tissue, anatomy.tissue.shape, anatomy.spacing, anatomy.fov
     tissues = list(BREAST_TISSUES)
     means, rel = tissue_lookup(tissues, BREAST_TISSUES)
+    # smooth fields first: their draws do not depend on the grid, so they are the same at any shape
+    fat_sat = smooth_field(rng, shape, spacing, fov, (80.0, 80.0, 80.0))
+    bias = smooth_field(rng, shape, spacing, fov, (150.0, 150.0, 150.0))
     image = means[tissue] * (1 + rel[tissue] * texture_field(rng, shape, 1.0))
     fat = (tissue == tissues.index("breast_fat")) | (tissue == tissues.index("thorax_fat"))
-    fat_sat = smooth_field(rng, shape, spacing, fov, (80.0, 80.0, 80.0))
     fat_sat = factors["fat_signal"] * np.exp(FAT_SAT_UNEVENNESS * (fat_sat - fat_sat.mean()))
     image = np.where(fat, image * fat_sat, image)
     image = ndimage.gaussian_filter(image, CT_BLUR_SIGMA)
-    bias = smooth_field(rng, shape, spacing, fov, (150.0, 150.0, 150.0))
     bias = np.exp(factors["bias_strength"] * (bias - bias.mean()) + factors["coil_gradient"] * anatomy.fields["v"])
     image = rician(rng, image * bias * factors["gain"], factors["noise_rel"] * 500.0)
     return image.astype(np.float32)

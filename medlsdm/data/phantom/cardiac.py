@@ -171,12 +171,13 @@ def render_cardiac(anatomy: Anatomy, factors: dict, rng: np.random.Generator) ->
     means, rel = tissue_lookup(tissues, CARDIAC_TISSUES)
     for name in ("lv_blood", "rv_blood"):
         means[tissues.index(name)] *= np.float32(factors["blood_signal"])
-    image = means[tissue] * (1 + rel[tissue] * texture_field(rng, shape, (1.0, 1.0, 0.0)))
-    image = ndimage.gaussian_filter(image, (CT_BLUR_SIGMA, CT_BLUR_SIGMA, 0.0))
+    # grid-independent draws first (bias field, slice gains), so they are the same at any shape
     bias = smooth_field(rng, shape, spacing, fov, (120.0, 120.0, 1e4))
-    bias = np.exp(factors["bias_strength"] * (bias - bias.mean()))
     n_default = DEFAULT_SHAPES["cardiac-2d"][2]
     slice_gain = 1 + factors["slice_gain_spread"] * rng.uniform(-1, 1, n_default)
+    image = means[tissue] * (1 + rel[tissue] * texture_field(rng, shape, (1.0, 1.0, 0.0)))
+    image = ndimage.gaussian_filter(image, (CT_BLUR_SIGMA, CT_BLUR_SIGMA, 0.0))
+    bias = np.exp(factors["bias_strength"] * (bias - bias.mean()))
     gains = np.interp(np.arange(shape[2]) * (n_default - 1) / max(shape[2] - 1, 1), np.arange(n_default), slice_gain)
     gains = (factors["gain"] * gains).astype(np.float32)
     image = rician(rng, image * bias * gains[None, None, :], factors["noise_rel"] * 800.0)

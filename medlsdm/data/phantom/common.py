@@ -18,13 +18,14 @@ PHANTOM_KINDS = ("torso-ct", "breast-mr", "cardiac-2d")
 """The phantom kinds :func:`make_phantom` knows."""
 
 
-PHANTOM_VERSION = 2
+PHANTOM_VERSION = 3
 """Bumped whenever the generator's output changes; recorded in ``phantom.json``.
 
 2: two-step draw (anatomy, then appearance from hidden per-case factors stored in
 ``phantom.json``); torso-ct gained contrast phases, steatosis, unlabelled anatomy and
 correlated noise (its label maps are those of version 1); breast-mr and cardiac-2d draw their
 appearance factors from a stream of their own (breast label maps unchanged).
+3: torso-ct: fat between the organs of the retroperitoneum and mediastinum (images only).
 """
 
 

@@ -40,7 +40,7 @@ TORSO_TISSUES = {
     "visceral": ("soft_tissue", 35.0, 8.0, (10.0, 15.0)),  # mediastinum, mesentery, organs not drawn
     "muscle": ("soft_tissue", 50.0, 6.0, (10.0, 15.0)),  # abdominal wall, psoas, paraspinal
     "mesenteric_fat": ("soft_tissue", -95.0, 8.0, (0.0, 0.0)),
-    "retroperitoneal_fat": ("soft_tissue", -95.0, 8.0, (0.0, 0.0)),  # perirenal, around the psoas
+    "visceral_fat": ("soft_tissue", -95.0, 8.0, (0.0, 0.0)),  # retroperitoneal (perirenal), mediastinal
     "heart": ("soft_tissue", 40.0, 6.0, (250.0, 150.0)),  # blood pool and myocardium together
     "canal": ("soft_tissue", 10.0, 4.0, (0.0, 0.0)),  # spinal canal (CSF)
     "rib": ("soft_tissue", 450.0, 60.0, (0.0, 0.0)),  # set from the bone_hu factor
@@ -79,7 +79,7 @@ STEATOSIS_HU = 80.0
 TORSO_FACTORS = (
     Factor("phase", 0, 0, "", "non-contrast 25 %, arterial 25 %, portal-venous 50 %",
            "which enhancement column of TORSO_TISSUES applies", choices=CONTRAST_PHASES),
-    Factor("contrast", 0.0, 1.0, "", "0 for non-contrast, else U(0.3, 1) (dose, bolus timing)",
+    Factor("contrast", 0.0, 1.0, "", "0 for non-contrast (where it has no effect), else U(0.3, 1) (dose, bolus timing)",
            "adds contrast × enhancement: arterial aorta +320, cortex +160, medulla +40, liver +20; "
            "portal-venous aorta +160, cortex +140, medulla +130, liver +60, hepatic vessels +170 HU"),
     Factor("steatosis", 0.0, 1.0, "", "U(0, 1)", "liver parenchyma −80 × steatosis HU (vessels and lesions unchanged)"),
@@ -236,9 +236,9 @@ def torso_anatomy(streams, shape) -> Anatomy:
     _spleen(ra, tissue, soft & wall & ~heart_mask & (w < dome_l - 3), u, v, w, a, v_sp, lungs[1]["base"])
     cavity = soft & wall & (tissue == T("visceral")) & (w < diaphragm - 5) & (v > v_sp + vb_v)
     _bowel(ra, tissue, cavity, shape, spacing, fov)
-    retroperitoneum = soft & wall & (tissue == T("visceral")) & (w < diaphragm - 5) & (v <= v_sp + vb_v)
+    between = soft & wall & (tissue == T("visceral"))  # retroperitoneum, mediastinum
     fat_level = ra.uniform(-0.8, 0.2)
-    tissue[retroperitoneum & (smooth_field(ra, shape, spacing, fov, (25.0, 25.0, 25.0)) > fat_level)] = T("retroperitoneal_fat")
+    tissue[between & (smooth_field(ra, shape, spacing, fov, (25.0, 25.0, 25.0)) > fat_level)] = T("visceral_fat")
     _ribs(ra, tissue, soft, u, v, w, a_w, b_v, p, t, b * back, min(lung["base"] for lung in lungs.values()))
     vessels = _tubes(ra, shape, spacing, fov, 22.0, 0.3)
     tissue[(label == L("liver")) & vessels] = T("hepatic_vessel")
