@@ -46,7 +46,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    lr=1e-3, channels=[8, 16, 32], embedding_dim=8, num_embeddings=64,
                    gan_weight=1.0, disc_start=6, disc_channels=8),
         "03": dict(steps=6, batch_size=2, channels=[8, 16], attention_levels=[False, True], sample_every=3),
-        "04": dict(steps=3, compare=[["ddim", 3], ["unipc", 2]], guidance_scales=[0.0, 1.0, 2.0], n_test=2),
+        "04": dict(steps=3, compare=[["ddim", 3], ["unipc", 2]], compare_maps=1, guidance_scales=[0.0, 1.0], n_test=2,
+                   n_samples=2, n_oracle=4),
         "05": dict(steps=3, n_test=2, segnet_steps=4),
         "06": dict(n_subjects=4, size=32, edge_sigma=1.0, vqvae_steps=4, vqvae_channels=[8, 16, 16],
                    vqvae_batch_size=4, num_embeddings=32, ldm_steps=4, ldm_channels=[16, 32],
@@ -65,9 +66,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # ~0.7 CPU-s per step (batch 4, latents 8×8×16×16): ~3 min on 2 cores. The SPADE
         # decoder already paints each class's intensity, so the class-intensity bar of 04
         # holds early; more steps buy texture and sharper guidance effects.
-        "03": dict(steps=400, batch_size=4, lr=5e-4, channels=[32, 64, 128], attention_levels=[False, True, True],
-                   ema_decay=0.99, sample_every=200),
-        "04": dict(steps=50, n_test=6),
+        "03": dict(steps=1600, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
+                   conditioning="concat", prediction_type="v_prediction", ema_decay=0.99, sample_every=400),
+        "04": dict(steps=50, n_test=6, n_samples=4, n_oracle=8, compare=[["ddpm", 1000], ["ddim", 50], ["dpm++", 25], ["unipc", 10]],
+                   compare_maps=2),
         "05": dict(steps=50, n_test=None, segnet_steps=250),
         # 365 CPU-s on one core for the whole notebook (VQ-VAE 300 steps ≈ 60 s, each LDM 400
         # steps ≈ 70-85 s, sampling with guidance ≈ 14 s per mode); ≈ 4.5 min on 2 idle cores.

@@ -65,6 +65,7 @@ def test_01_preprocessing(smoke_run):
     assert m["n_train"] + m["n_val"] + m["n_test"] == p["n_cases"] and min(m["n_train"], m["n_val"], m["n_test"]) >= 1
     assert m["block_shape"] == p["block_shape"]
     assert abs(sum(m["class_fraction"].values()) - 1) < 1e-6
+    assert 0 < m["painting_r2"] < 1  # hidden factors: the label map does not fix the image
     manifest = json.loads((smoke_run.data / "manifest.json").read_text())
     split = json.loads((smoke_run.data / "split.json").read_text())
     assert sorted(sum(split.values(), [])) == sorted(c["case_id"] for c in manifest["cases"])
@@ -77,7 +78,7 @@ def test_01_preprocessing(smoke_run):
         assert data.shape == tuple(p["block_shape"][::-1])  # (x, y, z) on disk = (W, H, D)
         assert data.min() >= -1 and data.max() <= 1
         assert np.asarray(lab.dataobj).max() < len(m["classes"])
-    for name in ("01_raw_vs_preprocessed", "01_class_histograms", "01_class_fractions", "01_split"):
+    for name in ("01_raw_vs_preprocessed", "01_class_histograms", "01_class_fractions", "01_split", "01_painting"):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
 
 
@@ -90,10 +91,16 @@ def test_02_vqgan(smoke_run):
     assert set(m["decoders"]) == ({"spade", "normal"} if p["compare_decoder"] else {p["decoder"]})
     assert np.isfinite(m["psnr"]) and np.isfinite(m["baseline_psnr"]) and -1 <= m["ssim"] <= 1
     assert 0 < m["codebook_usage"] <= 1
+    assert m["held_out_split"] == "val" and m["n_held_out"] == smoke_run.read_metrics()["01_preprocessing"]["n_val"]
+    assert set(m["latent_ablation"]) == {"own", "other", "random", "own_minus_other"}
+    assert all(np.isfinite(v) for v in m["latent_ablation"].values())
+    assert set(m["body"]) == {"VQ-GAN", "average-pool", "painting", "painting + pooled residual"}
+    assert m["painting_residual_psnr"] == m["body"]["painting + pooled residual"]["psnr"]
     model = VQGAN.from_pretrained(smoke_run.vqgan / "model")  # the model the profile asked for
     assert list(model.config.channels) == p["channels"] and model.config.decoder_type == p["decoder"]
     assert model.config.num_embeddings == p["num_embeddings"] and model.config.embedding_dim == p["embedding_dim"]
-    assert (smoke_run.figures / "02_reconstruction.png").stat().st_size > 1000
+    for name in ("02_reconstruction", "02_latent_ablation"):
+        assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
 
 
 def test_03_diffusion(smoke_run):
@@ -118,11 +125,17 @@ def test_04_synthesis(smoke_run):
     assert np.isclose(m["class_intensity_error_mean"], np.mean(list(m["class_intensity_error"].values())))
     assert {f"{name}-{steps}" for name, steps in p["compare"]} <= set(m["seconds_per_volume"])
     assert set(m["guidance_error"]) == {str(float(g)) for g in p["guidance_scales"]}
+    # the oracle comparison ran (the smoke data is a phantom) on every sample and re-render
+    assert m["n_factor_values"] == {"synthetic": p["n_test"] * p["n_samples"], "oracle": p["n_test"] * p["n_oracle"]}
+    assert m["diversity_ratio"] >= 0 and set(m["factor_w1"]) == set(m["factor_ks_p"]) == set(m["counted"])
+    assert set(m["counted"]) <= set(m["factor_preserved"]) and "aorta_mean" in m["factor_preserved"]
+    for name in ("04_samples_vs_oracle", "04_factor_histograms", "04_guidance"):
+        assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
     split = json.loads((smoke_run.data / "split.json").read_text())
     samples = sorted(smoke_run.samples.glob("*.nii.gz"))
-    assert [s.name for s in samples] == [f"{c}_syn0.nii.gz" for c in split["test"][: p["n_test"]]]
+    assert [s.name for s in samples] == [f"{c}_syn{k}.nii.gz" for c in split["test"][: p["n_test"]] for k in range(p["n_samples"])]
     for path in samples:  # the synthetic volume sits on its label map's grid
-        case = path.name[: -len("_syn0.nii.gz")]
+        case = path.name.split("_syn")[0]
         np.testing.assert_allclose(nib.load(path).affine, nib.load(smoke_run.data / "labels" / f"{case}.nii.gz").affine, atol=1e-5)
 
 

@@ -40,12 +40,12 @@ log = logging.getLogger(__name__)
 DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     # model
     channels=(32, 64, 128), attention_levels=(False, True, True), num_res_blocks=1,
-    norm_num_groups=8, num_heads=4, conditioning="spade", dropout=0.0,
+    norm_num_groups=8, num_heads=4, conditioning="concat", dropout=0.0,
     # diffusion
-    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
     cond_drop_prob=0.1, ema_decay=0.99,
     # optimisation
-    steps=400, batch_size=4, lr=5e-4, gradient_accumulation_steps=1, max_grad_norm=1.0,
+    steps=1600, batch_size=4, lr=1e-3, gradient_accumulation_steps=1, max_grad_norm=1.0,
     mixed_precision="no", seed=0,
     # bookkeeping
     checkpoint_every=500, keep_checkpoints=2, log_every=25, resume=True, progress=True,
