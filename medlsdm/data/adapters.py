@@ -35,14 +35,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
 from . import classes as tables
 from .classes import ClassTable, read_class_table
-from .datasets import MODALITIES, Case, DatasetAdapter, FolderAdapter, check_root, is_visible, nifti_files, safe_id
+from .datasets import (MODALITIES, Case, DatasetAdapter, FolderAdapter, check_choice, check_root, nifti_files,
+                       pair_in, safe_id, subdirs)
 from .duke import DukeBreast
 from .io import read_nifti
+from .mnms import MnMs
 from .nnunet import NNUNetRaw
 
 logger = logging.getLogger(__name__)
@@ -105,24 +106,6 @@ class NiftiFolder(FolderAdapter):
             names = ("background",) + tuple(f"class_{i}" for i in range(1, int(num_classes)))
             classes = ClassTable(names, tuple(range(int(num_classes))))
         self.classes = classes
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and is_visible(p))
-
-
-def _pair_in(folder: Path, image_name: str, label_name: str) -> tuple[Path, Path]:
-    image, label = folder / image_name, folder / label_name
-    if image.is_file() and label.is_file():
-        return image, label
-    missing = [str(p) for p in (image, label) if not p.is_file()]
-    raise DataError(f"{folder}: unpaired case, missing {', '.join(missing)}")
-
-
-def _choice(dataset: str, option: str, value, choices) -> str:
-    if value not in choices:
-        raise ConfigError(f"dataset {dataset!r}: option {option} must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 def anatomy_classes(dataset: str, labels_dir, classes_file) -> ClassTable:
@@ -189,8 +172,8 @@ class AutoPET(DatasetAdapter):
                  classes_file: str | os.PathLike | None = None, merge_lesion: bool = False, image: str = "CTres",
                  **kwargs):
         super().__init__(**kwargs)
-        self.labels = _choice(self.name, "labels", labels, ("anatomy", "lesion"))
-        self.image = _choice(self.name, "image", image, ("CTres", "CT"))
+        self.labels = check_choice(self.name, "labels", labels, ("anatomy", "lesion"))
+        self.image = check_choice(self.name, "image", image, ("CTres", "CT"))
         self.labels_dir, self.merge_lesion = labels_dir, bool(merge_lesion)
         if labels == "lesion":
             given = [k for k, v in (("labels_dir", labels_dir), ("classes_file", classes_file),
@@ -210,13 +193,13 @@ class AutoPET(DatasetAdapter):
     def find_cases(self, root: str | os.PathLike) -> list[Case]:
         root = check_root(root, self.layout)
         studies = []
-        for patient in _subdirs(root):
+        for patient in subdirs(root):
             if not patient.name.startswith("PETCT_"):
                 logger.info("%s: not a PETCT_* patient folder, skipped", patient)
                 continue
-            for study in _subdirs(patient):
+            for study in subdirs(patient):
                 needs_seg = self.labels == "lesion" or self.merge_lesion
-                files = _pair_in(study, f"{self.image}.nii.gz", "SEG.nii.gz") if needs_seg else (study / f"{self.image}.nii.gz",)
+                files = pair_in(study, f"{self.image}.nii.gz", "SEG.nii.gz") if needs_seg else (study / f"{self.image}.nii.gz",)
                 if not files[0].is_file():
                     raise DataError(f"{study}: missing {files[0]}")
                 studies.append((safe_id(f"{patient.name}_{study.name}"), patient.name, files[0], files[-1]))
@@ -268,14 +251,14 @@ class SynthRAD2023(DatasetAdapter):
                  regions: Sequence[str] = ("brain", "pelvis"), labels: str = "anatomy",
                  labels_dir: str | os.PathLike | None = None, classes_file: str | os.PathLike | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.image = _choice(self.name, "image", image, tuple(self.IMAGES))
+        self.image = check_choice(self.name, "image", image, tuple(self.IMAGES))
         self.modality, allowed = self.IMAGES[image]
         self.tasks = tuple(tasks) if tasks is not None else allowed
         wrong = [t for t in self.tasks if t not in allowed]
         if wrong:
             raise ConfigError(f"dataset 'synthrad2023': option tasks {wrong} have no {image!r} image (tasks with it: {list(allowed)})")
-        self.regions = tuple(_choice(self.name, "regions", r, ("brain", "pelvis")) for r in regions)
-        self.labels = _choice(self.name, "labels", labels, ("anatomy", "body"))
+        self.regions = tuple(check_choice(self.name, "regions", r, ("brain", "pelvis")) for r in regions)
+        self.labels = check_choice(self.name, "labels", labels, ("anatomy", "body"))
         self.labels_dir = labels_dir
         if self.labels == "anatomy":
             self.classes = anatomy_classes(self.name, labels_dir, classes_file)
@@ -291,11 +274,11 @@ class SynthRAD2023(DatasetAdapter):
                 if not folder.is_dir():
                     logger.info("%s: not found, skipped", folder)
                     continue
-                for subject in _subdirs(folder):
+                for subject in subdirs(folder):
                     if not self.SUBJECT.match(subject.name):
                         logger.info("%s: not a subject folder (e.g. 1PA001), skipped", subject)
                         continue
-                    image, mask = _pair_in(subject, f"{self.image}.nii.gz", "mask.nii.gz")
+                    image, mask = pair_in(subject, f"{self.image}.nii.gz", "mask.nii.gz")
                     found.append((subject.name, image, mask))
         if not found:
             raise DataError(f"{root}: no subjects found (expected layout: {self.layout})")
@@ -308,115 +291,6 @@ class SynthRAD2023(DatasetAdapter):
         if self.labels == "anatomy":
             labels = user_label_files(self.labels_dir, [f[0] for f in found], suffixes=("", "_ct_label"))
         return [Case(sid, sid, image, label) for (sid, image, _), label in zip(found, labels)]
-
-
-class MnMs(DatasetAdapter):
-    """M&Ms (version 1) and M&Ms-2 cardiac MR; the version is recognised from the folder.
-
-    - M&Ms-1 (``<root>/Training/Labeled/<code>/<code>_sa.nii.gz`` + ``_sa_gt``): 4-D cine
-      short-axis files; the two labelled frames become cases ``<code>_ED`` / ``<code>_ES``
-      (the frame with the larger left ventricle, label 1, is end-diastole). Finding the frames
-      reads every ground-truth file once.
-    - M&Ms-2 (``<root>/dataset_information.csv`` + ``<root>/dataset/<id>/<id>_{SA,LA}_{ED,ES}[_gt].nii.gz``):
-      one 3-D file per view and phase; cases ``<id>_<view>_<phase>``. Every subject of the
-      CSV must have its folder.
-
-    Args:
-        subsets: sub-folders of ``root`` holding subject folders (default ``Training/Labeled``
-            for M&Ms-1, ``dataset`` for M&Ms-2).
-        views: M&Ms-2 views, ``"SA"`` and/or ``"LA"`` (M&Ms-1 has short axis only).
-        percentiles: as in :class:`~medlsdm.data.datasets.DatasetAdapter`.
-    """
-
-    name, modality, classes = "mnms", "MR", tables.MNMS
-    layout = ("M&Ms-1: <root>/Training/Labeled/<code>/<code>_sa.nii.gz + <code>_sa_gt.nii.gz; M&Ms-2: "
-              "<root>/dataset_information.csv + <root>/dataset/<id>/<id>_SA_ED.nii.gz + <id>_SA_ED_gt.nii.gz …")
-    CSV = "dataset_information.csv"
-
-    def __init__(self, *, subsets: Sequence[str] | None = None, views: Sequence[str] = ("SA",), **kwargs):
-        super().__init__(**kwargs)
-        self.subsets = None if subsets is None else tuple(subsets)
-        self.views = tuple(_choice(self.name, "views", str(v).upper(), ("SA", "LA")) for v in views)
-
-    @staticmethod
-    def labelled_frames(gt_path: Path) -> dict[str, int]:
-        """``{"ED": t, "ES": t}`` from the non-empty frames of a 4-D ground truth file."""
-        import nibabel as nib
-
-        from .io import READ_ERRORS
-
-        try:
-            data = np.asanyarray(nib.load(str(gt_path)).dataobj)
-        except READ_ERRORS as exc:
-            raise DataError(f"{gt_path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
-        if data.ndim != 4:
-            raise DataError(f"{gt_path}: expected a 4-D (x, y, z, t) ground truth, got shape {data.shape}")
-        labelled = [t for t in range(data.shape[3]) if np.any(data[..., t])]
-        if len(labelled) != 2:
-            raise DataError(f"{gt_path}: expected 2 labelled frames (ED and ES), found {len(labelled)}: {labelled}")
-        lv = [int((data[..., t] == 1).sum()) for t in labelled]
-        ed, es = (labelled[0], labelled[1]) if lv[0] >= lv[1] else (labelled[1], labelled[0])
-        return {"ED": ed, "ES": es}
-
-    def _subjects(self, root: Path, default: tuple[str, ...]) -> list[Path]:
-        subjects = []
-        for subset in self.subsets or default:
-            if (root / subset).is_dir():
-                subjects += _subdirs(root / subset)
-        if not subjects:
-            raise DataError(f"{root}: no subject folders found (expected layout: {self.layout})")
-        return subjects
-
-    def find_cases(self, root: str | os.PathLike) -> list[Case]:
-        root = check_root(root, self.layout)
-        if (root / self.CSV).is_file():
-            return self._find_mnms2(root)
-        if self.views != ("SA",):
-            raise ConfigError(f"dataset 'mnms': option views={list(self.views)} needs M&Ms-2 "
-                              f"({root / self.CSV} not found); M&Ms-1 has short axis only")
-        cases = []
-        for subject in tqdm(self._subjects(root, ("Training/Labeled",)), desc="mnms frames", leave=False):
-            code = subject.name
-            image, label = _pair_in(subject, f"{code}_sa.nii.gz", f"{code}_sa_gt.nii.gz")
-            for phase, frame in self.labelled_frames(label).items():
-                cases.append(Case(f"{code}_{phase}", code, image, label, frame=frame))
-        return sorted(cases, key=lambda c: c.case_id)
-
-    def _csv_subjects(self, path: Path) -> set[str]:
-        import csv
-
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as stream:
-                rows = list(csv.DictReader(stream))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"{path}: unreadable CSV ({exc})") from None
-        if not rows or "SUBJECT_CODE" not in rows[0]:
-            raise DataError(f"{path}: expected a SUBJECT_CODE column, found {list(rows[0]) if rows else 'no rows'}")
-        return {_subject_key(row["SUBJECT_CODE"]) for row in rows}
-
-    def _find_mnms2(self, root: Path) -> list[Case]:
-        listed = self._csv_subjects(root / self.CSV)
-        subjects = {_subject_key(s.name): s for s in self._subjects(root, ("dataset",))}
-        missing = sorted(listed - set(subjects))
-        if missing:
-            raise DataError(f"{root / self.CSV}: {len(missing)} subject(s) without a folder: {missing[:10]}")
-        for key in sorted(set(subjects) - listed):
-            logger.warning("%s: not in %s, skipped", subjects[key], self.CSV)
-        cases = []
-        for key in sorted(listed, key=lambda k: (len(k), k)):
-            folder = subjects[key]
-            for view in self.views:
-                for phase in ("ED", "ES"):
-                    stem = f"{folder.name}_{view}_{phase}"
-                    image, label = _pair_in(folder, f"{stem}.nii.gz", f"{stem}_gt.nii.gz")
-                    cases.append(Case(stem, folder.name, image, label))
-        return sorted(cases, key=lambda c: c.case_id)
-
-
-def _subject_key(code: str) -> str:
-    """M&Ms-2 subject codes compare as numbers when numeric (``"001"`` and ``"1"`` are one subject)."""
-    code = str(code).strip()
-    return str(int(code)) if code.isdigit() else code
 
 
 ADAPTERS: dict[str, type[DatasetAdapter]] = {

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from . import classes as tables
 from .classes import ClassTable
 from .io import is_nifti, read_nifti, spacing_dhw, strip_nifti_suffix
@@ -223,3 +223,24 @@ def validate_cases(cases: Sequence[Case], adapter: DatasetAdapter, *, max_errors
         )
     logger.info("validated %d cases of %s", len(cases), adapter.name)
     return info
+
+
+def subdirs(folder: Path) -> list[Path]:
+    """The visible sub-folders of ``folder``, sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and is_visible(p))
+
+
+def pair_in(folder: Path, image_name: str, label_name: str) -> tuple[Path, Path]:
+    """``folder/image_name`` and ``folder/label_name``; a ``DataError`` naming what is missing."""
+    image, label = folder / image_name, folder / label_name
+    if image.is_file() and label.is_file():
+        return image, label
+    missing = [str(p) for p in (image, label) if not p.is_file()]
+    raise DataError(f"{folder}: unpaired case, missing {', '.join(missing)}")
+
+
+def check_choice(dataset: str, option: str, value, choices) -> str:
+    """``value`` if it is one of ``choices``, else a ``ConfigError`` naming the dataset's option."""
+    if value not in choices:
+        raise ConfigError(f"dataset {dataset!r}: option {option} must be one of {list(choices)}, got {value!r}")
+    return value
