@@ -116,6 +116,16 @@ def notebook_parameters(profile: str, notebook: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------- per-dataset paper profiles
 
+#: Paper settings that notebooks 02 and 03 have no parameter of their own for: the paper
+#: profiles pass them as the notebooks' ``training_options`` (extra ``train_vqgan`` /
+#: ``train_diffusion`` settings).
+PAPER_TRAINING: dict[str, dict[str, Any]] = {
+    "02": dict(betas=[0.5, 0.9], spade_hidden_channels=128, commitment_cost=0.25, l1_weight=4.0,
+               perceptual_weight=4.0, require_perceptual=True, feat_weight=4.0),
+    "03": dict(gradient_accumulation_steps=2, num_heads=8),
+}
+
+
 def _paper_profile(dataset: str, dataset_options: dict, disc_start: int) -> dict[str, dict[str, Any]]:
     """Med-LSDM's published settings for one dataset (every value and its source:
     ``data_cards/paper_settings.md``, checked by ``tests/test_paper_settings.py``)."""
@@ -124,27 +134,22 @@ def _paper_profile(dataset: str, dataset_options: dict, disc_start: int) -> dict
                    block_shape=[32, 256, 256], spacing=[6.0, 1.4, 1.4]),
         "02": dict(decoder="spade", compare_decoder=False, steps=100_000, crop_shape=[32, 256, 256], batch_size=2,
                    lr=1.9e-5, lr_schedule="constant", channels=[16, 32, 64], embedding_dim=8,
-                   num_embeddings=16384, gan_weight=1.0, disc_start=disc_start, mixed_precision="fp16"),
+                   num_embeddings=16384, gan_weight=1.0, disc_start=disc_start, mixed_precision="fp16",
+                   training_options=copy.deepcopy(PAPER_TRAINING["02"])),
         "03": dict(steps=700_000, batch_size=2, lr=1e-5, channels=[64, 128, 256, 512],
                    attention_levels=[True, True, True, True], num_train_timesteps=500,
-                   cond_drop_prob=0.1, ema_decay=0.995, sample_every=10_000),
+                   cond_drop_prob=0.1, ema_decay=0.995, sample_every=10_000,
+                   training_options=copy.deepcopy(PAPER_TRAINING["03"])),
         "04": dict(steps=500, n_test=20),
         "05": dict(steps=500, n_test=None, segnet_steps=3000),
     }
 
 
-#: Paper settings that notebooks 02 and 03 do not declare as parameters (yet): give them to
-#: ``train_vqgan`` / ``train_diffusion`` directly (:func:`paper_training_parameters`).
-PAPER_TRAINING: dict[str, dict[str, Any]] = {
-    "02": dict(betas=[0.5, 0.9], spade_hidden_channels=128, commitment_cost=0.25, l1_weight=4.0,
-               perceptual_weight=4.0, require_perceptual=True, feat_weight=4.0),
-    "03": dict(gradient_accumulation_steps=2, num_heads=8),
-}
-
-
 def paper_training_parameters(profile: str, notebook: str) -> dict[str, Any]:
-    """A paper profile's notebook parameters plus :data:`PAPER_TRAINING` (the whole published setting)."""
-    return {**notebook_parameters(profile, notebook), **copy.deepcopy(PAPER_TRAINING.get(notebook[:2], {}))}
+    """A paper profile's notebook parameters with its ``training_options`` spelled out (the whole published setting)."""
+    params = notebook_parameters(profile, notebook)
+    options = params.pop("training_options", {})
+    return {**params, **options}
 
 
 PROFILES.update({
