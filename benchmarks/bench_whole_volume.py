@@ -107,7 +107,9 @@ def main() -> None:
     depths = [1, 2] if args.check else [int(v) for v in args.depths.split(",")]
     steps = 2 if args.check else args.steps
     configs = [(d, m) for d in depths for m in MODES]
+    load_before = os.getloadavg()[0]
     results = {(d, m): run_config(d, m, steps, args.threads) for d, m in tqdm(configs, desc="configurations")}
+    load_after = os.getloadavg()[0]
     base = {m: results[(depths[0], m)] for m in MODES}
 
     lines = [
@@ -116,7 +118,8 @@ def main() -> None:
         f"process per configuration. Random-weight pipeline of the quick size (latent 8 channels, block "
         f"{'×'.join(map(str, BLOCK))} → latent 8×{BLOCK[0] // 4}×{BLOCK[1] // 4}×{BLOCK[2] // 4}, UNet channels "
         f"32/64/128 with attention on the lower two levels), DDIM-{steps}, guidance 1, batch 1. Windowed: "
-        f"windows of one block ({BLOCK[0]} slices), overlap 8 slices, one window per UNet call, decoding in the same tiles.",
+        f"windows of one block ({BLOCK[0]} slices), overlap 8 slices, one window per UNet call, decoding in the same tiles. "
+        f"Load average (1 min) {load_before:.1f} before the run, {load_after:.1f} after.",
         "",
         "Peak RSS is `ru_maxrss` of the process; *Δ peak* is its increase during sampling (over the "
         "peak after building the model, which is the same for every configuration).", "",
@@ -134,7 +137,10 @@ def main() -> None:
         w, o = results[(d, "windowed")], results[(d, "one pass")]
         lines.append(f"| {d} | {w['seconds'] / o['seconds']:.2f} | "
                      f"{(w['peak_mb'] - w['before_mb']) / (o['peak_mb'] - o['before_mb']):.2f} |")
-    lines += ["", "At one block the window covers the whole depth, so both modes run the same computation.", ""]
+    one = [results[(depths[0], m)]["seconds"] for m in MODES]
+    lines += ["", f"At {depths[0]} block(s) both modes run the same computation (one window covers the depth): their "
+              f"time ratio, {max(one) / min(one):.2f}, shows how much other jobs on the machine distorted the times of "
+              f"this run; the memory columns are not affected.", ""]
     print(write_text(args.out, "\n".join(lines)).read_text())
 
 
