@@ -133,14 +133,15 @@ def nnunet_writer(args: argparse.Namespace, num_classes: int):
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:
     from .pipelines.loading import load_pipeline_dir
-    from .pipelines.synthesis import synthesize_files, use_scheduler
+    from .pipelines.synthesis import block_window, synthesize_files, use_scheduler
 
     pipe = use_scheduler(load_pipeline_dir(args.pipeline), args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     writer = nnunet_writer(args, pipe.unet.config.num_classes) if args.format == "nnunet" else None
+    window = None if args.one_pass else args.window or block_window(pipe)
     written = synthesize_files(pipe, args.labels, args.out_dir, steps=args.steps, guidance_scale=args.guidance,
                                seed=args.seed, num_per_label=args.num_per_label, batch_size=args.batch_size,
-                               nnunet=writer)
+                               nnunet=writer, window=window, overlap=args.overlap)
     log.info("%d volumes written to %s", len(written), args.out_dir)
 
 
@@ -226,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--manifest", help="nnunet: manifest.json giving class names and modality (default: PIPELINE/../data/)")
     syn.add_argument("--channel-name", help="nnunet: the image channel's name (default from the manifest: CT or MRI)")
     syn.add_argument("--prefix", default="medlsdm", help="nnunet: case identifiers <prefix>_000, <prefix>_001 …")
+    syn.add_argument("--window", type=int, help="label slices per depth window for deeper label maps "
+                                                "(default: the depth of the pipeline's training block)")
+    syn.add_argument("--overlap", type=int, help="label slices shared by neighbouring windows (default: a quarter)")
+    syn.add_argument("--one-pass", action="store_true", help="denoise every label map whole, without windows")
     syn.set_defaults(func=_cmd_synthesize)
 
     ev = sub.add_parser("evaluate", help="notebook 05 without the notebook: image metrics, segmentation experiment, "

@@ -99,3 +99,27 @@ def test_compare_schedulers_restores_and_snapshots(tiny_pipeline):
     assert [i for i, _, _ in snaps] == [0, 2, 4]
     final = tiny_pipeline(labels, num_inference_steps=5, generator=torch.Generator().manual_seed(0)).images
     np.testing.assert_allclose(snaps[-1][2], final, atol=1e-6)  # the last snapshot is the result
+
+
+def test_cli_synthesize_deep_label_maps_in_windows_of_the_block(tiny_pipeline, tmp_path, one_thread):
+    from diffusers import DDIMScheduler
+
+    from medlsdm.pipelines.pipeline_medlsdm import MedLSDMPipeline
+
+    pipe = MedLSDMPipeline(tiny_pipeline.vqgan, tiny_pipeline.unet, DDIMScheduler.from_config(tiny_pipeline.scheduler.config),
+                           spacing=[6.0, 5.5, 5.5], block_shape=[8, 16, 16])
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path / "pipe")
+    deep = torch.randint(0, 3, (24, 16, 16), generator=torch.Generator().manual_seed(0))
+    label = write_nifti(tmp_path / "deep.nii.gz", deep.numpy(), np.diag([5.5, 5.5, 6.0, 1.0]), kind="label")
+    args = ["synthesize", "--pipeline", str(tmp_path / "pipe"), "--labels", str(label), "--steps", "2"]
+    assert cli.main(args + ["--out-dir", str(tmp_path / "windowed")]) == 0
+    assert cli.main(args + ["--out-dir", str(tmp_path / "one"), "--one-pass"]) == 0
+    windowed, one = (np.asarray(nib.load(tmp_path / d / "deep_syn0.nii.gz").dataobj) for d in ("windowed", "one"))
+    assert windowed.shape == one.shape == (16, 16, 24)  # (x, y, z) on disk
+    expected = {d: pipe(deep, num_inference_steps=2, generator=torch.Generator().manual_seed(0), window=w).images[0, 0]
+                for d, w in (("windowed", 8), ("one", None))}
+    # written as float32 NIfTI, (D, H, W) -> (x, y, z); another pipeline instance: float32 rounding
+    np.testing.assert_allclose(windowed.transpose(2, 1, 0), expected["windowed"], atol=1e-5)
+    np.testing.assert_allclose(one.transpose(2, 1, 0), expected["one"], atol=1e-5)
+    assert not np.allclose(windowed, one, atol=1e-3)

@@ -3,6 +3,8 @@
 - :mod:`~medlsdm.pipelines.pipeline_medlsdm` — :class:`MedLSDMPipeline`.
 - :mod:`~medlsdm.pipelines.loading` — load the trained models of a run.
 - :mod:`~medlsdm.pipelines.synthesis` — schedulers by name, synthesis from NIfTI files.
+- :mod:`~medlsdm.pipelines.windows` — overlapping depth windows for whole volumes.
+- :mod:`~medlsdm.pipelines.editing` — edits of real volumes: ``insert_lesion``, masks, paste-back.
 """
 from .pipeline_medlsdm import MedLSDMPipeline, MedLSDMPipelineOutput
 

@@ -14,8 +14,20 @@ log = logging.getLogger(__name__)
 
 
 def load_pipeline(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
-    """The trained :class:`MedLSDMPipeline` of a run (``RUN/pipeline``)."""
-    return load_pipeline_dir(RunDir(run_dir).pipeline, device)
+    """The trained :class:`MedLSDMPipeline` of a run (``RUN/pipeline``).
+
+    A pipeline saved without its training ``block_shape`` gets the one of the run's data
+    manifest, when there is one.
+    """
+    from ..atomic import read_json
+
+    run = RunDir(run_dir)
+    pipe = load_pipeline_dir(run.pipeline, device)
+    if pipe.config.block_shape is None and run.manifest_path.is_file():
+        block_shape = read_json(run.manifest_path).get("block_shape")
+        if block_shape is not None:
+            pipe.register_to_config(block_shape=[int(v) for v in block_shape])
+    return pipe
 
 
 def load_pipeline_dir(folder: str | os.PathLike, device: str | torch.device = "cpu"):

@@ -12,6 +12,13 @@ with the label map when the decoder is SPADE.
     out = pipe("label.nii.gz", num_inference_steps=25, guidance_scale=2.0,
                generator=torch.Generator().manual_seed(0))
     out.images  # (B, 1, D, H, W) float32 in [-1, 1]
+
+Label maps deeper than the training block: ``pipe(labels, window=32, overlap=8)`` denoises
+overlapping depth windows of 32 label slices jointly — at every step the UNet runs on each
+window and their predictions are averaged where they overlap (:mod:`.windows`), then the
+scheduler takes one step on the whole latent — and decodes in overlapping tiles, so memory is
+that of ``window_batch_size`` windows whatever the depth. :meth:`MedLSDMPipeline.edit`
+keeps a real volume outside a mask and synthesises inside it (:mod:`.editing`).
 """
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ from ..errors import ConfigError, DataError
 from ..models.configuration import register_config_values
 from ..models.unet import SemanticUNet, null_condition, semantic_condition
 from ..models.vqgan import VQGAN
+from .editing import latent_mask, paste, soft_weight
+from .windows import blend_windows, tiled, window_starts, window_weights
 
 LabelInput = torch.Tensor | np.ndarray | str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -62,6 +71,9 @@ class MedLSDMPipeline(DiffusionPipeline):
             have it in ``model_index.json``): when given, it is set as
             ``vqgan.config.scaling_factor``.
         spacing: the voxel spacing (D, H, W) in mm the models were trained at, or ``None``.
+        block_shape: the label-map block (D, H, W) the models were trained on, or ``None``
+            (unknown; pipelines saved before it existed). ``medlsdm synthesize`` runs label
+            maps deeper than it in windows of its depth.
     """
 
     model_cpu_offload_seq = "unet->vqgan"
@@ -69,14 +81,15 @@ class MedLSDMPipeline(DiffusionPipeline):
     _output_types = ("np", "pt", "latent")
 
     def __init__(self, vqgan: VQGAN, unet: SemanticUNet, scheduler, latent_scale: float | None = None,
-                 spacing: list | None = None):
+                 spacing: list | None = None, block_shape: list | None = None):
         super().__init__()
         if latent_scale is not None:
             warnings.warn("MedLSDMPipeline: latent_scale is deprecated, the scale is now vqgan.config.scaling_factor "
                           "(save an old pipeline again to update it)", FutureWarning, stacklevel=2)
             register_config_values(vqgan, scaling_factor=float(latent_scale))
         self.register_modules(vqgan=vqgan, unet=unet, scheduler=scheduler)
-        self.register_to_config(spacing=list(spacing) if spacing is not None else None)
+        self.register_to_config(spacing=list(spacing) if spacing is not None else None,
+                                block_shape=[int(v) for v in block_shape] if block_shape is not None else None)
 
     # -- inputs --------------------------------------------------------------------------
     def load_labels(self, labels: LabelInput) -> tuple[torch.Tensor, list[np.ndarray | None]]:
@@ -124,6 +137,23 @@ class MedLSDMPipeline(DiffusionPipeline):
         if spacing is not None and trained is not None and not np.allclose(spacing, trained, rtol=0.1):
             raise DataError(f"{name}: voxel spacing {np.round(spacing, 2).tolist()} mm differs from the training spacing {trained} mm; preprocess it first (medlsdm preprocess)")
 
+    def _latent_windows(self, window: int | None, overlap: int | None) -> tuple[int, int] | None:
+        """Check ``window``/``overlap`` (label-map slices) and convert them to latent slices."""
+        if window is None:
+            return None
+        f, step = self.vqgan.downsample_factor, self.vqgan.downsample_factor * self.unet.downsampling
+        window = int(window)
+        if window < step or window % step:
+            raise ConfigError(f"window={window} label slices must be a positive multiple of {step} "
+                              f"(VQ-GAN × UNet downsampling)")
+        if overlap is None:  # a quarter of the window, in whole latent slices
+            overlap = max(f, window // 4 // f * f) if f < window else 0
+        overlap = int(overlap)
+        if overlap % f or not 0 <= overlap < window:
+            raise ConfigError(f"overlap={overlap} label slices must be a multiple of {f} (the VQ-GAN's "
+                              f"downsampling) in 0…{window - 1} (less than the window)")
+        return window // f, overlap // f
+
     # -- sampling ------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(
@@ -139,6 +169,9 @@ class MedLSDMPipeline(DiffusionPipeline):
         extra_condition: torch.Tensor | np.ndarray | None = None,
         callback_on_step_end: Callable[["MedLSDMPipeline", int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        window: int | None = None,
+        overlap: int | None = None,
+        window_batch_size: int = 1,
     ):
         """Synthesise one volume per label map (``num_per_label`` each).
 
@@ -171,21 +204,136 @@ class MedLSDMPipeline(DiffusionPipeline):
                 (if any) replace the latents, as in diffusers.
             callback_on_step_end_tensor_inputs: tensors passed to the callback, among
                 ``_callback_tensor_inputs`` (``["latents"]``: diffusion space).
+            window: label-map slices (depth, the first spatial axis) per denoising window, a
+                multiple of the VQ-GAN × UNet downsampling, e.g. the training block's depth;
+                ``None`` denoises the whole depth in one pass. Windows overlap; at every step
+                the UNet runs on each one, their predictions are averaged in the overlaps
+                (linear ramps, :mod:`medlsdm.pipelines.windows`) and the scheduler steps once
+                on the whole latent (its update is elementwise, so this is one sampler run on
+                the whole volume, without seams). Decoding runs in tiles of the same size.
+            overlap: label-map slices shared by neighbouring windows, a multiple of the
+                VQ-GAN downsampling; default a quarter of ``window``.
+            window_batch_size: windows per UNet call (memory grows with it, time per window
+                falls).
         """
         if output_type not in self._output_types:
             raise ConfigError(f"output_type must be one of {list(self._output_types)}, got {output_type!r}")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ConfigError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}")
+        windows = self._latent_windows(window, overlap)
         label_maps, affines = self.load_labels(labels)
         label_maps = label_maps.repeat_interleave(num_per_label, dim=0)
         affines = [a for a in affines for _ in range(num_per_label)]
-        device, dtype = self.unet.device, self.unet.dtype
-        extra = None
-        if extra_condition is not None:
-            extra = torch.as_tensor(extra_condition, dtype=torch.float32)
-            extra = (extra[None] if extra.ndim == label_maps.ndim else extra).repeat_interleave(num_per_label, dim=0)
-        cond = semantic_condition(label_maps.to(device), self.unet.config.num_classes, extra).to(dtype)
+        extra = self._extra_condition(extra_condition, label_maps, num_per_label)
+        self.scheduler.set_timesteps(num_inference_steps, device=self.unet.device)
+        latents = self._initial_latents(label_maps, generator, latents)
+
+        def step_end(i, t, latents):
+            if callback_on_step_end is None:
+                return latents
+            tensors = {"latents": latents}
+            outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+            return outputs.pop("latents", latents)
+
+        latents = self._denoise(latents, label_maps, extra, guidance_scale, generator, windows, window_batch_size, step_end)
+        images = latents if output_type == "latent" else self.decode_latents(latents, label_maps, window, overlap)
+        return self._output(images, label_maps, affines, output_type, return_dict)
+
+    @torch.no_grad()
+    def edit(
+        self,
+        image: torch.Tensor | np.ndarray | str | os.PathLike,
+        labels: LabelInput,
+        mask: torch.Tensor | np.ndarray,
+        *,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        dilate: int = 1,
+        soft_border: float | None = None,
+        extra_condition: torch.Tensor | np.ndarray | None = None,
+        window: int | None = None,
+        overlap: int | None = None,
+        window_batch_size: int = 1,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ):
+        """Edit real volumes: keep them outside ``mask``, synthesise inside it from ``labels``.
+
+        The real volume is encoded (pre-quantisation latent × ``scaling_factor``). Sampling
+        starts from noise; after every scheduler step the latent outside the mask (on the
+        latent grid, grown by ``dilate``) is replaced by the real latent noised to the next
+        timestep with ``scheduler.add_noise`` — with the initial noise, so no extra draws
+        from ``generator`` — and after the last step by the real latent itself (RePaint /
+        blended latent diffusion). The result is decoded with the (edited) label map and
+        pasted into the real volume at image resolution: weight 1 inside the mask, falling
+        linearly to exactly 0 at ``soft_border + 1`` voxels from it, where the output *is*
+        the input. Deterministic schedulers (DDIM) suit it best: multistep ones (DPM-Solver,
+        UniPC) keep a history that the replacement bypasses.
+
+        Args:
+            image: the real volumes in [-1, 1]: ``(B, 1, *spatial)``, ``(1, *spatial)`` or
+                ``(*spatial)``, or a NIfTI path, at the label maps' shape.
+            labels: the edited label maps (see :meth:`__call__`); e.g. from
+                :func:`~medlsdm.pipelines.editing.insert_lesion`.
+            mask: bool ``(B, *spatial)`` or ``(*spatial)``: ``True`` where to synthesise.
+            num_inference_steps: scheduler steps.
+            guidance_scale: classifier-free guidance scale (see :meth:`__call__`).
+            generator: for the initial noise (see :meth:`__call__`).
+            dilate: latent voxels by which the latent mask grows around ``mask``.
+            soft_border: image voxels outside ``mask`` over which the synthesis fades into
+                the real volume; default one latent voxel (the VQ-GAN's downsampling).
+            extra_condition: extra condition channels (see :meth:`__call__`).
+            window: depth windows for deep volumes (see :meth:`__call__`); encoding and
+                decoding run in tiles of the same size.
+            overlap: slices shared by neighbouring windows (see :meth:`__call__`).
+            window_batch_size: windows per UNet call.
+            output_type: ``"np"`` or ``"pt"``.
+            return_dict: return a :class:`MedLSDMPipelineOutput` (else a tuple).
+        """
+        if output_type not in ("np", "pt"):
+            raise ConfigError(f"edit output_type must be 'np' or 'pt', got {output_type!r}")
+        if int(dilate) < 0 or (soft_border is not None and soft_border < 0):
+            raise ConfigError(f"dilate ({dilate}) and soft_border ({soft_border}) must be >= 0")
+        windows = self._latent_windows(window, overlap)
+        label_maps, affines = self.load_labels(labels)
+        images = self._load_images(image, label_maps)
+        masks = self._load_masks(mask, label_maps)
+        device, f = self.unet.device, self.vqgan.downsample_factor
+        extra = self._extra_condition(extra_condition, label_maps, 1)
+
+        def encode(start, stop):
+            return self.vqgan.encode(images[:, :, start:stop].to(device, self.vqgan.dtype))
+
+        tile, tile_overlap = (windows[0] * f, windows[1] * f) if windows is not None else (None, 0)
+        known = tiled(encode, images.shape[2], tile, tile_overlap, 1 / f) * self.vqgan.config.scaling_factor
+        inside = latent_mask(masks.to(device), f, int(dilate))
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        noise = randn_tensor(known.shape, generator=generator, dtype=torch.float32).to(device, known.dtype)
+        latents = torch.where(inside, noise * self.scheduler.init_noise_sigma,
+                              self.scheduler.add_noise(known, noise, timesteps[:1]))
+
+        def keep_outside(i, t, latents):
+            real = known if i == len(timesteps) - 1 else self.scheduler.add_noise(known, noise, timesteps[i + 1:i + 2])
+            return torch.where(inside, latents, real)
+
+        latents = self._denoise(latents, label_maps, extra, guidance_scale, generator, windows, window_batch_size, keep_outside)
+        synthetic = self.decode_latents(latents, label_maps, window, overlap)
+        weight = soft_weight(masks, f if soft_border is None else soft_border)
+        edited = paste(synthetic, images.to(synthetic.device, synthetic.dtype), weight.to(synthetic.device))
+        return self._output(edited, label_maps, affines, output_type, return_dict)
+
+    # -- the parts -----------------------------------------------------------------------
+    def _extra_condition(self, extra_condition, label_maps: torch.Tensor, num_per_label: int) -> torch.Tensor | None:
+        if extra_condition is None:
+            return None
+        extra = torch.as_tensor(extra_condition, dtype=torch.float32)
+        return (extra[None] if extra.ndim == label_maps.ndim else extra).repeat_interleave(num_per_label, dim=0)
+
+    def _initial_latents(self, label_maps: torch.Tensor, generator, latents: torch.Tensor | None) -> torch.Tensor:
+        """Initial noise for ``label_maps`` (drawn, or ``latents`` checked), × ``init_noise_sigma``."""
         factor = self.vqgan.downsample_factor
         shape = (label_maps.shape[0], self.unet.config.in_channels, *(s // factor for s in label_maps.shape[1:]))
         if isinstance(generator, list) and len(generator) != shape[0]:
@@ -195,44 +343,100 @@ class MedLSDMPipeline(DiffusionPipeline):
         elif tuple(latents.shape) != shape:
             raise ConfigError(f"latents of shape {tuple(latents.shape)} do not fit these label maps: expected {shape} "
                               f"(samples, UNet in_channels, label map size / {factor})")
-        latents = latents.to(device, dtype) * self.scheduler.init_noise_sigma
-        # scale 1: the conditional prediction only, 0: the unconditional one only, else both
-        doubled = guidance_scale not in (0.0, 1.0)
-        if doubled:
-            model_cond = torch.cat([cond, null_condition(cond)])
-        else:
-            model_cond = cond if guidance_scale == 1.0 else null_condition(cond)
+        return latents.to(self.unet.device, self.unet.dtype) * self.scheduler.init_noise_sigma
 
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+    def _denoise(self, latents, label_maps, extra, guidance_scale, generator, windows, window_batch_size, step_end):
+        """Run the scheduler's timesteps (already set) on ``latents``; ``step_end(i, t, latents)``
+        may replace the latents after each step."""
         # stochastic schedulers (DDPM, DDIM with eta > 0) draw their noise from `generator`
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            model_in = torch.cat([latents, latents]) if doubled else latents
-            model_in = self.scheduler.scale_model_input(model_in, t)
-            pred = self.unet(model_in, t, model_cond).sample
-            if doubled:
-                pred_cond, pred_uncond = pred.chunk(2)
-                pred = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+            model_in = self.scheduler.scale_model_input(latents, t)
+            pred = self._predict(model_in, t, label_maps, extra, guidance_scale, windows, window_batch_size)
             latents = self.scheduler.step(pred, t, latents, **step_kwargs).prev_sample
-            if callback_on_step_end is not None:
-                tensors = {"latents": latents}
-                outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
-                latents = outputs.pop("latents", latents)
+            latents = step_end(i, t, latents)
+        return latents
 
-        images = latents if output_type == "latent" else self.decode_latents(latents, label_maps.to(device))
+    def _predict(self, latents, t, label_maps, extra, guidance_scale, windows, window_batch_size) -> torch.Tensor:
+        """The guided UNet prediction for the whole latent: one window (``windows=None``) or
+        overlapping depth windows ``(size, overlap)`` in latent slices, blended."""
+        depth, f = latents.shape[2], self.vqgan.downsample_factor
+        size, overlap = windows if windows is not None else (depth, 0)
+        starts = window_starts(depth, size, overlap)
+        size = min(size, depth)
+        if int(window_batch_size) < 1:
+            raise ConfigError(f"window_batch_size must be >= 1, got {window_batch_size}")
+        preds = []
+        for k in range(0, len(starts), int(window_batch_size)):
+            batch = starts[k:k + int(window_batch_size)]
+            lab = torch.cat([label_maps[:, s * f:(s + size) * f] for s in batch]).to(latents.device)
+            ext = None if extra is None else torch.cat([extra[:, :, s * f:(s + size) * f] for s in batch])
+            cond = semantic_condition(lab, self.unet.config.num_classes, ext).to(latents.dtype)
+            x = torch.cat([latents[:, :, s:s + size] for s in batch])
+            preds += self._guided(x, t, cond, guidance_scale).split(latents.shape[0])
+        if len(preds) == 1:
+            return preds[0]
+        return blend_windows(preds, starts, window_weights(starts, size, overlap, depth), depth)
+
+    def _guided(self, x: torch.Tensor, t, cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """Classifier-free guidance; scale 1: the conditional prediction only, 0: the
+        unconditional one only, else both (a doubled batch)."""
+        if guidance_scale in (0.0, 1.0):
+            return self.unet(x, t, cond if guidance_scale == 1.0 else null_condition(cond)).sample
+        pred_cond, pred_uncond = self.unet(torch.cat([x, x]), t, torch.cat([cond, null_condition(cond)])).sample.chunk(2)
+        return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+
+    def _load_images(self, image, label_maps: torch.Tensor) -> torch.Tensor:
+        """Real volumes → float ``(B, 1, *spatial)`` matching ``label_maps``."""
+        from ..data.io import read_nifti
+
+        if isinstance(image, (str, os.PathLike)):
+            image = read_nifti(image, kind="image")[0]
+        tensor = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image).float()
+        spatial = tuple(label_maps.shape[1:])
+        while tensor.ndim < len(spatial) + 2:
+            tensor = tensor[None]
+        if tuple(tensor.shape[2:]) != spatial or tensor.shape[1] != 1 or tensor.shape[0] not in (1, label_maps.shape[0]):
+            raise DataError(f"image of shape {tuple(tensor.shape)} does not fit the label maps {tuple(label_maps.shape)}: "
+                            f"expected (B, 1, {', '.join(map(str, spatial))})")
+        if not torch.isfinite(tensor).all():
+            raise DataError("image holds NaN or Inf values")
+        return tensor.expand(label_maps.shape[0], *tensor.shape[1:])
+
+    def _load_masks(self, mask, label_maps: torch.Tensor) -> torch.Tensor:
+        """Edit masks → bool ``(B, *spatial)`` matching ``label_maps``."""
+        tensor = torch.as_tensor(np.asarray(mask) if isinstance(mask, np.ndarray) else mask)
+        if tensor.ndim == label_maps.ndim - 1:
+            tensor = tensor[None]
+        if tuple(tensor.shape[1:]) != tuple(label_maps.shape[1:]) or tensor.shape[0] not in (1, label_maps.shape[0]):
+            raise DataError(f"mask of shape {tuple(tensor.shape)} does not fit the label maps {tuple(label_maps.shape)}")
+        return (tensor != 0).expand(label_maps.shape[0], *tensor.shape[1:])
+
+    def _output(self, images, label_maps, affines, output_type: str, return_dict: bool):
         if output_type == "np":
             images, label_maps = images.cpu().float().numpy(), label_maps.numpy()
         if not return_dict:
             return images, label_maps, affines
         return MedLSDMPipelineOutput(images=images, labels=label_maps, affines=affines)
 
-    def decode_latents(self, latents: torch.Tensor, label_maps: torch.Tensor) -> torch.Tensor:
+    def decode_latents(self, latents: torch.Tensor, label_maps: torch.Tensor, window: int | None = None,
+                       overlap: int | None = None) -> torch.Tensor:
         """Diffusion-space latents → images in [-1, 1] (unscale, snap to codebook, decode).
 
         Args:
             latents: e.g. ``pipe(..., output_type="latent").images``.
             label_maps: their class-index label maps ``(B, *spatial)`` (read by a SPADE decoder).
+            window: decode in overlapping depth tiles of this many label-map slices, blended
+                with linear ramps (memory of one tile); ``None``: in one piece.
+            overlap: label-map slices shared by neighbouring tiles (default: see :meth:`__call__`).
         """
+        windows = self._latent_windows(window, overlap)
         z = latents / self.vqgan.config.scaling_factor
-        images = self.vqgan.decode(z.to(self.vqgan.dtype), label_maps.to(z.device))
-        return images.clamp(-1, 1)
+        f = self.vqgan.downsample_factor
+
+        def decode(start, stop):
+            labels = label_maps[:, start * f:stop * f].to(z.device)
+            return self.vqgan.decode(z[:, :, start:stop].to(self.vqgan.dtype), labels)
+
+        size, overlap = windows if windows is not None else (None, 0)
+        return tiled(decode, z.shape[2], size, overlap, f).clamp(-1, 1)

@@ -3,7 +3,8 @@
 - :data:`SCHEDULERS` / :func:`use_scheduler`: swap in any listed diffusers scheduler with
   ``from_config`` (the training schedule is kept).
 - :func:`synthesize_files`: batch synthesis from label-map NIfTI files, one NIfTI per
-  output, written atomically with the label map's affine and a fresh header.
+  output, written atomically with the label map's affine and a fresh header; deep label
+  maps in windows (:func:`block_window`: the training block's depth).
 
 Whether a synthetic volume follows its label map is measured by
 :func:`medlsdm.metrics.image.class_intensity_error`.
@@ -66,16 +67,28 @@ def _stem(path: Path) -> str:
     return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
 
 
+def block_window(pipe) -> int | None:
+    """The depth of the pipeline's training block (its ``block_shape``), or ``None`` (unknown)."""
+    block_shape = pipe.config.get("block_shape")
+    if block_shape is None:
+        log.info("the pipeline does not record its training block_shape: label maps are synthesised in one pass "
+                 "(give a window to synthesise deep ones in windows)")
+        return None
+    return int(block_shape[0])
+
+
 def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                      steps: int = 50, guidance_scale: float = 1.0, seed: int = 0, num_per_label: int = 1,
-                     batch_size: int = 4, nnunet=None) -> list[Path]:
+                     batch_size: int = 4, nnunet=None, window: int | None = None, overlap: int | None = None) -> list[Path]:
     """Synthesise ``num_per_label`` volumes per label-map file into ``out_dir``.
 
     Every label map is checked (classes, shape, spacing) before any sampling starts. Output
     ``<label stem>_syn<k>.nii.gz`` carries the label map's affine. Label maps of one shape
     are sampled ``batch_size`` at a time (on a CPU a batch of 4 costs about a third per
     volume of one at a time); sample ``k`` of every label map starts from the noise of a
-    generator seeded with ``seed + k``, so a volume does not depend on its batch.
+    generator seeded with ``seed + k``, so a volume does not depend on its batch. Label maps
+    deeper than ``window`` slices are synthesised in overlapping windows (see
+    :meth:`MedLSDMPipeline.__call__`); shallower ones in one pass, whatever ``window``.
 
     With ``nnunet`` (a :class:`medlsdm.data.nnunet.NNUNetWriter`) each volume and its label map
     become one case of an nnU-Net raw dataset instead (``imagesTr``/``labelsTr``, then
@@ -98,7 +111,7 @@ def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLik
         for _, batch in batches:
             generators = [torch.Generator().manual_seed(seed + k) for _ in batch for k in range(num_per_label)]
             out = pipe(batch, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators,
-                       num_per_label=num_per_label)
+                       num_per_label=num_per_label, window=window, overlap=overlap)
             for i, (image, affine) in enumerate(zip(out.images, out.affines)):
                 if nnunet is not None:
                     case = nnunet.add(image[0], read_nifti(batch[i // num_per_label], kind="label")[0], affine)
