@@ -191,7 +191,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         ema_unet = SemanticUNet.from_config(trainer.unwrap("unet").config)
         ema.copy_to(ema_unet.parameters())
         pipe = MedLSDMPipeline(vqgan, ema_unet.eval(), make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"]),
-                               spacing=manifest["spacing"])
+                               spacing=manifest["spacing"], block_shape=manifest.get("block_shape"))
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
