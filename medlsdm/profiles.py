@@ -61,7 +61,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # held-out PSNR +9.3 dB over the average-pool baseline after these 300 steps with
         # SPADE (~0.45 CPU-s/step: ~2.5 min on one core); the normal decoder needs ~600 steps
         # for +5.7 dB (~0.30 CPU-s/step), so compare_decoder=True adds ~1.5 min and stays < 5 dB
-        "02": dict(decoder="normal", label_dropout=0.0, compare_decoder=False, steps=300, crop_shape=[16, 32, 32], batch_size=2,
+        "02": dict(decoder="normal", label_dropout=0.0, compare_decoder=False, steps=600, crop_shape=[16, 32, 32], batch_size=2,
                    lr=1e-3, channels=[16, 32, 64], embedding_dim=8, num_embeddings=512,
                    gan_weight=0.0, disc_start=1000),
         # ~0.7 CPU-s per step (batch 4, latents 8×8×16×16): ~3 min on 2 cores. The SPADE
