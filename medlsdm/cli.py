@@ -145,7 +145,8 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_run, results_tables
+    from .evaluate import evaluate_run
+    from .evaluate_report import results_tables
 
     defaults = notebook_parameters(args.profile, "05")
     options = {key: getattr(args, key) for key in ("scheduler", "steps", "guidance_scale", "seed", "n_test", "segnet_steps")}

@@ -48,7 +48,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "03": dict(steps=6, batch_size=2, channels=[8, 16], attention_levels=[False, True], sample_every=3),
         "04": dict(steps=3, compare=[["ddim", 3], ["unipc", 2]], compare_maps=1, guidance_scales=[0.0, 1.0], n_test=2,
                    n_samples=2, n_oracle=4),
-        "05": dict(steps=3, n_test=2, segnet_steps=4),
+        # two seeds (an sd needs two), two of everything else, validation every 2 steps
+        "05": dict(steps=3, n_test=2, segnet_steps=4, segnet_seeds=2, segnet_options={"eval_every": 2}, n_train_maps=2,
+                   n_small=2, n_new=2),
         "06": dict(n_subjects=4, size=32, edge_sigma=1.0, vqvae_steps=4, vqvae_channels=[8, 16, 16],
                    vqvae_batch_size=4, num_embeddings=32, ldm_steps=4, ldm_channels=[16, 32],
                    ldm_attention_levels=[False, True], ldm_num_heads=2, ldm_batch_size=4, sample_steps=2,
