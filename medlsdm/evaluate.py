@@ -332,8 +332,8 @@ def paper_conventions(model, test: Cases, synthetic_test: Cases, num_classes: in
     from .metrics.paper_conventions import paper_convention_table
 
     return paper_convention_table(real=test.images, synthetic=synthetic_test.images,
-                                  real_features=segnet_features(model, test.images),
-                                  synthetic_features=segnet_features(model, synthetic_test.images),
+                                  real_features=segnet_features(model, test.images, batch_size=4),
+                                  synthetic_features=segnet_features(model, synthetic_test.images, batch_size=4),
                                   pred_labels=predict(model, synthetic_test.images), true_labels=synthetic_test.labels,
                                   num_classes=num_classes)
 

@@ -112,7 +112,7 @@ def distances_with_references(model, sets: Mapping[str, Sequence[np.ndarray]], p
         "frd_skipped": reason or None}``.
     """
     needed = sorted({s for pair in pairs.values() for s in pair})
-    features = {s: segnet_features(model, sets[s]) for s in needed}
+    features = {s: segnet_features(model, sets[s], batch_size=4) for s in needed}
     out: dict[str, Any] = {"kid": {name: kid(features[a], features[b], seed=seed) for name, (a, b) in pairs.items()},
                            "frd": None, "frd_skipped": None}
     status = frd_status() if frd else "skipped: frd=False"

@@ -18,14 +18,18 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict(model: SegNet, images, *, device: str | torch.device | None = None) -> list[np.ndarray]:
-    """Class maps of whole cases (one forward pass per case; edge-padded to a size the
-    network accepts and cropped back).
+def predict(model: SegNet, images, *, device: str | torch.device | None = None, batch_size: int = 4) -> list[np.ndarray]:
+    """Class maps of whole cases (edge-padded to a size the network accepts and cropped back).
+
+    Consecutive cases of the same shape go through the network ``batch_size`` at a time: on
+    CPU a batch of one runs small 3-D convolutions on a slow code path (a 32×64×64 case takes
+    about 4× longer alone than in a batch of four).
 
     Args:
         model: a trained :class:`SegNet`.
         images: ``(N, 1, *spatial)`` array or a sequence of ``(1, *spatial)`` arrays.
         device: where to run (default: the model's device).
+        batch_size: cases per forward pass.
 
     Returns:
         One ``(*spatial)`` int64 array per case.
@@ -34,11 +38,16 @@ def predict(model: SegNet, images, *, device: str | torch.device | None = None) 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = []
+    out: list[np.ndarray] = []
     try:
-        for im in images:
-            x, crop = pad_to_multiple(torch.from_numpy(im)[None].to(device), model.downsample_factor)
-            out.append(model(x)[crop].argmax(1)[0].cpu().numpy().astype(np.int64))
+        i = 0
+        while i < len(images):
+            j = i + 1
+            while j < len(images) and j - i < int(batch_size) and images[j].shape == images[i].shape:
+                j += 1
+            x, crop = pad_to_multiple(torch.from_numpy(np.stack(images[i:j])).to(device), model.downsample_factor)
+            out += list(model(x)[crop].argmax(1).cpu().numpy().astype(np.int64))
+            i = j
     finally:
         model.train(was_training)
     return out
