@@ -10,13 +10,14 @@ Arrays follow the package convention: images ``(1, D, H, W)`` float32 in [-1, 1]
 different shapes for :func:`predict` / :func:`evaluate_dice`; training crops ``crop_shape``
 blocks from them.
 
-Calibration (torso-CT phantom, 30 cases prepared at spacing 6 × 5.5 × 5.5 mm into
-32 × 64 × 64 blocks, 18 training / 6 test cases): the defaults of :func:`train_segnet`
-(250 steps of 2 whole blocks, channels 8-16-32-64, Adam 5e-3, class-balanced CE + Dice)
-reach a mean foreground Dice of 0.81 on the test cases: soft tissue 0.94, fat 0.94, lung
-0.96, liver 0.91, kidney 0.91, bone 0.93, aorta 0.88, lesion 0.00 (the phantom's lesions
-are 15-60 voxels, 30-45 HU in liver of 55 ± 28 HU at this spacing: below what a network
-trained for minutes detects). About 1.3-1.6 s per step on one shared CPU thread.
+Calibration. The defaults of :func:`train_segnet` (250 steps of 2 whole 32 × 64 × 64 blocks,
+channels 8-16-32-64, Adam 5e-3, class-balanced CE + Dice) were set in an earlier version on
+the *test* cases of a 30-case torso phantom (mean foreground Dice 0.81; lesion 0.00, the
+phantom's lesions being 15-60 voxels); they are kept as defaults but no number of notebook 05
+depends on them. Notebook 05's quick settings (300 steps of 16 × 32 × 32 crops, ~0.13 CPU-s a
+step against ~1 s for whole blocks) were chosen on the *validation* split of the 60-case quick
+phantom (validation Dice 0.65 at step 300, still rising), and each network keeps its best
+validation weights (``val_images``); the test split only gives the final numbers.
 
 Training is a plain loop rather than :class:`medlsdm.training.trainer.Trainer`: the trainer is made
 for long, resumable runs that write checkpoints and logs into a run folder, while this
