@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .oracle import phantom_source
+from .oracle import phantom_source, preprocess_like_run
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,7 @@ def new_anatomies(data_dir: str | Path, n: int, *, first_index: int | None = Non
         ConfigError: not a phantom run (:func:`medlsdm.evaluation.oracle.phantom_source`), ``n < 1``,
             or ``first_index`` inside the run's cases.
     """
-    from ..data.adapters import get_adapter
-    from ..data.io import canonical_dhw
     from ..data.phantom import render_case
-    from ..data.preprocess import preprocess_case
 
     source = phantom_source(data_dir)
     manifest = source["manifest"]
@@ -57,14 +54,10 @@ def new_anatomies(data_dir: str | Path, n: int, *, first_index: int | None = Non
     if start < n_cases:
         raise ConfigError(f"new_anatomies: first_index {start} is a case of the run (the phantom has {n_cases} cases); "
                           f"use an index >= {n_cases}")
-    adapter = get_adapter(manifest["dataset"])
     ids, labels, affines = [], [], []
     for index in range(start, start + int(n)):
         image, label, affine, _ = render_case(source["kind"], source["seed"], index, source.get("shape"))
-        image, aff = canonical_dhw(image, affine)
-        label, _ = canonical_dhw(label.astype(np.int64), affine)
-        block = preprocess_case(image, label, aff, classes=adapter.classes, normalisation=manifest["normalisation"],
-                                spacing=manifest["spacing"], block_shape=manifest["block_shape"])[0]
+        block = preprocess_like_run(manifest, image, label, affine)
         ids.append(f"new_{index:03d}")
         labels.append(np.asarray(block.label, np.int64))
         affines.append(np.asarray(block.affine, np.float64))

@@ -121,6 +121,22 @@ def phantom_source(data_dir: str | Path) -> dict:
     return {**read_json(record), "manifest": manifest}
 
 
+def preprocess_like_run(manifest: Mapping, image_xyz: np.ndarray, label_xyz: np.ndarray, affine: np.ndarray):
+    """One phantom rendering (``(x, y, z)`` arrays as the phantom makes them) preprocessed
+    exactly as notebook 01 preprocessed the run's cases (canonical orientation, resampling,
+    normalisation, crop/pad, depth block; the manifest's settings). Returns the
+    :class:`~medlsdm.data.preprocess.CaseBlock`."""
+    from ..data.adapters import get_adapter
+    from ..data.io import canonical_dhw
+    from ..data.preprocess import preprocess_case
+
+    image, aff = canonical_dhw(image_xyz, affine)
+    label, _ = canonical_dhw(np.asarray(label_xyz).astype(np.int64), affine)
+    return preprocess_case(image, label, aff, classes=get_adapter(manifest["dataset"]).classes,
+                           normalisation=manifest["normalisation"], spacing=manifest["spacing"],
+                           block_shape=manifest["block_shape"])[0]
+
+
 def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, seed: int = 0) -> np.ndarray:
     """``n`` oracle re-renders of each case's anatomy, preprocessed as the case was.
 
@@ -142,16 +158,12 @@ def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, see
         ConfigError: not a phantom run; DataError: a re-rendered label map differs from the
             stored one (the preprocessing or the phantom changed since notebook 01).
     """
-    from ..data.adapters import get_adapter
-    from ..data.io import canonical_dhw
     from ..data.phantom import oracle_rerenders
-    from ..data.preprocess import preprocess_case
     from ..data.store import CaseStore
 
     source = phantom_source(data_dir)
     manifest = source["manifest"]
     entries = {e["case_id"]: e for e in manifest["cases"]}
-    adapter = get_adapter(manifest["dataset"])
     out = []
     with CaseStore(Path(data_dir) / manifest.get("store", "cases.h5")) as store:
         for cid in case_ids:
@@ -161,13 +173,9 @@ def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, see
             stored_label = np.asarray(store[cid][1])
             label, affine, images, _ = oracle_rerenders(source["kind"], source["seed"], index,
                                                         [seed * 10_000 + k for k in range(n)], source.get("shape"))
-            label, _ = canonical_dhw(label.astype(np.int64), affine)
             renders = []
             for image in images:
-                image, aff = canonical_dhw(image, affine)
-                block = preprocess_case(image, label, aff, classes=adapter.classes,
-                                        normalisation=manifest["normalisation"], spacing=manifest["spacing"],
-                                        block_shape=manifest["block_shape"])[0]
+                block = preprocess_like_run(manifest, image, label, affine)
                 if not np.array_equal(block.label, stored_label):
                     raise DataError(f"{cid}: the re-rendered label map differs from the stored one; "
                                     "rerun notebook 01 (the phantom or the preprocessing changed)")
