@@ -1,6 +1,6 @@
-"""Whole-volume seam statistics and lesion edits (medlsdm.evaluation.whole_volume), on
-controlled cases: a perfect sampler (another oracle draw) shows no seam, an artificial
-discontinuity at a window border does; the edit keeps the real volume beyond its soft border."""
+"""Whole-volume seam statistics (medlsdm.evaluation.whole_volume), on controlled cases: a perfect
+sampler (another oracle draw) shows no seam, an artificial discontinuity at the window borders
+does; a phantom scan several blocks deep."""
 import numpy as np
 import pytest
 
@@ -68,39 +68,6 @@ def test_oracle_band_holds_the_mean_in_its_ci():
     assert np.all(band["min"][:4] <= band["low"][:4]) and np.isnan(band["mean"][4])
 
 
-def test_lesion_site_is_the_deepest_organ_voxel():
-    label = np.zeros((9, 11, 11), np.int64)
-    zz, yy, xx = np.ogrid[:9, :11, :11]
-    label[(zz - 4) ** 2 + (yy - 6) ** 2 + (xx - 5) ** 2 <= 9] = 2
-    assert wv.lesion_site(label, 2) == (4, 6, 5)
-    with pytest.raises(DataError, match="class 3"):
-        wv.lesion_site(label, 3)
-
-
-def test_outside_max_abs_sees_only_beyond_the_soft_border():
-    mask = np.zeros((8, 8, 8), bool)
-    mask[3:5, 3:5, 3:5] = True
-    real = np.zeros((1, 8, 8, 8), np.float32)
-    edited = real.copy()
-    edited[0, 2:6, 2:6, 2:6] = 0.5  # inside the mask and within one voxel of it
-    assert wv.outside_max_abs(edited, real, mask, soft_border=1) == 0.0
-    edited[0, 0, 0, 0] = 0.2
-    assert wv.outside_max_abs(edited, real, mask, soft_border=1) == pytest.approx(0.2)
-    np.testing.assert_allclose(wv.region_means([edited], [mask]), [0.5])
-
-
-def test_edit_with_lesion_keeps_the_real_volume_outside(tiny_pipeline, one_thread):
-    label = np.zeros((16, 16, 16), np.int64)
-    label[2:14, 2:14, 2:14] = 1
-    image = np.random.default_rng(0).uniform(-1, 1, (1, 16, 16, 16)).astype(np.float32)
-    out = wv.edit_with_lesion(tiny_pipeline, image, label, organ_class=1, lesion_class=2, radius_mm=2.0,
-                              spacing=[1.0, 1.0, 1.0], steps=2)
-    assert out["centre"] == (7, 7, 7) and out["mask"].sum() > 0 and (out["labels"][out["mask"]] == 2).all()
-    assert out["edited"].shape == image.shape
-    assert wv.outside_max_abs(out["edited"], image, out["mask"], out["soft_border"]) <= 1e-6
-    assert not np.allclose(out["edited"][0][out["mask"]], image[0][out["mask"]])
-
-
 @pytest.fixture(scope="module")
 def tiny_phantom_run(tmp_path_factory):
     from medlsdm.data.phantom import make_phantom
@@ -125,3 +92,9 @@ def test_deep_scan_is_the_same_body_several_blocks_deep(tiny_phantom_run, one_th
     np.testing.assert_allclose(np.sqrt((scan.affine[:3, :3] ** 2).sum(0)), [11.0, 11.0, 12.0], rtol=1e-5)
     with pytest.raises(DataError, match="no case"):
         wv.deep_scan(tiny_phantom_run, "nope", n_blocks=2, n_oracle=2)
+
+
+def test_resolve_windows_uses_the_pipeline_defaults(tiny_pipeline):
+    assert wv.resolve_windows(tiny_pipeline, 16, None) == (16, 4)  # a quarter of the window
+    with pytest.raises(ConfigError, match="block_shape"):
+        wv.resolve_windows(tiny_pipeline, None, None)  # the tiny pipeline records no block

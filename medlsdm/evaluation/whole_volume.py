@@ -11,9 +11,7 @@ borders and slices at window centres (:func:`seam_slices`, :func:`seam_gap`), wi
 confidence interval; the same numbers for one-pass synthesis and for an oracle re-render (a
 perfect sampler) stand beside it.
 
-Edits (:meth:`MedLSDMPipeline.edit`): :func:`lesion_site` picks where a lesion fits inside an
-organ, :func:`edit_with_lesion` inserts it and edits the real volume, and
-:func:`outside_max_abs` / :func:`region_means` measure what the edit kept and what it made.
+Edits of real volumes are measured in :mod:`medlsdm.evaluation.edits`.
 
 Arrays follow the package convention: volumes ``(1, D, H, W)`` float32 in [-1, 1] (stacks
 ``(N, 1, D, H, W)``), label maps ``(D, H, W)`` int64.
@@ -21,13 +19,13 @@ Arrays follow the package convention: volumes ``(1, D, H, W)`` float32 in [-1, 1
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ..errors import ConfigError, DataError
 from ..metrics.statistics import bootstrap_ci
@@ -111,6 +109,49 @@ def deep_scan(data_dir: str | Path, case_id: str, n_blocks: int, n_oracle: int, 
     log.info("%s: a scan of %.0f mm along z (%d slices) and %d oracle re-renders", case_id, z_extent, depth, len(blocks))
     return DeepScan(case_id, blocks[0].label, np.stack([b.image for b in blocks]).astype(np.float32),
                     blocks[0].affine, z_extent)
+
+
+def resolve_windows(pipe, window: int | None, overlap: int | None) -> tuple[int, int]:
+    """The depth windows the pipeline will use, in label-map slices.
+
+    Args:
+        pipe: the :class:`MedLSDMPipeline`.
+        window: label slices per window; ``None``: the pipeline's training block depth.
+        overlap: label slices shared by neighbours; ``None``: the pipeline's default.
+
+    Raises:
+        ConfigError: ``window`` is ``None`` and the pipeline does not record its block, or the
+            values do not fit the pipeline (see :meth:`MedLSDMPipeline.__call__`).
+    """
+    from ..pipelines.synthesis import block_window
+
+    window = block_window(pipe) if window is None else int(window)
+    if window is None:
+        raise ConfigError("the pipeline does not record its training block_shape: give window")
+    size, shared = pipe._latent_windows(window, overlap)  # checks them, fills the default overlap
+    f = pipe.vqgan.downsample_factor
+    return size * f, shared * f
+
+
+def sample_volumes(pipe, label: np.ndarray, n_samples: int, *, steps: int, seed: int = 0,
+                   window: int | None = None, overlap: int | None = None) -> tuple[np.ndarray, float]:
+    """``n_samples`` volumes of one label map, sample ``k`` with seed ``seed + k``, and the
+    seconds per volume.
+
+    Args:
+        pipe: the pipeline; label: ``(D, H, W)``.
+        steps: scheduler steps.
+        window, overlap: depth windows (label slices); ``window=None`` synthesises in one pass.
+
+    Returns:
+        ``((n_samples, 1, D, H, W), seconds per volume)``.
+    """
+    import time
+
+    start = time.perf_counter()
+    out = [pipe(label, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed + k),
+                window=window, overlap=overlap).images[0] for k in range(int(n_samples))]
+    return np.stack([np.asarray(o) for o in out]), (time.perf_counter() - start) / max(int(n_samples), 1)
 
 
 # ------------------------------------------------------------------------ per-slice statistics
@@ -313,7 +354,10 @@ def plot_seam_check(stats: Mapping[str, Mapping[str, np.ndarray]], band: Mapping
         ax.fill_between(z, b["min"], b["max"], color="0.85", label="oracle range")
         ax.fill_between(z, b["low"], b["high"], color="0.55", label="oracle mean, 95% CI")
         for k, (label, s) in enumerate(stats.items()):
-            ax.plot(z, np.nanmean(s[name], axis=0), color=colours[k % len(colours)], lw=1.2, label=label)
+            with warnings.catch_warnings():  # slices without the class: NaN, not drawn
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(s[name], axis=0)
+            ax.plot(z, mean, color=colours[k % len(colours)], lw=1.2, label=label)
         for i in border:
             ax.axvspan(z[i] - 0.5 * (spacing or 1.0), z[i] + 0.5 * (spacing or 1.0), color="tab:red", alpha=0.08, lw=0)
         for i in centre:
@@ -324,68 +368,3 @@ def plot_seam_check(stats: Mapping[str, Mapping[str, np.ndarray]], band: Mapping
     axes[0, 0].set_title("per slice: samples against the oracle (red: window borders, green: window centres)", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-# ------------------------------------------------------------------------ edits of real volumes
-def lesion_site(label: np.ndarray, organ_class: int, spacing: Sequence[float] | None = None) -> tuple[int, int, int]:
-    """The voxel of an organ farthest from the organ's border (in mm with ``spacing``): where the
-    largest lesion fits.
-
-    Raises:
-        DataError: the label map has no voxel of ``organ_class``.
-    """
-    organ = np.asarray(label) == organ_class
-    if not organ.any():
-        raise DataError(f"the label map has no voxel of class {organ_class}: nowhere to put a lesion")
-    depth = ndimage.distance_transform_edt(np.pad(organ, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(depth)), organ.shape))
-
-
-def edit_with_lesion(pipe, image: np.ndarray, label: np.ndarray, *, organ_class: int, lesion_class: int,
-                     radius_mm: float, spacing: Sequence[float], steps: int, seed: int = 0,
-                     soft_border: float | None = None, guidance_scale: float = 1.0) -> dict:
-    """Insert a spherical lesion deep inside an organ of a real volume's label map and edit the volume.
-
-    :func:`lesion_site` places it, :func:`medlsdm.pipelines.editing.insert_lesion` draws it,
-    :meth:`MedLSDMPipeline.edit` synthesises inside it and keeps the real volume elsewhere.
-
-    Args:
-        pipe: the :class:`MedLSDMPipeline`.
-        image: the real volume ``(1, D, H, W)``; label: its ``(D, H, W)`` label map.
-        organ_class, lesion_class: class indices.
-        radius_mm: the lesion's radius; spacing: ``(D, H, W)`` mm.
-        steps: scheduler steps; seed: the edit's noise.
-        soft_border: see :meth:`MedLSDMPipeline.edit` (default one latent voxel).
-        guidance_scale: classifier-free guidance scale.
-
-    Returns:
-        ``{"edited": (1, D, H, W), "labels": (D, H, W) with the lesion, "mask": (D, H, W) bool,
-        "centre": (d, h, w), "soft_border": float}``.
-    """
-    from ..pipelines.editing import insert_lesion
-
-    centre = lesion_site(label, organ_class, spacing)
-    radius = float(radius_mm) / np.asarray(spacing, float)
-    new_labels, mask = insert_lesion(label, centre, radius, organ_class, lesion_class)
-    border = float(pipe.vqgan.downsample_factor if soft_border is None else soft_border)
-    out = pipe.edit(image, new_labels, mask, num_inference_steps=steps, guidance_scale=guidance_scale,
-                    generator=torch.Generator().manual_seed(seed), soft_border=border)
-    return {"edited": np.asarray(out.images[0]), "labels": new_labels, "mask": mask, "centre": centre, "soft_border": border}
-
-
-def outside_max_abs(edited: np.ndarray, real: np.ndarray, mask: np.ndarray, soft_border: float) -> float:
-    """Max ``|edited − real|`` beyond the soft border: at voxels at least ``soft_border + 1``
-    (Euclidean, voxels) from the mask, where :meth:`MedLSDMPipeline.edit` keeps the real volume."""
-    mask = np.asarray(mask, bool)
-    far = ndimage.distance_transform_edt(~mask) >= float(soft_border) + 1 if mask.any() else np.ones_like(mask)
-    diff = np.abs(np.asarray(edited, np.float64).reshape(mask.shape) - np.asarray(real, np.float64).reshape(mask.shape))
-    return float(diff[far].max()) if far.any() else 0.0
-
-
-def region_means(volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> np.ndarray:
-    """Mean intensity of each volume inside its mask (NaN for an empty mask)."""
-    out = []
-    for v, m in zip(volumes, masks):
-        m = np.asarray(m, bool)
-        out.append(float(np.asarray(v).reshape(m.shape)[m].mean()) if m.any() else np.nan)
-    return np.asarray(out)
