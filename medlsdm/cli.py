@@ -146,12 +146,12 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_run, results_tables
+    from .evaluate import evaluate_run
+    from .evaluate_report import results_tables
 
     defaults = notebook_parameters(args.profile, "05")
     options = {key: getattr(args, key) for key in ("scheduler", "steps", "guidance_scale", "seed", "n_test", "segnet_steps")}
-    options = {key: defaults.get(key) if value is None else value for key, value in options.items()}
-    options = {key: value for key, value in options.items() if value is not None}
+    options = {**defaults, **{key: value for key, value in options.items() if value is not None}}  # all of the profile's 05 settings
     weights = {"inception": args.inception_weights, "medicalnet": args.medicalnet_weights,
                "vgg16": args.vgg16_weights, "lpips": args.lpips_weights}
     result = evaluate_run(args.run_dir, augment=not args.no_augment, weights=weights, **options)

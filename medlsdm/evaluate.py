@@ -1,23 +1,24 @@
 """Evaluate a run: notebook 05 and ``medlsdm evaluate`` call the same steps.
 
-1. :func:`synthetic_test_and_train` — synthesise from the test label maps (and, for the
-   augmentation experiment, from the training label maps) into
-   ``RUN/samples/eval/<setting>/{test,train}/``, reusing files already there. The real
-   volumes stay in ``RUN/data/images``: real and synthetic test sets live in different
-   folders and are paired only through their label maps.
-2. :func:`image_quality` — paired SSIM, PSNR, RMSE, NMSE: each synthetic volume against
-   the real volume of the same label map.
-3. :func:`segmentation_experiment` — a segmentation network trained on the real training
-   split: Dice on real training and test cases and on the synthetic test volumes (against
-   their label maps); then the same network trained on real + synthetic training volumes,
-   Dice on the real test cases.
-4. :func:`feature_distances` — FID on 2-D slices, 3-D FID and LPIPS when local weight files
-   are given; the Fréchet distance in the segmentation network's feature space always.
-5. :func:`privacy_check` — is any synthetic volume closer to a training volume than every
-   real unseen volume is?
+1. :func:`synthetic_sets` — synthesise from the test label maps, from training label maps
+   (memorisation check) and from *new* anatomies (augmentation) into
+   ``RUN/samples/eval/<setting>/{test,train,new}/``, reusing files already there. The real
+   volumes stay in ``RUN/data/images``: real and synthetic sets are paired only through
+   their label maps.
+2. :func:`image_quality` — paired SSIM, PSNR, RMSE, NMSE per case.
+3. :func:`segmentation_experiment` — the judge: a segmentation network per seed trained on
+   the real training split, selected on validation; Dice per case on real and synthetic test
+   volumes, organs and lesions apart.
+4. :func:`augmentation_experiment` — real-small, real-small + synthetic from new anatomies,
+   real-all: the paired gain on the real test cases and the share of the gap it recovers.
+5. :func:`memorisation` — nearest-training distances with a positive and a negative control.
+6. :func:`distances` — KID and FRD beside real-vs-real and oracle-vs-real references;
+   :func:`feature_distances` — FID, 3-D FID, LPIPS with local weights.
+7. :func:`paper_conventions` — the numbers as the reference code computed them, beside ours.
 
-:func:`evaluate_run` runs the steps and writes ``"05_evaluation"`` into ``metrics.json``;
-:func:`results_tables` turns those metrics into the Markdown tables both entry points show.
+Only the test split measures; every choice (early stopping, thresholds) uses validation or
+the controls. :func:`evaluate_run` runs the steps and writes ``"05_evaluation"`` into
+``metrics.json``; :func:`results_tables` turns it into the Markdown tables both entry points show.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from .data.io import read_nifti
 from .errors import DataError
 from .profiles import METRICS_KEYS
 from .rundir import RunDir
-from .tables import format_number, markdown_table
+from .evaluate_report import evaluation_metrics, nan_mean
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,14 @@ def synthetic_folder(run: RunDir, *, scheduler: str, steps: int, guidance_scale:
 
 
 def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, scheduler: str, steps: int,
-                    guidance_scale: float, seed: int) -> Cases:
-    """Synthetic volumes ``folder/<id>_syn0.nii.gz`` from the label maps of ``ids``; the
-    missing ones are synthesised first (with :func:`medlsdm.pipelines.synthesis.synthesize_files`)."""
+                    guidance_scale: float, seed: int, label_dir: Path | None = None) -> Cases:
+    """Synthetic volumes ``folder/<id>_syn0.nii.gz`` from the label maps ``label_dir/<id>.nii.gz``
+    (default ``RUN/data/labels``); the missing ones are synthesised first (with
+    :func:`medlsdm.pipelines.synthesis.synthesize_files`)."""
     from .pipelines.synthesis import synthesize_files, use_scheduler
 
-    label_paths = [run.data / "labels" / f"{c}.nii.gz" for c in ids]
+    label_dir = run.data / "labels" if label_dir is None else Path(label_dir)
+    label_paths = [label_dir / f"{c}.nii.gz" for c in ids]
     image_paths = [folder / f"{c}_syn0.nii.gz" for c in ids]
     missing = [lp for lp, ip in zip(label_paths, image_paths) if not ip.exists()]
     if missing:
@@ -100,19 +103,45 @@ def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, sche
     return read_cases(image_paths, label_paths, ids)
 
 
-def synthetic_test_and_train(run: RunDir, pipe, split: Mapping[str, Sequence[str]], *, n_test: int | None = None,
-                             augment: bool = True, scheduler: str = "ddim", steps: int = 50,
-                             guidance_scale: float = 1.0, seed: int = 0) -> tuple[Cases, Cases | None, Path]:
-    """Synthetic volumes from the test label maps and (``augment``) the training ones.
+def new_anatomy_labels(run: RunDir, n: int) -> tuple[list[str], Path] | None:
+    """Label maps of ``n`` new anatomies (:func:`medlsdm.evaluation.anatomies.new_anatomies`) in
+    ``RUN/samples/eval/new_anatomies/<id>.nii.gz`` (written once); ``None`` on real data (no phantom)."""
+    from .data.io import write_nifti
+    from .errors import ConfigError
+    from .evaluation.anatomies import new_anatomies
 
-    The training set uses ``seed + 1`` so its noise differs from the test set's.
-    Returns ``(synthetic test, synthetic train or None, folder)``.
+    folder = run.eval_samples / "new_anatomies"
+    try:
+        ids, labels, affines = new_anatomies(run.data, n)
+    except ConfigError as err:
+        log.warning("augmentation with new anatomies skipped: %s", err)
+        return None
+    for cid, label, affine in zip(ids, labels, affines):
+        if not (folder / f"{cid}.nii.gz").exists():
+            write_nifti(folder / f"{cid}.nii.gz", label, affine, kind="label")
+    return ids, folder
+
+
+def synthetic_sets(run: RunDir, pipe, split: Mapping[str, Sequence[str]], *, n_test: int | None = None,
+                   n_train_maps: int | None = None, n_new: int = 0, scheduler: str = "ddim", steps: int = 50,
+                   guidance_scale: float = 1.0, seed: int = 0) -> tuple[dict[str, Cases | None], Path]:
+    """Synthetic volumes in ``folder = synthetic_folder(...)``: ``test`` from the first ``n_test``
+    test label maps (all: ``None``), ``train`` from the first ``n_train_maps`` training label maps
+    (for the memorisation check; all: ``None``), ``new`` from ``n_new`` new anatomies (for the
+    augmentation experiment; ``None`` when ``n_new`` is 0 or the run is not a phantom). Seeds
+    ``seed``, ``seed + 1``, ``seed + 2``, so their noise differs. Returns ``(sets, folder)``.
     """
     settings = dict(scheduler=scheduler, steps=steps, guidance_scale=guidance_scale)
     folder = synthetic_folder(run, seed=seed, **settings)
-    test = synthetic_cases(run, pipe, list(split["test"])[:n_test], folder / "test", seed=seed, **settings)
-    train = synthetic_cases(run, pipe, list(split["train"]), folder / "train", seed=seed + 1, **settings) if augment else None
-    return test, train, folder
+    sets: dict[str, Cases | None] = {
+        "test": synthetic_cases(run, pipe, list(split["test"])[:n_test], folder / "test", seed=seed, **settings),
+        "train": synthetic_cases(run, pipe, list(split["train"])[:n_train_maps], folder / "train", seed=seed + 1,
+                                 **settings),
+        "new": None}
+    new = new_anatomy_labels(run, n_new) if n_new else None
+    if new is not None:
+        sets["new"] = synthetic_cases(run, pipe, new[0], folder / "new", seed=seed + 2, label_dir=new[1], **settings)
+    return sets, folder
 
 
 def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dict[str, Any]:
@@ -127,51 +156,108 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
     return {**means, "per_case": dict(zip(real.ids, per_pair))}
 
 
+def _train_seeds(cases: Cases, val: Cases, num_classes: int, *, seeds: Sequence[int], steps: int,
+                 options: Mapping[str, Any], progress: bool) -> list:
+    """One segmentation network per seed, each selected on the validation cases (early stopping)."""
+    from .training.segnet import train_segnet
+
+    return [train_segnet(cases.images, cases.labels, num_classes=num_classes, steps=steps, seed=int(s),
+                         val_images=val.images, val_labels=val.labels, progress=progress, **dict(options))
+            for s in seeds]
+
+
+def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) -> dict[str, Any]:
+    """Dice of every network on ``cases``: per case (mean over the networks) and per network.
+
+    ``organ`` / ``lesion`` (:func:`medlsdm.evaluation.segmentation.case_scores`): one value per
+    case, averaged over the networks (seeds); ``organ_per_seed`` / ``lesion_per_seed``: the
+    mean over cases for each network; ``per_class``: mean over cases and networks.
+    """
+    from .evaluation.segmentation import average_over_seeds, case_scores, evaluate_dice
+
+    k = len(class_names)
+    runs = [evaluate_dice(m, cases.images, cases.labels, k, class_names=class_names) for m in models]
+    scores = [case_scores(r, class_names) for r in runs]
+    out: dict[str, Any] = {"ids": list(cases.ids)}
+    for part in ("organ", "lesion"):
+        out[part] = average_over_seeds([s[part] for s in scores])
+        out[f"{part}_per_seed"] = [nan_mean(s[part]) for s in scores]
+    out["per_class"] = {name: nan_mean([r["per_class"][name] for r in runs]) for name in class_names[1:]}
+    return out
+
+
 @dataclass
 class SegmentationResult:
-    model: Any
+    """The judge: ``models`` (one per seed, trained on all real training cases) and ``dice``
+    (set name → :func:`dice_over_seeds`)."""
+
+    models: list
     dice: dict[str, dict[str, Any]]
 
 
-def segmentation_experiment(train: Cases, test: Cases, synthetic_test: Cases, synthetic_train: Cases | None,
-                            class_names: Sequence[str], *, steps: int = 250, seed: int = 0,
+def segmentation_experiment(train: Cases, val: Cases, test: Cases, synthetic_test: Cases, class_names: Sequence[str], *,
+                            seeds: Sequence[int] = (0, 1, 2), steps: int = 250, options: Mapping[str, Any] | None = None,
                             progress: bool = True) -> SegmentationResult:
-    """Train the segmentation network on the real training cases and measure Dice
-    (:func:`medlsdm.evaluation.segmentation.evaluate_dice`) on ``real_train``, ``real_test`` and
-    ``synthetic`` (the synthetic test volumes against their label maps); with
-    ``synthetic_train``, train a second network with the same settings on real + synthetic
-    training volumes and measure it on the real test cases (``augmented``)."""
-    from .evaluation.segmentation import evaluate_dice
-    from .training.segnet import train_segnet
+    """Train the segmentation network on the real training cases, once per seed, each with early
+    stopping on the validation cases; Dice on real training, real test and synthetic test
+    volumes (against their label maps). The test cases are used for nothing else."""
+    models = _train_seeds(train, val, len(class_names), seeds=seeds, steps=steps, options=options or {},
+                          progress=progress)
+    dice = {name: dice_over_seeds(models, cases, class_names)
+            for name, cases in (("real_train", train), ("real_test", test), ("synthetic", synthetic_test))}
+    return SegmentationResult(models, dice)
 
-    k = len(class_names)
 
-    def fit(cases: Cases):
-        return train_segnet(cases.images, cases.labels, num_classes=k, steps=steps, seed=seed, progress=progress)
+#: The augmentation bar: share of the real-small → real-all gap that synthetic data must recover.
+AUGMENTATION_BAR = 0.5
 
-    def dice(model, cases: Cases):
-        return evaluate_dice(model, cases.images, cases.labels, k, class_names=class_names)
 
-    model = fit(train)
-    scores = {"real_train": dice(model, train), "real_test": dice(model, test), "synthetic": dice(model, synthetic_test)}
-    augmented = None
-    if synthetic_train is not None:
-        augmented = fit(train + synthetic_train)
-        scores["augmented"] = dice(augmented, test)
-    return SegmentationResult(model, scores)
+def augmentation_experiment(train: Cases, val: Cases, test: Cases, new_synthetic: Cases, class_names: Sequence[str],
+                            real_all: Mapping[str, Any], *, n_small: int = 4, seeds: Sequence[int] = (0, 1, 2),
+                            steps: int = 250, options: Mapping[str, Any] | None = None, seed: int = 0,
+                            progress: bool = True) -> dict[str, Any]:
+    """Does synthetic data from *new* anatomies help a segmentation network trained on few cases?
+
+    Arms (same steps, seeds and early stopping on validation): ``real_small`` (the first
+    ``n_small`` training cases), ``real_small_synthetic`` (those plus the synthetic volumes of
+    new anatomies, whose real images nobody has) and ``real_all`` (``real_all``: the judge of
+    :func:`segmentation_experiment`, :func:`dice_over_seeds` on the real test cases). Per test
+    case the organ Dice averaged over seeds; the gain is the paired difference
+    ``real_small_synthetic − real_small`` with its paired bootstrap CI, and ``gap_recovered``
+    is ``mean gain / mean(real_all − real_small)``. ``bar_holds``: at least
+    :data:`AUGMENTATION_BAR` of the gap recovered and a CI of the gain above 0.
+    """
+    from .metrics.statistics import mean_sd, paired_bootstrap_ci
+
+    small = Cases(train.ids[:n_small], train.images[:n_small], train.labels[:n_small], train.affines[:n_small])
+    if len(small) < 1 or len(new_synthetic) < 1:
+        raise DataError(f"augmentation: needs training cases and synthetic volumes, got {len(small)} and {len(new_synthetic)}")
+    arms = {"real_small": small, "real_small_synthetic": small + new_synthetic}
+    dice = {name: dice_over_seeds(_train_seeds(cases, val, len(class_names), seeds=seeds, steps=steps,
+                                               options=options or {}, progress=progress), test, class_names)
+            for name, cases in arms.items()}
+    dice["real_all"] = dict(real_all)
+    a, b, c = (np.asarray(dice[n]["organ"]) for n in ("real_small_synthetic", "real_small", "real_all"))
+    gap = float(np.mean(c - b))
+    gain = float(np.mean(a - b))
+    gain_ci = list(paired_bootstrap_ci(a, b, seed=seed))
+    recovered = gain / gap if gap > 0 else math.nan
+    holds = bool(recovered >= AUGMENTATION_BAR and gain_ci[0] > 0)
+    summary = {name: {"mean": float(np.mean(d["organ"])), "sd_seeds": mean_sd(d["organ_per_seed"])[1]
+                      if len(d["organ_per_seed"]) > 1 else math.nan, "per_case": d["organ"]}
+               for name, d in dice.items()}
+    return {"arms": summary, "n_small": len(small), "n_new": len(new_synthetic), "gain": gain, "gain_ci": gain_ci,
+            "gain_per_case": (a - b).tolist(), "gap": gap, "gap_recovered": recovered, "bar_holds": holds,
+            "bar": f">= {AUGMENTATION_BAR:.0%} of the gap recovered and the CI of the gain above 0"}
 
 
 def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[str, Any] | None = None,
                       slice_step: int = 1) -> dict[str, Any]:
-    """Set-level distances between real and synthetic volumes.
-
-    ``fd_seg`` (always, given two volumes per set): Fréchet distance of the segmentation network's bottleneck features
-    (:func:`medlsdm.evaluation.features.segnet_feature_distance`) — not comparable to published FIDs.
-    With local weight files (``weights``, see :func:`medlsdm.evaluation.features.available_feature_metrics`):
-    ``fid`` per slice orientation (InceptionV3), ``fid_3d`` (MedicalNet), ``lpips`` per
-    orientation (paired slices). A metric without weights is ``None`` and its reason is in
-    ``skipped``.
-    """
+    """FID on 2-D slices (per orientation, InceptionV3), 3-D FID (MedicalNet) and LPIPS (per
+    orientation, paired slices) when local weight files are given (``weights``, see
+    :func:`medlsdm.evaluation.features.available_feature_metrics`); a metric without weights
+    is ``None`` and its reason is in ``skipped``. ``fd_seg``: the Fréchet distance of the
+    segmentation network's bottleneck features (not comparable to published FIDs)."""
     from .evaluation.features import available_feature_metrics, fid_2d, fid_3d, lpips_slices, segnet_feature_distance
 
     status = available_feature_metrics(dict(weights or {}))
@@ -193,52 +279,63 @@ def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[st
         from .models.feature_nets.lpips import load_lpips
 
         out["lpips"] = lpips_slices(real.images, synthetic.images, load_lpips(weights["vgg16"], weights["lpips"]),
-                                            slice_step=slice_step)
+                                    slice_step=slice_step)
     out["skipped"] = {m: s for m, s in status.items() if s != "available"}
     return out
 
 
-def privacy_check(synthetic: Cases, train: Cases, held_out: Cases) -> dict[str, Any]:
-    """:func:`medlsdm.metrics.privacy.nearest_neighbour_check` of the synthetic volumes against the
-    real training volumes, with the real unseen (validation + test) volumes as the yardstick.
+def memorisation(run: RunDir, train: Cases, synthetic: Mapping[str, Cases], held_out: Cases, *, seed: int = 0) -> dict[str, Any]:
+    """:func:`medlsdm.evaluation.controls.memorisation_controls` on the run's cases: synthetic
+    volumes from training and from test label maps judged against a threshold that the
+    controls set (copies flagged, oracle re-renders — or, on real data, held-out volumes — not)."""
+    from .evaluation.controls import memorisation_controls
 
-    Use synthetic volumes made from *unseen* label maps: one made from a training label map
-    shares that patient's anatomy by construction and is close to it without being a copy.
-    """
-    from .metrics.privacy import nearest_neighbour_check
-
-    check = nearest_neighbour_check(synthetic.images, train.images, held_out.images)
-    check["flagged_ids"] = [synthetic.ids[i] for i in check["flagged"]]
-    check["nearest_train_ids"] = [train.ids[i] for i in check["synthetic_nn_index"]]
-    return check
+    sets = {name: cases.images for name, cases in synthetic.items() if cases is not None and len(cases)}
+    return memorisation_controls(run.data, train.ids, train.images, sets, held_out.images, seed=seed)
 
 
-def _mean_of(values: Mapping[str, float] | float | None) -> float | None:
-    if values is None or isinstance(values, (int, float)):
-        return values
-    return float(np.mean(list(values.values())))
+def oracle_cases(run: RunDir, cases: Cases, *, seed: int = 0) -> Cases | None:
+    """One oracle re-render of each case's anatomy (:func:`medlsdm.evaluation.oracle.oracle_samples`); ``None`` on real data."""
+    from .errors import ConfigError
+    from .evaluation.oracle import oracle_samples
+
+    try:
+        images = list(oracle_samples(run.data, cases.ids, 1, seed=seed)[:, 0])
+    except ConfigError as err:
+        log.info("no oracle: %s", err)
+        return None
+    return Cases(list(cases.ids), images, list(cases.labels), list(cases.affines))
 
 
-def evaluation_metrics(*, quality: Mapping[str, Any], segmentation: SegmentationResult, features: Mapping[str, Any],
-                       privacy: Mapping[str, Any], model_info: Mapping[str, Any], settings: Mapping[str, Any],
-                       seconds: float) -> dict[str, Any]:
-    """The ``"05_evaluation"`` entry of ``metrics.json`` from the steps' results."""
-    dice = segmentation.dice
-    real_test, synthetic = dice["real_test"]["mean"], dice["synthetic"]["mean"]
-    return {
-        **model_info,
-        "ssim": quality["ssim"], "psnr": quality["psnr"], "rmse": quality["rmse"], "nmse": quality["nmse"],
-        "dice_real_train": dice["real_train"]["mean"], "dice_real_test": real_test, "dice_synthetic": synthetic,
-        "dice_ratio": synthetic / real_test if real_test > 0 else math.nan,
-        "dice_augmented": dice["augmented"]["mean"] if "augmented" in dice else None,
-        "dice_per_class": {name: d["per_class"] for name, d in dice.items()},
-        "fd_seg": features["fd_seg"], "fid": features["fid"], "fid_3d": features["fid_3d"], "lpips": features["lpips"],
-        "skipped": features["skipped"],
-        "privacy_flagged": privacy["n_flagged"], "privacy_flagged_ids": privacy["flagged_ids"],
-        "privacy_threshold": privacy["threshold"],
-        "privacy_min_synthetic_distance": float(min(privacy["synthetic_nn_distance"])),
-        "n_test": len(quality["per_case"]), "settings": dict(settings), "seconds": round(float(seconds), 2),
-    }
+def distances(run: RunDir, model, test: Cases, synthetic_test: Cases, val: Cases, oracle: Cases | None, *,
+              frd: bool = True, seed: int = 0) -> dict[str, Any]:
+    """KID (segmentation features, bootstrap CI) and FRD of synthetic vs real test volumes beside
+    the real-vs-real reference (real test vs validation) and oracle vs real test
+    (:func:`medlsdm.evaluation.controls.distances_with_references`; radiomics features cached in
+    ``RUN/samples/eval/radiomics``)."""
+    from .evaluation.controls import distances_with_references
+
+    sets = {"real_test": test.images, "synthetic": synthetic_test.images, "val": val.images}
+    pairs = {"synthetic": ("real_test", "synthetic"), "reference": ("real_test", "val")}
+    if oracle is not None:
+        sets["oracle"], pairs["oracle"] = oracle.images, ("real_test", "oracle")
+    return distances_with_references(model, sets, pairs, frd=frd, cache_dir=run.eval_samples / "radiomics", seed=seed)
+
+
+def paper_conventions(model, test: Cases, synthetic_test: Cases, num_classes: int) -> dict[str, dict[str, Any]]:
+    """:func:`medlsdm.metrics.paper_conventions.paper_convention_table` of the synthetic test set:
+    PSNR and SSIM (paired with the real volumes), the FID convention on the segmentation
+    network's features (no Inception weights offline), and Dice of the network's predictions on
+    the synthetic volumes against their label maps."""
+    from .evaluation.features import segnet_features
+    from .evaluation.segmentation import predict
+    from .metrics.paper_conventions import paper_convention_table
+
+    return paper_convention_table(real=test.images, synthetic=synthetic_test.images,
+                                  real_features=segnet_features(model, test.images, batch_size=4),
+                                  synthetic_features=segnet_features(model, synthetic_test.images, batch_size=4),
+                                  pred_labels=predict(model, synthetic_test.images), true_labels=synthetic_test.labels,
+                                  num_classes=num_classes)
 
 
 def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
@@ -253,39 +350,16 @@ def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
     return info
 
 
-def results_tables(m: Mapping[str, Any]) -> dict[str, str]:
-    """Markdown tables of a ``"05_evaluation"`` entry: ``quality`` (the paper's format: dataset,
-    decoder, #channels, FID, 3D-FID, LPIPS, SSIM, RMSE, PSNR; FID and LPIPS averaged over the
-    three slice orientations), ``dice`` (per class: real train, real test, synthetic,
-    augmented) and ``summary`` (Dice ratio, feature distance, privacy)."""
-    def fmt(value, digits: int = 4) -> str:
-        return format_number(value, digits, missing="skipped")
-
-    quality = markdown_table(
-        ["dataset", "decoder", "#channels", "FID ↓", "3D-FID ↓", "LPIPS ↓", "SSIM ↑", "RMSE ↓", "PSNR ↑"],
-        [[m["dataset"], m["decoder"], m["channels"], fmt(_mean_of(m["fid"])), fmt(m["fid_3d"]),
-          fmt(_mean_of(m["lpips"])), fmt(m["ssim"]), fmt(m["rmse"]), fmt(m["psnr"])]])
-    columns = [c for c in ("real_train", "real_test", "synthetic", "augmented") if c in m["dice_per_class"]]
-    classes = list(m["dice_per_class"]["real_test"])
-    rows = [[name] + [fmt(m["dice_per_class"][c][name], 3) for c in columns] for name in classes]
-    rows.append(["**mean**"] + [fmt(m[f"dice_{c}"], 3) for c in columns])
-    dice = markdown_table(["class"] + [c.replace("_", " ") + (" (real test)" if c == "augmented" else "") for c in columns], rows)
-    summary = markdown_table(["measure", "value"], [
-        ["Dice synthetic / real test", fmt(m["dice_ratio"], 3)],
-        ["Dice real + synthetic training (real test)", fmt(m["dice_augmented"], 3)],
-        ["Fréchet distance, segmentation features (not an FID)", fmt(m["fd_seg"])],
-        ["synthetic volumes flagged as possible copies", f"{m['privacy_flagged']} of {m['n_test']}"],
-    ])
-    return {"quality": quality, "dice": dice, "summary": summary}
-
-
 def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: int = 50, guidance_scale: float = 1.0,
-                 seed: int = 0, n_test: int | None = None, segnet_steps: int = 250, augment: bool = True,
-                 weights: Mapping[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """All evaluation steps on a run; writes and returns ``metrics.json["05_evaluation"]``.
+                 seed: int = 0, n_test: int | None = None, segnet_steps: int = 250, segnet_seeds: int = 3,
+                 segnet_options: Mapping[str, Any] | None = None, n_train_maps: int | None = None, augment: bool = True,
+                 n_small: int = 4, n_new: int = 12, frd: bool = True, weights: Mapping[str, Any] | None = None,
+                 progress: bool = True, **_notebook_only) -> dict[str, Any]:
+    """All evaluation steps on a run, as notebook 05 runs them; writes and returns ``metrics.json["05_evaluation"]``.
 
     Needs notebooks 01 (data) and 03 (pipeline) to have run; synthetic volumes already in
-    ``RUN/samples/eval/<setting>/`` (e.g. from notebook 05) are reused.
+    ``RUN/samples/eval/<setting>/`` (e.g. from notebook 05) are reused. The arguments are
+    notebook 05's parameters (others it has, such as ``interactive``, are ignored).
     """
     from .data.prepare import load_manifest
     from .data.splits import load_split
@@ -295,21 +369,29 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
     start = time.perf_counter()
     available_feature_metrics(dict(weights or {}))  # a mistyped weight path fails before any work
     run = RunDir(run_dir)
-    class_names = load_manifest(run.data)["classes"]
-    split = load_split(run.split_path)
+    manifest = load_manifest(run.data)
+    class_names, split = manifest["classes"], load_split(run.split_path)
     pipe = load_pipeline(run.root)
     settings = dict(scheduler=scheduler, steps=steps, guidance_scale=guidance_scale, seed=seed)
-    syn_test, syn_train, _ = synthetic_test_and_train(run, pipe, split, n_test=n_test, augment=augment, **settings)
-    train, test = real_cases(run, split["train"]), real_cases(run, syn_test.ids)
-    held_out = real_cases(run, list(split["val"]) + list(split["test"]))
-    quality = image_quality(test, syn_test)
-    seg = segmentation_experiment(train, test, syn_test, syn_train, class_names, steps=segnet_steps, seed=seed,
-                                  progress=progress)
-    features = feature_distances(test, syn_test, seg.model, weights)
-    privacy = privacy_check(syn_test, train, held_out)
-    result = evaluation_metrics(quality=quality, segmentation=seg, features=features, privacy=privacy,
-                                model_info=model_info(run, pipe),
-                                settings={**settings, "segnet_steps": segnet_steps, "augment": augment},
-                                seconds=time.perf_counter() - start)
+    syn, _ = synthetic_sets(run, pipe, split, n_test=n_test, n_train_maps=n_train_maps,
+                            n_new=n_new if augment else 0, **settings)
+    train, val, test = real_cases(run, split["train"]), real_cases(run, split["val"]), real_cases(run, syn["test"].ids)
+    seg_kw = dict(seeds=list(range(seed, seed + segnet_seeds)), steps=segnet_steps, options=segnet_options,
+                  progress=progress)
+    quality = image_quality(test, syn["test"])
+    seg = segmentation_experiment(train, val, test, syn["test"], class_names, **seg_kw)
+    aug = (augmentation_experiment(train, val, test, syn["new"], class_names, seg.dice["real_test"], n_small=n_small,
+                                   seed=seed, **seg_kw) if syn.get("new") is not None else None)
+    features = feature_distances(test, syn["test"], seg.models[0], weights)
+    privacy = memorisation(run, train, {"from_train_maps": syn["train"], "from_test_maps": syn["test"]},
+                           val + test, seed=seed)
+    dist = distances(run, seg.models[0], test, syn["test"], val, oracle_cases(run, test, seed=seed + 2),
+                     frd=frd, seed=seed)
+    result = evaluation_metrics(
+        quality=quality, segmentation=seg, features=features, privacy=privacy, dist=dist, augmentation=aug,
+        conventions=paper_conventions(seg.models[0], test, syn["test"], len(class_names)),
+        model_info=model_info(run, pipe), seconds=time.perf_counter() - start,
+        settings={**settings, "segnet_steps": segnet_steps, "segnet_seeds": segnet_seeds, "n_small": n_small,
+                  "n_new": n_new, "augment": augment, "n_train_maps": n_train_maps})
     run.update_metrics(METRICS_KEYS["05"], result)
     return result

@@ -1,20 +1,15 @@
 """The evaluation steps (notebook 05, ``medlsdm evaluate``) on real NIfTI files."""
+import json
 import math
 
 import numpy as np
 import pytest
 
 from medlsdm.data.io import write_nifti
-from medlsdm.errors import DataError
-from medlsdm.evaluate import (
-    Cases,
-    image_quality,
-    privacy_check,
-    read_cases,
-    results_tables,
-    synthetic_folder,
-    synthetic_test_and_train,
-)
+from medlsdm.errors import ConfigError, DataError
+from medlsdm.evaluate import Cases, augmentation_experiment, image_quality, read_cases, synthetic_folder, synthetic_sets
+from medlsdm.evaluate_report import augmentation_verdict, results_tables, with_ci
+from medlsdm.evaluation.segmentation import average_over_seeds, case_scores, lesion_classes
 from medlsdm.rundir import RunDir
 
 AFFINE = np.diag([5.5, 5.5, 6.0, 1.0])
@@ -37,6 +32,7 @@ def _write_run(root, n=4):
         image, label = _case(i)
         write_nifti(run.data / "images" / f"{cid}.nii.gz", image, AFFINE, kind="image")
         write_nifti(run.data / "labels" / f"{cid}.nii.gz", label, AFFINE, kind="label")
+    (run.data / "manifest.json").write_text(json.dumps({"data_root": str(run.data), "cases": []}))  # not a phantom
     return run, {"train": ids[:2], "val": ids[2:3], "test": ids[3:]}
 
 
@@ -65,44 +61,154 @@ def test_image_quality_closed_form():
         image_quality(real, Cases(["b"], syn.images, syn.labels, syn.affines))
 
 
-def test_privacy_check_flags_a_copy_of_a_training_case():
-    images = [_case(i)[0][None] for i in range(5)]
-    labels = [_case(i)[1] for i in range(5)]
-
-    def cases(idx, prefix):
-        return Cases([f"{prefix}{i}" for i in idx], [images[i] for i in idx], [labels[i] for i in idx], [AFFINE] * len(idx))
-
-    train, held_out = cases([0, 1], "t"), cases([2, 3], "h")
-    copy = Cases(["copy", "new"], [images[0] + 0.001, images[4] + 0.5], [labels[0], labels[4]], [AFFINE] * 2)
-    check = privacy_check(copy, train, held_out)
-    assert check["flagged_ids"] == ["copy"] and check["nearest_train_ids"][0] == "t0"
-
-
 def test_synthetic_sets_are_made_once_per_setting_in_their_own_folder(tmp_path, tiny_pipeline, one_thread):
     run, split = _write_run(tmp_path)
     settings = dict(scheduler="ddim", steps=2, guidance_scale=1.0, seed=0)
-    test, train, folder = synthetic_test_and_train(run, tiny_pipeline, split, **settings)
+    sets, folder = synthetic_sets(run, tiny_pipeline, split, n_new=2, **settings)  # not a phantom: no new anatomies
+    test, train = sets["test"], sets["train"]
+    assert sets["new"] is None
     assert folder == synthetic_folder(run, **settings) and folder.name == "ddim-2-g1-s0"
     assert sorted(p.name for p in (folder / "test").iterdir()) == ["case3_syn0.nii.gz"]
     assert train.ids == ["case0", "case1"] and test.labels[0].shape == test.images[0].shape[1:]
     stamp = (folder / "test" / "case3_syn0.nii.gz").stat().st_mtime_ns
-    again, _, _ = synthetic_test_and_train(run, None, split, augment=False, **settings)  # reused: no pipeline needed
-    assert (folder / "test" / "case3_syn0.nii.gz").stat().st_mtime_ns == stamp
-    np.testing.assert_array_equal(again.images[0], test.images[0])
+    again, _ = synthetic_sets(run, None, split, n_train_maps=1, **settings)  # reused: no pipeline needed
+    assert (folder / "test" / "case3_syn0.nii.gz").stat().st_mtime_ns == stamp and again["train"].ids == ["case0"]
+    np.testing.assert_array_equal(again["test"].images[0], test.images[0])
     with pytest.raises(DataError, match="missing and no pipeline"):
-        synthetic_test_and_train(run, None, split, **{**settings, "steps": 3})
+        synthetic_sets(run, None, split, **{**settings, "steps": 3})
 
 
-def test_results_tables_use_the_papers_columns_and_say_what_was_skipped():
+def _metrics():
+    """A ``05_evaluation`` entry as :func:`medlsdm.evaluate_report.evaluation_metrics` writes it (the keys the tables read)."""
     per_class = {"liver": 0.9, "lesion": float("nan")}
-    m = {"dataset": "torso-ct", "decoder": "spade", "channels": "16-32-64", "fid": None, "fid_3d": None,
-         "lpips": {"axial": 0.2, "coronal": 0.4, "sagittal": 0.3}, "ssim": 0.5, "rmse": 0.1, "psnr": 22.0,
-         "dice_per_class": {"real_train": per_class, "real_test": per_class, "synthetic": per_class},
-         "dice_real_train": 0.9, "dice_real_test": 0.9, "dice_synthetic": 0.9, "dice_ratio": 1.0,
-         "dice_augmented": None, "fd_seg": 1.5, "privacy_flagged": 0, "n_test": 6}
-    tables = results_tables(m)
+    per_case = {"ssim": [0.4, 0.6], "dice_real_test": [0.8, 1.0], "dice_lesion_real_test": [float("nan"), 0.2]}
+    return {"dataset": "torso-ct", "decoder": "spade", "channels": "16-32-64", "fid": None, "fid_3d": None,
+            "lpips": {"axial": 0.2, "coronal": 0.4, "sagittal": 0.3}, "ssim": 0.5, "rmse": 0.1, "psnr": 22.0,
+            "dice_per_class": {"real_test": per_class, "synthetic": per_class}, "dice_real_test": 0.9,
+            "dice_real_test_sd_seeds": 0.01, "dice_synthetic": 0.9, "dice_synthetic_sd_seeds": 0.02,
+            "dice_lesion_real_test": 0.2, "dice_lesion_synthetic": float("nan"), "dice_ratio": 1.0, "n_test": 2,
+            "segnet_seeds": 3, "per_case": per_case, "ci": with_ci(per_case),
+            "privacy_controls": {"positive_flagged": 1.0, "negative_flagged": 0.0, "negative_control_kind": "oracle",
+                                 "synthetic_flagged": {"from_train_maps": 0.0}},
+            "kid": 0.1, "kid_ci": [0.05, 0.2], "kid_reference": 0.01, "kid_reference_ci": [0.0, 0.02], "kid_oracle": 0.0,
+            "frd": None, "frd_reference": None, "frd_oracle": None, "augmentation": None,
+            "paper_conventions_table": {"psnr": {"ours": 22.0, "paper": 15.98, "convention": "6 dB lower"}}}
+
+
+def test_results_tables_use_the_papers_columns_and_show_cis_controls_and_references():
+    tables = results_tables(_metrics())
     head, _, row = tables["quality"].splitlines()
     assert head.startswith("| dataset | decoder | #channels | FID") and "PSNR" in head
     assert row == "| torso-ct | spade | 16-32-64 | skipped | skipped | 0.3 | 0.5 | 0.1 | 22 |"
-    assert "| lesion | n/a | n/a | n/a |" in tables["dice"] and "augmented" not in tables["dice"]
-    assert "0 of 6" in tables["summary"]
+    assert "| lesion | n/a | n/a |" in tables["dice"] and "| **organ mean** | 0.9 | 0.9 |" in tables["dice"]
+    assert "| dice real test | 0.9 | ± 0.01 | [0.8, 1] |" in tables["summary"]
+    assert "| dice lesion real test | 0.2 |  | – |" in tables["summary"]  # one finite value: no CI
+    assert "| positive control (copies) | 100% |" in tables["controls"]
+    assert "| KID (segmentation features) | 0.1 [0.05, 0.2] | 0.01 [0, 0.02] | 0 |" in tables["distances"]
+    assert "| psnr | 22 | 15.98 | 6 dB lower |" in tables["conventions"] and "augmentation" not in tables
+
+
+def test_case_scores_keep_the_lesion_apart_and_seeds_average_per_case():
+    names = ["background", "liver", "kidney", "lesion"]
+    assert lesion_classes(names) == ["lesion"] and lesion_classes(["bg", "Tumour core", "liver"]) == ["Tumour core"]
+    dice = {"per_case": [{"liver": 0.8, "kidney": 0.6, "lesion": 0.0}, {"liver": 1.0, "kidney": float("nan"), "lesion": float("nan")}]}
+    scores = case_scores(dice, names)
+    assert scores["organ"] == pytest.approx([0.7, 1.0]) and scores["lesion"][0] == 0.0 and math.isnan(scores["lesion"][1])
+    avg = average_over_seeds([[0.2, float("nan")], [0.4, float("nan")]])
+    assert avg[0] == pytest.approx(0.3) and math.isnan(avg[1])
+
+
+def test_augmentation_gain_gap_and_bar(monkeypatch):
+    """Arms with known per-case Dice: real-small 0.5, +synthetic 0.65 ± 0.01, real-all 0.7 → 75 % of the gap."""
+    import medlsdm.evaluate as ev
+
+    image, label = _case(0)
+    cases = Cases([f"c{i}" for i in range(6)], [image[None]] * 6, [label] * 6, [AFFINE] * 6)
+    new = Cases(["new_0"], [image[None]], [label], [AFFINE])
+    test = Cases([f"t{i}" for i in range(4)], [image[None]] * 4, [label] * 4, [AFFINE] * 4)
+    seen = []
+
+    def fake_train(cases, val, k, **kw):
+        seen.append(cases.ids)
+        return ["synthetic" if "new_0" in cases.ids else "small"] * len(kw["seeds"])
+
+    def fake_dice(models, cases, names):
+        organ = [0.65 + 0.01 * (i % 2) for i in range(4)] if models[0] == "synthetic" else [0.5] * 4
+        return {"organ": organ, "organ_per_seed": [np.mean(organ)] * len(models)}
+
+    monkeypatch.setattr(ev, "_train_seeds", fake_train)
+    monkeypatch.setattr(ev, "dice_over_seeds", fake_dice)
+    real_all = {"organ": [0.7] * 4, "organ_per_seed": [0.69, 0.7, 0.71]}
+    aug = augmentation_experiment(cases, cases, test, new, ["bg", "a", "b"], real_all, n_small=2, seeds=[0, 1, 2])
+    assert seen == [["c0", "c1"], ["c0", "c1", "new_0"]]  # the small arm is the first n_small training cases
+    assert aug["gap"] == pytest.approx(0.2) and aug["gain"] == pytest.approx(0.155)
+    assert aug["gap_recovered"] == pytest.approx(0.775) and aug["gain_ci"][0] > 0 and aug["bar_holds"]
+    assert "holds" in augmentation_verdict(aug) and "not" not in augmentation_verdict(aug)
+    real_all["organ"] = [0.9] * 4  # now only 0.155 / 0.4 of the gap: below the bar, and the notebook says so
+    aug = augmentation_experiment(cases, cases, test, new, ["bg", "a", "b"], real_all, n_small=2, seeds=[0, 1, 2])
+    assert not aug["bar_holds"] and "does **not** hold" in augmentation_verdict(aug)
+
+
+def test_segnet_early_stopping_keeps_the_best_validation_weights(one_thread):
+    from medlsdm.training.segnet import train_segnet
+
+    images = [_case(i)[0][None] for i in range(3)]
+    labels = [_case(i)[1] for i in range(3)]
+    model = train_segnet(images[:2], labels[:2], num_classes=3, steps=6, eval_every=2, val_images=images[2:],
+                         val_labels=labels[2:], channels=(4, 8), norm_num_groups=4, progress=False)
+    steps, scores = zip(*model.val_history)
+    assert steps == (2, 4, 6) and model.best_step == steps[int(np.argmax(scores))]
+    with pytest.raises(ConfigError, match="val_images and val_labels"):
+        train_segnet(images, labels, num_classes=3, steps=1, val_images=images, progress=False)
+
+
+@pytest.fixture(scope="module")
+def phantom_data(tmp_path_factory):
+    """A tiny torso phantom run's data folder: 4 cases, prepared like notebook 01 (small grid)."""
+    from medlsdm.data.phantom import make_phantom
+    from medlsdm.data.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("phantom")
+    make_phantom("torso-ct", root / "raw", 4, seed=0, shape=(48, 48, 20))
+    prepare_dataset("torso-ct", root / "raw", root / "data", spacing=(12.0, 11.0, 11.0), block_shape=(16, 32, 32))
+    return root / "data"
+
+
+def test_new_anatomies_are_not_cases_of_the_run(phantom_data):
+    from medlsdm.data.prepare import load_manifest
+    from medlsdm.evaluate import real_cases
+    from medlsdm.evaluation.anatomies import new_anatomies
+
+    ids, labels, affines = new_anatomies(phantom_data, 2)
+    assert ids == ["new_004", "new_005"] and labels[0].shape == (16, 32, 32) and labels[0].dtype == np.int64
+    run_labels = real_cases(RunDir(phantom_data.parent), [e["case_id"] for e in load_manifest(phantom_data)["cases"]]).labels
+    assert not any(np.array_equal(new, old) for new in labels for old in run_labels)
+    assert len(np.unique(labels[0])) > 3  # an anatomy, not an empty block
+    np.testing.assert_array_equal(new_anatomies(phantom_data, 1, first_index=5)[1][0], labels[1])  # deterministic
+    with pytest.raises(ConfigError, match="is a case of the run"):
+        new_anatomies(phantom_data, 1, first_index=3)
+
+
+def test_memorisation_flags_the_copies_and_passes_the_oracle_rerenders(phantom_data):
+    """The positive control (shifted, noisy copies) is flagged, the negative control (oracle re-renders) is not;
+    on a folder that is not a phantom the held-out volumes take the negative control's place, and it says so."""
+    from medlsdm.data.prepare import load_manifest
+    from medlsdm.evaluate import real_cases
+    from medlsdm.evaluation.controls import memorisation_controls
+
+    ids = [e["case_id"] for e in load_manifest(phantom_data)["cases"]]
+    cases = real_cases(RunDir(phantom_data.parent), ids)
+    train, held_out = cases.images[:3], cases.images[3:]
+    check = memorisation_controls(phantom_data, ids[:3], train, {"held_out": held_out}, held_out)
+    assert check["negative_control_kind"] == "oracle"
+    assert check["positive_flagged"] == 1.0 and check["negative_flagged"] == 0.0
+    assert check["synthetic"]["held_out"]["n_flagged"] == 0
+    run, _ = _write_run(phantom_data.parent / "not_a_phantom")
+    fallback = memorisation_controls(run.data, ids[:3], train, {}, held_out)
+    assert fallback["negative_control_kind"] == "held_out" and "held-out real volumes" in fallback["negative_control"]
+    assert fallback["positive_flagged"] == 1.0
+
+
+def test_with_ci_leaves_out_nan_and_needs_two_values():
+    ci = with_ci({"a": [1.0, 2.0, float("nan"), 3.0], "b": [1.0, float("nan")]})
+    assert ci["b"] is None and ci["a"][0] >= 1.0 and ci["a"][1] <= 3.0

@@ -145,18 +145,35 @@ def test_05_evaluation(smoke_run):
     p = P["05"]
     m = smoke_run.read_metrics()["05_evaluation"]
     split = json.loads((smoke_run.data / "split.json").read_text())
-    for key in ("dice_real_train", "dice_real_test", "dice_synthetic", "dice_augmented", "ssim"):
-        assert 0 <= m[key] <= 1, key
+    for key in ("dice_real_test", "dice_synthetic", "dice_lesion_real_test", "ssim"):
+        assert 0 <= m[key] <= 1 or (key.startswith("dice_lesion") and np.isnan(m[key])), key
     assert m["dice_ratio"] == pytest.approx(m["dice_synthetic"] / m["dice_real_test"])
     assert np.isfinite(m["psnr"]) and m["rmse"] > 0 and m["fd_seg"] >= 0
     assert m["fid"] is None and m["fid_3d"] is None and m["lpips"] is None  # no weights given
-    assert set(m["skipped"]) == {"fid_2d", "fid_3d", "lpips"}
-    assert 0 <= m["privacy_flagged"] <= m["n_test"] == p["n_test"]
+    assert {"fid_2d", "fid_3d", "lpips"} <= set(m["skipped"])
+    # statistics: per-case values and a CI for every headline number, several segmentation seeds
+    assert m["segnet_seeds"] == p["segnet_seeds"] and len(m["segnet_best_steps"]) == p["segnet_seeds"]
+    for key in ("ssim", "psnr", "rmse", "dice_real_test", "dice_synthetic", "augmentation_gain"):
+        assert len(m["per_case"][key]) == m["n_test"] == p["n_test"], key
+        low, high = m["ci"][key]
+        assert low <= high, key
     classes = smoke_run.read_metrics()["01_preprocessing"]["classes"]
     assert set(m["dice_per_class"]["synthetic"]) == set(classes[1:])
+    # memorisation with controls: the copies are always flagged (the threshold lies above them)
+    pc = m["privacy_controls"]
+    assert pc["positive_flagged"] == 1.0 and 0 <= pc["negative_flagged"] <= 1 and pc["negative_control_kind"] == "oracle"
+    assert set(pc["synthetic_flagged"]) == {"from_train_maps", "from_test_maps"}
+    aug = m["augmentation"]
+    assert aug["n_small"] == p["n_small"] and aug["n_new"] == p["n_new"] and set(aug["arms"]) == {
+        "real_small", "real_small_synthetic", "real_all"}
+    assert aug["gain_ci"][0] <= aug["gain"] <= aug["gain_ci"][1] and isinstance(aug["bar_holds"], bool)
+    assert np.isfinite(m["kid"]) and np.isfinite(m["kid_reference"]) and np.isfinite(m["kid_oracle"])
+    assert (m["frd"] is None) == (m["frd_reference"] is None) == (m["frd_skipped"] is not None)
+    assert set(m["paper_conventions"]) == {"psnr", "ssim", "fid_2d", "dice"}
+    assert m["paper_conventions"]["psnr"] == pytest.approx(m["psnr"] - 20 * np.log10(2), abs=1e-3)
     folder = synthetic_folder(smoke_run, **{k: p[k] for k in ("scheduler", "steps", "guidance_scale", "seed")})
     assert sorted(f.name for f in (folder / "test").iterdir()) == [f"{c}_syn0.nii.gz" for c in sorted(split["test"][: p["n_test"]])]
-    assert len(list((folder / "train").iterdir())) == len(split["train"])
+    assert len(list((folder / "train").iterdir())) == p["n_train_maps"] and len(list((folder / "new").iterdir())) == p["n_new"]
     for name in ("05_real_vs_synthetic", "05_dice_per_class", "05_segmentation", "05_privacy"):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
 
@@ -170,12 +187,16 @@ def test_evaluate_cli_gives_the_notebooks_numbers(smoke_run_copy, capsys):
     assert main(["evaluate", "--run-dir", str(run.root), "--profile", "smoke"]) == 0
     cli = run.read_metrics()["05_evaluation"]
     out = capsys.readouterr().out
-    assert "| dataset | decoder | #channels | FID" in out and "| class |" in out
+    assert "| dataset | decoder | #channels | FID" in out and "| class |" in out and "positive control" in out
     for key in ("ssim", "psnr", "rmse", "nmse"):  # same files, same code: only summation order may differ
         assert cli[key] == pytest.approx(notebook[key], rel=1e-6), key
-    for key in ("dice_real_test", "dice_synthetic", "dice_augmented"):  # same seed (thread counts may differ)
+    for key in ("dice_real_test", "dice_synthetic"):  # same seeds (thread counts may differ)
         assert cli[key] == pytest.approx(notebook[key], abs=0.02), key
-    assert cli["settings"] == notebook["settings"]
+    assert cli["augmentation"]["gain"] == pytest.approx(notebook["augmentation"]["gain"], abs=0.02)
+    for key in ("positive_flagged", "negative_flagged", "threshold"):  # same volumes, same controls
+        assert cli["privacy_controls"][key] == pytest.approx(notebook["privacy_controls"][key], rel=1e-6), key
+    assert cli["paper_conventions"]["psnr"] == pytest.approx(notebook["paper_conventions"]["psnr"], rel=1e-6)
+    assert cli["settings"] == notebook["settings"] and cli["segnet_seeds"] == notebook["segnet_seeds"]
 
 
 def test_every_notebook_wrote_its_declared_metrics_key(smoke_run):

@@ -122,7 +122,7 @@ VQGAN_DEFAULTS: dict[str, Any] = dict(
     gan_weight_2d=0.0, gan_weight_3d=0.0, feat_weight=4.0, disc_start=1000,
     disc_channels=64, disc_layers=3,
     # optimisation
-    steps=300, lr=1e-3, lr_schedule="cosine", warmup_steps=20, disc_lr=3e-4, betas=(0.9, 0.999),
+    steps=600, lr=1e-3, lr_schedule="cosine", warmup_steps=20, disc_lr=3e-4, betas=(0.9, 0.999),
     gradient_accumulation_steps=1,
     max_grad_norm=1.0, mixed_precision="no", gradient_checkpointing=False,
     # bookkeeping
