@@ -23,6 +23,7 @@ NOTEBOOKS = {
     "04": "04_synthesis",
     "05": "05_evaluation",
     "06": "06_cardiac_2d_ldm",
+    "07": "07_whole_volume_and_editing",
 }
 
 #: The key each notebook writes its results under in ``metrics.json``.
@@ -33,10 +34,12 @@ METRICS_KEYS = {
     "04": "04_synthesis",
     "05": "05_evaluation",
     "06": "06_cardiac_2d",
+    "07": "07_whole_volume",
 }
 
 #: The notebooks whose outputs in the run directory each notebook reads (06 is standalone).
-INPUTS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "03"), "05": ("01", "03"), "06": ()}
+INPUTS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "03"), "05": ("01", "03"), "06": (),
+          "07": ("01", "03")}
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
@@ -55,6 +58,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    vqvae_batch_size=4, num_embeddings=32, ldm_steps=4, ldm_channels=[16, 32],
                    ldm_attention_levels=[False, True], ldm_num_heads=2, ldm_batch_size=4, sample_steps=2,
                    segnet_steps=4),
+        "07": dict(steps=2, n_samples=2, n_oracle=4, n_edit=2, n_lesion_cases=2, n_lesion_oracle=2, segnet_steps=3,
+                   segnet_channels=[4, 8]),
     },
     "quick": {
         # 60 phantom cases: 36 train, 12 validation, 12 test (enough test cases for a confidence interval)
@@ -83,6 +88,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # Held-out SSIM: edges+semantic 0.48 > semantic 0.41 > edges 0.29 (64 slices, 8 patients)
         "06": dict(n_subjects=40, size=64, vqvae_steps=300, ldm_steps=400, ldm_channels=[32, 64],
                    ldm_attention_levels=[False, True], guidance_scale=2.0),
+        # a scan 3 blocks deep (576 mm), DDIM-10 windowed and in one pass, 2 samples each; a
+        # small segmentation network (8-16-32, 16×32×32 crops, 100 steps ≈ 30 s) as the
+        # lesion detector
+        "07": dict(n_blocks=3, steps=10, n_samples=2, n_oracle=8, n_edit=4, lesion_radius_mm=10.0, n_lesion_cases=4,
+                   n_lesion_oracle=4, segnet_steps=100, segnet_channels=[8, 16, 32], segnet_crop=[16, 32, 32]),
     },
     "paper": {
         "01": dict(dataset="torso-ct", n_cases=100, block_shape=[32, 256, 256], spacing=[6.0, 1.4, 1.4]),
@@ -103,6 +113,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    vqvae_channels=[64, 128, 256, 256], vqvae_batch_size=16, num_embeddings=16384, latent_channels=3,
                    ldm_steps=200_000, ldm_channels=[256, 384, 512, 768], ldm_attention_levels=[False, True, True, True],
                    ldm_num_heads=8, ldm_batch_size=16, ldm_lr=1e-4, ldm_ema_decay=0.9999, sample_steps=50, segnet_steps=3000),
+        "07": dict(n_blocks=3, steps=50, n_samples=4, n_oracle=16, n_edit=20, n_lesion_cases=20, n_lesion_oracle=4,
+                   segnet_steps=3000, segnet_channels=[8, 16, 32, 64], segnet_crop=[32, 128, 128]),
     },
 }
 

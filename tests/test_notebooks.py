@@ -219,3 +219,25 @@ def test_06_cardiac_2d(smoke_run):
         assert (cardiac / "ldm" / slug / "pipeline" / "model_index.json").exists()
     for name in ("06_slices_and_edges", "06_edge_sigma", "06_reconstructions", "06_condition_channels", "06_samples"):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
+
+
+def test_07_whole_volume(smoke_run):
+    p = P["07"]
+    m = smoke_run.read_metrics()["07_whole_volume"]
+    block = smoke_run.read_metrics()["01_preprocessing"]["block_shape"]
+    # a phantom scan several blocks deep, synthesised in windows of one block (the default) and in one pass
+    assert m["depth"] == p["n_blocks"] * block[0] and m["window"] == block[0] and 0 < m["overlap"] < m["window"]
+    for key in ("seam_gap", "seam_gap_one_pass", "seam_gap_oracle"):
+        gap = m[key]
+        assert gap["ci"][0] <= gap["gap"] <= gap["ci"][1] and gap["n_volumes"] == (p["n_oracle"] if key.endswith("oracle") else p["n_samples"])
+        assert gap["passes"] == (gap["ci"][0] <= 0) and gap["n_border"] >= 1 and gap["n_centre"] >= 1
+    assert set(m["mean_error"]) == {"windowed", "one pass", "oracle"}
+    assert set(m["border_slices"]).isdisjoint(m["centre_slices"])
+    # the edit keeps the real volume beyond its soft border
+    assert 1 <= len(m["edit_cases"]) <= p["n_edit"] and m["edit_outside_max_abs"] <= 1e-4
+    assert len(m["edit_lesion_mean"]) == len(m["edit_cases"]) and all(-1 <= v <= 1 for v in m["edit_lesion_mean"])
+    if m["oracle_lesion_range"] is not None:
+        assert m["oracle_lesion_range"][0] <= m["oracle_lesion_range"][1] and len(m["edit_lesion_in_range"]) == len(m["edit_cases"])
+    assert 0 <= m["edit_lesion_dice"] <= 1 and m["segnet"]["steps"] == p["segnet_steps"] and m["seconds"] > 0
+    for name in ("07_whole_scan", "07_windowed_vs_one_pass", "07_seam_check", "07_lesion_before_after"):
+        assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000

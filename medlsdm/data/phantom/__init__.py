@@ -148,7 +148,8 @@ FACTOR_TABLES: dict[str, tuple[Factor, ...]] = {kind: spec.factors for kind, spe
 """Each kind's hidden appearance factors: name, range, distribution, effect, spatial scale."""
 
 
-def draw_anatomy(kind: str, seed: int, index: int, shape: Sequence[int] | None = None) -> Anatomy:
+def draw_anatomy(kind: str, seed: int, index: int, shape: Sequence[int] | None = None, *,
+                 z_extent_mm: float | None = None) -> Anatomy:
     """Draw the anatomy of one case (step 1 of 2): label map, tissue map, affine.
 
     Args:
@@ -156,17 +157,28 @@ def draw_anatomy(kind: str, seed: int, index: int, shape: Sequence[int] | None =
         seed: dataset seed (>= 0).
         index: case number (>= 0).
         shape: grid ``(x, y, z)``; see :func:`generate_case`.
+        z_extent_mm: ``torso-ct`` only: the field of view along z in mm instead of the
+            case's own (``40 ×`` its drawn slice spacing): a longer scan of the same body,
+            whose anatomy continues beyond the default block (lungs and heart above, bowel
+            below). Give ``shape`` a z size to match, e.g. ``z_extent_mm / 5``; the body and
+            organ parameters are those of the case, the smooth random fields differ.
 
     Returns:
-        The :class:`Anatomy`; it depends only on ``(kind, seed, index, shape)``.
+        The :class:`Anatomy`; it depends only on ``(kind, seed, index, shape, z_extent_mm)``.
 
     Raises:
-        ConfigError: unknown kind, negative seed or index, bad shape.
+        ConfigError: unknown kind, negative seed or index, bad shape, ``z_extent_mm`` not
+            positive or given for another kind.
     """
     kind = check_kind(kind)
     seed, index = check_int("seed", seed, 0), check_int("index", index, 0)
     shape = check_shape(kind, shape)
-    return _KINDS[kind].anatomy(anatomy_streams(kind, seed, index), shape)
+    if z_extent_mm is None:
+        return _KINDS[kind].anatomy(anatomy_streams(kind, seed, index), shape)
+    if kind != "torso-ct" or not float(z_extent_mm) > 0:
+        raise ConfigError(f"z_extent_mm={z_extent_mm!r}: a positive field of view along z (mm), for torso-ct only "
+                          f"(got kind {kind!r})")
+    return _KINDS[kind].anatomy(anatomy_streams(kind, seed, index), shape, float(z_extent_mm))
 
 
 def draw_factors(kind: str, rng: np.random.Generator | int) -> dict:
@@ -216,7 +228,7 @@ def _appearance(kind: str, seed: int, index: int, appearance_seed: int | None, f
 
 def render_case(
     kind: str, seed: int, index: int, shape: Sequence[int] | None = None, *,
-    appearance_seed: int | None = None, factors: Mapping | None = None,
+    appearance_seed: int | None = None, factors: Mapping | None = None, z_extent_mm: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Draw one case's anatomy and render it; with ``appearance_seed``, an oracle re-render.
 
@@ -233,6 +245,7 @@ def render_case(
         appearance_seed: ``None`` (the case's own appearance) or an integer >= 0.
         factors: factor values to use instead of the drawn ones (any subset of the kind's
             factors); the other factors, texture and noise stay those of the appearance.
+        z_extent_mm: a longer field of view along z (see :func:`draw_anatomy`).
 
     Returns:
         ``(image, label, affine, factors)``; ``factors`` are the values the image was rendered with.
@@ -240,7 +253,7 @@ def render_case(
     Raises:
         ConfigError: bad argument, unknown or out-of-range factor.
     """
-    anatomy = draw_anatomy(kind, seed, index, shape)
+    anatomy = draw_anatomy(kind, seed, index, shape, z_extent_mm=z_extent_mm)
     if appearance_seed is not None:
         appearance_seed = check_int("appearance_seed", appearance_seed, 0)
     drawn, noise_rng = _appearance(kind, seed, index, appearance_seed, factors)
@@ -248,7 +261,8 @@ def render_case(
 
 
 def oracle_rerenders(
-    kind: str, seed: int, index: int, appearance_seeds: Sequence[int], shape: Sequence[int] | None = None,
+    kind: str, seed: int, index: int, appearance_seeds: Sequence[int], shape: Sequence[int] | None = None, *,
+    z_extent_mm: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[dict]]:
     """Render one anatomy several times with fresh factors and noise: samples of p(image | label map).
 
@@ -257,12 +271,13 @@ def oracle_rerenders(
     Args:
         kind, seed, index, shape: the case (see :func:`render_case`).
         appearance_seeds: one integer >= 0 per re-render.
+        z_extent_mm: a longer field of view along z (see :func:`draw_anatomy`).
 
     Returns:
         ``(label, affine, images, factors)``: the label map and affine all re-renders share,
         and per appearance seed the image and its factors.
     """
-    anatomy = draw_anatomy(kind, seed, index, shape)
+    anatomy = draw_anatomy(kind, seed, index, shape, z_extent_mm=z_extent_mm)
     images, factor_list = [], []
     for k in appearance_seeds:
         drawn, noise_rng = _appearance(kind, seed, index, check_int("appearance_seed", k, 0), None)

@@ -203,11 +203,20 @@ def draw_uniform_factors(table: Sequence[Factor], rng: np.random.Generator) -> d
     return {f.name: float(rng.uniform(f.low, f.high)) for f in table}
 
 
-def grid_spacing(kind: str, rng: np.random.Generator, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Draw the default-grid spacing; return (field of view mm, spacing mm) for ``shape``."""
+def grid_spacing(kind: str, rng: np.random.Generator, shape: Sequence[int],
+                 z_extent_mm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the default-grid spacing; return (field of view mm, spacing mm) for ``shape``.
+
+    Args:
+        kind, rng, shape: the kind, its parameter generator, the grid ``(x, y, z)``.
+        z_extent_mm: the field of view along z (mm) instead of the default grid's (a longer
+            scan of the same body; the spacing is still drawn, so every later draw is unchanged).
+    """
     (lo, hi), (zlo, zhi) = SPACING_RANGES[kind]
     s_in, s_z = rng.uniform(lo, hi), rng.uniform(zlo, zhi)
     fov = np.asarray(DEFAULT_SHAPES[kind], float) * np.array([s_in, s_in, s_z])
+    if z_extent_mm is not None:
+        fov[2] = float(z_extent_mm)
     return fov, fov / np.asarray(shape, float)
 
 

@@ -95,15 +95,16 @@ NOISE_BAND_SIGMAS = (0.7, 2.0)
 """CT-kernel-like noise: white noise filtered by G(sigma_0) - G(sigma_1) (voxels), then scaled to unit std."""
 
 
-def torso_anatomy(streams, shape) -> Anatomy:
+def torso_anatomy(streams, shape, z_extent_mm: float | None = None) -> Anatomy:
     """Draw the anatomy of one torso case: label map, tissue map, affine.
 
     Args:
         streams: the four anatomy generators of :func:`~medlsdm.data.phantom.common.anatomy_streams`.
         shape: grid ``(x, y, z)``.
+        z_extent_mm: a longer (or shorter) field of view along z, mm (see :func:`draw_anatomy`).
     """
     rp, rf, rx, ra = streams
-    fov, spacing = grid_spacing("torso-ct", rp, shape)
+    fov, spacing = grid_spacing("torso-ct", rp, shape, z_extent_mm)
     sx, sy, sz = spacing
     # LPS-like affine as after DICOM conversion: i -> patient left, j -> posterior, k -> superior.
     centre_world = np.array([rp.uniform(-20, 20), rp.uniform(-40, 0), rp.uniform(-400, -100)])
