@@ -64,20 +64,22 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         # 60 phantom cases: 36 train, 12 validation, 12 test (enough test cases for a confidence interval)
         "01": dict(dataset="torso-ct", n_cases=60, block_shape=[32, 64, 64], spacing=[6.0, 5.5, 5.5]),
-        # calibrated on the torso CT phantom (L1 + commitment, cosine lr, batches of 2 crops):
-        # held-out PSNR +9.3 dB over the average-pool baseline after these 300 steps with
-        # SPADE (~0.45 CPU-s/step: ~2.5 min on one core); the normal decoder needs ~600 steps
-        # for +5.7 dB (~0.30 CPU-s/step), so compare_decoder=True adds ~1.5 min and stays < 5 dB
+        # The normal decoder (it reads only its latent): on the validation cases, inside the body,
+        # own / another case's / random codes 26.5 / 15.7 / 13.0 dB, and 26.5 dB against 25.5 for
+        # label painting + the pooled residual (600 steps, phantom v3, 36 training cases; ~0.4
+        # s/step on 2 idle cores). SPADE ignores its latent (0.5 dB ablation); SPADE with label
+        # dropout 0.5 sits in between (2.8 dB): benchmarks/results/decoders.md (300 steps).
         "02": dict(decoder="normal", label_dropout=0.0, compare_decoder=False, steps=600, crop_shape=[16, 32, 32], batch_size=2,
                    lr=1e-3, channels=[16, 32, 64], embedding_dim=8, num_embeddings=512,
                    gan_weight=0.0, disc_start=1000),
-        # ~0.7 CPU-s per step (batch 4, latents 8×8×16×16): ~3 min on 2 cores. The SPADE
-        # decoder already paints each class's intensity, so the class-intensity bar of 04
-        # holds early; more steps buy texture and sharper guidance effects.
+        # v-prediction: with epsilon prediction the high-noise range, where only the label map can
+        # set the anatomy, is not learned on this budget (samples follow neither the label map nor a
+        # torso). ~0.38 s/step on 2 idle cores (batch 4, latents 8×8×16×16): ~10 min.
         "03": dict(steps=1600, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
                    conditioning="concat", prediction_type="v_prediction", ema_decay=0.99, sample_every=400),
+        # DDPM-1000 is the reference sampler: ~38 s a volume here, so the scheduler table uses one map
         "04": dict(steps=50, n_test=6, n_samples=4, n_oracle=8, compare=[["ddpm", 1000], ["ddim", 50], ["dpm++", 25], ["unipc", 10]],
-                   compare_maps=2),
+                   compare_maps=1),
         # 3 segmentation seeds × 3 arms: each network 300 steps of 16×32×32 crops (~0.13 CPU-s a
         # step, ~40 s; whole blocks cost ~1 s a step), kept at its best validation Dice (checked
         # every 100 steps; 0.65 on the validation split at step 300 — calibrated on validation only)

@@ -290,6 +290,18 @@ def test_rerender_keeps_label_and_changes_image(kind):
     assert np.array_equal(image, generate_case(kind, 2, 1, SMALL[kind])[0])
 
 
+def test_rerender_redraws_the_unlabelled_anatomy_only():
+    """p(image | label map) varies what the label map does not show: bowel, muscles, ribs, vessels."""
+    own = draw_anatomy("torso-ct", 2, 1, SMALL["torso-ct"])
+    redrawn = draw_anatomy("torso-ct", 2, 1, SMALL["torso-ct"], detail_seed=0)
+    assert np.array_equal(own.label, redrawn.label)
+    changed = own.tissue != redrawn.tissue
+    assert changed.any() and np.array_equal(TISSUE_CLASS[redrawn.tissue], redrawn.label)  # still the same classes
+    same = draw_anatomy("torso-ct", 2, 1, SMALL["torso-ct"], detail_seed=0)
+    assert np.array_equal(same.tissue, redrawn.tissue)  # deterministic
+    assert np.array_equal(draw_anatomy("torso-ct", 2, 1, SMALL["torso-ct"]).tissue, own.tissue)  # the case's own stays
+
+
 @pytest.mark.parametrize("kind", PHANTOM_KINDS)
 def test_oracle_rerenders_equal_render_case(kind):
     label, affine, images, factors = oracle_rerenders(kind, 3, 0, [0, 5], SMALL[kind])

@@ -104,8 +104,8 @@ def vqgan_step(trainer: Trainer, batch, loss_fn, label_dropout: float = 0.0) -> 
 #: Defaults of :func:`train_vqgan`: the quick profile's (``PROFILES["quick"]["02"]``, which is
 #: also notebook 02's parameters cell), so ``train_vqgan(run)`` trains what the demo trains.
 #: Architecture and loss weights are Med-LSDM's; the optimisation (Adam betas (0.9, 0.999),
-#: lr 1e-3 with 20 warm-up steps and a cosine decay, batches of 2 crops of 16×32×32, 300
-#: steps) is what reached the notebook-02 quality bar fastest on CPU. The published settings
+#: lr 1e-3 with 20 warm-up steps and a cosine decay, batches of 2 crops of 16×32×32, 600
+#: steps) is what reached the notebook-02 bars (latent ablation, painting baselines) on CPU. The published settings
 #: (constant lr 3e-4, betas (0.5, 0.9), 256×256×32 blocks …) are ``PROFILES["paper"]["02"]``.
 #: The quick profile trains without the PatchGANs (weights 0); the paper profile turns them on.
 VQGAN_DEFAULTS: dict[str, Any] = dict(

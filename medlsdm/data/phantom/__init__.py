@@ -149,7 +149,7 @@ FACTOR_TABLES: dict[str, tuple[Factor, ...]] = {kind: spec.factors for kind, spe
 
 
 def draw_anatomy(kind: str, seed: int, index: int, shape: Sequence[int] | None = None, *,
-                 z_extent_mm: float | None = None) -> Anatomy:
+                 z_extent_mm: float | None = None, detail_seed: int | None = None) -> Anatomy:
     """Draw the anatomy of one case (step 1 of 2): label map, tissue map, affine.
 
     Args:
@@ -162,9 +162,13 @@ def draw_anatomy(kind: str, seed: int, index: int, shape: Sequence[int] | None =
             whose anatomy continues beyond the default block (lungs and heart above, bowel
             below). Give ``shape`` a z size to match, e.g. ``z_extent_mm / 5``; the body and
             organ parameters are those of the case, the smooth random fields differ.
+        detail_seed: ``None`` for the case's own anatomy; an integer for the same label map
+            with freshly drawn unlabelled anatomy (what the label map does not show: bowel
+            loops and gas, muscles, ribs, spleen, vessels, kidney medulla, lesion necrosis),
+            as an oracle re-render needs.
 
     Returns:
-        The :class:`Anatomy`; it depends only on ``(kind, seed, index, shape, z_extent_mm)``.
+        The :class:`Anatomy`; it depends only on ``(kind, seed, index, shape, z_extent_mm, detail_seed)``.
 
     Raises:
         ConfigError: unknown kind, negative seed or index, bad shape, ``z_extent_mm`` not
@@ -173,12 +177,13 @@ def draw_anatomy(kind: str, seed: int, index: int, shape: Sequence[int] | None =
     kind = check_kind(kind)
     seed, index = check_int("seed", seed, 0), check_int("index", index, 0)
     shape = check_shape(kind, shape)
+    streams = anatomy_streams(kind, seed, index, detail_seed)
     if z_extent_mm is None:
-        return _KINDS[kind].anatomy(anatomy_streams(kind, seed, index), shape)
+        return _KINDS[kind].anatomy(streams, shape)
     if kind != "torso-ct" or not float(z_extent_mm) > 0:
         raise ConfigError(f"z_extent_mm={z_extent_mm!r}: a positive field of view along z (mm), for torso-ct only "
                           f"(got kind {kind!r})")
-    return _KINDS[kind].anatomy(anatomy_streams(kind, seed, index), shape, float(z_extent_mm))
+    return _KINDS[kind].anatomy(streams, shape, float(z_extent_mm))
 
 
 def draw_factors(kind: str, rng: np.random.Generator | int) -> dict:
@@ -253,9 +258,9 @@ def render_case(
     Raises:
         ConfigError: bad argument, unknown or out-of-range factor.
     """
-    anatomy = draw_anatomy(kind, seed, index, shape, z_extent_mm=z_extent_mm)
     if appearance_seed is not None:
         appearance_seed = check_int("appearance_seed", appearance_seed, 0)
+    anatomy = draw_anatomy(kind, seed, index, shape, z_extent_mm=z_extent_mm, detail_seed=appearance_seed)
     drawn, noise_rng = _appearance(kind, seed, index, appearance_seed, factors)
     return _KINDS[kind].render(anatomy, drawn, noise_rng), anatomy.label, anatomy.affine, drawn
 
@@ -264,9 +269,12 @@ def oracle_rerenders(
     kind: str, seed: int, index: int, appearance_seeds: Sequence[int], shape: Sequence[int] | None = None, *,
     z_extent_mm: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[dict]]:
-    """Render one anatomy several times with fresh factors and noise: samples of p(image | label map).
+    """Render one label map several times with fresh factors, noise and unlabelled anatomy:
+    samples of p(image | label map).
 
-    Same as calling :func:`render_case` with each appearance seed, but the anatomy is drawn once.
+    Same as calling :func:`render_case` with each appearance seed: re-render ``k`` redraws
+    everything the label map leaves open (the hidden factors, texture and noise, and the
+    anatomy it does not show, :func:`draw_anatomy` ``detail_seed=k``); the label map is the same.
 
     Args:
         kind, seed, index, shape: the case (see :func:`render_case`).
@@ -277,13 +285,21 @@ def oracle_rerenders(
         ``(label, affine, images, factors)``: the label map and affine all re-renders share,
         and per appearance seed the image and its factors.
     """
-    anatomy = draw_anatomy(kind, seed, index, shape, z_extent_mm=z_extent_mm)
-    images, factor_list = [], []
+    images, factor_list, label, affine = [], [], None, None
     for k in appearance_seeds:
-        drawn, noise_rng = _appearance(kind, seed, index, check_int("appearance_seed", k, 0), None)
+        k = check_int("appearance_seed", k, 0)
+        anatomy = draw_anatomy(kind, seed, index, shape, z_extent_mm=z_extent_mm, detail_seed=k)
+        if label is None:
+            label, affine = anatomy.label, anatomy.affine
+        elif not np.array_equal(anatomy.label, label):  # the unlabelled anatomy must never touch the label map
+            raise DataError(f"{kind} case {index}: redrawing the unlabelled anatomy changed the label map")
+        drawn, noise_rng = _appearance(kind, seed, index, k, None)
         images.append(_KINDS[kind].render(anatomy, drawn, noise_rng))
         factor_list.append(drawn)
-    return anatomy.label, anatomy.affine, images, factor_list
+    if label is None:  # no re-render asked for
+        anatomy = draw_anatomy(kind, seed, index, shape, z_extent_mm=z_extent_mm)
+        label, affine = anatomy.label, anatomy.affine
+    return label, affine, images, factor_list
 
 
 def generate_case(kind: str, seed: int, index: int, shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -91,15 +91,20 @@ def _case_sequence(kind: str, seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, index, PHANTOM_KINDS.index(kind)])
 
 
-def anatomy_streams(kind: str, seed: int, index: int) -> list[np.random.Generator]:
+def anatomy_streams(kind: str, seed: int, index: int, detail_seed: int | None = None) -> list[np.random.Generator]:
     """The anatomy's independent generators: parameters, smooth fields, extras, unlabelled anatomy.
 
     Children 0, 1, 3 of the case's seed sequence are the streams version 1 drew its label map
     from (so label maps that only use them are unchanged); child 4 draws anatomy the label map
     does not show. Child 2 is the case's own appearance (:func:`appearance_streams`).
+    With ``detail_seed`` (an oracle re-render), the unlabelled-anatomy stream is a fresh one:
+    same label map, other bowel loops, muscles, ribs, vessels …
     """
     children = _case_sequence(kind, seed, index).spawn(5)
-    return [np.random.default_rng(children[i]) for i in (0, 1, 3, 4)]
+    streams = [np.random.default_rng(children[i]) for i in (0, 1, 3, 4)]
+    if detail_seed is not None:
+        streams[3] = np.random.default_rng([seed, index, PHANTOM_KINDS.index(kind), ORACLE_TAG, int(detail_seed), 1])
+    return streams
 
 
 def appearance_streams(kind: str, seed: int, index: int, appearance_seed: int | None = None) -> tuple[np.random.Generator, np.random.Generator]:
