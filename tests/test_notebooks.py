@@ -241,3 +241,32 @@ def test_07_whole_volume(smoke_run):
     assert 0 <= m["edit_lesion_dice"] <= 1 and m["segnet"]["steps"] == p["segnet_steps"] and m["seconds"] > 0
     for name in ("07_whole_scan", "07_windowed_vs_one_pass", "07_seam_check", "07_lesion_before_after"):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
+
+
+def test_notebooks_01_to_05_on_an_nnunet_dataset(tmp_path):
+    """The real-data path: a dataset in nnU-Net raw format (no oracle) through notebooks 01-05
+    on the smoke profile; the oracle sections say they are skipped and the memorisation check
+    falls back to held-out real volumes as its negative control."""
+    from medlsdm.data.adapters import get_adapter
+    from medlsdm.data.classes import TORSO_CT
+    from medlsdm.data.io import read_nifti
+    from medlsdm.data.nnunet import write_nnunet_dataset
+    from medlsdm.data.phantom import make_phantom
+    from medlsdm.rundir import RunDir
+    from medlsdm.runner import run_notebooks
+
+    phantom = tmp_path / "phantom"
+    pairs = make_phantom("torso-ct", phantom, P["01"]["n_cases"], seed=4)
+    cases = [(read_nifti(i)[0], read_nifti(lab, kind="label")[0], read_nifti(i)[1]) for i, lab in pairs]
+    root = tmp_path / "Dataset001_Torso"
+    write_nnunet_dataset(root, cases, classes=TORSO_CT, channel_name="CT", prefix="torso")
+    assert get_adapter("nnunet").find_cases(root)
+    run = RunDir(tmp_path / "run")
+    run_notebooks("smoke", run.root, only=["01"], overrides={"dataset": "nnunet", "data_root": str(root)})
+    run_notebooks("smoke", run.root, only=["02", "03", "04", "05"])
+    m = run.read_metrics()
+    assert m["01_preprocessing"]["dataset"] == "nnunet"
+    assert "diversity_ratio" not in m["04_synthesis"]  # no oracle for real data
+    assert m["05_evaluation"]["privacy_controls"]["negative_control_kind"] == "held_out"
+    for path in sorted(run.executed.glob("*.ipynb")):
+        assert error_outputs(path) == [] and unexecuted_cells(path) == []
