@@ -133,7 +133,7 @@ def test_sweep_of_notebook_04_on_a_finished_run(smoke_run_copy):
     assert [(float(r["guidance_scale"]), int(r["steps"])) for r in rows] == [(0.0, 2), (2.0, 2)]
     for r in rows:  # the notebook's own record of what it ran with (a metric named like a parameter)
         assert float(r["metrics.guidance_scale"]) == float(r["guidance_scale"]) and r["metrics.steps"] == "2"
-        assert int(r["n_samples"]) == PROFILES["smoke"]["04"]["n_test"]
+        assert int(r["n_samples"]) == PROFILES["smoke"]["04"]["n_test"] * PROFILES["smoke"]["04"]["n_samples"]
         assert float(r["class_intensity_error_mean"]) >= 0
     with Image.open(sweeps / "04_synthesis.png") as im:
         assert im.format == "PNG" and im.size[0] > 600
