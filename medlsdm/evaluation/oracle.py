@@ -121,11 +121,17 @@ def phantom_source(data_dir: str | Path) -> dict:
     return {**read_json(record), "manifest": manifest}
 
 
-def preprocess_like_run(manifest: Mapping, image_xyz: np.ndarray, label_xyz: np.ndarray, affine: np.ndarray):
+def phantom_index(entry: Mapping) -> int:
+    """The phantom case index of a manifest entry (its source file ``<prefix>_<index>.nii.gz``)."""
+    return int(Path(entry["source_image"]).name.split(".")[0].rsplit("_", 1)[1])
+
+
+def preprocess_like_run(manifest: Mapping, image_xyz: np.ndarray, label_xyz: np.ndarray, affine: np.ndarray,
+                        block_shape: Sequence[int] | None = None):
     """One phantom rendering (``(x, y, z)`` arrays as the phantom makes them) preprocessed
     exactly as notebook 01 preprocessed the run's cases (canonical orientation, resampling,
-    normalisation, crop/pad, depth block; the manifest's settings). Returns the
-    :class:`~medlsdm.data.preprocess.CaseBlock`."""
+    normalisation, crop/pad, depth block; the manifest's settings, or another ``block_shape``,
+    e.g. a deeper one for a whole scan). Returns the :class:`~medlsdm.data.preprocess.CaseBlock`."""
     from ..data.adapters import get_adapter
     from ..data.io import canonical_dhw
     from ..data.preprocess import preprocess_case
@@ -134,7 +140,7 @@ def preprocess_like_run(manifest: Mapping, image_xyz: np.ndarray, label_xyz: np.
     label, _ = canonical_dhw(np.asarray(label_xyz).astype(np.int64), affine)
     return preprocess_case(image, label, aff, classes=get_adapter(manifest["dataset"]).classes,
                            normalisation=manifest["normalisation"], spacing=manifest["spacing"],
-                           block_shape=manifest["block_shape"])[0]
+                           block_shape=manifest["block_shape"] if block_shape is None else block_shape)[0]
 
 
 def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, seed: int = 0) -> np.ndarray:
@@ -169,7 +175,7 @@ def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, see
         for cid in case_ids:
             if cid not in entries:
                 raise DataError(f"{data_dir}: no case {cid!r} in the manifest")
-            index = int(Path(entries[cid]["source_image"]).name.split(".")[0].rsplit("_", 1)[1])
+            index = phantom_index(entries[cid])
             stored_label = np.asarray(store[cid][1])
             label, affine, images, _ = oracle_rerenders(source["kind"], source["seed"], index,
                                                         [seed * 10_000 + k for k in range(n)], source.get("shape"))
@@ -286,6 +292,10 @@ def scheduler_distributions(pipe, labels: np.ndarray, settings: Sequence[Sequenc
     from ..metrics.conditional import diversity_ratio
     from ..pipelines.synthesis import samples_per_map, use_scheduler
 
+    def w1(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        return float(wasserstein_distance(a[np.isfinite(a)], b[np.isfinite(b)]))
+
     labels = np.asarray(labels)
     masks = list(labels > 0)
     oracle_est = factor_estimates(*_flat(oracle, labels), class_names, dataset)
@@ -297,12 +307,8 @@ def scheduler_distributions(pipe, labels: np.ndarray, settings: Sequence[Sequenc
             samples = samples_per_map(pipe, labels, n_samples, steps=int(steps), guidance_scale=guidance_scale, seed=seed)
             seconds = (time.perf_counter() - start) / (len(labels) * n_samples)
             est = factor_estimates(*_flat(samples, labels), class_names, dataset)
-            reference = reference or est
-
-            def w1(a, b):
-                a, b = np.asarray(a), np.asarray(b)
-                return float(wasserstein_distance(a[np.isfinite(a)], b[np.isfinite(b)]))
-
+            if reference is None:  # the first setting is the reference
+                reference = est
             out[f"{name}-{steps}"] = {
                 "seconds_per_volume": seconds,
                 "diversity_ratio": diversity_ratio(list(samples), list(oracle), masks),

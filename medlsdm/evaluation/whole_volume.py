@@ -30,7 +30,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..metrics.statistics import bootstrap_ci
 from ..pipelines.windows import window_starts
-from .oracle import factor_estimates, phantom_source
+from .oracle import factor_estimates, phantom_index, phantom_source, preprocess_like_run
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,7 @@ def deep_scan(data_dir: str | Path, case_id: str, n_blocks: int, n_oracle: int, 
     Raises:
         ConfigError: not a torso phantom run, or bad counts; DataError: unknown case.
     """
-    from ..data.adapters import get_adapter
-    from ..data.io import canonical_dhw
     from ..data.phantom import draw_anatomy, oracle_rerenders
-    from ..data.preprocess import preprocess_case
 
     if int(n_blocks) < 1 or int(n_oracle) < 2:
         raise ConfigError(f"deep_scan: n_blocks must be >= 1 and n_oracle >= 2, got {n_blocks} and {n_oracle}")
@@ -90,7 +87,7 @@ def deep_scan(data_dir: str | Path, case_id: str, n_blocks: int, n_oracle: int, 
     entry = next((e for e in manifest["cases"] if e["case_id"] == case_id), None)
     if entry is None:
         raise DataError(f"{data_dir}: no case {case_id!r} in the manifest")
-    index = int(Path(entry["source_image"]).name.split(".")[0].rsplit("_", 1)[1])
+    index = phantom_index(entry)
     block = [int(v) for v in manifest["block_shape"]]
     depth = int(n_blocks) * block[0]
     z_extent = float(depth * manifest["spacing"][0])
@@ -99,13 +96,7 @@ def deep_scan(data_dir: str | Path, case_id: str, n_blocks: int, n_oracle: int, 
     label, affine, images, _ = oracle_rerenders(source["kind"], source["seed"], index,
                                                 [seed * 10_000 + k for k in range(int(n_oracle))], shape,
                                                 z_extent_mm=z_extent)
-    label, _ = canonical_dhw(label.astype(np.int64), affine)
-    adapter = get_adapter(manifest["dataset"])
-    blocks = []
-    for image in images:
-        image, aff = canonical_dhw(image, affine)
-        blocks.append(preprocess_case(image, label, aff, classes=adapter.classes, normalisation=manifest["normalisation"],
-                                      spacing=manifest["spacing"], block_shape=[depth, *block[1:]])[0])
+    blocks = [preprocess_like_run(manifest, image, label, affine, block_shape=[depth, *block[1:]]) for image in images]
     log.info("%s: a scan of %.0f mm along z (%d slices) and %d oracle re-renders", case_id, z_extent, depth, len(blocks))
     return DeepScan(case_id, blocks[0].label, np.stack([b.image for b in blocks]).astype(np.float32),
                     blocks[0].affine, z_extent)
