@@ -70,3 +70,25 @@ def test_kid_checks_input():
         kid(np.zeros((1, 2)), np.zeros((3, 2)))
     with pytest.raises(DataError, match="NaN"):
         kid(np.full((3, 2), np.nan), np.zeros((3, 2)))
+
+
+def test_standardized_kid_ignores_feature_units_and_keeps_its_controls():
+    """``standardize=True`` equals plain KID on features z-scored by hand with the reference's
+    statistics, so a per-feature scale and offset (units) no longer change it; raw KID does
+    change with them. The same/shifted controls still hold on wide raw features."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(30, 6)), rng.normal(0.3, 1.0, size=(30, 6))
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    by_hand = kid((x - mean) / std, (y - mean) / std, n_boot=0)["kid"]
+    assert kid(x, y, n_boot=0, standardize=True)["kid"] == pytest.approx(by_hand, rel=1e-10)
+    scale, offset = rng.uniform(10, 500, size=6), rng.uniform(-100, 100, size=6)
+    wide_x, wide_y = x * scale + offset, y * scale + offset
+    assert kid(wide_x, wide_y, n_boot=0, standardize=True)["kid"] == pytest.approx(by_hand, rel=1e-8)
+    raw = kid(wide_x, wide_y, n_boot=0)["kid"]  # units dominate: about -1e13 here, even its sign is lost
+    assert abs(raw) > 1e6 * abs(by_hand)
+    null = kid(wide_x, rng.normal(size=(40, 6)) * scale + offset, n_boot=500, standardize=True)
+    assert null["ci"][0] < 0 < null["ci"][1]
+    shifted = kid(wide_x, rng.normal(0.7, 1.0, size=(40, 6)) * scale + offset, n_boot=500, standardize=True)
+    assert shifted["ci"][0] > 0
+    constant = np.c_[x, np.ones(len(x))], np.c_[y, np.ones(len(y))]  # a feature constant in the reference
+    assert np.isfinite(kid(*constant, n_boot=0, standardize=True)["kid"])

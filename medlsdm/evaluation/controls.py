@@ -101,7 +101,8 @@ def distances_with_references(model, sets: Mapping[str, Sequence[np.ndarray]], p
         model: the trained segmentation network (its bottleneck features,
             :func:`medlsdm.evaluation.features.segnet_features`).
         sets: named lists of ``(1, D, H, W)`` volumes.
-        pairs: ``{name: (set a, set b)}``; ``a`` is FRD's reference (its normalisation).
+        pairs: ``{name: (set a, set b)}``; ``a`` is the reference whose feature mean and
+            standard deviation normalise both sets, for FRD and for KID.
         frd: also compute the Fréchet Radiomics Distance when its packages are installed.
         spacing: voxel size (mm) declared to the radiomics extraction (see :data:`FRD_GRID_SPACING`).
         cache_dir: per-volume radiomics feature cache (:func:`medlsdm.metrics.radiomics.radiomics_features`).
@@ -113,7 +114,8 @@ def distances_with_references(model, sets: Mapping[str, Sequence[np.ndarray]], p
     """
     needed = sorted({s for pair in pairs.values() for s in pair})
     features = {s: segnet_features(model, sets[s], batch_size=4) for s in needed}
-    out: dict[str, Any] = {"kid": {name: kid(features[a], features[b], seed=seed) for name, (a, b) in pairs.items()},
+    out: dict[str, Any] = {"kid": {name: kid(features[a], features[b], seed=seed, standardize=True)
+                                   for name, (a, b) in pairs.items()},
                            "frd": None, "frd_skipped": None}
     status = frd_status() if frd else "skipped: frd=False"
     if status != "available":

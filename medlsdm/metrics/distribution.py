@@ -199,7 +199,7 @@ def _bootstrap_mmd2(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray, n_boot: i
 
 
 def kid(features1: ArrayLike, features2: ArrayLike, *, n_boot: int = 1000, level: float = 0.95,
-        seed: int = 0) -> dict[str, float | list[float]]:
+        seed: int = 0, standardize: bool = False) -> dict[str, float | list[float]]:
     """Kernel Inception Distance: unbiased MMD² with the cubic polynomial kernel, with a bootstrap CI.
 
     ``k(a, b) = (a·b / d + 1)³`` for ``d``-dimensional features (Bińkowski et al. 2018), and
@@ -219,6 +219,12 @@ def kid(features1: ArrayLike, features2: ArrayLike, *, n_boot: int = 1000, level
         n_boot: bootstrap resamples (0: no interval).
         level: confidence level in (0, 1).
         seed: seed of the resampling.
+        standardize: first z-score every feature of both sets with the mean and standard
+            deviation of ``features1`` (the reference). The cubic kernel assumes features of
+            order 1, as Inception's pooled activations are; raw features of another network
+            can be hundreds of units wide, where the cubic term swamps everything and the
+            number changes with the units. Standardised, KID no longer depends on a
+            per-feature scale or offset (features constant in the reference are left unscaled).
 
     Returns:
         ``{"kid", "ci": [low, high] (``None`` without resamples), "n1", "n2"}``.
@@ -230,6 +236,10 @@ def kid(features1: ArrayLike, features2: ArrayLike, *, n_boot: int = 1000, level
         raise DataError("kid: features contain NaN or Inf")
     if not 0 < level < 1:
         raise DataError(f"kid: level must lie in (0, 1), got {level}")
+    if standardize:
+        mean, std = a.mean(axis=0), a.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        a, b = (a - mean) / std, (b - mean) / std
     d = a.shape[1]
     kxx, kyy, kxy = ((p @ q.T / d + 1) ** 3 for p, q in ((a, a), (b, b), (a, b)))
     out = {"kid": _mmd2_unbiased(kxx, kyy, kxy), "ci": None, "n1": len(a), "n2": len(b)}
