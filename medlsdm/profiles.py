@@ -147,9 +147,11 @@ PAPER_TRAINING: dict[str, dict[str, Any]] = {
 }
 
 
-def _paper_profile(dataset: str, dataset_options: dict, disc_start: int) -> dict[str, dict[str, Any]]:
+def _paper_profile(dataset: str, dataset_options: dict, disc_start: int,
+                   label_encoder_channels: int) -> dict[str, dict[str, Any]]:
     """Med-LSDM's published settings for one dataset (every value and its source:
-    ``data_cards/paper_settings.md``, checked by ``tests/test_paper_settings.py``)."""
+    ``data_cards/paper_settings.md``, checked by ``tests/test_paper_settings.py``);
+    ``label_encoder_channels`` is the paper table's "#channels" of the dataset."""
     return {
         "01": dict(dataset=dataset, dataset_options=dataset_options, n_cases=None, preprocessing="paper",
                    block_shape=[32, 256, 256], spacing=[6.0, 1.4, 1.4]),
@@ -158,9 +160,9 @@ def _paper_profile(dataset: str, dataset_options: dict, disc_start: int) -> dict
                    num_embeddings=16384, gan_weight=1.0, disc_start=disc_start, mixed_precision="fp16",
                    training_options=copy.deepcopy(PAPER_TRAINING["02"])),
         "03": dict(steps=700_000, batch_size=2, lr=1e-5, channels=[64, 128, 256, 512],
-                   attention_levels=[True, True, True, True], num_train_timesteps=500,
-                   cond_drop_prob=0.1, ema_decay=0.995, sample_every=10_000,
-                   training_options=copy.deepcopy(PAPER_TRAINING["03"])),
+                   attention_levels=[True, True, True, True], conditioning="spade", prediction_type="epsilon",
+                   num_train_timesteps=500, cond_drop_prob=0.1, ema_decay=0.995, sample_every=10_000,
+                   training_options=dict(copy.deepcopy(PAPER_TRAINING["03"]), label_encoder_channels=label_encoder_channels)),
         "04": dict(steps=500, n_test=20),
         "05": dict(steps=500, n_test=None, segnet_steps=3000),
     }
@@ -175,10 +177,11 @@ def paper_training_parameters(profile: str, notebook: str) -> dict[str, Any]:
 
 PROFILES.update({
     # disc_start: the original's 10 000 / 1 000 count the steps of both optimisers (two per iteration)
-    "paper-autopet": _paper_profile("autopet", {"labels": "anatomy"}, disc_start=5_000),
+    # label_encoder_channels: the paper table's "#channels" (AutoPET was run with 37, 64 and 128)
+    "paper-autopet": _paper_profile("autopet", {"labels": "anatomy"}, disc_start=5_000, label_encoder_channels=64),
     "paper-synthrad2023": _paper_profile("synthrad2023", {"image": "mr", "regions": ["pelvis"], "labels": "anatomy"},
-                                         disc_start=500),
-    "paper-duke": _paper_profile("duke_breast", {"class_table": "paper"}, disc_start=500),
+                                         disc_start=500, label_encoder_channels=32),
+    "paper-duke": _paper_profile("duke_breast", {"class_table": "paper"}, disc_start=500, label_encoder_channels=8),
     # M&Ms serves the 2-D cardiac LDM (notebook 06) in the paper, not the 3-D model
     "paper-mnms": {"06": dict(PROFILES["paper"]["06"], dataset="mnms", n_subjects=360, vqvae_batch_size=36,
                               ldm_batch_size=36, ldm_lr=8e-6)},

@@ -117,3 +117,10 @@ def test_unknown_parameter_and_missing_vqgan(tmp_path, run_dir):
         train_diffusion(run_dir, stepz=3)
     with pytest.raises(DataError):
         train_diffusion(tmp_path)
+
+
+def test_train_diffusion_builds_the_label_encoder(run_dir, tmp_path):
+    train_diffusion(run_dir, steps=1, progress=False, conditioning="spade", label_encoder_channels=4,
+                    out_dir=tmp_path / "diffusion", pipeline_dir=tmp_path / "pipeline", **TINY_UNET)
+    unet = SemanticUNet.from_pretrained(tmp_path / "pipeline" / "unet")
+    assert unet.config.label_encoder_channels == 4 and unet.label_encoder.convs[-1].out_channels == 4

@@ -161,3 +161,65 @@ def test_extra_condition_channels():
     semantic_only = tiny(spatial_dims=2, num_classes=4)  # the default: no extra channels, so edges are refused
     with pytest.raises(ConfigError, match="channels"):
         semantic_only(torch.randn(2, 4, 8, 8), 5, cond)
+
+
+def test_label_encoder_pools_an_image_resolution_map_to_the_latent_size():
+    from medlsdm.models.blocks import LabelEncoder
+
+    enc = LabelEncoder(3, in_channels=4, out_channels=6)
+    assert enc(torch.rand(2, 4, 16, 32, 32), (4, 8, 8)).shape == (2, 6, 4, 8, 8)  # two pools: 4× down
+    assert enc(torch.rand(2, 4, 4, 8, 8), (4, 8, 8)).shape == (2, 6, 4, 8, 8)  # already there: no pool
+    assert LabelEncoder(2, 4, 6)(torch.rand(1, 4, 32, 32), (8, 8)).shape == (1, 6, 8, 8)
+
+
+def encoded(label_encoder_channels=5, num_classes=3):
+    torch.manual_seed(0)
+    model = SemanticUNet(spatial_dims=3, in_channels=4, out_channels=4, num_classes=num_classes, channels=(8, 16),
+                         attention_levels=(False, True), norm_num_groups=4, num_heads=2,
+                         label_encoder_channels=label_encoder_channels)
+    randomize_zero_inits(model)
+    return model
+
+
+def test_label_encoder_feeds_the_spade_norms():
+    """The condition reaches the SPADE norms only through the encoder, whose width sets their input."""
+    from medlsdm.models.blocks import SPADE
+
+    model = encoded(label_encoder_channels=5)
+    x = torch.randn(2, 4, 4, 8, 8)
+    labels = torch.randint(0, 3, (2, 16, 32, 32))
+    out = model(x, 7, semantic_condition(labels, 3)).sample
+    assert out.shape == x.shape
+    other = semantic_condition((labels + 1) % 3, 3)
+    assert not torch.allclose(out, model(x, 7, other).sample)  # the label map matters
+    with torch.no_grad():  # negative control: an encoder that outputs zeros hides the label map
+        model.label_encoder.convs[-1].weight.zero_()
+        model.label_encoder.convs[-1].bias.zero_()
+    torch.testing.assert_close(model(x, 7, semantic_condition(labels, 3)).sample, model(x, 7, other).sample)
+    # parameters: the encoder's three convolutions (4 → 64 → 128 → 5, 3×3×3), and each SPADE's
+    # first convolution (32 hidden channels) reads 5 channels instead of the 4 of the condition
+    plain, n_spade = encoded(None), sum(isinstance(m, SPADE) for m in model.modules())
+    assert n_spade == 12  # 2 per block: 2 middle blocks, 2 decoder levels × 2 blocks
+    encoder = (4 * 64 * 27 + 64) + (64 * 128 * 27 + 128) + (128 * 5 * 27 + 5)
+    assert model.num_parameters() - plain.num_parameters() == encoder + n_spade * (5 - 4) * 32 * 27
+
+
+def test_label_encoder_round_trip_and_old_configs(tmp_path):
+    model = encoded(label_encoder_channels=5)
+    model.save_pretrained(tmp_path / "enc")
+    loaded = SemanticUNet.from_pretrained(tmp_path / "enc")
+    assert loaded.config.label_encoder_channels == 5
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    x, cond = torch.randn(1, 4, 4, 8, 8), semantic_condition(torch.randint(0, 3, (1, 16, 32, 32)), 3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, 9, cond).sample, model(x, 9, cond).sample, **SAME_WEIGHTS)
+    # a model saved before the option (no key in its config) loads without an encoder
+    tiny().save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["label_encoder_channels"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    old = SemanticUNet.from_pretrained(tmp_path / "old")
+    assert old.config.label_encoder_channels is None and old.label_encoder is None
+    with pytest.raises(ConfigError, match="label_encoder_channels"):
+        SemanticUNet(conditioning="concat", label_encoder_channels=8)  # the encoder feeds SPADE norms only

@@ -120,6 +120,40 @@ class SPADE(nn.Module):
         return self.norm(x) * (1 + self.gamma(hidden)) + self.beta(hidden)
 
 
+class LabelEncoder(nn.Module):
+    """Small convolutional net that encodes a one-hot label map (or condition) before SPADE.
+
+    Med-LSDM's ``SegConv3D``: three 3×3(×3) convolutions, each followed by a ReLU, from
+    ``in_channels`` through ``hidden_channels`` to ``out_channels`` (the paper table's
+    "#channels"). After each hidden convolution the map is max-pooled by 2 while it is still at
+    least twice the target size on every axis, so an image-resolution map reaches the latent
+    resolution as in the original (two pools for the 4× VQ-GAN) and a map already at the
+    target size is not pooled.
+
+    Args:
+        spatial_dims: number of spatial dimensions (2 or 3).
+        in_channels: channels of the label map (one-hot classes, plus any extra channels).
+        out_channels: channels of the encoded map that the SPADE norms read.
+        hidden_channels: widths of the hidden convolutions (the original: 64, 128).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
+                 hidden_channels: tuple[int, ...] = (64, 128)):
+        super().__init__()
+        widths = (in_channels, *hidden_channels, out_channels)
+        self.convs = nn.ModuleList(conv_nd(spatial_dims, a, b, 3) for a, b in zip(widths[:-1], widths[1:]))
+        self.pool = nn.MaxPool2d(2) if spatial_dims == 2 else nn.MaxPool3d(2)
+
+    def forward(self, seg: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+        """Encode ``seg`` ``(B, in_channels, *spatial)``, pooling towards the spatial ``size``."""
+        h = seg
+        for i, conv in enumerate(self.convs):
+            h = F.relu(conv(h))
+            if i < len(self.convs) - 1 and all(s >= 2 * t for s, t in zip(h.shape[2:], size)):
+                h = self.pool(h)
+        return h
+
+
 class ResBlock(nn.Module):
     """Residual block: (norm → SiLU → conv) twice plus a (1×1-projected) skip connection,
     optionally with SPADE norms and a timestep embedding (the diffusion UNet's block)::

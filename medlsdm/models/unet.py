@@ -15,7 +15,9 @@ The condition, given at any resolution (usually the image's, 4× the latent's), 
 area-averaged to each level's size, so a structure thinner than a latent voxel still
 contributes its volume fraction instead of vanishing under nearest-neighbour resizing.
 With ``conditioning="spade"`` (Med-LSDM) it sets the scale and shift of every norm of the
-middle and decoder blocks; with ``"concat"`` it is concatenated to the input latent.
+middle and decoder blocks; with ``"concat"`` it is concatenated to the input latent. A
+SPADE model built with ``label_encoder_channels`` first encodes the condition with a small
+convolutional net of that width (Med-LSDM's ``SegConv3D``) and area-averages the encoding.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..errors import ConfigError
-from .blocks import Downsample, ResBlock, Upsample, conv_nd, group_norm, one_hot
+from .blocks import Downsample, LabelEncoder, ResBlock, Upsample, conv_nd, group_norm, one_hot
 from .configuration import RenamedConfigMixin
 
 
@@ -128,6 +130,11 @@ class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
         dropout: dropout inside the residual blocks.
         extra_condition_channels: float condition channels besides the one-hot map (e.g. 1
             for an edge map); 0 for a purely semantic model.
+        label_encoder_channels: with ``conditioning="spade"``, encode the condition with a
+            :class:`~medlsdm.models.blocks.LabelEncoder` of this width (Med-LSDM's
+            ``SegConv3D``, the paper table's "#channels") before the SPADE norms read it;
+            ``None`` (the default, and models saved before the option): SPADE reads the
+            condition directly.
     """
 
     _renamed_config = {"num_groups": "norm_num_groups"}
@@ -147,6 +154,7 @@ class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
         conditioning: str = "spade",
         dropout: float = 0.0,
         extra_condition_channels: int = 0,
+        label_encoder_channels: int | None = None,
     ):
         super().__init__()
         if conditioning not in ("spade", "concat"):
@@ -154,8 +162,13 @@ class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
         if len(attention_levels) != len(channels):
             raise ConfigError("attention_levels needs one entry per level of channels")
         self.downsampling = 2 ** (len(channels) - 1)
+        if label_encoder_channels is not None and (conditioning != "spade" or label_encoder_channels < 1):
+            raise ConfigError(f"label_encoder_channels={label_encoder_channels!r} needs conditioning='spade' "
+                              f"(got {conditioning!r}) and a width >= 1")
         cond_ch = num_classes + extra_condition_channels + 1
-        spade_ch = cond_ch if conditioning == "spade" else None
+        self.label_encoder = (LabelEncoder(spatial_dims, cond_ch, label_encoder_channels)
+                              if label_encoder_channels is not None else None)
+        spade_ch = (label_encoder_channels or cond_ch) if conditioning == "spade" else None
         time_ch = 4 * channels[0]
         self.time_proj = Timesteps(channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(channels[0], time_ch)
@@ -222,6 +235,8 @@ class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(sample.shape[0])
         temb = self.time_embedding(self.time_proj(t).to(sample.dtype))
         condition = condition.to(sample.dtype)
+        if self.label_encoder is not None:
+            condition = self.label_encoder(condition, tuple(sample.shape[2:]))
         cond_at = {}
 
         def cond(x):  # the condition area-averaged to x's spatial size (cached per size)

@@ -41,6 +41,7 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     # model
     channels=(32, 64, 128), attention_levels=(False, True, True), num_res_blocks=1,
     norm_num_groups=8, num_heads=4, conditioning="concat", dropout=0.0,
+    label_encoder_channels=None,  # width of the label encoder before SPADE (Med-LSDM's SegConv3D); None: none
     # diffusion
     num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
     cond_drop_prob=0.1, ema_decay=0.99,
@@ -173,6 +174,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         attention_levels=tuple(p["attention_levels"]), num_res_blocks=p["num_res_blocks"],
         norm_num_groups=p["norm_num_groups"], num_heads=p["num_heads"], conditioning=p["conditioning"], dropout=p["dropout"],
         extra_condition_channels=0 if extras is None else extras.shape[1],
+        label_encoder_channels=p["label_encoder_channels"],
     )
     ema = EMAModel(unet.parameters(), decay=p["ema_decay"], model_cls=SemanticUNet, model_config=unet.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=p["lr"], weight_decay=0.0)
