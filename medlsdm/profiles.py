@@ -183,6 +183,6 @@ PROFILES.update({
                                          disc_start=500, label_encoder_channels=32),
     "paper-duke": _paper_profile("duke_breast", {"class_table": "paper"}, disc_start=500, label_encoder_channels=8),
     # M&Ms serves the 2-D cardiac LDM (notebook 06) in the paper, not the 3-D model
-    "paper-mnms": {"06": dict(PROFILES["paper"]["06"], dataset="mnms", n_subjects=360, vqvae_batch_size=36,
-                              ldm_batch_size=36, ldm_lr=8e-6)},
+    "paper-mnms": {"06": dict(PROFILES["paper"]["06"], dataset="mnms", views=["SA", "LA"], n_subjects=360,
+                              vqvae_batch_size=36, ldm_batch_size=36, ldm_lr=8e-6)},
 })

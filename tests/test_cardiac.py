@@ -181,6 +181,40 @@ def test_prepare_mnms_layout(tmp_path):
         prepare_cardiac(tmp_path / "x", dataset="mnms")
 
 
+def write_mnms2(root, ids=("001", "002", "003")):
+    """Tiny M&Ms-2 files: per subject and phase a 3-D short-axis stack (4 slices) and a one-slice long-axis image."""
+    root.mkdir(parents=True)
+    (root / "dataset_information.csv").write_text("SUBJECT_CODE,DISEASE\n" + "".join(f"{int(i)},NOR\n" for i in ids))
+    yy, xx = np.mgrid[:40, :40]
+    for k, sid in enumerate(ids):
+        folder = root / "dataset" / sid
+        folder.mkdir(parents=True)
+        for view, depth in (("SA", 4), ("LA", 1)):
+            for phase, radius in (("ED", 9), ("ES", 6)):
+                r = np.hypot(xx - 20 - k, yy - 18)
+                gt = np.repeat(np.where(r < radius, 1, np.where(r < radius + 3, 2, 0)).T[..., None], depth, 2).astype(np.uint8)
+                image = np.random.default_rng(k).normal(200, 20, gt.shape).astype(np.float32) + 400 * (gt == 1)
+                stem = folder / f"{sid}_{view}_{phase}"
+                nib.save(nib.Nifti1Image(image, np.diag([1.5, 1.5, 8.0, 1.0])), f"{stem}.nii.gz")
+                nib.save(nib.Nifti1Image(gt, np.diag([1.5, 1.5, 8.0, 1.0])), f"{stem}_gt.nii.gz")
+
+
+@pytest.mark.parametrize("views, per_case", [(["SA"], {"SA": 4}), (["LA"], {"LA": 1}), (["SA", "LA"], {"SA": 4, "LA": 1})])
+def test_prepare_mnms2_views(tmp_path, views, per_case):
+    write_mnms2(tmp_path / "mnms2")
+    summary = prepare_cardiac(tmp_path / "out", dataset="mnms", data_root=tmp_path / "mnms2", views=views, size=16,
+                              fov_mm=48.0, progress=False)
+    store = SliceStore(tmp_path / "out" / "data" / "slices.h5")
+    view_of = [cid.split("_")[1] for cid in store.column("case_ids")]
+    assert {v: view_of.count(v) for v in set(view_of)} == {v: 3 * 2 * n for v, n in per_case.items()}  # 3 subjects × ED, ES
+    assert summary["views"] == views and store.attrs["views"] == views
+
+
+def test_views_need_mnms(tmp_path):
+    with pytest.raises(ConfigError, match="views"):
+        prepare_cardiac(tmp_path, views=["SA", "LA"], n_subjects=3, size=32, progress=False)
+
+
 def test_prepare_phantom(tmp_path):
     summary = prepare_cardiac(tmp_path, n_subjects=3, size=32, progress=False)
     assert summary["n_subjects"] == 3 and summary["n_train"] and summary["n_val"] and summary["n_test"]

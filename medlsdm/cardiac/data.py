@@ -7,8 +7,9 @@ one-hot semantic map** (background, LV blood pool, myocardium, RV), in the laten
 adversarial loss). Everything model-side is the 3-D code with ``spatial_dims=2``; this module
 holds only what is specific to the cardiac data.
 
-1. **Slices** (:func:`prepare_cardiac`): every short-axis slice with foreground of every
-   case (the ``cardiac-2d`` phantom, or M&Ms ED/ES frames through the ``mnms`` adapter) →
+1. **Slices** (:func:`prepare_cardiac`): every slice with foreground of every case (the
+   ``cardiac-2d`` phantom, or M&Ms ED/ES frames through the ``mnms`` adapter: short axis,
+   and with M&Ms-2 long axis or both) →
    MR percentile normalisation of the volume to [-1, 1] → in-plane resampling to a fixed
    pixel size ``fov_mm / size`` → a ``size × size`` window centred on the heart (the
    centroid of the case's label map), padded with -1 → labels remapped to the 4 classes.
@@ -174,7 +175,7 @@ def slice_case(image: np.ndarray, label: np.ndarray, affine: np.ndarray, *, size
 
 
 def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", data_root: str | os.PathLike | None = None,
-                    n_subjects: int | None = None, size: int = 64, fov_mm: float = 128.0,
+                    n_subjects: int | None = None, views: Sequence[str] = ("SA",), size: int = 64, fov_mm: float = 128.0,
                     edge_sigma: float = EDGE_DEFAULTS["sigma"], edge_low: float = EDGE_DEFAULTS["low"],
                     edge_high: float = EDGE_DEFAULTS["high"], percentiles: Sequence[float] = (0.5, 99.5),
                     fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0, progress: bool = True) -> dict[str, Any]:
@@ -182,8 +183,10 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
 
     With ``dataset="cardiac-2d"`` and no ``data_root``, ``n_subjects`` phantom cases are
     generated first into ``out_dir/raw/`` (seeded by ``seed``). With ``dataset="mnms"``,
-    ``data_root`` is the M&Ms folder (``Training/Labeled/<code>/…``); each subject gives its
-    ED and ES frames; ``n_subjects`` keeps the first subjects (sorted codes; ``None``: all).
+    ``data_root`` is the M&Ms folder (M&Ms-1 ``Training/Labeled/<code>/…`` or M&Ms-2 with its
+    ``dataset_information.csv``); each subject gives its ED and ES frames of each of the
+    ``views`` (M&Ms-2: short axis ``"SA"``, long axis ``"LA"``, or both; a long-axis file is a
+    single slice); ``n_subjects`` keeps the first subjects (sorted codes; ``None``: all).
     Every case is validated (:func:`medlsdm.data.datasets.validate_cases`) before any work.
 
     Writes ``data/slices.h5`` (:class:`SliceStore`), ``data/split.json`` (slice ids, split by
@@ -194,6 +197,8 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
         dataset: ``"cardiac-2d"`` (phantom) or ``"mnms"``.
         data_root: dataset folder (required for ``"mnms"``).
         n_subjects: subjects to use (phantom: to generate).
+        views: M&Ms views (``["SA"]``, ``["LA"]`` or ``["SA", "LA"]``; long axis needs M&Ms-2);
+            the phantom has short axis only.
         size: slice side in pixels (divisible by the VQ-VAE × UNet downsampling).
         fov_mm: field of view of a slice in mm (pixel size ``fov_mm / size``).
         edge_sigma, edge_low, edge_high: :func:`canny_edges` settings.
@@ -222,7 +227,10 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
         raise ConfigError(f"size must be a multiple of 8 and >= 16, got {size}")
     if n_subjects is not None and int(n_subjects) < 3:
         raise ConfigError(f"n_subjects must be >= 3 (train, val and test patients), got {n_subjects}")
-    adapter = get_adapter(dataset, percentiles=tuple(percentiles))
+    views = [str(v).upper() for v in views]
+    if dataset != "mnms" and views != ["SA"]:
+        raise ConfigError(f"views={views} needs dataset='mnms' (M&Ms-2); the {dataset!r} phantom has short axis only")
+    adapter = get_adapter(dataset, percentiles=tuple(percentiles), **({"views": views} if dataset == "mnms" else {}))
     if data_root is None:
         if dataset != "cardiac-2d":
             raise ConfigError(f"dataset {dataset!r} needs data_root (the folder with {adapter.layout})")
@@ -235,7 +243,7 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
     validate_cases(cases, adapter)
 
     edge = dict(sigma=float(edge_sigma), low=float(edge_low), high=float(edge_high))
-    attrs = {"dataset": dataset, "size": int(size), "fov_mm": float(fov_mm), "pixel_mm": float(fov_mm) / int(size),
+    attrs = {"dataset": dataset, "views": views, "size": int(size), "fov_mm": float(fov_mm), "pixel_mm": float(fov_mm) / int(size),
              "edges": edge, "classes": list(CLASS_NAMES), "percentiles": list(percentiles)}
     data = out_dir / "data"
     records, case_rows = [], []
@@ -258,7 +266,7 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
                 "cases": case_rows}
     write_json(data / "manifest.json", manifest)
     patients = {p for _, p in records}
-    summary = {"dataset": dataset, "n_subjects": len(patients), "n_cases": len(cases), "n_slices": len(records),
+    summary = {"dataset": dataset, "views": views, "n_subjects": len(patients), "n_cases": len(cases), "n_slices": len(records),
                **{f"n_{k}": len(v) for k, v in split.items()}, "size": int(size), "pixel_mm": attrs["pixel_mm"],
                "edges": edge, "seconds": round(time.perf_counter() - start, 2)}
     log.info("cardiac slices: %s", summary)
