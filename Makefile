@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= runs/demo
 PROFILE ?= quick
+# 2: independent notebooks side by side, one torch thread each (medlsdm.runner.PLAN)
+JOBS ?= 2
 
 .PHONY: demo test install clean
 
@@ -20,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/medlsdm run --profile $(PROFILE) --run-dir $(RUN_DIR)
+	$(VENV)/bin/medlsdm run --profile $(PROFILE) --run-dir $(RUN_DIR) --jobs $(JOBS)
 
 test: install
 	$(PY) -m pytest

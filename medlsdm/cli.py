@@ -1,6 +1,6 @@
 """The ``medlsdm`` command line.
 
-    medlsdm run --profile quick --run-dir runs/demo [--only 01,02] [-p key=value ...]
+    medlsdm run --profile quick --run-dir runs/demo [--only 01,02] [--jobs 2] [-p key=value ...]
     medlsdm preprocess --dataset torso-ct --data-root DIR --out-dir RUN/data [...]
     medlsdm sweep --only 04 -p guidance_scale=0,1,2,4 [-p steps=10,25] --run-dir RUN [--profile quick]
     medlsdm report --run-dir RUN
@@ -33,7 +33,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     only = args.only.split(",") if args.only else None
     executed = run_notebooks(
         args.profile, args.run_dir, only=only, overrides=parse_overrides(args.param),
-        notebooks_dir=args.notebooks, kernel_name=args.kernel,
+        notebooks_dir=args.notebooks, kernel_name=args.kernel, jobs=args.jobs,
     )
     log.info("executed notebooks: %s", ", ".join(str(p) for p in executed))
 
@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a notebook parameter (Python literal or string); repeatable")
     run.add_argument("--notebooks", help="folder of the notebooks (default: the repository's notebooks/)")
     run.add_argument("--kernel", help="Jupyter kernel name (default: the notebook's)")
+    run.add_argument("--jobs", type=int, choices=(1, 2), default=1,
+                     help="2: independent notebooks side by side, each with half the CPU threads "
+                          "(medlsdm.runner.PLAN; faster on small CPUs); default 1, one at a time")
     run.set_defaults(func=_cmd_run)
 
     pre = sub.add_parser("preprocess", help="preprocess a dataset into a run's data/ folder (notebook 01 without the notebook)")

@@ -20,6 +20,7 @@ Folder properties create the folder; file properties (``*_path``) only name the 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -122,11 +123,13 @@ class RunDir:
         return read_json(self.metrics_path)
 
     def update_metrics(self, key: str, values: dict[str, Any]) -> dict[str, Any]:
-        """Replace ``metrics[key]`` with ``values`` and write the file atomically."""
-        metrics = self.read_metrics()
-        metrics[key] = values
+        """Replace ``metrics[key]`` with ``values`` and write the file atomically, holding a
+        lock (notebooks running side by side, ``medlsdm run --jobs 2``, update it too)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        write_json(self.metrics_path, metrics)
+        with _locked(self.root / ".metrics.lock"):
+            metrics = self.read_metrics()
+            metrics[key] = values
+            write_json(self.metrics_path, metrics)
         return metrics
 
     def save_figure(self, fig, name: str) -> Path:
@@ -135,3 +138,19 @@ class RunDir:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=110, bbox_inches="tight")
         return path
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock on ``path`` for the block (POSIX ``flock``; elsewhere none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one notebook at a time
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -63,7 +63,8 @@ def smoke_run(tmp_path_factory):
     keys = [p.name[:2] for p in find_notebooks()]
     try:
         run_notebooks("smoke", run.root, only=["01"], overrides={"interactive": True})
-        run_notebooks("smoke", run.root, only=[k for k in keys if k != "01"])
+        # the rest as `make demo` runs them: independent notebooks side by side (jobs=2)
+        run_notebooks("smoke", run.root, only=[k for k in keys if k != "01"], jobs=2)
     except NotebookError as exc:
         details = [e for p in sorted(run.executed.glob("*.ipynb")) for e in error_outputs(p)]
         pytest.fail(f"the smoke run failed: {exc}\n" + "\n".join(details), pytrace=False)

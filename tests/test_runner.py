@@ -7,12 +7,15 @@ import pytest
 
 from medlsdm import cli
 from medlsdm.errors import ConfigError, NotebookError
-from medlsdm.profiles import NOTEBOOKS, PROFILES, notebook_parameters
+from medlsdm.profiles import INPUTS, NOTEBOOKS, PROFILES, notebook_parameters
+from medlsdm.rundir import RunDir
 from medlsdm.runner import (
     DEFAULT_NOTEBOOKS_DIR,
+    PLAN,
     find_notebooks,
     notebook_parameter_names,
     parse_overrides,
+    plan_stages,
     run_notebooks,
 )
 
@@ -51,6 +54,44 @@ def test_unknown_parameter_refused_before_running(tmp_path):
     with pytest.raises(ConfigError, match="valid parameters.*block_shape"):
         run_notebooks("smoke", tmp_path / "run", only=["01"], overrides={"n_casess": 3})
     assert not (tmp_path / "run").exists()
+
+
+def test_the_parallel_plan_runs_every_notebook_once_after_its_inputs():
+    order = [k for stage in PLAN for lane in stage for k in lane]
+    assert sorted(order) == sorted(NOTEBOOKS)
+    done = set()
+    for stage in PLAN:
+        for lane in stage:
+            ready = set(done)
+            for key in lane:
+                assert set(INPUTS[key]) <= ready, f"{key} needs {INPUTS[key]}, ready: {sorted(ready)}"
+                ready.add(key)
+        done |= {k for lane in stage for k in lane}
+    # a run of some notebooks keeps the plan's order; jobs=1 is one notebook per stage
+    assert plan_stages(["03", "04", "05"], 2) == [[["03"]], [["05"], ["04"]]]
+    assert plan_stages(["01", "02"], 1) == [[["01"]], [["02"]]]
+    with pytest.raises(ConfigError, match="jobs=3"):
+        plan_stages(["01"], 3)
+
+
+def _update_many(root, key, n):
+    for i in range(n):
+        RunDir(root).update_metrics(f"{key}{i}", {"i": i})
+
+
+def test_metrics_updates_from_two_processes_keep_both():
+    # notebooks running side by side write metrics.json at the same time: no update may be lost
+    import multiprocessing
+
+    with __import__("tempfile").TemporaryDirectory() as root:
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_update_many, args=(root, key, 200)) for key in ("a", "b")]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert all(p.exitcode == 0 for p in procs)
+        assert set(RunDir(root).read_metrics()) == {f"{k}{i}" for k in "ab" for i in range(200)}
 
 
 def test_unknown_profile_refused():

@@ -54,6 +54,31 @@ def test_a_perfect_sampler_has_no_seam_and_a_discontinuity_at_a_border_is_found(
     assert not broken["passes"] and broken["gap"] > 0.02 and broken["ci"][0] > 0
 
 
+def test_excess_errors_remove_what_the_anatomy_leaves_open():
+    # appearance varies twice as much around the borders (a variable stretch of anatomy): a
+    # perfect sampler's raw errors are larger there, its excess over the oracle's own errors is not
+    rng = np.random.default_rng(2)
+    label = np.ones((96, 8, 8), np.int64)
+    border, centre = wv.seam_slices(96, 32, 8, 4)
+    spread = np.full(96, 0.05)
+    spread[border] = 0.2
+
+    def draws(n):
+        return (rng.normal(0, 1, (n, 1, 1, 1)) * spread[:, None, None] + rng.normal(0, 0.05, (n, 96, 8, 8)))[:, None].astype(np.float32)
+
+    oracle, samples = draws(16), draws(10)
+    mean = oracle.mean(0)
+    raw = wv.seam_gap(wv.slice_errors(samples, mean, label), border, centre)
+    assert not raw["passes"]  # the anatomy alone fails the raw comparison
+    reference = wv.oracle_errors(oracle, label)
+    excess = wv.excess_errors(wv.slice_errors(samples, mean, label), reference)
+    assert wv.seam_gap(excess, border, centre)["passes"]
+    seamed = samples.copy()
+    seamed[:, :, border] += 0.5  # a real artefact at the borders still shows
+    broken = wv.seam_gap(wv.excess_errors(wv.slice_errors(seamed, mean, label), reference), border, centre)
+    assert not broken["passes"] and broken["ci"][0] > 0
+
+
 def test_seam_gap_needs_slices_with_body():
     errors = np.full((2, 96), np.nan)
     with pytest.raises(DataError, match="no border"):

@@ -218,6 +218,29 @@ def oracle_errors(oracle: np.ndarray, label: np.ndarray) -> np.ndarray:
     return np.concatenate([slice_errors(oracle[k:k + 1], (total - oracle[k]) / (r - 1), label) for k in range(r)])
 
 
+def excess_errors(errors: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-slice errors less what a perfect sampler scores at the same slice.
+
+    Slices differ in how much the label map leaves open (a slice through the aorta and the
+    kidneys varies with the contrast phase, one through the pelvis hardly at all), so raw
+    per-slice errors rise and fall with the anatomy, and a window border that happens to lie in
+    a variable stretch looks like a seam. Subtracting the reference's mean error at each slice
+    (:func:`oracle_errors` of the oracle re-renders, ideally reconstructed through the VQ-GAN
+    so that both sides see the autoencoder) removes that, leaving what the sampler adds.
+
+    Args:
+        errors: ``(N, D)`` from :func:`slice_errors`.
+        reference: ``(R, D)`` from :func:`oracle_errors`.
+
+    Returns:
+        ``(N, D)``; NaN where either is NaN.
+    """
+    reference = np.asarray(reference, np.float64)
+    with warnings.catch_warnings():  # slices without body: NaN in every row
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.asarray(errors, np.float64) - np.nanmean(reference, axis=0)[None]
+
+
 def seam_slices(depth: int, window: int, overlap: int, factor: int) -> tuple[np.ndarray, np.ndarray]:
     """Slices next to the borders of the pipeline's depth windows, and slices at their centres.
 
