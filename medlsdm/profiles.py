@@ -90,10 +90,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # Held-out SSIM: edges+semantic 0.48 > semantic 0.41 > edges 0.29 (64 slices, 8 patients)
         "06": dict(n_subjects=40, size=64, vqvae_steps=300, ldm_steps=400, ldm_channels=[32, 64],
                    ldm_attention_levels=[False, True], guidance_scale=2.0),
-        # a scan 3 blocks deep (576 mm), DDIM-10 windowed and in one pass, 2 samples each; a
+        # a scan 3 blocks deep (576 mm), DDIM-10 windowed and in one pass, 4 samples each; a
         # small segmentation network (8-16-32, 16×32×32 crops, 100 steps ≈ 30 s) as the
         # lesion detector
-        "07": dict(n_blocks=3, steps=10, n_samples=2, n_oracle=8, n_edit=4, lesion_radius_mm=10.0, n_lesion_cases=4,
+        "07": dict(n_blocks=3, steps=10, n_samples=4, n_oracle=8, n_edit=4, lesion_radius_mm=10.0, n_lesion_cases=4,
                    n_lesion_oracle=4, segnet_steps=100, segnet_channels=[8, 16, 32], segnet_crop=[16, 32, 32]),
     },
     "paper": {

@@ -79,6 +79,37 @@ def test_excess_errors_remove_what_the_anatomy_leaves_open():
     assert not broken["passes"] and broken["ci"][0] > 0
 
 
+def test_seam_gap_against_one_pass_separates_seams_from_anatomy_the_model_finds_hard():
+    # the model is worse at the anatomy where the borders happen to lie, windowed or not: the
+    # plain gap fails for both, the gap less one pass's passes; an artefact only the windows
+    # make is still found
+    rng = np.random.default_rng(3)
+    label = np.ones((96, 8, 8), np.int64)
+    border, centre = wv.seam_slices(96, 32, 8, 4)
+    oracle = _oracle_like(8, rng)
+    mean = oracle.mean(0)
+
+    def samples():
+        x = _oracle_like(4, rng)
+        x[:, :, border] += 0.2  # a bias at that anatomy, in every mode
+        return x
+
+    windowed, one_pass = samples(), samples()
+    errors = {name: wv.slice_errors(x, mean, label) for name, x in (("windowed", windowed), ("one pass", one_pass))}
+    assert not wv.seam_gap(errors["windowed"], border, centre)["passes"]
+    assert not wv.seam_gap(errors["one pass"], border, centre)["passes"]
+    fair = wv.seam_gap(errors["windowed"], border, centre, baseline=errors["one pass"])
+    assert fair["passes"] and abs(fair["gap"]) < 0.03
+    seamed = windowed.copy()
+    seamed[:, :, border] += 0.2
+    broken = wv.seam_gap(wv.slice_errors(seamed, mean, label), border, centre, baseline=errors["one pass"])
+    assert not broken["passes"] and broken["ci"][0] > 0
+    # an unpaired baseline (another number of volumes): the closed-form difference in differences
+    w, o = errors["windowed"], errors["one pass"][:3]
+    expected = (w[:, border].mean() - w[:, centre].mean()) - (o[:, border].mean() - o[:, centre].mean())
+    assert wv.seam_gap(w, border, centre, baseline=o)["gap"] == pytest.approx(expected)
+
+
 def test_seam_gap_needs_slices_with_body():
     errors = np.full((2, 96), np.nan)
     with pytest.raises(DataError, match="no border"):
