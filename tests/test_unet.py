@@ -223,3 +223,19 @@ def test_label_encoder_round_trip_and_old_configs(tmp_path):
     assert old.config.label_encoder_channels is None and old.label_encoder is None
     with pytest.raises(ConfigError, match="label_encoder_channels"):
         SemanticUNet(conditioning="concat", label_encoder_channels=8)  # the encoder feeds SPADE norms only
+
+
+def test_self_attention_is_softmax_attention_over_every_position():
+    # against an explicit softmax(QK^T / sqrt(d)) V (independent of the scaled-dot-product kernel)
+    from medlsdm.models.unet import SelfAttention
+
+    torch.manual_seed(0)
+    att = SelfAttention(3, 8, num_heads=2, num_groups=4)
+    torch.nn.init.normal_(att.proj.weight)
+    x = torch.randn(2, 8, 2, 3, 4)
+    b, c, n, heads = 2, 8, 2 * 3 * 4, 2
+    q, k, v = att.qkv(att.norm(x)).reshape(b, 3, heads, c // heads, n).unbind(1)  # (B, heads, d, N)
+    weights = torch.softmax(q.transpose(-1, -2) @ k / (c // heads) ** 0.5, dim=-1)  # (B, heads, N, N)
+    h = (weights @ v.transpose(-1, -2)).transpose(-1, -2).reshape(b, c, n)
+    expected = x + att.proj(h.reshape(x.shape))
+    torch.testing.assert_close(att(x), expected, rtol=1e-5, atol=1e-5)
