@@ -30,7 +30,9 @@ activations are roughly halved.
     python benchmarks/bench_paper_scale.py --shape 32x32x32 --out /tmp/paper_scale.md  # smoke check
 
 The block must be divisible by 32 on every axis (the VQ-GAN's 4× times the UNet's 8×).
-Writes ``benchmarks/results/paper_scale.md`` (``--out``). Run it when nothing else uses the CPU.
+Writes ``benchmarks/results/paper_scale.md`` (``--out``) after every model, keeping the rows of
+earlier runs for other profiles, models or blocks (so a run can be split, and an interrupted one
+keeps what it measured). Run it when nothing else uses the CPU.
 """
 from __future__ import annotations
 
@@ -40,7 +42,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +49,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from worker import run_worker  # noqa: E402
 
 PROFILES = ("paper-autopet", "paper-synthrad2023", "paper-duke")
 #: classes of each dataset's label map in the original runs (``label_nc``, shared/REFERENCE.md)
@@ -191,18 +195,6 @@ def worker(cfg: dict) -> dict:
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
-def _run_worker(cfg: dict, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--worker", json.dumps(cfg)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**cfg, "error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode} (killed: out of memory?)"]
-        return {**cfg, "error": tail[0][:200]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def _report(results: list[dict], args) -> str:
     now = datetime.datetime.now().isoformat(timespec="seconds")
     first = next((r for r in results if "error" not in r), {})
@@ -212,7 +204,7 @@ def _report(results: list[dict], args) -> str:
         "",
         f"Written by `benchmarks/bench_paper_scale.py` on {now}: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} logical CPUs, torch {first.get('torch', '?')} with {first.get('threads', '?')} threads, "
-        f"Python {platform.python_version()}. Block {shape} (D×H×W), fp32, random data, "
+        f"Python {platform.python_version()}. Blocks D×H×W as in the table (this run: {shape}), fp32, random data, "
         f"{args.steps} steps per model, each model in its own process.",
         "",
         "VQ-GAN step: generator forward/backward/Adam + both PatchGANs' update, perceptual loss through a "
@@ -226,20 +218,22 @@ def _report(results: list[dict], args) -> str:
         "(gradients + Adam moments); without the CUDA context (~0.3-0.5 GiB). fp16 autocast roughly halves "
         "the activations.",
         "",
-        "| profile | model | classes | batch input | trainable params (M) | s/step (each) | peak RSS GiB | "
+        "| profile | model | block | classes | batch input | trainable params (M) | s/step (each) | peak RSS GiB | "
         "activations GiB | static GiB | GPU estimate GiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['profile']} | {r['model']} | | | | error: {r['error']} | | | | |")
+            lines.append(f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | | | | error: {r['error']} | | | | |")
             continue
         each = ", ".join(f"{t:.1f}" for t in r["times"])
         lines.append(
-            f"| {r['profile']} | {r['model']} | {r['num_classes']} | {'×'.join(map(str, r['input']))} | "
+            f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | {r['num_classes']} | {'×'.join(map(str, r['input']))} | "
             f"{r['trainable_params'] / 1e6:.2f} | {each} | {r['peak_rss_mib'] / 1024:.2f} | "
             f"{r['activations_mib'] / 1024:.2f} | {r['static_mib'] / 1024:.2f} | {r['gpu_estimate_mib'] / 1024:.2f} |")
-    lines += ["", "Raw numbers:", "", "```json", json.dumps(results, indent=1), "```", ""]
+    lines += ["", "A row with an error did not finish (time limit, memory). The same model at a smaller block "
+              "(another row) shows its cost: convolution activations grow about in proportion to the voxels.",
+              "", "Raw numbers:", "", "```json", json.dumps(results, indent=1), "```", ""]
     return "\n".join(lines)
 
 
@@ -269,19 +263,33 @@ def main(argv=None) -> int:
     unknown = sorted(set(profiles) - set(PROFILES)) + sorted(set(args.models.split(",")) - {"vqgan", "unet"})
     if unknown:
         raise ConfigError(f"unknown profile(s) or model(s) {unknown}; profiles: {', '.join(PROFILES)}; models: vqgan, unet")
-    results = []
+    out = Path(args.out)
+    # rows of an earlier run of the same report (other profiles, models or blocks) are kept; the
+    # report is rewritten after every model, so an interrupted run keeps what it measured
+    results = [r for r in _previous_results(out) if not (r["profile"] in profiles and r["model"] in args.models.split(",")
+                                                         and tuple(r["shape"]) == args.shape)]
     for profile in profiles:
         for model in args.models.split(","):
             cfg = dict(profile=profile, model=model, shape=args.shape, steps=args.steps, threads=args.threads)
             print(f"{profile} {model} {'x'.join(map(str, args.shape))} …", flush=True)
-            r = _run_worker(cfg, args.timeout)
+            r = run_worker(__file__, cfg, args.timeout)
             results.append(r)
             print("   ", r.get("error") or f"{', '.join(f'{t:.1f}' for t in r['times'])} s/step, "
                   f"peak {r['peak_rss_mib'] / 1024:.2f} GiB, GPU estimate {r['gpu_estimate_mib'] / 1024:.2f} GiB", flush=True)
-    out = Path(args.out)
-    write_text(out, _report(results, args))
+            write_text(out, _report(results, args))
     print(f"wrote {out}")
     return 0
+
+
+def _previous_results(path: Path) -> list[dict]:
+    """The raw rows of an existing report (its JSON block), or none."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    start = text.find("```json\n")
+    if start < 0:
+        return []
+    return json.loads(text[start + len("```json\n"):text.index("```", start + 7)])
 
 
 if __name__ == "__main__":

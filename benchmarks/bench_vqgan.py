@@ -24,13 +24,15 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from worker import run_worker  # noqa: E402
 
 
 def _rss_mib() -> float:
@@ -100,18 +102,6 @@ def worker(cfg: dict) -> dict:
     return {**cfg, "warmup_s": warmup, "times": times, "mean_s": sum(times) / len(times),
             "min_s": min(times), "rss_before_mib": base, "peak_rss_mib": peak,
             "step_mib": peak - base, "threads": torch.get_num_threads(), "torch": torch.__version__}
-
-
-def _run_worker(cfg: dict, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--worker", json.dumps(cfg)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**cfg, "error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
-        return {**cfg, "error": tail[0][:200]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _report(results: list[dict], args) -> str:
@@ -186,7 +176,7 @@ def main(argv=None) -> int:
                            batch_size=args.batch_size, decoder=args.decoder, codebook=args.codebook,
                            spade_hidden=args.spade_hidden, threads=args.threads)
                 print(f"{'x'.join(map(str, size))} {precision} checkpointing={ckpt} …", flush=True)
-                r = _run_worker(cfg, args.timeout)
+                r = run_worker(__file__, cfg, args.timeout)
                 results.append(r)
                 print("   ", r.get("error") or f"{r['mean_s']:.3f} s/step, peak {r['peak_rss_mib']:.0f} MiB", flush=True)
     out = Path(args.out)

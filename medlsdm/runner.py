@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ConfigError, NotebookError
-from .profiles import INPUTS, NOTEBOOKS, notebook_parameters
+from .profiles import NOTEBOOKS, notebook_parameters
 from .rundir import RunDir
 
 log = logging.getLogger(__name__)

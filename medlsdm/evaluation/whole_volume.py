@@ -6,10 +6,12 @@ question about distributions: a seam is a place where the sample is further from
 label map allows than elsewhere. The phantom answers it, because it can render a scan of the
 same body several blocks deep (:func:`deep_scan`, the anatomy over a longer field of view
 along z) and re-render it with fresh hidden factors (the oracle). Per slice, the distance of
-a sample from the oracle mean (:func:`slice_errors`) is compared between slices next to window
-borders and slices at window centres (:func:`seam_slices`, :func:`seam_gap`), with a bootstrap
-confidence interval; the same numbers for one-pass synthesis and for an oracle re-render (a
-perfect sampler) stand beside it.
+a sample from the oracle mean (:func:`slice_errors`), in excess of what the oracle's own
+re-renders score at that slice (:func:`excess_errors`), is compared between slices next to
+window borders and slices at window centres (:func:`seam_slices`, :func:`seam_gap`), with a
+bootstrap confidence interval. The bar takes one-pass synthesis of the same label map (no
+windows) as the baseline, because the model may simply be worse at the anatomy where the
+borders lie: the windowed gap less the one-pass gap is what the windows add.
 
 Edits of real volumes are measured in :mod:`medlsdm.evaluation.edits`.
 
