@@ -41,38 +41,19 @@ import datetime
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from worker import run_worker  # noqa: E402
+from worker import MIB, peak_mib, rss_mib, run_worker, timed  # noqa: E402
 
 PROFILES = ("paper-autopet", "paper-synthrad2023", "paper-duke")
 #: classes of each dataset's label map in the original runs (``label_nc``, shared/REFERENCE.md)
 NUM_CLASSES = {"paper-autopet": 37, "paper-synthrad2023": 31, "paper-duke": 3}
-MIB = 2**20
-
-
-def _rss_mib() -> float:
-    """Current resident set size (MiB), from /proc (Linux)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / MIB
-    except OSError:
-        return float("nan")
-
-
-def _peak_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
-
 
 def _numel(params) -> int:
     return sum(p.numel() for p in params)
@@ -180,13 +161,9 @@ def worker(cfg: dict) -> dict:
             vgg_path = os.path.join(tmp, "vgg16_random.pt")
             torch.save(vgg16_features().state_dict(), vgg_path)
             step, info = build_vqgan(cfg["profile"], shape, vgg_path)
-    base = _rss_mib()
-    times = []
-    for _ in range(cfg["steps"]):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    peak = _peak_mib()
+    base = rss_mib()
+    times = timed(step, cfg["steps"])
+    peak = peak_mib()
     optimiser_mib = 3 * 4 * info["trainable_params"] / MIB  # gradients + Adam m and v, allocated by the steps
     activations = max(0.0, peak - base - optimiser_mib)
     static = (info["copies"] * 4 * info["trainable_params"] + info["frozen_bytes"]) / MIB

@@ -23,31 +23,14 @@ import datetime
 import json
 import os
 import platform
-import resource
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from worker import run_worker  # noqa: E402
-
-
-def _rss_mib() -> float:
-    """Current resident set size (MiB), from /proc (Linux)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
-
-
-def _peak_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+from worker import peak_mib, rss_mib, run_worker, timed  # noqa: E402
 
 
 def worker(cfg: dict) -> dict:
@@ -89,16 +72,10 @@ def worker(cfg: dict) -> dict:
         opt_d.step()
         opt_d.zero_grad(set_to_none=True)
 
-    base = _rss_mib()
-    t0 = time.perf_counter()
-    step()  # warm-up (kernel selection, allocator)
-    warmup = time.perf_counter() - t0
-    times = []
-    for _ in range(cfg["steps"]):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    peak = _peak_mib()
+    base = rss_mib()
+    (warmup,) = timed(step, 1)  # warm-up (kernel selection, allocator)
+    times = timed(step, cfg["steps"])
+    peak = peak_mib()
     return {**cfg, "warmup_s": warmup, "times": times, "mean_s": sum(times) / len(times),
             "min_s": min(times), "rss_before_mib": base, "peak_rss_mib": peak,
             "step_mib": peak - base, "threads": torch.get_num_threads(), "torch": torch.__version__}

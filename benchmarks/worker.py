@@ -1,10 +1,17 @@
-"""Run one benchmark measurement in a fresh process: ``python SCRIPT --worker '<json cfg>'``
-prints one JSON line, which :func:`run_worker` returns (or the error, as a row)."""
+"""What the benchmarks' workers share: one measurement in a fresh process (``python SCRIPT
+--worker '<json cfg>'`` prints one JSON line, which :func:`run_worker` returns, or the error as
+a row), the timing of training steps and the process's memory."""
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
+import time
+from typing import Callable
+
+MIB = 2**20
 
 
 def run_worker(script: str, cfg: dict, timeout: float) -> dict:
@@ -18,3 +25,29 @@ def run_worker(script: str, cfg: dict, timeout: float) -> dict:
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode} (killed: out of memory?)"]
         return {**cfg, "error": tail[0][:200]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def timed(step: Callable[[], None], n: int) -> list[float]:
+    """Seconds of each of ``n`` calls of ``step``."""
+    times = []
+    for _ in range(int(n)):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def rss_mib() -> float:
+    """Current resident set size (MiB), from /proc (Linux; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / MIB
+    except OSError:
+        return float("nan")
+
+
+def peak_mib() -> float:
+    """Peak resident set size of this process so far (MiB): ``getrusage`` sees torch's C++ allocations."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MIB if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
