@@ -59,7 +59,7 @@ def _numel(params) -> int:
     return sum(p.numel() for p in params)
 
 
-def build_vqgan(profile: str, shape: tuple[int, ...], vgg_path: str):
+def build_vqgan(profile: str, shape: tuple[int, ...], vgg_path: str, batch_size: int | None = None):
     """The profile's VQ-GAN, its loss (random-weight VGG16) and optimisers; ``(step, info)``."""
     import torch
 
@@ -83,7 +83,7 @@ def build_vqgan(profile: str, shape: tuple[int, ...], vgg_path: str):
     discs = list(loss_fn.discriminators())
     opt_g = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
     opt_d = torch.optim.Adam([q for d in discs for q in d.parameters()], lr=p["disc_lr"], betas=tuple(p["betas"]))
-    b = p["batch_size"]
+    b = batch_size or p["batch_size"]
     x = torch.rand(b, 1, *shape) * 2 - 1
     labels = torch.randint(0, k, (b, *shape))
 
@@ -101,13 +101,13 @@ def build_vqgan(profile: str, shape: tuple[int, ...], vgg_path: str):
 
     trainable = _numel(model.parameters()) + _numel(q for d in discs for q in d.parameters())
     frozen_bytes = 4 * (_numel(loss_fn.perceptual.parameters()) + _numel(model.buffers()))
-    info = dict(batch_size=b, num_classes=k, input=[b, 1, *shape], trainable_params=trainable,
+    info = dict(batch_size=b, profile_batch_size=p["batch_size"], num_classes=k, input=[b, 1, *shape], trainable_params=trainable,
                 frozen_bytes=frozen_bytes, copies=4,  # weights, gradients, Adam m and v
                 settings={key: p[key] for key in ("channels", "num_embeddings", "spade_hidden_channels", "decoder")})
     return step, info
 
 
-def build_unet(profile: str, shape: tuple[int, ...]):
+def build_unet(profile: str, shape: tuple[int, ...], batch_size: int | None = None):
     """The profile's diffusion UNet on the latent of a ``shape`` block, with its label encoder; ``(step, info)``."""
     import torch
 
@@ -126,7 +126,7 @@ def build_unet(profile: str, shape: tuple[int, ...]):
                         label_encoder_channels=p["label_encoder_channels"])
     scheduler = make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"])
     opt = torch.optim.AdamW(unet.parameters(), lr=p["lr"], weight_decay=0.0)
-    b = p["batch_size"]
+    b = batch_size or p["batch_size"]
     z = torch.randn(b, 8, *latent)
     labels = torch.randint(0, k, (b, *shape))
     gen = torch.Generator().manual_seed(0)
@@ -137,7 +137,7 @@ def build_unet(profile: str, shape: tuple[int, ...]):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    info = dict(batch_size=b, num_classes=k, input=[b, 8, *latent], trainable_params=_numel(unet.parameters()),
+    info = dict(batch_size=b, profile_batch_size=p["batch_size"], num_classes=k, input=[b, 8, *latent], trainable_params=_numel(unet.parameters()),
                 frozen_bytes=4 * _numel(unet.buffers()), copies=5,  # weights, gradients, AdamW m and v, EMA
                 settings={key: p[key] for key in ("channels", "attention_levels", "num_heads", "conditioning",
                                                   "label_encoder_channels")})
@@ -155,20 +155,23 @@ def worker(cfg: dict) -> dict:
     torch.manual_seed(0)
     shape = tuple(cfg["shape"])
     if cfg["model"] == "unet":
-        step, info = build_unet(cfg["profile"], shape)
+        step, info = build_unet(cfg["profile"], shape, cfg.get("batch_size"))
     else:
         with tempfile.TemporaryDirectory() as tmp:
             vgg_path = os.path.join(tmp, "vgg16_random.pt")
             torch.save(vgg16_features().state_dict(), vgg_path)
-            step, info = build_vqgan(cfg["profile"], shape, vgg_path)
+            step, info = build_vqgan(cfg["profile"], shape, vgg_path, cfg.get("batch_size"))
     base = rss_mib()
     times = timed(step, cfg["steps"])
     peak = peak_mib()
     optimiser_mib = 3 * 4 * info["trainable_params"] / MIB  # gradients + Adam m and v, allocated by the steps
     activations = max(0.0, peak - base - optimiser_mib)
     static = (info["copies"] * 4 * info["trainable_params"] + info["frozen_bytes"]) / MIB
+    # activations grow in proportion to the batch: the estimate at the profile's batch
+    profile_estimate = static + activations * info["profile_batch_size"] / info["batch_size"]
     return {**cfg, **info, "times": times, "rss_before_mib": base, "peak_rss_mib": peak,
             "activations_mib": activations, "static_mib": static, "gpu_estimate_mib": static + activations,
+            "gpu_estimate_profile_batch_mib": profile_estimate,
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
@@ -195,19 +198,24 @@ def _report(results: list[dict], args) -> str:
         "(gradients + Adam moments); without the CUDA context (~0.3-0.5 GiB). fp16 autocast roughly halves "
         "the activations.",
         "",
+        "A run with `--batch-size` smaller than the profile's (a block that does not fit this machine's "
+        "memory at the profile's batch) measures that batch; the last column scales its activations to the "
+        "profile's batch (activations grow in proportion to the batch).",
+        "",
         "| profile | model | block | classes | batch input | trainable params (M) | s/step (each) | peak RSS GiB | "
-        "activations GiB | static GiB | GPU estimate GiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "activations GiB | static GiB | GPU estimate GiB | GPU estimate at the profile's batch GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | | | | error: {r['error']} | | | | |")
+            lines.append(f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | | | | error: {r['error']} | | | | | |")
             continue
         each = ", ".join(f"{t:.1f}" for t in r["times"])
         lines.append(
             f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | {r['num_classes']} | {'×'.join(map(str, r['input']))} | "
             f"{r['trainable_params'] / 1e6:.2f} | {each} | {r['peak_rss_mib'] / 1024:.2f} | "
-            f"{r['activations_mib'] / 1024:.2f} | {r['static_mib'] / 1024:.2f} | {r['gpu_estimate_mib'] / 1024:.2f} |")
+            f"{r['activations_mib'] / 1024:.2f} | {r['static_mib'] / 1024:.2f} | {r['gpu_estimate_mib'] / 1024:.2f} | "
+            f"{r.get('gpu_estimate_profile_batch_mib', r['gpu_estimate_mib']) / 1024:.2f} |")
     lines += ["", "A row with an error did not finish (time limit, memory). The same model at a smaller block "
               "(another row) shows its cost: convolution activations grow about in proportion to the voxels.",
               "", "Raw numbers:", "", "```json", json.dumps(results, indent=1), "```", ""]
@@ -221,6 +229,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="vqgan,unet", help="comma-separated: vqgan, unet")
     parser.add_argument("--steps", type=int, default=2, help="training steps per model")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="measure this batch instead of the profile's (the report scales memory to the profile's)")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per model")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "paper_scale.md"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -247,7 +257,8 @@ def main(argv=None) -> int:
                                                          and tuple(r["shape"]) == args.shape)]
     for profile in profiles:
         for model in args.models.split(","):
-            cfg = dict(profile=profile, model=model, shape=args.shape, steps=args.steps, threads=args.threads)
+            cfg = dict(profile=profile, model=model, shape=args.shape, steps=args.steps, threads=args.threads,
+                       batch_size=args.batch_size)
             print(f"{profile} {model} {'x'.join(map(str, args.shape))} …", flush=True)
             r = run_worker(__file__, cfg, args.timeout)
             results.append(r)
