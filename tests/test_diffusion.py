@@ -80,6 +80,52 @@ def test_v_prediction_loss_is_the_mse_to_the_velocity():
     assert loss(v_sched) != pytest.approx(eps_by_hand, rel=1e-3)
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weights_make_the_loss_min_snr_times_the_x0_error(prediction_type):
+    """Weighted by snr_weights, the ε or v loss of every timestep equals min(SNR, γ)·‖x̂₀ − x₀‖²,
+    with x̂₀ recovered from the prediction by the closed-form inversions (ε: (x_t − √(1−ᾱ)ε̂)/√ᾱ;
+    v: √ᾱ x_t − √(1−ᾱ) v̂). Negative control: unweighted, the losses are SNR or SNR + 1 times it."""
+    from medlsdm.training.diffusion import snr_weights
+
+    sched, gamma = make_scheduler(1000, prediction_type=prediction_type), 5.0
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([0, 50, 200, 400, 600, 800, 999])
+    x0, noise = torch.randn(7, 64, generator=g, dtype=torch.float64), torch.randn(7, 64, generator=g, dtype=torch.float64)
+    ab = sched.alphas_cumprod[t].double().view(-1, 1)
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    target = noise if prediction_type == "epsilon" else ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    pred = target + 0.1 * torch.randn(7, 64, generator=g, dtype=torch.float64)
+    x0_hat = (xt - (1 - ab).sqrt() * pred) / ab.sqrt() if prediction_type == "epsilon" else ab.sqrt() * xt - (1 - ab).sqrt() * pred
+    x0_err = (x0_hat - x0).pow(2).mean(1)
+    loss = (pred - target).pow(2).mean(1)
+    snr = (ab / (1 - ab)).view(-1)
+    expected = snr.clamp(max=gamma) * x0_err
+    assert (loss * snr_weights(sched, t, gamma).double()).numpy() == pytest.approx(expected.numpy(), rel=1e-5)
+    unweighted = snr * x0_err if prediction_type == "epsilon" else (snr + 1) * x0_err
+    assert loss.numpy() == pytest.approx(unweighted.numpy(), rel=1e-5)
+    assert not np.allclose(loss.numpy(), expected.numpy(), rtol=0.01)  # the weights change the loss
+
+
+def test_diffusion_loss_applies_the_snr_weights():
+    """diffusion_loss(snr_gamma=γ) is the mean of per-sample errors times snr_weights of the drawn t."""
+    from medlsdm.training.diffusion import snr_weights
+
+    torch.manual_seed(0)
+    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), norm_num_groups=4)
+    z, labels, sched = torch.randn(4, 2, 4, 4, 4), torch.randint(0, 3, (4, 16, 16, 16)), make_scheduler(50, prediction_type="v_prediction")
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(z.shape, generator=g)
+    t = torch.randint(0, 50, (4,), generator=g)
+    with torch.no_grad():
+        pred = unet(sched.add_noise(z, noise, t), t, semantic_condition(labels, 3)).sample
+        per_sample = (pred - sched.get_velocity(z, noise, t)).pow(2).flatten(1).mean(1)
+        weighted = diffusion_loss(unet, sched, z, labels, cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1), snr_gamma=2.0)
+        plain = diffusion_loss(unet, sched, z, labels, cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1))
+    assert weighted.item() == pytest.approx((per_sample * snr_weights(sched, t, 2.0)).mean().item(), rel=1e-5)
+    assert plain.item() == pytest.approx(per_sample.mean().item(), rel=1e-5)
+    assert weighted.item() != pytest.approx(plain.item(), rel=1e-3)
+
+
 def test_bad_prediction_type_is_refused():
     with pytest.raises(ConfigError, match="prediction_type"):
         make_scheduler(prediction_type="x0")
@@ -124,3 +170,20 @@ def test_train_diffusion_builds_the_label_encoder(run_dir, tmp_path):
                     out_dir=tmp_path / "diffusion", pipeline_dir=tmp_path / "pipeline", **TINY_UNET)
     unet = SemanticUNet.from_pretrained(tmp_path / "pipeline" / "unet")
     assert unet.config.label_encoder_channels == 4 and unet.label_encoder.convs[-1].out_channels == 4
+
+
+def test_train_diffusion_lr_schedule(run_dir, tmp_path):
+    """A cosine schedule with warm-up is stepped with the optimiser and kept in the checkpoint
+    (its rate after 4 of 4 steps is 1 % of the base); the constant default adds no scheduler,
+    so checkpoints of constant-rate runs are as they were."""
+    cosine = train_diffusion(run_dir, steps=4, progress=False, lr=1e-3, lr_schedule="cosine", warmup_steps=1,
+                             out_dir=tmp_path / "cos", pipeline_dir=tmp_path / "cos_pipe", **TINY_UNET)
+    assert cosine["steps"] == 4
+    ckpt = torch.load(tmp_path / "cos" / "checkpoints" / "checkpoint-0000004.pt", weights_only=False)
+    assert ckpt["optimizers"]["unet"]["param_groups"][0]["lr"] == pytest.approx(1e-5)
+    assert ckpt["extra"]["scheduler.unet"]["last_epoch"] == 4
+    train_diffusion(run_dir, steps=1, progress=False, out_dir=tmp_path / "const", pipeline_dir=tmp_path / "const_pipe", **TINY_UNET)
+    const = torch.load(tmp_path / "const" / "checkpoints" / "checkpoint-0000001.pt", weights_only=False)
+    assert "scheduler.unet" not in const["extra"] and const["optimizers"]["unet"]["param_groups"][0]["lr"] == 1e-3
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        train_diffusion(run_dir, steps=1, progress=False, lr_schedule="linear", out_dir=tmp_path / "bad", **TINY_UNET)

@@ -28,7 +28,7 @@ from ..atomic import atomic_path, jsonable, save_pretrained_atomic, write_json
 from ..data.store import stack_cases
 from ..errors import ConfigError
 from .datasets import LatentDataset
-from .trainer import Trainer
+from .trainer import Trainer, lr_scheduler
 from .vqgan import load_vqgan
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,10 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     # diffusion
     num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
     cond_drop_prob=0.1, ema_decay=0.99,
+    snr_gamma=None,  # min-SNR-γ loss weights (Hang et al. 2023); None: plain MSE on the target
     # optimisation
-    steps=1600, batch_size=4, lr=1e-3, gradient_accumulation_steps=1, max_grad_norm=1.0,
+    steps=1600, batch_size=4, lr=1e-3, lr_schedule="constant", warmup_steps=0,
+    gradient_accumulation_steps=1, max_grad_norm=1.0,
     mixed_precision="no", seed=0,
     # bookkeeping
     checkpoint_every=500, keep_checkpoints=2, log_every=25, resume=True, progress=True,
@@ -77,13 +79,29 @@ def make_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "square
                          prediction_type=prediction_type, clip_sample=False)
 
 
+def snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ loss weights of timesteps ``t`` (Hang et al. 2023, "Efficient Diffusion Training
+    via Min-SNR Weighting Strategy").
+
+    With SNR(t) = ᾱ_t / (1 − ᾱ_t), the weight makes each timestep's loss equal to
+    min(SNR, γ) · ‖x̂₀ − x₀‖²: an ε loss is SNR · ‖x̂₀ − x₀‖², so its weight is
+    min(SNR, γ) / SNR; a v loss is (SNR + 1) · ‖x̂₀ − x₀‖², so min(SNR, γ) / (SNR + 1). The
+    nearly clean timesteps, which dominate a plain loss, no longer drown the noisy ones.
+    """
+    alpha = scheduler.alphas_cumprod.to(t.device)[t].double()
+    snr = alpha / (1 - alpha)
+    denom = snr if scheduler.config.prediction_type == "epsilon" else snr + 1
+    return (snr.clamp(max=gamma) / denom).float()
+
+
 def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, generator: torch.Generator,
-                   extra: torch.Tensor | None = None):
+                   extra: torch.Tensor | None = None, snr_gamma: float | None = None):
     """The denoising loss of one batch: MSE between the prediction and its target.
 
     Random timesteps and noise come from ``generator``; the label condition of a fraction
     ``cond_drop_prob`` of the samples is replaced by the null condition. ``extra``: the extra
     condition channels ``(B, E, *spatial)`` of a model with ``extra_condition_channels = E``.
+    ``snr_gamma``: weight each sample's loss by :func:`snr_weights` (None: unweighted).
     """
     from ..models.unet import drop_condition, semantic_condition
 
@@ -94,7 +112,10 @@ def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, g
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
     cond = semantic_condition(labels, unet.config.num_classes if hasattr(unet, "config") else unet.module.config.num_classes, extra)
     cond = drop_condition(cond, cond_drop_prob, generator=generator)
-    return F.mse_loss(unet(noisy, t, cond).sample.float(), target.float())
+    pred = unet(noisy, t, cond).sample.float()
+    if snr_gamma is None:
+        return F.mse_loss(pred, target.float())
+    return ((pred - target.float()).pow(2).flatten(1).mean(1) * snr_weights(scheduler, t, snr_gamma)).mean()
 
 
 def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
@@ -178,11 +199,14 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     )
     ema = EMAModel(unet.parameters(), decay=p["ema_decay"], model_cls=SemanticUNet, model_config=unet.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=p["lr"], weight_decay=0.0)
+    # a constant rate needs no scheduler (and checkpoints of such runs stay as they were)
+    constant = p["lr_schedule"] == "constant" and not p["warmup_steps"]
+    schedulers = {} if constant else {"unet": lr_scheduler(optimizer, p["lr_schedule"], p["steps"], p["warmup_steps"])}
 
     def step_fn(trainer: Trainer, batch) -> dict[str, float]:
         z, lab, *extra = batch
         loss = diffusion_loss(trainer.models["unet"], scheduler, z, lab, cond_drop_prob=p["cond_drop_prob"],
-                              generator=trainer.generator, extra=extra[0] if extra else None)
+                              generator=trainer.generator, extra=extra[0] if extra else None, snr_gamma=p["snr_gamma"])
         trainer.backward(loss)
         trainer.optimizer_step("unet")
         if trainer.accelerator.sync_gradients:
@@ -215,7 +239,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     out_dir = Path(out_dir) if out_dir is not None else run.diffusion
     pipeline_dir = Path(pipeline_dir) if pipeline_dir is not None else run.pipeline
     trainer = Trainer(
-        models={"unet": unet}, optimizers={"unet": optimizer}, step_fn=step_fn, dataset=dataset,
+        models={"unet": unet}, optimizers={"unet": optimizer}, schedulers=schedulers, step_fn=step_fn, dataset=dataset,
         out_dir=out_dir, max_steps=p["steps"], batch_size=p["batch_size"],
         gradient_accumulation_steps=p["gradient_accumulation_steps"], max_grad_norm=p["max_grad_norm"],
         mixed_precision=p["mixed_precision"], checkpoint_every=p["checkpoint_every"],
