@@ -154,7 +154,7 @@ def test_two_processes_write_one_checkpoint(tmp_path):
 
 
 def test_lr_scheduler():
-    from medlsdm.training.trainer import lr_scheduler
+    from medlsdm.training.lr_schedule import lr_scheduler
 
     def lrs(schedule, warmup):
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

@@ -28,7 +28,8 @@ from ..atomic import atomic_path, jsonable, save_pretrained_atomic, write_json
 from ..data.store import stack_cases
 from ..errors import ConfigError
 from .datasets import LatentDataset
-from .trainer import Trainer, lr_scheduler
+from .lr_schedule import lr_scheduler
+from .trainer import Trainer
 from .vqgan import load_vqgan
 
 log = logging.getLogger(__name__)

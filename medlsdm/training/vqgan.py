@@ -17,7 +17,8 @@ from ..atomic import jsonable, save_pretrained_atomic, write_json
 from ..errors import ConfigError, DataError
 from ..rundir import RunDir
 from .datasets import RandomCropDataset
-from .trainer import Trainer, lr_scheduler, torch_threads
+from .lr_schedule import lr_scheduler
+from .trainer import Trainer, torch_threads
 
 log = logging.getLogger(__name__)
 
