@@ -76,9 +76,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # set the anatomy, is not learned on this budget (samples follow neither the label map nor a
         # torso). ~0.38 s/step on 2 idle cores (batch 4, latents 8×8×16×16): ~10 min.
         # The sampled bone density is low and narrow on this budget (validation, 12 maps × 4 seeds:
-        # mean 0.44, sd 0.06, against the oracle's 0.51, sd 0.10; bone KS p 2e-5). A cosine lr decay,
-        # lr 2e-3, min-SNR-5 or x0-MSE weights at the same budget do not move it; training longer
-        # does: 3200 steps 0.445 (KS p 2e-4), 4800 steps 0.475, sd 0.08 (KS p 0.07), ~3× the time.
+        # mean 0.44, sd 0.06, against the oracle's 0.51, sd 0.10; bone KS p 2e-5). At the same budget a
+        # cosine lr decay, lr 2e-3, x0-MSE weights or SPADE conditioning do not raise it, min-SNR-5
+        # lowers it (0.38); training longer does: 3200 steps 0.445 (KS p 2e-4), 4800 steps 0.475,
+        # sd 0.08 (KS p 0.07), ~3× the time.
         "03": dict(steps=1600, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
                    conditioning="concat", prediction_type="v_prediction", ema_decay=0.99, sample_every=400),
         # DDPM-1000 is the reference sampler: ~38 s a volume here, so the scheduler table uses one map

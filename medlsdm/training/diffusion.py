@@ -87,7 +87,8 @@ def snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     With SNR(t) = ᾱ_t / (1 − ᾱ_t), the weight makes each timestep's loss equal to
     min(SNR, γ) · ‖x̂₀ − x₀‖²: an ε loss is SNR · ‖x̂₀ − x₀‖², so its weight is
     min(SNR, γ) / SNR; a v loss is (SNR + 1) · ‖x̂₀ − x₀‖², so min(SNR, γ) / (SNR + 1). The
-    nearly clean timesteps, which dominate a plain loss, no longer drown the noisy ones.
+    nearly clean timesteps (SNR > γ) are capped at γ. On the quick profile (v-prediction) it
+    made samples worse on the validation split: see the comment of ``PROFILES["quick"]["03"]``.
     """
     alpha = scheduler.alphas_cumprod.to(t.device)[t].double()
     snr = alpha / (1 - alpha)
