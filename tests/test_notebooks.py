@@ -124,7 +124,9 @@ def test_04_synthesis(smoke_run):
     assert set(m["class_intensity_error"]) <= set(classes) and "background" in m["class_intensity_error"]
     assert np.isclose(m["class_intensity_error_mean"], np.mean(list(m["class_intensity_error"].values())))
     assert {f"{name}-{steps}" for name, steps in p["compare"]} <= set(m["seconds_per_volume"])
-    assert set(m["guidance_error"]) == {str(float(g)) for g in p["guidance_scales"]}
+    # guidance errors against the real volumes through the VQ-GAN, and raw; the oracle's floor for both
+    assert set(m["guidance_error"]) == set(m["guidance_error_raw"]) == {str(float(g)) for g in p["guidance_scales"]}
+    assert m["guidance_floor"] > 0 and m["guidance_floor_raw"] > 0
     # the oracle comparison ran (the smoke data is a phantom) on every sample and re-render
     assert m["n_factor_values"] == {"synthetic": p["n_test"] * p["n_samples"], "oracle": p["n_test"] * p["n_oracle"]}
     assert m["diversity_ratio"] >= 0 and set(m["factor_w1"]) == set(m["factor_ks_p"]) == set(m["counted"])

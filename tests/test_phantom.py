@@ -430,3 +430,43 @@ def test_factors_do_not_depend_on_the_grid(kind):
         small = render_case(kind, 1, 0, SMALL[kind], appearance_seed=appearance_seed)[3]
         smaller = render_case(kind, 1, 0, tuple(max(n // 2, 8) for n in SMALL[kind]), appearance_seed=appearance_seed)[3]
         assert small == smaller
+
+
+@pytest.mark.parametrize("kind", PHANTOM_KINDS)
+def test_own_factors_are_stratified_in_runs_of_cases(kind):
+    """Each run of 12 cases takes every twelfth of each numeric factor's range once (the cases'
+    own draws); twelve oracle re-renders of one case are i.i.d. and miss some twelfths."""
+    from scipy import stats
+
+    from medlsdm.data.phantom import _appearance
+    from medlsdm.data.phantom.common import STRATUM_CASES, UnitDraws, stratified_units
+
+    numeric = [f for f in FACTOR_TABLES[kind] if not f.choices and f.name not in ("contrast", "oral_contrast_hu")]
+
+    def twelfths(factors, spec):
+        return np.sort(((np.array([d[spec.name] for d in factors]) - spec.low) / (spec.high - spec.low) * 12).astype(int))
+
+    for group in range(3):
+        own = [_appearance(kind, 5, i, None, None)[0] for i in range(12 * group, 12 * group + STRATUM_CASES)]
+        for spec in numeric:
+            assert np.array_equal(twelfths(own, spec), np.arange(12)), (group, spec.name)
+    rerenders = [_appearance(kind, 5, 0, k, None)[0] for k in range(12)]
+    assert any(not np.array_equal(twelfths(rerenders, spec), np.arange(12)) for spec in numeric)
+    # each stratified number is still U(0, 1): 100 runs of 12 cases, every draw position
+    units = np.concatenate([stratified_units(kind, 1, i, np.random.default_rng(i)) for i in range(1200)])
+    assert stats.kstest(units, "uniform").pvalue > 0.01 and units.min() >= 0 and units.max() < 1
+    # UnitDraws answers like a Generator
+    draws = UnitDraws([0.25, 0.5, 0.95])
+    assert draws.random() == 0.25 and draws.uniform(2.0, 4.0) == 3.0 and draws.choice(3, p=[0.2, 0.5, 0.3]) == 2
+
+
+def test_stratified_torso_phases_follow_their_probabilities():
+    """Stratified phases: each run of 12 cases has exactly 3 non-contrast, 3 arterial and 6
+    portal-venous cases (probabilities 0.25, 0.25, 0.5); contrast is 0 exactly when non-contrast."""
+    from medlsdm.data.phantom import _appearance
+
+    for group in range(4):
+        own = [_appearance("torso-ct", 0, i, None, None)[0] for i in range(12 * group, 12 * group + 12)]
+        phases = [d["phase"] for d in own]
+        assert [phases.count(p) for p in ("non-contrast", "arterial", "portal-venous")] == [3, 3, 6], phases
+        assert all((d["contrast"] == 0) == (d["phase"] == "non-contrast") for d in own)

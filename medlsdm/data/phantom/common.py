@@ -18,7 +18,7 @@ PHANTOM_KINDS = ("torso-ct", "breast-mr", "cardiac-2d")
 """The phantom kinds :func:`make_phantom` knows."""
 
 
-PHANTOM_VERSION = 3
+PHANTOM_VERSION = 4
 """Bumped whenever the generator's output changes; recorded in ``phantom.json``.
 
 2: two-step draw (anatomy, then appearance from hidden per-case factors stored in
@@ -26,11 +26,26 @@ PHANTOM_VERSION = 3
 correlated noise (its label maps are those of version 1); breast-mr and cardiac-2d draw their
 appearance factors from a stream of their own (breast label maps unchanged).
 3: torso-ct: fat between the organs of the retroperitoneum and mediastinum (images only).
+4: the cases' own factors are stratified (:func:`stratified_units`); torso-ct draws its oral
+contrast with a fixed number of draws (oracle re-renders draw i.i.d., as before).
 """
 
 
 ORACLE_TAG = 0x0AC1E
 """Entropy word that keeps the streams of oracle re-renders apart from a case's own streams."""
+
+
+STRATA_TAG = 0x57A7
+"""Entropy word of the slice permutations of :func:`stratified_units`."""
+
+
+STRATUM_CASES = 12
+"""The cases' own factors are drawn in runs of this many consecutive case indices: in each run,
+every factor draw takes one value from each twelfth of its range (a Latin hypercube)."""
+
+
+FACTOR_DRAWS = 16
+"""At most this many U(0, 1) draws make one appearance's factors (every kind draws fewer)."""
 
 
 CLASS_TABLES: dict[str, ClassTable] = {"torso-ct": TORSO_CT, "breast-mr": BREAST_MR, "cardiac-2d": CARDIAC}
@@ -196,6 +211,40 @@ def check_factors(table: Sequence[Factor], factors: Mapping, kind: str) -> dict:
             raise ConfigError(f"{kind} factor {name}={value} outside its range [{spec.low}, {spec.high}]")
         out[name] = float(value)
     return out
+
+
+class UnitDraws:
+    """Stands in for the factor generator of a draw function (``random``, ``uniform``,
+    ``choice``), each call taking the next of the given U(0, 1) numbers."""
+
+    def __init__(self, units: Sequence[float]):
+        self._units = iter(units)
+
+    def random(self) -> float:
+        return float(next(self._units))
+
+    def uniform(self, low: float, high: float) -> float:
+        return low + (high - low) * self.random()
+
+    def choice(self, n: int, p: Sequence[float]) -> int:
+        """Index drawn with probabilities ``p`` (inverse of their cumulative sum)."""
+        return min(int(np.searchsorted(np.cumsum(p), self.random(), side="right")), n - 1)
+
+
+def stratified_units(kind: str, seed: int, index: int, rng: np.random.Generator) -> np.ndarray:
+    """The :data:`FACTOR_DRAWS` U(0, 1) numbers behind case ``index``'s own factors.
+
+    Cases ``12g … 12g + 11`` (:data:`STRATUM_CASES`) share, per draw, a random permutation of
+    the twelve slices ``[s/12, (s+1)/12)`` of [0, 1); case ``12g + j`` takes slice ``π(j)``
+    and a uniform point within it from ``rng``. Each number is still U(0, 1), but a run of 12
+    cases covers each factor's range evenly: the mean of a small training cohort then strays
+    less from the prior's (i.i.d. draws once left the quick profile's 36 training cases 53 HU
+    below the prior mean bone density, 2.7 standard errors; ``benchmarks/stratified_factors.py``).
+    """
+    group, position = divmod(index, STRATUM_CASES)
+    shuffle = np.random.default_rng([seed, group, PHANTOM_KINDS.index(kind), STRATA_TAG])
+    slices = np.array([shuffle.permutation(STRATUM_CASES)[position] for _ in range(FACTOR_DRAWS)])
+    return (slices + rng.random(FACTOR_DRAWS)) / STRATUM_CASES
 
 
 def draw_uniform_factors(table: Sequence[Factor], rng: np.random.Generator) -> dict:

@@ -321,13 +321,14 @@ def draw_torso_factors(rng: np.random.Generator) -> dict:
     """Draw the hidden appearance factors of one torso case (:data:`TORSO_FACTORS`).
 
     Args:
-        rng: the appearance's factor generator (a fixed number of draws).
+        rng: the appearance's factor generator (or :class:`~.common.UnitDraws`); seven draws, always.
     """
     phase = CONTRAST_PHASES[int(rng.choice(len(CONTRAST_PHASES), p=PHASE_PROBABILITIES))]
     contrast = float(rng.uniform(0.3, 1.0))
     steatosis = float(rng.uniform(0.0, 1.0))
     bone_hu = float(rng.uniform(300.0, 700.0))
-    oral = float(rng.uniform(150.0, 350.0)) if rng.random() < 0.3 else 0.0
+    oral_given, oral_hu = rng.random() < 0.3, float(rng.uniform(150.0, 350.0))  # both always drawn
+    oral = oral_hu if oral_given else 0.0
     noise_hu = float(rng.uniform(8.0, 25.0))
     return {"phase": phase, "contrast": 0.0 if phase == "non-contrast" else contrast, "steatosis": steatosis,
             "bone_hu": bone_hu, "oral_contrast_hu": oral, "noise_hu": noise_hu}
