@@ -38,7 +38,7 @@ def cohort_errors(seed: int, n_cases: int) -> dict[str, dict[str, float]]:
     """Per draw (i.i.d., stratified) and factor: (training-cohort mean − prior mean) / prior sd."""
     ids = [f"torso_{i:03d}" for i in range(n_cases)]
     train = [int(c.split("_")[1]) for c in make_split([(c, c) for c in ids], seed=seed)["train"]]
-    draws = {"i.i.d.": [draw_torso_factors(appearance_streams("torso-ct", seed, i)[0]) for i in train],
+    draws = {"i.i.d.": [draw_torso_factors(appearance_streams("torso-ct", seed, i, stratified=False)[0]) for i in train],
              "stratified": [_appearance("torso-ct", seed, i, None, None)[0] for i in train]}
     out = {}
     for name, factors in draws.items():

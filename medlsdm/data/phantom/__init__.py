@@ -111,7 +111,6 @@ from .common import (
     PHANTOM_VERSION,
     Anatomy,
     Factor,
-    UnitDraws,
     anatomy_streams,
     appearance_streams,
     check_factors,
@@ -119,7 +118,6 @@ from .common import (
     check_kind,
     check_shape,
     draw_uniform_factors,
-    stratified_units,
 )
 from .torso import TORSO_FACTORS, draw_torso_factors, render_torso, torso_anatomy
 
@@ -228,8 +226,6 @@ def render_anatomy(anatomy: Anatomy, factors: Mapping, rng: np.random.Generator)
 def _appearance(kind: str, seed: int, index: int, appearance_seed: int | None, factors: Mapping | None):
     """The factors (drawn, then overridden by ``factors``) and the noise generator of one appearance."""
     factor_rng, noise_rng = appearance_streams(kind, seed, index, appearance_seed)
-    if appearance_seed is None:  # the cohort's own factors: stratified over runs of cases
-        factor_rng = UnitDraws(stratified_units(kind, seed, index, factor_rng))
     drawn = _KINDS[kind].draw(factor_rng)
     drawn.update(check_factors(FACTOR_TABLES[kind], factors or {}, kind))
     return drawn, noise_rng

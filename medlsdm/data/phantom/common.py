@@ -122,7 +122,8 @@ def anatomy_streams(kind: str, seed: int, index: int, detail_seed: int | None = 
     return streams
 
 
-def appearance_streams(kind: str, seed: int, index: int, appearance_seed: int | None = None) -> tuple[np.random.Generator, np.random.Generator]:
+def appearance_streams(kind: str, seed: int, index: int, appearance_seed: int | None = None, *,
+                       stratified: bool = True):
     """The appearance's generators ``(factors, noise)``: one draws the hidden factors, the other textures, fields and noise.
 
     Args:
@@ -135,7 +136,10 @@ def appearance_streams(kind: str, seed: int, index: int, appearance_seed: int | 
     else:
         sequence = np.random.SeedSequence([seed, index, PHANTOM_KINDS.index(kind), ORACLE_TAG, appearance_seed])
     factor_seq, noise_seq = sequence.spawn(2)
-    return np.random.default_rng(factor_seq), np.random.default_rng(noise_seq)
+    factor_rng = np.random.default_rng(factor_seq)
+    if appearance_seed is None and stratified:  # the cohort's own factors: stratified over runs of cases
+        factor_rng = UnitDraws(stratified_units(kind, seed, index, factor_rng))
+    return factor_rng, np.random.default_rng(noise_seq)
 
 
 @dataclass
