@@ -243,7 +243,7 @@ def stratified_units(kind: str, seed: int, index: int, rng: np.random.Generator)
     and a uniform point within it from ``rng``. Each number is still U(0, 1), but a run of 12
     cases covers each factor's range evenly: the mean of a small training cohort then strays
     less from the prior's (i.i.d. draws once left the quick profile's 36 training cases 53 HU
-    below the prior mean bone density, 2.7 standard errors; ``benchmarks/stratified_factors.py``).
+    below the prior mean bone density, 2.7 standard errors; ``benchmarks/bench_factor_strata.py``).
     """
     group, position = divmod(index, STRATUM_CASES)
     shuffle = np.random.default_rng([seed, group, PHANTOM_KINDS.index(kind), STRATA_TAG])
