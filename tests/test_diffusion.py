@@ -145,6 +145,7 @@ def test_train_diffusion_saves_an_ema_pipeline_and_resumes(run_dir):
     assert sorted(p.name for p in (run_dir / "diffusion").glob("samples-*.npz")) == ["samples-0000002.npz", "samples-0000004.npz"]
     pipe = load_pipeline(run_dir)
     assert pipe.vqgan.config.scaling_factor == pytest.approx(summary["latent_scale"]) and "latent_scale" not in pipe.config
+    assert len(pipe.vqgan.config.latents_mean) == len(pipe.vqgan.config.latents_std) == pipe.vqgan.config.embedding_dim
     labels = np.load(run_dir / "diffusion" / "samples-0000004.npz")["labels"]
     out = pipe(labels[:1], num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, 1, 16, 32, 32)

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from medlsdm.errors import ConfigError, DataError
 from medlsdm.models import VQGAN, PatchDiscriminator, VectorQuantizerEMA, blocks, one_hot
 from medlsdm.profiles import PROFILES
+from medlsdm.training.diffusion import latent_normalization
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,8 +55,25 @@ def test_bad_inputs_raise_medlsdm_errors():
         VQGAN(spatial_dims=1)
 
 
+def test_latent_normalisation_standardises_each_channel_and_inverts():
+    z = torch.randn(6, 3, 2, 4, 4) * torch.tensor([0.3, 1.0, 2.0]).view(1, 3, 1, 1, 1) + torch.tensor([1.0, 0.0, -2.0]).view(1, 3, 1, 1, 1)
+    per_channel = tiny(**latent_normalization(z, "channel"))
+    x = per_channel.to_diffusion(z)
+    torch.testing.assert_close(x.mean((0, 2, 3, 4)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std((0, 2, 3, 4)), torch.ones(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(per_channel.from_diffusion(x), z, atol=1e-5, rtol=1e-5)
+    # one scale (diffusers' autoencoders, and every VQ-GAN saved before the per-channel statistics): z / std(z), whose
+    # channels keep their unequal spreads
+    single = tiny(**latent_normalization(z, "global"))
+    torch.testing.assert_close(single.to_diffusion(z), z / z.std())
+    assert single.to_diffusion(z).std((0, 2, 3, 4))[0] < 0.5
+    assert tiny().to_diffusion(z) is not z and torch.equal(tiny().to_diffusion(z), z)
+    with pytest.raises(ConfigError, match="latent_norm"):
+        latent_normalization(z, "batch")
+
+
 def test_save_load_round_trip(tmp_path):
-    model = tiny(decoder_type="spade", num_classes=3, scaling_factor=0.5)
+    model = tiny(decoder_type="spade", num_classes=3, scaling_factor=0.5, latents_mean=[0.1, -0.2], latents_std=[1.5, 0.5])
     x = torch.rand(2, 1, 8, 8, 8) * 2 - 1
     labels = torch.randint(0, 3, (2, 8, 8, 8))
     model.train()
@@ -64,7 +82,7 @@ def test_save_load_round_trip(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = VQGAN.from_pretrained(tmp_path).eval()
     assert loaded.config.decoder_type == "spade" and loaded.config.num_classes == 3
-    assert loaded.config.scaling_factor == 0.5
+    assert loaded.config.scaling_factor == 0.5 and list(loaded.config.latents_std) == [1.5, 0.5]
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     with torch.no_grad():  # two instances: the CPU kernels may sum in another order (last bits differ)

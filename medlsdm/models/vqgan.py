@@ -290,6 +290,9 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
         restart_after: training passes after which an unused code is restarted (0: never).
         scaling_factor: factor applied to the latents before diffusion (≈ 1 / their std), as
             diffusers' ``AutoencoderKL.config.scaling_factor``; set by ``train_diffusion``.
+        latents_mean / latents_std: per-channel statistics of the training latents (diffusers'
+            names): when set, diffusion runs on ``(z − mean) · scaling_factor / std``
+            (:meth:`to_diffusion`); ``None``: on ``z · scaling_factor``.
     """
 
     _supports_gradient_checkpointing = True
@@ -313,6 +316,8 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
         ema_decay: float = 0.99,
         restart_after: int = 20,
         scaling_factor: float = 1.0,
+        latents_mean: tuple[float, ...] | None = None,
+        latents_std: tuple[float, ...] | None = None,
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -387,6 +392,26 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
         """Pre-quantisation latent ``(B, embedding_dim, *spatial / factor)`` of ``x``."""
         self._check_input(x)
         return self.encoder_net(x)
+
+    def _latent_stats(self, z: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(shift, scale) of :meth:`to_diffusion`, shaped to broadcast over ``z``'s channels."""
+        c = self.config
+        if c.latents_mean is None:
+            return 0.0, c.scaling_factor
+        shape = (1, -1) + (1,) * (z.ndim - 2)
+        mean = torch.as_tensor(c.latents_mean, dtype=z.dtype, device=z.device).view(shape)
+        std = torch.as_tensor(c.latents_std, dtype=z.dtype, device=z.device).view(shape)
+        return mean, c.scaling_factor / std
+
+    def to_diffusion(self, z: torch.Tensor) -> torch.Tensor:
+        """Pre-quantisation latent → the diffusion model's space (standardised, see the class)."""
+        shift, scale = self._latent_stats(z)
+        return (z - shift) * scale
+
+    def from_diffusion(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_diffusion`."""
+        shift, scale = self._latent_stats(z)
+        return z / scale + shift
 
     def quantize(self, z: torch.Tensor, update: bool | None = None):
         """Nearest codes of ``z``: ``(zq, indices, stats)``, see :meth:`VectorQuantizerEMA.forward`."""

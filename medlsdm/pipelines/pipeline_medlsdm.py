@@ -2,9 +2,10 @@
 
 Components: ``vqgan`` (:class:`~medlsdm.models.vqgan.VQGAN`), ``unet``
 (:class:`~medlsdm.models.unet.SemanticUNet`) and any diffusers ``scheduler``. Sampling runs
-the scheduler on 5-D latents ``(B, C, d, h, w)`` (4-D for 2-D models), divides the result by
-the VQ-GAN's ``config.scaling_factor`` (computed on the training latents, like diffusers'
-``AutoencoderKL.config.scaling_factor``), snaps it to the VQ-GAN codebook and decodes it —
+the scheduler on 5-D latents ``(B, C, d, h, w)`` (4-D for 2-D models), undoes the latent
+normalisation (:meth:`VQGAN.from_diffusion`: the per-channel statistics of the training
+latents, or one ``config.scaling_factor`` like diffusers' ``AutoencoderKL``), snaps the result
+to the VQ-GAN codebook and decodes it —
 with the label map when the decoder is SPADE.
 
     pipe = MedLSDMPipeline.from_pretrained("runs/demo/pipeline")
@@ -261,7 +262,7 @@ class MedLSDMPipeline(DiffusionPipeline):
     ):
         """Edit real volumes: keep them outside ``mask``, synthesise inside it from ``labels``.
 
-        The real volume is encoded (pre-quantisation latent × ``scaling_factor``). Sampling
+        The real volume is encoded (pre-quantisation latent, :meth:`VQGAN.to_diffusion`). Sampling
         starts from noise; after every scheduler step the latent outside the mask (on the
         latent grid, grown by ``dilate``) is replaced by the real latent noised to the next
         timestep with ``scheduler.add_noise`` — with the initial noise, so no extra draws
@@ -307,7 +308,7 @@ class MedLSDMPipeline(DiffusionPipeline):
             return self.vqgan.encode(images[:, :, start:stop].to(device, self.vqgan.dtype))
 
         tile, tile_overlap = (windows[0] * f, windows[1] * f) if windows is not None else (None, 0)
-        known = tiled(encode, images.shape[2], tile, tile_overlap, 1 / f) * self.vqgan.config.scaling_factor
+        known = self.vqgan.to_diffusion(tiled(encode, images.shape[2], tile, tile_overlap, 1 / f))
         inside = latent_mask(masks.to(device), f, int(dilate))
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -431,7 +432,7 @@ class MedLSDMPipeline(DiffusionPipeline):
             overlap: label-map slices shared by neighbouring tiles (default: see :meth:`__call__`).
         """
         windows = self._latent_windows(window, overlap)
-        z = latents / self.vqgan.config.scaling_factor
+        z = self.vqgan.from_diffusion(latents)
         f = self.vqgan.downsample_factor
 
         def decode(start, stop):

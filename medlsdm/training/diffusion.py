@@ -4,9 +4,10 @@
    encoder. We diffuse the *pre-quantisation* latents (continuous, like the LDM paper's
    VQ-regularised models); a sample is snapped to the codebook only when it is decoded
    (:meth:`MedLSDMPipeline.decode_latents`).
-2. The latent scale factor ``1 / std(latents)`` of the training split brings the latents
-   to unit variance, as the noise schedule assumes; it is stored with the pipeline, as the
-   VQ-GAN's ``config.scaling_factor`` (where diffusers keeps it on its autoencoders).
+2. :func:`latent_normalization`: each latent channel is brought to mean 0 and unit variance
+   over the training split, as the noise schedule assumes; the statistics are stored with the
+   pipeline, in the VQ-GAN's config (``latents_mean``, ``latents_std``, diffusers' names; or
+   one ``scaling_factor`` = 1 / std with ``latent_norm="global"``).
 3. :func:`train_diffusion` trains :class:`~medlsdm.models.unet.SemanticUNet` with a
    diffusers ``DDPMScheduler`` (cosine schedule), epsilon or v prediction, condition
    dropout for classifier-free guidance, and an EMA copy of the weights, on the shared
@@ -46,6 +47,8 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     # diffusion
     num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
     cond_drop_prob=0.1, ema_decay=0.99,
+    # "channel": each latent channel to mean 0, std 1 (its own statistics); "global": one scale 1 / std
+    latent_norm="channel",
     snr_gamma=None,  # min-SNR-γ loss weights (Hang et al. 2023); None: plain MSE on the target
     # optimisation
     steps=1600, batch_size=4, lr=1e-3, lr_schedule="constant", warmup_steps=0,
@@ -67,6 +70,27 @@ def encode_latents(vqgan, store: Mapping, case_ids: Sequence[str], *, batch_size
         latents.append(vqgan.encode(torch.as_tensor(images).to(device, vqgan.dtype)).float().cpu())
         labels.append(torch.as_tensor(labs))
     return torch.cat(latents), torch.cat(labels)
+
+
+def latent_normalization(latents: torch.Tensor, mode: str = "channel") -> dict[str, Any]:
+    """The VQ-GAN config entries that bring training ``latents`` ``(N, C, *spatial)`` to the
+    diffusion model's scale (:meth:`~medlsdm.models.vqgan.VQGAN.to_diffusion`).
+
+    ``"channel"``: every channel to mean 0 and std 1 (``latents_mean``, ``latents_std``). The
+    channels of a VQ-GAN latent differ several-fold in spread (0.3 to 1.3 on the quick
+    profile); with one scale for all, the narrow channels' signal is lost to the noise at lower
+    *t* than the wide ones', and the model learns them worse. On the quick profile's validation
+    split (12 maps × 4 samples) the sampled bone density had sd 0.035 with one scale, 0.070 and
+    0.071 per channel (training seeds 0 and 1), against the oracle's 0.127; bone KS p 2e-8
+    against 0.024 and 0.034. ``"global"``: one ``scaling_factor`` = 1 / std, as diffusers'
+    autoencoders (and every pipeline saved before ``"channel"`` existed).
+    """
+    if mode == "channel":
+        dims = [d for d in range(latents.ndim) if d != 1]
+        return dict(scaling_factor=1.0, latents_mean=latents.mean(dims).tolist(), latents_std=latents.std(dims).tolist())
+    if mode == "global":
+        return dict(scaling_factor=float(1.0 / latents.std()), latents_mean=None, latents_std=None)
+    raise ConfigError(f"latent_norm must be 'channel' or 'global', got {mode!r}")
 
 
 def make_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
@@ -184,10 +208,11 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
     latents, labels = encode_latents(vqgan, store, list(split["train"]))
     labels, extras = conditions(split["train"], labels)
-    latent_scale = float(1.0 / latents.std())
-    register_config_values(vqgan, scaling_factor=latent_scale)  # saved with the pipeline's VQ-GAN
-    log.info("%d training latents of shape %s, latent scale %.4f", len(latents), tuple(latents.shape[1:]), latent_scale)
-    dataset = LatentDataset(latents * latent_scale, labels, seed=p["seed"], extra=extras)
+    stats = latent_normalization(latents, p["latent_norm"])
+    register_config_values(vqgan, **stats)  # saved with the pipeline's VQ-GAN
+    latent_scale = stats["scaling_factor"]
+    log.info("%d training latents of shape %s, normalised: %s", len(latents), tuple(latents.shape[1:]), p["latent_norm"])
+    dataset = LatentDataset(vqgan.to_diffusion(latents), labels, seed=p["seed"], extra=extras)
     scheduler = make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"])
 
     torch.manual_seed(p["seed"])
