@@ -15,6 +15,7 @@ from medlsdm.metrics.conditional import (
     factor_comparison,
     paint_labels,
     painting_r2,
+    within_map_spread,
 )
 
 SHAPE = (6, 10, 12)
@@ -36,6 +37,16 @@ def _render(lab, rng):
     base = np.array([-1.0, 0.0, 0.2 + 0.5 * f, 0.3 - 0.4 * s])
     img = base[lab] + rng.normal(0, 0.05, SHAPE)
     return img[None].astype(np.float32), {"organ2": float(img[lab == 2].mean()), "organ3": float(img[lab == 3].mean())}
+
+
+def test_within_map_spread_hand_computed():
+    # map 0: 1, 3 (sd √2); map 1: 2, 2 (sd 0); map 2 lacks the class (NaN): skipped
+    assert within_map_spread([1.0, 3.0, 2.0, 2.0, np.nan, 1.0], 2) == pytest.approx(math.sqrt(2) / 2)
+    assert within_map_spread(np.arange(6.0), 3) == pytest.approx(1.0)
+    with pytest.raises(DataError):
+        within_map_spread([np.nan, 1.0], 2)
+    with pytest.raises(DataError):
+        within_map_spread([1.0, 2.0], 1)
 
 
 def test_diversity_hand_computed_and_masked():

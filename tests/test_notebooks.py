@@ -131,6 +131,7 @@ def test_04_synthesis(smoke_run):
     assert m["n_factor_values"] == {"synthetic": p["n_test"] * p["n_samples"], "oracle": p["n_test"] * p["n_oracle"]}
     assert m["diversity_ratio"] >= 0 and set(m["factor_w1"]) == set(m["factor_ks_p"]) == set(m["counted"])
     assert set(m["counted"]) <= set(m["factor_preserved"]) and "aorta_mean" in m["factor_preserved"]
+    assert set(m["factor_spread_ratio"]) == set(m["factor_spread_reference"]) == set(m["factor_preserved"])
     for name in ("04_samples_vs_oracle", "04_factor_histograms", "04_guidance"):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
     split = json.loads((smoke_run.data / "split.json").read_text())

@@ -60,13 +60,29 @@ def test_a_perfect_sampler_passes_and_a_collapsed_one_fails():
     assert 0.6 < res["diversity_ratio"] < 1.6 and 0.6 < res["diversity_reference"] < 1.6
     assert {"aorta_mean", "liver_mean"} <= set(res["counted"])  # raw == reconstructed: every varying factor preserved
     assert min(res["factor_ks_p"].values()) > 0.01
+    assert all(0.5 < res[k][f] < 2.0 for k in ("factor_spread_ratio", "factor_spread_reference") for f in ("aorta_mean", "liver_mean"))
     collapsed = np.repeat(perfect[:, :1], 4, axis=1)  # negative control: the same output for every seed
     bad = compare_with_oracle(collapsed, oracle, oracle, labels, NAMES, "torso-ct")
-    assert bad["diversity_ratio"] == 0.0
+    assert bad["diversity_ratio"] == 0.0 and bad["factor_spread_ratio"]["aorta_mean"] == 0.0
     shifted = perfect.copy()  # negative control: aorta 0.3 too bright in every sample
     shifted[:, :, 0][np.broadcast_to(labels[:, None] == NAMES.index("aorta"), shifted[:, :, 0].shape)] += 0.3
     off = compare_with_oracle(shifted, oracle, oracle, labels, NAMES, "torso-ct")
     assert off["factor_ks_p"]["aorta_mean"] < 0.01 and off["factor_w1"]["aorta_mean"] > 0.2
+
+
+def test_a_sampler_whose_label_map_fixes_the_factor_has_no_within_map_spread():
+    """Negative control of the spread ratio: every map draws its own aorta value once and all its samples share it,
+    so the pooled values still follow the oracle's distribution but the noise draws nothing."""
+    rng = np.random.default_rng(3)
+    labels = _labels(12)
+    oracle = _render(labels, rng, 8)
+    fixed = _render(labels, rng, 4)
+    aorta = labels == NAMES.index("aorta")
+    for i, value in enumerate(rng.uniform(0.1, 0.4, len(labels))):
+        fixed[i, :, 0][:, aorta[i]] = value + rng.normal(0, 0.01, (4, int(aorta[i].sum())))
+    res = compare_with_oracle(fixed, oracle, oracle, labels, NAMES, "torso-ct")
+    assert res["factor_all"]["aorta_mean"]["ks_p"] > 0.01  # the pooled test does not see it
+    assert res["factor_spread_ratio"]["aorta_mean"] < 0.1 and res["factor_spread_ratio"]["liver_mean"] > 0.5
 
 
 def test_a_factor_the_autoencoder_loses_is_not_counted():

@@ -211,7 +211,9 @@ def compare_with_oracle(samples: np.ndarray, oracle: np.ndarray, oracle_raw: np.
       (the same across reconstructed oracle re-renders); 1 is right, 0 is a sampler whose
       output does not depend on its noise. ``diversity_ratio_raw`` uses the raw re-renders.
     - Factors: :func:`factor_estimates` on samples and oracle; per estimator the
-      1-Wasserstein distance and the two-sample KS p-value (scipy). An estimator is
+      1-Wasserstein distance and the two-sample KS p-value (scipy), and the within-map spread
+      ratio (:func:`~medlsdm.metrics.conditional.within_map_spread` of the samples over the
+      oracle's; ≈ 1 when the noise draws the factor, → 0 when the label map fixes it). An estimator is
       *counted* when the VQ-GAN preserves it (correlation of its values on raw and
       reconstructed re-renders ≥ ``preserved_min``); the others are the autoencoder's limit.
 
@@ -224,10 +226,11 @@ def compare_with_oracle(samples: np.ndarray, oracle: np.ndarray, oracle_raw: np.
 
     Returns:
         ``{"diversity_ratio", "diversity_ratio_raw", "diversity_reference", "factor_w1",
-        "factor_ks_p", "factor_preserved", "counted", "factor_reference", "estimates"}``;
+        "factor_ks_p", "factor_spread_ratio", "factor_spread_reference", "factor_preserved",
+        "counted", "factor_reference", "estimates"}``;
         ``factor_w1``/``factor_ks_p`` hold the counted factors, ``factor_all`` every one.
     """
-    from ..metrics.conditional import diversity_ratio, factor_comparison
+    from ..metrics.conditional import diversity_ratio, factor_comparison, within_map_spread
 
     samples, oracle, oracle_raw, labels = (np.asarray(a) for a in (samples, oracle, oracle_raw, labels))
     r = oracle.shape[1]
@@ -250,6 +253,13 @@ def compare_with_oracle(samples: np.ndarray, oracle: np.ndarray, oracle_raw: np.
     counted = [f for f, c in preserved.items() if np.isfinite(c) and c >= preserved_min]
     comparison = factor_comparison(finite["synthetic"], finite["oracle"])
     reference = factor_comparison(finite["oracle_a"], finite["oracle_b"])
+    per_map = {"synthetic": samples.shape[1], "oracle": r, "oracle_a": r // 2, "oracle_b": r // 2}
+
+    def spread_ratio(a: str, b: str) -> dict[str, float]:
+        spreads = {f: (within_map_spread(estimates[a][f], per_map[a]), within_map_spread(estimates[b][f], per_map[b]))
+                   for f in usable}
+        return {f: num / den if den > 0 else float("nan") for f, (num, den) in spreads.items()}
+
     return {
         "diversity_ratio": diversity_ratio(list(samples), list(oracle), masks),
         "diversity_ratio_raw": diversity_ratio(list(samples), list(oracle_raw), masks),
@@ -257,6 +267,8 @@ def compare_with_oracle(samples: np.ndarray, oracle: np.ndarray, oracle_raw: np.
         "factor_w1": {f: comparison[f]["w1"] for f in counted},
         "factor_ks_p": {f: comparison[f]["ks_p"] for f in counted},
         "factor_all": comparison,
+        "factor_spread_ratio": spread_ratio("synthetic", "oracle"),
+        "factor_spread_reference": spread_ratio("oracle_a", "oracle_b"),
         "factor_preserved": preserved,
         "counted": counted,
         "factor_reference": reference,

@@ -132,6 +132,23 @@ def factor_comparison(synthetic: Mapping[str, Sequence[float]],
     return out
 
 
+def within_map_spread(values: ArrayLike, per_map: int) -> float:
+    """Mean over label maps of the standard deviation (ddof 1) of a factor's estimates among
+    the ``per_map`` volumes of one map; ``values`` are map-major (map 0's volumes first) and
+    may be NaN where a map lacks the class (such maps are skipped).
+
+    Divided by the same for oracle re-renders it says whether a sampler draws a hidden factor
+    from its noise (≈ 1) or reads it off the label map (→ 0): a model that learned its few
+    training cases' label map → appearance pairs can match the pooled distribution (KS) with
+    each map's samples all alike.
+    """
+    v = _array(values).reshape(-1, int(per_map))
+    ok = np.isfinite(v).all(axis=1)
+    if per_map < 2 or not ok.any():
+        raise DataError(f"within_map_spread: needs >= 2 volumes per map and one map with finite values, got {v.shape}")
+    return float(np.std(v[ok], axis=1, ddof=1).mean())
+
+
 def _images_labels(images, labels, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
     if len(images) != len(labels) or len(images) == 0:
         raise DataError(f"{name}: needs one label map per image, got {len(images)} images and {len(labels)} label maps")
