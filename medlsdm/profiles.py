@@ -74,15 +74,19 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    gan_weight=0.0, disc_start=1000),
         # v-prediction: with epsilon prediction the high-noise range, where only the label map can
         # set the anatomy, is not learned on this budget (samples follow neither the label map nor a
-        # torso). ~0.38 s/step on 2 idle cores (batch 4, latents 8×8×16×16): ~10 min.
-        # The sampled bone density is low and narrow on this budget (validation, 12 maps × 4 seeds:
-        # mean 0.44, sd 0.06, against the oracle's 0.51, sd 0.10; bone KS p 2e-5). At the same budget a
-        # cosine lr decay, lr 2e-3, x0-MSE weights or SPADE conditioning do not raise it, min-SNR-5
-        # lowers it (0.38); training longer does: 3200 steps 0.445 (KS p 2e-4), 4800 steps 0.475,
-        # sd 0.08 (KS p 0.07), ~3× the time.
-        # Timesteps drawn with more weight at high noise (t = T(1 − (1 − u)²)) lowered it (0.424,
-        # KS p 5e-8). Stratified cohort factors (phantom v4; the i.i.d. training cohort was 53 HU low
-        # in bone_hu) raise it to 0.448, sd 0.04 (KS p 2e-4; liver KS p 0.005, aorta 0.26).
+        # torso). 0.2-0.27 s/step on 2 idle cores (batch 4, latents 8×8×16×16): 5-7 min.
+        # Latents normalised per channel (train_diffusion's latent_norm="channel"): with one global
+        # scale the sampled bone density was narrow (validation, 12 maps × 4 seeds: sd 0.035 against
+        # the oracle's 0.127, KS p 2e-8); per channel 0.070 and 0.071 (training seeds 0, 1; KS p
+        # 0.024, 0.034; liver 0.017, 0.008; kidney 0.008, 0.003).
+        # Left on this budget: within one label map the samples' bone and liver vary 0.2-0.3× as
+        # much as the oracle's (04's factor_spread_ratio): the model reads the factors off the label
+        # map (each training map comes with one appearance). UNet dropout 0.1 (bone 0.24, liver 0.34)
+        # and 100 cases instead of 60 (bone 0.25; its VQ-GAN kept liver and kidney below r 0.9) left
+        # it; DDIM with eta 1 did not help either.
+        # With one global scale, cosine lr decay, lr 2e-3, x0-MSE weights, SPADE conditioning,
+        # min-SNR-5 and timesteps drawn toward high noise did not raise the bone density; 4800
+        # steps did (0.475, KS p 0.07), ~3× the time.
         "03": dict(steps=1600, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
                    conditioning="concat", prediction_type="v_prediction", ema_decay=0.99, sample_every=400),
         # DDPM-1000 is the reference sampler: ~38 s a volume here, so the scheduler table uses one map
