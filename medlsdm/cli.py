@@ -133,8 +133,12 @@ def nnunet_writer(args: argparse.Namespace, num_classes: int):
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:
     from .pipelines.loading import load_pipeline_dir
-    from .pipelines.synthesis import block_window, synthesize_files, use_scheduler
+    from .pipelines.synthesis import (block_window, check_output_names, check_sampling, label_files,
+                                      synthesize_files, use_scheduler)
 
+    check_sampling(args.steps, args.guidance)  # before the pipeline loads
+    if args.format == "nifti":
+        check_output_names(label_files(args.labels))
     pipe = use_scheduler(load_pipeline_dir(args.pipeline), args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     writer = nnunet_writer(args, pipe.unet.config.num_classes) if args.format == "nnunet" else None
@@ -263,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     except MedLSDMError as exc:
         log.error("error: %s", exc)
         return 2
+    except KeyboardInterrupt:
+        log.error("interrupted (Ctrl-C); files written so far are complete, a rerun redoes the rest")
+        return 130
     return 0
 
 

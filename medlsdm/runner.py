@@ -12,12 +12,20 @@ keep two threads busy: a training step of the quick diffusion UNet takes 0.29 s 
 thread and 0.22 s on two (1.3×), and two one-thread steps side by side take 0.31 s each
 (1.4× the throughput; 2 AMD EPYC cores). Numbers can differ in the last bits from a
 sequential run (threads change the order of floating-point sums).
+
+``-p`` overrides are checked before any kernel starts (:func:`check_parameters`, also used by
+the sweep): names, types and ranges against each notebook's ``parameters`` cell. While a
+notebook runs, a line is logged as each of its code cells starts, prefixed with the notebook's
+number (readable with ``jobs=2``). Ctrl-C stops every kernel and ends with one line.
 """
 from __future__ import annotations
 
 import ast
+import functools
 import logging
+import math
 import os
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -109,13 +117,116 @@ def check_overrides(paths: list[Path], overrides: dict[str, Any]) -> None:
         )
 
 
+def _expected(value: Any, ref: Any) -> str | None:
+    """What ``value`` should be to match a parameter whose default is ``ref``; ``None`` when it
+    does. Same type (an int is accepted for a float; list items are checked too), finite, and
+    not negative where the default is not."""
+    if ref is None:
+        return None
+    kind = type(ref).__name__
+    if isinstance(ref, bool) or isinstance(value, bool):
+        return None if isinstance(ref, bool) and isinstance(value, bool) else kind
+    if isinstance(ref, (int, float)):
+        if not isinstance(value, (int, float)) or (isinstance(ref, int) and isinstance(value, float)):
+            return kind
+        if not math.isfinite(value):
+            return f"a finite {kind}"
+        return f"{kind} >= 0" if ref >= 0 > value else None
+    if isinstance(ref, (list, tuple)) and isinstance(value, (list, tuple)):
+        if len(value) == len(ref):
+            pairs = zip(value, ref)
+        else:  # a list of any length: each item like the default's first, when they are all alike
+            pairs = ((v, ref[0]) for v in value) if len({type(r) for r in ref}) == 1 else ()
+        inner = next((e for e in (_expected(v, r) for v, r in pairs) if e), None)
+        return f"{kind} of {inner}" if inner else None
+    return None if isinstance(value, type(ref)) else kind
+
+
+def check_value(path: Path, name: str, value: Any, default: str, profile_value: Any = None) -> Any:
+    """Check one ``-p`` value against the default written in ``path``'s parameters cell
+    (source text; against ``profile_value`` where that default is ``None``).
+
+    Returns:
+        The value, an int given for a float default as a float, a tuple as a list.
+
+    Raises:
+        ConfigError: naming the parameter, the notebook and what it expects.
+    """
+    try:
+        ref = ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return value  # not a literal in the notebook: nothing to compare
+    value = list(value) if isinstance(value, tuple) else value
+    shown = f"default {default}"
+    if ref is None and value is not None and profile_value is not None:
+        ref, shown = profile_value, f"the profile's value {profile_value!r}"
+    expected = _expected(value, ref)
+    if expected:
+        raise ConfigError(f"-p {name}={value!r}: {path.name} expects {expected} ({shown}), "
+                          f"got {type(value).__name__}")
+    return float(value) if isinstance(ref, float) and isinstance(value, int) else value
+
+
+def check_parameters(paths: list[Path], overrides: dict[str, Any], profile: str) -> dict[str, Any]:
+    """Check ``-p`` overrides before any kernel starts: known names (:func:`check_overrides`),
+    not ``run_dir``/``profile`` (set by ``--run-dir``/``--profile``), and each value against the
+    default of every notebook declaring it (:func:`check_value`). Returns the checked values."""
+    check_overrides(paths, overrides)
+    for name, flag in (("run_dir", "--run-dir"), ("profile", "--profile")):
+        if name in overrides:
+            raise ConfigError(f"-p {name}={overrides[name]!r}: {name} is not a notebook parameter to override; "
+                              f"give it with {flag}")
+    checked = dict(overrides)
+    for path in paths:
+        defaults = notebook_parameter_names(path)
+        profile_values = notebook_parameters(profile, path.stem)
+        for name in overrides.keys() & defaults.keys():
+            checked[name] = check_value(path, name, overrides[name], defaults[name], profile_values.get(name))
+    return checked
+
+
+def _first_line(source: str, width: int = 70) -> str:
+    lines = [line.strip() for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    text = lines[0] if lines else ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@functools.cache
+def _progress_engine() -> str:
+    """Register (once) a papermill engine that logs a line as each code cell starts,
+    ``<progress> cell 3/12: <its first line>``; return its name."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, progress="", **kwargs):
+            code = [i for i, cell in enumerate(nb_man.nb.cells) if cell.cell_type == "code"]
+            cell_start = nb_man.cell_start
+
+            def announce(cell, cell_index=None, **kw):
+                if cell_index in code:
+                    log.info("%s cell %d/%d: %s", progress, code.index(cell_index) + 1, len(code),
+                             _first_line(cell.source))
+                return cell_start(cell, cell_index, **kw)
+
+            nb_man.cell_start = announce
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register("medlsdm-progress", ProgressEngine)
+    return "medlsdm-progress"
+
+
 def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_name: str | None = None,
-                 output: Path | None = None, label: str | None = None) -> Path:
+                 output: Path | None = None, label: str | None = None, progress: str | None = None) -> Path:
     """Execute one notebook with papermill; return the executed copy's path.
 
     Args:
         output: where the executed copy goes (default ``RUN/executed/<name>``).
         label: how errors name the run (default the notebook's file name).
+        progress: prefix of the line logged as each code cell starts (default the notebook's number).
+
+    The kernel is killed as soon as the notebook ends, fails or is interrupted (no graceful
+    shutdown to wait for, no kernel traceback on Ctrl-C).
 
     Raises:
         NotebookError: naming the notebook, the failing cell and the error.
@@ -129,7 +240,8 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
     try:
         papermill.execute_notebook(
             str(path), str(output), parameters=params, kernel_name=kernel_name,
-            cwd=str(path.parent), progress_bar=False, log_output=False,
+            cwd=str(path.parent), progress_bar=False, log_output=False, engine_name=_progress_engine(),
+            progress=progress or path.name[:2], shutdown_kernel="immediate",
         )
     except PapermillExecutionError as exc:
         raise NotebookError(
@@ -142,18 +254,29 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
 def _run_lane(lane: list[tuple[Path, dict[str, Any], str]], run_root: str, kernel_name: str | None,
               threads: int | None) -> list[Path]:
     """Run the notebooks of one lane in order, each ``(path, parameters, progress tag)``; with
-    ``threads`` (in a worker process) their kernels inherit ``OMP_NUM_THREADS=threads``."""
+    ``threads`` (in a worker process) their kernels inherit ``OMP_NUM_THREADS=threads``, and
+    Ctrl-C stops the lane quietly (the main process reports it)."""
     if threads is not None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     run, executed = RunDir(run_root), []
-    for path, params, tag in lane:
-        log.info("%s %s …", tag, path.stem)
-        start = time.perf_counter()
-        executed.append(run_notebook(path, run, params, kernel_name=kernel_name))
-        note = f" ({threads} torch thread{'s' * (threads > 1)})" if threads else ""
-        log.info("%s %s done in %.1f s%s", tag, path.stem, time.perf_counter() - start, note)
+    try:
+        for path, params, tag in lane:
+            log.info("%s %s …", tag, path.stem)
+            start = time.perf_counter()
+            executed.append(run_notebook(path, run, params, kernel_name=kernel_name, progress=f"{tag} {path.name[:2]}"))
+            note = f" ({threads} torch thread{'s' * (threads > 1)})" if threads else ""
+            log.info("%s %s done in %.1f s%s", tag, path.stem, time.perf_counter() - start, note)
+    finally:
+        if threads is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # an idle worker: no traceback on Ctrl-C
     return executed
+
+
+def _ignore_sigint() -> None:
+    """Initialiser of the worker processes: Ctrl-C reaches them only while they run a lane."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def plan_stages(keys: list[str], jobs: int) -> list[list[list[str]]]:
@@ -185,7 +308,7 @@ def run_notebooks(
     """
     overrides = dict(overrides or {})
     paths = find_notebooks(notebooks_dir, only)
-    check_overrides(paths, overrides)
+    overrides = check_parameters(paths, overrides, profile)
     run = RunDir(run_dir)
     work = {p.stem[:2]: (p, {**notebook_parameters(profile, p.stem), "profile": profile, **overrides,
                              "run_dir": str(run.root)}, f"[{i}/{len(paths)}]")
@@ -197,7 +320,7 @@ def run_notebooks(
             results = [_run_lane(lanes[0], str(run.root), kernel_name, None)]
         else:
             threads = max(1, (os.cpu_count() or 1) // len(lanes))
-            with ProcessPoolExecutor(len(lanes), mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(len(lanes), mp_context=get_context("spawn"), initializer=_ignore_sigint) as pool:
                 futures = [pool.submit(_run_lane, lane, str(run.root), kernel_name, threads) for lane in lanes]
                 results = [f.result() for f in futures]
         for lane, out in zip(stage, results):

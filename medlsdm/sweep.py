@@ -37,7 +37,7 @@ from .atomic import atomic_path
 from .errors import ConfigError, NotebookError
 from .profiles import INPUTS, METRICS_KEYS, notebook_parameters
 from .rundir import RunDir
-from .runner import check_overrides, find_notebooks, notebook_parameter_names, run_notebook
+from .runner import check_overrides, check_value, find_notebooks, notebook_parameter_names, run_notebook
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +98,13 @@ def parse_sweep(items: Iterable[str]) -> dict[str, list[Any]]:
     return out
 
 
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
 def check_sweep_values(path: Path, grid: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
     """Check names and value types against ``path``'s parameters cell; return the grid
     with ints given for float defaults converted to float and tuples to lists.
 
     Raises:
         ConfigError: unknown name (listing the valid ones), ``run_dir``, or a value whose
-            type differs from the default's.
+            type or range differs from the default's (:func:`medlsdm.runner.check_value`).
     """
     check_overrides([path], dict(grid))
     if "run_dir" in grid:
@@ -118,31 +114,7 @@ def check_sweep_values(path: Path, grid: Mapping[str, list[Any]]) -> dict[str, l
     defaults = notebook_parameter_names(path)
     checked: dict[str, list[Any]] = {}
     for name, values in grid.items():
-        try:
-            default = ast.literal_eval(defaults[name])
-        except (ValueError, SyntaxError):
-            checked[name] = list(values)  # not a literal in the notebook: nothing to compare
-            continue
-        out = []
-        for value in values:
-            if isinstance(value, tuple):
-                value = list(value)
-            ok = (
-                default is None
-                or (isinstance(default, bool) and isinstance(value, bool))
-                or (isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool))
-                or (isinstance(default, int) and not isinstance(default, bool)
-                    and isinstance(value, int) and not isinstance(value, bool))
-                or (not isinstance(default, (bool, int, float)) and isinstance(value, type(default)))
-            )
-            if not ok:
-                raise ConfigError(
-                    f"-p {name}={value!r}: {path.name} expects {_type_name(default)} "
-                    f"(default {defaults[name]}), got {_type_name(value)}"
-                )
-            if isinstance(default, float) and isinstance(value, int):
-                value = float(value)
-            out.append(value)
+        out = [check_value(path, name, value, defaults[name]) for value in values]  # as `medlsdm run -p` does
         if len({repr(v) for v in out}) != len(out):
             raise ConfigError(f"-p {name}: a value is repeated")
         checked[name] = out

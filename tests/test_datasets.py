@@ -144,6 +144,8 @@ def test_autopet_lesion(tmp_path):
     assert [c.case_id for c in cases] == ids and adapter.classes.names == ("background", "lesion")
     assert all(c.image.name == "CTres.nii.gz" and c.label.name == "SEG.nii.gz" for c in cases)
     validate_cases(cases, adapter)
+    _write(cases[0].label, np.zeros(SHAPE, np.uint8))  # a lesion-free study: a real AutoPET case
+    validate_cases(cases, adapter)
     with pytest.raises(ConfigError, match="apply to labels='anatomy'"):
         get_adapter("autopet", labels="lesion", merge_lesion=True)
     (tmp_path / "PETCT_0a" / "s1" / "SEG.nii.gz").unlink()
@@ -291,6 +293,13 @@ def _break(root, kind):
     if kind == "outside":
         _write(label, np.full(SHAPE, 9, np.uint8))
         return label
+    if kind == "background":
+        _write(label, np.zeros(SHAPE, np.uint8))
+        return label
+    if kind in ("rgb", "complex"):
+        rgb = np.zeros(SHAPE, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        _write(image, rgb if kind == "rgb" else np.ones(SHAPE, np.complex64))
+        return image
     big = np.random.default_rng(0).normal(size=(32, 32, 16)).astype(np.float32)
     _write(image, big)
     _write(label, np.zeros(big.shape, np.uint8))
@@ -314,6 +323,9 @@ def _break(root, kind):
         ("inf", "Inf"),
         ("noninteger", "non-integer"),
         ("outside", r"label values \[9\]"),
+        ("background", "all background"),
+        ("rgb", "voxel type"),
+        ("complex", "voxel type complex64"),
         ("truncated", "NIfTI"),
         ("corrupt", "NIfTI"),
     ],

@@ -164,3 +164,22 @@ def test_write_refuses_bad_arrays_naming_the_file(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written
     write_nifti(tmp_path / "ok.nii.gz", volume, affine, kind="label")
     assert read_nifti(tmp_path / "ok.nii.gz", kind="label")[0].shape == volume.shape
+
+
+def test_rgb_and_complex_voxels_refused_naming_the_file(tmp_path):
+    rgb = np.zeros((4, 4, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    with pytest.raises(DataError, match=r"rgb.nii.gz: voxel type .*RGB, complex"):
+        read_nifti(_save(tmp_path / "rgb.nii.gz", rgb))
+    with pytest.raises(DataError, match="complex.nii.gz: voxel type complex64"):
+        read_nifti(_save(tmp_path / "complex.nii.gz", np.ones((4, 4, 4), np.complex64)), kind="label")
+
+
+def test_a_header_claiming_a_huge_volume_is_refused_before_reading(tmp_path):
+    header = nib.Nifti1Header()
+    header.set_data_shape((2048, 2048, 2048))
+    header.set_data_dtype(np.float32)
+    header.set_sform(np.eye(4), code=1)
+    path = tmp_path / "huge.nii"
+    path.write_bytes(header.binaryblock + b"\0" * 4 + np.zeros(64, np.float32).tobytes())  # 352-byte offset, then data
+    with pytest.raises(DataError, match=r"huge.nii: the header gives shape \(2048, 2048, 2048\), 32 GiB.*MAX_VOLUME_BYTES"):
+        read_nifti(path)

@@ -209,3 +209,96 @@ def test_prepare_paper_handling(tmp_path):
     with pytest.raises(ConfigError, match="option preprocessing"):
         prepare_dataset("nifti", root, tmp_path / "d3", spacing=(6, 6, 6), block_shape=(2, 8, 8),
                         preprocessing="monai", modality="MR", num_classes=4)
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_crafted_manifest_deletes_nothing_outside_the_folder(autopet_root, tmp_path):
+    victim = tmp_path / "victim" / "notes.nii.gz"
+    victim.parent.mkdir()
+    victim.write_bytes(b"keep me")
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"cases": [{"image": "../victim/notes.nii.gz", "label": "../victim/notes.nii.gz"}]}')
+    prepare_dataset("autopet", autopet_root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8), n_cases=2, labels="lesion")
+    assert victim.read_bytes() == b"keep me"
+    assert len(load_manifest(out)["cases"]) == 2
+
+
+def test_an_out_dir_holding_other_files_is_refused(autopet_root, tmp_path):
+    out = tmp_path / "data"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "my_notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="my_notes.txt.*not written by medlsdm preprocess"):
+        prepare_dataset("autopet", autopet_root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8), labels="lesion")
+    with pytest.raises(ConfigError, match="must not be data_root"):
+        prepare_dataset("autopet", autopet_root, tmp_path, spacing=(4, 2, 2), block_shape=(4, 8, 8), labels="lesion")
+    assert (out / "images" / "my_notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("where", ["nifti", "hdf5", "interrupt"])
+def test_a_failing_preprocess_leaves_the_old_folder_and_no_temporary_files(autopet_root, tmp_path, monkeypatch, where):
+    import errno
+
+    from medlsdm.data import prepare
+
+    out = tmp_path / "data"
+    prepare_dataset("autopet", autopet_root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8), n_cases=3, labels="lesion")
+    before = _snapshot(out)
+    calls = []
+
+    def fail_on_third(real):
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt() if where == "interrupt" else OSError(errno.ENOSPC, "No space left on device")
+            return real(*args, **kwargs)
+        return wrapped
+
+    if where == "hdf5":
+        monkeypatch.setattr(prepare.CaseStore, "add", fail_on_third(prepare.CaseStore.add))
+    else:
+        monkeypatch.setattr(prepare, "write_nifti", fail_on_third(prepare.write_nifti))
+    with pytest.raises((OSError, KeyboardInterrupt)):
+        prepare_dataset("autopet", autopet_root, out, spacing=(6, 3, 3), block_shape=(4, 8, 8), labels="lesion")
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["autopet", "data"]  # no staging folder left
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+
+
+def test_too_many_classes_and_too_large_volumes_are_refused_before_any_output(tmp_path, caplog):
+    from medlsdm import cli
+
+    root = _nifti_folder(tmp_path / "raw")
+    out = tmp_path / "data"
+    with pytest.raises(ConfigError, match="301 classes, more than the 256"):
+        prepare_dataset("nifti", root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8), modality="MR", num_classes=301)
+    with pytest.raises(ConfigError, match=r"spacing \[0.01, 0.01, 0.01\] mm.*case_0.nii.gz.*GiB.*MAX_VOLUME_BYTES") as info:
+        prepare_dataset("nifti", root, out, spacing=(0.01, 0.01, 0.01), block_shape=(4, 8, 8), modality="MR", num_classes=4)
+    assert str(root / "images" / "case_0.nii.gz") in str(info.value)
+    with pytest.raises(ConfigError, match="block_shape"):
+        prepare_dataset("nifti", root, out, spacing=(4, 2, 2), block_shape=(4, 40000, 40000), modality="MR", num_classes=4)
+    with pytest.raises(ConfigError, match="spacing must be three positive numbers"):
+        prepare_dataset("nifti", root, out, spacing=(4, float("nan"), 2), block_shape=(4, 8, 8), modality="MR", num_classes=4)
+    args = ["preprocess", "--dataset", "nifti", "--data-root", str(root), "--out-dir", str(out), "--modality", "MR"]
+    assert cli.main(args + ["--num-classes", "301", "--spacing", "4,2,2", "--block-shape", "4,8,8"]) == 2
+    assert "301 classes" in caplog.text
+    assert cli.main(args + ["--num-classes", "4", "--spacing", "0.01,0.01,0.01", "--block-shape", "4,8,8"]) == 2
+    assert "GiB" in caplog.text
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_the_manifest_names_no_folder_outside_the_dataset_root(autopet_root, tmp_path):
+    labels = tmp_path / "Secret-Study-Folder"  # anatomical label maps outside the dataset root
+    labels.mkdir()
+    for seg in autopet_root.glob("*/*/SEG.nii.gz"):
+        nib.save(nib.load(str(seg)), str(labels / f"{seg.parent.parent.name}_{seg.parent.name}.nii.gz"))
+    classes = tmp_path / "classes.txt"
+    classes.write_text("0 background\n1 liver\n")
+    manifest = prepare_dataset("autopet", autopet_root, tmp_path / "data", spacing=(4, 2, 2), block_shape=(4, 8, 8),
+                               n_cases=2, labels_dir=labels, classes_file=classes)
+    assert manifest["cases"][0]["source_label"] == "PETCT_a_s1.nii.gz"
+    assert manifest["cases"][0]["source_image"] == "PETCT_a/s1/CTres.nii.gz"
+    assert "Secret-Study-Folder" not in (tmp_path / "data" / "manifest.json").read_text()

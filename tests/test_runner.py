@@ -118,3 +118,74 @@ def test_cli_reports_errors_with_exit_code(tmp_path, caplog):
 def test_default_notebooks_dir_is_the_repository_folder():
     assert DEFAULT_NOTEBOOKS_DIR.resolve() == (Path(__file__).resolve().parent.parent / "notebooks")
     assert [p.stem for p in find_notebooks()] == list(NOTEBOOKS.values())  # all six are there
+
+
+@pytest.mark.parametrize("only, param, message", [
+    ("01", "n_cases=sixty", "-p n_cases='sixty': 01_preprocessing.ipynb expects int (default 60), got str"),
+    ("01", "spacing=6", "-p spacing=6: 01_preprocessing.ipynb expects list (default [6.0, 5.5, 5.5]), got int"),
+    ("01", "spacing=[6.0, -1, 5.5]", "expects list of float >= 0"),
+    ("01", "n_cases=-3", "expects int >= 0"),
+    ("01", "interactive=1", "expects bool"),
+    ("04", "guidance_scale=1e999", "expects a finite float"),
+    ("05", "n_test='all'", "expects int (the profile's value 2)"),
+    ("01", "run_dir='elsewhere'", "give it with --run-dir"),
+    ("01", "profile='paper'", "give it with --profile"),
+])
+def test_cli_run_checks_parameter_values_before_any_kernel_starts(tmp_path, caplog, only, param, message):
+    code = cli.main(["run", "--profile", "smoke", "--run-dir", str(tmp_path / "run"), "--only", only, "-p", param])
+    assert code == 2 and message in caplog.text
+    assert not (tmp_path / "run").exists()
+
+
+def test_checked_parameters_are_converted_like_the_sweep_does():
+    from medlsdm.runner import check_parameters
+
+    paths = find_notebooks(only=["04", "05"])
+    checked = check_parameters(paths, {"guidance_scale": 2, "compare": [("ddim", 3)], "n_test": 3}, "smoke")
+    assert checked == {"guidance_scale": 2.0, "compare": [("ddim", 3)], "n_test": 3}
+    assert isinstance(checked["guidance_scale"], float)
+    with pytest.raises(ConfigError, match="04_synthesis.ipynb expects int"):  # 05 takes None (all), 04 does not
+        check_parameters(paths, {"n_test": None}, "smoke")
+
+
+def _sleeping_notebooks(folder):
+    import nbformat
+
+    folder.mkdir()
+    for key in ("01", "06"):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        params = nbformat.v4.new_code_cell("run_dir = 'r'\nprofile = 'quick'\nseed = 0\ninteractive = False")
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, nbformat.v4.new_markdown_cell("Wait."), nbformat.v4.new_code_cell("import time\ntime.sleep(120)")]
+        nbformat.write(nb, folder / f"{NOTEBOOKS[key]}.ipynb")
+    return folder
+
+
+@pytest.mark.notebook
+def test_run_streams_progress_and_ctrl_c_with_two_jobs_prints_one_line(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    folder = _sleeping_notebooks(tmp_path / "nb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medlsdm.cli", "run", "--profile", "smoke", "--run-dir", str(tmp_path / "run"),
+         "--notebooks", str(folder), "--only", "01,06", "--jobs", "2"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True)  # its own process group, as in a terminal
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 240
+    waiting = ["[1/2] 01 cell 3/3: import time", "[2/2] 06 cell 3/3: import time"]  # both kernels in the long cell
+    while time.monotonic() < deadline and not all(any(w in line for line in lines) for w in waiting):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole foreground group
+    assert proc.wait(120) == 130
+    reader.join(10)
+    text = "".join(lines)
+    assert all(w in text for w in waiting), text
+    assert "Traceback" not in text and text.count("interrupted (Ctrl-C)") == 1, text

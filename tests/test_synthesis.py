@@ -139,3 +139,33 @@ def test_samples_per_map_does_not_depend_on_batching(tiny_pipeline, one_thread):
     one = tiny_pipeline(labels[1:2], num_inference_steps=3, generator=torch.Generator().manual_seed(6)).images
     np.testing.assert_allclose(big[1, 1], one[0], atol=1e-5)
     assert np.abs(big[:, 0] - big[:, 1]).max() > 1e-3  # negative control: two seeds differ
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "0"], "steps (--steps) must be a whole number >= 1, got 0"),
+    (["--steps", "-3"], "steps (--steps) must be a whole number >= 1, got -3"),
+    (["--guidance", "nan"], "guidance_scale (--guidance) must be a finite number, got nan"),
+    (["--guidance", "inf"], "guidance_scale (--guidance) must be a finite number, got inf"),
+    (["--labels-twice"], "would both be written as a_syn<k>.nii.gz"),
+])
+def test_cli_synthesize_refuses_bad_arguments_before_loading_the_pipeline(tmp_path, caplog, extra, message):
+    affine = np.diag([5.5, 5.5, 6.0, 1.0])
+    labels = tmp_path / "labels"
+    _label_file(labels, "a.nii.gz", affine)
+    if extra == ["--labels-twice"]:
+        _label_file(labels, "a.nii", affine)  # two inputs, one output name
+        extra = []
+    code = cli.main(["synthesize", "--pipeline", str(tmp_path / "no-pipeline"), "--labels", str(labels),
+                     "--out-dir", str(tmp_path / "out")] + extra)
+    assert code == 2 and message in caplog.text
+    assert "model_index.json" not in caplog.text and not (tmp_path / "out").exists()
+
+
+def test_synthesize_files_refuses_bad_arguments(tiny_pipeline, tmp_path):
+    label = _label_file(tmp_path / "labels", "a.nii.gz", np.diag([5.5, 5.5, 6.0, 1.0]))
+    for kwargs, message in [({"steps": 0}, "steps"), ({"steps": 2.5}, "steps"), ({"guidance_scale": float("nan")}, "guidance")]:
+        with pytest.raises(ConfigError, match=message):
+            synthesize_files(tiny_pipeline, label, tmp_path / "out", **{"steps": 2, **kwargs})
+    with pytest.raises(DataError, match="a.nii.gz and .*a.nii.gz would both be written"):
+        synthesize_files(tiny_pipeline, [label, label], tmp_path / "out", steps=2)
+    assert not (tmp_path / "out").exists()

@@ -180,6 +180,7 @@ class AutoPET(DatasetAdapter):
                                     ("merge_lesion", merge_lesion)) if v]
             if given:
                 raise ConfigError(f"dataset 'autopet': option(s) {given} apply to labels='anatomy', not 'lesion'")
+            self.empty_labels_ok = True  # the release's negative controls: studies without a lesion
             return
         table = anatomy_classes(self.name, labels_dir, classes_file)
         if self.merge_lesion:

@@ -65,7 +65,8 @@ class DatasetAdapter:
     """Base class: a dataset's folder layout, class table and modality.
 
     Subclasses set ``name``, ``modality``, ``classes``, ``layout`` and implement
-    :meth:`find_cases`.
+    :meth:`find_cases`; ``empty_labels_ok`` where a label map may hold background only (a
+    lesion mask of a lesion-free study).
 
     Args:
         window: CT intensity window in HU (CT datasets).
@@ -77,6 +78,7 @@ class DatasetAdapter:
     classes: ClassTable = tables.TORSO_CT
     layout: str = ""
     is_phantom: bool = False
+    empty_labels_ok: bool = False
 
     def __init__(
         self, *, window: Sequence[float] = (-1000.0, 1000.0), percentiles: Sequence[float] = (0.5, 99.5)
@@ -183,6 +185,10 @@ def _check_case(case: Case, adapter: DatasetAdapter) -> dict:
             f"{case.label}: label values {unknown[:10]} are not in the {adapter.name} class table "
             f"(values {list(adapter.classes.source_values)} for {list(adapter.classes.names)})"
         )
+    background = adapter.classes.source_values[0]
+    if values == [background] and not adapter.empty_labels_ok:
+        raise DataError(f"{case.label}: the label map is all background (value {background}), no labelled "
+                        "structure to condition on; fix the file or remove the case")
     return {"shape": list(image.shape), "spacing": list(spacing_dhw(image_affine)), "label_values": values}
 
 
@@ -191,7 +197,8 @@ def validate_cases(cases: Sequence[Case], adapter: DatasetAdapter, *, max_errors
 
     Checks: both files readable NIfTI, 3-D (or the selected frame of a 4-D file), no NaN/Inf
     in the image, integer labels, equal shapes and affines (``allclose``), label values in
-    the adapter's class table.
+    the adapter's class table, not all background (unless ``adapter.empty_labels_ok``), at
+    most :data:`~medlsdm.data.io.MAX_VOLUME_BYTES` per array.
 
     Args:
         cases: cases from ``adapter.find_cases``.

@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 KINDS = ("image", "label")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
+#: The largest array :func:`read_nifti` returns (float32 images, int64 label maps), and the
+#: largest resampled volume :func:`medlsdm.data.prepare.prepare_dataset` makes: 8 GiB. A
+#: header claiming more is refused before its data are read.
+MAX_VOLUME_BYTES = 8 * 2**30
+
 # Everything nibabel / gzip / zlib raise on a file that is not a (complete) NIfTI, both
 # when the header is loaded and lazily when the data are read.
 READ_ERRORS = (
@@ -85,7 +90,22 @@ def _verify_gzip(path: Path) -> None:
         raise DataError(f"{path}: corrupt or truncated gzip data ({type(exc).__name__}: {exc})") from None
 
 
-def _load_xyz(path: Path, frame: int | None) -> tuple[np.ndarray, np.ndarray]:
+def format_bytes(size: float) -> str:
+    """``"32 GiB"``, ``"1.53 TiB"``."""
+    return f"{size / 2**40:.3g} TiB" if size >= 2**40 else f"{size / 2**30:.3g} GiB"
+
+
+def check_size(where, shape, itemsize: int) -> None:
+    """Refuse a volume of ``shape`` whose array of ``itemsize``-byte voxels exceeds :data:`MAX_VOLUME_BYTES`."""
+    size = float(np.prod([int(n) for n in shape], dtype=np.float64)) * int(itemsize)
+    if size > MAX_VOLUME_BYTES:
+        raise DataError(
+            f"{where}: the header gives shape {tuple(int(n) for n in shape)}, {format_bytes(size)} as {itemsize}-byte "
+            f"voxels, over medlsdm's limit of {format_bytes(MAX_VOLUME_BYTES)} per volume (medlsdm.data.io.MAX_VOLUME_BYTES)"
+        )
+
+
+def _load_xyz(path: Path, frame: int | None, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Load the (x, y, z) data of ``path`` (one time frame of a 4-D file when ``frame`` is set)."""
     try:
         img = nib.load(str(path))
@@ -111,6 +131,11 @@ def _load_xyz(path: Path, frame: int | None) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= frame < shape[3]:
             raise DataError(f"{path}: frame {frame} out of range (the file has {shape[3]} frames)")
         index = (slice(None), slice(None), slice(None), frame)
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.kind not in "biuf":
+        raise DataError(f"{path}: voxel type {dtype} (RGB, complex or structured) is not supported; "
+                        "expected one scalar integer or float value per voxel")
+    check_size(path, shape[:3], 4 if kind == "image" else 8)
     try:
         data = np.asarray(img.dataobj[index])
     except READ_ERRORS as exc:
@@ -183,13 +208,14 @@ def read_nifti(
 
     Raises:
         DataError: naming the file, when it is missing, not a NIfTI, truncated or corrupt,
-            has the wrong number of dimensions, or has invalid values.
+            has the wrong number of dimensions, a voxel type that is not one number (RGB,
+            complex), more than :data:`MAX_VOLUME_BYTES`, or invalid values.
     """
     _check_kind(kind, path)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    data, affine = _load_xyz(path, frame)
+    data, affine = _load_xyz(path, frame, kind)
     return canonical_dhw(_check_values(data, path, kind), affine)
 
 

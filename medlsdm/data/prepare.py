@@ -10,29 +10,38 @@ Output folder (``RUN/data``)::
 
 ``images/`` + ``labels/`` is the generic layout, so the folder is itself readable by the
 ``nifti`` adapter.
+
+The folder is built under a temporary name beside ``out_dir`` and put in place whole when it
+is complete (:func:`medlsdm.atomic.save_pretrained_atomic`), so a failure at any point leaves
+the old folder as it was.
+An ``out_dir`` holding anything else than these outputs is refused before any work.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..atomic import read_json, write_json
+from ..atomic import read_json, save_pretrained_atomic, write_json
 from ..errors import ConfigError, DataError
 from ..rundir import MANIFEST, SPLIT, STORE
 from .adapters import get_adapter
 from .datasets import Case, validate_cases
-from .io import write_nifti
-from .preprocess import PREPROCESSING, preprocess_case, preprocess_case_paper
+from .io import MAX_VOLUME_BYTES, format_bytes, write_nifti
+from .preprocess import PREPROCESSING, preprocess_case, preprocess_case_paper, resampled_shape
 from .splits import check_fractions, make_split, save_split
-from .store import CaseStore
+from .store import MAX_CLASSES, CaseStore
 
 logger = logging.getLogger(__name__)
 
+#: What a data folder holds (module docstring); nothing else may be in an ``out_dir``.
+OUTPUTS = ("images", "labels", MANIFEST, SPLIT, STORE)
 
 
 def _check_parameters(spacing, block_shape, n_cases, blocks_per_case):
@@ -41,7 +50,7 @@ def _check_parameters(spacing, block_shape, n_cases, blocks_per_case):
         block_shape = [int(v) for v in block_shape]
     except (TypeError, ValueError):
         raise ConfigError(f"spacing and block_shape must be sequences of numbers, got {spacing!r}, {block_shape!r}") from None
-    if len(spacing) != 3 or min(spacing) <= 0:
+    if len(spacing) != 3 or not all(math.isfinite(v) and v > 0 for v in spacing):
         raise ConfigError(f"spacing must be three positive numbers (D, H, W) in mm, got {spacing}")
     if len(block_shape) != 3 or min(block_shape) < 1:
         raise ConfigError(f"block_shape must be three positive integers (D, H, W), got {block_shape}")
@@ -53,22 +62,53 @@ def _check_parameters(spacing, block_shape, n_cases, blocks_per_case):
 
 
 def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to the dataset root; only the file name for a file outside it (no folder
+    names of the user's disk in the manifest)."""
     try:
         return str(path.resolve().relative_to(root.resolve()))
     except ValueError:
-        return str(path.resolve())
+        return path.name
 
 
-def _previous_files(out_dir: Path) -> set[Path]:
-    """Image/label files listed by a previous manifest in ``out_dir`` (to clear stale ones)."""
-    path = out_dir / MANIFEST
-    if not path.is_file():
-        return set()
-    try:
-        cases = read_json(path).get("cases", [])
-        return {out_dir / c[key] for c in cases for key in ("image", "label")}
-    except (DataError, AttributeError, KeyError, TypeError):
-        return set()
+def _is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and ".tmp" in path.name  # medlsdm.atomic's temporary files
+
+
+def check_out_dir(out_dir: Path, data_root: Path) -> None:
+    """Refuse an ``out_dir`` that is (or holds) the dataset, or holds files preprocess did not write."""
+    if out_dir.resolve() == data_root.resolve() or out_dir.resolve() in data_root.resolve().parents:
+        raise ConfigError(f"out_dir {out_dir} must not be data_root {data_root} or a folder above it")
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"out_dir {out_dir}: exists and is not a folder")
+    foreign = [p for p in out_dir.iterdir() if p.name not in OUTPUTS and not _is_temporary(p)]
+    for sub in ("images", "labels"):
+        if (out_dir / sub).is_dir():
+            foreign += [p for p in (out_dir / sub).iterdir()
+                        if not (p.is_file() and (p.name.endswith(".nii.gz") or _is_temporary(p)))]
+    if foreign:
+        raise ConfigError(
+            f"out_dir {out_dir}: holds {foreign[0]}" + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "")
+            + ", not written by medlsdm preprocess; preprocess replaces the whole folder, so give a new or empty --out-dir"
+        )
+
+
+def check_sizes(cases: Sequence[Case], source_info: dict, spacing: list[float] | None, block_shape: list[int]) -> None:
+    """Refuse (before any work) a case whose resampled or padded volume would exceed
+    :data:`~medlsdm.data.io.MAX_VOLUME_BYTES` as float32; ``spacing=None``: no resampling."""
+    for case in cases:
+        info = source_info[case.case_id]
+        shape = resampled_shape(info["shape"], info["spacing"], spacing) if spacing else tuple(info["shape"])
+        padded = (max(shape[0], block_shape[0]), *block_shape[1:])
+        size = 4 * max(math.prod(shape), math.prod(padded))
+        if size > MAX_VOLUME_BYTES:
+            raise ConfigError(
+                f"spacing {spacing} mm, block_shape {block_shape}: {case.image} ({tuple(info['shape'])} voxels of "
+                f"{[round(v, 3) for v in info['spacing']]} mm) would become {tuple(shape)} voxels, padded {padded}: "
+                f"{format_bytes(size)} as float32, over the limit of {format_bytes(MAX_VOLUME_BYTES)} per volume "
+                "(medlsdm.data.io.MAX_VOLUME_BYTES); choose a coarser spacing or a smaller block_shape"
+            )
 
 
 def prepare_dataset(
@@ -102,7 +142,8 @@ def prepare_dataset(
     Args:
         dataset: adapter name (:func:`medlsdm.data.adapters.get_adapter`).
         data_root: the dataset folder.
-        out_dir: output folder (``RUN/data``); created if needed.
+        out_dir: output folder (``RUN/data``); new, empty, or an earlier output of this
+            function, which is replaced whole once the new folder is complete.
         spacing: target voxel size (mm), ``(D, H, W)``.
         block_shape: block size in voxels, ``(D, H, W)``.
         n_cases: use only the first ``n_cases`` cases (sorted by id); ``None``: all.
@@ -118,16 +159,20 @@ def prepare_dataset(
 
     Raises:
         DataError: a missing/bad input file (before any output is written).
-        ConfigError: invalid parameters.
+        ConfigError: invalid parameters: more classes than :data:`~medlsdm.data.store.MAX_CLASSES`,
+            an ``out_dir`` holding other files, volumes that ``spacing`` and ``block_shape``
+            would make larger than :data:`~medlsdm.data.io.MAX_VOLUME_BYTES` (before any output).
     """
     spacing, block_shape = _check_parameters(spacing, block_shape, n_cases, blocks_per_case)
     check_fractions(fractions)
     if preprocessing not in PREPROCESSING:
         raise ConfigError(f"option preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
     adapter = get_adapter(dataset, **adapter_kwargs)
+    if adapter.classes.num_classes > MAX_CLASSES:
+        raise ConfigError(f"dataset {adapter.name!r}: {adapter.classes.num_classes} classes, more than the {MAX_CLASSES} "
+                          "that uint8 label maps hold; check option num_classes (--num-classes) or the class table file")
     data_root, out_dir = Path(data_root).expanduser(), Path(out_dir).expanduser()
-    if data_root.resolve() == out_dir.resolve():
-        raise ConfigError(f"out_dir must differ from data_root ({data_root})")
+    check_out_dir(out_dir, data_root)
 
     cases = adapter.find_cases(data_root)
     if n_cases is not None:
@@ -135,28 +180,37 @@ def prepare_dataset(
             raise DataError(f"{data_root}: asked for {n_cases} cases but the folder holds only {len(cases)}")
         cases = cases[: int(n_cases)]
     source_info = validate_cases(cases, adapter)
+    check_sizes(cases, source_info, spacing if preprocessing == "resample" else None, block_shape)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stale = _previous_files(out_dir)
+    built = {}
+
+    def build(folder):
+        built["manifest"] = _write_dataset(Path(folder), adapter, cases, data_root, source_info, spacing=spacing,
+                                           block_shape=block_shape, fractions=fractions, seed=seed,
+                                           blocks_per_case=int(blocks_per_case), preprocessing=preprocessing)
+
+    save_pretrained_atomic(SimpleNamespace(save_pretrained=build), out_dir)  # built aside, swapped in whole
+    manifest = built["manifest"]
+    logger.info("wrote %d blocks of %d cases to %s", len(manifest["cases"]), len(cases), out_dir)
+    return manifest
+
+
+def _write_dataset(out_dir: Path, adapter, cases: list[Case], data_root: Path, source_info: dict, *,
+                   spacing: list[float], block_shape: list[int], fractions, seed: int, blocks_per_case: int,
+                   preprocessing: str) -> dict:
+    """Preprocess every case into the (new, empty) folder ``out_dir``; write split and manifest."""
     normalisation = adapter.normalisation if preprocessing == "resample" else {"method": "minmax_per_block", "range": [-1.0, 1.0]}
-    entries, written = [], set()
+    entries = []
     store = CaseStore(out_dir / STORE, mode="w")
     try:
         for index, case in enumerate(tqdm(cases, desc=f"preprocess {adapter.name}")):
             rng = np.random.default_rng([int(seed), index]) if preprocessing == "paper" else None
             entries += _process_case(case, adapter, out_dir, data_root, source_info[case.case_id],
-                                     normalisation, spacing, block_shape, int(blocks_per_case), store, rng)
+                                     normalisation, spacing, block_shape, blocks_per_case, store, rng)
         store.close()
     except BaseException:
         store.abort()
         raise
-    for entry in entries:
-        written |= {out_dir / entry["image"], out_dir / entry["label"]}
-    for path in sorted(stale - written):
-        if path.is_file():
-            logger.info("removing %s (from a previous run, not in this one)", path)
-            path.unlink()
-
     if not entries:
         raise DataError(f"{data_root}: every block of every case was background; nothing to train on")
     if preprocessing == "paper":
@@ -180,7 +234,6 @@ def prepare_dataset(
         "cases": entries,
     }
     write_json(out_dir / MANIFEST, manifest)
-    logger.info("wrote %d blocks of %d cases to %s", len(entries), len(cases), out_dir)
     return manifest
 
 

@@ -31,6 +31,9 @@ from ..errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
 
+#: Label maps are stored as uint8 class indices: at most 256 classes (background included).
+MAX_CLASSES = 256
+
 
 class H5Store:
     """File handling shared by the package's HDF5 stores (:class:`CaseStore`; the cardiac slices
@@ -153,8 +156,8 @@ class CaseStore(H5Store):
             raise DataError(f"{where}: expected image (1, D, H, W) and label (D, H, W), got {image.shape} and {label.shape}")
         if affine.shape != (4, 4):
             raise DataError(f"{where}: affine must be 4x4, got {affine.shape}")
-        if label.size and (label.min() < 0 or label.max() > 255):
-            raise DataError(f"{where}: class indices must lie in 0 … 255")
+        if label.size and (label.min() < 0 or label.max() >= MAX_CLASSES):
+            raise DataError(f"{where}: class indices must lie in 0 … {MAX_CLASSES - 1}")
         if case_id in cases:
             raise DataError(f"{where}: already in the store")
         group = cases.create_group(case_id)

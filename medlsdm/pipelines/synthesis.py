@@ -12,6 +12,8 @@ Whether a synthetic volume follows its label map is measured by
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import time
 from pathlib import Path
@@ -67,6 +69,25 @@ def _stem(path: Path) -> str:
     return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
 
 
+def check_output_names(files: Sequence[Path]) -> None:
+    """Refuse two label maps whose outputs ``<stem>_syn<k>.nii.gz`` would have one name
+    (``a.nii`` beside ``a.nii.gz``, or one file given twice)."""
+    seen: dict[str, Path] = {}
+    for path in files:
+        other = seen.setdefault(_stem(path), path)
+        if other is not path:
+            raise DataError(f"{other} and {path} would both be written as {_stem(path)}_syn<k>.nii.gz; "
+                            "rename or remove one of them")
+
+
+def check_sampling(steps, guidance_scale) -> None:
+    """Refuse a step count below 1 or a guidance scale that is not a finite number (``--steps``, ``--guidance``)."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ConfigError(f"steps (--steps) must be a whole number >= 1, got {steps!r}")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
+        raise ConfigError(f"guidance_scale (--guidance) must be a finite number, got {guidance_scale!r}")
+
+
 def block_window(pipe) -> int | None:
     """The depth of the pipeline's training block (its ``block_shape``), or ``None`` (unknown)."""
     block_shape = pipe.config.get("block_shape")
@@ -82,7 +103,8 @@ def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLik
                      batch_size: int = 4, nnunet=None, window: int | None = None, overlap: int | None = None) -> list[Path]:
     """Synthesise ``num_per_label`` volumes per label-map file into ``out_dir``.
 
-    Every label map is checked (classes, shape, spacing) before any sampling starts. Output
+    Every argument and label map is checked (steps, guidance, output names, classes, shape,
+    spacing) before any sampling starts. Output
     ``<label stem>_syn<k>.nii.gz`` carries the label map's affine. Label maps of one shape
     are sampled ``batch_size`` at a time (on a CPU a batch of 4 costs about a third per
     volume of one at a time); sample ``k`` of every label map starts from the noise of a
@@ -98,7 +120,10 @@ def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLik
 
     if int(batch_size) < 1 or int(num_per_label) < 1:
         raise ConfigError(f"batch_size and num_per_label must be >= 1, got {batch_size}, {num_per_label}")
+    check_sampling(steps, guidance_scale)
     files = label_files(labels)
+    if nnunet is None:
+        check_output_names(files)
     shapes = [tuple(pipe.load_labels(path)[0].shape[1:]) for path in files]  # fail before any work
     batches: list[tuple[tuple, list[Path]]] = []  # consecutive label maps of one shape
     for path, shape in zip(files, shapes):
