@@ -10,12 +10,13 @@ JOBS ?= 2
 
 .PHONY: demo test install clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU build of torch first (a plain `torch` could pull a multi-GB CUDA build)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,radiomics]'
+	# the tested versions (constraints.txt) within pyproject.toml's ranges
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,radiomics]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

@@ -2,16 +2,27 @@
 
 Everything medlsdm writes (NIfTI, JSON, HDF5, checkpoints, figures) goes through
 :func:`atomic_path`: the writer fills a temporary file next to the target, which is then
-renamed over it with :func:`os.replace` (atomic on POSIX file systems).
+renamed over it with :func:`os.replace` (atomic on POSIX file systems). Model folders
+(``save_pretrained``) are swapped in whole by :func:`save_pretrained_atomic`.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import json
+import logging
 import os
+import re
+import shutil
+import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -73,22 +84,127 @@ def jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_pretrained_atomic(model, folder: str | os.PathLike) -> None:
-    """``save_pretrained`` into a temporary folder, then swap it in place of ``folder``."""
-    import shutil
+    """``save_pretrained`` into a temporary folder, then swap it in place of ``folder``.
 
+    Readers see the old folder or the complete new one: on Linux the two are exchanged in one
+    step (``renameat2(RENAME_EXCHANGE)``); elsewhere the old folder is renamed aside and the new
+    one renamed in, and a kill between the two leaves the old one aside, which
+    :func:`recover_folder` (called by every save and load) puts back. Processes saving the same
+    folder side by side all succeed; the last one wins.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    recover_folder(folder)
+    tmp = _sibling(folder, "new")
+    tmp.mkdir()
     try:
         model.save_pretrained(tmp)
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the old version after an exchange, a partial one after an error
+
+
+def recover_folder(folder: str | os.PathLike) -> None:
+    """Put back a model folder that a killed :func:`save_pretrained_atomic` left aside, then
+    remove what saves of processes no longer running left behind. Creates nothing."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        return
+    leftovers = [(m["kind"], int(m["pid"]), p) for p in folder.parent.iterdir()
+                 if (m := _LEFTOVER.fullmatch(p.name)) and m["name"] == folder.name]
+    if not folder.exists():
+        for _, _, aside in sorted((x for x in leftovers if x[0] == "old"), key=_mtime, reverse=True):
+            try:
+                os.rename(aside, folder)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno not in _EXISTS:
+                    raise
+            else:
+                log.warning("%s: put back the folder a killed save left as %s", folder, aside.name)
+            break
+    if folder.exists():
+        for _, pid, path in leftovers:
+            if not _running(pid):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+_EXISTS = (errno.ENOTEMPTY, errno.EEXIST)
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>new|old)-(?P<pid>\d+)-[0-9a-f]{8}")
+
+
+def _sibling(folder: Path, kind: str) -> Path:
+    """A unique hidden name next to ``folder`` that :func:`recover_folder` recognises."""
+    return folder.with_name(f".{folder.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _mtime(leftover: tuple[str, int, Path]) -> float:
+    try:
+        return leftover[2].stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` is alive (assumed alive where that cannot be checked)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _swap_in(new: Path, folder: Path) -> None:
+    """Make ``new`` the folder at ``folder``, retrying while other processes do the same."""
+    asides = []
+    try:
+        while True:
+            try:
+                os.rename(new, folder)  # no folder there yet (or an empty one)
+                break
+            except OSError as exc:
+                if exc.errno not in _EXISTS:
+                    raise
+            if _exchange(new, folder):  # ``new`` now holds the old folder
+                break
+            aside = _sibling(folder, "old")
+            try:
+                os.rename(folder, aside)  # a kill here leaves the old folder aside: recover_folder
+                asides.append(aside)
+            except FileNotFoundError:  # another process moved it first
+                pass
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        recover_folder(folder)
         raise
+    for aside in asides:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``);
+    ``False`` where the system or file system cannot, or when ``b`` has just vanished."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@functools.cache
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None

@@ -15,6 +15,7 @@ import sys
 
 from .errors import ConfigError, MedLSDMError
 from .profiles import notebook_parameters, profile_names
+from .rundir import RunDir
 
 log = logging.getLogger("medlsdm")
 
@@ -158,7 +159,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     options = {**defaults, **{key: value for key, value in options.items() if value is not None}}  # all of the profile's 05 settings
     weights = {"inception": args.inception_weights, "medicalnet": args.medicalnet_weights,
                "vgg16": args.vgg16_weights, "lpips": args.lpips_weights}
-    result = evaluate_run(args.run_dir, augment=not args.no_augment, weights=weights, **options)
+    with RunDir(args.run_dir).require().writing("medlsdm evaluate"):
+        result = evaluate_run(args.run_dir, augment=not args.no_augment, weights=weights, **options)
     for name, table in results_tables(result).items():
         print(f"\n{name}\n\n{table}")
     log.info("\n05_evaluation written to %s/metrics.json (%.0f s)", args.run_dir, result["seconds"])

@@ -207,9 +207,10 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     """Export every notebook of ``RUN/executed/`` and write ``index.html``; return its path.
 
     Raises:
+        DataError: the run directory does not exist (nothing is created).
         ConfigError: the run has no executed notebooks (run ``medlsdm run`` first).
     """
-    run = RunDir(run_dir)
+    run = RunDir(run_dir).require()
     executed = run.executed
     notebooks = sorted(executed.glob("*.ipynb"))
     if not notebooks:

@@ -235,6 +235,7 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
     from papermill.exceptions import PapermillExecutionError
 
     output = output or run.executed / path.name
+    output.parent.mkdir(parents=True, exist_ok=True)
     names = notebook_parameter_names(path)
     params = {k: v for k, v in parameters.items() if k in names}
     try:
@@ -314,15 +315,16 @@ def run_notebooks(
                              "run_dir": str(run.root)}, f"[{i}/{len(paths)}]")
             for i, p in enumerate(paths, 1)}
     executed: dict[str, Path] = {}
-    for stage in plan_stages(list(work), int(jobs)):
-        lanes = [[work[k] for k in lane] for lane in stage]
-        if jobs == 1:
-            results = [_run_lane(lanes[0], str(run.root), kernel_name, None)]
-        else:
-            threads = max(1, (os.cpu_count() or 1) // len(lanes))
-            with ProcessPoolExecutor(len(lanes), mp_context=get_context("spawn"), initializer=_ignore_sigint) as pool:
-                futures = [pool.submit(_run_lane, lane, str(run.root), kernel_name, threads) for lane in lanes]
-                results = [f.result() for f in futures]
-        for lane, out in zip(stage, results):
-            executed.update(zip(lane, out))
+    with run.writing("medlsdm run"):  # one writer per run directory
+        for stage in plan_stages(list(work), int(jobs)):
+            lanes = [[work[k] for k in lane] for lane in stage]
+            if jobs == 1:
+                results = [_run_lane(lanes[0], str(run.root), kernel_name, None)]
+            else:
+                threads = max(1, (os.cpu_count() or 1) // len(lanes))
+                with ProcessPoolExecutor(len(lanes), mp_context=get_context("spawn"), initializer=_ignore_sigint) as pool:
+                    futures = [pool.submit(_run_lane, lane, str(run.root), kernel_name, threads) for lane in lanes]
+                    results = [f.result() for f in futures]
+            for lane, out in zip(stage, results):
+                executed.update(zip(lane, out))
     return [executed[k] for k in work]

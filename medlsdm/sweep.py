@@ -10,10 +10,13 @@ earlier notebooks left in the run directory, and writes::
     RUN/sweeps/04_synthesis.png    each numeric metric against the first swept parameter,
                                    one line per value of the others
 
-``metrics.json`` is copied aside before the first run and restored afterwards, so the run's
-own numbers stay those of its normal run. Other files the notebook writes (figures, samples)
-are those of the last combination; ``medlsdm run --only NN`` restores them. When a
-combination fails, the table and plot of the combinations done so far are still written.
+The sweep holds the run directory's writer lock (:meth:`~medlsdm.rundir.RunDir.writing`). The
+notebook's key of ``metrics.json`` is saved before the first run and restored afterwards under
+the metrics lock (:meth:`~medlsdm.rundir.RunDir.metrics_restored`; also after an error or
+SIGTERM, and after a SIGKILL by the next writer of the run directory), so the run's own numbers
+stay those of its normal run. Other files the notebook writes (figures, samples) are those of
+the last combination; ``medlsdm run --only NN`` restores them. When a combination fails, the
+table and plot of the combinations done so far are still written.
 
 Bad names or values are refused before anything runs: names must be in the notebook's
 ``parameters`` cell; a value must have the type of the default written there (an int is
@@ -22,12 +25,14 @@ accepted for a float; ``None`` defaults accept anything).
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import itertools
 import logging
 import os
 import re
-import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +180,24 @@ def _cell(value: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def _terminate_raises():
+    """SIGTERM (``kill``, a batch system's time limit) raises :class:`SystemExit` in the main
+    thread for the block, so that ``finally`` blocks run and ``metrics.json`` is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @dataclass
 class SweepResult:
     """What a sweep wrote: the table, the plot, and one executed notebook per row."""
@@ -290,34 +313,26 @@ def sweep(
     names = list(grid)
     combos = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
     out_dir = run.sweeps / path.stem
-    out_dir.mkdir(parents=True, exist_ok=True)
-    backup = run.sweeps / f".{path.stem}.metrics-before-sweep.json"
-    had_metrics = run.metrics_path.exists()
-    if had_metrics:
-        shutil.copy2(run.metrics_path, backup)
     result = SweepResult(path.stem, run.sweeps / f"{path.stem}.csv", run.sweeps / f"{path.stem}.png")
     log.info("sweep %s: %d combinations of %s", path.stem, len(combos), ", ".join(names))
-    try:
-        for combo in tqdm(combos, desc=f"sweep {path.stem}"):
-            params = {**base, "profile": profile, **combo, "run_dir": str(run.root)}
-            output = out_dir / f"{combination_name(combo)}.ipynb"
-            start = time.perf_counter()
-            run_notebook(path, run, params, kernel_name=kernel_name, output=output,
-                         label=f"{path.name} with {combination_name(combo)}")
-            metrics = run.read_metrics().get(key)
-            if not isinstance(metrics, Mapping):
-                raise NotebookError(f"{output}: ran, but wrote no {key!r} key to {run.metrics_path}")
-            result.rows.append(table_row(combo, metrics))
-            result.executed.append(output)
-            log.info("%s done in %.1f s", output.name, time.perf_counter() - start)
-    finally:
-        if had_metrics:
-            shutil.copy2(backup, run.metrics_path)
-            backup.unlink()
-        else:
-            run.metrics_path.unlink(missing_ok=True)
-        if result.rows:
-            write_table(result.rows, result.table)
-            plot_sweep(result.rows, names, result.plot, title=f"{path.stem}: sweep of {', '.join(names)}")
+    with run.writing("medlsdm sweep"), _terminate_raises(), run.metrics_restored(key):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for combo in tqdm(combos, desc=f"sweep {path.stem}"):
+                params = {**base, "profile": profile, **combo, "run_dir": str(run.root)}
+                output = out_dir / f"{combination_name(combo)}.ipynb"
+                start = time.perf_counter()
+                run_notebook(path, run, params, kernel_name=kernel_name, output=output,
+                             label=f"{path.name} with {combination_name(combo)}")
+                metrics = run.read_metrics().get(key)
+                if not isinstance(metrics, Mapping):
+                    raise NotebookError(f"{output}: ran, but wrote no {key!r} key to {run.metrics_path}")
+                result.rows.append(table_row(combo, metrics))
+                result.executed.append(output)
+                log.info("%s done in %.1f s", output.name, time.perf_counter() - start)
+        finally:
+            if result.rows:
+                write_table(result.rows, result.table)
+                plot_sweep(result.rows, names, result.plot, title=f"{path.stem}: sweep of {', '.join(names)}")
     log.info("sweep table %s, plot %s", result.table, result.plot)
     return result

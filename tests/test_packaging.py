@@ -50,3 +50,55 @@ def test_readme_has_the_two_commands_and_ci_calls_the_test_one():
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"constraints.txt: {line!r} is not a name==version pin"
+            pins[_name(name)] = version
+    return pins
+
+
+def test_constraints_pin_every_direct_dependency_inside_its_range():
+    """The tested set (constraints.txt) is what `make install` gets, and pyproject's ranges allow it."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    pins = _constraints()
+    for requirement in project["dependencies"] + extras["viewers"] + extras["radiomics"] + extras["dev"]:
+        req = Requirement(requirement)
+        name = _name(req.name)
+        assert name in pins, f"constraints.txt does not pin {name}"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {req}"
+    assert pins["torch"] == "2.13.0"
+    for name in ("diffusers", "accelerate", "huggingface-hub", "safetensors", "nbclient", "papermill"):
+        assert name in pins
+
+
+def test_make_installs_the_tested_set_and_conda_files_pin_it_too():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-c constraints.txt -e '.[dev,radiomics]'" in makefile
+    assert re.search(r"\.installed: .*constraints\.txt", makefile)  # a change reinstalls
+    pins = _constraints()
+    for env in ("environment.yml", "binder/environment.yml"):
+        deps = yaml.safe_load((ROOT / env).read_text())["dependencies"]
+        pip = [r for dep in deps if isinstance(dep, dict) for r in dep["pip"] if not r.startswith("-")]
+        for requirement in pip:
+            name, _, version = requirement.partition("==")
+            assert version == pins[_name(name)], f"{env}: {requirement} is not the tested {name}=={pins[_name(name)]}"
+
+
+def test_floors_of_diffusers_and_accelerate_are_tested_versions():
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    for requirement in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(requirement)
+        if req.name in ("diffusers", "accelerate"):  # diffusers 0.30 ran code named by a model folder
+            floors = [Version(s.version) for s in req.specifier if s.operator == ">="]
+            assert floors and floors[0] >= Version({"diffusers": "0.42.1", "accelerate": "1.16"}[req.name])

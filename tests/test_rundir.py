@@ -1,5 +1,8 @@
 """Atomic writes and the run directory's shared files."""
 import json
+import os
+import subprocess
+import sys
 
 import matplotlib
 
@@ -8,7 +11,8 @@ import matplotlib.pyplot as plt
 import pytest
 
 from medlsdm.atomic import atomic_path, read_json, write_json
-from medlsdm.errors import DataError
+from medlsdm import cli
+from medlsdm.errors import DataError, MedLSDMError
 from medlsdm.rundir import RunDir
 
 
@@ -73,5 +77,66 @@ def test_run_layout_names_every_hand_off(tmp_path):
     assert run.store_path == run.root / "data" / "cases.h5" and not run.store_path.exists()  # file paths: names only
     assert run.split_path.name == "split.json" and run.manifest_path.name == "manifest.json"
     assert run.vqgan_model == run.root / "vqgan" / "model"
-    assert run.eval_samples == run.root / "samples" / "eval" and run.eval_samples.is_dir()  # folders: created
-    assert run.diffusion.is_dir() and run.cardiac.is_dir() and run.sweeps.is_dir()
+    assert run.eval_samples == run.root / "samples" / "eval" and run.sweeps == run.root / "sweeps"
+    assert not run.root.exists()  # reading a run creates nothing
+
+
+@pytest.mark.parametrize("command", [["report"], ["evaluate", "--profile", "smoke"]])
+def test_read_commands_on_a_missing_run_dir_create_nothing(tmp_path, caplog, command):
+    typo = tmp_path / "typo"
+    assert cli.main([command[0], "--run-dir", str(typo), *command[1:]]) == 2
+    assert f"{typo}: run directory not found" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DataError, match="run directory not found"):
+        RunDir(typo).require()
+
+
+HOLD = """
+import sys, time
+from medlsdm.rundir import RunDir
+with RunDir(sys.argv[1]).writing("medlsdm run"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_one_writer_per_run_directory(tmp_path):
+    run = RunDir(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run.root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(MedLSDMError, match=rf"run directory in use by PID {holder.pid} \(medlsdm run\)"):
+            with run.writing("medlsdm sweep"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run.writing("medlsdm sweep"):  # the dead holder's lock is taken over
+        with run.writing("nested"):  # the same process may nest
+            assert f"PID {os.getpid()} (medlsdm sweep)" in (run.root / ".writer.lock").read_text()
+
+
+KILLED = """
+import os, sys
+from medlsdm.rundir import RunDir
+run = RunDir(sys.argv[1])
+with run.writing("medlsdm sweep"), run.metrics_restored("04_synthesis"):
+    run.update_metrics("04_synthesis", {"steps": 2})
+    os._exit(9)  # SIGKILL: no finally runs
+"""
+
+
+def test_metrics_restored_after_the_block_and_after_a_kill(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.update_metrics("04_synthesis", {"steps": 50})
+    with pytest.raises(RuntimeError):
+        with run.writing("test"), run.metrics_restored("04_synthesis"), run.metrics_restored("05_evaluation"):
+            run.update_metrics("04_synthesis", {"steps": 2})
+            run.update_metrics("05_evaluation", {"x": 1})
+            raise RuntimeError("a combination failed")
+    assert run.read_metrics() == {"04_synthesis": {"steps": 50}}
+    assert subprocess.run([sys.executable, "-c", KILLED, str(run.root)]).returncode == 9
+    assert run.read_metrics() == {"04_synthesis": {"steps": 2}}  # what the kill left …
+    with run.writing("medlsdm run"):  # … until the next writer takes the run directory
+        assert run.read_metrics() == {"04_synthesis": {"steps": 50}}
+    assert sorted(p.name for p in run.root.iterdir()) == [".metrics.lock", ".writer.lock", "metrics.json"]

@@ -1,5 +1,8 @@
 """Parameter sweeps: value parsing, checks before any run, and a real sweep of notebook 04."""
 import csv
+import signal
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -7,7 +10,7 @@ from notebook_utils import error_outputs, unexecuted_cells
 from PIL import Image
 
 from medlsdm import cli
-from medlsdm.errors import ConfigError, NotebookError
+from medlsdm.errors import ConfigError, MedLSDMError, NotebookError
 from medlsdm.profiles import PROFILES
 from medlsdm.rundir import RunDir
 from medlsdm.runner import find_notebooks
@@ -146,3 +149,63 @@ def test_failing_combination_names_it_and_restores_metrics(tmp_path):
         sweep("01", {"dataset": ["nifti"]}, run.root, profile="smoke")
     assert not run.metrics_path.exists()
     assert (run.root / "sweeps" / "01_preprocessing" / "dataset=nifti.ipynb").exists()
+
+
+KILLED_SWEEP = """
+import os, sys, time
+import medlsdm.sweep as sweep_module
+
+def fake_run(path, run, params, **kwargs):  # notebook 01 writing its metrics, then stopped
+    run.update_metrics("01_preprocessing", {"seed": params["seed"]})
+    if params["seed"] == 1:
+        print("running", flush=True)
+        if sys.argv[3] == "SIGKILL":
+            os._exit(9)
+        time.sleep(60)
+    return path
+
+sweep_module.run_notebook = fake_run
+sweep_module.sweep("01", {"seed": [0, 1]}, sys.argv[1], profile="smoke", notebooks_dir=sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_killed_sweep_leaves_the_runs_own_metrics(tmp_path, how):
+    """SIGTERM: restored before the sweep exits; SIGKILL: restored by the next writer of the run."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_preprocessing.ipynb", "run_dir = 'r'\nprofile = 'quick'\nseed = 0")
+    run = RunDir(tmp_path / "run")
+    run.update_metrics("01_preprocessing", {"seed": 7})
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SWEEP, str(run.root), str(folder), how],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "running"
+    if how == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == (143 if how == "SIGTERM" else 9)
+    if how == "SIGTERM":
+        assert run.read_metrics() == {"01_preprocessing": {"seed": 7}}
+        assert (run.sweeps / "01_preprocessing.csv").read_text().splitlines()[1] == "0,0"  # the done row
+    else:
+        assert run.read_metrics() == {"01_preprocessing": {"seed": 1}}
+        with run.writing("medlsdm run"):
+            assert run.read_metrics() == {"01_preprocessing": {"seed": 7}}
+
+
+def test_a_sweep_waits_for_no_one(tmp_path, monkeypatch):
+    """A sweep on a run directory another writer holds is refused before it runs anything."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_preprocessing.ipynb", "run_dir = 'r'\nprofile = 'quick'\nseed = 0")
+    root = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom medlsdm.rundir import RunDir\n"
+                               "with RunDir(sys.argv[1]).writing('medlsdm run'):\n print('held', flush=True)\n"
+                               " time.sleep(60)", str(root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr("medlsdm.sweep.run_notebook", lambda *a, **k: pytest.fail("ran"))
+        with pytest.raises(MedLSDMError, match=f"in use by PID {holder.pid}"):
+            sweep("01", {"seed": [0, 1]}, root, profile="smoke", notebooks_dir=folder)
+    finally:
+        holder.kill()
+        holder.wait()
