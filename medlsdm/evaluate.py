@@ -2,7 +2,8 @@
 
 1. :func:`synthetic_sets` — synthesise from the test label maps, from training label maps
    (memorisation check) and from *new* anatomies (augmentation) into
-   ``RUN/samples/eval/<setting>/{test,train,new}/``, reusing files already there. The real
+   ``RUN/samples/eval/<setting>/{test,train,new}/``, reusing files already there when the same
+   pipeline weights made them (:func:`pipeline_digest`, kept in ``<setting>/pipeline.json``). The real
    volumes stay in ``RUN/data/images``: real and synthetic sets are paired only through
    their label maps.
 2. :func:`image_quality` — paired SSIM, PSNR, RMSE, NMSE per case.
@@ -32,6 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .atomic import read_json, write_json
 from .data.io import read_nifti
 from .errors import DataError
 from .profiles import METRICS_KEYS
@@ -84,6 +86,33 @@ def synthetic_folder(run: RunDir, *, scheduler: str, steps: int, guidance_scale:
     return run.eval_samples / f"{scheduler}-{int(steps)}-g{float(guidance_scale):g}-s{int(seed)}"
 
 
+def pipeline_digest(pipe) -> str:
+    """sha256 of what a pipeline samples with: its VQ-GAN and UNet (configs and weights), its
+    training schedule and the spacing / block shape it records. Keys the synthetic-volume cache."""
+    from .training.checkpoint import json_digest, module_digest
+
+    schedule = {k: pipe.scheduler.config.get(k) for k in ("prediction_type", "num_train_timesteps", "beta_schedule",
+                                                         "beta_start", "beta_end")}
+    return json_digest([module_digest(pipe.vqgan, pipe.unet), schedule,
+                        {k: pipe.config.get(k) for k in ("spacing", "block_shape")}])
+
+
+def match_pipeline(folder: Path, digest: str) -> None:
+    """Remove the synthetic volumes ``folder/*/<id>_syn*.nii.gz`` that other pipeline weights (or
+    unknown ones: no ``folder/pipeline.json``) made, and record ``digest`` as their maker."""
+    stamp = folder / "pipeline.json"
+    old = read_json(stamp).get("pipeline_digest") if stamp.is_file() else None
+    if old == digest:
+        return
+    stale = sorted(folder.glob("*/*_syn*.nii.gz"))
+    if stale:
+        log.warning("%s: %d synthetic volume(s) made by other pipeline weights (%s, now %s): synthesised afresh",
+                    folder, len(stale), (old or "unknown")[:12], digest[:12])
+    for path in stale:
+        path.unlink()
+    write_json(stamp, {"pipeline_digest": digest})
+
+
 def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, scheduler: str, steps: int,
                     guidance_scale: float, seed: int, label_dir: Path | None = None) -> Cases:
     """Synthetic volumes ``folder/<id>_syn0.nii.gz`` from the label maps ``label_dir/<id>.nii.gz``
@@ -129,10 +158,14 @@ def synthetic_sets(run: RunDir, pipe, split: Mapping[str, Sequence[str]], *, n_t
     test label maps (all: ``None``), ``train`` from the first ``n_train_maps`` training label maps
     (for the memorisation check; all: ``None``), ``new`` from ``n_new`` new anatomies (for the
     augmentation experiment; ``None`` when ``n_new`` is 0 or the run is not a phantom). Seeds
-    ``seed``, ``seed + 1``, ``seed + 2``, so their noise differs. Returns ``(sets, folder)``.
+    ``seed``, ``seed + 1``, ``seed + 2``, so their noise differs. Volumes that other pipeline
+    weights made are synthesised afresh (:func:`match_pipeline`); with ``pipe=None`` the files
+    there are used as they are. Returns ``(sets, folder)``.
     """
     settings = dict(scheduler=scheduler, steps=steps, guidance_scale=guidance_scale)
     folder = synthetic_folder(run, seed=seed, **settings)
+    if pipe is not None:
+        match_pipeline(folder, pipeline_digest(pipe))
     sets: dict[str, Cases | None] = {
         "test": synthetic_cases(run, pipe, list(split["test"])[:n_test], folder / "test", seed=seed, **settings),
         "train": synthetic_cases(run, pipe, list(split["train"])[:n_train_maps], folder / "train", seed=seed + 1,

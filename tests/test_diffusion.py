@@ -1,4 +1,7 @@
 """Latent diffusion training: latents, condition dropout, EMA pipeline, resume."""
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +13,8 @@ from medlsdm.training.datasets import LatentDataset
 from medlsdm.training.diffusion import diffusion_loss, make_scheduler, train_diffusion
 
 TINY_UNET = dict(channels=(8, 16), attention_levels=(False, True), norm_num_groups=4, num_heads=2, batch_size=2)
+TINY_VQGAN = dict(crop_shape=(16, 32, 32), channels=(8, 8, 8), num_embeddings=16, norm_num_groups=4, decoder="spade",
+                  progress=False, checkpoint_every=None)
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +26,7 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("diffusion_run")
     make_phantom("torso-ct", root / "raw", 4, seed=0, shape=(32, 32, 16))
     prepare_dataset("torso-ct", root / "raw", root / "data", spacing=[12.0, 11.0, 11.0], block_shape=[16, 32, 32], fractions=(0.5, 0.25, 0.25))
-    train_vqgan(root, steps=2, crop_shape=(16, 32, 32), channels=(8, 8, 8), num_embeddings=16, norm_num_groups=4,
-                decoder="spade", progress=False, checkpoint_every=None)
+    train_vqgan(root, steps=2, **TINY_VQGAN)
     return root
 
 
@@ -150,7 +154,7 @@ def test_train_diffusion_saves_an_ema_pipeline_and_resumes(run_dir):
     out = pipe(labels[:1], num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, 1, 16, 32, 32)
     # the saved UNet holds the EMA weights, not the raw ones
-    ckpt = torch.load(sorted((run_dir / "diffusion" / "checkpoints").glob("*.pt"))[-1], weights_only=False)
+    ckpt = torch.load(sorted((run_dir / "diffusion" / "checkpoints").glob("*.pt"))[-1], weights_only=True)
     raw = ckpt["models"]["unet"]
     saved = pipe.unet.state_dict()
     assert any(not torch.equal(raw[k], saved[k]) for k in raw)
@@ -180,11 +184,63 @@ def test_train_diffusion_lr_schedule(run_dir, tmp_path):
     cosine = train_diffusion(run_dir, steps=4, progress=False, lr=1e-3, lr_schedule="cosine", warmup_steps=1,
                              out_dir=tmp_path / "cos", pipeline_dir=tmp_path / "cos_pipe", **TINY_UNET)
     assert cosine["steps"] == 4
-    ckpt = torch.load(tmp_path / "cos" / "checkpoints" / "checkpoint-0000004.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "cos" / "checkpoints" / "checkpoint-0000004.pt", weights_only=True)
     assert ckpt["optimizers"]["unet"]["param_groups"][0]["lr"] == pytest.approx(1e-5)
     assert ckpt["extra"]["scheduler.unet"]["last_epoch"] == 4
     train_diffusion(run_dir, steps=1, progress=False, out_dir=tmp_path / "const", pipeline_dir=tmp_path / "const_pipe", **TINY_UNET)
-    const = torch.load(tmp_path / "const" / "checkpoints" / "checkpoint-0000001.pt", weights_only=False)
+    const = torch.load(tmp_path / "const" / "checkpoints" / "checkpoint-0000001.pt", weights_only=True)
     assert "scheduler.unet" not in const["extra"] and const["optimizers"]["unet"]["param_groups"][0]["lr"] == 1e-3
     with pytest.raises(ConfigError, match="lr_schedule"):
         train_diffusion(run_dir, steps=1, progress=False, lr_schedule="linear", out_dir=tmp_path / "bad", **TINY_UNET)
+
+
+def test_resume_after_a_new_setting_vqgan_or_manifest_is_refused_or_retrains(run_dir, tmp_path):
+    """The diffusion checkpoint's fingerprint holds its settings and digests of the data manifest,
+    the split and the upstream VQ-GAN: a change of any raises ConfigError naming it."""
+    from medlsdm.training.vqgan import train_vqgan
+
+    run = shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("diffusion", "pipeline"))
+    kw = dict(progress=False, **TINY_UNET)
+    train_diffusion(run, steps=1, **kw)
+    assert train_diffusion(run, steps=2, sample_every=1, sample_steps=2, **kw)["steps_this_run"] == 1  # bookkeeping
+    with pytest.raises(ConfigError, match="prediction_type: 'v_prediction' -> 'epsilon'.*resume=False"):
+        train_diffusion(run, steps=2, prediction_type="epsilon", **kw)
+    manifest = run / "data" / "manifest.json"
+    original = manifest.read_text()
+    manifest.write_text(json.dumps({**json.loads(original), "note": "data prepared again"}))
+    with pytest.raises(ConfigError, match="input manifest"):
+        train_diffusion(run, steps=2, **kw)
+    manifest.write_text(original)
+    train_vqgan(run, steps=2, seed=1, resume=False, **TINY_VQGAN)  # another autoencoder of the same shapes
+    with pytest.raises(ConfigError, match="input vqgan"):
+        train_diffusion(run, steps=2, **kw)
+    assert json.loads((run / "diffusion" / "train_params.json").read_text())["steps"] == 2
+    assert sorted(p.name for p in (run / "diffusion").glob("samples-*.npz")) == ["samples-0000002.npz"]
+    again = train_diffusion(run, steps=1, on_change="retrain", **kw)
+    assert again["steps_this_run"] == 1 and len(again["retrained_because"]) == 1
+    assert again["retrained_because"][0].startswith("input vqgan: ")
+    assert not list((run / "diffusion").glob("samples-*.npz"))  # the old model's samples went with it
+
+
+@pytest.mark.notebook
+def test_rerunning_notebook_03_with_another_prediction_type_retrains(smoke_run_copy):
+    """Notebook 03's exercise 3 rerun in the same run directory trains a new model (its
+    on_change="retrain"), never the old weights under a new scheduler or train_params.json."""
+    from safetensors.torch import load_file
+
+    from medlsdm.runner import run_notebooks
+
+    run = smoke_run_copy
+    weights = run.pipeline / "unet" / "diffusion_pytorch_model.safetensors"
+    before = load_file(weights)
+    run_notebooks("smoke", run.root, only=["03"], overrides={"prediction_type": "epsilon"})
+    after = load_file(weights)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert load_pipeline(run.root).scheduler.config.prediction_type == "epsilon"
+    params = json.loads((run.diffusion / "train_params.json").read_text())
+    assert params["prediction_type"] == params["fingerprint"]["settings"]["prediction_type"] == "epsilon"
+    ckpt = torch.load(sorted((run.diffusion / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    assert ckpt["fingerprint"]["settings"]["prediction_type"] == "epsilon"
+    executed = (run.executed / "03_diffusion_training.ipynb").read_text()
+    # what the log says changed: this setting alone (the copied run's data and VQ-GAN are the same)
+    assert "inputs: prediction_type: 'v_prediction' -> 'epsilon'; on_change='retrain': training afresh" in executed

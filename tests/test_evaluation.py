@@ -7,7 +7,8 @@ import pytest
 
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import ConfigError, DataError
-from medlsdm.evaluate import Cases, augmentation_experiment, image_quality, read_cases, synthetic_folder, synthetic_sets
+from medlsdm.evaluate import (Cases, augmentation_experiment, image_quality, pipeline_digest, read_cases,
+                              synthetic_folder, synthetic_sets)
 from medlsdm.evaluate_report import augmentation_verdict, results_tables, with_ci
 from medlsdm.evaluation.segmentation import average_over_seeds, case_scores, lesion_classes
 from medlsdm.rundir import RunDir
@@ -76,6 +77,28 @@ def test_synthetic_sets_are_made_once_per_setting_in_their_own_folder(tmp_path, 
     np.testing.assert_array_equal(again["test"].images[0], test.images[0])
     with pytest.raises(DataError, match="missing and no pipeline"):
         synthetic_sets(run, None, split, **{**settings, "steps": 3})
+
+
+def test_synthetic_volumes_of_other_pipeline_weights_are_not_reused(tmp_path, one_thread):
+    """The cache of synthetic volumes is keyed by the pipeline's weights too: after a retrain
+    (here: one UNet weight changed) the volumes are synthesised afresh, not scored again."""
+    import torch
+    from conftest import make_tiny_pipeline
+
+    run, split = _write_run(tmp_path)
+    settings = dict(scheduler="ddim", steps=2, guidance_scale=1.0, seed=0)
+    pipe = make_tiny_pipeline()
+    first, folder = synthetic_sets(run, pipe, split, **settings)
+    path = folder / "test" / "case3_syn0.nii.gz"
+    stamp = path.stat().st_mtime_ns
+    synthetic_sets(run, pipe, split, **settings)
+    assert path.stat().st_mtime_ns == stamp  # same weights: reused
+    with torch.no_grad():
+        next(pipe.unet.parameters()).add_(0.5)
+    again, _ = synthetic_sets(run, pipe, split, n_train_maps=1, **settings)
+    assert not np.array_equal(again["test"].images[0], first["test"].images[0])
+    assert sorted(p.name for p in (folder / "train").iterdir()) == ["case0_syn0.nii.gz"]  # case1's old volume removed
+    assert json.loads((folder / "pipeline.json").read_text())["pipeline_digest"] == pipeline_digest(pipe)
 
 
 def _metrics():

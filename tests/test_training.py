@@ -1,6 +1,7 @@
 """Tests of medlsdm.training: log, crops, checkpoint/resume, two processes."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def test_bad_parameters(tmp_path):
 
 def _state(run):
     ckpt = list_checkpoints(Path(run) / "vqgan" / "checkpoints")[-1][1]
-    return torch.load(ckpt, weights_only=False)
+    return torch.load(ckpt, weights_only=True)
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
@@ -105,6 +106,83 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     # starting afresh removes the old checkpoints
     train_vqgan(tmp_path / "resumed", store=store, split=SPLIT, steps=1, resume=False, **params)
     assert [s for s, _ in list_checkpoints(tmp_path / "resumed" / "vqgan" / "checkpoints")] == [1]
+
+
+def test_resume_with_a_changed_setting_or_input_is_refused_or_retrains(tmp_path):
+    """A checkpoint carries the settings (less the step count and bookkeeping) and digests of the
+    data and split: resuming it under others raises ConfigError naming them (old -> new) and
+    writes nothing; on_change="retrain" trains afresh; train_params.json describes the saved model."""
+    params = dict(TINY, checkpoint_every=1, seed=1)
+    store = make_store()
+    train_vqgan(tmp_path, store=store, split=SPLIT, steps=2, lr=1e-3, **params)
+    more = train_vqgan(tmp_path, store=store, split=SPLIT, steps=3, lr=1e-3, log_every=2, **params)  # bookkeeping
+    assert more["steps_this_run"] == 1 and more["retrained_because"] == []
+    with pytest.raises(ConfigError, match=r"lr: 0\.001 -> 0\.002.*resume=False"):
+        train_vqgan(tmp_path, store=store, split=SPLIT, steps=4, lr=2e-3, **params)
+    with pytest.raises(ConfigError, match="input cases"):
+        train_vqgan(tmp_path, store=make_store(seed=1), split=SPLIT, steps=4, lr=1e-3, **params)
+    with pytest.raises(ConfigError, match="input split"):
+        train_vqgan(tmp_path, store=store, split={**SPLIT, "val": []}, steps=4, lr=1e-3, **params)
+    saved = json.loads((tmp_path / "vqgan" / "train_params.json").read_text())
+    assert saved["lr"] == 1e-3 and saved["steps"] == 3 and _state(tmp_path)["step"] == 3  # the refused runs wrote nothing
+    again = train_vqgan(tmp_path, store=store, split=SPLIT, steps=2, lr=2e-3, on_change="retrain", **params)
+    assert again["steps_this_run"] == 2 and again["retrained_because"] == ["lr: 0.001 -> 0.002"]
+    assert _state(tmp_path)["fingerprint"]["settings"]["lr"] == 2e-3
+    saved = json.loads((tmp_path / "vqgan" / "train_params.json").read_text())
+    assert saved["lr"] == 2e-3 and saved["steps"] == 2 and saved["fingerprint"] == _state(tmp_path)["fingerprint"]
+
+
+class _Planted:
+    """Unpickling it creates a file: what a malicious checkpoint could do with any code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_is_refused_without_running_it(tmp_path):
+    folder = tmp_path / "vqgan" / "checkpoints"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "marker"
+    torch.save({"format": 2, "step": 9999999, "payload": _Planted(marker)}, folder / "checkpoint-9999999.pt")
+    with pytest.raises(DataError, match="checkpoint-9999999.pt: refused.*can run code"):
+        train_vqgan(tmp_path, store=make_store(), split=SPLIT, steps=1, **TINY)
+    assert not marker.exists()
+    assert (folder / "checkpoint-9999999.pt").exists()  # refused, not silently removed
+    # a checkpoint of the old format (numpy random state pickled) is refused the same way; resume=False retrains
+    torch.save({"format": 1, "step": 9999999, "rng": [{"numpy": np.random.get_state()}]}, folder / "checkpoint-9999999.pt")
+    with pytest.raises(DataError, match="refused.*numpy.*before checkpoint format 2.*resume=False"):
+        train_vqgan(tmp_path, store=make_store(), split=SPLIT, steps=1, **TINY)
+    train_vqgan(tmp_path, store=make_store(), split=SPLIT, steps=1, resume=False, **TINY)
+    assert [s for s, _ in list_checkpoints(folder)] == [1]
+
+
+def test_a_non_finite_loss_stops_training_before_any_checkpoint(tmp_path):
+    from medlsdm.training.trainer import Trainer, TrainingError
+
+    class Numbers(torch.utils.data.Dataset):
+        def __getitem__(self, i):
+            return torch.tensor([float(i % 5)])
+
+    model = torch.nn.Linear(1, 1)
+
+    def step_fn(trainer, x):
+        loss = trainer.models["m"](x).pow(2).mean() * (float("nan") if trainer.step >= 2 else 1.0)
+        trainer.backward(loss)
+        trainer.optimizer_step("m")
+        return {"loss": float(loss.detach())}
+
+    trainer = Trainer(models={"m": model}, optimizers={"m": torch.optim.SGD(model.parameters(), lr=0.01)},
+                      step_fn=step_fn, dataset=Numbers(), out_dir=tmp_path, max_steps=4, checkpoint_every=1,
+                      keep_checkpoints=2, log_every=1, progress=False)
+    with pytest.raises(TrainingError, match=r"loss is not finite at step 3 \(nan.*checkpoint-0000002.pt, is kept"):
+        trainer.fit()
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [1, 2]  # none written or pruned
+    good = torch.load(tmp_path / "checkpoints" / "checkpoint-0000002.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in good["models"]["m"].values())
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())  # the NaN never reached the weights
 
 
 SCRIPT = textwrap.dedent('''
@@ -145,7 +223,7 @@ def test_two_processes_write_one_checkpoint(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     folder = run / "vqgan" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-0000002.pt"]  # no temp files either
-    state = torch.load(folder / "checkpoint-0000002.pt", weights_only=False)
+    state = torch.load(folder / "checkpoint-0000002.pt", weights_only=True)
     assert state["written_by_process"] == 0 and state["num_processes"] == 2
     assert len(state["rng"]) == 2  # both processes' random states, for an exact resume
     assert (run / "rank0.txt").read_text() == (run / "rank1.txt").read_text()

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..atomic import atomic_path, jsonable, save_pretrained_atomic, write_json
 from ..data.store import stack_cases
 from ..errors import ConfigError
+from .checkpoint import file_digest, fingerprint, json_digest, module_digest, store_digest
 from .datasets import LatentDataset
 from .lr_schedule import lr_scheduler
 from .trainer import Trainer
@@ -57,7 +58,23 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     # bookkeeping
     checkpoint_every=500, keep_checkpoints=2, log_every=25, resume=True, progress=True,
     sample_every=None, sample_steps=25,
+    on_change="refuse",  # a checkpoint made with other settings or inputs: "refuse" (ConfigError) or "retrain"
 )
+
+#: Settings of :data:`DIFFUSION_DEFAULTS` that leave the weights as they are; a checkpoint's
+#: fingerprint holds the others.
+DIFFUSION_BOOKKEEPING = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "resume", "on_change",
+                         "progress", "sample_every", "sample_steps")
+
+
+def _describe(fn: Callable | None) -> str | None:
+    """A stable name of a condition function (a ``functools.partial`` with its keywords)."""
+    if fn is None:
+        return None
+    inner = getattr(fn, "func", fn)
+    name = f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__qualname__', type(inner).__name__)}"
+    keywords = getattr(fn, "keywords", None)
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in sorted(keywords.items()))})" if keywords else name
 
 
 @torch.no_grad()
@@ -170,7 +187,11 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
             training and monitoring cases, e.g. :func:`medlsdm.cardiac.conditioning.condition_inputs`
             of one conditioning mode. Default: both as they are.
         out_dir / pipeline_dir: instead of ``RUN/diffusion`` and ``RUN/pipeline``.
-        params: any key of :data:`DIFFUSION_DEFAULTS` (unknown keys raise ``ConfigError``).
+        params: any key of :data:`DIFFUSION_DEFAULTS` (unknown keys raise ``ConfigError``);
+            ``on_change``: what a resume does with a checkpoint made with other settings or inputs
+            (its fingerprint: settings less :data:`DIFFUSION_BOOKKEEPING`, digests of the data
+            manifest, the cases, the split and the VQ-GAN): ``"refuse"`` raises ``ConfigError``,
+            ``"retrain"`` starts afresh.
 
     Returns:
         The trainer summary plus ``latent_scale``, ``final_loss`` and ``pipeline_dir``.
@@ -195,6 +216,9 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     split = split if split is not None else load_split(run.split_path)
     vqgan = load_vqgan(run.root)
     vqgan.requires_grad_(False)
+    made_by = fingerprint({**p, "condition_fn": _describe(condition_fn)}, DIFFUSION_BOOKKEEPING,
+                          manifest=file_digest(run.manifest_path), cases=store_digest(store, split["train"]),
+                          split=json_digest(split), vqgan=module_digest(vqgan))
 
     if extra_condition is not None and not callable(extra_condition):
         extra_condition = extra_condition.__getitem__
@@ -273,12 +297,13 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         keep_checkpoints=p["keep_checkpoints"], log_every=p["log_every"],
         val_fn=sample_fn if p["sample_every"] else None, val_every=p["sample_every"], seed=p["seed"],
         resume=p["resume"], progress=p["progress"], extra_state={"ema": ema},
+        fingerprint=made_by, on_change=p["on_change"], fresh_outputs=("samples-*.npz",),
     )
-    if trainer.is_main_process:
-        write_json(out_dir / "train_params.json", {**jsonable(p), "latent_scale": latent_scale})
     summary = trainer.fit()
-    if trainer.is_main_process:
+    if trainer.is_main_process:  # the parameters beside the pipeline they made, never before
         save_pretrained_atomic(make_pipeline(trainer), pipeline_dir)
+        write_json(out_dir / "train_params.json", {**jsonable(p), "latent_scale": latent_scale,
+                                                   "steps": summary["steps"], "fingerprint": made_by})
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
     summary.update(latent_scale=latent_scale, final_loss=summary["last"].get("loss"), pipeline_dir=str(pipeline_dir))

@@ -5,10 +5,11 @@ function* that computes the losses of one micro-batch and calls :meth:`Trainer.b
 and :meth:`Trainer.optimizer_step`. It takes care of what every training needs: mixed
 precision (``no|bf16|fp16``), gradient accumulation and clipping, seeded random crops
 sharded over the processes, a ``tqdm`` progress bar, an append-only CSV loss log,
-validation, atomic checkpoints (models with their buffers, optimisers, RNG states, step)
-and resuming from the last checkpoint. The same code runs on one CPU, a GPU, or several
-processes started with ``accelerate launch``; the latent diffusion training reuses it with
-its own step function.
+validation, atomic checkpoints (models with their buffers, optimisers, RNG states, step and
+the fingerprint of the settings and inputs, :mod:`~medlsdm.training.checkpoint`), resuming
+from the last checkpoint only when its fingerprint agrees, and a stop at a non-finite loss.
+The same code runs on one CPU, a GPU, or several processes started with ``accelerate
+launch``; the latent diffusion training reuses it with its own step function.
 
 Several processes: ``accelerate launch --multi_gpu --num_processes N script.py`` (or
 ``torchrun --nproc_per_node N script.py``); on a machine without a GPU the processes use the
@@ -20,19 +21,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
-import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, MedLSDMError
+from .checkpoint import (CHECKPOINT_FORMAT, check_fingerprint, list_checkpoints, read_checkpoint, rng_state,
+                         set_rng_state)
 from .datasets import StepBatches
 from .log import CSVLog
 
@@ -40,43 +40,12 @@ log = logging.getLogger(__name__)
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
+#: What a resume does when the checkpoint's fingerprint differs: raise ``ConfigError``, or start afresh.
+ON_CHANGE = ("refuse", "retrain")
 
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
-
-
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "generator": generator.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def list_checkpoints(folder: str | os.PathLike) -> list[tuple[int, Path]]:
-    """``(step, path)`` of the checkpoints in ``folder``, oldest first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.iterdir():
-        m = CHECKPOINT_RE.match(path.name)
-        if m:
-            found.append((int(m.group(1)), path))
-    return sorted(found)
+class TrainingError(MedLSDMError):
+    """Training cannot go on (a non-finite loss); nothing was written after the last good checkpoint."""
 
 
 class Trainer:
@@ -113,7 +82,14 @@ class Trainer:
         seed: seed of models' random choices and of ``trainer.generator`` (offset by the
             process index).
         resume: continue from the last checkpoint in ``out_dir/checkpoints`` if there is
-            one; with ``False`` old checkpoints and log are removed.
+            one; with ``False`` old checkpoints, log and ``fresh_outputs`` are removed.
+        fingerprint: what made the weights besides the step count
+            (:func:`~medlsdm.training.checkpoint.fingerprint`), saved in every checkpoint.
+        on_change: when the last checkpoint's fingerprint differs from ``fingerprint``:
+            ``"refuse"`` raises ``ConfigError`` naming what changed, ``"retrain"`` logs it and
+            starts afresh.
+        fresh_outputs: glob patterns of other files in ``out_dir`` that one training makes
+            (e.g. samples), removed with the checkpoints when training starts afresh.
         num_workers: data-loader worker processes.
         schedulers: learning-rate schedulers by optimiser name, stepped once per optimiser
             step (not prepared by accelerate, so the schedule does not depend on the number
@@ -149,11 +125,16 @@ class Trainer:
         extra_state: Mapping[str, Any] | None = None,
         progress: bool = True,
         accelerator_kwargs: Mapping[str, Any] | None = None,
+        fingerprint: Mapping[str, Any] | None = None,
+        on_change: str = "refuse",
+        fresh_outputs: Sequence[str] = (),
     ):
         from accelerate import Accelerator
 
         if mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
+        if on_change not in ON_CHANGE:
+            raise ConfigError(f"on_change must be one of {ON_CHANGE}, got {on_change!r}")
         for name, value in (("max_steps", max_steps), ("batch_size", batch_size),
                             ("gradient_accumulation_steps", gradient_accumulation_steps),
                             ("log_every", log_every), ("keep_checkpoints", keep_checkpoints)):
@@ -195,6 +176,10 @@ class Trainer:
         self.val_every = val_every
         self.seed = int(seed)
         self.resume = resume
+        self.fingerprint = dict(fingerprint or {})
+        self.on_change = on_change
+        self.fresh_outputs = tuple(fresh_outputs)
+        self.changes: list[str] = []  # what differed from the checkpoint when training started afresh
         self.num_workers = int(num_workers)
         self.schedulers = dict(schedulers or {})
         unknown = sorted(set(self.schedulers) - set(optimizers))
@@ -233,7 +218,19 @@ class Trainer:
         return self.accelerator.unwrap_model(self.models[name])
 
     def backward(self, loss: torch.Tensor) -> None:
-        """``accelerator.backward`` (scales for accumulation and fp16)."""
+        """``accelerator.backward`` (scales for accumulation and fp16), after checking that the
+        loss is finite on every process; a NaN or inf raises :class:`TrainingError` before it
+        reaches the weights, so no checkpoint is written or pruned after the last good one."""
+        bad = (~torch.isfinite(loss.detach())).any().float().reshape(1)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if bool(bad.item()):
+            found = list_checkpoints(self.checkpoint_dir)
+            last = f"the last good checkpoint, {found[-1][1]}, is kept" if found else "there is no checkpoint yet"
+            raise TrainingError(
+                f"{self.out_dir}: the loss is not finite at step {self.step + 1} ({float(loss.detach().float().mean())} "
+                f"on process {self.accelerator.process_index}); training stopped ({last}). "
+                "Try a lower lr, max_grad_norm, mixed_precision='no', or check the data")
         self.accelerator.backward(loss)
 
     def optimizer_step(self, name: str) -> float | None:
@@ -258,12 +255,13 @@ class Trainer:
         from accelerate.utils import gather_object
 
         acc = self.accelerator
-        rng = gather_object([_rng_state(self.generator)])  # every process' RNG, in rank order
+        rng = gather_object([rng_state(self.generator)])  # every process' RNG, in rank order
         path = self.checkpoint_dir / f"checkpoint-{self.step:07d}.pt"
         if acc.is_main_process:
             state = {
-                "format": 1,
+                "format": CHECKPOINT_FORMAT,
                 "step": self.step,
+                "fingerprint": self.fingerprint,
                 "seconds": self.seconds,
                 "num_processes": acc.num_processes,
                 "written_by_process": acc.process_index,
@@ -281,14 +279,12 @@ class Trainer:
         acc.wait_for_everyone()
         return path if acc.is_main_process else None
 
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore models, optimisers, extra state, RNG states and step from ``path``."""
+    def load_checkpoint(self, path: str | os.PathLike, state: Mapping[str, Any] | None = None) -> None:
+        """Restore models, optimisers, extra state, RNG states and step from ``path`` (its
+        contents ``state`` when already read with :func:`~medlsdm.training.checkpoint.read_checkpoint`)."""
         acc = self.accelerator
         path = Path(path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(f"{path}: unreadable checkpoint ({exc})") from None
+        state = read_checkpoint(path) if state is None else state
         try:
             for n in self.models:
                 self.unwrap(n).load_state_dict(state["models"][n])
@@ -306,7 +302,7 @@ class Trainer:
         self.step = int(state["step"])
         self.seconds = float(state.get("seconds", 0.0))
         if state.get("num_processes") == acc.num_processes:
-            _set_rng_state(state["rng"][acc.process_index], self.generator)
+            set_rng_state(state["rng"][acc.process_index], self.generator)
         else:
             log.warning("%s was written by %s process(es), now %d: random states are reseeded",
                         path, state.get("num_processes"), acc.num_processes)
@@ -321,9 +317,12 @@ class Trainer:
     def _start(self) -> None:
         acc = self.accelerator
         found = list_checkpoints(self.checkpoint_dir)
-        if self.resume and found:
+        state = read_checkpoint(found[-1][1]) if self.resume and found else None
+        self.changes = check_fingerprint(found[-1][1], state, self.fingerprint, self.on_change) if state else []
+        acc.wait_for_everyone()  # every process has read the checkpoint before any removes it
+        if state is not None and not self.changes:
             step, path = found[-1]
-            self.load_checkpoint(path)
+            self.load_checkpoint(path, state)
             log.info("resumed from %s (step %d of %d)", path, self.step, self.max_steps)
             if self.step >= self.max_steps:
                 log.warning("%s is at step %d >= max_steps=%d: nothing to train (resume=False starts afresh)",
@@ -331,9 +330,11 @@ class Trainer:
             if acc.is_main_process:
                 self.log.truncate_after(self.step)
         else:
-            if acc.is_main_process and (found or self.log.path.exists()):
-                log.info("starting afresh: removing %d old checkpoint(s) and the log in %s", len(found), self.out_dir)
-                for _, path in found:
+            stale = [p for pattern in self.fresh_outputs for p in self.out_dir.glob(pattern)]
+            if acc.is_main_process and (found or stale or self.log.path.exists()):
+                log.info("starting afresh: removing %d old checkpoint(s), %d other output(s) and the log in %s",
+                         len(found), len(stale), self.out_dir)
+                for path in [p for _, p in found] + stale:
                     path.unlink(missing_ok=True)
                 self.log.path.unlink(missing_ok=True)
             self._seed()
@@ -424,6 +425,7 @@ class Trainer:
             "num_processes": acc.num_processes,
             "last": self.last_logs,
             "val": self.last_val,
+            "retrained_because": self.changes,
         }
 
 

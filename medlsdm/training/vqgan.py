@@ -16,6 +16,7 @@ from torch import nn
 from ..atomic import jsonable, save_pretrained_atomic, write_json
 from ..errors import ConfigError, DataError
 from ..rundir import RunDir
+from .checkpoint import file_digest, fingerprint, json_digest, store_digest
 from .datasets import RandomCropDataset
 from .lr_schedule import lr_scheduler
 from .trainer import Trainer, torch_threads
@@ -128,11 +129,18 @@ VQGAN_DEFAULTS: dict[str, Any] = dict(
     max_grad_norm=1.0, mixed_precision="no", gradient_checkpointing=False,
     # bookkeeping
     checkpoint_every=500, keep_checkpoints=2, log_every=25, val_every=None, val_cases=4,
-    resume=True, progress=True,
+    # a checkpoint made with other settings or inputs: "refuse" (ConfigError) or "retrain" afresh
+    resume=True, on_change="refuse", progress=True,
     # torch CPU threads during training only (None: leave torch's setting); 1 is much faster
     # than 2 when other jobs share the cores (OpenMP threads then wait for each other)
     num_threads=None,
 )
+
+#: Settings of :data:`VQGAN_DEFAULTS` that leave the weights as they are (or, ``perceptual_weights``,
+#: enter the fingerprint by their content): a checkpoint's fingerprint holds the others.
+VQGAN_BOOKKEEPING = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "val_every", "val_cases", "resume",
+                     "on_change", "progress", "num_threads", "num_workers", "require_perceptual",
+                     "gradient_checkpointing", "perceptual_weights")
 
 
 def _case_store(path: Path):
@@ -167,7 +175,9 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
             ``perceptual_weights`` (local VGG16
             file; ``None``: off), ``mixed_precision``, ``gradient_checkpointing``,
             ``checkpoint_every``, ``val_every`` / ``val_cases`` (validation on that many
-            val cases), ``resume``, ``num_threads`` (CPU threads while training) …
+            val cases), ``resume``, ``on_change`` (a checkpoint made with other settings or
+            inputs: ``"refuse"`` raises ``ConfigError``, ``"retrain"`` starts afresh),
+            ``num_threads`` (CPU threads while training) …
 
     Returns:
         The trainer summary (``steps``, ``train_seconds``, ``steps_per_second``, last
@@ -241,6 +251,10 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         res = evaluate_reconstruction(trainer.unwrap("vqgan"), store, val_ids, device=trainer.device, progress=False)
         return {k: res[k] for k in ("psnr", "ssim", "baseline_psnr", "psnr_gain", "usage", "perplexity")}
 
+    vgg = p["perceptual_weights"] if p["perceptual_weight"] and p["perceptual_weights"] is not None else None
+    made_by = fingerprint(
+        {**p, "num_classes": num_classes}, VQGAN_BOOKKEEPING, manifest=file_digest(run.manifest_path),
+        cases=store_digest(store, train_ids), split=json_digest(split), perceptual_weights=vgg and file_digest(vgg))
     out_dir = run.vqgan
     trainer = Trainer(
         models=models, optimizers=optimizers, step_fn=make_vqgan_step(loss_fn, p["label_dropout"]), dataset=dataset, out_dir=out_dir,
@@ -250,15 +264,16 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         keep_checkpoints=p["keep_checkpoints"], log_every=p["log_every"],
         val_fn=val_fn if val_ids else None, val_every=p["val_every"], seed=p["seed"],
         resume=p["resume"], num_workers=p["num_workers"], progress=p["progress"], schedulers=schedulers,
+        fingerprint=made_by, on_change=p["on_change"],
     )
     loss_fn.to(trainer.device)  # the perceptual network (the discriminators are prepared already)
-    if trainer.is_main_process:
-        write_json(out_dir / "train_params.json", {**jsonable(p), "num_classes": num_classes})
     with torch_threads(p["num_threads"]):
         summary = trainer.fit()
     model_dir = run.vqgan_model
-    if trainer.is_main_process:
+    if trainer.is_main_process:  # the parameters beside the model they made, never before
         save_pretrained_atomic(trainer.unwrap("vqgan"), model_dir)
+        write_json(out_dir / "train_params.json", {**jsonable(p), "num_classes": num_classes, "steps": summary["steps"],
+                                                   "fingerprint": made_by})
     trainer.accelerator.wait_for_everyone()
     summary["model_dir"] = str(model_dir)
     trainer.accelerator.end_training()
