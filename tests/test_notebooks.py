@@ -96,6 +96,7 @@ def test_02_vqgan(smoke_run):
     assert all(np.isfinite(v) for v in m["latent_ablation"].values())
     assert set(m["body"]) == {"VQ-GAN", "average-pool", "painting", "painting + pooled residual"}
     assert m["painting_residual_psnr"] == m["body"]["painting + pooled residual"]["psnr"]
+    assert set(m["texture"]) == {"noise_ratio", "hf_power_ratio"} and all(np.isfinite(v) for v in m["texture"].values())
     model = VQGAN.from_pretrained(smoke_run.vqgan / "model")  # the model the profile asked for
     assert list(model.config.channels) == p["channels"] and model.config.decoder_type == p["decoder"]
     assert model.config.num_embeddings == p["num_embeddings"] and model.config.embedding_dim == p["embedding_dim"]
@@ -132,7 +133,13 @@ def test_04_synthesis(smoke_run):
     assert m["diversity_ratio"] >= 0 and set(m["factor_w1"]) == set(m["factor_ks_p"]) == set(m["counted"])
     assert set(m["counted"]) <= set(m["factor_preserved"]) and "aorta_mean" in m["factor_preserved"]
     assert set(m["factor_spread_ratio"]) == set(m["factor_spread_reference"]) == set(m["factor_preserved"])
-    for name in ("04_samples_vs_oracle", "04_factor_histograms", "04_guidance"):
+    # texture against the raw oracle, beside oracle half against half; the autoencoder's share; its paired row
+    texture = ("noise_ratio", "hf_power_ratio", "noise_ratio_reference", "hf_power_ratio_reference")
+    assert set(texture) <= set(m["texture"]) and all(np.isfinite(m["texture"][k]) for k in texture)
+    for key in ("noise_ratio", "hf_power_ratio"):
+        assert m["texture"][key] == pytest.approx(m["texture"][f"{key}_autoencoder"] * m["texture"][f"{key}_diffusion"])
+    assert "oracle via the autoencoder" in m["paired_body"]
+    for name in ("04_samples_vs_oracle", "04_factor_histograms", "04_guidance", "04_texture_spectra"):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
     split = json.loads((smoke_run.data / "split.json").read_text())
     samples = sorted(smoke_run.samples.glob("*.nii.gz"))

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from medlsdm.data.classes import TORSO_CT
-from medlsdm.evaluation.oracle import compare_with_oracle, factor_estimates, factor_preservation
+from medlsdm.errors import DataError
+from medlsdm.evaluation.oracle import (
+    compare_with_oracle,
+    factor_estimates,
+    factor_preservation,
+    texture_classes,
+    texture_sentence,
+    texture_vs_oracle,
+)
 
 NAMES = list(TORSO_CT.names)
 
@@ -95,3 +103,60 @@ def test_a_factor_the_autoencoder_loses_is_not_counted():
     res = compare_with_oracle(raw, recon, raw, labels, NAMES, "torso-ct")
     assert "aorta_mean" not in res["counted"] and "liver_mean" in res["counted"]
     assert "aorta_mean" in res["factor_all"]
+
+
+@pytest.fixture(scope="module")
+def torso_renders():
+    """Two torso anatomies rendered 12 times each (fresh factors, texture and CT noise), in [-1, 1]:
+    ``(2, 12, 1, D, H, W)`` and their label maps."""
+    from medlsdm.data.phantom import oracle_rerenders
+
+    volumes, labels = [], []
+    for index in (3, 5):
+        label, _, images, _ = oracle_rerenders("torso-ct", 1, index, list(range(12)), (48, 48, 16))
+        labels.append(np.moveaxis(label, -1, 0))
+        volumes.append(np.stack([np.clip(np.moveaxis(im, -1, 0) / 1000, -1, 1) for im in images])[:, None])
+    return np.stack(volumes).astype(np.float32), np.stack(labels)
+
+
+def test_a_decoder_without_noise_fails_the_texture_ratios(torso_renders):
+    """Positive control: fresh renders of the same anatomies (a perfect sampler) pass both target ranges against the
+    raw oracle; negative control: the same renders smoothed (what a decoder without noise gives) fail both."""
+    from scipy import ndimage
+
+    volumes, labels = torso_renders
+    perfect, oracle_raw = volumes[:, :6], volumes[:, 6:]
+    good = texture_vs_oracle(perfect, oracle_raw, labels, NAMES, "torso-ct")
+    assert 0.7 <= good["noise_ratio"] <= 1.3 and 0.5 <= good["hf_power_ratio"] <= 2.0
+    assert 0.7 <= good["noise_ratio_reference"] <= 1.3 and 0.5 <= good["hf_power_ratio_reference"] <= 2.0
+    smooth = ndimage.gaussian_filter(perfect, (0, 0, 0, 1, 1, 1))
+    bad = texture_vs_oracle(smooth, oracle_raw, labels, NAMES, "torso-ct")
+    assert bad["noise_ratio"] < 0.7 and bad["hf_power_ratio"] < 0.5
+    assert bad["noise_ratio_reference"] == good["noise_ratio_reference"]  # the reference is the oracle's alone
+    text = texture_sentence(bad)
+    assert text.count("below the target") == 2 and f"{bad['noise_ratio']:.2f}×" in text
+
+
+def test_texture_splits_into_autoencoder_and_diffusion(torso_renders):
+    """The samples' ratio is the autoencoder's (oracle through it over raw) times the diffusion model's
+    (samples over the autoencoded oracle); the sentence names the step that departs further from 1."""
+    from scipy import ndimage
+
+    volumes, labels = torso_renders
+    oracle_raw = volumes[:, 6:]
+    autoencoded = ndimage.gaussian_filter(oracle_raw, (0, 0, 0, 0.5, 0.5, 0.5))  # a mild loss in the autoencoder
+    samples = ndimage.gaussian_filter(volumes[:, :6], (0, 0, 0, 1.2, 1.2, 1.2))  # a larger one in the samples
+    res = texture_vs_oracle(samples, oracle_raw, labels, NAMES, "torso-ct", autoencoded=autoencoded)
+    for key in ("noise_ratio", "hf_power_ratio"):
+        assert res[key] == pytest.approx(res[f"{key}_autoencoder"] * res[f"{key}_diffusion"])
+        assert res[f"{key}_autoencoder"] < 1 and res[f"{key}_diffusion"] < 1
+    assert set(res["noise_level"]) == {"synthetic", "oracle", "oracle via the autoencoder"}
+    assert res["noise_level"]["synthetic"] < res["noise_level"]["oracle via the autoencoder"] < res["noise_level"]["oracle"]
+    assert "the larger departure from 1 is the diffusion model's" in texture_sentence(res)
+    with pytest.raises(DataError, match="even number"):
+        texture_vs_oracle(samples, oracle_raw[:, :3], labels, NAMES, "torso-ct")
+
+
+def test_texture_classes_of_each_dataset():
+    assert texture_classes(NAMES, "torso-ct") == [NAMES.index("liver"), NAMES.index("fat")]
+    assert texture_classes(["background", "a", "b"], "nifti") == [1, 2]  # not listed: every class

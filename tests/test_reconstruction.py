@@ -7,6 +7,7 @@ import torch
 
 from medlsdm.errors import DataError
 from medlsdm.evaluation.reconstruction import (
+    baseline_sentence,
     body_masks,
     latent_ablation,
     painting_baselines,
@@ -84,6 +85,42 @@ def test_reconstruction_vs_baselines_table(trained):
     # painting cannot know each case's organ intensity; the pooled residual adds it back
     assert table["painting + pooled residual"]["psnr"] > table["painting"]["psnr"]
     assert len(table["VQ-GAN"]["per_case"]["psnr"]) == len(images)
+    assert "noise_ratio" not in table["VQ-GAN"]  # texture only when asked for
+    textured = reconstruction_vs_baselines(model, images, labels, means, noise_classes=[1, 2])
+    assert all({"noise_ratio", "hf_power_ratio"} <= set(r) for r in textured.values())
+    assert textured["painting"]["psnr"] == table["painting"]["psnr"]
+
+
+def test_painting_plus_pooled_residual_has_no_texture():
+    """A reconstruction without noise (painting + pooled residual: painted classes plus a smooth correction)
+    fails the noise ratio against originals that carry noise; the originals against themselves give 1."""
+    from medlsdm.metrics.texture import texture_ratios
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((2, 16, 32, 32), np.int64)
+    labels[:, :, 2:30, 2:30] = 1
+    labels[:, :, 6:24, 6:20] = 2
+    images = (np.choose(labels, [-1.0, 0.05, 0.2]) + rng.normal(0, 0.02, labels.shape))[:, None].astype(np.float32)
+    means = class_means(list(images), list(labels), num_classes=3)
+    smooth = painting_baselines(images, labels, means)["painting + pooled residual"]
+    ratios = texture_ratios(list(smooth), list(labels), list(images), list(labels), [1, 2])
+    assert ratios["noise_ratio"] < 0.1
+    # its painted edges are the label map's, as sharp as the originals': the power above half Nyquist
+    # keeps part of the originals' (edges and noise), the noise level sees the loss alone
+    assert ratios["noise_ratio"] < ratios["hf_power_ratio"] < 1
+    assert texture_ratios(list(images), list(labels), list(images), list(labels), [1, 2])["noise_ratio"] == 1.0
+
+
+def test_baseline_sentence_follows_the_numbers():
+    base = {"psnr": 25.56, "ssim": 0.784}
+    both = baseline_sentence({"VQ-GAN": {"psnr": 27.05, "ssim": 0.797}, "painting + pooled residual": base})
+    assert "VQ-GAN beats painting + pooled residual" in both and "PSNR 27.05 > 25.56" in both
+    one = baseline_sentence({"VQ-GAN": {"psnr": 26.40, "ssim": 0.728, "noise_ratio": 0.57, "hf_power_ratio": 0.74},
+                             "painting + pooled residual": base})
+    assert "does not beat" in one and "SSIM 0.728 ≤ 0.784" in one
+    assert "0.57× the originals' noise level (below 0.7–1.3)" in one and "(inside 0.5–2.0)" in one
+    nan = baseline_sentence({"VQ-GAN": {"psnr": 27.0, "ssim": float("nan")}, "painting + pooled residual": base})
+    assert "does not beat" in nan  # no SSIM, no claim
 
 
 def test_drop_labels_zeroes_whole_maps():

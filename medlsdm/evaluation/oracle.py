@@ -41,6 +41,19 @@ FACTOR_CLASSES = {
 #: the noise level.
 NOISE_CLASS = {"torso-ct": "liver", "breast-mr": "breast", "cardiac-2d": "lv_blood_pool"}
 
+#: Homogeneous classes whose neighbour differences measure the noise level
+#: (:func:`~medlsdm.metrics.texture.noise_levels`, eroded by 2 voxels), per dataset (all
+#: non-background classes when a dataset is not listed). Torso: liver and fat; not soft tissue
+#: (it holds the unlabelled anatomy: muscle, bowel, ribs), kidney (cortex and medulla differ by
+#: a contrast factor), aorta (too small once eroded), bone, lung or lesions.
+TEXTURE_CLASSES = {"torso-ct": ("liver", "fat"), "breast-mr": ("breast",), "cardiac-2d": ("lv_blood_pool",)}
+
+
+def texture_classes(class_names: Sequence[str], dataset: str | None = None) -> list[int]:
+    """Indices of the :data:`TEXTURE_CLASSES` of ``dataset`` present in the class table."""
+    names = TEXTURE_CLASSES.get(dataset, tuple(class_names[1:]))
+    return [list(class_names).index(c) for c in names if c in class_names]
+
 
 def _eroded(mask: np.ndarray) -> np.ndarray:
     """The mask eroded by one voxel in-plane (kept as it is when erosion would empty it)."""
@@ -274,6 +287,77 @@ def compare_with_oracle(samples: np.ndarray, oracle: np.ndarray, oracle_raw: np.
         "factor_reference": reference,
         "estimates": {k: {f: est[f].tolist() for f in usable} for k, est in estimates.items()},
     }
+
+
+def texture_vs_oracle(samples: np.ndarray, oracle_raw: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                      dataset: str | None = None, *, autoencoded: np.ndarray | None = None) -> dict:
+    """Texture of a generator's samples against **raw** oracle re-renders of the same label maps.
+
+    :func:`~medlsdm.metrics.texture.texture_values` (noise level in the :func:`texture_classes`,
+    high-frequency power inside the body) of every volume; each ratio is the mean over one set
+    over the mean over another (:func:`~medlsdm.metrics.texture.ratio`):
+
+    - ``noise_ratio``, ``hf_power_ratio``: samples over raw oracle re-renders (1 is right; a
+      decoder that smooths the noise away scores far below);
+    - ``*_reference``: the first half of each map's re-renders over the second (what 1 looks
+      like on this many volumes);
+    - with ``autoencoded`` (the same re-renders through the autoencoder): ``*_autoencoder``,
+      autoencoded over raw (what the autoencoder loses), and ``*_diffusion``, samples over
+      autoencoded (what the diffusion model loses on top); the two multiply to the samples' ratio.
+
+    Args:
+        samples: ``(M, S, 1, *spatial)``; oracle_raw (and autoencoded): ``(M, R, 1, *spatial)``, R even.
+        labels: ``(M, *spatial)``.
+        class_names, dataset: for :func:`texture_classes`.
+
+    Returns:
+        the ratios, and ``"noise_level"`` / ``"hf_power"``: ``{set: mean}`` in intensity units (squared).
+    """
+    from ..metrics.texture import ratio, texture_values
+
+    labels, r = np.asarray(labels), np.shape(oracle_raw)[1]
+    if r < 2 or r % 2 or len(samples) != len(labels) or len(oracle_raw) != len(labels):
+        raise DataError(f"texture_vs_oracle: {len(samples)} sample sets, oracle {np.shape(oracle_raw)} (an even number "
+                        f"of re-renders per map), {len(labels)} label maps")
+    classes = texture_classes(class_names, dataset)
+    if not classes:
+        log.warning("texture_vs_oracle: no homogeneous class of %s in %s: the noise ratios are NaN", dataset, list(class_names))
+    sets = {"synthetic": samples, "oracle": oracle_raw}
+    if autoencoded is not None:
+        sets["oracle via the autoencoder"] = autoencoded
+    values = {name: texture_values(*_flat(v, labels), classes) for name, v in sets.items()}
+    halves = {k: v.reshape(len(labels), r) for k, v in values["oracle"].items()}
+    out = {}
+    for key, measure in (("noise_ratio", "noise"), ("hf_power_ratio", "hf_power")):
+        out[key] = ratio(values["synthetic"][measure], values["oracle"][measure])
+        out[f"{key}_reference"] = ratio(halves[measure][:, : r // 2], halves[measure][:, r // 2:])
+        if autoencoded is not None:
+            out[f"{key}_autoencoder"] = ratio(values["oracle via the autoencoder"][measure], values["oracle"][measure])
+            out[f"{key}_diffusion"] = ratio(values["synthetic"][measure], values["oracle via the autoencoder"][measure])
+    for measure, name in (("noise", "noise_level"), ("hf_power", "hf_power")):
+        out[name] = {k: ratio(v[measure], [1.0]) for k, v in values.items()}  # the mean of the finite values
+    return out
+
+
+def texture_sentence(texture: Mapping) -> str:
+    """A reading of :func:`texture_vs_oracle`'s numbers, its words chosen from them: where each
+    ratio lies against :data:`~medlsdm.metrics.texture.TARGETS` and the oracle's own ratio,
+    and, with the autoencoder's ratios, which step departs further from 1."""
+    from ..metrics.texture import TARGETS, where
+
+    lines = []
+    for key, label in (("noise_ratio", "Noise level"), ("hf_power_ratio", "High-frequency power")):
+        value, ref = texture[key], texture[f"{key}_reference"]
+        (lo, hi), place = TARGETS[key], where(value, key)
+        line = (f"{label}: the samples have {value:.2f}× the raw oracle's, {place} the target {lo}–{hi} "
+                f"(oracle half against half: {ref:.2f}×, {where(ref, key)} it).")
+        ae, diff = texture.get(f"{key}_autoencoder"), texture.get(f"{key}_diffusion")
+        if ae is not None and np.isfinite(ae) and np.isfinite(diff) and ae > 0 and diff > 0:
+            larger = "the autoencoder's" if abs(np.log(ae)) >= abs(np.log(diff)) else "the diffusion model's"
+            line += (f" The autoencoder alone gives {ae:.2f}× and the diffusion model {diff:.2f}× on top of it: "
+                     f"the larger departure from 1 is {larger}.")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def scheduler_distributions(pipe, labels: np.ndarray, settings: Sequence[Sequence], oracle: np.ndarray,

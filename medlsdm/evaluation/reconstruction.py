@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -232,14 +232,19 @@ def body_masks(labels) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstruction_vs_baselines(model, images, labels, class_means, *, data_range: float = 2.0) -> dict[str, dict[str, Any]]:
+def reconstruction_vs_baselines(model, images, labels, class_means, *, data_range: float = 2.0,
+                                noise_classes: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
     """PSNR and SSIM inside the body of the VQ-GAN's reconstructions and of the
-    :func:`painting_baselines`, on the same cases.
+    :func:`painting_baselines`, on the same cases, and with ``noise_classes`` their texture.
 
     Args:
         model: a :class:`~medlsdm.models.VQGAN`.
         images: ``(N, 1, *spatial)`` in [-1, 1]; labels: ``(N, *spatial)``.
         class_means: mean intensity per class on the *training* cases.
+        noise_classes: homogeneous class indices (e.g. :func:`~medlsdm.evaluation.oracle.texture_classes`):
+            adds ``"noise_ratio"`` and ``"hf_power_ratio"`` to every method,
+            :func:`~medlsdm.metrics.texture.texture_ratios` of its outputs over the originals
+            (1: the originals' texture; a method that smooths scores far below).
 
     Returns:
         ``{method: {"psnr", "ssim", "per_case": {"psnr": [...], "ssim": [...]}}}`` with methods
@@ -247,6 +252,7 @@ def reconstruction_vs_baselines(model, images, labels, class_means, *, data_rang
         than its window).
     """
     from ..metrics.image import paired_metrics
+    from ..metrics.texture import texture_ratios
 
     images, labels = np.asarray(images, np.float32), np.asarray(labels, np.int64)
     outputs = {"VQ-GAN": reconstruct(model, images, labels).images,
@@ -258,4 +264,27 @@ def reconstruction_vs_baselines(model, images, labels, class_means, *, data_rang
         mean, per_pair = paired_metrics(list(images), list(out), data_range=data_range, metrics=metrics, masks=masks)
         mean.setdefault("ssim", math.nan)  # volumes smaller than the SSIM window
         table[name] = {**mean, "per_case": {k: [p[k] for p in per_pair] for k in metrics}}
+        if noise_classes is not None:
+            table[name].update(texture_ratios(list(out), list(labels), list(images), list(labels), noise_classes))
     return table
+
+
+def baseline_sentence(table: Mapping[str, Mapping[str, Any]], model: str = "VQ-GAN",
+                      baseline: str = "painting + pooled residual") -> str:
+    """Whether ``model`` beats ``baseline`` on **both** PSNR and SSIM inside the body, and its
+    texture against the originals when the table has it, in words chosen from the numbers of
+    :func:`reconstruction_vs_baselines`."""
+    from ..metrics.texture import TARGETS, where
+
+    m, b = table[model], table[baseline]
+    wins = {k: m[k] > b[k] for k in ("psnr", "ssim")}  # NaN compares False: no win claimed
+    verdict = "beats" if all(wins.values()) else "does not beat"
+    digits = {"psnr": 2, "ssim": 3}
+    detail = ", ".join(f"{k.upper()} {m[k]:.{n}f} {'>' if wins[k] else '≤' if m[k] <= b[k] else 'vs'} {b[k]:.{n}f}"
+                       for k, n in digits.items())
+    text = f"The {model} {verdict} {baseline} inside the body on both PSNR and SSIM ({detail})."
+    if "noise_ratio" in m:
+        parts = [f"{m[k]:.2f}× the originals' {label} ({where(m[k], k)} {TARGETS[k][0]}–{TARGETS[k][1]})"
+                 for k, label in (("noise_ratio", "noise level"), ("hf_power_ratio", "high-frequency power"))]
+        text += f" Its reconstructions have {parts[0]} and {parts[1]}."
+    return text
