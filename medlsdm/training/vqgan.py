@@ -292,9 +292,13 @@ def _num_classes(run, store, train_ids: Sequence[str]) -> int:
 
 def load_vqgan(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     """The trained VQ-GAN of a run (``RUN/vqgan/model``), in eval mode."""
+    from ..atomic import recover_folder
     from ..models.vqgan import VQGAN
+    from ..pipelines.loading import check_model_folder
 
     folder = RunDir(run_dir).vqgan_model
+    recover_folder(folder)
     if not (folder / "config.json").is_file():
         raise DataError(f"{folder}: no trained VQ-GAN here; run notebook 02_vqgan_training first")
-    return VQGAN.from_pretrained(folder).to(device).eval()
+    check_model_folder(folder, "VQGAN")  # nothing in it may run code
+    return VQGAN.from_pretrained(folder, local_files_only=True).to(device).eval()
