@@ -384,3 +384,31 @@ def plot_factor_histograms(estimates: Mapping[str, Mapping[str, Sequence[float]]
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_within_map_spread(estimates: Mapping[str, Mapping[str, Sequence[float]]], per_map: Mapping[str, int],
+                           factors: Sequence[str], *, sets: Sequence[str] = ("oracle", "synthetic")):
+    """One panel per factor: each label map's values (x: the map) of every set side by side, so
+    one sees whether a map's samples spread as far as its oracle re-renders or sit on one value.
+
+    Args:
+        estimates: ``{set: {factor: values}}``, the values of map ``m`` at ``m·n … (m+1)·n − 1``.
+        per_map: ``{set: n}`` values per map of each set.
+        factors: the panels.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(factors), figsize=(3.2 * len(factors), 2.8), squeeze=False)
+    offsets = np.linspace(-0.18, 0.18, len(sets))
+    for ax, factor in zip(axes[0], factors):
+        for offset, name, color in zip(offsets, sets, ("tab:blue", "tab:orange", "tab:green")):
+            v = np.asarray(estimates[name][factor], float)
+            maps = np.arange(v.size) // per_map[name]
+            ax.plot(maps + offset, v, "o", ms=3.5, alpha=0.75, color=color, label=name)
+        ax.set_title(factor, fontsize=9)
+        ax.set_xlabel("label map", fontsize=8)
+        ax.set_xticks(np.arange(int(maps.max()) + 1))
+    axes[0, 0].set_ylabel("factor estimate (normalised)", fontsize=8)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

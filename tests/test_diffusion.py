@@ -244,3 +244,18 @@ def test_rerunning_notebook_03_with_another_prediction_type_retrains(smoke_run_c
     executed = (run.executed / "03_diffusion_training.ipynb").read_text()
     # what the log says changed: this setting alone (the copied run's data and VQ-GAN are the same)
     assert "inputs: prediction_type: 'v_prediction' -> 'epsilon'; on_change='retrain': training afresh" in executed
+
+
+def test_appearance_swaps_add_copies_of_the_training_cases_and_enter_the_fingerprint(run_dir, tmp_path, caplog):
+    import logging
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    kw = dict(progress=False, **TINY_UNET)
+    with caplog.at_level(logging.INFO, logger="medlsdm.training.diffusion"):
+        train_diffusion(run, steps=1, appearance_swaps=2, **kw)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("appearance swaps: 2 copies of each of 2 training cases" in m for m in lines)
+    assert any(m.startswith("6 training latents") for m in lines), lines  # 2 cases + 2 × 2 copies
+    with pytest.raises(ConfigError, match="appearance_swaps"):
+        train_diffusion(run, steps=2, appearance_swaps=1, **kw)

@@ -113,3 +113,12 @@ def test_slice_viewer_browses_a_stack_of_2d_slices():
     assert len(fig.axes) == 2  # one column: rows only
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), stack[2, ::-1])
     assert fig.axes[0].images[0].get_clim() == (-1.0, 1.0) and fig.axes[1].images[0].get_clim() == (0.0, 1.0)
+
+
+def test_plot_within_map_spread_puts_each_value_at_its_map():
+    estimates = {"oracle": {"bone": [0.1, 0.5, 0.2, 0.6]}, "synthetic": {"bone": [0.3, 0.3, 0.4, 0.4, 0.4, 0.4]}}
+    fig = viz.plot_within_map_spread(estimates, {"oracle": 2, "synthetic": 3}, ["bone"])
+    ax = fig.axes[0]
+    oracle, synthetic = (line.get_xdata() for line in ax.get_lines())
+    assert np.allclose(np.round(oracle), [0, 0, 1, 1]) and np.allclose(np.round(synthetic), [0, 0, 0, 1, 1, 1])
+    assert [line.get_label() for line in ax.get_lines()] == ["oracle", "synthetic"]

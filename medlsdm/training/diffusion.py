@@ -51,6 +51,8 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     # "channel": each latent channel to mean 0, std 1 (its own statistics); "global": one scale 1 / std
     latent_norm="channel",
     snr_gamma=None,  # min-SNR-γ loss weights (Hang et al. 2023); None: plain MSE on the target
+    # copies of each training case with another case's class means (medlsdm.training.augment.swap_class_means)
+    appearance_swaps=0,
     # optimisation
     steps=1600, batch_size=4, lr=1e-3, lr_schedule="constant", warmup_steps=0,
     gradient_accumulation_steps=1, max_grad_norm=1.0,
@@ -161,6 +163,19 @@ def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, g
     return ((pred - target.float()).pow(2).flatten(1).mean(1) * snr_weights(scheduler, t, snr_gamma)).mean()
 
 
+def _with_appearance_swaps(vqgan, store, train_ids, latents, labels, copies: int, num_classes: int, seed: int):
+    """The training latents and label maps followed by those of ``copies`` appearance-swapped
+    copies of every training case (:func:`~medlsdm.training.augment.swap_class_means`)."""
+    from .augment import swap_class_means
+
+    images, labs, _ = stack_cases(store, train_ids)
+    swapped, swapped_labels = swap_class_means(images, labs, copies, num_classes=num_classes, seed=seed)
+    cases = {f"swap{i}": (x, y, None) for i, (x, y) in enumerate(zip(swapped, swapped_labels))}
+    more, more_labels = encode_latents(vqgan, cases, list(cases))
+    log.info("appearance swaps: %d copies of each of %d training cases", copies, len(train_ids))
+    return torch.cat([latents, more]), torch.cat([labels, more_labels])
+
+
 def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
                     split: Mapping[str, Sequence[str]] | None = None,
                     extra_condition: Mapping | Callable[[str], Any] | None = None,
@@ -231,7 +246,12 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         return (labels, extra) if condition_fn is None else condition_fn(labels, extra)
 
     latents, labels = encode_latents(vqgan, store, list(split["train"]))
-    labels, extras = conditions(split["train"], labels)
+    if p["appearance_swaps"]:
+        if extra_condition is not None:
+            raise ConfigError("train_diffusion: appearance_swaps does not apply to models with extra condition channels")
+        latents, labels = _with_appearance_swaps(vqgan, store, list(split["train"]), latents, labels,
+                                                 int(p["appearance_swaps"]), len(manifest["classes"]), p["seed"])
+    labels, extras = conditions(split["train"] * (1 + int(p["appearance_swaps"])), labels)
     stats = latent_normalization(latents, p["latent_norm"])
     register_config_values(vqgan, **stats)  # saved with the pipeline's VQ-GAN
     latent_scale = stats["scaling_factor"]
