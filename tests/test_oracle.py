@@ -160,3 +160,15 @@ def test_texture_splits_into_autoencoder_and_diffusion(torso_renders):
 def test_texture_classes_of_each_dataset():
     assert texture_classes(NAMES, "torso-ct") == [NAMES.index("liver"), NAMES.index("fat")]
     assert texture_classes(["background", "a", "b"], "nifti") == [1, 2]  # not listed: every class
+
+
+def test_spread_sentence_follows_the_numbers():
+    from medlsdm.evaluation.oracle import spread_sentence
+
+    judged = {"counted": ["bone_mean", "liver_mean"], "factor_spread_ratio": {"bone_mean": 0.2, "liver_mean": 0.9, "noise": 0.1},
+              "factor_spread_reference": {"bone_mean": 0.9, "liver_mean": 1.1, "noise": 1.0}}
+    text = spread_sentence(judged)
+    assert "bone_mean 0.20" in text and "bone_mean varies less than 0.5×" in text and "liver_mean varies" not in text
+    judged["factor_spread_ratio"]["bone_mean"] = 0.7
+    assert "draw their appearance from their noise" in spread_sentence(judged)
+    assert "cannot be judged" in spread_sentence({**judged, "counted": []})

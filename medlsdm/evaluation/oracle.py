@@ -360,6 +360,28 @@ def texture_sentence(texture: Mapping) -> str:
     return "\n".join(lines)
 
 
+#: Within-map spread ratio from which the noise counts as drawing a factor (issue 24's bar).
+SPREAD_MIN = 0.5
+
+
+def spread_sentence(judged: Mapping) -> str:
+    """A reading of :func:`compare_with_oracle`'s within-map spread, its words chosen from the
+    numbers: per counted factor the ratio against :data:`SPREAD_MIN` and the oracle's own
+    half-against-half ratio, then whether the noise or the label map sets the factors."""
+    counted = list(judged["counted"])
+    if not counted:
+        return "No factor is counted (the autoencoder keeps none at r ≥ 0.9): the spread cannot be judged here."
+    ratios = {f: judged["factor_spread_ratio"][f] for f in counted}
+    parts = [f"{f} {r:.2f} (oracle half against half {judged['factor_spread_reference'][f]:.2f})" for f, r in ratios.items()]
+    low = [f for f, r in ratios.items() if not r >= SPREAD_MIN]
+    verdict = (f"every counted factor varies with the noise at least {SPREAD_MIN} as much as in the oracle: the samples "
+               "draw their appearance from their noise." if not low else
+               f"{', '.join(low)} {'varies' if len(low) == 1 else 'vary'} less than {SPREAD_MIN}× as much as in the "
+               "oracle: for a given label map the model mostly reads these factors off the map instead of drawing "
+               "them from its noise, so the samples of one map look more alike than real patients with that anatomy would.")
+    return f"Within-map spread, samples over oracle: {'; '.join(parts)}. So {verdict}"
+
+
 def scheduler_distributions(pipe, labels: np.ndarray, settings: Sequence[Sequence], oracle: np.ndarray,
                             class_names: Sequence[str], dataset: str | None = None, *, factors: Sequence[str],
                             n_samples: int = 4, guidance_scale: float = 1.0, seed: int = 0) -> dict[str, dict]:

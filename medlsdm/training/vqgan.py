@@ -106,10 +106,10 @@ def vqgan_step(trainer: Trainer, batch, loss_fn, label_dropout: float = 0.0) -> 
 #: Defaults of :func:`train_vqgan`: the quick profile's (``PROFILES["quick"]["02"]``, which is
 #: also notebook 02's parameters cell), so ``train_vqgan(run)`` trains what the demo trains.
 #: Architecture and loss weights are Med-LSDM's; the optimisation (Adam betas (0.9, 0.999),
-#: lr 1e-3 with 20 warm-up steps and a cosine decay, batches of 2 crops of 16×32×32, 600
-#: steps) is what reached the notebook-02 bars (latent ablation, painting baselines) on CPU. The published settings
+#: lr 1e-3 with 20 warm-up steps and a cosine decay, batches of 2 crops of 16×32×32, 1500
+#: steps, the 2-D and 3-D PatchGANs at weight 0.1 from step 500) is what kept texture and thin bone on CPU
+#: (``benchmarks/results/autoencoder_realism.md``). The published settings
 #: (constant lr 3e-4, betas (0.5, 0.9), 256×256×32 blocks …) are ``PROFILES["paper"]["02"]``.
-#: The quick profile trains without the PatchGANs (weights 0); the paper profile turns them on.
 VQGAN_DEFAULTS: dict[str, Any] = dict(
     # data
     crop_shape=(16, 32, 32), batch_size=2, seed=0, num_workers=0,
@@ -121,10 +121,10 @@ VQGAN_DEFAULTS: dict[str, Any] = dict(
     l1_weight=4.0, perceptual_weight=4.0, perceptual_weights=None,
     # True (the paper profiles): no VGG16 file is an error instead of training without the loss
     require_perceptual=False,
-    gan_weight_2d=0.0, gan_weight_3d=0.0, feat_weight=4.0, disc_start=1000,
+    gan_weight_2d=0.1, gan_weight_3d=0.1, feat_weight=4.0, disc_start=500,
     disc_channels=64, disc_layers=3,
     # optimisation
-    steps=600, lr=1e-3, lr_schedule="cosine", warmup_steps=20, disc_lr=3e-4, betas=(0.9, 0.999),
+    steps=1500, lr=1e-3, lr_schedule="cosine", warmup_steps=20, disc_lr=3e-4, betas=(0.9, 0.999),
     gradient_accumulation_steps=1,
     max_grad_norm=1.0, mixed_precision="no", gradient_checkpointing=False,
     # bookkeeping
