@@ -37,6 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py)
+
 #: The options, as notebook 02 parameters (``gan_weight`` sets both PatchGANs' weights).
 OPTIONS = {
     "l1": dict(gan_weight=0.0, steps=600),
@@ -44,6 +46,8 @@ OPTIONS = {
     "patchgan-1000": dict(gan_weight=0.1, disc_start=300, steps=1000),
     "patchgan-1500": dict(gan_weight=0.1, disc_start=500, steps=1500),
     "patchgan-0.05-1500": dict(gan_weight=0.05, disc_start=500, steps=1500),
+    "patchgan-d16-1500": dict(gan_weight=0.1, disc_start=500, steps=1500, disc_channels=16),
+    "patchgan-d16-1000": dict(gan_weight=0.1, disc_start=300, steps=1000, disc_channels=16),
 }
 HEAD = Path("/usr/share/mricron/templates")
 HEAD_TILE_MM = (32, 96, 96)   # (z, y, x) of one tile
@@ -163,9 +167,7 @@ def train(work: Path, dataset: str, option: str, seed: int) -> dict:
            "train_seconds": round(seconds, 1), "n_train": len(split["train"]), "n_held_out": len(split["held_out"]),
            "body": {m: {k: r[k] for k in ("psnr", "ssim")} for m, r in table.items()},
            "ablation_own_minus_other": ablation["own_minus_other"], "run": str(out)}
-    with open(work / "rows.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
+    append_row(work, row)
     return row
 
 
@@ -231,12 +233,7 @@ def main() -> None:
     if args.command == "train":
         train(args.work, args.dataset, args.option, args.seed)
     else:
-        from medlsdm.atomic import atomic_path
-
-        rows = [json.loads(line) for line in (args.work / "rows.jsonl").read_text().splitlines() if line.strip()]
-        with atomic_path(args.out) as tmp_out:
-            Path(tmp_out).write_text(report(rows))
-        print(f"wrote {args.out}")
+        write_report(args.work, args.out, report)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py)
+
 OPTIONS = {
     "default": {},
     "swap-1": dict(appearance_swaps=1),
@@ -79,9 +81,7 @@ def train(work: Path, data: Path, vqgan: Path, option: str, seed: int, n_maps: i
                                                          "factor_spread_reference", "counted", "factor_preserved")},
            "ks_p": {f: c["ks_p"] for f, c in judged["factor_all"].items()},
            "w1": {f: c["w1"] for f, c in judged["factor_all"].items()}}
-    with open(work / "rows.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
+    append_row(work, row)
     return row
 
 
@@ -132,12 +132,7 @@ def main() -> None:
     if args.command == "train":
         train(args.work, args.data, args.vqgan, args.option, args.seed, args.n_maps)
     else:
-        from medlsdm.atomic import atomic_path
-
-        rows = [json.loads(line) for line in (args.work / "rows.jsonl").read_text().splitlines() if line.strip()]
-        with atomic_path(args.out) as tmp_out:
-            Path(tmp_out).write_text(report(rows))
-        print(f"wrote {args.out}")
+        write_report(args.work, args.out, report)
 
 
 if __name__ == "__main__":

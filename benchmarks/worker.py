@@ -1,6 +1,7 @@
 """What the benchmarks' workers share: one measurement in a fresh process (``python SCRIPT
 --worker '<json cfg>'`` prints one JSON line, which :func:`run_worker` returns, or the error as
-a row), the timing of training steps and the process's memory."""
+a row), the timing of training steps, the process's memory, and the rows of benchmarks run one
+row at a time (``WORK/rows.jsonl``) with the report written from them."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 MIB = 2**20
@@ -51,3 +53,20 @@ def peak_mib() -> float:
     """Peak resident set size of this process so far (MiB): ``getrusage`` sees torch's C++ allocations."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / MIB if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def append_row(work: Path, row: dict) -> None:
+    """Add one measured row to ``WORK/rows.jsonl`` (and print it)."""
+    with open(Path(work) / "rows.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+def write_report(work: Path, out: Path, report: Callable[[list[dict]], str]) -> None:
+    """Write ``report(rows)`` of every row in ``WORK/rows.jsonl`` to ``out`` (atomically)."""
+    from medlsdm.atomic import atomic_path
+
+    rows = [json.loads(line) for line in (Path(work) / "rows.jsonl").read_text().splitlines() if line.strip()]
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(report(rows))
+    print(f"wrote {out}")
