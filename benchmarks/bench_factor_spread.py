@@ -13,7 +13,8 @@ with 8 oracle re-renders of each map (:func:`medlsdm.evaluation.oracle.compare_w
 Options: ``default`` (the quick profile's notebook 03), ``swap-N`` (``appearance_swaps=N``:
 N copies of every training case with another training case's class means,
 :func:`medlsdm.training.augment.swap_class_means`), ``cond-drop-0.3`` (condition dropout 0.3
-instead of 0.1), ``offset-noise`` is not offered (its one calibration run is in issue 24).
+instead of 0.1), ``lowres-1`` (``lowres_weight=1``: a multiscale loss that weights the
+coarse, organ-mean part of the error 65× more, :func:`medlsdm.training.diffusion.pooled_error`).
 
     python benchmarks/bench_factor_spread.py --data RUN/data --vqgan RUN/vqgan --work /tmp/fs train --option swap-3 --seed 0
     python benchmarks/bench_factor_spread.py --work /tmp/fs report   # benchmarks/results/factor_spread.md
@@ -41,6 +42,7 @@ OPTIONS = {
     "swap-1": dict(appearance_swaps=1),
     "swap-3": dict(appearance_swaps=3),
     "cond-drop-0.3": dict(cond_drop_prob=0.3),
+    "lowres-1": dict(lowres_weight=1.0),
 }
 N_SAMPLES, N_ORACLE, SAMPLE_STEPS = 4, 8, 50
 

@@ -82,6 +82,12 @@ def test_v_prediction_loss_is_the_mse_to_the_velocity():
     assert loss(eps_sched) == pytest.approx(eps_by_hand, rel=1e-5)
     assert abs(v_by_hand - eps_by_hand) > 0.01 * eps_by_hand  # negative control: the targets differ
     assert loss(v_sched) != pytest.approx(eps_by_hand, rel=1e-3)
+    # the multiscale term adds lowres_weight × the pooled error of the same prediction
+    from medlsdm.training.diffusion import pooled_error
+
+    multiscale = diffusion_loss(unet, v_sched, z, labels, cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1),
+                                lowres_weight=0.5).item()
+    assert multiscale == pytest.approx(v_by_hand + 0.5 * pooled_error(pred - velocity, factor=4).item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
@@ -259,3 +265,15 @@ def test_appearance_swaps_add_copies_of_the_training_cases_and_enter_the_fingerp
     assert any(m.startswith("6 training latents") for m in lines), lines  # 2 cases + 2 × 2 copies
     with pytest.raises(ConfigError, match="appearance_swaps"):
         train_diffusion(run, steps=2, appearance_swaps=1, **kw)
+
+
+def test_pooled_error_weights_a_constant_error_by_the_pool_volume_and_a_checkerboard_by_nothing():
+    from medlsdm.training.diffusion import pooled_error
+
+    constant = torch.full((2, 3, 8, 8, 8), 0.5)
+    assert float(pooled_error(constant)) == pytest.approx(0.25 * 64)
+    checker = (torch.arange(8)[:, None, None] + torch.arange(8)[None, :, None] + torch.arange(8)[None, None, :]) % 2 * 2.0 - 1
+    assert float(pooled_error(checker.expand(2, 3, 8, 8, 8).float())) == pytest.approx(0.0, abs=1e-7)
+    white = torch.randn((64, 1, 8, 16, 16), generator=torch.Generator().manual_seed(0))
+    assert float(pooled_error(white)) == pytest.approx(float(white.pow(2).mean()), rel=0.15)  # same weight as the MSE
+    assert float(pooled_error(torch.full((1, 1, 8, 8), 0.5))) == pytest.approx(0.25 * 16)  # 2-D

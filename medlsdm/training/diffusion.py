@@ -53,6 +53,8 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     snr_gamma=None,  # min-SNR-γ loss weights (Hang et al. 2023); None: plain MSE on the target
     # copies of each training case with another case's class means (medlsdm.training.augment.swap_class_means)
     appearance_swaps=0,
+    # weight of a multiscale term: the squared error of the 4× average-pooled prediction (0: off)
+    lowres_weight=0.0,
     # optimisation
     steps=1600, batch_size=4, lr=1e-3, lr_schedule="constant", warmup_steps=0,
     gradient_accumulation_steps=1, max_grad_norm=1.0,
@@ -139,14 +141,28 @@ def snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
     return (snr.clamp(max=gamma) / denom).float()
 
 
+def pooled_error(error: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """Mean square of the ``factor``× average-pooled error ``(B, C, *spatial)``, times ``factor^dims``.
+
+    Pooling keeps the coarse part of the error (an organ's mean, say), one number in
+    ``factor^dims`` of the plain MSE; the factor gives white errors the same weight as the plain
+    MSE, so a multiscale loss ``MSE + w · pooled_error`` weights the coarse components
+    ``1 + w · factor^dims`` times as much as the fine ones.
+    """
+    pool = F.avg_pool3d if error.ndim == 5 else F.avg_pool2d
+    return pool(error, factor).pow(2).mean() * factor ** (error.ndim - 2)
+
+
 def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, generator: torch.Generator,
-                   extra: torch.Tensor | None = None, snr_gamma: float | None = None):
+                   extra: torch.Tensor | None = None, snr_gamma: float | None = None, lowres_weight: float = 0.0):
     """The denoising loss of one batch: MSE between the prediction and its target.
 
     Random timesteps and noise come from ``generator``; the label condition of a fraction
     ``cond_drop_prob`` of the samples is replaced by the null condition. ``extra``: the extra
     condition channels ``(B, E, *spatial)`` of a model with ``extra_condition_channels = E``.
     ``snr_gamma``: weight each sample's loss by :func:`snr_weights` (None: unweighted).
+    ``lowres_weight``: add that times :func:`pooled_error` of the prediction error (a multiscale
+    loss, cf. Hoogeboom et al. 2023, "simple diffusion").
     """
     from ..models.unet import drop_condition, semantic_condition
 
@@ -158,9 +174,10 @@ def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, g
     cond = semantic_condition(labels, unet.config.num_classes if hasattr(unet, "config") else unet.module.config.num_classes, extra)
     cond = drop_condition(cond, cond_drop_prob, generator=generator)
     pred = unet(noisy, t, cond).sample.float()
+    lowres = lowres_weight * pooled_error(pred - target.float()) if lowres_weight else 0.0
     if snr_gamma is None:
-        return F.mse_loss(pred, target.float())
-    return ((pred - target.float()).pow(2).flatten(1).mean(1) * snr_weights(scheduler, t, snr_gamma)).mean()
+        return F.mse_loss(pred, target.float()) + lowres
+    return ((pred - target.float()).pow(2).flatten(1).mean(1) * snr_weights(scheduler, t, snr_gamma)).mean() + lowres
 
 
 def _with_appearance_swaps(vqgan, store, train_ids, latents, labels, copies: int, num_classes: int, seed: int):
@@ -277,7 +294,8 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     def step_fn(trainer: Trainer, batch) -> dict[str, float]:
         z, lab, *extra = batch
         loss = diffusion_loss(trainer.models["unet"], scheduler, z, lab, cond_drop_prob=p["cond_drop_prob"],
-                              generator=trainer.generator, extra=extra[0] if extra else None, snr_gamma=p["snr_gamma"])
+                              generator=trainer.generator, extra=extra[0] if extra else None, snr_gamma=p["snr_gamma"],
+                              lowres_weight=p["lowres_weight"])
         trainer.backward(loss)
         trainer.optimizer_step("unet")
         if trainer.accelerator.sync_gradients:
