@@ -64,17 +64,25 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         # 60 phantom cases: 36 train, 12 validation, 12 test (enough test cases for a confidence interval)
         "01": dict(dataset="torso-ct", n_cases=60, block_shape=[32, 64, 64], spacing=[6.0, 5.5, 5.5]),
-        # The normal decoder (it reads only its latent) with both PatchGANs (hinge + feature matching)
-        # from step 500 of 1500: on the validation split (benchmarks/results/autoencoder_realism.md)
+        # The normal decoder (it reads only its latent) with both PatchGANs (hinge + feature matching,
+        # 16 channels wide) from step 500 of 1500. Validation split, benchmarks/results/autoencoder_realism.md:
         # L1 + commitment alone (600 steps) erased the texture (HF power 0.15 of the original's,
-        # thin-bone contrast 0.32) and lost to painting + the pooled residual on SSIM; the
-        # adversarial terms bring HF power to 0.91 and thin-bone contrast to 0.64 with PSNR above
-        # the baseline (27.2 against 25.6 dB); its SSIM is level with the baseline's (0.780 / 0.784).
+        # thin-bone contrast 0.32) and lost to painting + the pooled residual on SSIM (0.738 / 0.784);
+        # with the PatchGANs HF power is 0.99, thin-bone contrast 0.68, PSNR 27.4 dB against the
+        # baseline's 25.6, SSIM 0.775, level with the baseline's 0.784 but not above it. 64-channel
+        # PatchGANs scored the same (0.91, 0.64, 27.2 dB, 0.780) at twice the step time; 1000 steps
+        # from 300 lost SSIM (0.677); weight 0.05 was noisier (noise ratio 1.44, SSIM 0.707).
         "02": dict(decoder="normal", label_dropout=0.0, compare_decoder=False, steps=1500, crop_shape=[16, 32, 32], batch_size=2,
                    lr=1e-3, channels=[16, 32, 64], embedding_dim=8, num_embeddings=512,
-                   gan_weight=0.1, disc_start=500),
+                   gan_weight=0.1, disc_start=500, disc_channels=16),
+        # Appearance swaps (3 copies of each training case with another case's class means,
+        # medlsdm.training.augment): the model can no longer read a case's appearance off its label map.
+        # Validation, benchmarks/results/factor_spread.md: the within-map spread ratio of liver rose from
+        # 0.28 to 0.41 / 0.38 (two training seeds), bone from 0.18 to 0.23 / 0.27: towards the oracle's,
+        # still well below it.
         "03": dict(steps=1600, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
-                   conditioning="concat", prediction_type="v_prediction", ema_decay=0.99, sample_every=400),
+                   conditioning="concat", prediction_type="v_prediction", ema_decay=0.99, appearance_swaps=3,
+                   sample_every=400),
         # DDPM-1000 is the reference sampler: ~38 s a volume here, so the scheduler table uses one map
         "04": dict(steps=50, n_test=6, n_samples=4, n_oracle=8, compare=[["ddpm", 1000], ["ddim", 50], ["dpm++", 25], ["unipc", 10]],
                    compare_maps=1),
@@ -100,10 +108,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # batch 2, lr 3e-4, 2048 codes, PatchGANs from step 50 000 (its vq_gan_3d.yaml)
         "02": dict(decoder="spade", compare_decoder=False, steps=100_000, crop_shape=[32, 256, 256], batch_size=2,
                    lr=3e-4, channels=[16, 32, 64], embedding_dim=8, num_embeddings=2048,
-                   gan_weight=1.0, disc_start=50_000, lr_schedule="constant"),
+                   gan_weight=1.0, disc_start=50_000, disc_channels=64, lr_schedule="constant"),
         # Med-LSDM latent UNet scale; 1000-step cosine DDPM, EMA 0.9999
         "03": dict(steps=200_000, batch_size=8, lr=1e-4, channels=[128, 256, 512], attention_levels=[False, True, True],
-                   ema_decay=0.9999, sample_every=10_000),
+                   ema_decay=0.9999, appearance_swaps=0, sample_every=10_000),
         "04": dict(steps=50, n_test=20),
         "05": dict(steps=50, n_test=None, segnet_steps=3000),
         # the cardiac LDM paper: 256×256 slices, latent 32×32×3 (8× per side), codebook 16 384,
@@ -155,11 +163,11 @@ def _paper_profile(dataset: str, dataset_options: dict, disc_start: int,
                    block_shape=[32, 256, 256], spacing=[6.0, 1.4, 1.4]),
         "02": dict(decoder="spade", compare_decoder=False, steps=100_000, crop_shape=[32, 256, 256], batch_size=2,
                    lr=1.9e-5, lr_schedule="constant", channels=[16, 32, 64], embedding_dim=8,
-                   num_embeddings=16384, gan_weight=1.0, disc_start=disc_start, mixed_precision="fp16",
+                   num_embeddings=16384, gan_weight=1.0, disc_start=disc_start, disc_channels=64, mixed_precision="fp16",
                    training_options=copy.deepcopy(PAPER_TRAINING["02"])),
         "03": dict(steps=700_000, batch_size=2, lr=1e-5, channels=[64, 128, 256, 512],
                    attention_levels=[True, True, True, True], conditioning="spade", prediction_type="epsilon",
-                   num_train_timesteps=500, cond_drop_prob=0.1, ema_decay=0.995, sample_every=10_000,
+                   num_train_timesteps=500, cond_drop_prob=0.1, ema_decay=0.995, appearance_swaps=0, sample_every=10_000,
                    training_options=dict(copy.deepcopy(PAPER_TRAINING["03"]), label_encoder_channels=label_encoder_channels)),
         "04": dict(steps=500, n_test=20),
         "05": dict(steps=500, n_test=None, segnet_steps=3000),

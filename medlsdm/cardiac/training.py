@@ -50,14 +50,15 @@ def train_mode(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping
     :func:`medlsdm.training.diffusion.train_diffusion` on the slices, with the edge map as
     the one extra condition channel, both as the mode sees them (:func:`condition_inputs`);
     writes ``mode_dir/`` (checkpoints, ``log.csv``) and the pipeline ``mode_dir/pipeline``.
-    ``params``: any key of :data:`medlsdm.training.diffusion.DIFFUSION_DEFAULTS`.
+    ``params``: any key of :data:`medlsdm.training.diffusion.DIFFUSION_DEFAULTS`; appearance
+    swaps are off (the edge channel is computed from the image, whose intensities they change).
     """
     from ..training.diffusion import train_diffusion
 
     folder = mode_dir(cardiac_dir, mode)
     summary = train_diffusion(cardiac_dir, store=store, split=split, extra_condition=store.edges,
                               condition_fn=partial(condition_inputs, mode=mode), out_dir=folder,
-                              pipeline_dir=folder / "pipeline", **params)
+                              pipeline_dir=folder / "pipeline", **{"appearance_swaps": 0, **params})
     write_json(folder / "mode.json", {"mode": mode})
     return summary
 

@@ -52,7 +52,7 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     latent_norm="channel",
     snr_gamma=None,  # min-SNR-γ loss weights (Hang et al. 2023); None: plain MSE on the target
     # copies of each training case with another case's class means (medlsdm.training.augment.swap_class_means)
-    appearance_swaps=0,
+    appearance_swaps=3,
     # weight of a multiscale term: the squared error of the 4× average-pooled prediction (0: off)
     lowres_weight=0.0,
     # optimisation

@@ -107,7 +107,7 @@ def vqgan_step(trainer: Trainer, batch, loss_fn, label_dropout: float = 0.0) -> 
 #: also notebook 02's parameters cell), so ``train_vqgan(run)`` trains what the demo trains.
 #: Architecture and loss weights are Med-LSDM's; the optimisation (Adam betas (0.9, 0.999),
 #: lr 1e-3 with 20 warm-up steps and a cosine decay, batches of 2 crops of 16×32×32, 1500
-#: steps, the 2-D and 3-D PatchGANs at weight 0.1 from step 500) is what kept texture and thin bone on CPU
+#: steps, the 2-D and 3-D PatchGANs, 16 channels wide, at weight 0.1 from step 500) is what kept texture and thin bone on CPU
 #: (``benchmarks/results/autoencoder_realism.md``). The published settings
 #: (constant lr 3e-4, betas (0.5, 0.9), 256×256×32 blocks …) are ``PROFILES["paper"]["02"]``.
 VQGAN_DEFAULTS: dict[str, Any] = dict(
@@ -122,7 +122,7 @@ VQGAN_DEFAULTS: dict[str, Any] = dict(
     # True (the paper profiles): no VGG16 file is an error instead of training without the loss
     require_perceptual=False,
     gan_weight_2d=0.1, gan_weight_3d=0.1, feat_weight=4.0, disc_start=500,
-    disc_channels=64, disc_layers=3,
+    disc_channels=16, disc_layers=3,
     # optimisation
     steps=1500, lr=1e-3, lr_schedule="cosine", warmup_steps=20, disc_lr=3e-4, betas=(0.9, 0.999),
     gradient_accumulation_steps=1,
