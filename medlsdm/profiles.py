@@ -77,19 +77,21 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    gan_weight=0.1, disc_start=500, disc_channels=16),
         # Appearance swaps (3 copies of each training case with another case's class means,
         # medlsdm.training.augment): the model can no longer read a case's appearance off its label map.
-        # Validation, benchmarks/results/factor_spread.md: the within-map spread ratio of liver rose from
-        # 0.28 to 0.41 / 0.38 (two training seeds), bone from 0.18 to 0.23 / 0.27: towards the oracle's,
-        # still well below it.
+        # Validation, benchmarks/results/factor_spread.md (two training seeds each): the within-map
+        # spread ratio of liver rose from 0.28 / 0.29 to 0.41 / 0.38; bone (0.18 / 0.26 -> 0.23 / 0.27)
+        # and kidney (0.47 / 0.54 -> 0.57 / 0.50) barely moved: still well below the oracle's ~1.
         "03": dict(steps=1600, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
                    conditioning="concat", prediction_type="v_prediction", ema_decay=0.99, appearance_swaps=3,
                    sample_every=400),
         # DDPM-1000 is the reference sampler: ~38 s a volume here, so the scheduler table uses one map
+        # and two samples per scheduler (4 cost 165 s of the 20-minute demo)
         "04": dict(steps=50, n_test=6, n_samples=4, n_oracle=8, compare=[["ddpm", 1000], ["ddim", 50], ["dpm++", 25], ["unipc", 10]],
-                   compare_maps=1),
-        # 3 segmentation seeds × 3 arms: each network 300 steps of 16×32×32 crops (~0.13 CPU-s a
+                   compare_maps=1, compare_samples=2),
+        # 2 segmentation seeds × 3 arms (3 seeds took 327 s of the 453 s notebook once the VQ-GAN's
+        # PatchGANs made notebook 02 4.5 min longer): each network 300 steps of 16×32×32 crops (~0.13 CPU-s a
         # step, ~40 s; whole blocks cost ~1 s a step), kept at its best validation Dice (checked
         # every 100 steps; 0.65 on the validation split at step 300 — calibrated on validation only)
-        "05": dict(steps=50, n_test=None, segnet_steps=300, segnet_seeds=3,
+        "05": dict(steps=50, n_test=None, segnet_steps=300, segnet_seeds=2,
                    segnet_options={"crop_shape": [16, 32, 32], "eval_every": 100}, n_train_maps=12, n_small=4, n_new=12),
         # 365 CPU-s on one core for the whole notebook (VQ-VAE 300 steps ≈ 60 s, each LDM 400
         # steps ≈ 70-85 s, sampling with guidance ≈ 14 s per mode); ≈ 4.5 min on 2 idle cores.
