@@ -42,12 +42,11 @@ from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py
 #: The options, as notebook 02 parameters (``gan_weight`` sets both PatchGANs' weights).
 OPTIONS = {
     "l1": dict(gan_weight=0.0, steps=600),
-    "l1-1500": dict(gan_weight=0.0, steps=1500),
-    "patchgan-1000": dict(gan_weight=0.1, disc_start=300, steps=1000),
-    "patchgan-1500": dict(gan_weight=0.1, disc_start=500, steps=1500),
-    "patchgan-0.05-1500": dict(gan_weight=0.05, disc_start=500, steps=1500),
+    "patchgan-1500": dict(gan_weight=0.1, disc_start=500, steps=1500, disc_channels=64),
+    "patchgan-0.05-1500": dict(gan_weight=0.05, disc_start=500, steps=1500, disc_channels=64),
     "patchgan-d16-1500": dict(gan_weight=0.1, disc_start=500, steps=1500, disc_channels=16),
     "patchgan-d16-1000": dict(gan_weight=0.1, disc_start=300, steps=1000, disc_channels=16),
+    "patchgan-d16-1200": dict(gan_weight=0.1, disc_start=400, steps=1200, disc_channels=16),
 }
 HEAD = Path("/usr/share/mricron/templates")
 HEAD_TILE_MM = (32, 96, 96)   # (z, y, x) of one tile

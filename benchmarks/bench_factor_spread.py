@@ -10,7 +10,7 @@ with 8 oracle re-renders of each map (:func:`medlsdm.evaluation.oracle.compare_w
   right, near 0 means the label map fixes the factor), beside the oracle half-against-half;
 - per factor KS p and W1 against the oracle, the diversity ratio, the counted factors.
 
-Options: ``default`` (the quick profile's notebook 03), ``swap-N`` (``appearance_swaps=N``:
+Options: ``no-swaps`` (the quick profile's notebook 03 without appearance swaps), ``swap-N`` (``appearance_swaps=N``:
 N copies of every training case with another training case's class means,
 :func:`medlsdm.training.augment.swap_class_means`), ``cond-drop-0.3`` (condition dropout 0.3
 instead of 0.1), ``lowres-1`` (``lowres_weight=1``: a multiscale loss that weights the
@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py)
 
 OPTIONS = {
-    "default": {},
+    "no-swaps": dict(appearance_swaps=0),
     "swap-1": dict(appearance_swaps=1),
-    "swap-3": dict(appearance_swaps=3),
+    "swap-3": dict(appearance_swaps=3),  # the quick profile's
     "cond-drop-0.3": dict(cond_drop_prob=0.3),
     "lowres-1": dict(lowres_weight=1.0),
 }
