@@ -259,7 +259,7 @@ def test_appearance_swaps_add_copies_of_the_training_cases_and_enter_the_fingerp
     shutil.copytree(run_dir, run)
     kw = dict(progress=False, **TINY_UNET)
     with caplog.at_level(logging.INFO, logger="medlsdm.training.diffusion"):
-        train_diffusion(run, steps=1, appearance_swaps=2, **kw)
+        train_diffusion(run, steps=1, appearance_swaps=2, resume=False, **kw)
     lines = [r.getMessage() for r in caplog.records]
     assert any("appearance swaps: 2 copies of each of 2 training cases" in m for m in lines)
     assert any(m.startswith("6 training latents") for m in lines), lines  # 2 cases + 2 × 2 copies
