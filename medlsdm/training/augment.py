@@ -16,21 +16,18 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
+from ..metrics.conditional import class_means
 
 
 def class_mean_table(images: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per case and class: the mean intensity and whether the class is present.
+    """Per case and class: the mean intensity (:func:`~medlsdm.metrics.conditional.class_means`
+    of that case alone) and whether the class is present.
 
     Returns ``(means, present)``, both ``(N, num_classes)``; absent classes have mean 0.
     """
-    n = len(images)
-    means, present = np.zeros((n, num_classes)), np.zeros((n, num_classes), bool)
-    for i, (x, y) in enumerate(zip(images, labels)):
-        counts = np.bincount(y.ravel(), minlength=num_classes)[:num_classes]
-        sums = np.bincount(y.ravel(), weights=x.ravel().astype(np.float64), minlength=num_classes)[:num_classes]
-        present[i] = counts > 0
-        means[i, present[i]] = sums[present[i]] / counts[present[i]]
-    return means, present
+    means = np.stack([class_means([x], [y], num_classes) for x, y in zip(images, labels)])
+    present = np.isfinite(means)
+    return np.where(present, means, 0.0), present
 
 
 def swap_class_means(images, labels, copies: int, *, num_classes: int | None = None, seed: int = 0,
