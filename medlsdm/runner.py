@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import signal
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -35,6 +36,7 @@ from typing import Any, Iterable
 from .errors import ConfigError, NotebookError
 from .profiles import NOTEBOOKS, notebook_parameters
 from .rundir import RunDir
+from .training.cores import LANES_ENV
 
 log = logging.getLogger(__name__)
 
@@ -253,14 +255,18 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
 
 
 def _run_lane(lane: list[tuple[Path, dict[str, Any], str]], run_root: str, kernel_name: str | None,
-              threads: int | None) -> list[Path]:
+              threads: int | None, token: str | None = None) -> list[Path]:
     """Run the notebooks of one lane in order, each ``(path, parameters, progress tag)``; with
     ``threads`` (in a worker process) their kernels inherit ``OMP_NUM_THREADS=threads``, and
-    Ctrl-C stops the lane quietly (the main process reports it)."""
+    Ctrl-C stops the lane quietly (the main process reports it). ``token``: this lane's file in
+    the folder of running lanes, removed when the lane ends so that the other lane's training
+    takes the freed cores (:mod:`medlsdm.training.cores`)."""
     if threads is not None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if token is not None:
+        os.environ[LANES_ENV] = os.path.dirname(token)
     run, executed = RunDir(run_root), []
     try:
         for path, params, tag in lane:
@@ -270,6 +276,8 @@ def _run_lane(lane: list[tuple[Path, dict[str, Any], str]], run_root: str, kerne
             note = f" ({threads} torch thread{'s' * (threads > 1)})" if threads else ""
             log.info("%s %s done in %.1f s%s", tag, path.stem, time.perf_counter() - start, note)
     finally:
+        if token is not None:
+            Path(token).unlink(missing_ok=True)
         if threads is not None:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # an idle worker: no traceback on Ctrl-C
     return executed
@@ -322,8 +330,13 @@ def run_notebooks(
                 results = [_run_lane(lanes[0], str(run.root), kernel_name, None)]
             else:
                 threads = max(1, (os.cpu_count() or 1) // len(lanes))
-                with ProcessPoolExecutor(len(lanes), mp_context=get_context("spawn"), initializer=_ignore_sigint) as pool:
-                    futures = [pool.submit(_run_lane, lane, str(run.root), kernel_name, threads) for lane in lanes]
+                with ProcessPoolExecutor(len(lanes), mp_context=get_context("spawn"), initializer=_ignore_sigint) as pool, \
+                        tempfile.TemporaryDirectory(prefix="medlsdm-lanes-") as running:
+                    tokens = [os.path.join(running, f"lane-{i}") for i in range(len(lanes))]
+                    for token in tokens:
+                        Path(token).touch()
+                    futures = [pool.submit(_run_lane, lane, str(run.root), kernel_name, threads, token)
+                               for lane, token in zip(lanes, tokens)]
                     results = [f.result() for f in futures]
             for lane, out in zip(stage, results):
                 executed.update(zip(lane, out))

@@ -148,18 +148,47 @@ def test_checked_parameters_are_converted_like_the_sweep_does():
         check_parameters(paths, {"n_test": None}, "smoke")
 
 
-def _sleeping_notebooks(folder):
+def _notebooks(folder, bodies):
+    """Stand-in notebooks ``{key: code of its one cell after the parameters}`` in ``folder``."""
     import nbformat
 
     folder.mkdir()
-    for key in ("01", "06"):
+    for key, body in bodies.items():
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         params = nbformat.v4.new_code_cell("run_dir = 'r'\nprofile = 'quick'\nseed = 0\ninteractive = False")
         params.metadata["tags"] = ["parameters"]
-        nb.cells = [params, nbformat.v4.new_markdown_cell("Wait."), nbformat.v4.new_code_cell("import time\ntime.sleep(120)")]
+        nb.cells = [params, nbformat.v4.new_markdown_cell("Work."), nbformat.v4.new_code_cell(body)]
         nbformat.write(nb, folder / f"{NOTEBOOKS[key]}.ipynb")
     return folder
+
+
+def _sleeping_notebooks(folder):
+    return _notebooks(folder, {key: "import time\ntime.sleep(120)" for key in ("01", "06")})
+
+
+@pytest.mark.notebook
+def test_a_lane_takes_the_cores_the_other_lane_frees(tmp_path):
+    """With --jobs 2 each kernel starts with half the threads; once the short lane (01) ends, the
+    long one (06) is told it may use them all (medlsdm.training.cores), as its training loops do."""
+    import os
+
+    out = tmp_path / "threads.json"
+    long_lane = ("import json, os, time\n"
+                 "from medlsdm.training.cores import free_threads, follow_free_cores\n"
+                 "import torch\n"
+                 "first = (free_threads(), torch.get_num_threads())\n"
+                 "deadline = time.time() + 60\n"
+                 "while free_threads() != os.cpu_count() and time.time() < deadline:\n"
+                 "    time.sleep(0.2)\n"
+                 "follow_free_cores()\n"
+                 f"json.dump([first, [free_threads(), torch.get_num_threads()]], open({str(out)!r}, 'w'))")
+    folder = _notebooks(tmp_path / "nb", {"01": "import time\ntime.sleep(3)", "06": long_lane})
+    run_notebooks("smoke", tmp_path / "run", only=["01", "06"], notebooks_dir=folder, jobs=2)
+    (first_free, first_torch), (then_free, then_torch) = json.loads(out.read_text())
+    half = max(1, os.cpu_count() // 2)
+    assert (first_free, first_torch) == (half, half)
+    assert (then_free, then_torch) == (os.cpu_count(), os.cpu_count())
 
 
 @pytest.mark.notebook

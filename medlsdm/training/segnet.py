@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from ..data.store import as_cases
 from ..errors import ConfigError, DataError
 from ..models.segnet import SegNet
+from .cores import follow_free_cores
 from .datasets import random_window
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
         history.append(float(loss.detach()))
         if step % 10 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{history[-1]:.4f}")
+            follow_free_cores()  # a lane beside this one may have ended (medlsdm run --jobs 2)
         done = step + 1
         if validate and ((eval_every and done % int(eval_every) == 0) or done == int(steps)):
             score = _validation_dice(model, val_images, val_labels, int(num_classes))

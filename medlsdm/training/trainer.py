@@ -18,7 +18,6 @@ MPI is set up).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -33,6 +32,7 @@ from ..atomic import atomic_path
 from ..errors import ConfigError, MedLSDMError
 from .checkpoint import (CHECKPOINT_FORMAT, check_fingerprint, list_checkpoints, read_checkpoint, rng_state,
                          set_rng_state)
+from .cores import follow_free_cores
 from .datasets import StepBatches
 from .log import CSVLog
 
@@ -401,6 +401,7 @@ class Trainer:
             t_seg = now
             row: dict[str, Any] = {}
             if self.step % self.log_every == 0 or self.step == self.max_steps:
+                follow_free_cores()  # a lane beside this one may have ended (medlsdm run --jobs 2)
                 row = self._reduce(sums, counts)
                 sums, counts = {}, {}
                 self.last_logs = dict(row)
@@ -428,16 +429,3 @@ class Trainer:
             "retrained_because": self.changes,
         }
 
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Use ``n`` torch CPU threads inside the block, then restore the previous number."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

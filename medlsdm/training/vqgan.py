@@ -19,7 +19,8 @@ from ..rundir import RunDir
 from .checkpoint import file_digest, fingerprint, json_digest, store_digest
 from .datasets import RandomCropDataset
 from .lr_schedule import lr_scheduler
-from .trainer import Trainer, torch_threads
+from .cores import torch_threads
+from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 
