@@ -111,7 +111,7 @@ def build_unet(profile: str, shape: tuple[int, ...], batch_size: int | None = No
     """The profile's diffusion UNet on the latent of a ``shape`` block, with its label encoder; ``(step, info)``."""
     import torch
 
-    from medlsdm.models.unet import SemanticUNet
+    from medlsdm.models.unet import SemanticUNet, semantic_condition
     from medlsdm.profiles import paper_training_parameters
     from medlsdm.training.diffusion import DIFFUSION_DEFAULTS, diffusion_loss, make_scheduler
 
@@ -132,7 +132,7 @@ def build_unet(profile: str, shape: tuple[int, ...], batch_size: int | None = No
     gen = torch.Generator().manual_seed(0)
 
     def step():
-        loss = diffusion_loss(unet, scheduler, z, labels, cond_drop_prob=p["cond_drop_prob"], generator=gen)
+        loss = diffusion_loss(unet, scheduler, z, semantic_condition(labels, k), cond_drop_prob=p["cond_drop_prob"], generator=gen)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

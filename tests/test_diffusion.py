@@ -39,8 +39,8 @@ def test_condition_dropout_trains_the_null_condition():
     sched = make_scheduler(50)
     z = torch.randn(4, 2, 4, 4, 4)
     labels = torch.randint(0, 3, (4, 16, 16, 16))
-    dropped = diffusion_loss(unet, sched, z, labels, cond_drop_prob=1.0, generator=torch.Generator().manual_seed(1))
-    kept = diffusion_loss(unet, sched, z, labels, cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1))
+    dropped = diffusion_loss(unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=1.0, generator=torch.Generator().manual_seed(1))
+    kept = diffusion_loss(unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1))
     # recompute by hand with the null condition: same random draws as the dropped call
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(z.shape, generator=g)
@@ -65,7 +65,7 @@ def test_v_prediction_loss_is_the_mse_to_the_velocity():
     v_sched, eps_sched = make_scheduler(50, prediction_type="v_prediction"), make_scheduler(50)
 
     def loss(sched):
-        return diffusion_loss(unet, sched, z, labels, cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1)).item()
+        return diffusion_loss(unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1)).item()
 
     g = torch.Generator().manual_seed(1)  # the draws of diffusion_loss: noise, then timesteps
     noise = torch.randn(z.shape, generator=g)
@@ -85,7 +85,7 @@ def test_v_prediction_loss_is_the_mse_to_the_velocity():
     # the multiscale term adds lowres_weight × the pooled error of the same prediction
     from medlsdm.training.diffusion import pooled_error
 
-    multiscale = diffusion_loss(unet, v_sched, z, labels, cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1),
+    multiscale = diffusion_loss(unet, v_sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1),
                                 lowres_weight=0.5).item()
     assert multiscale == pytest.approx(v_by_hand + 0.5 * pooled_error(pred - velocity, factor=4).item(), rel=1e-5)
 
@@ -129,11 +129,35 @@ def test_diffusion_loss_applies_the_snr_weights():
     with torch.no_grad():
         pred = unet(sched.add_noise(z, noise, t), t, semantic_condition(labels, 3)).sample
         per_sample = (pred - sched.get_velocity(z, noise, t)).pow(2).flatten(1).mean(1)
-        weighted = diffusion_loss(unet, sched, z, labels, cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1), snr_gamma=2.0)
-        plain = diffusion_loss(unet, sched, z, labels, cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1))
+        weighted = diffusion_loss(unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1), snr_gamma=2.0)
+        plain = diffusion_loss(unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1))
     assert weighted.item() == pytest.approx((per_sample * snr_weights(sched, t, 2.0)).mean().item(), rel=1e-5)
     assert plain.item() == pytest.approx(per_sample.mean().item(), rel=1e-5)
     assert weighted.item() != pytest.approx(plain.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("conditioning", ["concat", "spade"])
+def test_conditions_averaged_once_give_the_unet_what_it_computes_itself(conditioning):
+    """latent_conditions (the one-hot map and extra channels area-averaged once to the latent's
+    size) gives the same prediction as the full-resolution condition the UNet averages itself
+    (float32 rounding apart); a condition from other labels does not (negative control)."""
+    from medlsdm.training.diffusion import latent_conditions
+
+    torch.manual_seed(0)
+    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8, 16), attention_levels=(False, True),
+                        norm_num_groups=4, conditioning=conditioning, extra_condition_channels=1)
+    with torch.no_grad():
+        for q in unet.parameters():
+            q.normal_(0, 0.1)
+    labels, extra = torch.randint(0, 3, (3, 16, 32, 32)), torch.rand(3, 1, 16, 32, 32)
+    x, t = torch.randn(3, 2, 4, 8, 8), torch.tensor([3, 300, 900])
+    pooled = latent_conditions(labels, extra, 3, (4, 8, 8), chunk=2)
+    assert pooled.shape == (3, 5, 4, 8, 8)
+    with torch.no_grad():
+        full = unet(x, t, semantic_condition(labels, 3, extra)).sample
+        torch.testing.assert_close(unet(x, t, pooled).sample, full, rtol=1e-5, atol=1e-5)
+        other = latent_conditions((labels + 1) % 3, extra, 3, (4, 8, 8))
+        assert (unet(x, t, other).sample - full).abs().max() > 1e-3
 
 
 def test_bad_prediction_type_is_refused():

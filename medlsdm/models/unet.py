@@ -22,6 +22,7 @@ convolutional net of that width (Med-LSDM's ``SegConv3D``) and area-averages the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,15 @@ def semantic_condition(labels: torch.Tensor, num_classes: int, extra: torch.Tens
                               f"{tuple(labels.shape)}: expected (B, E, *spatial) with the same B and spatial size")
         parts.append(extra.to(device=onehot.device, dtype=onehot.dtype))
     return torch.cat(parts + [torch.zeros_like(onehot[:, :1])], dim=1)
+
+
+def area_average(condition: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``condition`` ``(B, C, *spatial)`` averaged over blocks to ``size``: what the UNet reads
+    of it at a feature map of that size. A UNet without a label encoder reads only such averages,
+    so a condition averaged once to the latent's size (sizes that divide it: averages of block
+    averages are block averages) gives it the same input as the full-resolution one."""
+    pool = F.adaptive_avg_pool3d if len(size) == 3 else F.adaptive_avg_pool2d
+    return pool(condition, tuple(size))
 
 
 def null_condition(condition: torch.Tensor) -> torch.Tensor:
@@ -246,7 +256,7 @@ class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
         def cond(x):  # the condition area-averaged to x's spatial size (cached per size)
             size = tuple(x.shape[2:])
             if size not in cond_at:
-                cond_at[size] = F.adaptive_avg_pool3d(condition, size) if len(size) == 3 else F.adaptive_avg_pool2d(condition, size)
+                cond_at[size] = condition if tuple(condition.shape[2:]) == size else area_average(condition, size)
             return cond_at[size]
 
         h = sample if cfg.conditioning == "spade" else torch.cat([sample, cond(sample)], dim=1)

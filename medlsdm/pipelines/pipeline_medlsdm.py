@@ -23,6 +23,7 @@ keeps a real volume outside a mask and synthesises inside it (:mod:`.editing`).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import warnings
@@ -37,12 +38,25 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import ConfigError, DataError
 from ..models.configuration import register_config_values
-from ..models.unet import SemanticUNet, null_condition, semantic_condition
+from ..models.unet import SemanticUNet, area_average, null_condition, semantic_condition
 from ..models.vqgan import VQGAN
 from .editing import latent_mask, paste, soft_weight
 from .windows import blend_windows, tiled, window_starts, window_weights
 
 LabelInput = torch.Tensor | np.ndarray | str | os.PathLike | Sequence[str | os.PathLike]
+
+
+@dataclass
+class WindowCalls:
+    """What :meth:`MedLSDMPipeline._predict` runs at each step: the depth windows (first latent
+    slices ``starts``, ``size`` slices each, blending ``weights``), grouped into UNet calls
+    (``batches`` of starts) with each call's condition (a tensor, or a function building it)."""
+
+    starts: list
+    size: int
+    weights: list
+    batches: list
+    conditions: list
 
 
 @dataclass
@@ -351,33 +365,47 @@ class MedLSDMPipeline(DiffusionPipeline):
         may replace the latents after each step."""
         # stochastic schedulers (DDPM, DDIM with eta > 0) draw their noise from `generator`
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        calls = self._unet_calls(latents, label_maps, extra, windows, window_batch_size)
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_in = self.scheduler.scale_model_input(latents, t)
-            pred = self._predict(model_in, t, label_maps, extra, guidance_scale, windows, window_batch_size)
+            pred = self._predict(model_in, t, calls, guidance_scale)
             latents = self.scheduler.step(pred, t, latents, **step_kwargs).prev_sample
             latents = step_end(i, t, latents)
         return latents
 
-    def _predict(self, latents, t, label_maps, extra, guidance_scale, windows, window_batch_size) -> torch.Tensor:
-        """The guided UNet prediction for the whole latent: one window (``windows=None``) or
-        overlapping depth windows ``(size, overlap)`` in latent slices, blended."""
+    def _unet_calls(self, latents, label_maps, extra, windows, window_batch_size) -> WindowCalls:
+        """The UNet calls of every step: overlapping depth windows ``(size, overlap)`` in latent
+        slices (``None``: one window), ``window_batch_size`` windows a call, each call's condition
+        made once for the whole loop: :func:`~medlsdm.models.unet.area_average`-d to the latent's
+        size, which is all a UNet without a label encoder reads of it (one with an encoder gets
+        the full-resolution condition, built at each call: it can be large)."""
         depth, f = latents.shape[2], self.vqgan.downsample_factor
         size, overlap = windows if windows is not None else (depth, 0)
         starts = window_starts(depth, size, overlap)
         size = min(size, depth)
         if int(window_batch_size) < 1:
             raise ConfigError(f"window_batch_size must be >= 1, got {window_batch_size}")
-        preds = []
-        for k in range(0, len(starts), int(window_batch_size)):
-            batch = starts[k:k + int(window_batch_size)]
+        num_classes, encoded = self.unet.config.num_classes, self.unet.label_encoder is not None
+
+        def condition(batch):
             lab = torch.cat([label_maps[:, s * f:(s + size) * f] for s in batch]).to(latents.device)
             ext = None if extra is None else torch.cat([extra[:, :, s * f:(s + size) * f] for s in batch])
-            cond = semantic_condition(lab, self.unet.config.num_classes, ext).to(latents.dtype)
-            x = torch.cat([latents[:, :, s:s + size] for s in batch])
-            preds += self._guided(x, t, cond, guidance_scale).split(latents.shape[0])
+            cond = semantic_condition(lab, num_classes, ext).to(latents.dtype)
+            return cond if encoded else area_average(cond, (size, *latents.shape[3:]))
+
+        batches = [starts[k:k + int(window_batch_size)] for k in range(0, len(starts), int(window_batch_size))]
+        conditions = [functools.partial(condition, b) if encoded else condition(b) for b in batches]
+        return WindowCalls(starts, size, window_weights(starts, size, overlap, depth), batches, conditions)
+
+    def _predict(self, latents, t, calls: WindowCalls, guidance_scale) -> torch.Tensor:
+        """The guided UNet prediction for the whole latent, window predictions blended."""
+        preds = []
+        for batch, cond in zip(calls.batches, calls.conditions):
+            x = torch.cat([latents[:, :, s:s + calls.size] for s in batch])
+            preds += self._guided(x, t, cond() if callable(cond) else cond, guidance_scale).split(latents.shape[0])
         if len(preds) == 1:
             return preds[0]
-        return blend_windows(preds, starts, window_weights(starts, size, overlap, depth), depth)
+        return blend_windows(preds, calls.starts, calls.weights, latents.shape[2])
 
     def _guided(self, x: torch.Tensor, t, cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
         """Classifier-free guidance; scale 1: the conditional prediction only, 0: the

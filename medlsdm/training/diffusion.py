@@ -153,31 +153,44 @@ def pooled_error(error: torch.Tensor, factor: int = 4) -> torch.Tensor:
     return pool(error, factor).pow(2).mean() * factor ** (error.ndim - 2)
 
 
-def diffusion_loss(unet, scheduler, latents, labels, *, cond_drop_prob: float, generator: torch.Generator,
-                   extra: torch.Tensor | None = None, snr_gamma: float | None = None, lowres_weight: float = 0.0):
+def diffusion_loss(unet, scheduler, latents, condition, *, cond_drop_prob: float, generator: torch.Generator,
+                   snr_gamma: float | None = None, lowres_weight: float = 0.0):
     """The denoising loss of one batch: MSE between the prediction and its target.
 
-    Random timesteps and noise come from ``generator``; the label condition of a fraction
-    ``cond_drop_prob`` of the samples is replaced by the null condition. ``extra``: the extra
-    condition channels ``(B, E, *spatial)`` of a model with ``extra_condition_channels = E``.
+    ``condition``: the UNet's condition ``(B, K + E + 1, *spatial)`` of the batch
+    (:func:`~medlsdm.models.unet.semantic_condition`, at any size the UNet accepts, e.g.
+    :func:`latent_conditions`). Random timesteps and noise come from ``generator``; the
+    condition of a fraction ``cond_drop_prob`` of the samples is replaced by the null condition.
     ``snr_gamma``: weight each sample's loss by :func:`snr_weights` (None: unweighted).
     ``lowres_weight``: add that times :func:`pooled_error` of the prediction error (a multiscale
     loss, cf. Hoogeboom et al. 2023, "simple diffusion").
     """
-    from ..models.unet import drop_condition, semantic_condition
+    from ..models.unet import drop_condition
 
     n = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator).to(latents)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
-    cond = semantic_condition(labels, unet.config.num_classes if hasattr(unet, "config") else unet.module.config.num_classes, extra)
-    cond = drop_condition(cond, cond_drop_prob, generator=generator)
+    cond = drop_condition(condition, cond_drop_prob, generator=generator)
     pred = unet(noisy, t, cond).sample.float()
     lowres = lowres_weight * pooled_error(pred - target.float()) if lowres_weight else 0.0
     if snr_gamma is None:
         return F.mse_loss(pred, target.float()) + lowres
     return ((pred - target.float()).pow(2).flatten(1).mean(1) * snr_weights(scheduler, t, snr_gamma)).mean() + lowres
+
+
+def latent_conditions(labels: torch.Tensor, extra: torch.Tensor | None, num_classes: int, size: Sequence[int],
+                      chunk: int = 16) -> torch.Tensor:
+    """:func:`~medlsdm.models.unet.semantic_condition` of label maps ``(N, *spatial)`` (and extra
+    channels ``(N, E, *spatial)``) :func:`~medlsdm.models.unet.area_average`-d to the latent's
+    ``size``, once before training instead of at every step (about a sixth of a quick step);
+    ``chunk`` maps at a time, so the full-resolution one-hot maps are never all in memory."""
+    from ..models.unet import area_average, semantic_condition
+
+    return torch.cat([area_average(semantic_condition(labels[i:i + chunk], num_classes,
+                                                      None if extra is None else extra[i:i + chunk]), size)
+                      for i in range(0, len(labels), chunk)])
 
 
 def _with_appearance_swaps(vqgan, store, train_ids, latents, labels, copies: int, num_classes: int, seed: int):
@@ -234,7 +247,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     from ..data.splits import load_split
     from ..data.store import CaseStore
     from ..models.configuration import register_config_values
-    from ..models.unet import SemanticUNet
+    from ..models.unet import SemanticUNet, semantic_condition
     from ..pipelines.pipeline_medlsdm import MedLSDMPipeline
     from ..rundir import RunDir
 
@@ -273,13 +286,24 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     register_config_values(vqgan, **stats)  # saved with the pipeline's VQ-GAN
     latent_scale = stats["scaling_factor"]
     log.info("%d training latents of shape %s, normalised: %s", len(latents), tuple(latents.shape[1:]), p["latent_norm"])
-    dataset = LatentDataset(vqgan.to_diffusion(latents), labels, seed=p["seed"], extra=extras)
+    num_classes = len(manifest["classes"])
+    if p["label_encoder_channels"] is None:  # the UNet reads the condition only area-averaged: average it once
+        dataset = LatentDataset(vqgan.to_diffusion(latents), latent_conditions(labels, extras, num_classes, latents.shape[2:]),
+                                seed=p["seed"])
+
+        def batch_condition(cond):
+            return cond
+    else:  # a label encoder reads the full-resolution condition: build it per batch
+        dataset = LatentDataset(vqgan.to_diffusion(latents), labels, seed=p["seed"], extra=extras)
+
+        def batch_condition(lab, extra=None):
+            return semantic_condition(lab, num_classes, extra)
     scheduler = make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"])
 
     torch.manual_seed(p["seed"])
     unet = SemanticUNet(
         spatial_dims=latents.ndim - 2, in_channels=latents.shape[1], out_channels=latents.shape[1],
-        num_classes=len(manifest["classes"]), channels=tuple(p["channels"]),
+        num_classes=num_classes, channels=tuple(p["channels"]),
         attention_levels=tuple(p["attention_levels"]), num_res_blocks=p["num_res_blocks"],
         norm_num_groups=p["norm_num_groups"], num_heads=p["num_heads"], conditioning=p["conditioning"], dropout=p["dropout"],
         extra_condition_channels=0 if extras is None else extras.shape[1],
@@ -292,9 +316,9 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     schedulers = {} if constant else {"unet": lr_scheduler(optimizer, p["lr_schedule"], p["steps"], p["warmup_steps"])}
 
     def step_fn(trainer: Trainer, batch) -> dict[str, float]:
-        z, lab, *extra = batch
-        loss = diffusion_loss(trainer.models["unet"], scheduler, z, lab, cond_drop_prob=p["cond_drop_prob"],
-                              generator=trainer.generator, extra=extra[0] if extra else None, snr_gamma=p["snr_gamma"],
+        z, *condition = batch
+        loss = diffusion_loss(trainer.models["unet"], scheduler, z, batch_condition(*condition),
+                              cond_drop_prob=p["cond_drop_prob"], generator=trainer.generator, snr_gamma=p["snr_gamma"],
                               lowres_weight=p["lowres_weight"])
         trainer.backward(loss)
         trainer.optimizer_step("unet")
