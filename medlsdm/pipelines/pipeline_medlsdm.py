@@ -41,22 +41,9 @@ from ..models.configuration import register_config_values
 from ..models.unet import SemanticUNet, area_average, null_condition, semantic_condition
 from ..models.vqgan import VQGAN
 from .editing import latent_mask, paste, soft_weight
-from .windows import blend_windows, tiled, window_starts, window_weights
+from .windows import WindowCalls, blend_windows, tiled, window_calls
 
 LabelInput = torch.Tensor | np.ndarray | str | os.PathLike | Sequence[str | os.PathLike]
-
-
-@dataclass
-class WindowCalls:
-    """What :meth:`MedLSDMPipeline._predict` runs at each step: the depth windows (first latent
-    slices ``starts``, ``size`` slices each, blending ``weights``), grouped into UNet calls
-    (``batches`` of starts) with each call's condition (a tensor, or a function building it)."""
-
-    starts: list
-    size: int
-    weights: list
-    batches: list
-    conditions: list
 
 
 @dataclass
@@ -361,8 +348,7 @@ class MedLSDMPipeline(DiffusionPipeline):
         return latents.to(self.unet.device, self.unet.dtype) * self.scheduler.init_noise_sigma
 
     def _denoise(self, latents, label_maps, extra, guidance_scale, generator, windows, window_batch_size, step_end):
-        """Run the scheduler's timesteps (already set) on ``latents``; ``step_end(i, t, latents)``
-        may replace the latents after each step."""
+        """Run the scheduler's timesteps (already set); ``step_end(i, t, latents)`` may replace the latents."""
         # stochastic schedulers (DDPM, DDIM with eta > 0) draw their noise from `generator`
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
         calls = self._unet_calls(latents, label_maps, extra, windows, window_batch_size)
@@ -374,28 +360,21 @@ class MedLSDMPipeline(DiffusionPipeline):
         return latents
 
     def _unet_calls(self, latents, label_maps, extra, windows, window_batch_size) -> WindowCalls:
-        """The UNet calls of every step: overlapping depth windows ``(size, overlap)`` in latent
-        slices (``None``: one window), ``window_batch_size`` windows a call, each call's condition
-        made once for the whole loop: :func:`~medlsdm.models.unet.area_average`-d to the latent's
-        size, which is all a UNet without a label encoder reads of it (one with an encoder gets
-        the full-resolution condition, built at each call: it can be large)."""
-        depth, f = latents.shape[2], self.vqgan.downsample_factor
-        size, overlap = windows if windows is not None else (depth, 0)
-        starts = window_starts(depth, size, overlap)
-        size = min(size, depth)
-        if int(window_batch_size) < 1:
-            raise ConfigError(f"window_batch_size must be >= 1, got {window_batch_size}")
+        """The UNet calls of every step (:func:`~.windows.window_calls`), each call's condition
+        made once for the whole loop: :func:`~medlsdm.models.unet.area_average`-d to the
+        latent's size, all a UNet without a label encoder reads of it (one with an encoder
+        gets the full-resolution condition, built at each call: it can be large)."""
+        calls, f = window_calls(latents.shape[2], windows, window_batch_size), self.vqgan.downsample_factor
         num_classes, encoded = self.unet.config.num_classes, self.unet.label_encoder is not None
 
         def condition(batch):
-            lab = torch.cat([label_maps[:, s * f:(s + size) * f] for s in batch]).to(latents.device)
-            ext = None if extra is None else torch.cat([extra[:, :, s * f:(s + size) * f] for s in batch])
+            lab = torch.cat([label_maps[:, s * f:(s + calls.size) * f] for s in batch]).to(latents.device)
+            ext = None if extra is None else torch.cat([extra[:, :, s * f:(s + calls.size) * f] for s in batch])
             cond = semantic_condition(lab, num_classes, ext).to(latents.dtype)
-            return cond if encoded else area_average(cond, (size, *latents.shape[3:]))
+            return cond if encoded else area_average(cond, (calls.size, *latents.shape[3:]))
 
-        batches = [starts[k:k + int(window_batch_size)] for k in range(0, len(starts), int(window_batch_size))]
-        conditions = [functools.partial(condition, b) if encoded else condition(b) for b in batches]
-        return WindowCalls(starts, size, window_weights(starts, size, overlap, depth), batches, conditions)
+        calls.conditions = [functools.partial(condition, b) if encoded else condition(b) for b in calls.batches]
+        return calls
 
     def _predict(self, latents, t, calls: WindowCalls, guidance_scale) -> torch.Tensor:
         """The guided UNet prediction for the whole latent, window predictions blended."""

@@ -14,6 +14,7 @@ context, count least ("feathering"; MultiDiffusion, Bar-Tal et al. 2023, is the 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -103,3 +104,27 @@ def tiled(fn: Callable[[int, int], torch.Tensor], length: int, window: int | Non
     out_window, out_length = round(window * scale), round(length * scale)
     weights = window_weights(out_starts, out_window, round(overlap * scale), out_length)
     return blend_windows(parts, out_starts, weights, out_length)
+
+
+@dataclass
+class WindowCalls:
+    """The UNet calls of one denoising step: windows of ``size`` slices starting at ``starts``
+    with blending ``weights``, grouped into ``batches`` of starts (one UNet call each);
+    ``conditions``: each call's condition (a tensor, or a function building it), set by the pipeline."""
+
+    starts: list[int]
+    size: int
+    weights: list[torch.Tensor]
+    batches: list[list[int]]
+    conditions: list = field(default_factory=list)
+
+
+def window_calls(length: int, windows: tuple[int, int] | None, batch_size: int) -> WindowCalls:
+    """Depth windows ``(window, overlap)`` over ``length`` slices (``None``: one window), ``batch_size`` per call."""
+    window, overlap = windows if windows is not None else (length, 0)
+    starts = window_starts(length, window, overlap)
+    if int(batch_size) < 1:
+        raise ConfigError(f"window_batch_size must be >= 1, got {batch_size}")
+    size = min(window, length)
+    batches = [starts[k:k + int(batch_size)] for k in range(0, len(starts), int(batch_size))]
+    return WindowCalls(starts, size, window_weights(starts, size, overlap, length), batches)
