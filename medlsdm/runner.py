@@ -6,12 +6,13 @@ and its executed copy is kept in ``RUN/executed/``.
 
 With ``jobs=2`` independent notebooks run side by side, following :data:`PLAN`: its stages
 run one after another; within a stage each lane runs its notebooks in order, the lanes side
-by side, and every kernel gets ``cpu_count // lanes`` torch threads. On small CPUs this is
-faster than one notebook at a time with all threads, because the small models here do not
-keep two threads busy: a training step of the quick diffusion UNet takes 0.29 s on one
-thread and 0.22 s on two (1.3×), and two one-thread steps side by side take 0.31 s each
-(1.4× the throughput; 2 AMD EPYC cores). Numbers can differ in the last bits from a
-sequential run (threads change the order of floating-point sums).
+by side, and every kernel starts with ``cpu_count // lanes`` torch threads; when a lane ends,
+the training loops of the other take its cores (:mod:`medlsdm.training.cores`). On small CPUs
+two notebooks side by side beat one at a time with all threads where a model does not keep
+two threads busy (a quick diffusion UNet step: 0.36 s on one thread, 0.21-0.25 s on two; 2
+AMD EPYC cores). Numbers can differ in the last bits from a sequential run (threads change
+the order of floating-point sums), and a training that changes its thread count mid-run (03
+beside 06) from one run to the next.
 
 ``-p`` overrides are checked before any kernel starts (:func:`check_parameters`, also used by
 the sweep): names, types and ranges against each notebook's ``parameters`` cell. While a
@@ -43,11 +44,14 @@ log = logging.getLogger(__name__)
 #: ``jobs=2``: stages one after another, each a tuple of lanes run side by side, each lane a
 #: tuple of notebooks run in order. Every notebook's inputs (:data:`medlsdm.profiles.INPUTS`)
 #: come from an earlier stage or earlier in its lane (``tests/test_runner.py`` checks it).
-#: Lanes are balanced on the quick profile: 01+02 beside the standalone 06, then 03 alone
-#: with every thread (the others need its model), then 05 beside 04+07.
+#: On the quick profile (make demo of 2026-12-06, 2 cores): 01+02 alone, the VQ-GAN with both
+#: threads (1.6× faster than one; its adversarial training also stays free of a thread switch
+#: that would change its float rounding mid-run); then 03 beside the standalone 06, 03 taking
+#: both threads once 06 ends (:mod:`medlsdm.training.cores`); then 05 beside 04+07. 01+02 beside
+#: 06, the VQ-GAN starting on one thread, took 50 s longer in all.
 PLAN: tuple[tuple[tuple[str, ...], ...], ...] = (
-    (("01", "02"), ("06",)),
-    (("03",),),
+    (("01", "02"),),
+    (("03",), ("06",)),
     (("05",), ("04", "07")),
 )
 
@@ -212,10 +216,26 @@ def _progress_engine() -> str:
                 return cell_start(cell, cell_index, **kw)
 
             nb_man.cell_start = announce
+            kwargs.setdefault("kernel_manager_class", _encrypted_kernel_manager())
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
     papermill_engines.register("medlsdm-progress", ProgressEngine)
     return "medlsdm-progress"
+
+
+@functools.cache
+def _encrypted_kernel_manager() -> type:
+    """nbclient's kernel manager with CurveZMQ transport encryption where the kernel supports it
+    (ipykernel >= 7.3 warns at every start, "Kernel is running over TCP without encryption", if not)."""
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class EncryptedKernelManager(AsyncKernelManager):
+        transport_encryption = CaselessStrEnum(["disabled", "auto", "required"], config=True,
+                                               default_value="auto" if zmq.has("curve") else "disabled")
+
+    return EncryptedKernelManager
 
 
 def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_name: str | None = None,
