@@ -164,12 +164,12 @@ def _notebooks(folder, bodies):
 
 
 def _sleeping_notebooks(folder):
-    return _notebooks(folder, {key: "import time\ntime.sleep(120)" for key in ("03", "06")})
+    return _notebooks(folder, {key: "import time\ntime.sleep(120)" for key in ("01", "06")})
 
 
 @pytest.mark.notebook
 def test_a_lane_takes_the_cores_the_other_lane_frees(tmp_path):
-    """With --jobs 2 each kernel starts with half the threads; once the short lane (03) ends, the
+    """With --jobs 2 each kernel starts with half the threads; once the short lane (01) ends, the
     long one (06) is told it may use them all (medlsdm.training.cores), as its training loops do."""
     import os
 
@@ -183,8 +183,8 @@ def test_a_lane_takes_the_cores_the_other_lane_frees(tmp_path):
                  "    time.sleep(0.2)\n"
                  "follow_free_cores()\n"
                  f"json.dump([first, [free_threads(), torch.get_num_threads()]], open({str(out)!r}, 'w'))")
-    folder = _notebooks(tmp_path / "nb", {"03": "import time\ntime.sleep(3)", "06": long_lane})
-    run_notebooks("smoke", tmp_path / "run", only=["03", "06"], notebooks_dir=folder, jobs=2)
+    folder = _notebooks(tmp_path / "nb", {"01": "import time\ntime.sleep(3)", "06": long_lane})
+    run_notebooks("smoke", tmp_path / "run", only=["01", "06"], notebooks_dir=folder, jobs=2)
     (first_free, first_torch), (then_free, then_torch) = json.loads(out.read_text())
     half = max(1, os.cpu_count() // 2)
     assert (first_free, first_torch) == (half, half)
@@ -203,13 +203,13 @@ def test_run_streams_progress_and_ctrl_c_with_two_jobs_prints_one_line(tmp_path)
     folder = _sleeping_notebooks(tmp_path / "nb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "medlsdm.cli", "run", "--profile", "smoke", "--run-dir", str(tmp_path / "run"),
-         "--notebooks", str(folder), "--only", "03,06", "--jobs", "2"],
+         "--notebooks", str(folder), "--only", "01,06", "--jobs", "2"],
         stderr=subprocess.PIPE, text=True, start_new_session=True)  # its own process group, as in a terminal
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
     reader.start()
     deadline = time.monotonic() + 240
-    waiting = ["[1/2] 03 cell 3/3: import time", "[2/2] 06 cell 3/3: import time"]  # both kernels in the long cell
+    waiting = ["[1/2] 01 cell 3/3: import time", "[2/2] 06 cell 3/3: import time"]  # both kernels in the long cell
     while time.monotonic() < deadline and not all(any(w in line for line in lines) for w in waiting):
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole foreground group
