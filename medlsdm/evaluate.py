@@ -232,12 +232,12 @@ def segmentation_experiment(train: Cases, val: Cases, test: Cases, synthetic_tes
                             seeds: Sequence[int] = (0, 1, 2), steps: int = 250, options: Mapping[str, Any] | None = None,
                             progress: bool = True) -> SegmentationResult:
     """Train the segmentation network on the real training cases, once per seed, each with early
-    stopping on the validation cases; Dice on real training, real test and synthetic test
-    volumes (against their label maps). The test cases are used for nothing else."""
+    stopping on the validation cases; Dice on the real test and the synthetic test volumes
+    (against their label maps). The test cases are used for nothing else."""
     models = _train_seeds(train, val, len(class_names), seeds=seeds, steps=steps, options=options or {},
                           progress=progress)
     dice = {name: dice_over_seeds(models, cases, class_names)
-            for name, cases in (("real_train", train), ("real_test", test), ("synthetic", synthetic_test))}
+            for name, cases in (("real_test", test), ("synthetic", synthetic_test))}
     return SegmentationResult(models, dice)
 
 
