@@ -47,6 +47,7 @@ OPTIONS = {
     "patchgan-d16-1500": dict(gan_weight=0.1, disc_start=500, steps=1500, disc_channels=16),
     "patchgan-d16-1000": dict(gan_weight=0.1, disc_start=300, steps=1000, disc_channels=16),
     "patchgan-d16-1200": dict(gan_weight=0.1, disc_start=400, steps=1200, disc_channels=16),
+    "patchgan-d16-1500-bf16": dict(gan_weight=0.1, disc_start=500, steps=1500, disc_channels=16, mixed_precision="bf16"),
 }
 HEAD = Path("/usr/share/mricron/templates")
 HEAD_TILE_MM = (32, 96, 96)   # (z, y, x) of one tile

@@ -69,7 +69,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # L1 + commitment alone (600 steps) erased the texture (HF power 0.15 of the original's,
         # thin-bone contrast 0.32) and lost to painting + the pooled residual on SSIM (0.738 / 0.784);
         # with the PatchGANs HF power is 0.99, thin-bone contrast 0.68, PSNR 27.4 dB against the
-        # baseline's 25.6, SSIM 0.775, level with the baseline's 0.784 but not above it. 64-channel
+        # baseline's 25.6, SSIM 0.775, level with the baseline's 0.784 but not above it (test split of four
+        # fresh-clone demos: 0.744-0.784, the thread switch of --jobs 2 changes the GAN's rounding). 64-channel
         # PatchGANs scored the same (0.91, 0.64, 27.2 dB, 0.780) at twice the step time; 1000 steps
         # from 300 lost SSIM (0.677); weight 0.05 was noisier (noise ratio 1.44, SSIM 0.707).
         "02": dict(decoder="normal", label_dropout=0.0, compare_decoder=False, steps=1500, crop_shape=[16, 32, 32], batch_size=2,

@@ -12,7 +12,7 @@ two notebooks side by side beat one at a time with all threads where a model doe
 two threads busy (a quick diffusion UNet step: 0.36 s on one thread, 0.21-0.25 s on two; 2
 AMD EPYC cores). Numbers can differ in the last bits from a sequential run (threads change
 the order of floating-point sums), and a training that changes its thread count mid-run (02
-beside 06) from one run to the next: notebook 02's SSIM was 0.775, 0.744 and 0.784 in three
+beside 06) from one run to the next: notebook 02's SSIM was 0.775, 0.744, 0.784 and 0.759 in four
 fresh-clone demos of the same settings (adversarial training amplifies the rounding).
 
 ``-p`` overrides are checked before any kernel starts (:func:`check_parameters`, also used by
