@@ -204,7 +204,8 @@ def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) 
 
     ``organ`` / ``lesion`` (:func:`medlsdm.evaluation.segmentation.case_scores`): one value per
     case, averaged over the networks (seeds); ``organ_per_seed`` / ``lesion_per_seed``: the
-    mean over cases for each network; ``per_class``: mean over cases and networks.
+    mean over cases for each network; ``organ_by_seed``: every network's value per case;
+    ``per_class``: mean over cases and networks.
     """
     from .evaluation.segmentation import average_over_seeds, case_scores, evaluate_dice
 
@@ -215,6 +216,7 @@ def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) 
     for part in ("organ", "lesion"):
         out[part] = average_over_seeds([s[part] for s in scores])
         out[f"{part}_per_seed"] = [nan_mean(s[part]) for s in scores]
+    out["organ_by_seed"] = [list(map(float, s["organ"])) for s in scores]  # (networks, cases)
     out["per_class"] = {name: nan_mean([r["per_class"][name] for r in runs]) for name in class_names[1:]}
     return out
 
@@ -256,11 +258,12 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, new_synthetic
     new anatomies, whose real images nobody has) and ``real_all`` (``real_all``: the judge of
     :func:`segmentation_experiment`, :func:`dice_over_seeds` on the real test cases). Per test
     case the organ Dice averaged over seeds; the gain is the paired difference
-    ``real_small_synthetic − real_small`` with its paired bootstrap CI, and ``gap_recovered``
+    ``real_small_synthetic − real_small``; its CI resamples the test cases and each arm's judge
+    seeds together (:func:`~medlsdm.metrics.statistics.hierarchical_bootstrap_ci`), and ``gap_recovered``
     is ``mean gain / mean(real_all − real_small)``. ``bar_holds``: at least
     :data:`AUGMENTATION_BAR` of the gap recovered and a CI of the gain above 0.
     """
-    from .metrics.statistics import mean_sd, paired_bootstrap_ci
+    from .metrics.statistics import hierarchical_bootstrap_ci, mean_sd
 
     small = Cases(train.ids[:n_small], train.images[:n_small], train.labels[:n_small], train.affines[:n_small])
     if len(small) < 1 or len(new_synthetic) < 1:
@@ -273,7 +276,8 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, new_synthetic
     a, b, c = (np.asarray(dice[n]["organ"]) for n in ("real_small_synthetic", "real_small", "real_all"))
     gap = float(np.mean(c - b))
     gain = float(np.mean(a - b))
-    gain_ci = list(paired_bootstrap_ci(a, b, seed=seed))
+    gain_ci = list(hierarchical_bootstrap_ci(dice["real_small_synthetic"]["organ_by_seed"],
+                                             dice["real_small"]["organ_by_seed"], seed=seed))
     recovered = gain / gap if gap > 0 else math.nan
     holds = bool(recovered >= AUGMENTATION_BAR and gain_ci[0] > 0)
     summary = {name: {"mean": float(np.mean(d["organ"])), "sd_seeds": mean_sd(d["organ_per_seed"])[1]

@@ -157,7 +157,7 @@ def test_augmentation_gain_gap_and_bar(monkeypatch):
 
     def fake_dice(models, cases, names):
         organ = [0.65 + 0.01 * (i % 2) for i in range(4)] if models[0] == "synthetic" else [0.5] * 4
-        return {"organ": organ, "organ_per_seed": [np.mean(organ)] * len(models)}
+        return {"organ": organ, "organ_per_seed": [np.mean(organ)] * len(models), "organ_by_seed": [organ] * len(models)}
 
     monkeypatch.setattr(ev, "_train_seeds", fake_train)
     monkeypatch.setattr(ev, "dice_over_seeds", fake_dice)

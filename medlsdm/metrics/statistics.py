@@ -82,6 +82,33 @@ def paired_bootstrap_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np
     return bootstrap_ci(x - y, stat=np.mean, n_boot=n_boot, level=level, seed=seed)
 
 
+def hierarchical_bootstrap_ci(a, b, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of ``mean(a) − mean(b)`` over two random sources: cases and
+    networks (judge seeds).
+
+    ``a`` and ``b``: ``(networks, cases)`` scores of two arms on the same test cases (each arm's
+    networks trained separately). Each replicate draws the cases with replacement once, for both
+    arms (paired: the cases' common difficulty cancels), and each arm's networks with
+    replacement; the statistic is the difference of the two resampled means. A case-only
+    bootstrap of the seed-averaged scores (:func:`paired_bootstrap_ci`) ignores that another set
+    of judge seeds gives another mean: with few seeds and a noisy judge its interval is too narrow.
+    """
+    x, y = (np.asarray(v, dtype=float) for v in (a, b))
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or x.shape[1] < 2 or not np.isfinite([*x.flat, *y.flat]).all():
+        raise DataError(f"hierarchical_bootstrap_ci: needs two finite (networks, cases) arrays over the same >= 2 cases, "
+                        f"got shapes {x.shape} and {y.shape}")
+    rng = np.random.default_rng(seed)
+    n_cases = x.shape[1]
+    cases = rng.integers(n_cases, size=(n_boot, n_cases))
+    stats = np.empty(n_boot)
+    for i in range(n_boot):
+        rows_x = rng.integers(x.shape[0], size=x.shape[0])
+        rows_y = rng.integers(y.shape[0], size=y.shape[0])
+        stats[i] = x[np.ix_(rows_x, cases[i])].mean() - y[np.ix_(rows_y, cases[i])].mean()
+    alpha = (1 - level) / 2
+    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
+
+
 def mean_sd(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """Mean and sample standard deviation (``ddof=1``) of at least 2 numbers (e.g. across seeds)."""
     a = _values(values, "mean_sd")
