@@ -235,3 +235,18 @@ def test_memorisation_flags_the_copies_and_passes_the_oracle_rerenders(phantom_d
 def test_with_ci_leaves_out_nan_and_needs_two_values():
     ci = with_ci({"a": [1.0, 2.0, float("nan"), 3.0], "b": [1.0, float("nan")]})
     assert ci["b"] is None and ci["a"][0] >= 1.0 and ci["a"][1] <= 3.0
+
+
+def test_the_distance_sentence_follows_the_numbers():
+    from medlsdm.evaluate_report import distance_sentence
+
+    m = {"frd": 292.4, "frd_reference": 52.2, "frd_oracle": 29.0, "kid": -0.42, "kid_ci": [-1.63, 1.10], "kid_reference": 0.48}
+    said = distance_sentence(m)
+    assert "5.6× as far" in said and "the gap is the generator's" in said
+    assert "does not separate" in said and "look at different things" in said
+    m.update(frd=60.0, kid=3.1, kid_ci=[2.0, 4.2])  # now near the real-vs-real FRD, and KID separates
+    said = distance_sentence(m)
+    assert "1.1× as far" in said and "separates them" in said and "does not separate" not in said
+    assert "different things" not in said
+    m.update(frd_oracle=80.0)  # an oracle outside the real-vs-real distance: no claim about whose gap it is
+    assert "generator's" not in distance_sentence(m)
