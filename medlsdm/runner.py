@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 #: come from an earlier stage or earlier in its lane (``tests/test_runner.py`` checks it).
 #: Lanes on the quick profile (fresh-clone make demo, 2 cores): 01+02 beside the standalone 06,
 #: the VQ-GAN taking both threads once 06 ends (:mod:`medlsdm.training.cores`); then 03 alone
-#: with both threads (the others need its model); then 05 beside 04+07: 19:51 in all. 01+02
-#: alone, then 03 beside 06, took 20:36: the diffusion UNet loses more on one thread beside 06
-#: (501 s against 383 s) than the VQ-GAN gains on two from the start (337 s against 407 s).
+#: with both threads (the others need its model); then 05 beside 04+07 (times:
+#: ``benchmarks/results/demo_times.json``). 01+02 alone, then 03 beside 06, took 45 s longer in
+#: fresh-clone demos of the same code (20:36 against 19:51): the diffusion UNet loses more on one
+#: thread beside 06 (501 s against 383 s) than the VQ-GAN gains on two from the start (337 s against 407 s).
 PLAN: tuple[tuple[tuple[str, ...], ...], ...] = (
     (("01", "02"), ("06",)),
     (("03",),),
