@@ -33,6 +33,7 @@ def test_every_notebook_has_parameters_cell_first_and_profile_keys_exist():
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert "parameters" in code[0]["metadata"].get("tags", []), path
         assert not any(c.get("outputs") for c in code), f"{path} has outputs committed"
+        assert all("id" in c for c in nb["cells"]), f"{path}: a cell without an id (nbformat 4.5 requires one)"
         names = notebook_parameter_names(path)
         assignments = [line for line in "".join(code[0]["source"]).splitlines() if re.match(r"^\w+\s*=", line)]
         assert len(assignments) == len(names), f"papermill could not parse every parameter line of {path.name}"
