@@ -172,3 +172,9 @@ def test_spread_sentence_follows_the_numbers():
     judged["factor_spread_ratio"]["bone_mean"] = 0.7
     assert "draw their appearance from their noise" in spread_sentence(judged)
     assert "cannot be judged" in spread_sentence({**judged, "counted": []})
+    # a high diversity ratio beside a fixed factor is explained, not left to read as success
+    judged["factor_spread_ratio"]["bone_mean"] = 0.2
+    assert "does not contradict" in spread_sentence({**judged, "diversity_ratio": 1.2})
+    assert "does not contradict" not in spread_sentence({**judged, "diversity_ratio": 0.3})
+    judged["factor_spread_ratio"]["bone_mean"] = 0.7
+    assert "does not contradict" not in spread_sentence({**judged, "diversity_ratio": 1.2})

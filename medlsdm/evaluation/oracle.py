@@ -379,7 +379,12 @@ def spread_sentence(judged: Mapping) -> str:
                f"{', '.join(low)} {'varies' if len(low) == 1 else 'vary'} less than {SPREAD_MIN}× as much as in the "
                "oracle: for a given label map the model mostly reads these factors off the map instead of drawing "
                "them from its noise, so the samples of one map look more alike than real patients with that anatomy would.")
-    return f"Within-map spread, samples over oracle: {'; '.join(parts)}. So {verdict}"
+    said = f"Within-map spread, samples over oracle: {'; '.join(parts)}. So {verdict}"
+    diversity = judged.get("diversity_ratio")
+    if low and diversity is not None and diversity >= SPREAD_MIN:
+        said += (f" The diversity ratio ({diversity:.2f}) does not contradict this: it counts every difference between "
+                 "two samples of a map, texture and noise included, so it stays high while the organs' appearance is fixed.")
+    return said
 
 
 def scheduler_distributions(pipe, labels: np.ndarray, settings: Sequence[Sequence], oracle: np.ndarray,
