@@ -184,7 +184,7 @@ def latent_conditions(labels: torch.Tensor, extra: torch.Tensor | None, num_clas
                       chunk: int = 16) -> torch.Tensor:
     """:func:`~medlsdm.models.unet.semantic_condition` of label maps ``(N, *spatial)`` (and extra
     channels ``(N, E, *spatial)``) :func:`~medlsdm.models.unet.area_average`-d to the latent's
-    ``size``, once before training instead of at every step (about a sixth of a quick step);
+    ``size``, once before training instead of at every step (a fifth of a quick step: 0.37 -> 0.30 s);
     ``chunk`` maps at a time, so the full-resolution one-hot maps are never all in memory."""
     from ..models.unet import area_average, semantic_condition
 
