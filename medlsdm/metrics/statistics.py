@@ -47,16 +47,25 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, *, stat: Callable = np.me
         ``(low, high)``.
     """
     a = _values(values, "bootstrap_ci")
-    if not 0 < level < 1:
-        raise DataError(f"bootstrap_ci: level must lie in (0, 1), got {level}")
-    if n_boot < 1:
-        raise DataError(f"bootstrap_ci: n_boot must be >= 1, got {n_boot}")
+    _check_resampling("bootstrap_ci", n_boot, level)
     rng = np.random.default_rng(seed)
     resamples = a[rng.integers(0, a.size, size=(int(n_boot), a.size))]
     stats = np.asarray(stat(resamples, axis=1), dtype=np.float64)
     if stats.shape != (int(n_boot),):
         raise DataError(f"bootstrap_ci: stat(resamples, axis=1) must return one number per resample, "
                         f"got shape {stats.shape}")
+    return _percentile_interval(stats, level)
+
+
+def _check_resampling(name: str, n_boot: int, level: float) -> None:
+    if not 0 < level < 1:
+        raise DataError(f"{name}: level must lie in (0, 1), got {level}")
+    if n_boot < 1:
+        raise DataError(f"{name}: n_boot must be >= 1, got {n_boot}")
+
+
+def _percentile_interval(stats: np.ndarray, level: float) -> tuple[float, float]:
+    """The ``(1 − level)/2`` and ``(1 + level)/2`` quantiles of resampled statistics."""
     low, high = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
 
@@ -97,6 +106,7 @@ def hierarchical_bootstrap_ci(a, b, *, n_boot: int = 2000, level: float = 0.95, 
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or x.shape[1] < 2 or not np.isfinite([*x.flat, *y.flat]).all():
         raise DataError(f"hierarchical_bootstrap_ci: needs two finite (networks, cases) arrays over the same >= 2 cases, "
                         f"got shapes {x.shape} and {y.shape}")
+    _check_resampling("hierarchical_bootstrap_ci", n_boot, level)
     rng = np.random.default_rng(seed)
     n_cases = x.shape[1]
     cases = rng.integers(n_cases, size=(n_boot, n_cases))
@@ -105,8 +115,7 @@ def hierarchical_bootstrap_ci(a, b, *, n_boot: int = 2000, level: float = 0.95, 
         rows_x = rng.integers(x.shape[0], size=x.shape[0])
         rows_y = rng.integers(y.shape[0], size=y.shape[0])
         stats[i] = x[np.ix_(rows_x, cases[i])].mean() - y[np.ix_(rows_y, cases[i])].mean()
-    alpha = (1 - level) / 2
-    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
+    return _percentile_interval(stats, level)
 
 
 def mean_sd(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
