@@ -128,7 +128,8 @@ def results_tables(m: Mapping[str, Any]) -> dict[str, str]:
     aug = m["augmentation"]
     if aug:
         arms = [[name.replace("_", " "), fmt(a["mean"], 3), fmt(a["sd_seeds"], 2)] for name, a in aug["arms"].items()]
-        arms.append([f"gain (paired cases, resampled seeds), gap recovered {fmt(aug['gap_recovered'], 2)}", fmt(aug["gain"], 3), _pair(aug["gain_ci"])])
+        arms.append([f"gain (paired cases, resampled seeds), gap recovered {fmt(aug['gap_recovered'], 2)}",
+                     fmt(aug["gain"], 3), _pair(aug["gain_ci"])])
         tables["augmentation"] = markdown_table(["arm (organ Dice, real test)", "mean", "sd over seeds / CI"], arms)
     tables["conventions"] = markdown_table(["metric", "ours", "as the paper's code", "what the convention does"], [
         [name, fmt(row["ours"]), fmt(row["paper"]), row["convention"]] for name, row in m["paper_conventions_table"].items()])
@@ -166,8 +167,6 @@ def augmentation_verdict(aug: Mapping[str, Any] | None) -> str:
     if aug["bar_holds"]:
         return said + f" The bar ({aug['bar']}) holds."
     return said + f" The bar ({aug['bar']}) does **not** hold: here synthetic data does not replace real data."
-
-
 
 
 def distance_sentence(m: Mapping[str, Any]) -> str:

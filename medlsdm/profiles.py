@@ -84,18 +84,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "03": dict(steps=1600, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
                    conditioning="concat", prediction_type="v_prediction", ema_decay=0.99, appearance_swaps=3,
                    sample_every=400),
-        # DDPM-1000 is the reference sampler: ~38 s a volume here, so the scheduler table uses one map
+        # DDPM-1000 is the reference sampler: 27.7 s a volume in a fresh-clone demo, so the scheduler table uses one map
         # and two samples per scheduler (4 cost 165 s of the 20-minute demo)
         "04": dict(steps=50, n_test=6, n_samples=4, n_oracle=8, compare=[["ddpm", 1000], ["ddim", 50], ["dpm++", 25], ["unipc", 10]],
                    compare_maps=1, compare_samples=2),
         # 2 segmentation seeds × 3 arms (3 seeds took 327 s of the 453 s notebook once the VQ-GAN's
-        # PatchGANs made notebook 02 4.5 min longer): each network 300 steps of 16×32×32 crops (~0.13 CPU-s a
-        # step, ~40 s; whole blocks cost ~1 s a step), kept at its best validation Dice (checked
+        # PatchGANs made notebook 02 4.5 min longer): each network 300 steps of 16×32×32 crops (34 s on
+        # one thread with its validation; whole blocks cost ~1 s a step), kept at its best validation Dice (checked
         # every 100 steps; 0.65 on the validation split at step 300 — calibrated on validation only)
         "05": dict(steps=50, n_test=None, segnet_steps=300, segnet_seeds=2,
                    segnet_options={"crop_shape": [16, 32, 32], "eval_every": 100}, n_train_maps=12, n_small=4, n_new=12),
-        # 365 CPU-s on one core for the whole notebook (VQ-VAE 300 steps ≈ 60 s, each LDM 400
-        # steps ≈ 70-85 s, sampling with guidance ≈ 14 s per mode); ≈ 4.5 min on 2 idle cores.
+        # 207 s on one thread in a fresh-clone demo (VQ-VAE 300 steps 55 s, the three LDMs of 400
+        # steps 114 s together, sampling with guidance 19 s).
         # Held-out SSIM: edges+semantic 0.48 > semantic 0.41 > edges 0.29 (64 slices, 8 patients)
         "06": dict(n_subjects=40, size=64, vqvae_steps=300, ldm_steps=400, ldm_channels=[32, 64],
                    ldm_attention_levels=[False, True], guidance_scale=2.0),
