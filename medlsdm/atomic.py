@@ -3,7 +3,10 @@
 Everything medlsdm writes (NIfTI, JSON, HDF5, checkpoints, figures) goes through
 :func:`atomic_path`: the writer fills a temporary file next to the target, which is then
 renamed over it with :func:`os.replace` (atomic on POSIX file systems). Model folders
-(``save_pretrained``) are swapped in whole by :func:`save_pretrained_atomic`.
+(``save_pretrained``) are swapped in whole by :func:`save_pretrained_atomic`. The new data and
+the rename are flushed to the disk (``fsync``), so a power cut leaves the old file or the new
+one, not an empty one; temporary files of writers killed before their rename are removed by
+the next write of the same file.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import glob
 import json
 import logging
 import os
@@ -36,7 +40,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    _remove_dead_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -44,10 +49,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
+        _fsync(path.parent)  # the rename itself
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+#: ``atomic_path``'s temporary names: ``.<name>.<pid>-<8 random characters>.tmp<suffixes>``.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-[a-z0-9_]{8}\.tmp.*")
+
+
+def _remove_dead_temporaries(path: Path) -> None:
+    """Remove the temporary files of ``path`` that writers no longer running left (killed
+    between creating and renaming them)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+        found = _TEMPORARY.fullmatch(tmp.name)
+        if found and found["name"] == path.name and not _running(int(found["pid"])):
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to the disk, where the system can; a failed
+    write-back of a file (EIO, ENOSPC, EDQUOT) raises."""
+    fd = None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno in (errno.EIO, errno.ENOSPC, errno.EDQUOT) and not path.is_dir():
+            raise
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -99,7 +134,11 @@ def save_pretrained_atomic(model, folder: str | os.PathLike) -> None:
     tmp.mkdir()
     try:
         model.save_pretrained(tmp)
+        for root, _, files in os.walk(tmp):
+            for name in files + [""]:  # "": the folder itself
+                _fsync(Path(root) / name)
         _swap_in(tmp, folder)
+        _fsync(folder.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the old version after an exchange, a partial one after an error
 

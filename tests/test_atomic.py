@@ -141,3 +141,43 @@ def test_killed_save_is_recovered_by_loading_a_real_model(tiny_pipeline, tmp_pat
 def test_recover_folder_creates_nothing(tmp_path):
     recover_folder(tmp_path / "missing" / "model")
     assert not (tmp_path / "missing").exists()
+
+
+KILLED_WRITE = """
+import os, sys
+from medlsdm.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_text("half")
+    os._exit(9)  # killed before the rename
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_atomic_writes_are_flushed_and_dead_writers_temporary_files_removed(tmp_path, monkeypatch):
+    """Issue 25 (Low): the file's data is fsync'ed before the rename and the folder after it; a
+    writer killed before its rename leaves a temporary file that the next write of that file
+    removes (a live writer's, or another file's, is kept)."""
+    from medlsdm.atomic import write_json
+
+    target = tmp_path / "metrics.json"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITE, str(target)], stderr=subprocess.PIPE, text=True)
+    assert proc.wait(60) == 9, proc.stderr.read()
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".metrics.json.{proc.pid}-") and not target.exists()
+    live = tmp_path / f".metrics.json.{os.getpid()}-abcdefgh.tmp.json"  # a writer still running
+    other = tmp_path / f".other.json.{proc.pid}-abcdefgh.tmp.json"  # another file's
+    live.write_text("{}")
+    other.write_text("{}")
+    synced = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: synced.append("rename") or real_replace(a, b))
+    write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", live.name, other.name])
+    assert len(synced) == 3 and ".tmp.json" in synced[0] and synced[1:] == ["rename", str(tmp_path)]
+    synced.clear()
+    save_pretrained_atomic(FakeModel("x"), tmp_path / "model")  # every file and the folder before the swap, then the swap
+    staged = [os.path.relpath(s, tmp_path).split(os.sep) for s in synced]
+    assert sorted(parts[1:] for parts in staged if parts[0].startswith(".model.new-")) == [[], ["config.json"], ["weights.json"]]
+    assert synced[-1] == str(tmp_path) and read_tag(tmp_path / "model") == "x"
