@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import sys
 
@@ -153,10 +154,16 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_run
     from .evaluate_report import results_tables
+    from .pipelines.synthesis import check_sampling
 
     defaults = notebook_parameters(args.profile, "05")
     options = {key: getattr(args, key) for key in ("scheduler", "steps", "guidance_scale", "seed", "n_test", "segnet_steps")}
     options = {**defaults, **{key: value for key, value in options.items() if value is not None}}  # all of the profile's 05 settings
+    given = {**{k: v.default for k, v in inspect.signature(evaluate_run).parameters.items()}, **options}
+    check_sampling(given["steps"], given["guidance_scale"])  # before the pipeline loads or anything is written
+    for key in ("n_test", "segnet_steps"):
+        if options.get(key) is not None and options[key] < 1:
+            raise ConfigError(f"{key} (--{key.replace('_', '-')}) must be >= 1, got {options[key]}")
     weights = {"inception": args.inception_weights, "medicalnet": args.medicalnet_weights,
                "vgg16": args.vgg16_weights, "lpips": args.lpips_weights}
     with RunDir(args.run_dir).require().writing("medlsdm evaluate"):

@@ -161,6 +161,22 @@ def test_cli_synthesize_refuses_bad_arguments_before_loading_the_pipeline(tmp_pa
     assert "model_index.json" not in caplog.text and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "0"], "steps (--steps) must be a whole number >= 1, got 0"),
+    (["--guidance", "nan"], "guidance_scale (--guidance) must be a finite number, got nan"),
+    (["--n-test", "-1"], "n_test (--n-test) must be >= 1, got -1"),
+    (["--segnet-steps", "0"], "segnet_steps (--segnet-steps) must be >= 1, got 0"),
+])
+def test_cli_evaluate_refuses_bad_arguments_before_any_work(tmp_path, caplog, extra, message):
+    """Issue 25 (Build: CLI values checked before any work): `medlsdm evaluate` refuses them
+    before the pipeline loads, the run directory is taken or a sample folder is made."""
+    run = tmp_path / "run"
+    run.mkdir()
+    assert cli.main(["evaluate", "--run-dir", str(run), "--profile", "smoke"] + extra) == 2
+    assert message in caplog.text and "no trained pipeline" not in caplog.text
+    assert list(run.iterdir()) == []
+
+
 def test_synthesize_files_refuses_bad_arguments(tiny_pipeline, tmp_path):
     label = _label_file(tmp_path / "labels", "a.nii.gz", np.diag([5.5, 5.5, 6.0, 1.0]))
     for kwargs, message in [({"steps": 0}, "steps"), ({"steps": 2.5}, "steps"), ({"guidance_scale": float("nan")}, "guidance")]:
