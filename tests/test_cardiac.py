@@ -351,3 +351,23 @@ def test_evaluate_samples_against_references():
     assert same["fd_seg"] == pytest.approx(0.0, abs=1e-9) and "dice" not in same
     with pytest.raises(DataError, match="paired"):
         evaluate_samples(real, fake[:3])
+
+
+@pytest.mark.notebook
+def test_rerunning_notebook_06_with_other_edges_retrains(smoke_run_copy):
+    """Issue 25: notebook 06's exercise 1 (-p edge_sigma=0.8) rerun in the same run directory
+    rewrites the slices; its VQ-VAE and diffusion models train afresh (on_change="retrain")
+    instead of stopping at a ConfigError that no -p of notebook 06 could avoid."""
+    from medlsdm.runner import run_notebooks
+    from medlsdm.training.checkpoint import file_digest
+
+    cardiac = smoke_run_copy.cardiac
+    before = file_digest(cardiac / "data" / "slices.h5")
+    run_notebooks("smoke", smoke_run_copy.root, only=["06"], overrides={"edge_sigma": 0.8})
+    slices = file_digest(cardiac / "data" / "slices.h5")
+    assert slices != before
+    for folder in [cardiac / "vqgan"] + [mode_dir(cardiac, m) for m in MODES]:
+        state = torch.load(sorted((folder / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+        assert state["fingerprint"]["inputs"]["cases"] == slices, folder
+    executed = (smoke_run_copy.executed / "06_cardiac_2d_ldm.ipynb").read_text()
+    assert "input cases" in executed and "on_change='retrain': training afresh" in executed
