@@ -56,9 +56,9 @@ TORSO_TISSUES = {
     "kidney_medulla": ("kidney", 30.0, 8.0, (40.0, 130.0)),
     "bone": ("bone", 600.0, 30.0, (0.0, 0.0)),  # vertebra; set from the bone_hu factor
     "aorta": ("aorta", 40.0, 4.0, (320.0, 160.0)),
-    "lesion_solid": ("lesion", 35.0, 6.0, (20.0, 25.0)),
-    "lesion_rim": ("lesion", 45.0, 6.0, (70.0, 50.0)),
-    "lesion_core": ("lesion", 12.0, 4.0, (0.0, 0.0)),  # necrosis
+    "lesion_solid": ("lesion", 5.0, 6.0, (10.0, 15.0)),  # hypovascular metastasis (data_cards/phantom.md)
+    "lesion_rim": ("lesion", 25.0, 6.0, (60.0, 20.0)),  # the outer 15 % of the radius; rim enhancement, arterial
+    "lesion_core": ("lesion", 0.0, 4.0, (0.0, 0.0)),  # necrosis
 }
 """Tissues of the torso phantom: ``name: (class, non-contrast HU, texture std HU, (arterial, portal-venous) enhancement HU at contrast 1)``."""
 
@@ -74,6 +74,9 @@ CONTRAST_PHASES = ("non-contrast", "arterial", "portal-venous")
 PHASE_PROBABILITIES = (0.25, 0.25, 0.5)
 STEATOSIS_HU = 80.0
 """Liver attenuation lost at steatosis 1 (HU)."""
+LESION_RADIUS_MM = (10.0, 20.0)
+"""Radius range of the liver lesions (1-3 a case): 20-40 mm across, measurable by RECIST 1.1 (>= 10 mm)
+and at least 3 voxels across on the quick grid (5.5-6 mm), so a segmentation network can find them."""
 
 
 TORSO_FACTORS = (
@@ -208,18 +211,19 @@ def torso_anatomy(streams, shape, z_extent_mm: float | None = None) -> Anatomy:
     bone |= (u / 5.5) ** 2 + ((v - (v_canal - canal_r - 14)) / 13) ** 2 <= 1
     label[bone] = L("bone")
     label[(u - (u_ao + drift_ao * w)) ** 2 + (v - (v_sp + vb_v + r_ao + 3)) ** 2 <= r_ao**2] = L("aorta")
-    # 0-2 lesions: spheres at random points of the (undeformed) liver ellipsoid, kept in the liver;
-    # each with a necrotic core of a random fraction of its radius (unlabelled)
-    necrosis = ra.uniform(0.0, 0.6, 2)
+    # 1-3 lesions: spheres of 10-20 mm radius (data_cards/phantom.md says why) at random points of the
+    # (undeformed) liver ellipsoid, kept in the liver; each with a necrotic core of a random fraction
+    # of its radius (unlabelled)
+    necrosis = ra.uniform(0.0, 0.6, 3)
     lesion_rho = np.full(shape, np.inf, np.float32)
     lesion_core = np.zeros(shape, np.float32)
-    for n in range(int(rx.integers(0, 3))):
+    for n in range(int(rx.integers(1, 4))):
         while True:
             pt = rx.uniform(-0.6, 0.6, 3)
             if (pt**2).sum() <= 0.36:
                 break
         centre = (liver["uc"] + pt[0] * liver["a"], liver["vc"] + pt[1] * liver["b"], liver["wc"] + pt[2] * liver["c"])
-        r = rx.uniform(6, 12)
+        r = rx.uniform(*LESION_RADIUS_MM)
         rho = np.sqrt((u - centre[0]) ** 2 + (v - centre[1]) ** 2 + (w - centre[2]) ** 2) / r
         label[(rho <= 1) & (label == L("liver"))] = L("lesion")
         lesion_core = np.where(rho < lesion_rho, necrosis[n], lesion_core)
@@ -248,7 +252,7 @@ def torso_anatomy(streams, shape, z_extent_mm: float | None = None) -> Anatomy:
     medulla = (kidney_rho < 0.7) & (smooth_field(ra, shape, spacing, fov, (10.0, 10.0, 10.0)) > -0.3)
     tissue[(label == L("kidney")) & medulla] = T("kidney_medulla")
     lesion = label == L("lesion")
-    tissue[lesion & (lesion_rho > 0.72)] = T("lesion_rim")
+    tissue[lesion & (lesion_rho > 0.85)] = T("lesion_rim")
     tissue[lesion & (lesion_rho < lesion_core)] = T("lesion_core")
     return Anatomy("torso-ct", label, affine, tissue, spacing, fov)
 
