@@ -67,10 +67,15 @@ def evaluate_dice(model: SegNet, images, labels, num_classes: int,
         "absent": [names], "n_cases": N}`` (names are ``class_names[c]`` or ``str(c)``).
     """
     images, labels = as_cases(images, labels)
+    return score_predictions(predict(model, images), labels, num_classes, class_names)
+
+
+def score_predictions(preds: Sequence[np.ndarray], labels: Sequence[np.ndarray], num_classes: int,
+                      class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """:func:`evaluate_dice` of predictions already made (one class map per case)."""
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
     if len(names) != num_classes:
         raise ConfigError(f"{len(names)} class names for {num_classes} classes")
-    preds = predict(model, images)
     per_case = []
     for pred, lab in zip(preds, labels):
         scores = dice_per_class(pred, lab, num_classes)

@@ -53,3 +53,19 @@ def mean_dice(per_class: dict) -> float:
     """Mean of the non-NaN values of a :func:`dice_per_class` result (NaN if all are NaN)."""
     values = [v for v in per_class.values() if not math.isnan(v)]
     return float(np.mean(values)) if values else math.nan
+
+
+def lesion_detection(pred: ArrayLike, target: ArrayLike, lesion_class: int) -> tuple[int, int]:
+    """Per-lesion detection: ``(found, total)``, where ``total`` counts the connected components
+    (26-connectivity) of ``target == lesion_class`` and ``found`` those that share at least one
+    voxel with ``pred == lesion_class`` (the lesion-wise recall of the LiTS benchmark, with any
+    overlap as the hit criterion)."""
+    from scipy import ndimage
+
+    p = np.asarray(pred) == lesion_class
+    t = np.asarray(target) == lesion_class
+    if p.shape != t.shape:
+        raise DataError(f"lesion_detection: shapes differ, {p.shape} vs {t.shape}")
+    components, total = ndimage.label(t, structure=np.ones((3,) * t.ndim, bool))
+    found = np.unique(components[p & t]).size
+    return int(found), int(total)

@@ -92,29 +92,35 @@ def paired_bootstrap_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np
 
 
 def hierarchical_bootstrap_ci(a, b, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of ``mean(a) − mean(b)`` over two random sources: cases and
-    networks (judge seeds).
+    """Percentile-bootstrap interval of ``mean(a) − mean(b)`` over every random source: cases,
+    networks (judge seeds) and, with 3-D input, the models that made the networks' data
+    (generator seeds).
 
     ``a`` and ``b``: ``(networks, cases)`` scores of two arms on the same test cases (each arm's
-    networks trained separately). Each replicate draws the cases with replacement once, for both
-    arms (paired: the cases' common difficulty cancels), and each arm's networks with
-    replacement; the statistic is the difference of the two resampled means. A case-only
-    bootstrap of the seed-averaged scores (:func:`paired_bootstrap_ci`) ignores that another set
-    of judge seeds gives another mean: with few seeds and a noisy judge its interval is too narrow.
+    networks trained separately), or ``(generators, networks, cases)`` where each generator's
+    networks are nested in it. Each replicate draws the cases with replacement once, for both
+    arms (paired: the cases' common difficulty cancels), and for each arm its generators with
+    replacement, then the networks within each drawn generator; the statistic is the difference
+    of the two resampled means. A case-only bootstrap of the seed-averaged scores
+    (:func:`paired_bootstrap_ci`) ignores that another set of judge (or generator) seeds gives
+    another mean: with few seeds and a noisy judge its interval is too narrow.
     """
     x, y = (np.asarray(v, dtype=float) for v in (a, b))
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or x.shape[1] < 2 or not np.isfinite([*x.flat, *y.flat]).all():
-        raise DataError(f"hierarchical_bootstrap_ci: needs two finite (networks, cases) arrays over the same >= 2 cases, "
-                        f"got shapes {x.shape} and {y.shape}")
+    if (x.ndim not in (2, 3) or y.ndim not in (2, 3) or x.shape[-1] != y.shape[-1] or x.shape[-1] < 2
+            or not np.isfinite([*x.flat, *y.flat]).all()):
+        raise DataError(f"hierarchical_bootstrap_ci: needs two finite (networks, cases) or (generators, networks, cases) "
+                        f"arrays over the same >= 2 cases, got shapes {x.shape} and {y.shape}")
     _check_resampling("hierarchical_bootstrap_ci", n_boot, level)
     rng = np.random.default_rng(seed)
-    n_cases = x.shape[1]
+    n_cases = x.shape[-1]
     cases = rng.integers(n_cases, size=(n_boot, n_cases))
-    stats = np.empty(n_boot)
-    for i in range(n_boot):
-        rows_x = rng.integers(x.shape[0], size=x.shape[0])
-        rows_y = rng.integers(y.shape[0], size=y.shape[0])
-        stats[i] = x[np.ix_(rows_x, cases[i])].mean() - y[np.ix_(rows_y, cases[i])].mean()
+
+    def resampled(z: np.ndarray, columns: np.ndarray) -> float:
+        if z.ndim == 3:
+            return float(np.mean([resampled(z[g], columns) for g in rng.integers(z.shape[0], size=z.shape[0])]))
+        return float(z[np.ix_(rng.integers(z.shape[0], size=z.shape[0]), columns)].mean())
+
+    stats = np.array([resampled(x, cases[i]) - resampled(y, cases[i]) for i in range(n_boot)])
     return _percentile_interval(stats, level)
 
 
