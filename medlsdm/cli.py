@@ -5,7 +5,7 @@
     medlsdm sweep --only 04 -p guidance_scale=0,1,2,4 [-p steps=10,25] --run-dir RUN [--profile quick]
     medlsdm report --run-dir RUN
     medlsdm synthesize --pipeline RUN/pipeline --labels FILE_OR_DIR --out-dir DIR [...]
-    medlsdm evaluate --run-dir RUN [--segnet-steps N] [--inception-weights FILE ...]
+    medlsdm evaluate --run-dir RUN [--judge-steps N] [--judge-seeds N] [--inception-weights FILE ...]
 """
 from __future__ import annotations
 
@@ -157,13 +157,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .pipelines.synthesis import check_sampling
 
     defaults = notebook_parameters(args.profile, "05")
-    options = {key: getattr(args, key) for key in ("scheduler", "steps", "guidance_scale", "seed", "n_test", "segnet_steps")}
+    options = {key: getattr(args, key) for key in ("scheduler", "steps", "guidance_scale", "seed", "n_test", "judge_seeds")}
     options = {**defaults, **{key: value for key, value in options.items() if value is not None}}  # all of the profile's 05 settings
     given = {**{k: v.default for k, v in inspect.signature(evaluate_run).parameters.items()}, **options}
     check_sampling(given["steps"], given["guidance_scale"])  # before the pipeline loads or anything is written
-    for key in ("n_test", "segnet_steps"):
-        if options.get(key) is not None and options[key] < 1:
-            raise ConfigError(f"{key} (--{key.replace('_', '-')}) must be >= 1, got {options[key]}")
+    for key, value in (("n_test", options.get("n_test")), ("judge_seeds", options.get("judge_seeds")),
+                       ("judge_steps", args.judge_steps)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} (--{key.replace('_', '-')}) must be >= 1, got {value}")
+    if args.judge_steps is not None:
+        options["judge_options"] = {**(options.get("judge_options") or {}), "max_steps": args.judge_steps}
     weights = {"inception": args.inception_weights, "medicalnet": args.medicalnet_weights,
                "vgg16": args.vgg16_weights, "lpips": args.lpips_weights}
     with RunDir(args.run_dir).require().writing("medlsdm evaluate"):
@@ -258,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--guidance", dest="guidance_scale", type=float, help="classifier-free guidance scale")
     ev.add_argument("--seed", type=int)
     ev.add_argument("--n-test", type=int, help="test label maps to use (default: all)")
-    ev.add_argument("--segnet-steps", type=int, help="training steps of each segmentation network")
+    ev.add_argument("--judge-steps", type=int, help="most training steps of each judge network (early stopping may end it sooner)")
+    ev.add_argument("--judge-seeds", type=int, help="judge networks per arm (seeds seed, seed + 1, ...)")
     ev.add_argument("--no-augment", action="store_true", help="skip the real + synthetic training experiment")
     ev.add_argument("--inception-weights", help="pytorch-fid InceptionV3 weights file (enables FID)")
     ev.add_argument("--medicalnet-weights", help="MedicalNet resnet_10_23dataset.pth (enables 3D-FID)")

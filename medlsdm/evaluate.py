@@ -133,22 +133,33 @@ def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, sche
 
 
 def new_anatomy_labels(run: RunDir, n: int) -> tuple[list[str], Path] | None:
-    """Label maps of ``n`` new anatomies (:func:`medlsdm.evaluation.anatomies.new_anatomies`) in
-    ``RUN/samples/eval/new_anatomies/<id>.nii.gz`` (written once); ``None`` on real data (no phantom)."""
+    """``n`` new anatomies (:func:`medlsdm.evaluation.anatomies.new_anatomies`): label maps in
+    ``RUN/samples/eval/new_anatomies/<id>.nii.gz`` and their oracle renders in ``…/oracle/<id>.nii.gz``,
+    written once for the run's data (the folder records a digest of ``manifest.json``; other data
+    rewrites it); ``None`` on real data (no phantom)."""
     from .data.io import write_nifti
     from .errors import ConfigError
     from .evaluation.anatomies import new_anatomies
+    from .training.checkpoint import json_digest
 
     folder = run.eval_samples / "new_anatomies"
+    stamp, digest = folder / "data.json", json_digest(read_json(run.data / "manifest.json"))
+    if stamp.is_file() and read_json(stamp).get("manifest_digest") != digest:
+        log.warning("%s: made from other data (manifest changed): written afresh", folder)
+        for path in sorted(folder.glob("*.nii.gz")) + sorted(folder.glob("oracle/*.nii.gz")):
+            path.unlink()
     try:
-        ids, labels, affines = new_anatomies(run.data, n)
+        new = new_anatomies(run.data, n)
     except ConfigError as err:
         log.warning("augmentation with new anatomies skipped: %s", err)
         return None
-    for cid, label, affine in zip(ids, labels, affines):
+    for cid, image, label, affine in zip(*new):
         if not (folder / f"{cid}.nii.gz").exists():
             write_nifti(folder / f"{cid}.nii.gz", label, affine, kind="label")
-    return ids, folder
+        if not (folder / "oracle" / f"{cid}.nii.gz").exists():
+            write_nifti(folder / "oracle" / f"{cid}.nii.gz", image[0], affine, kind="image")
+    write_json(stamp, {"manifest_digest": digest})
+    return new.ids, folder
 
 
 def synthetic_sets(run: RunDir, pipe, split: Mapping[str, Sequence[str]], *, n_test: int | None = None,
@@ -189,14 +200,15 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
     return {**means, "per_case": dict(zip(real.ids, per_pair))}
 
 
-def _train_seeds(cases: Cases, val: Cases, num_classes: int, *, seeds: Sequence[int], steps: int,
-                 options: Mapping[str, Any], progress: bool) -> list:
-    """One segmentation network per seed, each selected on the validation cases (early stopping)."""
-    from .training.segnet import train_segnet
+def _train_seeds(cases: Cases, val: Cases, num_classes: int, *, seeds: Sequence[int], options: Mapping[str, Any],
+                 progress: bool, extra: Cases | None = None) -> list:
+    """One judge per seed (:func:`medlsdm.training.judge.train_judge`), each stopped early on the
+    validation cases; ``extra`` cases fill the judge's ``mix`` share of every batch."""
+    from .training.judge import train_judge
 
-    return [train_segnet(cases.images, cases.labels, num_classes=num_classes, steps=steps, seed=int(s),
-                         val_images=val.images, val_labels=val.labels, progress=progress, **dict(options))
-            for s in seeds]
+    more = {} if extra is None else {"extra_images": extra.images, "extra_labels": extra.labels}
+    return [train_judge(cases.images, cases.labels, num_classes=num_classes, seed=int(s), val_images=val.images,
+                        val_labels=val.labels, progress=progress, **more, **dict(options)) for s in seeds]
 
 
 def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) -> dict[str, Any]:
@@ -204,20 +216,31 @@ def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) 
 
     ``organ`` / ``lesion`` (:func:`medlsdm.evaluation.segmentation.case_scores`): one value per
     case, averaged over the networks (seeds); ``organ_per_seed`` / ``lesion_per_seed``: the
-    mean over cases for each network; ``organ_by_seed``: every network's value per case;
-    ``per_class``: mean over cases and networks.
+    mean over cases for each network; ``organ_by_seed`` / ``lesion_by_seed``: every network's
+    value per case; ``per_class``: mean over cases and networks; ``lesions_found`` /
+    ``lesions_total``: per network, the true lesions (connected components) its prediction
+    touches (:func:`medlsdm.metrics.overlap.lesion_detection`) and their number.
     """
-    from .evaluation.segmentation import average_over_seeds, case_scores, evaluate_dice
+    from .evaluation.segmentation import (average_over_seeds, case_scores, lesion_classes, predict,
+                                          score_predictions)
+    from .metrics.overlap import lesion_detection
 
     k = len(class_names)
-    runs = [evaluate_dice(m, cases.images, cases.labels, k, class_names=class_names) for m in models]
+    lesion_ids = [list(class_names).index(c) for c in lesion_classes(class_names)]
+    runs, found = [], []
+    for model in models:
+        preds = predict(model, cases.images)
+        runs.append(score_predictions(preds, cases.labels, k, class_names))
+        hits = [lesion_detection(p, lb, c) for p, lb in zip(preds, cases.labels) for c in lesion_ids]
+        found.append([sum(h[0] for h in hits), sum(h[1] for h in hits)])
     scores = [case_scores(r, class_names) for r in runs]
     out: dict[str, Any] = {"ids": list(cases.ids)}
     for part in ("organ", "lesion"):
         out[part] = average_over_seeds([s[part] for s in scores])
         out[f"{part}_per_seed"] = [nan_mean(s[part]) for s in scores]
-    out["organ_by_seed"] = [list(map(float, s["organ"])) for s in scores]  # (networks, cases)
+        out[f"{part}_by_seed"] = [list(map(float, s[part])) for s in scores]  # (networks, cases)
     out["per_class"] = {name: nan_mean([r["per_class"][name] for r in runs]) for name in class_names[1:]}
+    out["lesions_found"], out["lesions_total"] = [f[0] for f in found], [f[1] for f in found]
     return out
 
 
@@ -229,63 +252,111 @@ class SegmentationResult:
     models: list
     dice: dict[str, dict[str, Any]]
 
+    def summary(self) -> dict[str, Any]:
+        """``metrics.json``'s ``judge``: the network, its organ and lesion Dice and per-lesion
+        detection rate on the real test cases (mean over seeds), and where early stopping chose
+        and stopped each seed."""
+        real = self.dice["real_test"]
+        total = sum(real["lesions_total"])
+        return {"network": self.models[0].network_name, "dice_real_test": nan_mean(real["organ"]),
+                "lesion_dice_real_test": nan_mean(real["lesion"]),
+                "lesion_detection_rate": sum(real["lesions_found"]) / total if total else math.nan,
+                "lesions_per_seed": int(real["lesions_total"][0]) if real["lesions_total"] else 0,
+                "best_steps": [m.best_step for m in self.models], "stopped_steps": [m.stopped_step for m in self.models],
+                "max_steps": self.models[0].max_steps, "seconds": [round(m.train_seconds, 1) for m in self.models]}
+
 
 def segmentation_experiment(train: Cases, val: Cases, test: Cases, synthetic_test: Cases, class_names: Sequence[str], *,
-                            seeds: Sequence[int] = (0, 1, 2), steps: int = 250, options: Mapping[str, Any] | None = None,
-                            progress: bool = True) -> SegmentationResult:
-    """Train the segmentation network on the real training cases, once per seed, each with early
-    stopping on the validation cases; Dice on the real test and the synthetic test volumes
-    (against their label maps). The test cases are used for nothing else."""
-    models = _train_seeds(train, val, len(class_names), seeds=seeds, steps=steps, options=options or {},
-                          progress=progress)
-    dice = {name: dice_over_seeds(models, cases, class_names)
-            for name, cases in (("real_test", test), ("synthetic", synthetic_test))}
-    return SegmentationResult(models, dice)
+                            seeds: Sequence[int] = (0, 1), options: Mapping[str, Any] | None = None,
+                            oracle_test: Cases | None = None, progress: bool = True) -> SegmentationResult:
+    """Train the judge on the real training cases, once per seed, each stopped early on the
+    validation cases; Dice on the real test volumes, on the synthetic volumes made from the same
+    label maps and (on phantoms, ``oracle_test``) on oracle re-renders of them: the Dice a perfect
+    generator would get. The test cases are used for nothing else."""
+    models = _train_seeds(train, val, len(class_names), seeds=seeds, options=options or {}, progress=progress)
+    sets = {"real_test": test, "synthetic": synthetic_test, **({"oracle": oracle_test} if oracle_test else {})}
+    return SegmentationResult(models, {name: dice_over_seeds(models, cases, class_names) for name, cases in sets.items()})
 
 
-#: The augmentation bar: share of the real-small → real-all gap that synthetic data must recover.
+#: The augmentation bar: share of the oracle arm's gain that the synthetic arm must recover.
 AUGMENTATION_BAR = 0.5
+#: The extra sets of the augmentation experiment, each added to the real-small cases in an arm of its own.
+EXTRA_SETS = ("oracle", "oracle_autoencoded", "synthetic")
 
 
-def augmentation_experiment(train: Cases, val: Cases, test: Cases, new_synthetic: Cases, class_names: Sequence[str],
-                            real_all: Mapping[str, Any], *, n_small: int = 4, seeds: Sequence[int] = (0, 1, 2),
-                            steps: int = 250, options: Mapping[str, Any] | None = None, seed: int = 0,
-                            progress: bool = True) -> dict[str, Any]:
-    """Does synthetic data from *new* anatomies help a segmentation network trained on few cases?
+def new_anatomy_oracle(run: RunDir, ids: Sequence[str]) -> Cases:
+    """The oracle renders of new anatomies :func:`new_anatomy_labels` wrote, with their label maps."""
+    folder = run.eval_samples / "new_anatomies"
+    return read_cases([folder / "oracle" / f"{c}.nii.gz" for c in ids], [folder / f"{c}.nii.gz" for c in ids], ids)
 
-    Arms (same steps, seeds and early stopping on validation): ``real_small`` (the first
-    ``n_small`` training cases), ``real_small_synthetic`` (those plus the synthetic volumes of
-    new anatomies, whose real images nobody has) and ``real_all`` (``real_all``: the judge of
-    :func:`segmentation_experiment`, :func:`dice_over_seeds` on the real test cases). Per test
-    case the organ Dice averaged over seeds; the gain is the paired difference
-    ``real_small_synthetic − real_small``; its CI resamples the test cases and each arm's judge
-    seeds together (:func:`~medlsdm.metrics.statistics.hierarchical_bootstrap_ci`), and ``gap_recovered``
-    is ``mean gain / mean(real_all − real_small)``. ``bar_holds``: at least
-    :data:`AUGMENTATION_BAR` of the gap recovered and a CI of the gain above 0.
+
+def augmentation_extras(run: RunDir, pipe, new_synthetic: Cases) -> dict[str, Cases]:
+    """The extra training sets of :func:`augmentation_experiment`, all on the same new anatomies:
+    ``oracle`` (each anatomy rendered with its own appearance: what a perfect generator could give),
+    ``oracle_autoencoded`` (those renders through the pipeline's VQ-GAN: the autoencoder's ceiling)
+    and ``synthetic`` (the pipeline's samples)."""
+    from .evaluation.reconstruction import reconstruct
+
+    oracle = new_anatomy_oracle(run, new_synthetic.ids)
+    coded = reconstruct(pipe.vqgan, oracle.images, oracle.labels).images
+    return {"oracle": oracle, "oracle_autoencoded": Cases(oracle.ids, list(coded), oracle.labels, oracle.affines),
+            "synthetic": new_synthetic}
+
+
+def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mapping[str, Cases], class_names: Sequence[str],
+                            real_all: Mapping[str, Any], *, n_small: int = 4, seeds: Sequence[int] = (0, 1),
+                            options: Mapping[str, Any] | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Does synthetic data from *new* anatomies help a judge trained on few real cases, and how
+    much could it?
+
+    Arms, each with the same judge recipe, steps, seeds and early stopping on validation:
+    ``real_small`` (the first ``n_small`` training cases), ``real_small_<extra>`` for each set of
+    ``extras`` (:func:`augmentation_extras`: oracle renders, oracle renders through the
+    autoencoder, synthetic volumes of the same new anatomies; the judge's ``mix`` share of every
+    batch comes from the extra set) and ``real_all`` (``real_all``: the judge of
+    :func:`segmentation_experiment` on the real test cases). Per test case the organ Dice averaged
+    over seeds; each gain is the paired difference to ``real_small``, its CI resampling the test
+    cases and each arm's judge seeds together
+    (:func:`~medlsdm.metrics.statistics.hierarchical_bootstrap_ci`). ``fraction_of_oracle_gain``:
+    the synthetic arm's mean gain over the oracle arm's. ``bar_holds``: at least
+    :data:`AUGMENTATION_BAR` of the oracle arm's gain recovered, the synthetic gain's CI above 0.
     """
     from .metrics.statistics import hierarchical_bootstrap_ci, mean_sd
+    from .training.judge import JUDGE_DEFAULTS
 
     small = Cases(train.ids[:n_small], train.images[:n_small], train.labels[:n_small], train.affines[:n_small])
-    if len(small) < 1 or len(new_synthetic) < 1:
-        raise DataError(f"augmentation: needs training cases and synthetic volumes, got {len(small)} and {len(new_synthetic)}")
-    arms = {"real_small": small, "real_small_synthetic": small + new_synthetic}
-    dice = {name: dice_over_seeds(_train_seeds(cases, val, len(class_names), seeds=seeds, steps=steps,
-                                               options=options or {}, progress=progress), test, class_names)
-            for name, cases in arms.items()}
+    if len(small) < 1 or not extras or min(len(c) for c in extras.values()) < 1:
+        raise DataError(f"augmentation: needs training cases and extra volumes, got {len(small)} and "
+                        f"{ {k: len(c) for k, c in extras.items()} }")
+    k = len(class_names)
+    dice = {"real_small": dice_over_seeds(_train_seeds(small, val, k, seeds=seeds, options=options or {},
+                                                       progress=progress), test, class_names)}
+    for name, cases in extras.items():
+        models = _train_seeds(small, val, k, seeds=seeds, options=options or {}, progress=progress, extra=cases)
+        dice[f"real_small_{name}"] = dice_over_seeds(models, test, class_names)
     dice["real_all"] = dict(real_all)
-    a, b, c = (np.asarray(dice[n]["organ"]) for n in ("real_small_synthetic", "real_small", "real_all"))
-    gap = float(np.mean(c - b))
-    gain = float(np.mean(a - b))
-    gain_ci = list(hierarchical_bootstrap_ci(dice["real_small_synthetic"]["organ_by_seed"],
-                                             dice["real_small"]["organ_by_seed"], seed=seed))
-    recovered = gain / gap if gap > 0 else math.nan
-    holds = bool(recovered >= AUGMENTATION_BAR and gain_ci[0] > 0)
-    summary = {name: {"mean": float(np.mean(d["organ"])), "sd_seeds": mean_sd(d["organ_per_seed"])[1]
-                      if len(d["organ_per_seed"]) > 1 else math.nan, "per_case": d["organ"]}
-               for name, d in dice.items()}
-    return {"arms": summary, "n_small": len(small), "n_new": len(new_synthetic), "gain": gain, "gain_ci": gain_ci,
-            "gain_per_case": (a - b).tolist(), "gap": gap, "gap_recovered": recovered, "bar_holds": holds,
-            "bar": f">= {AUGMENTATION_BAR:.0%} of the gap recovered and the CI of the gain above 0"}
+    base = np.asarray(dice["real_small"]["organ"])
+    gains = {name: {"gain": float(np.mean(np.asarray(d["organ"]) - base)),
+                    "gain_ci": list(hierarchical_bootstrap_ci(d["organ_by_seed"], dice["real_small"]["organ_by_seed"],
+                                                              seed=seed)),
+                    "per_case": (np.asarray(d["organ"]) - base).tolist()}
+             for name, d in dice.items() if name != "real_small"}
+    arms = {name: {"mean": nan_mean(d["organ"]), "lesion": nan_mean(d["lesion"]),
+                   "sd_seeds": mean_sd(d["organ_per_seed"])[1] if len(d["organ_per_seed"]) > 1 else math.nan,
+                   "per_case": d["organ"], **gains.get(name, {})} for name, d in dice.items()}
+    out = {"arms": arms, "n_small": len(small), "n_extra": {name: len(c) for name, c in extras.items()},
+           "mix": float({**JUDGE_DEFAULTS, **(options or {})}["mix"])}
+    syn, orc = gains.get("real_small_synthetic"), gains.get("real_small_oracle")
+    if syn is not None:
+        out.update(gain=syn["gain"], gain_ci=syn["gain_ci"], gain_per_case=syn["per_case"])
+    if orc is not None:
+        out.update(oracle_gain=orc["gain"], oracle_gain_ci=orc["gain_ci"])
+    if syn is not None and orc is not None:
+        out["fraction_of_oracle_gain"] = syn["gain"] / orc["gain"] if orc["gain"] > 0 else math.nan
+        out["bar_holds"] = bool(out["fraction_of_oracle_gain"] >= AUGMENTATION_BAR and syn["gain_ci"][0] > 0)
+        out["bar"] = (f">= {AUGMENTATION_BAR:.0%} of the oracle arm's gain recovered and the CI of the synthetic "
+                      "arm's gain above 0")
+    return out
 
 
 def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[str, Any] | None = None,
@@ -388,15 +459,16 @@ def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: int = 50, guidance_scale: float = 1.0,
-                 seed: int = 0, n_test: int | None = None, segnet_steps: int = 250, segnet_seeds: int = 3,
-                 segnet_options: Mapping[str, Any] | None = None, n_train_maps: int | None = None, augment: bool = True,
-                 n_small: int = 4, n_new: int = 12, frd: bool = True, weights: Mapping[str, Any] | None = None,
-                 progress: bool = True, **_notebook_only) -> dict[str, Any]:
+                 seed: int = 0, n_test: int | None = None, judge_seeds: int = 2, judge_options: Mapping[str, Any] | None = None,
+                 n_train_maps: int | None = 6, augment: bool = True, n_small: int = 4, n_new: int = 12,
+                 frd: bool = True, weights: Mapping[str, Any] | None = None, progress: bool = True,
+                 **_notebook_only) -> dict[str, Any]:
     """All evaluation steps on a run, as notebook 05 runs them; writes and returns ``metrics.json["05_evaluation"]``.
 
     Needs notebooks 01 (data) and 03 (pipeline) to have run; synthetic volumes already in
-    ``RUN/samples/eval/<setting>/`` (e.g. from notebook 05) are reused. The arguments are
-    notebook 05's parameters (others it has, such as ``interactive``, are ignored).
+    ``RUN/samples/eval/<setting>/`` (e.g. from notebook 05) are reused when the same pipeline
+    made them. The arguments are notebook 05's parameters (others it has, such as
+    ``interactive``, are ignored); ``judge_options`` are :func:`~medlsdm.training.judge.train_judge`'s.
     """
     from .data.prepare import load_manifest
     from .data.splits import load_split
@@ -413,22 +485,22 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
     syn, _ = synthetic_sets(run, pipe, split, n_test=n_test, n_train_maps=n_train_maps,
                             n_new=n_new if augment else 0, **settings)
     train, val, test = real_cases(run, split["train"]), real_cases(run, split["val"]), real_cases(run, syn["test"].ids)
-    seg_kw = dict(seeds=list(range(seed, seed + segnet_seeds)), steps=segnet_steps, options=segnet_options,
-                  progress=progress)
+    judge_kw = dict(seeds=list(range(seed, seed + judge_seeds)), options=judge_options, progress=progress)
+    oracle = oracle_cases(run, test, seed=seed + 2)
     quality = image_quality(test, syn["test"])
-    seg = segmentation_experiment(train, val, test, syn["test"], class_names, **seg_kw)
-    aug = (augmentation_experiment(train, val, test, syn["new"], class_names, seg.dice["real_test"], n_small=n_small,
-                                   seed=seed, **seg_kw) if syn.get("new") is not None else None)
+    seg = segmentation_experiment(train, val, test, syn["test"], class_names, oracle_test=oracle, **judge_kw)
+    aug = (augmentation_experiment(train, val, test, augmentation_extras(run, pipe, syn["new"]), class_names,
+                                   seg.dice["real_test"], n_small=n_small, seed=seed, **judge_kw)
+           if syn.get("new") is not None else None)
     features = feature_distances(test, syn["test"], seg.models[0], weights)
     privacy = memorisation(run, train, {"from_train_maps": syn["train"], "from_test_maps": syn["test"]},
                            val + test, seed=seed)
-    dist = distances(run, seg.models[0], test, syn["test"], val, oracle_cases(run, test, seed=seed + 2),
-                     frd=frd, seed=seed)
+    dist = distances(run, seg.models[0], test, syn["test"], val, oracle, frd=frd, seed=seed)
     result = evaluation_metrics(
         quality=quality, segmentation=seg, features=features, privacy=privacy, dist=dist, augmentation=aug,
         conventions=paper_conventions(seg.models[0], test, syn["test"], len(class_names)),
         model_info=model_info(run, pipe), seconds=time.perf_counter() - start,
-        settings={**settings, "segnet_steps": segnet_steps, "segnet_seeds": segnet_seeds, "n_small": n_small,
+        settings={**settings, "judge_seeds": judge_seeds, "judge_options": dict(judge_options or {}), "n_small": n_small,
                   "n_new": n_new, "augment": augment, "n_train_maps": n_train_maps})
     run.update_metrics(METRICS_KEYS["05"], result)
     return result

@@ -39,8 +39,11 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation, features: Ma
                        seconds: float) -> dict[str, Any]:
     """The ``"05_evaluation"`` entry of ``metrics.json``: every headline number with its per-case
     values (``per_case``) and bootstrap 95 % CI over cases (``ci``); Dice is the organ mean
-    (lesions apart, ``dice_lesion_*``), averaged over the ``segnet_seeds`` networks, with the
-    sd across seeds (``*_sd_seeds``)."""
+    (lesions apart, ``dice_lesion_*``), averaged over the ``judge_seeds`` networks, with the
+    sd across seeds (``*_sd_seeds``); ``judge`` describes the judge
+    (:meth:`~medlsdm.evaluate.SegmentationResult.summary`); ``dice_ratio`` is the Dice on synthetic
+    over the Dice on real test volumes and ``dice_ratio_oracle`` the same for oracle re-renders
+    (what perfect synthesis gives here)."""
     from .metrics.statistics import mean_sd
 
     dice = segmentation.dice
@@ -50,17 +53,17 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation, features: Ma
         per_case[f"dice_{name}"], per_case[f"dice_lesion_{name}"] = d["organ"], d["lesion"]
         out[f"dice_{name}"], out[f"dice_lesion_{name}"] = nan_mean(d["organ"]), nan_mean(d["lesion"])
         out[f"dice_{name}_sd_seeds"] = mean_sd(d["organ_per_seed"])[1] if len(d["organ_per_seed"]) > 1 else math.nan
-    real_test, synthetic = out["dice_real_test"], out["dice_synthetic"]
-    out["dice_ratio"] = synthetic / real_test if real_test > 0 else math.nan
-    if augmentation is not None:
+    real_test = out["dice_real_test"]
+    out["dice_ratio"] = out["dice_synthetic"] / real_test if real_test > 0 else math.nan
+    out["dice_ratio_oracle"] = out["dice_oracle"] / real_test if "dice_oracle" in out and real_test > 0 else None
+    if augmentation is not None and "gain_per_case" in augmentation:
         per_case["augmentation_gain"] = augmentation["gain_per_case"]
     kid = dist["kid"]
     frd = dist["frd"] or {}
     mem = privacy["synthetic"]
     out.update({
         "dice_per_class": {name: d["per_class"] for name, d in dice.items()},
-        "segnet_seeds": len(segmentation.models),
-        "segnet_best_steps": [getattr(m, "best_step", None) for m in segmentation.models],
+        "judge": segmentation.summary(), "judge_seeds": len(segmentation.models),
         "fd_seg": features["fd_seg"], "fid": features["fid"], "fid_3d": features["fid_3d"], "lpips": features["lpips"],
         "skipped": {**features["skipped"], **({"frd": dist["frd_skipped"]} if dist["frd_skipped"] else {})},
         "kid": kid["synthetic"]["kid"], "kid_ci": kid["synthetic"]["ci"], "kid_reference": kid["reference"]["kid"],
@@ -111,11 +114,13 @@ def results_tables(m: Mapping[str, Any]) -> dict[str, str]:
     rows.append(["**organ mean**"] + [fmt(m[f"dice_{c}"], 3) for c in columns])
     tables["dice"] = markdown_table(["class"] + [c.replace("_", " ") for c in columns], rows)
     summary = [[key.replace("_", " "), fmt(m[key], 3), f"± {fmt(m.get(key + '_sd_seeds'), 2)}" if key + "_sd_seeds" in m else "",
-                _ci(m, key)] for key in ("ssim", "psnr", "rmse", "dice_real_test", "dice_synthetic",
-                                          "dice_lesion_real_test", "dice_lesion_synthetic")]
+                _ci(m, key)] for key in ("ssim", "psnr", "rmse", "dice_real_test", "dice_synthetic", "dice_oracle",
+                                          "dice_lesion_real_test", "dice_lesion_synthetic") if key in m]
     summary.append(["Dice synthetic / real test", fmt(m["dice_ratio"], 3), "", ""])
+    if m.get("dice_ratio_oracle") is not None:
+        summary.append(["Dice oracle / real test (perfect synthesis)", fmt(m["dice_ratio_oracle"], 3), "", ""])
     tables["summary"] = markdown_table([f"measure (n = {m['n_test']} test cases)", "mean",
-                                        f"sd over {m['segnet_seeds']} seeds", "95 % CI over cases"], summary)
+                                        f"sd over {m['judge_seeds']} seeds", "95 % CI over cases"], summary)
     pc = m["privacy_controls"]
     tables["controls"] = markdown_table(["set", "flagged as copies"], [
         ["positive control (copies)", f"{pc['positive_flagged']:.0%}"],
@@ -127,10 +132,12 @@ def results_tables(m: Mapping[str, Any]) -> dict[str, str]:
         ["FRD (radiomics)", fmt(m["frd"]), fmt(m["frd_reference"]), fmt(m["frd_oracle"])]])
     aug = m["augmentation"]
     if aug:
-        arms = [[name.replace("_", " "), fmt(a["mean"], 3), fmt(a["sd_seeds"], 2)] for name, a in aug["arms"].items()]
-        arms.append([f"gain (paired cases, resampled seeds), gap recovered {fmt(aug['gap_recovered'], 2)}",
-                     fmt(aug["gain"], 3), _pair(aug["gain_ci"])])
-        tables["augmentation"] = markdown_table(["arm (organ Dice, real test)", "mean", "sd over seeds / CI"], arms)
+        arms = [[name.replace("_", " "), fmt(a["mean"], 3), fmt(a["sd_seeds"], 2),
+                 fmt(a["gain"], 3) if "gain" in a else "– (baseline)", _pair(a.get("gain_ci")), fmt(a["lesion"], 3)]
+                for name, a in aug["arms"].items()]
+        tables["augmentation"] = markdown_table(
+            ["arm", "organ Dice (real test)", "sd over seeds", "gain over real small", "95 % CI (cases and seeds)",
+             "lesion Dice"], arms)
     tables["conventions"] = markdown_table(["metric", "ours", "as the paper's code", "what the convention does"], [
         [name, fmt(row["ours"]), fmt(row["paper"]), row["convention"]] for name, row in m["paper_conventions_table"].items()])
     return tables
@@ -156,17 +163,59 @@ def plot_memorisation(check: Mapping[str, Any]):
     return fig
 
 
+def judge_sentence(judge: Mapping[str, Any], dice: Mapping[str, Mapping[str, Any]]) -> str:
+    """What the judge is and how good it is, written from :meth:`SegmentationResult.summary
+    <medlsdm.evaluate.SegmentationResult.summary>` and the per-set Dice of
+    :func:`medlsdm.evaluate.dice_over_seeds`."""
+    seeds = len(judge["best_steps"])
+    early = sum(b < judge["max_steps"] for b in judge["best_steps"])
+    said = [f"The judge ({judge['network']}, {seeds} seeds) scores an organ Dice of {judge['dice_real_test']:.3f} "
+            f"on the real test volumes, lesion Dice {format_number(judge['lesion_dice_real_test'], 3)}, and touches "
+            f"{format_number(judge['lesion_detection_rate'], 2)} of the {judge['lesions_per_seed']} test lesions."]
+    if early:
+        said.append(f"Early stopping chose a step before the last in {early} of {seeds} seeds (best steps "
+                    f"{judge['best_steps']}, stopped at {judge['stopped_steps']} of at most {judge['max_steps']}).")
+    else:
+        said.append(f"Every seed was still improving at its last step ({judge['max_steps']}): the judge is budget-bound, "
+                    "and a longer run would score higher.")
+    real = nan_mean(dice["real_test"]["organ"])
+    parts = [f"synthetic volumes of the same label maps {nan_mean(dice['synthetic']['organ']) / real:.3f}"]
+    if "oracle" in dice:
+        parts.append(f"oracle re-renders (perfect synthesis) {nan_mean(dice['oracle']['organ']) / real:.3f}")
+    said.append("Its Dice relative to real test volumes: " + ", ".join(parts) + ".")
+    return " ".join(said)
+
+
 def augmentation_verdict(aug: Mapping[str, Any] | None) -> str:
-    """One plain sentence: does synthetic data from new anatomies recover enough of the gap?"""
+    """What the augmentation arms show, written from their numbers: can the experiment see a
+    benefit at all (the oracle arm), how much of it the autoencoder keeps, and how much the
+    synthetic volumes recover."""
     if not aug:
         return "The augmentation experiment did not run (no new anatomies: not a phantom run, or augment=False)."
-    ci = f"[{aug['gain_ci'][0]:+.3f}, {aug['gain_ci'][1]:+.3f}]"
-    said = (f"{aug['n_new']} synthetic volumes from new anatomies added to {aug['n_small']} real cases change the "
-            f"organ Dice on the real test cases by {aug['gain']:+.3f} (95 % CI {ci}), "
-            f"{format_number(aug['gap_recovered'], 2)} of the gap to training on all real cases ({aug['gap']:+.3f}).")
-    if aug["bar_holds"]:
-        return said + f" The bar ({aug['bar']}) holds."
-    return said + f" The bar ({aug['bar']}) does **not** hold: here synthetic data does not replace real data."
+    arms = aug["arms"]
+
+    def gain(name: str) -> str:
+        a = arms[name]
+        return f"{a['gain']:+.3f} [{a['gain_ci'][0]:+.3f}, {a['gain_ci'][1]:+.3f}]"
+
+    said = [f"Over {aug['n_small']} real cases alone (organ Dice {arms['real_small']['mean']:.3f}), all real cases gain "
+            f"{gain('real_all')}."]
+    oracle = arms.get("real_small_oracle")
+    if oracle is not None:
+        sees = oracle["gain_ci"][0] > 0
+        said.append(f"Perfect renders of {aug['n_extra']['oracle']} new anatomies gain {gain('real_small_oracle')}: "
+                    + ("the experiment can see a benefit of new anatomy." if sees else
+                       "even perfect synthesis shows no benefit distinguishable from zero here, so this experiment "
+                       "cannot judge the generator's usefulness (too few test cases, judge seeds or steps, or new "
+                       "anatomy adds nothing the real cases lack)."))
+    if "real_small_oracle_autoencoded" in arms:
+        said.append(f"Through the autoencoder they gain {gain('real_small_oracle_autoencoded')}.")
+    said.append(f"The synthetic volumes gain {gain('real_small_synthetic')}"
+                + (f", {format_number(aug['fraction_of_oracle_gain'], 2)} of the oracle arm's gain."
+                   if "fraction_of_oracle_gain" in aug else "."))
+    if "bar_holds" in aug:
+        said.append(f"The bar ({aug['bar']}) {'holds' if aug['bar_holds'] else 'does **not** hold'}.")
+    return " ".join(said)
 
 
 def distance_sentence(m: Mapping[str, Any]) -> str:

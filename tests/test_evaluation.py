@@ -110,7 +110,7 @@ def _metrics():
             "dice_per_class": {"real_test": per_class, "synthetic": per_class}, "dice_real_test": 0.9,
             "dice_real_test_sd_seeds": 0.01, "dice_synthetic": 0.9, "dice_synthetic_sd_seeds": 0.02,
             "dice_lesion_real_test": 0.2, "dice_lesion_synthetic": float("nan"), "dice_ratio": 1.0, "n_test": 2,
-            "segnet_seeds": 3, "per_case": per_case, "ci": with_ci(per_case),
+            "judge_seeds": 3, "per_case": per_case, "ci": with_ci(per_case),
             "privacy_controls": {"positive_flagged": 1.0, "negative_flagged": 0.0, "negative_control_kind": "oracle",
                                  "synthetic_flagged": {"from_train_maps": 0.0}},
             "kid": 0.1, "kid_ci": [0.05, 0.2], "kid_reference": 0.01, "kid_reference_ci": [0.0, 0.02], "kid_oracle": 0.0,
@@ -141,35 +141,49 @@ def test_case_scores_keep_the_lesion_apart_and_seeds_average_per_case():
     assert avg[0] == pytest.approx(0.3) and math.isnan(avg[1])
 
 
-def test_augmentation_gain_gap_and_bar(monkeypatch):
-    """Arms with known per-case Dice: real-small 0.5, +synthetic 0.65 ± 0.01, real-all 0.7 → 75 % of the gap."""
+def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
+    """Arms with known per-case Dice: real-small 0.5, + oracle 0.7, + oracle through the autoencoder
+    0.6, + synthetic 0.65 ± 0.01 → 0.155 / 0.2 = 77.5 % of the oracle arm's gain."""
     import medlsdm.evaluate as ev
 
     image, label = _case(0)
     cases = Cases([f"c{i}" for i in range(6)], [image[None]] * 6, [label] * 6, [AFFINE] * 6)
-    new = Cases(["new_0"], [image[None]], [label], [AFFINE])
+    extras = {name: Cases([f"{name}_0"], [image[None]], [label], [AFFINE]) for name in ev.EXTRA_SETS}
     test = Cases([f"t{i}" for i in range(4)], [image[None]] * 4, [label] * 4, [AFFINE] * 4)
     seen = []
+    organ = {"small": [0.5] * 4, "oracle": [0.7] * 4, "oracle_autoencoded": [0.6] * 4,
+             "synthetic": [0.65 + 0.01 * (i % 2) for i in range(4)]}
 
-    def fake_train(cases, val, k, **kw):
-        seen.append(cases.ids)
-        return ["synthetic" if "new_0" in cases.ids else "small"] * len(kw["seeds"])
+    def fake_train(cases, val, k, extra=None, **kw):
+        seen.append((cases.ids, None if extra is None else extra.ids))
+        return [extra.ids[0][:-2] if extra is not None else "small"] * len(kw["seeds"])
 
     def fake_dice(models, cases, names):
-        organ = [0.65 + 0.01 * (i % 2) for i in range(4)] if models[0] == "synthetic" else [0.5] * 4
-        return {"organ": organ, "organ_per_seed": [np.mean(organ)] * len(models), "organ_by_seed": [organ] * len(models)}
+        values = organ[models[0]]
+        return {"organ": values, "lesion": [float("nan")] * 4, "organ_per_seed": [np.mean(values)] * len(models),
+                "organ_by_seed": [values] * len(models)}
 
     monkeypatch.setattr(ev, "_train_seeds", fake_train)
     monkeypatch.setattr(ev, "dice_over_seeds", fake_dice)
-    real_all = {"organ": [0.7] * 4, "organ_per_seed": [0.69, 0.7, 0.71]}
-    aug = augmentation_experiment(cases, cases, test, new, ["bg", "a", "b"], real_all, n_small=2, seeds=[0, 1, 2])
-    assert seen == [["c0", "c1"], ["c0", "c1", "new_0"]]  # the small arm is the first n_small training cases
-    assert aug["gap"] == pytest.approx(0.2) and aug["gain"] == pytest.approx(0.155)
-    assert aug["gap_recovered"] == pytest.approx(0.775) and aug["gain_ci"][0] > 0 and aug["bar_holds"]
-    assert "holds" in augmentation_verdict(aug) and "not" not in augmentation_verdict(aug)
-    real_all["organ"] = [0.9] * 4  # now only 0.155 / 0.4 of the gap: below the bar, and the notebook says so
-    aug = augmentation_experiment(cases, cases, test, new, ["bg", "a", "b"], real_all, n_small=2, seeds=[0, 1, 2])
+    real_all = {"organ": [0.8] * 4, "lesion": [0.1] * 4, "organ_per_seed": [0.79, 0.8, 0.81], "organ_by_seed": [[0.8] * 4] * 3}
+    aug = augmentation_experiment(cases, cases, test, extras, ["bg", "a", "b"], real_all, n_small=2, seeds=[0, 1, 2])
+    # the small arm is the first n_small training cases, in every arm, each extra set added on its own
+    assert seen == [(["c0", "c1"], None)] + [(["c0", "c1"], [f"{n}_0"]) for n in ev.EXTRA_SETS]
+    assert list(aug["arms"]) == ["real_small", "real_small_oracle", "real_small_oracle_autoencoded",
+                                 "real_small_synthetic", "real_all"]
+    assert aug["oracle_gain"] == pytest.approx(0.2) and aug["gain"] == pytest.approx(0.155)
+    assert aug["arms"]["real_small_oracle_autoencoded"]["gain"] == pytest.approx(0.1)
+    assert aug["arms"]["real_all"]["gain"] == pytest.approx(0.3) and aug["mix"] == 0.5
+    assert aug["fraction_of_oracle_gain"] == pytest.approx(0.775) and aug["gain_ci"][0] > 0 and aug["bar_holds"]
+    said = augmentation_verdict(aug)
+    assert "can see a benefit" in said and "holds" in said and "not" not in said
+    organ["oracle"] = [0.9] * 4  # now only 0.155 / 0.4 of the oracle's gain: below the bar, and the notebook says so
+    aug = augmentation_experiment(cases, cases, test, extras, ["bg", "a", "b"], real_all, n_small=2, seeds=[0, 1, 2])
     assert not aug["bar_holds"] and "does **not** hold" in augmentation_verdict(aug)
+    organ["oracle"] = [0.5, 0.52, 0.48, 0.5]  # the oracle arm gains nothing: the experiment cannot see a benefit
+    aug = augmentation_experiment(cases, cases, test, extras, ["bg", "a", "b"], real_all, n_small=2, seeds=[0, 1, 2])
+    assert math.isnan(aug["fraction_of_oracle_gain"]) or aug["fraction_of_oracle_gain"] > 1
+    assert "cannot judge the generator" in augmentation_verdict(aug)
 
 
 def test_segnet_early_stopping_keeps_the_best_validation_weights(one_thread):
@@ -202,12 +216,13 @@ def test_new_anatomies_are_not_cases_of_the_run(phantom_data):
     from medlsdm.evaluate import real_cases
     from medlsdm.evaluation.anatomies import new_anatomies
 
-    ids, labels, affines = new_anatomies(phantom_data, 2)
+    ids, images, labels, affines = new_anatomies(phantom_data, 2)
     assert ids == ["new_004", "new_005"] and labels[0].shape == (16, 32, 32) and labels[0].dtype == np.int64
     run_labels = real_cases(RunDir(phantom_data.parent), [e["case_id"] for e in load_manifest(phantom_data)["cases"]]).labels
     assert not any(np.array_equal(new, old) for new in labels for old in run_labels)
     assert len(np.unique(labels[0])) > 3  # an anatomy, not an empty block
-    np.testing.assert_array_equal(new_anatomies(phantom_data, 1, first_index=5)[1][0], labels[1])  # deterministic
+    np.testing.assert_array_equal(new_anatomies(phantom_data, 1, first_index=5).labels[0], labels[1])  # deterministic
+    assert images[0].shape == (1, 16, 32, 32) and -1 <= images[0].min() < images[0].max() <= 1  # the oracle render
     with pytest.raises(ConfigError, match="is a case of the run"):
         new_anatomies(phantom_data, 1, first_index=3)
 
@@ -250,3 +265,28 @@ def test_the_distance_sentence_follows_the_numbers():
     assert "different things" not in said
     m.update(frd_oracle=80.0)  # an oracle outside the real-vs-real distance: no claim about whose gap it is
     assert "generator's" not in distance_sentence(m)
+
+
+def test_judge_sentence_follows_its_numbers():
+    from medlsdm.evaluate_report import judge_sentence
+
+    judge = {"network": "MONAI BasicUNet + DiceCELoss", "dice_real_test": 0.81, "lesion_dice_real_test": 0.2,
+             "lesion_detection_rate": 0.5, "lesions_per_seed": 18, "best_steps": [300, 300], "stopped_steps": [300, 300],
+             "max_steps": 300}
+    dice = {"real_test": {"organ": [0.8, 0.82]}, "synthetic": {"organ": [0.6, 0.62]}, "oracle": {"organ": [0.8, 0.8]}}
+    said = judge_sentence(judge, dice)
+    assert "organ Dice of 0.810" in said and "0.5 of the 18 test lesions" in said
+    assert "still improving" in said and "synthetic volumes of the same label maps 0.753" in said
+    assert "oracle re-renders (perfect synthesis) 0.988" in said
+    judge["best_steps"], judge["stopped_steps"] = [200, 300], [300, 300]
+    said = judge_sentence(judge, dice)
+    assert "Early stopping chose a step before the last in 1 of 2 seeds" in said and "still improving" not in said
+
+
+def test_augmentation_table_lists_every_arm_with_its_gain():
+    m = _metrics()
+    arm = {"mean": 0.7, "lesion": float("nan"), "sd_seeds": 0.01, "per_case": [0.7, 0.7]}
+    m["augmentation"] = {"arms": {"real_small": arm, "real_small_oracle": {**arm, "gain": 0.1, "gain_ci": [0.05, 0.15]}}}
+    table = results_tables(m)["augmentation"]
+    assert "| real small | 0.7 | 0.01 | – (baseline) |  | n/a |" in table
+    assert "| real small oracle | 0.7 | 0.01 | 0.1 | [0.05, 0.15] | n/a |" in table

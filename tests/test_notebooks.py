@@ -161,8 +161,13 @@ def test_05_evaluation(smoke_run):
     assert np.isfinite(m["psnr"]) and m["rmse"] > 0 and m["fd_seg"] >= 0
     assert m["fid"] is None and m["fid_3d"] is None and m["lpips"] is None  # no weights given
     assert {"fid_2d", "fid_3d", "lpips"} <= set(m["skipped"])
-    # statistics: per-case values and a CI for every headline number, several segmentation seeds
-    assert m["segnet_seeds"] == p["segnet_seeds"] and len(m["segnet_best_steps"]) == p["segnet_seeds"]
+    # statistics: per-case values and a CI for every headline number, several judge seeds
+    judge = m["judge"]
+    assert m["judge_seeds"] == p["judge_seeds"] and len(judge["best_steps"]) == p["judge_seeds"]
+    assert judge["network"].startswith("medlsdm SegNet") and judge["max_steps"] == p["judge_options"]["max_steps"]
+    assert all(b <= s <= judge["max_steps"] for b, s in zip(judge["best_steps"], judge["stopped_steps"]))
+    assert 0 <= judge["lesion_detection_rate"] <= 1 or np.isnan(judge["lesion_detection_rate"])
+    assert m["dice_ratio_oracle"] == pytest.approx(m["dice_oracle"] / m["dice_real_test"])
     for key in ("ssim", "psnr", "rmse", "dice_real_test", "dice_synthetic", "augmentation_gain"):
         assert len(m["per_case"][key]) == m["n_test"] == p["n_test"], key
         low, high = m["ci"][key]
@@ -174,9 +179,12 @@ def test_05_evaluation(smoke_run):
     assert pc["positive_flagged"] == 1.0 and 0 <= pc["negative_flagged"] <= 1 and pc["negative_control_kind"] == "oracle"
     assert set(pc["synthetic_flagged"]) == {"from_train_maps", "from_test_maps"}
     aug = m["augmentation"]
-    assert aug["n_small"] == p["n_small"] and aug["n_new"] == p["n_new"] and set(aug["arms"]) == {
-        "real_small", "real_small_synthetic", "real_all"}
+    assert aug["n_small"] == p["n_small"] and aug["n_extra"] == {k: p["n_new"] for k in (
+        "oracle", "oracle_autoencoded", "synthetic")} and list(aug["arms"]) == [
+        "real_small", "real_small_oracle", "real_small_oracle_autoencoded", "real_small_synthetic", "real_all"]
     assert aug["gain_ci"][0] <= aug["gain"] <= aug["gain_ci"][1] and isinstance(aug["bar_holds"], bool)
+    assert aug["oracle_gain_ci"][0] <= aug["oracle_gain"] <= aug["oracle_gain_ci"][1] and aug["mix"] == 0.5
+    assert "fraction_of_oracle_gain" in aug
     assert np.isfinite(m["kid"]) and np.isfinite(m["kid_reference"]) and np.isfinite(m["kid_oracle"])
     assert (m["frd"] is None) == (m["frd_reference"] is None) == (m["frd_skipped"] is not None)
     assert set(m["paper_conventions"]) == {"psnr", "ssim", "fid_2d", "dice"}
@@ -206,7 +214,7 @@ def test_evaluate_cli_gives_the_notebooks_numbers(smoke_run_copy, capsys):
     for key in ("positive_flagged", "negative_flagged", "threshold"):  # same volumes, same controls
         assert cli["privacy_controls"][key] == pytest.approx(notebook["privacy_controls"][key], rel=1e-6), key
     assert cli["paper_conventions"]["psnr"] == pytest.approx(notebook["paper_conventions"]["psnr"], rel=1e-6)
-    assert cli["settings"] == notebook["settings"] and cli["segnet_seeds"] == notebook["segnet_seeds"]
+    assert cli["settings"] == notebook["settings"] and cli["judge_seeds"] == notebook["judge_seeds"]
 
 
 def test_every_notebook_wrote_its_declared_metrics_key(smoke_run):

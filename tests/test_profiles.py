@@ -78,3 +78,15 @@ def test_package_defaults_are_the_quick_profile(notebook, defaults_name):
         quick.pop("sample_every")
     differ = {k: (defaults.get(k), v) for k, v in quick.items() if _as_default(defaults.get(k)) != _as_default(v)}
     assert differ == {}
+
+
+def test_evaluate_run_defaults_are_the_quick_profile():
+    """medlsdm.evaluate.evaluate_run without arguments evaluates as notebook 05 does at quick."""
+    import inspect
+
+    from medlsdm.evaluate import evaluate_run
+
+    defaults = {k: v.default for k, v in inspect.signature(evaluate_run).parameters.items()}
+    quick = dict(PROFILES["quick"]["05"])
+    assert quick.pop("judge_options") == {} and defaults.pop("judge_options") is None  # both: JUDGE_DEFAULTS
+    assert {k: (defaults.get(k), v) for k, v in quick.items() if defaults.get(k) != v} == {}

@@ -165,7 +165,8 @@ def test_cli_synthesize_refuses_bad_arguments_before_loading_the_pipeline(tmp_pa
     (["--steps", "0"], "steps (--steps) must be a whole number >= 1, got 0"),
     (["--guidance", "nan"], "guidance_scale (--guidance) must be a finite number, got nan"),
     (["--n-test", "-1"], "n_test (--n-test) must be >= 1, got -1"),
-    (["--segnet-steps", "0"], "segnet_steps (--segnet-steps) must be >= 1, got 0"),
+    (["--judge-steps", "0"], "judge_steps (--judge-steps) must be >= 1, got 0"),
+    (["--judge-seeds", "0"], "judge_seeds (--judge-seeds) must be >= 1, got 0"),
 ])
 def test_cli_evaluate_refuses_bad_arguments_before_any_work(tmp_path, caplog, extra, message):
     """Issue 25 (Build: CLI values checked before any work): `medlsdm evaluate` refuses them

@@ -5,13 +5,16 @@ real arm already has those label maps. To ask whether a label-conditioned genera
 *add* data, it must be given label maps whose images nobody has — for the phantoms, fresh
 anatomies: case indices beyond the run's ``n_cases`` with the same kind, seed and grid as
 ``RUN/raw/<dataset>/phantom.json``, preprocessed as notebook 01 preprocessed the real cases.
-Their rendered images are thrown away; only the label maps are returned. (For real data the
-label maps would come from another source, e.g. a segmentation model run on unlabelled scans.)
+Their rendered images, each anatomy with its own appearance, are what a perfect generator could
+give for those label maps: the augmentation experiment's oracle arm trains on them, the synthetic
+arm on the generator's samples. (For real data the label maps would come from another source,
+e.g. a segmentation model run on unlabelled scans, and no oracle exists.)
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,14 +24,23 @@ from .oracle import phantom_source, preprocess_like_run
 log = logging.getLogger(__name__)
 
 
-def new_anatomies(data_dir: str | Path, n: int, *, first_index: int | None = None) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Label maps of ``n`` phantom anatomies that are not among the run's cases.
+class NewAnatomies(NamedTuple):
+    """What :func:`new_anatomies` returns."""
+
+    ids: list[str]  #: ``new_<index>``
+    images: list[np.ndarray]  #: oracle renders, ``(1, D, H, W)`` float32 in [-1, 1]
+    labels: list[np.ndarray]  #: ``(D, H, W)`` int64 label maps of the run's block shape
+    affines: list[np.ndarray]
+
+
+def new_anatomies(data_dir: str | Path, n: int, *, first_index: int | None = None) -> NewAnatomies:
+    """``n`` phantom anatomies that are not among the run's cases, with their oracle renders.
 
     Anatomy ``k`` is phantom case ``first_index + k`` (default ``first_index``: the phantom's
     ``n_cases``, so none of them is a case of the run), drawn with the run's phantom kind, seed
-    and grid, rendered once (:func:`medlsdm.data.phantom.render_case`) only so that the
-    preprocessing of notebook 01 (canonical orientation, resampling, crop/pad, depth block;
-    the manifest's settings) applies unchanged; the image is discarded.
+    and grid (:func:`medlsdm.data.phantom.render_case`: its own appearance factors, as a real
+    patient has) and preprocessed as notebook 01 preprocessed the run's cases (canonical
+    orientation, resampling, normalisation, crop/pad, depth block; the manifest's settings).
 
     Args:
         data_dir: the run's preprocessed data folder (``RUN/data``, from a phantom).
@@ -36,8 +48,7 @@ def new_anatomies(data_dir: str | Path, n: int, *, first_index: int | None = Non
         first_index: phantom case index of the first anatomy (>= the phantom's ``n_cases``).
 
     Returns:
-        ``(ids, labels, affines)``: ids ``new_<index>``, ``(D, H, W)`` int64 label maps of the
-        run's block shape, and their affines.
+        :class:`NewAnatomies` ``(ids, images, labels, affines)``.
 
     Raises:
         ConfigError: not a phantom run (:func:`medlsdm.evaluation.oracle.phantom_source`), ``n < 1``,
@@ -54,12 +65,13 @@ def new_anatomies(data_dir: str | Path, n: int, *, first_index: int | None = Non
     if start < n_cases:
         raise ConfigError(f"new_anatomies: first_index {start} is a case of the run (the phantom has {n_cases} cases); "
                           f"use an index >= {n_cases}")
-    ids, labels, affines = [], [], []
+    ids, images, labels, affines = [], [], [], []
     for index in range(start, start + int(n)):
         image, label, affine, _ = render_case(source["kind"], source["seed"], index, source.get("shape"))
         block = preprocess_like_run(manifest, image, label, affine)
         ids.append(f"new_{index:03d}")
+        images.append(np.asarray(block.image, np.float32))
         labels.append(np.asarray(block.label, np.int64))
         affines.append(np.asarray(block.affine, np.float64))
     log.info("new_anatomies: %d label maps from phantom cases %d-%d", n, start, start + int(n) - 1)
-    return ids, labels, affines
+    return NewAnatomies(ids, images, labels, affines)

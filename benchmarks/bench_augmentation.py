@@ -1,0 +1,168 @@
+"""Benchmark: does synthetic data help a segmentation network, pooled over generator seeds? (quality)
+
+Notebook 05 trains one generator and measures its augmentation arms with the quick judge; one
+generator's result says nothing about the next training of it. This benchmark trains the
+generator (notebooks 01-03, quick settings) with several seeds on the same data, then trains the
+judge of :mod:`medlsdm.training.judge` per arm and judge seed, and reports every arm pooled over
+generator and judge seeds, each gain over real-small with a bootstrap CI that resamples
+generators, then judge seeds within them, then the test cases
+(:func:`medlsdm.metrics.statistics.hierarchical_bootstrap_ci`). The arms are notebook 05's
+(:func:`medlsdm.evaluate.augmentation_experiment`); ``real_small``, ``real_small_oracle`` and
+``real_all`` need no generator and are measured once per judge seed.
+
+    python benchmarks/bench_augmentation.py --work /tmp/ba train --generator-seed 1
+    python benchmarks/bench_augmentation.py --work /tmp/ba arms --run /tmp/ba/runs/g1 --judge-seeds 0,1
+    python benchmarks/bench_augmentation.py --work /tmp/ba report   # benchmarks/results/augmentation.md
+
+``arms --arms real_small,real_small_oracle,real_all`` measures the generator-free arms alone;
+``--judge-options '{"max_steps": 1000}'`` sets the judge (default: notebook 05's quick judge).
+Judges train on one thread; rows are appended to ``WORK/rows.jsonl`` as they finish.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py)
+
+ARMS = ("real_small", "real_small_oracle", "real_small_oracle_autoencoded", "real_small_synthetic", "real_all")
+#: Arms whose training data no generator makes: measured once, shared by every generator seed.
+GENERATOR_FREE = ("real_small", "real_small_oracle", "real_all")
+
+
+def train(work: Path, generator_seed: int) -> None:
+    """Notebooks 01 (data, seed 0 for every generator) and 02-03 (``seed`` = the generator seed)."""
+    run = work / "runs" / f"g{generator_seed}"
+    medlsdm = [sys.executable, "-m", "medlsdm.cli", "run", "--profile", "quick", "--run-dir", str(run)]
+    subprocess.run(medlsdm + ["--only", "01"], check=True)
+    subprocess.run(medlsdm + ["--only", "02,03", "-p", f"seed={generator_seed}"], check=True)
+
+
+def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], options: dict) -> None:
+    """Train the judges of the arms ``names`` (one per judge seed) and append their Dice on the test cases."""
+    import torch
+
+    from medlsdm import evaluate as ev
+    from medlsdm.data.prepare import load_manifest
+    from medlsdm.data.splits import load_split
+    from medlsdm.pipelines.loading import load_pipeline
+    from medlsdm.profiles import notebook_parameters
+    from medlsdm.rundir import RunDir
+
+    torch.set_num_threads(1)
+    p = notebook_parameters("quick", "05")
+    options = {**p["judge_options"], **options}
+    run = RunDir(run_dir)
+    manifest, split = load_manifest(run.data), load_split(run.split_path)
+    classes = manifest["classes"]
+    train_cases, val, test = (ev.real_cases(run, split[k]) for k in ("train", "val", "test"))
+    small = ev.Cases(*(getattr(train_cases, f)[:p["n_small"]] for f in ("ids", "images", "labels", "affines")))
+    if set(names) <= set(GENERATOR_FREE):  # no generator needed: the oracle renders alone
+        extras = {"oracle": ev.new_anatomy_oracle(run, ev.new_anatomy_labels(run, p["n_new"])[0])}
+    else:
+        pipe = load_pipeline(run.root)
+        syn, _ = ev.synthetic_sets(run, pipe, split, n_test=0, n_train_maps=0, n_new=p["n_new"], seed=0)
+        extras = ev.augmentation_extras(run, pipe, syn["new"])
+    generator = None if set(names) <= set(GENERATOR_FREE) else json.loads((run.root / "metrics.json").read_text()).get(
+        "03_diffusion", {}).get("settings", {}).get("seed")
+    for name in names:
+        cases = train_cases if name == "real_all" else small
+        extra = extras[name.removeprefix("real_small_")] if name.startswith("real_small_") else None
+        for seed in judge_seeds:
+            t0 = time.perf_counter()
+            model = ev._train_seeds(cases, val, len(classes), seeds=[seed], options=options, progress=False,
+                                    extra=extra)[0]
+            dice = ev.dice_over_seeds([model], test, classes)
+            append_row(work, {"run": str(run_dir), "generator": None if name in GENERATOR_FREE else generator,
+                              "arm": name, "judge_seed": seed, "options": options, "organ": dice["organ"],
+                              "lesion": dice["lesion"], "lesions_found": dice["lesions_found"][0],
+                              "lesions_total": dice["lesions_total"][0], "best_step": model.best_step,
+                              "stopped_step": model.stopped_step, "seconds": round(time.perf_counter() - t0, 1)})
+
+
+def pooled(rows: list[dict], arm: str) -> np.ndarray:
+    """``(judge seeds, cases)`` organ Dice of a generator-free arm, or ``(generators, judge seeds, cases)``."""
+    mine = [r for r in rows if r["arm"] == arm]
+    generators = sorted({r["generator"] for r in mine}, key=str)
+    by = [[r["organ"] for r in sorted(mine, key=lambda r: r["judge_seed"]) if r["generator"] == g] for g in generators]
+    if len({len(b) for b in by}) != 1:
+        raise SystemExit(f"{arm}: generators with different numbers of judge seeds: {[len(b) for b in by]}")
+    return np.asarray(by[0] if arm in GENERATOR_FREE else by, float)
+
+
+def report(rows: list[dict]) -> str:
+    from medlsdm.metrics.statistics import hierarchical_bootstrap_ci
+
+    measured = [a for a in ARMS if any(r["arm"] == a for r in rows)]
+    base = pooled(rows, "real_small") if "real_small" in measured else None
+    lines = [f"# Augmentation arms pooled over generator and judge seeds", "",
+             f"Written by `benchmarks/bench_augmentation.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
+             f"{platform.machine()}, quick profile, test split (12 cases). Judge: {rows[0]['options']}. "
+             "Gain: organ Dice over real-small, per test case; CI: 95 % bootstrap over generators, judge seeds "
+             "within them, and cases.", "",
+             "| arm | generators | judge seeds | organ Dice | gain over real-small | 95 % CI | lesion Dice | lesions found | "
+             "best / stopped steps | s per judge |", "|---|---|---|---|---|---|---|---|---|---|"]
+    gains = {}
+    for arm in measured:
+        mine = [r for r in rows if r["arm"] == arm]
+        dice = pooled(rows, arm)
+        gain, ci = "", ""
+        if base is not None and arm != "real_small":
+            gains[arm] = float(dice.mean() - base.mean())
+            lo, hi = hierarchical_bootstrap_ci(dice, base, seed=0)
+            gain, ci = f"{gains[arm]:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]"
+        lesion = np.nanmean([v for r in mine for v in r["lesion"]])
+        found = sum(r["lesions_found"] for r in mine) / max(1, sum(r["lesions_total"] for r in mine))
+        n_gen = len({r["generator"] for r in mine}) if arm not in GENERATOR_FREE else "–"
+        lines.append(f"| {arm.replace('_', ' ')} | {n_gen} | {len({r['judge_seed'] for r in mine})} | {dice.mean():.3f} | "
+                     f"{gain} | {ci} | {lesion:.3f} | {found:.2f} | "
+                     f"{[r['best_step'] for r in mine]} / {[r['stopped_step'] for r in mine]} | "
+                     f"{np.mean([r['seconds'] for r in mine]):.0f} |")
+    if "real_small_synthetic" in gains and gains.get("real_small_oracle", 0) > 0:
+        lines += ["", f"Synthetic arm's share of the oracle arm's gain: "
+                      f"{gains['real_small_synthetic'] / gains['real_small_oracle']:.2f}."]
+    lines += ["", "Rows (one per arm, generator and judge seed):", "", "```json",
+              *[json.dumps({k: v for k, v in r.items() if k not in ("organ", "lesion")}) for r in rows], "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "augmentation.md")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--generator-seed", type=int, required=True)
+    a = sub.add_parser("arms")
+    a.add_argument("--run", type=Path, required=True)
+    a.add_argument("--arms", default=",".join(ARMS))
+    a.add_argument("--judge-seeds", default="0,1")
+    a.add_argument("--judge-options", default="{}")
+    sub.add_parser("report")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.cmd == "train":
+        train(args.work, args.generator_seed)
+    elif args.cmd == "arms":
+        names = args.arms.split(",")
+        unknown = sorted(set(names) - set(ARMS))
+        if unknown:
+            raise SystemExit(f"unknown arm(s) {unknown}; choose from {ARMS}")
+        arms(args.work, args.run, names, [int(s) for s in args.judge_seeds.split(",")], json.loads(args.judge_options))
+    else:
+        write_report(args.work, args.out, report)
+
+
+if __name__ == "__main__":
+    main()
