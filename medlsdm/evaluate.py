@@ -460,7 +460,7 @@ def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
 
 def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: int = 50, guidance_scale: float = 1.0,
                  seed: int = 0, n_test: int | None = None, judge_seeds: int = 2, judge_options: Mapping[str, Any] | None = None,
-                 n_train_maps: int | None = 6, augment: bool = True, n_small: int = 4, n_new: int = 12,
+                 n_train_maps: int | None = 4, augment: bool = True, n_small: int = 4, n_new: int = 12,
                  frd: bool = True, weights: Mapping[str, Any] | None = None, progress: bool = True,
                  **_notebook_only) -> dict[str, Any]:
     """All evaluation steps on a run, as notebook 05 runs them; writes and returns ``metrics.json["05_evaluation"]``.

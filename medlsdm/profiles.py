@@ -81,7 +81,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # Validation, benchmarks/results/factor_spread.md (two training seeds each): the within-map
         # spread ratio of liver rose from 0.28 / 0.29 to 0.41 / 0.38; bone (0.18 / 0.26 -> 0.23 / 0.27)
         # and kidney (0.47 / 0.54 -> 0.57 / 0.50) barely moved: still well below the oracle's ~1.
-        "03": dict(steps=1600, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
+        "03": dict(steps=1500, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
                    conditioning="concat", prediction_type="v_prediction", ema_decay=0.99, appearance_swaps=3,
                    sample_every=400),
         # DDPM-1000 is the reference sampler: 27.7 s a volume in a fresh-clone demo, so the scheduler table uses one map
@@ -90,7 +90,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                    compare_maps=1, compare_samples=2),
         # 2 judge seeds × 5 augmentation arms (the real-all arm is the judge itself); the judge's quick recipe is
         # medlsdm.training.judge.JUDGE_DEFAULTS (judge_options adds to it), chosen in benchmarks/results/judge.md
-        "05": dict(steps=50, n_test=None, judge_seeds=2, judge_options={}, n_train_maps=6, n_small=4, n_new=12),
+        "05": dict(steps=50, n_test=None, judge_seeds=2, judge_options={}, n_train_maps=4, n_small=4, n_new=12),
         # 207 s on one thread in a fresh-clone demo (VQ-VAE 300 steps 55 s, the three LDMs of 400
         # steps 114 s together, sampling with guidance 19 s).
         # Held-out SSIM: edges+semantic 0.48 > semantic 0.41 > edges 0.29 (64 slices, 8 patients)

@@ -56,7 +56,7 @@ DIFFUSION_DEFAULTS: dict[str, Any] = dict(
     # weight of a multiscale term: the squared error of the 4× average-pooled prediction (0: off)
     lowres_weight=0.0,
     # optimisation
-    steps=1600, batch_size=4, lr=1e-3, lr_schedule="constant", warmup_steps=0,
+    steps=1500, batch_size=4, lr=1e-3, lr_schedule="constant", warmup_steps=0,
     gradient_accumulation_steps=1, max_grad_norm=1.0,
     mixed_precision="no", seed=0,
     # bookkeeping
