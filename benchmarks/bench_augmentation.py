@@ -7,7 +7,7 @@ judge of :mod:`medlsdm.training.judge` per arm and judge seed, and reports every
 generator and judge seeds, each gain over real-small with a bootstrap CI that resamples
 generators, then judge seeds within them, then the test cases
 (:func:`medlsdm.metrics.statistics.hierarchical_bootstrap_ci`). The arms are notebook 05's
-(:func:`medlsdm.evaluate.augmentation_experiment`); ``real_small``, ``real_small_oracle`` and
+(:func:`medlsdm.evaluate_augmentation.augmentation_experiment`); ``real_small``, ``real_small_oracle`` and
 ``real_all`` need no generator and are measured once per judge seed.
 
     python benchmarks/bench_augmentation.py --work /tmp/ba train --generator-seed 1
@@ -49,11 +49,12 @@ def train(work: Path, generator_seed: int) -> None:
     subprocess.run(medlsdm + ["--only", "02,03", "-p", f"seed={generator_seed}"], check=True)
 
 
-def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], options: dict) -> None:
+def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], options: dict, generator: int) -> None:
     """Train the judges of the arms ``names`` (one per judge seed) and append their Dice on the test cases."""
     import torch
 
     from medlsdm import evaluate as ev
+    from medlsdm import evaluate_augmentation as aug_ev
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
     from medlsdm.pipelines.loading import load_pipeline
@@ -69,19 +70,17 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     train_cases, val, test = (ev.real_cases(run, split[k]) for k in ("train", "val", "test"))
     small = ev.Cases(*(getattr(train_cases, f)[:p["n_small"]] for f in ("ids", "images", "labels", "affines")))
     if set(names) <= set(GENERATOR_FREE):  # no generator needed: the oracle renders alone
-        extras = {"oracle": ev.new_anatomy_oracle(run, ev.new_anatomy_labels(run, p["n_new"])[0])}
+        extras = {"oracle": aug_ev.new_anatomy_oracle(run, ev.new_anatomy_labels(run, p["n_new"])[0])}
     else:
         pipe = load_pipeline(run.root)
         syn, _ = ev.synthetic_sets(run, pipe, split, n_test=0, n_train_maps=0, n_new=p["n_new"], seed=0)
-        extras = ev.augmentation_extras(run, pipe, syn["new"])
-    generator = None if set(names) <= set(GENERATOR_FREE) else json.loads((run.root / "metrics.json").read_text()).get(
-        "03_diffusion", {}).get("settings", {}).get("seed")
+        extras = aug_ev.augmentation_extras(run, pipe, syn["new"])
     for name in names:
         cases = train_cases if name == "real_all" else small
         extra = extras[name.removeprefix("real_small_")] if name.startswith("real_small_") else None
         for seed in judge_seeds:
             t0 = time.perf_counter()
-            model = ev._train_seeds(cases, val, len(classes), seeds=[seed], options=options, progress=False,
+            model = ev.train_judges(cases, val, len(classes), seeds=[seed], options=options, progress=False,
                                     extra=extra)[0]
             dice = ev.dice_over_seeds([model], test, classes)
             append_row(work, {"run": str(run_dir), "generator": None if name in GENERATOR_FREE else generator,
@@ -149,6 +148,7 @@ def main() -> None:
     a.add_argument("--arms", default=",".join(ARMS))
     a.add_argument("--judge-seeds", default="0,1")
     a.add_argument("--judge-options", default="{}")
+    a.add_argument("--generator-seed", type=int, default=0, help="the seed notebooks 02-03 of --run trained with")
     sub.add_parser("report")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,8 @@ def main() -> None:
         unknown = sorted(set(names) - set(ARMS))
         if unknown:
             raise SystemExit(f"unknown arm(s) {unknown}; choose from {ARMS}")
-        arms(args.work, args.run, names, [int(s) for s in args.judge_seeds.split(",")], json.loads(args.judge_options))
+        arms(args.work, args.run, names, [int(s) for s in args.judge_seeds.split(",")], json.loads(args.judge_options),
+             args.generator_seed)
     else:
         write_report(args.work, args.out, report)
 

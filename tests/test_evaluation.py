@@ -7,8 +7,9 @@ import pytest
 
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import ConfigError, DataError
-from medlsdm.evaluate import (Cases, augmentation_experiment, image_quality, pipeline_digest, read_cases,
+from medlsdm.evaluate import (Cases, image_quality, pipeline_digest, read_cases,
                               synthetic_folder, synthetic_sets)
+from medlsdm.evaluate_augmentation import EXTRA_SETS, augmentation_experiment
 from medlsdm.evaluate_report import augmentation_verdict, results_tables, with_ci
 from medlsdm.evaluation.segmentation import average_over_seeds, case_scores, lesion_classes
 from medlsdm.rundir import RunDir
@@ -148,7 +149,7 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
 
     image, label = _case(0)
     cases = Cases([f"c{i}" for i in range(6)], [image[None]] * 6, [label] * 6, [AFFINE] * 6)
-    extras = {name: Cases([f"{name}_0"], [image[None]], [label], [AFFINE]) for name in ev.EXTRA_SETS}
+    extras = {name: Cases([f"{name}_0"], [image[None]], [label], [AFFINE]) for name in EXTRA_SETS}
     test = Cases([f"t{i}" for i in range(4)], [image[None]] * 4, [label] * 4, [AFFINE] * 4)
     seen = []
     organ = {"small": [0.5] * 4, "oracle": [0.7] * 4, "oracle_autoencoded": [0.6] * 4,
@@ -163,12 +164,12 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
         return {"organ": values, "lesion": [float("nan")] * 4, "organ_per_seed": [np.mean(values)] * len(models),
                 "organ_by_seed": [values] * len(models)}
 
-    monkeypatch.setattr(ev, "_train_seeds", fake_train)
+    monkeypatch.setattr(ev, "train_judges", fake_train)
     monkeypatch.setattr(ev, "dice_over_seeds", fake_dice)
     real_all = {"organ": [0.8] * 4, "lesion": [0.1] * 4, "organ_per_seed": [0.79, 0.8, 0.81], "organ_by_seed": [[0.8] * 4] * 3}
     aug = augmentation_experiment(cases, cases, test, extras, ["bg", "a", "b"], real_all, n_small=2, seeds=[0, 1, 2])
     # the small arm is the first n_small training cases, in every arm, each extra set added on its own
-    assert seen == [(["c0", "c1"], None)] + [(["c0", "c1"], [f"{n}_0"]) for n in ev.EXTRA_SETS]
+    assert seen == [(["c0", "c1"], None)] + [(["c0", "c1"], [f"{n}_0"]) for n in EXTRA_SETS]
     assert list(aug["arms"]) == ["real_small", "real_small_oracle", "real_small_oracle_autoencoded",
                                  "real_small_synthetic", "real_all"]
     assert aug["oracle_gain"] == pytest.approx(0.2) and aug["gain"] == pytest.approx(0.155)
