@@ -100,7 +100,7 @@ def pooled(rows: list[dict], arm: str) -> np.ndarray:
     return np.asarray(by[0] if arm in GENERATOR_FREE else by, float)
 
 
-def report(rows: list[dict]) -> str:
+def report(rows: list[dict], note: str = "") -> str:
     from medlsdm.metrics.statistics import hierarchical_bootstrap_ci
 
     measured = [a for a in ARMS if any(r["arm"] == a for r in rows)]
@@ -109,7 +109,7 @@ def report(rows: list[dict]) -> str:
              f"Written by `benchmarks/bench_augmentation.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
              f"{platform.machine()}, quick profile, test split (12 cases). Judge: {rows[0]['options']}. "
              "Gain: organ Dice over real-small, per test case; CI: 95 % bootstrap over generators, judge seeds "
-             "within them, and cases.", "",
+             "within them, and cases." + (f" {note}" if note else ""), "",
              "| arm | generators | judge seeds | organ Dice | gain over real-small | 95 % CI | lesion Dice | lesions found | "
              "best / stopped steps | s per judge |", "|---|---|---|---|---|---|---|---|---|---|"]
     gains = {}
@@ -149,7 +149,8 @@ def main() -> None:
     a.add_argument("--judge-seeds", default="0,1")
     a.add_argument("--judge-options", default="{}")
     a.add_argument("--generator-seed", type=int, default=0, help="the seed notebooks 02-03 of --run trained with")
-    sub.add_parser("report")
+    r = sub.add_parser("report")
+    r.add_argument("--note", default="", help="a sentence on the conditions of this run, printed under the table's header")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.cmd == "train":
@@ -162,7 +163,7 @@ def main() -> None:
         arms(args.work, args.run, names, [int(s) for s in args.judge_seeds.split(",")], json.loads(args.judge_options),
              args.generator_seed)
     else:
-        write_report(args.work, args.out, report)
+        write_report(args.work, args.out, lambda rows: report(rows, args.note))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py
 #: recipe name → train_judge options beyond the step budget and the validation cadence
 RECIPES = {
     "basicunet": {"network": "basicunet"},
-    "basicunet-cb": {"network": "basicunet", "class_balance": 0.5},
     "segnet": {"network": "segnet"},
 }
 
@@ -63,14 +62,14 @@ def measure(run_dir: Path, work: Path, recipe: str, steps: int, seed: int) -> No
                       "per_class": {k: round(v, 3) for k, v in dice["per_class"].items()}})
 
 
-def report(rows: list[dict]) -> str:
+def report(rows: list[dict], note: str = "") -> str:
     lines = ["# Judge networks side by side", "",
              f"Written by `benchmarks/bench_judge.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
              f"{platform.machine()}, one thread per network, quick torso phantom (36 training, 12 validation, 12 test "
              "cases), 16×32×32 crops in batches of 2, each network kept at its best validation Dice (checked 5 times). Organ: mean Dice of the "
              "foreground classes but the lesion, per test case, then averaged; lesions found: test lesions (connected "
              "components) the prediction touches. Seconds include the validation passes; rows that ran beside another "
-             "job are slower by up to ~1.4x.", "",
+             "job are slower by up to ~1.4x." + (f" {note}" if note else ""), "",
              "| recipe | steps | seconds | best step | organ Dice (test) | lesion Dice | lesions found | kidney | aorta |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["recipe"], r["steps"])):
@@ -92,13 +91,14 @@ def main() -> None:
     m.add_argument("--recipe", choices=sorted(RECIPES), required=True)
     m.add_argument("--steps", type=int, required=True)
     m.add_argument("--seed", type=int, default=0)
-    sub.add_parser("report")
+    r = sub.add_parser("report")
+    r.add_argument("--note", default="", help="a sentence on the conditions of this run, printed under the table's header")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.cmd == "measure":
         measure(args.run, args.work, args.recipe, args.steps, args.seed)
     else:
-        write_report(args.work, args.out, report)
+        write_report(args.work, args.out, lambda rows: report(rows, args.note))
 
 
 if __name__ == "__main__":
