@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from ..data.store import as_cases
 from ..errors import ConfigError, DataError
 from .cores import follow_free_cores
-from .segnet import class_balance_weights
+from .segnet import class_balance_weights, validation_dice
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +137,15 @@ class _Crops:
         small = [i for i, lb in enumerate(labels) if any(c > s for c, s in zip(crop, lb.shape))]
         if small:
             raise DataError(f"case(s) {small[:5]} smaller than crop_shape {crop}")
-        self.voxels = [{int(c): np.flatnonzero(lb == c) for c in np.unique(lb) if c > 0} for lb in labels]
+        # voxel indices per foreground class, only when crops are centred on classes
+        self.voxels = [{int(c): np.flatnonzero(lb == c) for c in np.unique(lb) if c > 0} if self.foreground > 0 else {}
+                       for lb in labels]
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         k = int(rng.integers(len(self.images)))
         label, shape = self.labels[k], self.labels[k].shape
         classes = sorted(self.voxels[k])
-        if classes and rng.random() < self.foreground:
+        if rng.random() < self.foreground and classes:  # the draw is made whatever the share (seeded crops stay put)
             flat = self.voxels[k][classes[int(rng.integers(len(classes)))]]
             centre = np.unravel_index(int(flat[int(rng.integers(len(flat)))]), shape)
             start = [int(np.clip(c - s // 2, 0, n - s)) for c, s, n in zip(centre, self.crop, shape)]
@@ -151,14 +153,6 @@ class _Crops:
             start = [int(rng.integers(0, n - s + 1)) for s, n in zip(self.crop, shape)]
         window = tuple(slice(a, a + s) for a, s in zip(start, self.crop))
         return self.images[k][(slice(None), *window)], label[window]
-
-
-def _validation_dice(model: nn.Module, images, labels, num_classes: int) -> float:
-    from ..evaluation.segmentation import evaluate_dice
-
-    score = evaluate_dice(model, images, labels, num_classes)["mean"]
-    model.train()
-    return score if np.isfinite(score) else -1.0
 
 
 def _network(network: str, num_classes: int, features: Sequence[int]) -> nn.Module:
@@ -261,7 +255,7 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
             follow_free_cores()  # a lane beside this one may have ended (medlsdm run --jobs 2)
         done = step + 1
         if done % every == 0 or done == steps:
-            score = _validation_dice(model, val_images, val_labels, num_classes)
+            score = validation_dice(model, val_images, val_labels, num_classes)
             val_history.append((done, score))
             if best is None or score > best[0]:
                 best = (score, done, {k: v.detach().clone() for k, v in model.state_dict().items()})

@@ -111,7 +111,8 @@ def _crop_and_flip(image: np.ndarray, label: np.ndarray, crop: tuple[int, ...] |
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
-def _validation_dice(model: SegNet, images, labels, num_classes: int) -> float:
+def validation_dice(model, images, labels, num_classes: int) -> float:
+    """Mean foreground Dice on validation cases (-1 when undefined), the model left in train mode."""
     from ..evaluation.segmentation import evaluate_dice
 
     score = evaluate_dice(model, images, labels, num_classes)["mean"]
@@ -235,7 +236,7 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
             follow_free_cores()  # a lane beside this one may have ended (medlsdm run --jobs 2)
         done = step + 1
         if validate and ((eval_every and done % int(eval_every) == 0) or done == int(steps)):
-            score = _validation_dice(model, val_images, val_labels, int(num_classes))
+            score = validation_dice(model, val_images, val_labels, int(num_classes))
             val_history.append((done, score))
             if best is None or score > best[0]:
                 best = (score, done, {k: v.detach().clone() for k, v in model.state_dict().items()})
