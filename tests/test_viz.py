@@ -168,6 +168,11 @@ def test_orthogonal_legend_colorbars_in_hu_and_mm(volume):
     assert legend_texts(fig) == ["lesion"]
     fig = viz.plot_orthogonal({"a": (image, label)}, overlay=False, class_names=["background", "liver", "lesion"])
     assert not fig.legends and not any(contours(ax) for ax in panels(fig))
+    # real and reconstruction share one bar; the error row has its own colours, unit and bar
+    fig = viz.plot_orthogonal({"real": (image, None), "reconstruction": (image, None), "|error|": (image * 0, None)},
+                              window={"|error|": (0, 0.5)}, cmap={"|error|": "magma"}, units={"|error|": "|error|"})
+    assert colorbar_labels(fig) == ["intensity (normalised)", "|error|"]
+    assert rows_of(fig)[2][0].images[0].get_cmap().name == "magma"
 
 
 def test_plot_edit_outlines_the_region_and_shows_the_difference(volume):

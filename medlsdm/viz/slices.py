@@ -188,8 +188,9 @@ def plot_orthogonal(
     Each row may have its own shape (e.g. raw and preprocessed); ``indices`` (one per view)
     default to the centre of each volume. ``window``, ``spacing``, ``units`` (the colour bar's
     label) and ``cmap`` are one value or one per row name (rows not named get -1 … 1, no
-    spacing, normalised intensity, grey). With a spacing the axes read in mm. Each row gets a
-    colour bar (with an HU scale when ``hu`` is given and the row is normalised); with
+    spacing, normalised intensity, grey). With a spacing the axes read in mm. Consecutive rows
+    with the same colours share a colour bar (with an HU scale when ``hu`` is given and the rows
+    are normalised); with
     ``class_names`` the label contours get a class legend.
     """
     import matplotlib.pyplot as plt
@@ -198,7 +199,7 @@ def plot_orthogonal(
     num_classes = num_classes or (len(class_names) if class_names else None)
     fig, axes = plt.subplots(len(rows), len(views), figsize=(3.4 * len(views) + 0.8, 3.1 * len(rows) + 0.4),
                              squeeze=False, layout="constrained")
-    present = set()
+    present, bars = set(), []  # bars: [key, image, axes] of consecutive rows sharing a colour bar
     for r, (name, (image, label)) in enumerate(rows):
         vmin, vmax = _per_row(window, name, (-1.0, 1.0))
         row_spacing = _per_row(spacing, name, None)
@@ -213,8 +214,13 @@ def plot_orthogonal(
                 mm_axes(axes[r, c], view)
             else:
                 no_axes(axes[r, c])
-        unit = _per_row(units, name, NORMALISED)
-        add_colorbar(fig, im, axes[r, :], unit, hu=hu if unit == NORMALISED else None)
+        key = (_per_row(cmap, name, "gray"), vmin, vmax, _per_row(units, name, NORMALISED))
+        if bars and bars[-1][0] == key:
+            bars[-1][2].extend(axes[r, :])
+        else:
+            bars.append([key, im, list(axes[r, :])])
+    for (_, _, _, unit), im, bar_axes in bars:
+        add_colorbar(fig, im, bar_axes, unit, hu=hu if unit == NORMALISED else None, rows=len(bar_axes) // len(views))
     if class_names is not None and present:
         add_class_legend(fig, class_names, present)
     if title:
@@ -259,7 +265,8 @@ def plot_slice_grid(
     """A grid of central slices: one row per name, one column per volume ``(D, H, W)`` or
     2-D slice ``(H, W)`` (a one-slice volume; a leading axis of size 1 is dropped).
 
-    ``labels`` (one per column) are drawn as contours on every row; ``overlays`` gives rows
+    ``col_titles`` go over each column's first panel; ``labels`` (one per column) are drawn as
+    contours on every row; ``overlays`` gives rows
     their own label maps (row name → one per column); ``ranges`` gives rows their own value
     window (row name → ``(vmin, vmax)``, e.g. ``(0, 1)`` for edge maps; other rows get
     ``vmin`` … ``vmax``); ``cmap`` and ``units`` (the colour bar's label) are one value or one
@@ -297,7 +304,7 @@ def plot_slice_grid(
                 image = draw_slice(ax, plane, lab, num_classes=num_classes, vmin=lo, vmax=hi, cmap=row_cmap,
                                    extent=slice_extent(plane.shape, view, spacing))
                 present |= set() if lab is None else set(np.unique(lab).tolist())
-                if r == 0 and col_titles is not None:
+                if col_titles is not None and r == min(i for i, n in enumerate(names) if c < len(rows[n])):
                     ax.set_title(col_titles[c], fontsize=9)
                 last = r == len(names) - 1 and c + per >= ncols  # no panel below it
                 if spacing is not None:
