@@ -36,6 +36,14 @@ def legend_texts(fig):
     return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture
 def volume():
     rng = np.random.default_rng(0)
@@ -192,6 +200,13 @@ def test_plot_edit_outlines_the_region_and_shows_the_difference(volume):
     assert legend_texts(fig) == ["inserted lesion"]
     x, y = viz.slice_position((4, 6, 7), "axial", (6.0, 5.5, 5.5))  # the zoom is centred on the region
     assert rows[0][0].get_xlim() == (x - 20, x + 20) and rows[0][0].get_ylim() == (y - 20, y + 20)
+    # the grey window: the local percentiles of before, in the box of half the zoom, ±10 mm rounded outwards
+    # (±1.7 slices of 6 mm about slice 4: 2..5; ±1.8 rows and columns of 5.5 mm about 6 and 7: 4..7 and 5..8)
+    box = image[2:6, 4:8, 5:9]
+    np.testing.assert_allclose(rows[0][0].images[0].get_clim(), np.percentile(box, [1, 99]), rtol=1e-6)
+    assert rows[1][0].images[0].get_clim() == rows[0][0].images[0].get_clim()
+    fig = viz.plot_edit(image, after, mask, centre=(4, 6, 7), window=(-1.0, 1.0))  # voxels, the window given
+    assert rows_of(fig)[0][0].images[0].get_clim() == (-1.0, 1.0) and rows_of(fig)[0][0].get_xlabel() == ""
 
 
 def test_class_values_every_bar_visible_and_labelled():

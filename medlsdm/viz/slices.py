@@ -334,6 +334,7 @@ def plot_edit(
     hu: tuple[float, float] | None = None,
     region: str = "inserted lesion",
     zoom_mm: float | None = None,
+    window: tuple[float, float] | None = None,
 ):
     """An edit of a volume: rows before, after and after − before, one column per view through
     ``centre``; the edited region (``mask``, ``(D, H, W)`` bool) outlined on every panel.
@@ -342,6 +343,9 @@ def plot_edit(
     change, so a change too faint to see in the grey rows still shows; with ``hu`` the colour
     bars get HU (ΔHU) scales; ``zoom_mm`` shows only a square of that half-width (mm, voxels
     without a spacing) around ``centre``, for a region too small to see in the whole slice.
+    ``window`` (the grey rows' value range) defaults to the 1st-99th percentile of ``before`` in
+    a box of half the zoom about ``centre`` (the whole volume without a zoom): the tissue the
+    region sits in, as an organ window would show it, so a faint edit shows in the grey rows too.
     """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -349,7 +353,12 @@ def plot_edit(
     before, after, mask = as_3d(before), as_3d(after), as_3d(mask).astype(bool)
     diff = after - before
     span = float(np.abs(diff).max()) or 1e-6
-    rows = [("before", before, "gray", (-1.0, 1.0)), ("after", after, "gray", (-1.0, 1.0)),
+    if window is None:
+        box = tuple(slice(None) if zoom_mm is None else
+                    slice(max(0, int(c - zoom_mm / 2 / s)), int(c + zoom_mm / 2 / s) + 1)
+                    for c, s in zip(centre, spacing if spacing is not None else (1.0, 1.0, 1.0)))
+        window = tuple(float(v) for v in np.percentile(before[box], [1, 99]))
+    rows = [("before", before, "gray", window), ("after", after, "gray", window),
             ("after − before", diff, "RdBu_r", (-span, span))]
     fig, axes = plt.subplots(len(rows), len(views), figsize=(3.4 * len(views) + 0.8, 3.1 * len(rows) + 0.4),
                              squeeze=False, layout="constrained")
