@@ -200,10 +200,11 @@ def test_plot_edit_outlines_the_region_and_shows_the_difference(volume):
     assert legend_texts(fig) == ["inserted lesion"]
     x, y = viz.slice_position((4, 6, 7), "axial", (6.0, 5.5, 5.5))  # the zoom is centred on the region
     assert rows[0][0].get_xlim() == (x - 20, x + 20) and rows[0][0].get_ylim() == (y - 20, y + 20)
-    # the grey window: the local percentiles of before, in the box of half the zoom, ±10 mm rounded outwards
-    # (±1.7 slices of 6 mm about slice 4: 2..5; ±1.8 rows and columns of 5.5 mm about 6 and 7: 4..7 and 5..8)
-    box = image[2:6, 4:8, 5:9]
-    np.testing.assert_allclose(rows[0][0].images[0].get_clim(), np.percentile(box, [1, 99]), rtol=1e-6)
+    # the grey window: the local percentiles of before and after, in the box of half the zoom, ±10 mm rounded
+    # outwards (±1.7 slices of 6 mm about slice 4: 2..5; ±1.8 rows and columns of 5.5 mm about 6 and 7: 4..7, 5..8)
+    box = (slice(2, 6), slice(4, 8), slice(5, 9))
+    expected = np.percentile(np.concatenate([image[box].ravel(), after[box].ravel()]), [1, 99])
+    np.testing.assert_allclose(rows[0][0].images[0].get_clim(), expected, rtol=1e-6)
     assert rows[1][0].images[0].get_clim() == rows[0][0].images[0].get_clim()
     fig = viz.plot_edit(image, after, mask, centre=(4, 6, 7), window=(-1.0, 1.0))  # voxels, the window given
     assert rows_of(fig)[0][0].images[0].get_clim() == (-1.0, 1.0) and rows_of(fig)[0][0].get_xlabel() == ""

@@ -343,9 +343,10 @@ def plot_edit(
     change, so a change too faint to see in the grey rows still shows; with ``hu`` the colour
     bars get HU (ΔHU) scales; ``zoom_mm`` shows only a square of that half-width (mm, voxels
     without a spacing) around ``centre``, for a region too small to see in the whole slice.
-    ``window`` (the grey rows' value range) defaults to the 1st-99th percentile of ``before`` in
-    a box of half the zoom about ``centre`` (the whole volume without a zoom): the tissue the
-    region sits in, as an organ window would show it, so a faint edit shows in the grey rows too.
+    ``window`` (the grey rows' value range) defaults to the 1st-99th percentile of ``before`` and
+    ``after`` in a box of half the zoom about ``centre`` (the whole volume without a zoom): the
+    tissue the region sits in, as an organ window would show it, so a faint edit shows in the grey
+    rows too.
     """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -357,7 +358,7 @@ def plot_edit(
         box = tuple(slice(None) if zoom_mm is None else
                     slice(max(0, int(c - zoom_mm / 2 / s)), int(c + zoom_mm / 2 / s) + 1)
                     for c, s in zip(centre, spacing if spacing is not None else (1.0, 1.0, 1.0)))
-        window = tuple(float(v) for v in np.percentile(before[box], [1, 99]))
+        window = tuple(float(v) for v in np.percentile(np.concatenate([before[box], after[box]]), [1, 99]))
     rows = [("before", before, "gray", window), ("after", after, "gray", window),
             ("after − before", diff, "RdBu_r", (-span, span))]
     fig, axes = plt.subplots(len(rows), len(views), figsize=(3.4 * len(views) + 0.8, 3.1 * len(rows) + 0.4),
