@@ -89,7 +89,12 @@ def test_histograms_and_fractions(volume):
     image, label = volume  # classes 0 and 2 only
     ax = viz.plot_class_histograms([image], [label], ["bg", "a", "b"]).axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["bg", "b"]  # an absent class gets no curve
-    assert len(ax.patches) == 2
+    assert len(ax.patches) == 2 and not ax.child_axes
+    ax = viz.plot_class_histograms([image], [label], ["bg", "a", "b"], hu=(-1000.0, 1000.0)).axes[0]
+    (top,) = ax.child_axes  # an HU scale over the normalised one: -1 … 1 reads -1000 … 1000
+    assert top.get_xlabel() == "HU" and ax.get_xlabel() == "intensity (normalised)"
+    ax.figure.canvas.draw()  # a secondary axis takes its limits when drawn
+    np.testing.assert_allclose(top.get_xlim(), np.array(ax.get_xlim()) * 1000.0)
     ax = viz.plot_class_fractions(np.array([[10, 0, 5], [8, 1, 6]]), ["bg", "a", "b"]).axes[0]
     heights = [bar.get_height() for bar in ax.patches]
     np.testing.assert_allclose(heights, [(10 / 15 + 8 / 15) / 2, (0 + 1 / 15) / 2, (5 / 15 + 6 / 15) / 2], rtol=1e-12)
@@ -173,6 +178,8 @@ def test_orthogonal_legend_colorbars_in_hu_and_mm(volume):
     bars = [ax for ax in fig.axes if ax.get_subplotspec() is None]
     (hu_scale,) = bars[1].child_axes  # the normalised bar's HU scale: -1 … 1 reads -1000 … 1000 HU
     assert hu_scale.get_ylabel() == "HU" and not bars[0].child_axes
+    fig.canvas.draw()
+    np.testing.assert_allclose(hu_scale.get_ylim(), np.array(bars[1].get_ylim()) * 1000.0)
     assert legend_texts(fig) == ["lesion"]
     fig = viz.plot_orthogonal({"a": (image, label)}, overlay=False, class_names=["background", "liver", "lesion"])
     assert not fig.legends and not any(contours(ax) for ax in panels(fig))
@@ -211,12 +218,14 @@ def test_plot_edit_outlines_the_region_and_shows_the_difference(volume):
 
 
 def test_class_values_every_bar_visible_and_labelled():
-    """The background bar is grey, not transparent; every bar carries its value, 0 included."""
+    """The background bar is black, not transparent (nor tab10's grey, the 8th class's colour);
+    every bar carries its value, 0 included."""
     fig = viz.plot_class_values({"background": 0.0, "liver": 0.02, "lesion": 0.05}, ["background", "liver", "lesion"],
                                 ylabel="|Δ mean|")
     ax = fig.axes[0]
     assert [bar.get_facecolor()[3] for bar in ax.patches] == [1.0, 1.0, 1.0]
-    np.testing.assert_allclose(ax.patches[0].get_facecolor()[:3], viz.class_colors(3)[0][:3])
+    np.testing.assert_allclose(ax.patches[0].get_facecolor()[:3], (0.0, 0.0, 0.0))
+    assert len({tuple(c) for c in viz.class_colors(10)}) == 10  # ten classes, ten colours
     np.testing.assert_allclose(ax.patches[2].get_facecolor()[:3], viz.label_colors(3)[2][:3])
     assert [t.get_text() for t in ax.texts] == ["0.000", "0.020", "0.050"]
 

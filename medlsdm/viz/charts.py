@@ -25,12 +25,19 @@ def panel_grid(n: int, width: float, height: float):
     return fig, list(axes.ravel()[:n])
 
 
-def plot_class_histograms(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], class_names: Sequence[str], *, bins=80, value_range=(-1.0, 1.0), xlabel="intensity (normalised)"):
-    """Intensity histogram of each class, pooled over the given cases."""
+def plot_class_histograms(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], class_names: Sequence[str], *,
+                          bins=80, value_range=(-1.0, 1.0), xlabel="intensity (normalised)",
+                          hu: tuple[float, float] | None = None):
+    """Intensity histogram of each class, pooled over the given cases; with ``hu`` (the window
+    that maps to [-1, 1], :func:`~medlsdm.viz.slices.hu_window`) a second x scale in HU on top."""
     import matplotlib.pyplot as plt
 
     colors = class_colors(len(class_names))
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = plt.subplots(figsize=(8, 3.5), layout="constrained")
+    if hu is not None:
+        lo, half = hu[0], (hu[1] - hu[0]) / 2
+        top = ax.secondary_xaxis("top", functions=(lambda v: lo + (v + 1) * half, lambda u: (u - lo) / half - 1))
+        top.set_xlabel("HU", fontsize=8)
     for k, name in enumerate(class_names):
         values = np.concatenate([img.reshape(-1)[lab.reshape(-1) == k] for img, lab in zip(images, labels)])
         if values.size == 0:
@@ -40,7 +47,6 @@ def plot_class_histograms(images: Sequence[np.ndarray], labels: Sequence[np.ndar
     ax.set_ylabel("density")
     ax.set_yscale("log")
     ax.legend(fontsize=8, ncol=3)
-    fig.tight_layout()
     return fig
 
 

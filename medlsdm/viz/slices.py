@@ -35,9 +35,9 @@ def label_colors(num_classes: int) -> np.ndarray:
 
 def class_colors(num_classes: int) -> np.ndarray:
     """Opaque RGBA colour per class for charts (bars, curves): :func:`label_colors` with the
-    background grey instead of transparent."""
+    background black instead of transparent (tab10's grey is the eighth class's)."""
     colors = label_colors(num_classes)
-    colors[0] = (0.45, 0.45, 0.45, 1.0)
+    colors[0] = (0.0, 0.0, 0.0, 1.0)
     return colors
 
 
