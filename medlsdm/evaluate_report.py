@@ -264,11 +264,15 @@ def distance_sentence(m: Mapping[str, Any]) -> str:
                 f"validation volumes are (FRD {m['frd']:.0f} against {m['frd_reference']:.0f})")
         if m.get("frd_oracle") is not None:
             text += f"; oracle re-renders of the same label maps sit at {m['frd_oracle']:.0f}"
-            if m["frd_oracle"] <= m["frd_reference"]:
+            if m["frd_oracle"] <= m["frd_reference"] < m["frd"]:
                 text += ", inside the real-vs-real distance: the gap is the generator's, not the phantom's"
         said.append(text + ".")
     if m.get("kid") is not None and m.get("kid_ci") is not None and m.get("kid_reference") is not None:
         lo, hi = m["kid_ci"]
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            said.append(f"KID on the segmentation network's features is {m['kid']:+.2f} against {m['kid_reference']:+.2f} "
+                        "for two real sets, without a CI (too few volumes): it cannot say whether the sets differ.")
+            return " ".join(said)
         blind = lo <= 0 <= hi or lo <= m["kid_reference"] <= hi
         said.append(f"KID on the segmentation network's features {'does not separate' if blind else 'separates'} them: "
                     f"{m['kid']:+.2f} [{lo:+.2f}, {hi:+.2f}] against {m['kid_reference']:+.2f} for two real sets.")

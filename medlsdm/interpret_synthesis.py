@@ -73,8 +73,9 @@ def class_error_sentence(errors: Mapping[str, float]) -> str:
     """The per-class intensity error: its mean, and the worst class against the mean."""
     mean = float(np.mean(list(errors.values())))
     worst = max(errors, key=errors.get)
+    times = f" ({errors[worst] / mean:.1f}× the average)" if mean > 0 else ""
     return (f"Class means of the samples are off by {mean:.3f} of the real range on average; the worst class, {worst}, "
-            f"by {errors[worst]:.3f} ({errors[worst] / mean:.1f}× the average). Part of any error is the real case's own "
+            f"by {errors[worst]:.3f}{times}. Part of any error is the real case's own "
             "hidden factors, which no sampler can know: section 7 sets it beside an oracle re-render's.")
 
 
@@ -83,7 +84,7 @@ def guidance_sentence(error: Mapping, floor: float | None) -> str:
     strings) beside the floor a perfect sampler sets (an oracle re-render's error)."""
     err = {float(s): v for s, v in error.items()}
     said = []
-    if 0.0 in err and 1.0 in err:
+    if 0.0 in err and 1.0 in err and err[1.0] > 0:
         ratio = err[0.0] / err[1.0]
         said.append(f"Without the label map (s = 0) the error is {ratio:.1f}× that of the conditional model (s = 1): "
                     + ("the samples follow their label maps, and the null condition was learnt." if ratio >= 2 else
@@ -111,10 +112,14 @@ def scheduler_sentence(schedulers: Mapping[str, Mapping]) -> str:
 
     fastest = min(names, key=lambda n: schedulers[n]["seconds_per_volume"])
     worse = [n for n in names[1:] if w1(schedulers[n]) > 1.25 * w1(ref)]
-    said = (f"{fastest} takes {schedulers[fastest]['seconds_per_volume']:.2f} s a volume, "
-            f"{ref['seconds_per_volume'] / schedulers[fastest]['seconds_per_volume']:.0f}× less than {ref_name} "
-            f"({ref['seconds_per_volume']:.1f} s). Factor W1 against the oracle: {ref_name} {w1(ref):.4f}, "
-            + ", ".join(f"{n} {w1(schedulers[n]):.4f}" for n in names[1:]) + ". ")
+    if fastest == ref_name:
+        said = f"The reference {ref_name} is already the fastest ({ref['seconds_per_volume']:.2f} s a volume). "
+    else:
+        said = (f"{fastest} takes {schedulers[fastest]['seconds_per_volume']:.2f} s a volume, "
+                f"{ref['seconds_per_volume'] / schedulers[fastest]['seconds_per_volume']:.0f}× less than {ref_name} "
+                f"({ref['seconds_per_volume']:.1f} s). ")
+    said += (f"Factor W1 against the oracle: {ref_name} {w1(ref):.4f}"
+             + "".join(f", {n} {w1(schedulers[n]):.4f}" for n in names[1:]) + ". ")
     if worse:
         said += f"{', '.join(worse)} {'lands' if len(worse) == 1 else 'land'} further from the oracle than the reference (> 1.25×)."
     else:
@@ -128,9 +133,10 @@ def takeaways_04(result: Mapping) -> str:
     """The closing cell of notebook 04, from its ``"04_synthesis"`` entry."""
     lines = [f"{result['n_samples']} volumes from {result['n_samples'] // result['n_samples_per_map']} test label maps "
              f"({result['scheduler']}, {result['steps']} steps, guidance {result['guidance_scale']:g})."]
-    if "counted" in result:
+    if result.get("counted"):
         lines.append(f"Diversity ratio {result['diversity_ratio']:.2f} (oracle against itself "
                      f"{result['diversity_reference']:.2f}). " + spread_sentence(result))
+    if "counted" in result:
         lines.append(factor_sentence(result))
     lines.append(paired_sentence(result["paired_body"]))
     lines.append(guidance_sentence(result["guidance_error"], result.get("guidance_floor")))
@@ -189,8 +195,10 @@ def detection_sentence(edited: Mapping, real: Mapping) -> str:
             f"{100 * edited['recall_mean']:.0f} % of the inserted lesions' voxels) and {real['dice_mean']:.3f} on the real "
             "test volumes' own lesions. ")
     if real["dice_mean"] <= 0.05:
-        said += ("It finds no lesion even in real volumes, so the edited volumes' number says nothing about the edit: "
-                 "the network is too small and too briefly trained to see a class this rare.")
+        said += ("It does not segment real lesions either, so the edited volumes' number says nothing about the edit; a "
+                 "small, briefly trained network and a rare class are the likely reasons.")
+        if edited["recall_mean"] >= 0.5:
+            said += " Its high recall with a low Dice means it labels lesion far beyond the lesions."
     elif edited["dice_mean"] >= 0.5 * real["dice_mean"]:
         said += "It finds the inserted lesions about as well as real ones: they look like lesions to it."
     else:

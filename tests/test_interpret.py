@@ -22,7 +22,7 @@ def test_ci_helpers_place_a_ci_against_zero():
 
 def test_class_balance_names_the_extremes_and_flips_with_the_ratio():
     said = I.class_balance_sentence({"background": 0.5, "liver": 0.3, "aorta": 0.004, "lesion": 0.001})
-    assert said.startswith("background fills 50.0 %") and "lesion 0.10 % and aorta 0.40 %" in said
+    assert said.startswith("Background fills 50.0 %") and "lesion 0.10 % and aorta 0.40 %" in said
     assert "500× fewer" in said and "fail first" in said
     said = I.class_balance_sentence({"background": 0.4, "liver": 0.35, "kidney": 0.25})
     assert "2× fewer" in said and "comparable size" in said and "fail first" not in said
@@ -142,13 +142,18 @@ def test_ablation_sentence_explains_a_dice_above_the_ceiling_and_flips_with_the_
     ceiling = {"ssim": 0.81, "nmse": 0.02, "fd_seg": 0.02, "dice": 0.855}
     said = I.ablation_sentence(scores, ceiling)
     assert "raises SSIM (0.530 → 0.610) and lowers NMSE" in said and "edges carry" in said
-    assert "Slices of the semantic and edges+semantic models score a higher Dice" in said and "does not break" in said
+    assert "Slices of the semantic and edges+semantic models score a higher Dice" in said and "not of Dice" in said
+    assert "every mode stays below the reconstruction's SSIM (0.810)" in said
     assert "FD-seg ranks edges closest" in said and "they disagree" in said
     ceiling["dice"] = 0.95  # now no mode beats the reconstruction's Dice: nothing to explain
     scores["edges+semantic"].update(ssim=0.50, nmse=0.25, fd_seg=1.0)
     said = I.ablation_sentence(scores, ceiling)
     assert "higher Dice" not in said and "does not raise SSIM" in said and "does not lower NMSE" in said
     assert "FD-seg and SSIM agree: semantic" not in said and "edges carry" not in said
+    scores["semantic"]["ssim"] = 0.99  # a mode above the ceiling's SSIM: the sentence does not call it a ceiling
+    ceiling["dice"] = 0.5
+    said = I.ablation_sentence(scores, ceiling)
+    assert "as a ceiling should" not in said and "check the evaluation" in said
 
 
 def test_vqvae_sentence_and_takeaways_06():
@@ -225,6 +230,8 @@ def test_scheduler_sentence_flags_a_solver_far_from_the_oracle():
     sched["unipc-10"]["w1_oracle"] = {"a": 0.06, "b": 0.06}
     said = S.scheduler_sentence(sched)
     assert "unipc-10 lands further from the oracle" in said and "No faster solver" not in said
+    sched["unipc-10"]["seconds_per_volume"] = 40.0
+    assert S.scheduler_sentence(sched).startswith("The reference ddpm-1000 is already the fastest (31.50 s a volume)")
 
 
 def test_takeaways_04_read_diversity_beside_the_within_map_spread():
@@ -259,7 +266,9 @@ def test_edit_sentence_counts_lesions_inside_the_oracle_range():
 
 def test_detection_sentence_reads_the_edit_against_real_lesions():
     said = S.detection_sentence({"dice_mean": 0.0, "recall_mean": 0.0}, {"dice_mean": 0.0})
-    assert "says nothing about the edit" in said
+    assert "says nothing about the edit" in said and "labels lesion far beyond" not in said
+    said = S.detection_sentence({"dice_mean": 0.01, "recall_mean": 1.0}, {"dice_mean": 0.009})
+    assert "says nothing about the edit" in said and "labels lesion far beyond the lesions" in said
     said = S.detection_sentence({"dice_mean": 0.3, "recall_mean": 0.5}, {"dice_mean": 0.4})
     assert "about as well as real ones" in said and "50 %" in said
     said = S.detection_sentence({"dice_mean": 0.05, "recall_mean": 0.1}, {"dice_mean": 0.4})
@@ -366,3 +375,15 @@ def test_distance_sentence_explains_a_kid_below_the_real_reference_only_with_the
 
     m = {"frd": None, "kid": -0.38, "kid_ci": [-1.29, 0.79], "kid_reference": 2.24, "kid_oracle": kid_oracle}
     assert ("shares the test set's anatomy" in distance_sentence(m)) is claims
+
+
+def test_distance_sentence_claims_nothing_from_a_kid_without_ci_or_an_frd_below_its_reference():
+    from medlsdm.evaluate_report import distance_sentence
+
+    m = {"frd": 20.0, "frd_reference": 50.0, "frd_oracle": 10.0, "kid": 4.0, "kid_ci": [float("nan"), float("nan")],
+         "kid_reference": 1.0}
+    said = distance_sentence(m)
+    assert "without a CI" in said and "separates" not in said and "generator's" not in said and "0.4× as far" in said
+    m.update(frd=120.0, kid_ci=[3.0, 5.0])
+    said = distance_sentence(m)
+    assert "the gap is the generator's" in said and "separates them" in said
