@@ -365,3 +365,17 @@ def takeaways_05(m: Mapping[str, Any]) -> str:
                                           if f"dice_lesion_{k}" in m}), augmentation_verdict(m["augmentation"]), memorisation_sentence(m["privacy_controls"]),
              distance_sentence(m), paper_sentence(m)]
     return "**Takeaways**\n\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def quality_sentence(quality: Mapping[str, Any]) -> str:
+    """The paired image quality of :func:`medlsdm.evaluate.image_quality`: SSIM and PSNR with their
+    CI over cases and the cases at either end, and what a paired number can and cannot say."""
+    per_case = {m: [v[m] for v in quality["per_case"].values()] for m in ("ssim", "psnr")}
+    ci = with_ci(per_case)
+    worst = min(quality["per_case"], key=lambda c: quality["per_case"][c]["ssim"])
+    best = max(quality["per_case"], key=lambda c: quality["per_case"][c]["ssim"])
+    said = (f"Over {len(quality['per_case'])} test cases: SSIM {quality['ssim']:.3f} {_pair(ci['ssim'])}, PSNR "
+            f"{quality['psnr']:.2f} dB {_pair(ci['psnr'])}; from {worst} (SSIM {quality['per_case'][worst]['ssim']:.3f}) "
+            f"to {best} ({quality['per_case'][best]['ssim']:.3f}). ")
+    return said + ("A sample can score low here and still be right: the real volume is one draw of the many images its "
+                   "label map allows, so these numbers rank closeness to that one patient, not realism.")

@@ -223,6 +223,18 @@ def slice_order_sentence(slices: Iterable[tuple[str, np.ndarray]]) -> str:
             f"so the slice index runs from {direction} here (the ventricles narrow toward the apex).")
 
 
+def mode_loss_sentence(final_loss: Mapping[str, float]) -> str:
+    """The final denoising losses of the conditioning modes (same network, steps and seed): the
+    more a condition tells, the less of the noise is left to guess."""
+    ranked = sorted(final_loss, key=final_loss.get)
+    said = ("Final denoising loss: " + ", ".join(f"{m} {final_loss[m]:.4f}" for m in ranked)
+            + " (lowest first; about 1 for predicting zero). ")
+    if len(ranked) > 1:
+        said += (f"{ranked[0]} leaves the least to guess, {ranked[-1]} the most; a lower loss is a better denoiser of "
+                 "these latents, which section 7 checks against the real slices.")
+    return said
+
+
 def vqvae_sentence(val: Mapping[str, float], num_embeddings: int) -> str:
     """The 2-D VQ-VAE's held-out reconstruction against its pooling baseline, and its codebook."""
     gain = val["val_psnr"] - val["val_baseline_psnr"]

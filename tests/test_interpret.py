@@ -387,3 +387,21 @@ def test_distance_sentence_claims_nothing_from_a_kid_without_ci_or_an_frd_below_
     m.update(frd=120.0, kid_ci=[3.0, 5.0])
     said = distance_sentence(m)
     assert "the gap is the generator's" in said and "separates them" in said
+
+
+def test_quality_sentence_names_the_cases_at_either_end():
+    from medlsdm.evaluate_report import quality_sentence
+
+    q = {"ssim": 0.6, "psnr": 24.0, "per_case": {"a": {"ssim": 0.5, "psnr": 23.0}, "b": {"ssim": 0.7, "psnr": 25.0}}}
+    said = quality_sentence(q)
+    assert "Over 2 test cases: SSIM 0.600" in said and "from a (SSIM 0.500) to b (0.700)" in said
+    q["per_case"]["a"]["ssim"] = 0.9
+    assert "from b (SSIM 0.700) to a (0.900)" in quality_sentence(q)
+
+
+def test_mode_loss_sentence_ranks_the_modes():
+    said = I.mode_loss_sentence({"edges": 0.327, "semantic": 0.308, "edges+semantic": 0.2685})
+    assert "edges+semantic 0.2685, semantic 0.3080, edges 0.3270" in said and "Edges+semantic leaves the least" not in said
+    assert "edges+semantic leaves the least to guess, edges the most" in said
+    said = I.mode_loss_sentence({"edges": 0.2, "semantic": 0.308})
+    assert "edges leaves the least to guess, semantic the most" in said
