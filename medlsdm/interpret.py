@@ -230,8 +230,12 @@ def mode_loss_sentence(final_loss: Mapping[str, float]) -> str:
     said = ("Final denoising loss: " + ", ".join(f"{m} {final_loss[m]:.4f}" for m in ranked)
             + " (lowest first; about 1 for predicting zero). ")
     if len(ranked) > 1:
-        said += (f"{ranked[0]} leaves the least to guess, {ranked[-1]} the most; a lower loss is a better denoiser of "
-                 "these latents, which section 7 checks against the real slices.")
+        spread = final_loss[ranked[-1]] - final_loss[ranked[0]]
+        if spread < 0.02 * final_loss[ranked[-1]]:
+            said += f"The modes end within {spread:.4f} of each other: no condition has made a difference to the loss yet."
+        else:
+            said += (f"Here {ranked[0]} leaves the least to guess, {ranked[-1]} the most; a lower loss is a better denoiser "
+                     "of these latents, which section 7 checks against the real slices.")
     return said
 
 

@@ -405,3 +405,5 @@ def test_mode_loss_sentence_ranks_the_modes():
     assert "edges+semantic leaves the least to guess, edges the most" in said
     said = I.mode_loss_sentence({"edges": 0.2, "semantic": 0.308})
     assert "edges leaves the least to guess, semantic the most" in said
+    said = I.mode_loss_sentence({"edges": 1.0075, "semantic": 1.0076})
+    assert "within 0.0001 of each other" in said and "least to guess" not in said
