@@ -43,6 +43,15 @@ def test_every_notebook_ran_every_cell_with_the_smoke_parameters(smoke_run):
         assert any("image/png" in o.get("data", {}) for o in _outputs(path)), f"{path.name} shows no figure"
 
 
+def test_every_notebook_explains_its_numbers(smoke_run):
+    """Each notebook shows at least one "What this shows" paragraph after a measured section and
+    ends with a Takeaways cell (written by medlsdm.interpret*, from the numbers it measured)."""
+    for path in sorted(smoke_run.executed.glob("*.ipynb")):
+        shown = ["".join(o["data"]["text/markdown"]) for o in _outputs(path) if "text/markdown" in o.get("data", {})]
+        assert any(text.startswith("**What this shows.**") for text in shown), f"{path.name} interprets no section"
+        assert shown and shown[-1].startswith("**Takeaways**"), f"{path.name} does not end with its takeaways"
+
+
 def test_the_notebook_checks_see_an_error_and_a_skipped_cell(tmp_path):
     """Negative control of the helpers above: a notebook as papermill leaves it after a failure."""
     nb = nbformat.v4.new_notebook()
