@@ -208,3 +208,48 @@ def test_card_bars_follow_the_numbers():
     rows = {row[0]: row[3] for row in bars(metrics)}
     assert rows["02 VQ-GAN reconstruction, body PSNR (dB), held-out split"] is False
     assert rows["02 decoder uses its latent: PSNR own − another case's latent (dB)"] is False
+
+
+def _consistent(files, name, data):
+    """``files`` with ``name`` replaced by ``data`` and pack.json updated to match: a pack whose
+    author means harm, which the hashes cannot catch."""
+    import hashlib
+
+    files = dict(files, **{name: data})
+    manifest = json.loads(files[MANIFEST])
+    manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    files[MANIFEST] = json.dumps(manifest).encode()
+    return files
+
+
+@pytest.mark.parametrize("change, message", [
+    ("external link", "cases.h5: torso_000/image is a link"),
+    ("foreign class", "model_index.json: component 'unet' is"),
+    ("case path", "is not images/<id>.nii.gz"),
+])
+def test_a_consistent_but_unsafe_pack_is_refused_before_the_run_dir_appears(smoke_pack, tmp_path, change, message):
+    import h5py
+
+    files = _members(smoke_pack)
+    if change == "external link":
+        store = tmp_path / "cases.h5"
+        store.write_bytes(files["data/cases.h5"])
+        with h5py.File(store, "r+") as f:
+            del f["cases/torso_000/image"]
+            f["cases/torso_000/image"] = h5py.ExternalLink("/etc/hostname", "/data")
+        files = _consistent(files, "data/cases.h5", store.read_bytes())
+        store.unlink()
+    elif change == "foreign class":
+        index = json.loads(files["pipeline/model_index.json"])
+        index["unet"] = ["os", "system"]
+        files = _consistent(files, "pipeline/model_index.json", json.dumps(index).encode())
+    else:
+        manifest = json.loads(files["data/manifest.json"])
+        manifest["cases"][0]["image"] = "../../evil.nii.gz"
+        files = _consistent(files, "data/manifest.json", json.dumps(manifest).encode())
+    bad = _write(tmp_path / "bad.tar.gz", files)
+    verify_pack(bad)  # every hash matches
+    with pytest.raises(PackError, match=message) as err:
+        unpack_run(bad, tmp_path / "new")
+    assert str(bad) in str(err.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.tar.gz"]
