@@ -119,7 +119,8 @@ def model_card(*, manifest: Mapping[str, Any], metrics: Mapping[str, Any], param
         "## Limits", "",
         ("- Trained on a procedural phantom, not on patients: its volumes are not clinical images and say nothing "
          "about a real scanner, population or disease." if phantom else
-         "- Trained on the dataset above only; check its licence and data card before sharing samples."),
+         "- Trained on the dataset above only; this pack holds its preprocessed cases: check the dataset's licence "
+         "and data card before sharing the pack or samples."),
         "- Not for diagnosis, treatment or any clinical decision; not validated for any clinical use.",
         f"- Label maps must use the class table above, spacing {manifest.get('spacing')} mm; deeper volumes go in "
         "overlapping windows (notebook 07).",

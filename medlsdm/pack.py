@@ -24,8 +24,9 @@ Nothing in a pack may run code: :func:`verify_pack` reads the whole archive befo
 written and refuses (:class:`~medlsdm.errors.PackError` naming the pack and the member) a
 changed byte, a missing or unlisted file, a link, a path that is absolute or climbs out
 (``..``), or any file but the ones listed above (no code, no pickles); :func:`unpack_run` then
-checks the pipeline folder (:func:`~medlsdm.pipelines.loading.check_pipeline_folder`) and the HDF5
-file (no external links or storage, only gzip and shuffle filters) and swaps the run in whole.
+checks the pipeline folder (:func:`~medlsdm.pipelines.loading.check_pipeline_folder`), the case paths
+of the data manifest and the HDF5 file (:func:`~medlsdm.data.store.check_plain_store`) and swaps the
+run in whole.
 """
 from __future__ import annotations
 
@@ -193,7 +194,9 @@ def _build(run: RunDir, folder: Path, precision: dict[str, Any]) -> None:
         shutil.copyfile(root / "phantom.json", folder / "raw" / root.name / "phantom.json")
         manifest["data_root"] = f"../raw/{root.name}"
     else:
-        manifest["data_root"] = None  # own data: not packed, and its location says nothing to others
+        manifest["data_root"] = None  # own data: its location says nothing to others
+        log.warning("%s: the pack holds the preprocessed cases of %s, not a phantom: check the dataset's licence "
+                    "and data-sharing terms before handing it out", run.root, manifest.get("dataset"))
     write_json(folder / "data" / "manifest.json", manifest)
     shutil.copyfile(run.split_path, folder / "data" / "split.json")
     _cases_store(run.store_path, folder / "data" / "cases.h5", precision["images"]["stored"])
