@@ -6,6 +6,8 @@
     medlsdm report --run-dir RUN
     medlsdm synthesize --pipeline RUN/pipeline --labels FILE_OR_DIR --out-dir DIR [...]
     medlsdm evaluate --run-dir RUN [--judge-steps N] [--judge-seeds N] [--inception-weights FILE ...]
+    medlsdm pack --run-dir RUN --out RUN.tar.gz
+    medlsdm run --from-pack RUN.tar.gz --run-dir NEW [--only 04,05,07]
 """
 from __future__ import annotations
 
@@ -35,9 +37,15 @@ def _cmd_run(args: argparse.Namespace) -> None:
     only = args.only.split(",") if args.only else None
     executed = run_notebooks(
         args.profile, args.run_dir, only=only, overrides=parse_overrides(args.param),
-        notebooks_dir=args.notebooks, kernel_name=args.kernel, jobs=args.jobs,
+        notebooks_dir=args.notebooks, kernel_name=args.kernel, jobs=args.jobs, from_pack=args.from_pack,
     )
     log.info("executed notebooks: %s", ", ".join(str(p) for p in executed))
+
+
+def _cmd_pack(args: argparse.Namespace) -> None:
+    from .pack import pack_run
+
+    pack_run(args.run_dir, args.out, tolerance_db=args.tolerance_db, steps=args.check_steps)  # logs what it wrote
 
 
 def _names(text: str) -> list[str]:
@@ -192,7 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, choices=(1, 2), default=1,
                      help="2: independent notebooks side by side, each with half the CPU threads "
                           "(medlsdm.runner.PLAN; faster on small CPUs); default 1, one at a time")
+    run.add_argument("--from-pack", metavar="PACK", help="start from a pack (medlsdm pack): verified, unpacked into "
+                                                       "--run-dir (new or empty); --only defaults to 04,05,07")
     run.set_defaults(func=_cmd_run)
+
+    pck = sub.add_parser("pack", help="pack a trained run (pipeline, data, model card) for notebooks 04-07 elsewhere")
+    pck.add_argument("--run-dir", required=True, help="a run directory after notebooks 01-03")
+    pck.add_argument("--out", required=True, help="the pack to write, e.g. demo.tar.gz")
+    pck.add_argument("--tolerance-db", type=float, default=50.0,
+                     help="float16 weights where a sample stays within this PSNR of the float32 one (default 50)")
+    pck.add_argument("--check-steps", type=int, default=50, help="DDIM steps of that check (default 50)")
+    pck.set_defaults(func=_cmd_pack)
 
     pre = sub.add_parser("preprocess", help="preprocess a dataset into a run's data/ folder (notebook 01 without the notebook)")
     pre.add_argument("--dataset", default="torso-ct", help="torso-ct, breast-mr, cardiac-2d, nifti, nnunet, autopet, synthrad2023, duke_breast, mnms")

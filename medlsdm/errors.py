@@ -20,3 +20,7 @@ class ConfigError(MedLSDMError):
 
 class NotebookError(MedLSDMError):
     """A notebook failed while the runner executed it."""
+
+
+class PackError(MedLSDMError):
+    """A run pack (``medlsdm pack``) is unreadable, tampered with, or holds what medlsdm does not load."""

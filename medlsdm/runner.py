@@ -330,17 +330,26 @@ def run_notebooks(
     notebooks_dir: str | os.PathLike | None = None,
     kernel_name: str | None = None,
     jobs: int = 1,
+    from_pack: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Run the ordered notebooks under ``profile`` into ``run_dir``; return the executed paths.
 
     Args:
         jobs: 1 runs one notebook at a time; 2 runs independent notebooks side by side
             (:data:`PLAN`), each kernel with its share of the CPU threads.
+        from_pack: a pack (``medlsdm pack``) to start from: verified and unpacked into ``run_dir``
+            (new or empty, or unpacked from the same pack before) before any kernel starts; ``only``
+            defaults to 04, 05, 07 and may not name 01-03 (:func:`medlsdm.pack.check_from_pack`).
     """
+    from .pack import FROM_PACK_DEFAULT, check_from_pack, unpack_run
+
     overrides = dict(overrides or {})
+    only = FROM_PACK_DEFAULT if from_pack is not None and only is None else only
     paths = find_notebooks(notebooks_dir, only)
+    if from_pack is not None:
+        check_from_pack([p.stem[:2] for p in paths], from_pack)
     overrides = check_parameters(paths, overrides, profile)
-    run = RunDir(run_dir)
+    run = unpack_run(from_pack, run_dir) if from_pack is not None else RunDir(run_dir)
     work = {p.stem[:2]: (p, {**notebook_parameters(profile, p.stem), "profile": profile, **overrides,
                              "run_dir": str(run.root)}, f"[{i}/{len(paths)}]")
             for i, p in enumerate(paths, 1)}

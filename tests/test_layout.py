@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "medlsdm"
 #: bottom to top: a module may import from its own layer and the layers before it
 LAYERS = ["errors", "atomic", "tables", "rundir", "metrics", "data", "models", "pipelines", "evaluation",
-          "training", "cardiac", "viz", "profiles", "evaluate", "interpret", "interpret_synthesis", "runner", "sweep", "report", "cli"]
+          "training", "cardiac", "viz", "profiles", "evaluate", "interpret", "interpret_synthesis", "model_card",
+          "pack", "runner", "sweep", "report", "cli"]
 
 
 def _relative_imports(path: Path):

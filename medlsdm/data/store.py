@@ -232,3 +232,27 @@ def as_cases(images, labels=None) -> tuple[list[np.ndarray], list[np.ndarray] | 
             raise DataError(f"case {i}: labels must be integer class indices, got {lb.dtype}")
         out.append(lb.astype(np.int64))
     return images, out
+
+
+def check_plain_store(path: str | os.PathLike, case_ids: list[str]) -> None:
+    """Refuse a case store (e.g. one from a pack) holding anything but plain case data: the cases
+    ``case_ids`` as hard-linked ``image`` and ``label`` datasets without external or virtual storage
+    and with no filter but gzip and shuffle (HDF5 would load a plugin library for another one)."""
+    deflate, shuffle = 1, 2
+    with h5py.File(path, "r") as f:
+        if set(f) != {"cases"} or f.get("cases", getlink=True).__class__ is not h5py.HardLink:
+            raise DataError(f"{path}: not a medlsdm case store (top level {sorted(f)})")
+        cases = f["cases"]
+        if sorted(cases) != sorted(case_ids):
+            raise DataError(f"{path}: its cases differ from the data manifest's")
+        for cid in cases:
+            if cases.get(cid, getlink=True).__class__ is not h5py.HardLink or set(cases[cid]) != {"image", "label"}:
+                raise DataError(f"{path}: case {cid!r} is not an image and a label map")
+            for key in ("image", "label"):
+                if cases[cid].get(key, getlink=True).__class__ is not h5py.HardLink:
+                    raise DataError(f"{path}: {cid}/{key} is a link")
+                data = cases[cid][key]
+                plist = data.id.get_create_plist()
+                filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+                if data.is_virtual or data.external or not filters <= {deflate, shuffle}:
+                    raise DataError(f"{path}: {cid}/{key} uses external or virtual storage or an unknown filter")

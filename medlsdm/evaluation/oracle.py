@@ -121,15 +121,17 @@ def factor_preservation(originals: Mapping[str, np.ndarray], reconstructions: Ma
 
 
 def phantom_source(data_dir: str | Path) -> dict:
-    """Where a preprocessed run's phantom came from: ``phantom.json`` of its ``data_root``.
+    """Where a preprocessed run's phantom came from: ``phantom.json`` of its ``data_root``
+    (a relative ``data_root``, as in a run unpacked from a pack, is relative to ``data_dir``).
 
     Raises:
         ConfigError: the run's data is not a phantom (no oracle exists for real data).
     """
     manifest = read_json(Path(data_dir) / "manifest.json")
-    record = Path(manifest["data_root"]) / "phantom.json"
-    if not record.is_file():
-        raise ConfigError(f"{manifest['data_root']}: not a phantom dataset (no phantom.json); "
+    root = manifest.get("data_root")
+    record = None if root is None else Path(data_dir) / root / "phantom.json"  # an absolute root stays as it is
+    if record is None or not record.is_file():
+        raise ConfigError(f"{root}: not a phantom dataset (no phantom.json); "
                           "oracle re-renders exist only for the procedural phantoms")
     return {**read_json(record), "manifest": manifest}
 
