@@ -136,6 +136,24 @@ def test_the_segnet_recipe_learns_too():
     assert model.network_name.startswith("medlsdm SegNet") and max(v for _, v in model.val_history) > 0.8
 
 
+@pytest.mark.parametrize("network, channels_last", [("segnet", True), ("basicunet", False), ("segnet", False)])
+def test_the_judge_trains_in_its_recipes_memory_layout(network, channels_last):
+    """SegNet trains channels-last (faster on CPU), BasicUNet contiguous (slower channels-last):
+    benchmarks/results/judge_step.md; the option overrides the recipe. Predictions are unchanged by it."""
+    images, labels = _cases(3)
+    option = {} if channels_last == judge_module.RECIPES[network]["channels_last"] else {"channels_last": channels_last}
+    model = train_judge(images[:2], labels[:2], num_classes=3, val_images=images[2:], val_labels=labels[2:],
+                        progress=False, network=network, max_steps=1, eval_every=1, features=None if network == "segnet"
+                        else (4, 4, 8, 8, 16, 4), **option)
+    weights = [p for p in model.parameters() if p.ndim == 5 and min(p.shape[2:]) > 1]
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    assert weights and all(p.is_contiguous(memory_format=layout) for p in weights)
+    if channels_last:
+        assert not all(p.is_contiguous() for p in weights)
+    plain = [np.asarray(p) for p in predict(model.to(memory_format=torch.contiguous_format), images[2:])]
+    assert np.mean(plain[0] == predict(model.to(memory_format=layout), images[2:])[0]) > 0.999
+
+
 def test_lesion_detection_counts_components_touched():
     target = np.zeros((10, 10, 10), np.int64)
     target[1:3, 1:3, 1:3] = 4

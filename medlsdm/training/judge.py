@@ -59,8 +59,10 @@ log = logging.getLogger(__name__)
 
 #: The two recipes: what differs between them (:func:`train_judge` documents each key).
 RECIPES: dict[str, dict[str, Any]] = {
-    "basicunet": dict(features=(16, 32, 64, 128, 256, 16), lr=3e-3, class_balance=0.0, augment=True, foreground=1 / 3),
-    "segnet": dict(features=(8, 16, 32, 64), lr=5e-3, class_balance=0.5, augment=False, foreground=0.0),
+    "basicunet": dict(features=(16, 32, 64, 128, 256, 16), lr=3e-3, class_balance=0.0, augment=True, foreground=1 / 3,
+                      channels_last=False),
+    "segnet": dict(features=(8, 16, 32, 64), lr=5e-3, class_balance=0.5, augment=False, foreground=0.0,
+                   channels_last=True),
 }
 #: What the network is called in ``metrics.json`` and the notebook.
 NETWORK_NAMES = {"basicunet": "MONAI BasicUNet + DiceCELoss (nnU-Net recipe)",
@@ -70,7 +72,7 @@ NETWORK_NAMES = {"basicunet": "MONAI BasicUNet + DiceCELoss (nnU-Net recipe)",
 #: 05's ten networks). A recipe's own values (``None`` here) apply unless given.
 JUDGE_DEFAULTS: dict[str, Any] = dict(
     network="segnet", crop_shape=(16, 32, 32), batch_size=2, max_steps=200, eval_every=100, patience=2, mix=0.5,
-    features=None, lr=None, class_balance=None, augment=None, foreground=None)
+    features=None, lr=None, class_balance=None, augment=None, foreground=None, channels_last=None)
 
 
 class Judge(nn.Module):
@@ -155,7 +157,8 @@ class _Crops:
         return self.images[k][(slice(None), *window)], label[window]
 
 
-def _network(network: str, num_classes: int, features: Sequence[int]) -> nn.Module:
+def judge_network(network: str, num_classes: int, features: Sequence[int]) -> nn.Module:
+    """The untrained network of a recipe (:data:`RECIPES`) with ``features`` widths."""
     from ..models.segnet import SegNet
 
     if network == "basicunet":
@@ -178,7 +181,9 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
             ``batch_size``, ``max_steps``, ``eval_every``, ``patience``, ``mix``, and the recipe's own
             ``features`` (widths), ``lr``, ``class_balance`` (power of the class weights of the loss,
             :func:`~medlsdm.training.segnet.class_balance_weights`; 0: none, nnU-Net's choice),
-            ``augment`` (:func:`augmentation`) and ``foreground`` (share of crops centred on a class).
+            ``augment`` (:func:`augmentation`), ``foreground`` (share of crops centred on a class) and
+            ``channels_last`` (network and batches in ``torch.channels_last_3d``: on one CPU thread a
+            SegNet step takes 0.72× the time, a BasicUNet step 1.14×, ``benchmarks/results/judge_step.md``).
 
     Returns:
         The model (:class:`Judge` or :class:`~medlsdm.models.segnet.SegNet`) with its best
@@ -201,7 +206,8 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
     if steps < 1 or batch < 1 or every < 1 or int(opt["patience"]) < 1 or not float(opt["lr"]) > 0:
         raise ConfigError(f"train_judge: max_steps, batch_size, eval_every and patience must be >= 1 and lr > 0, got {opt}")
     torch.manual_seed(int(seed))
-    model = _network(network, num_classes, opt["features"])
+    layout = torch.channels_last_3d if opt["channels_last"] else torch.contiguous_format
+    model = judge_network(network, num_classes, opt["features"]).to(memory_format=layout)
     crop = tuple(int(c) for c in opt["crop_shape"])
     if len(crop) != 3 or any(c % model.downsample_factor for c in crop):
         raise ConfigError(f"crop_shape {crop}: three sizes, each a multiple of {model.downsample_factor}")
@@ -244,7 +250,7 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
                 x, y = torch.as_tensor(d["image"]), torch.as_tensor(d["label"])[0].round()
             xs.append(x.float())
             ys.append(y.long())
-        loss = loss_fn(model(torch.stack(xs)), torch.stack(ys))
+        loss = loss_fn(model(torch.stack(xs).contiguous(memory_format=layout)), torch.stack(ys))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
