@@ -32,6 +32,8 @@ from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py
 RECIPES = {
     "basicunet": {"network": "basicunet"},
     "segnet": {"network": "segnet"},
+    # exploratory: crops centred on a class a third of the time, inverse-frequency class weights
+    "segnet-lesion": {"network": "segnet", "foreground": 1 / 3, "class_balance": 1.0},
 }
 
 
