@@ -312,14 +312,17 @@ def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[st
     return out
 
 
-def memorisation(run: RunDir, train: Cases, synthetic: Mapping[str, Cases], held_out: Cases, *, seed: int = 0) -> dict[str, Any]:
+def memorisation(run: RunDir, train: Cases, synthetic: Mapping[str, Cases], held_out: Cases, *, seed: int = 0,
+                 negative_control: str = "oracle") -> dict[str, Any]:
     """:func:`medlsdm.evaluation.controls.memorisation_controls` on the run's cases: synthetic
     volumes from training and from test label maps judged against a threshold that the
-    controls set (copies flagged, oracle re-renders — or, on real data, held-out volumes — not)."""
+    controls set (copies flagged, oracle re-renders — or, on real data or with
+    ``negative_control="held_out"``, held-out volumes — not)."""
     from .evaluation.controls import memorisation_controls
 
     sets = {name: cases.images for name, cases in synthetic.items() if cases is not None and len(cases)}
-    return memorisation_controls(run.data, train.ids, train.images, sets, held_out.images, seed=seed)
+    return memorisation_controls(run.data, train.ids, train.images, sets, held_out.images, seed=seed,
+                                 negative_control=negative_control)
 
 
 def oracle_cases(run: RunDir, cases: Cases, *, seed: int = 0) -> Cases | None:
@@ -382,7 +385,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
                  seed: int = 0, n_test: int | None = None, judge_seeds: int = 2, judge_options: Mapping[str, Any] | None = None,
                  n_train_maps: int | None = 4, augment: bool = True, n_small: int = 4, n_new: int = 12,
                  frd: bool = True, weights: Mapping[str, Any] | None = None, progress: bool = True,
-                 **_notebook_only) -> dict[str, Any]:
+                 negative_control: str = "oracle", **_notebook_only) -> dict[str, Any]:
     """All evaluation steps on a run, as notebook 05 runs them; writes and returns ``metrics.json["05_evaluation"]``.
 
     Needs notebooks 01 (data) and 03 (pipeline) to have run; synthetic volumes already in
@@ -415,7 +418,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
            if syn.get("new") is not None else None)
     features = feature_distances(test, syn["test"], seg.models[0], weights)
     privacy = memorisation(run, train, {"from_train_maps": syn["train"], "from_test_maps": syn["test"]},
-                           val + test, seed=seed)
+                           val + test, seed=seed, negative_control=negative_control)
     dist = distances(run, seg.models[0], test, syn["test"], val, oracle, frd=frd, seed=seed)
     result = evaluation_metrics(
         quality=quality, segmentation=seg, features=features, privacy=privacy, dist=dist, augmentation=aug,

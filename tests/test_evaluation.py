@@ -246,6 +246,13 @@ def test_memorisation_flags_the_copies_and_passes_the_oracle_rerenders(phantom_d
     fallback = memorisation_controls(run.data, ids[:3], train, {}, held_out)
     assert fallback["negative_control_kind"] == "held_out" and "held-out real volumes" in fallback["negative_control"]
     assert fallback["positive_flagged"] == 1.0
+    # asked for on a phantom (notebook 05's negative_control): the held-out volumes, the positive control unchanged
+    asked = memorisation_controls(phantom_data, ids[:3], train, {}, held_out, negative_control="held_out")
+    assert asked["negative_control_kind"] == "held_out"
+    assert asked["negative"]["nn_distance"] == pytest.approx(fallback["negative"]["nn_distance"])
+    assert asked["positive"]["nn_distance"] == pytest.approx(check["positive"]["nn_distance"])
+    with pytest.raises(ConfigError, match="negative_control='held-out'"):
+        memorisation_controls(phantom_data, ids[:3], train, {}, held_out, negative_control="held-out")
 
 
 def test_with_ci_leaves_out_nan_and_needs_two_values():

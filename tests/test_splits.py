@@ -4,7 +4,7 @@ import json
 import pytest
 
 from medlsdm.data.datasets import Case
-from medlsdm.data.splits import check_split, load_split, make_split, save_split, split_counts
+from medlsdm.data.splits import check_split, load_split, make_split, save_split, shared_patients, split_counts
 from medlsdm.errors import ConfigError, DataError
 
 
@@ -51,6 +51,19 @@ def test_multi_study_patients_stay_together():
             assert len({where[c.case_id] for c in cases if c.patient_id == patient}) == 1
     dict_cases = [{"case_id": c.case_id, "patient_id": c.patient_id} for c in cases]
     assert make_split(dict_cases, seed=1) == make_split(cases, seed=1)
+
+
+def test_shared_patients_counts_what_a_case_level_split_leaks():
+    cases = _cases(12, studies=lambda p: 3)
+    assert shared_patients(make_split(cases, seed=1), cases) == {}
+    naive = make_split([(c.case_id, c.case_id) for c in cases], seed=1)  # every study its own "patient"
+    leaked = shared_patients(naive, cases)
+    assert leaked and all(len(where) > 1 for where in leaked.values())
+    for patient, where in leaked.items():  # exactly the splits that hold the patient's studies
+        studies = [c.case_id for c in cases if c.patient_id == patient]
+        assert where == [k for k in ("train", "val", "test") if set(naive[k]) & set(studies)]
+    with pytest.raises(DataError, match=f"{len(leaked)} patient"):
+        check_split(naive, cases)
 
 
 def test_check_split_errors():

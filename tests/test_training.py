@@ -101,6 +101,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     log = CSVLog(tmp_path / "resumed" / "vqgan" / "log.csv").read()
     assert [int(r["step"]) for r in log] == [1, 2, 3, 4]
     assert float(log[-1]["l1"]) == pytest.approx(full["last"]["l1"], abs=1e-6)
+    again = train_vqgan(tmp_path / "resumed", store=store, split=SPLIT, steps=4, **params)  # nothing left to train
+    assert again["steps_this_run"] == 0 and again["last"]["l1"] == pytest.approx(full["last"]["l1"], abs=1e-6)
     model = load_vqgan(tmp_path / "resumed")
     assert model.config.decoder_type == "spade" and not model.training
     # starting afresh removes the old checkpoints

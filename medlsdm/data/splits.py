@@ -115,16 +115,31 @@ def check_split(split: dict, cases: Iterable) -> None:
     missing = sorted(set(patient_of) - set(seen))
     if missing:
         raise DataError(f"{len(missing)} case(s) are in no split, e.g. {missing[:5]}")
-    sets_of: dict[str, set[str]] = {}
-    for case_id, name in seen.items():
-        sets_of.setdefault(patient_of[case_id], set()).add(name)
-    leaked = {p: sorted(s) for p, s in sets_of.items() if len(s) > 1}
+    leaked = shared_patients(split, cases)
     if leaked:
         example = sorted(leaked)[:5]
         raise DataError(
             f"{len(leaked)} patient(s) are in more than one split, e.g. "
             + ", ".join(f"{p} in {leaked[p]}" for p in example)
         )
+
+
+def shared_patients(split: dict, cases: Iterable) -> dict[str, list[str]]:
+    """The patients whose cases sit in more than one split: ``{patient_id: [split names]}``
+    (empty for a patient-level split). Case ids of ``split`` missing from ``cases`` are ignored.
+
+    Args:
+        split: ``{"train": [...], "val": [...], "test": [...]}`` of case ids.
+        cases: the cases (objects or dicts with ``case_id`` and ``patient_id``, or
+            ``(case_id, patient_id)`` tuples).
+    """
+    patient_of = dict(_ids(c) for c in cases)
+    sets_of: dict[str, set[str]] = {}
+    for name in SPLITS:
+        for case_id in split.get(name, ()):
+            if case_id in patient_of:
+                sets_of.setdefault(patient_of[case_id], set()).add(name)
+    return {p: sorted(s, key=SPLITS.index) for p, s in sorted(sets_of.items()) if len(s) > 1}
 
 
 def save_split(path: str | os.PathLike, split: dict[str, list[str]]) -> None:

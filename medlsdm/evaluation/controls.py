@@ -35,14 +35,14 @@ NEGATIVE_CONTROLS = {
 def memorisation_controls(data_dir: str | os.PathLike, train_ids: Sequence[str], train_images: Sequence[np.ndarray],
                           synthetic: Mapping[str, Sequence[np.ndarray]], held_out_images: Sequence[np.ndarray], *,
                           seed: int = 0, shift: Sequence[float] = (0.0, 1.0, 1.0), noise_std: float = 0.02,
-                          quantile: float = 0.05) -> dict[str, Any]:
+                          quantile: float = 0.05, negative_control: str = "oracle") -> dict[str, Any]:
     """:func:`medlsdm.metrics.privacy.memorisation_with_controls` with this run's controls.
 
     Positive control: every training volume through :func:`copy_control` (``shift`` voxels,
     Gaussian noise ``noise_std``; seed ``seed + i`` for volume ``i``). Negative control: one
     oracle re-render of every training anatomy (:func:`medlsdm.evaluation.oracle.oracle_samples`
-    with seed ``seed + 1``); when the run is not a phantom (``ConfigError``), the held-out real
-    volumes instead, and ``negative_control`` says so.
+    with seed ``seed + 1``); when the run is not a phantom (``ConfigError``), or when asked
+    (``negative_control="held_out"``), the held-out real volumes instead, and the result says so.
 
     Args:
         data_dir: the run's ``RUN/data``.
@@ -52,18 +52,26 @@ def memorisation_controls(data_dir: str | os.PathLike, train_ids: Sequence[str],
         seed: seed of the controls.
         shift, noise_std: the positive control's shift (voxels, ``(D, H, W)``) and noise.
         quantile: see :func:`medlsdm.metrics.privacy.memorisation_threshold`.
+        negative_control: ``"oracle"`` (re-renders of the training anatomies where the data
+            is a phantom, else the held-out volumes) or ``"held_out"`` (the held-out volumes:
+            other patients, an easier control that moves the threshold up).
 
     Returns:
         The check's result plus ``negative_control`` (which one, in words) and
         ``negative_control_kind`` (``"oracle"`` or ``"held_out"``).
+
+    Raises:
+        ConfigError: ``negative_control`` is neither ``"oracle"`` nor ``"held_out"`` (before any work).
     """
+    if negative_control not in NEGATIVE_CONTROLS:
+        raise ConfigError(f"negative_control={negative_control!r}: choose one of {sorted(NEGATIVE_CONTROLS)}")
     positive = [copy_control(v, shift=shift, noise_std=noise_std, rng=seed + i) for i, v in enumerate(train_images)]
-    try:
-        negative = list(oracle_samples(data_dir, list(train_ids), 1, seed=seed + 1)[:, 0])
-        kind = "oracle"
-    except ConfigError as err:
-        log.info("memorisation: %s; the held-out real volumes are the negative control", err)
-        negative, kind = list(held_out_images), "held_out"
+    negative, kind = list(held_out_images), "held_out"
+    if negative_control == "oracle":
+        try:
+            negative, kind = list(oracle_samples(data_dir, list(train_ids), 1, seed=seed + 1)[:, 0]), "oracle"
+        except ConfigError as err:
+            log.info("memorisation: %s; the held-out real volumes are the negative control", err)
     result = memorisation_with_controls(dict(synthetic), list(train_images), positive, negative, quantile=quantile)
     return {**result, "negative_control": NEGATIVE_CONTROLS[kind], "negative_control_kind": kind,
             "positive_control": f"training volumes shifted by {tuple(shift)} voxels plus noise of sd {noise_std}"}

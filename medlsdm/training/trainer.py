@@ -329,6 +329,9 @@ class Trainer:
                             path, self.step, self.max_steps)
             if acc.is_main_process:
                 self.log.truncate_after(self.step)
+                rows = self.log.read()  # a rerun with nothing left to train still reports the last losses
+                self.last_logs = {k: float(v) for k, v in (rows[-1] if rows else {}).items()
+                                  if v not in ("", None) and k not in ("step", "seconds")}
         else:
             stale = [p for pattern in self.fresh_outputs for p in self.out_dir.glob(pattern)]
             if acc.is_main_process and (found or stale or self.log.path.exists()):
