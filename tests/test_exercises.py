@@ -261,3 +261,8 @@ def test_07_exercises(smoke_run_copy):
     m = metrics(run, "07_whole_volume")
     assert m["depth"] == 5 * base["depth"] // base["n_blocks"] and len(m["border_slices"]) > len(base["border_slices"])
     assert m["edit_lesion_mean"] != base["edit_lesion_mean"]
+
+    # a lesion organ the data does not have stops in the setup cell, before any synthesis
+    with pytest.raises(NotebookError, match=r"lesion_organ='spleen': choose one of \['soft_tissue'"):
+        run_notebooks("smoke", run.root, only=["07"], overrides={"lesion_organ": "spleen"})
+    assert metrics(run, "07_whole_volume")["depth"] == m["depth"]  # the failed run recorded nothing
