@@ -103,6 +103,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     assert float(log[-1]["l1"]) == pytest.approx(full["last"]["l1"], abs=1e-6)
     again = train_vqgan(tmp_path / "resumed", store=store, split=SPLIT, steps=4, **params)  # nothing left to train
     assert again["steps_this_run"] == 0 and again["last"]["l1"] == pytest.approx(full["last"]["l1"], abs=1e-6)
+    assert full["val"] and again["val"] == pytest.approx(full["val"], rel=1e-5)  # from the log (6 digits): what 06 prints
+    assert not any(k.startswith("val_") for k in again["last"])
     model = load_vqgan(tmp_path / "resumed")
     assert model.config.decoder_type == "spade" and not model.training
     # starting afresh removes the old checkpoints

@@ -330,8 +330,10 @@ class Trainer:
             if acc.is_main_process:
                 self.log.truncate_after(self.step)
                 rows = self.log.read()  # a rerun with nothing left to train still reports the last losses
-                self.last_logs = {k: float(v) for k, v in (rows[-1] if rows else {}).items()
-                                  if v not in ("", None) and k not in ("step", "seconds")}
+                last = {k: float(v) for k, v in (rows[-1] if rows else {}).items()
+                        if v not in ("", None) and k not in ("step", "seconds")}
+                self.last_val = {k: v for k, v in last.items() if k.startswith("val_")}  # and validation
+                self.last_logs = {k: v for k, v in last.items() if not k.startswith("val_")}
         else:
             stale = [p for pattern in self.fresh_outputs for p in self.out_dir.glob(pattern)]
             if acc.is_main_process and (found or stale or self.log.path.exists()):
