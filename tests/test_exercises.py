@@ -72,6 +72,23 @@ def metrics(run, key: str) -> dict:
     return run.read_metrics()[key]
 
 
+def moved(a, b, rel: float = 1e-4) -> bool:
+    """Whether a number moved by more than float rounding across thread counts could move it."""
+    return a != pytest.approx(b, rel=rel, abs=1e-6)
+
+
+def same_numbers(a, b, rel: float = 1e-5) -> bool:
+    """Nested dicts / lists equal up to the rounding of another thread count (a rerun beside no
+    other lane gets all cores, the fixture's run one)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_numbers(a[k], b[k], rel) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same_numbers(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return b == pytest.approx(a, rel=rel, abs=1e-9, nan_ok=True)
+    return a == b
+
+
 def test_01_exercises(smoke_run, tmp_path):
     """Coarser grid, the MR phantom, and three blocks per scan: a block-level split leaks
     patients, the patient-level split does not."""
@@ -127,7 +144,7 @@ def test_02_exercises(smoke_run_copy):
     run_notebooks("smoke", run.root, only=["02"], overrides={"num_embeddings": 32, "gan_weight": 0})
     m = metrics(run, "02_vqgan")
     assert read_json(run.vqgan_model / "config.json")["num_embeddings"] == 32
-    assert m["psnr"] != base["psnr"] and set(m["texture"]) >= {"noise_ratio", "hf_power_ratio"}
+    assert moved(m["psnr"], base["psnr"]) and set(m["texture"]) >= {"noise_ratio", "hf_power_ratio"}
 
 
 def _log(path: Path) -> list[str]:
@@ -225,8 +242,8 @@ def test_06_exercises(smoke_run_copy, tmp_path):
     base = metrics(run, "06_cardiac_2d")
     run_notebooks("smoke", run.root, only=["06"], overrides={"guidance_scale": 4.0})
     g = metrics(run, "06_cardiac_2d")
-    assert g["train_seconds"] == base["train_seconds"] and g["reconstruction"] == base["reconstruction"]  # nothing retrained
-    assert all(g["ablation"][mode]["ssim"] != base["ablation"][mode]["ssim"] for mode in g["ablation"])
+    assert g["train_seconds"] == base["train_seconds"] and same_numbers(g["reconstruction"], base["reconstruction"])  # nothing retrained
+    assert all(moved(g["ablation"][mode]["ssim"], base["ablation"][mode]["ssim"]) for mode in g["ablation"])
 
     # new edge maps change the slice store, so every model retrains (same seeds): the semantic
     # mode's numbers stay (up to the rounding of another thread count), the modes that read edges move
@@ -254,13 +271,13 @@ def test_07_exercises(smoke_run_copy):
     m = metrics(run, "07_whole_volume")
     assert (m["overlap"], m["window"]) == (0, short) and base["overlap"] > 0
     assert m["border_slices"] != base["border_slices"] and "seam_gap" in m  # the seam check looks at the new borders
-    assert m["edit_lesion_mean"] != base["edit_lesion_mean"]
+    assert moved(m["edit_lesion_mean"], base["edit_lesion_mean"])
     assert "a lesion in the kidney" in (run.executed / "07_whole_volume_and_editing.ipynb").read_text()
 
     run_notebooks("smoke", run.root, only=["07"], overrides={"n_blocks": 5, "lesion_radius_mm": 25})
     m = metrics(run, "07_whole_volume")
     assert m["depth"] == 5 * base["depth"] // base["n_blocks"] and len(m["border_slices"]) > len(base["border_slices"])
-    assert m["edit_lesion_mean"] != base["edit_lesion_mean"]
+    assert moved(m["edit_lesion_mean"], base["edit_lesion_mean"])
 
     # a lesion organ the data does not have stops in the setup cell, before any synthesis
     with pytest.raises(NotebookError, match=r"lesion_organ='spleen': choose one of \['soft_tissue'"):
