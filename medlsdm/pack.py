@@ -53,6 +53,7 @@ from .atomic import atomic_path, read_json, write_json, write_text
 from .errors import ConfigError, DataError, PackError
 from .model_card import model_card
 from .rundir import RunDir
+from .training.checkpoint import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,6 @@ FROM_PACK_DEFAULT = ("04", "05", "07")
 IMAGE_TOLERANCE = 5e-4
 _METRICS_KEYS = ("01_preprocessing", "02_vqgan", "03_diffusion")
 _CHUNK = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- packing
@@ -231,7 +224,7 @@ def pack_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, tolerance_db
         manifest = {"format": FORMAT, "version": VERSION, "medlsdm_version": importlib.metadata.version("medlsdm"),
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "source_run": run.root.name, "precision": precision,
-                    "files": {n: {"sha256": sha256_file(folder / n), "bytes": (folder / n).stat().st_size} for n in names}}
+                    "files": {n: {"sha256": file_digest(folder / n), "bytes": (folder / n).stat().st_size} for n in names}}
         write_json(folder / MANIFEST, manifest)
         with atomic_path(out) as tmp_out, tarfile.open(tmp_out, "w:gz", compresslevel=9, format=tarfile.PAX_FORMAT) as tar:
             for name in [MANIFEST, "README.md"] + [n for n in names if n != "README.md"]:
@@ -378,8 +371,7 @@ def _unpacked_from(run: RunDir, manifest: dict[str, Any]) -> bool:
     if not mine.is_file() or read_json(mine).get("files") != manifest["files"]:
         return False
     for name, entry in manifest["files"].items():
-        if name not in ("metrics.json", "README.md") and (not (run.root / name).is_file()
-                                                           or sha256_file(run.root / name) != entry["sha256"]):
+        if name not in ("metrics.json", "README.md") and file_digest(run.root / name) != entry["sha256"]:  # None: missing
             raise PackError(f"{run.root / name}: changed since the run was unpacked from its pack; "
                             "unpack the pack into a new --run-dir")
     return True

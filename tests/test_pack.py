@@ -11,7 +11,8 @@ import yaml
 from medlsdm.atomic import read_json
 from medlsdm.cli import main
 from medlsdm.errors import ConfigError, PackError
-from medlsdm.pack import MANIFEST, measure_precision, pack_run, sha256_file, unpack_run, verify_pack
+from medlsdm.pack import MANIFEST, measure_precision, pack_run, unpack_run, verify_pack
+from medlsdm.training.checkpoint import file_digest
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def test_unpacked_run_holds_the_verified_bytes(smoke_pack, tmp_path):
     run = unpack_run(smoke_pack, tmp_path / "run")
     manifest = read_json(run.root / MANIFEST)
     for name, entry in manifest["files"].items():
-        assert sha256_file(run.root / name) == entry["sha256"]
+        assert file_digest(run.root / name) == entry["sha256"]
     assert not list(tmp_path.glob(".run.unpack-*"))  # no staging folder left
 
 
