@@ -15,6 +15,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .data.splits import shared_patients
+
 #: Below this many dB between own and another case's codes, a decoder hardly needs its latent.
 LATENT_MIN_DB = 3.0
 #: A learned autoencoder is worth training when it beats average pooling by this many dB.
@@ -59,8 +61,7 @@ def split_sentence(split: Mapping[str, Sequence[str]], patient_of: Mapping[str, 
     """Whether any patient sits in two splits, and whether the check could have failed at all
     (a dataset with one case per patient makes a case-level split patient-level by construction)."""
     patients = {name: {patient_of[c] for c in ids} for name, ids in split.items()}
-    names = list(patients)
-    shared = sorted({p for i, a in enumerate(names) for b in names[i + 1:] for p in patients[a] & patients[b]})
+    shared = sorted(shared_patients(split, patient_of.items()))
     n_cases = sum(len(ids) for ids in split.values())
     n_patients = len(set().union(*patients.values())) if patients else 0
     counts = ", ".join(f"{len(ids)} {name}" for name, ids in split.items())
