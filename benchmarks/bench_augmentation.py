@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py)
 
-ARMS = ("real_small", "real_small_oracle", "real_small_oracle_autoencoded", "real_small_synthetic", "real_all")
+ARMS = ("real_small", "real_small_oracle", "real_small_oracle_autoencoded", "real_small_synthetic",
+        "real_small_lesion_edits", "real_all")
 #: Arms whose training data no generator makes: measured once, shared by every generator seed.
 GENERATOR_FREE = ("real_small", "real_small_oracle", "real_all")
 
@@ -68,13 +69,15 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     manifest, split = load_manifest(run.data), load_split(run.split_path)
     classes = manifest["classes"]
     train_cases, val, test = (ev.real_cases(run, split[k]) for k in ("train", "val", "test"))
-    small = ev.Cases(*(getattr(train_cases, f)[:p["n_small"]] for f in ("ids", "images", "labels", "affines")))
+    small = train_cases.head(p["n_small"])
     if set(names) <= set(GENERATOR_FREE):  # no generator needed: the oracle renders alone
         extras = {"oracle": aug_ev.new_anatomy_oracle(run, ev.new_anatomy_labels(run, p["n_new"])[0])}
     else:
         pipe = load_pipeline(run.root)
         syn, _ = ev.synthetic_sets(run, pipe, split, n_test=0, n_train_maps=0, n_new=p["n_new"], seed=0)
         extras = aug_ev.augmentation_extras(run, pipe, syn["new"])
+        if "real_small_lesion_edits" in names:  # notebook 05's lesion edits
+            extras["lesion_edits"] = aug_ev.lesion_edits(pipe, small, classes, manifest["spacing"], seed=0)
     for name in names:
         cases = train_cases if name == "real_all" else small
         extra = extras[name.removeprefix("real_small_")] if name.startswith("real_small_") else None
@@ -85,16 +88,23 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
             dice = ev.dice_over_seeds([model], test, classes)
             append_row(work, {"run": str(run_dir), "generator": None if name in GENERATOR_FREE else generator,
                               "arm": name, "judge_seed": seed, "options": options, "organ": dice["organ"],
-                              "lesion": dice["lesion"], "lesions_found": dice["lesions_found"][0],
+                              "lesion": dice["lesion"], "lesion_by_seed": dice["lesion_by_seed"][0],
+                              "has_lesion": [bool((lab == classes.index("lesion")).any()) for lab in test.labels],
+                              "lesions_found": dice["lesions_found"][0],
                               "lesions_total": dice["lesions_total"][0], "best_step": model.best_step,
                               "stopped_step": model.stopped_step, "seconds": round(time.perf_counter() - t0, 1)})
 
 
-def pooled(rows: list[dict], arm: str) -> np.ndarray:
-    """``(judge seeds, cases)`` organ Dice of a generator-free arm, or ``(generators, judge seeds, cases)``."""
+def pooled(rows: list[dict], arm: str, key: str = "organ") -> np.ndarray:
+    """``(judge seeds, cases)`` Dice of a generator-free arm, or ``(generators, judge seeds, cases)``:
+    ``key`` ``"organ"`` (every test case) or ``"lesion"`` (the test cases with a lesion, from
+    rows that record them)."""
     mine = [r for r in rows if r["arm"] == arm]
     generators = sorted({r["generator"] for r in mine}, key=str)
-    by = [[r["organ"] for r in sorted(mine, key=lambda r: r["judge_seed"]) if r["generator"] == g] for g in generators]
+
+    def values(r: dict) -> list[float]:
+        return r["organ"] if key == "organ" else [v for v, h in zip(r["lesion_by_seed"], r["has_lesion"]) if h]
+    by = [[values(r) for r in sorted(mine, key=lambda r: r["judge_seed"]) if r["generator"] == g] for g in generators]
     if len({len(b) for b in by}) != 1:
         raise SystemExit(f"{arm}: generators with different numbers of judge seeds: {[len(b) for b in by]}")
     return np.asarray(by[0] if arm in GENERATOR_FREE else by, float)
@@ -108,10 +118,11 @@ def report(rows: list[dict], note: str = "") -> str:
     lines = [f"# Augmentation arms pooled over generator and judge seeds", "",
              f"Written by `benchmarks/bench_augmentation.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
              f"{platform.machine()}, quick profile, test split (12 cases). Judge: {rows[0]['options']}. "
-             "Gain: organ Dice over real-small, per test case; CI: 95 % bootstrap over generators, judge seeds "
-             "within them, and cases." + (f" {note}" if note else ""), "",
-             "| arm | generators | judge seeds | organ Dice | gain over real-small | 95 % CI | lesion Dice | lesions found | "
-             "best / stopped steps | s per judge |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "Gain: organ Dice over real-small, per test case (lesion gain: lesion Dice, on the test cases with "
+             "a lesion); CI: 95 % bootstrap over generators, judge seeds within them, and cases." + (f" {note}" if note else ""), "",
+             "| arm | generators | judge seeds | organ Dice | gain over real-small | 95 % CI | lesion Dice | "
+             "lesion gain [95 % CI] | lesions found | best / stopped steps | s per judge |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     gains = {}
     for arm in measured:
         mine = [r for r in rows if r["arm"] == arm]
@@ -121,18 +132,24 @@ def report(rows: list[dict], note: str = "") -> str:
             gains[arm] = float(dice.mean() - base.mean())
             lo, hi = hierarchical_bootstrap_ci(dice, base, seed=0)
             gain, ci = f"{gains[arm]:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]"
+        lesion_gain = ""
+        if base is not None and arm != "real_small" and all("has_lesion" in r for r in rows if r["arm"] in (arm, "real_small")):
+            a, b = pooled(rows, arm, "lesion"), pooled(rows, "real_small", "lesion")
+            lo, hi = hierarchical_bootstrap_ci(a, b, seed=0)
+            lesion_gain = f"{a.mean() - b.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
         lesion = np.nanmean([v for r in mine for v in r["lesion"]])
         found = sum(r["lesions_found"] for r in mine) / max(1, sum(r["lesions_total"] for r in mine))
         n_gen = len({r["generator"] for r in mine}) if arm not in GENERATOR_FREE else "–"
         lines.append(f"| {arm.replace('_', ' ')} | {n_gen} | {len({r['judge_seed'] for r in mine})} | {dice.mean():.3f} | "
-                     f"{gain} | {ci} | {lesion:.3f} | {found:.2f} | "
+                     f"{gain} | {ci} | {lesion:.3f} | {lesion_gain} | {found:.2f} | "
                      f"{[r['best_step'] for r in mine]} / {[r['stopped_step'] for r in mine]} | "
                      f"{np.mean([r['seconds'] for r in mine]):.0f} |")
     if "real_small_synthetic" in gains and gains.get("real_small_oracle", 0) > 0:
         lines += ["", f"Synthetic arm's share of the oracle arm's gain: "
                       f"{gains['real_small_synthetic'] / gains['real_small_oracle']:.2f}."]
     lines += ["", "Rows (one per arm, generator and judge seed):", "", "```json",
-              *[json.dumps({k: v for k, v in r.items() if k not in ("organ", "lesion")}) for r in rows], "```", ""]
+              *[json.dumps({k: v for k, v in r.items() if k not in ("organ", "lesion", "lesion_by_seed", "has_lesion")})
+                for r in rows], "```", ""]
     return "\n".join(lines)
 
 

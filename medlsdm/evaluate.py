@@ -55,6 +55,10 @@ class Cases:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def head(self, n: int) -> "Cases":
+        """The first ``n`` cases."""
+        return Cases(self.ids[:n], self.images[:n], self.labels[:n], self.affines[:n])
+
     def __add__(self, other: "Cases") -> "Cases":
         return Cases(self.ids + other.ids, self.images + other.images, self.labels + other.labels,
                      self.affines + other.affines)
@@ -385,7 +389,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
                  seed: int = 0, n_test: int | None = None, judge_seeds: int = 2, judge_options: Mapping[str, Any] | None = None,
                  n_train_maps: int | None = 4, augment: bool = True, n_small: int = 4, n_new: int = 12,
                  frd: bool = True, weights: Mapping[str, Any] | None = None, progress: bool = True,
-                 negative_control: str = "oracle", **_notebook_only) -> dict[str, Any]:
+                 negative_control: str = "oracle", lesion_augmentation: bool = True, lesion_edit_steps: int = 10,
+                 **_notebook_only) -> dict[str, Any]:
     """All evaluation steps on a run, as notebook 05 runs them; writes and returns ``metrics.json["05_evaluation"]``.
 
     Needs notebooks 01 (data) and 03 (pipeline) to have run; synthetic volumes already in
@@ -395,7 +400,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
     """
     from .data.prepare import load_manifest
     from .data.splits import load_split
-    from .evaluate_augmentation import augmentation_experiment, augmentation_extras
+    from .evaluate_augmentation import augmentation_experiment, augmentation_extras, lesion_edits
     from .evaluation.features import available_feature_metrics
     from .pipelines.loading import load_pipeline
 
@@ -413,9 +418,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
     oracle = oracle_cases(run, test, seed=seed + 2)
     quality = image_quality(test, syn["test"])
     seg = segmentation_experiment(train, val, test, syn["test"], class_names, oracle_test=oracle, **judge_kw)
-    aug = (augmentation_experiment(train, val, test, augmentation_extras(run, pipe, syn["new"]), class_names,
-                                   seg.dice["real_test"], n_small=n_small, seed=seed, **judge_kw)
-           if syn.get("new") is not None else None)
+    extras = augmentation_extras(run, pipe, syn["new"]) if syn.get("new") is not None else None
+    if extras and lesion_augmentation:
+        extras["lesion_edits"] = lesion_edits(pipe, train.head(n_small), class_names, manifest["spacing"],
+                                              scheduler=scheduler, steps=lesion_edit_steps, seed=seed)
+    aug = (augmentation_experiment(train, val, test, extras, class_names, seg.dice["real_test"], n_small=n_small,
+                                   seed=seed, **judge_kw) if extras else None)
     features = feature_distances(test, syn["test"], seg.models[0], weights)
     privacy = memorisation(run, train, {"from_train_maps": syn["train"], "from_test_maps": syn["test"]},
                            val + test, seed=seed, negative_control=negative_control)
@@ -425,6 +433,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
         conventions=paper_conventions(seg.models[0], test, syn["test"], len(class_names)),
         model_info=model_info(run, pipe), seconds=time.perf_counter() - start,
         settings={**settings, "judge_seeds": judge_seeds, "judge_options": dict(judge_options or {}), "n_small": n_small,
-                  "n_new": n_new, "augment": augment, "n_train_maps": n_train_maps})
+                  "n_new": n_new, "augment": augment, "n_train_maps": n_train_maps,
+                  "lesion_augmentation": lesion_augmentation, "lesion_edit_steps": lesion_edit_steps})
     run.update_metrics(METRICS_KEYS["05"], result)
     return result

@@ -5,6 +5,8 @@ trained on few real cases, and how much could perfect synthesis help?
 (:func:`medlsdm.evaluate.new_anatomy_labels`): their oracle renders, those through the VQ-GAN, and
 the pipeline's samples; :func:`augmentation_experiment` trains the judge
 (:func:`medlsdm.evaluate.train_judges`) on each arm and compares them on the real test cases.
+:func:`lesion_edits` makes the lesion augmentation's set: the real-small cases with a lesion
+inserted by :meth:`MedLSDMPipeline.edit`, scored by the lesion Dice they add.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from .rundir import RunDir
 #: The augmentation bar: share of the oracle arm's gain that the synthetic arm must recover.
 AUGMENTATION_BAR = 0.5
 #: The extra sets of the augmentation experiment, each added to the real-small cases in an arm of its own.
-EXTRA_SETS = ("oracle", "oracle_autoencoded", "synthetic")
+EXTRA_SETS = ("oracle", "oracle_autoencoded", "synthetic", "lesion_edits")
+#: Radius range of the lesions :func:`lesion_edits` inserts: the phantom's own (``data_cards/phantom.md``).
+LESION_RADIUS_MM = (10.0, 20.0)
 
 
 def new_anatomy_oracle(run: RunDir, ids: Sequence[str]) -> Cases:
@@ -45,6 +49,55 @@ def augmentation_extras(run: RunDir, pipe, new_synthetic: Cases) -> dict[str, Ca
             "synthetic": new_synthetic}
 
 
+def lesion_edits(pipe, cases: Cases, class_names: Sequence[str], spacing: Sequence[float], *, organ: str = "liver",
+                 radius_mm: Sequence[float] = LESION_RADIUS_MM, scheduler: str = "ddim", steps: int = 10,
+                 seed: int = 0) -> Cases:
+    """The lesion augmentation's extra set: each case that has ``organ``, once more, with a
+    spherical lesion inserted deep in that organ by :meth:`MedLSDMPipeline.edit`
+    (:func:`medlsdm.evaluation.edits.edit_with_lesion`; radius uniform in ``radius_mm``, edit
+    noise and radius seeded by ``seed`` and the case's place; ``steps`` of ``scheduler``). Ids
+    get the suffix ``+lesion``.
+
+    Raises:
+        DataError: ``class_names`` has no ``"lesion"`` or no ``organ`` class, or no case has
+            a voxel of ``organ`` (before any edit).
+    """
+    from .evaluation.edits import edit_with_lesion
+    from .pipelines.synthesis import use_scheduler
+
+    missing = [c for c in ("lesion", organ) if c not in class_names]
+    keep = [i for i, lab in enumerate(cases.labels) if not missing and (np.asarray(lab) == class_names.index(organ)).any()]
+    if missing or not keep:
+        raise DataError(f"lesion edits: {f'no class {missing}' if missing else f'no case has a voxel of {organ!r}'} "
+                        f"(classes {list(class_names)})")
+    use_scheduler(pipe, scheduler)
+    radii = np.random.default_rng(seed).uniform(*radius_mm, size=len(cases))
+    edits = {i: edit_with_lesion(pipe, cases.images[i], cases.labels[i], organ_class=class_names.index(organ),
+                                 lesion_class=class_names.index("lesion"), radius_mm=float(radii[i]), spacing=spacing,
+                                 steps=steps, seed=seed + i) for i in keep}
+    return Cases([f"{cases.ids[i]}+lesion" for i in keep], [edits[i]["edited"].astype(np.float32) for i in keep],
+                 [edits[i]["labels"] for i in keep], [cases.affines[i] for i in keep])
+
+
+def lesion_gain(arm: Mapping[str, Any], base: Mapping[str, Any], test: Cases, class_names: Sequence[str], *,
+                seed: int = 0) -> dict[str, Any]:
+    """Lesion Dice gain of an arm over ``base`` (both :func:`medlsdm.evaluate.dice_over_seeds` on
+    ``test``), on the test cases whose label map holds a lesion (there the Dice is defined
+    whatever is predicted), with its hierarchical-bootstrap CI over those cases and the judge
+    seeds (``None`` with fewer than 2 such cases)."""
+    from .metrics.statistics import hierarchical_bootstrap_ci
+
+    lesion = list(class_names).index("lesion") if "lesion" in class_names else None
+    cols = [j for j, lab in enumerate(test.labels) if lesion is not None and (np.asarray(lab) == lesion).any()]
+    if not cols:
+        return {"lesion_gain": math.nan, "lesion_gain_ci": None, "n_lesion_cases": 0}
+    a, b = (np.asarray(d["lesion_by_seed"], float)[:, cols] for d in (arm, base))
+    return {"lesion_gain": float(a.mean() - b.mean()),
+            "lesion_gain_ci": list(hierarchical_bootstrap_ci(a, b, seed=seed)) if len(cols) >= 2 else None,
+            "lesion_per_case": (a.mean(0) - b.mean(0)).tolist(), "n_lesion_cases": len(cols),
+            "lesions_found": list(arm["lesions_found"]), "lesions_total": list(arm["lesions_total"])}
+
+
 def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mapping[str, Cases], class_names: Sequence[str],
                             real_all: Mapping[str, Any], *, n_small: int = 4, seeds: Sequence[int] = (0, 1),
                             options: Mapping[str, Any] | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
@@ -62,11 +115,15 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
     (:func:`~medlsdm.metrics.statistics.hierarchical_bootstrap_ci`). ``fraction_of_oracle_gain``:
     the synthetic arm's mean gain over the oracle arm's. ``bar_holds``: at least
     :data:`AUGMENTATION_BAR` of the oracle arm's gain recovered, the synthetic gain's CI above 0.
+    Every arm also gets its lesion Dice gain (:func:`lesion_gain`); with a ``lesion_edits`` extra
+    set (:func:`lesion_edits`), ``lesion_augmentation`` holds that arm's lesion gain beside the
+    control's (``real_all``: the other real training cases, with their lesions) and the lesions
+    each arm's judges found.
     """
     from .metrics.statistics import hierarchical_bootstrap_ci, mean_sd
     from .training.judge import JUDGE_DEFAULTS
 
-    small = Cases(train.ids[:n_small], train.images[:n_small], train.labels[:n_small], train.affines[:n_small])
+    small = train.head(n_small)
     if len(small) < 1 or not extras or min(len(c) for c in extras.values()) < 1:
         raise DataError(f"augmentation: needs training cases and extra volumes, got {len(small)} and "
                         f"{ {k: len(c) for k, c in extras.items()} }")
@@ -83,11 +140,24 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
                                                               seed=seed)),
                     "per_case": (np.asarray(d["organ"]) - base).tolist()}
              for name, d in dice.items() if name != "real_small"}
+    lesion = {name: lesion_gain(d, dice["real_small"], test, class_names, seed=seed)
+              for name, d in dice.items() if name != "real_small"}
     arms = {name: {"mean": nan_mean(d["organ"]), "lesion": nan_mean(d["lesion"]),
                    "sd_seeds": mean_sd(d["organ_per_seed"])[1] if len(d["organ_per_seed"]) > 1 else math.nan,
-                   "per_case": d["organ"], **gains.get(name, {})} for name, d in dice.items()}
+                   "per_case": d["organ"], "lesions_found": list(d["lesions_found"]), **gains.get(name, {}),
+                   **{k: v for k, v in lesion.get(name, {}).items() if k != "lesions_found"}}
+            for name, d in dice.items()}
     out = {"arms": arms, "n_small": len(small), "n_extra": {name: len(c) for name, c in extras.items()},
            "mix": float({**JUDGE_DEFAULTS, **(options or {})}["mix"])}
+    if "real_small_lesion_edits" in lesion:
+        edits, control = lesion["real_small_lesion_edits"], lesion["real_all"]
+        out["lesion_augmentation"] = {
+            "gain": edits["lesion_gain"], "gain_ci": edits["lesion_gain_ci"], "per_case": edits.get("lesion_per_case"),
+            "n_lesion_cases": edits["n_lesion_cases"], "n_edits": len(extras["lesion_edits"]),
+            "control_gain": control["lesion_gain"], "control_gain_ci": control["lesion_gain_ci"],
+            "lesions_found": {name: list(dice[name]["lesions_found"])
+                              for name in ("real_small", "real_small_lesion_edits", "real_all")},
+            "lesions_total": int(dice["real_small"]["lesions_total"][0])}
     syn, orc = gains.get("real_small_synthetic"), gains.get("real_small_oracle")
     if syn is not None:
         out.update(gain=syn["gain"], gain_ci=syn["gain_ci"], gain_per_case=syn["per_case"])

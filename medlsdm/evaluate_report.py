@@ -43,7 +43,8 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation, features: Ma
     sd across seeds (``*_sd_seeds``); ``judge`` describes the judge
     (:meth:`~medlsdm.evaluate.SegmentationResult.summary`); ``dice_ratio`` is the Dice on synthetic
     over the Dice on real test volumes and ``dice_ratio_oracle`` the same for oracle re-renders
-    (what perfect synthesis gives here)."""
+    (what perfect synthesis gives here); ``lesion_augmentation`` is the augmentation experiment's
+    (:func:`medlsdm.evaluate_augmentation.augmentation_experiment`), taken out of ``augmentation``."""
     from .metrics.statistics import mean_sd
 
     dice = segmentation.dice
@@ -79,7 +80,9 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation, features: Ma
             "distances": {"positive": privacy["positive"]["nn_distance"], "negative": privacy["negative"]["nn_distance"],
                           **{name: c["nn_distance"] for name, c in mem.items()}},
         },
-        "augmentation": augmentation,
+        "augmentation": None if augmentation is None else
+            {k: v for k, v in augmentation.items() if k != "lesion_augmentation"},
+        "lesion_augmentation": (augmentation or {}).get("lesion_augmentation"),
         "paper_conventions": {name: row["paper"] for name, row in conventions.items()},
         "paper_conventions_table": dict(conventions),
         "per_case": per_case, "ci": with_ci(per_case), "n_test": len(quality["per_case"]),
@@ -133,11 +136,13 @@ def results_tables(m: Mapping[str, Any]) -> dict[str, str]:
     aug = m["augmentation"]
     if aug:
         arms = [[name.replace("_", " "), fmt(a["mean"], 3), fmt(a["sd_seeds"], 2),
-                 fmt(a["gain"], 3) if "gain" in a else "– (baseline)", _pair(a.get("gain_ci")), fmt(a["lesion"], 3)]
+                 fmt(a["gain"], 3) if "gain" in a else "– (baseline)", _pair(a.get("gain_ci")), fmt(a["lesion"], 3),
+                 f"{fmt(a['lesion_gain'], 3)} {_pair(a.get('lesion_gain_ci'))}" if "lesion_gain" in a else "– (baseline)",
+                 ", ".join(map(str, a["lesions_found"]))]
                 for name, a in aug["arms"].items()]
         tables["augmentation"] = markdown_table(
             ["arm", "organ Dice (real test)", "sd over seeds", "gain over real small", "95 % CI (cases and seeds)",
-             "lesion Dice"], arms)
+             "lesion Dice", "lesion gain [95 % CI]", "lesions found (per seed)"], arms)
     reported = {"dice": f"{PAPER['dice_synthetic']} synthetic, {PAPER['dice_real']} real ({PAPER['dataset']})"}
     rows = [[CONVENTION_LABELS.get(name, name), fmt(row["ours"]), fmt(row["paper"]), row["convention"], reported.get(name, "–")]
             for name, row in m["paper_conventions_table"].items()]
@@ -248,6 +253,42 @@ def augmentation_verdict(aug: Mapping[str, Any] | None) -> str:
                     "experiment cannot say whether a better generator would.")
     if "bar_holds" in aug:
         said.append(f"The bar ({aug['bar']}) {'holds' if aug['bar_holds'] else 'does **not** hold'}.")
+    return " ".join(said)
+
+
+def lesion_augmentation_sentence(la: Mapping[str, Any] | None) -> str:
+    """What inserting lesions with ``pipe.edit`` into the real-small volumes did to the judge's
+    lesion Dice, beside the control (all real cases), written from the numbers: whether any judge
+    found a lesion, whether the control shows the experiment can see a lesion gain, and the bar.
+    ``la``: the ``lesion_augmentation`` of :func:`medlsdm.evaluate_augmentation.augmentation_experiment`."""
+    if not la:
+        return ("The lesion augmentation did not run (lesion_augmentation=False, no lesion class in the data, or no "
+                "augmentation experiment).")
+    if not la["n_lesion_cases"]:
+        return "No test case holds a lesion, so the lesion augmentation cannot be scored here."
+
+    def gain(value, ci) -> str:
+        return f"{value:+.3f} " + (f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "(no CI: fewer than 2 test cases with a lesion)")
+
+    found, total = la["lesions_found"], la["lesions_total"]
+    said = [f"{la['n_edits']} real-small volumes with a lesion inserted by `pipe.edit` change the lesion Dice on the "
+            f"{la['n_lesion_cases']} test cases with a lesion by {gain(la['gain'], la['gain_ci'])}; the control, all real "
+            f"cases with their lesions, by {gain(la['control_gain'], la['control_gain_ci'])}.",
+            f"Test lesions found (of {total}, per judge seed): real small {found['real_small']}, with the edits "
+            f"{found['real_small_lesion_edits']}, all real {found['real_all']}."]
+    control_sees = bool(la["control_gain_ci"]) and la["control_gain_ci"][0] > 0
+    holds = bool(la["gain_ci"]) and la["gain_ci"][0] > 0
+    if not any(sum(v) for v in found.values()):
+        said.append("No judge in any of these arms found a lesion, so every lesion gain is zero by construction: "
+                    "at this judge's budget the experiment cannot see lesion augmentation at all.")
+    elif not control_sees:
+        said.append("Even more real lesions give no gain distinguishable from zero, so this experiment cannot judge "
+                    "the edits either way.")
+    else:
+        said.append("More real lesions help this judge, so the experiment can see a lesion gain; the edits "
+                    + ("give one too." if holds else "do not give one distinguishable from zero."
+                       if la["gain_ci"] and la["gain_ci"][1] > 0 else "give none."))
+    said.append(f"The bar (a lesion gain with its CI above 0) {'holds' if holds else 'does **not** hold'}.")
     return " ".join(said)
 
 
@@ -362,7 +403,8 @@ def takeaways_05(m: Mapping[str, Any]) -> str:
              + (f", oracle {m['dice_oracle']:.3f} {_pair(ci.get('dice_oracle'))}" if "dice_oracle" in m else "")
              + f"; synthetic over real {m['dice_ratio']:.3f}.",
              lesion_sentence(m["judge"], {k: m[f"dice_lesion_{k}"] for k in ("real_test", "synthetic", "oracle")
-                                          if f"dice_lesion_{k}" in m}), augmentation_verdict(m["augmentation"]), memorisation_sentence(m["privacy_controls"]),
+                                          if f"dice_lesion_{k}" in m}), augmentation_verdict(m["augmentation"]),
+             lesion_augmentation_sentence(m.get("lesion_augmentation")), memorisation_sentence(m["privacy_controls"]),
              distance_sentence(m), paper_sentence(m)]
     return "**Takeaways**\n\n" + "\n".join(f"- {line}" for line in lines)
 

@@ -64,6 +64,11 @@ def bars(metrics: Mapping[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     aug = _get(metrics, "05_evaluation", "augmentation") or {}
     rows.append(("05 augmentation: Dice gain of real-small + synthetic over real-small",
                  f"{_num(aug.get('gain'))} (95% CI {_ci(aug.get('gain_ci'))})", aug.get("bar", "—"), aug.get("bar_holds")))
+    lesions = _get(metrics, "05_evaluation", "lesion_augmentation") or {}
+    ci = lesions.get("gain_ci")
+    rows.append(("05 lesion augmentation: lesion Dice gain of real-small + lesion edits over real-small",
+                 f"{_num(lesions.get('gain'))} (95% CI {_ci(ci)}; all real cases {_num(lesions.get('control_gain'))})",
+                 "95% CI above 0", None if not lesions else bool(ci) and ci[0] > 0))
     seam = _get(metrics, "07_whole_volume", "seam_gap")
     rows.append(("07 windowed whole scans: seam gap over one pass", _num(_get(seam, "gap"), 4),
                  "95% CI covers 0 or lies below", _get(seam, "passes")))

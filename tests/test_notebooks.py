@@ -188,9 +188,15 @@ def test_05_evaluation(smoke_run):
     assert pc["positive_flagged"] == 1.0 and 0 <= pc["negative_flagged"] <= 1 and pc["negative_control_kind"] == "oracle"
     assert set(pc["synthetic_flagged"]) == {"from_train_maps", "from_test_maps"}
     aug = m["augmentation"]
-    assert aug["n_small"] == p["n_small"] and aug["n_extra"] == {k: p["n_new"] for k in (
-        "oracle", "oracle_autoencoded", "synthetic")} and list(aug["arms"]) == [
-        "real_small", "real_small_oracle", "real_small_oracle_autoencoded", "real_small_synthetic", "real_all"]
+    assert aug["n_small"] == p["n_small"] and aug["n_extra"] == {**{k: p["n_new"] for k in (
+        "oracle", "oracle_autoencoded", "synthetic")}, "lesion_edits": p["n_small"]} and list(aug["arms"]) == [
+        "real_small", "real_small_oracle", "real_small_oracle_autoencoded", "real_small_synthetic",
+        "real_small_lesion_edits", "real_all"]
+    # lesion augmentation: lesion Dice gain on the test cases with a lesion, beside the all-real control
+    la = m["lesion_augmentation"]
+    assert la["n_edits"] == p["n_small"] and set(la["lesions_found"]) == {"real_small", "real_small_lesion_edits", "real_all"}
+    assert la["n_lesion_cases"] < 2 or la["gain_ci"][0] <= la["gain"] <= la["gain_ci"][1]
+    assert "lesion_augmentation" not in aug and m["settings"]["lesion_edit_steps"] == 10
     assert aug["gain_ci"][0] <= aug["gain"] <= aug["gain_ci"][1] and isinstance(aug["bar_holds"], bool)
     assert aug["oracle_gain_ci"][0] <= aug["oracle_gain"] <= aug["oracle_gain_ci"][1] and aug["mix"] == 0.5
     assert "fraction_of_oracle_gain" in aug

@@ -209,6 +209,11 @@ def test_card_bars_follow_the_numbers():
     rows = {row[0]: row[3] for row in bars(metrics)}
     assert rows["02 VQ-GAN reconstruction, body PSNR (dB), held-out split"] is False
     assert rows["02 decoder uses its latent: PSNR own − another case's latent (dB)"] is False
+    lesion = "05 lesion augmentation: lesion Dice gain of real-small + lesion edits over real-small"
+    assert rows[lesion] is None  # not run
+    for ci, met in (([0.01, 0.2], True), ([0.0, 0.0], False), (None, False)):
+        metrics["05_evaluation"] = {"lesion_augmentation": {"gain": 0.1, "gain_ci": ci, "control_gain": 0.2}}
+        assert {row[0]: row[3] for row in bars(metrics)}[lesion] is met
 
 
 def _consistent(files, name, data):
