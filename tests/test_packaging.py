@@ -1,8 +1,8 @@
 """pyproject.toml (the pip truth), environment.yml and binder/ describe the same packages."""
 import re
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
