@@ -140,7 +140,7 @@ def train(work: Path, dataset: str, option: str, seed: int) -> dict:
 
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.store import CaseStore, stack_cases
-    from medlsdm.evaluation.reconstruction import body_masks, latent_ablation, reconstruction_vs_baselines, reconstruct
+    from medlsdm.evaluation.reconstruction import body_masks, latent_ablation, reconstruct, reconstruction_vs_baselines
     from medlsdm.metrics.conditional import class_means
     from medlsdm.training.vqgan import load_vqgan, train_vqgan
 

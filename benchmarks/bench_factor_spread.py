@@ -48,8 +48,6 @@ N_SAMPLES, N_ORACLE, SAMPLE_STEPS = 4, 8, 50
 
 
 def train(work: Path, data: Path, vqgan: Path, option: str, seed: int, n_maps: int | None) -> dict:
-    import torch
-
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
     from medlsdm.data.store import CaseStore, stack_cases

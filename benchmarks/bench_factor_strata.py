@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import numpy as np
 

@@ -33,7 +33,6 @@ LAYOUTS = ("contiguous", "channels_last_3d")
 def worker(cfg: dict) -> dict:
     """Seconds per training step of one (recipe, layout) on one thread."""
     import torch
-
     from monai.losses import DiceCELoss
 
     from medlsdm.training.judge import JUDGE_DEFAULTS, RECIPES, judge_network

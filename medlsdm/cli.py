@@ -143,8 +143,14 @@ def nnunet_writer(args: argparse.Namespace, num_classes: int):
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:
     from .pipelines.loading import load_pipeline_dir
-    from .pipelines.synthesis import (block_window, check_output_names, check_sampling, label_files,
-                                      synthesize_files, use_scheduler)
+    from .pipelines.synthesis import (
+        block_window,
+        check_output_names,
+        check_sampling,
+        label_files,
+        synthesize_files,
+        use_scheduler,
+    )
 
     check_sampling(args.steps, args.guidance)  # before the pipeline loads
     if args.format == "nifti":

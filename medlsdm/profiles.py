@@ -64,36 +64,24 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         # 60 phantom cases: 36 train, 12 validation, 12 test (enough test cases for a confidence interval)
         "01": dict(dataset="torso-ct", n_cases=60, block_shape=[32, 64, 64], spacing=[6.0, 5.5, 5.5]),
-        # The normal decoder (it reads only its latent) with both PatchGANs (hinge + feature matching,
-        # 16 channels wide) from step 500 of 1500. Validation split, benchmarks/results/autoencoder_realism.md:
-        # L1 + commitment alone (600 steps) erased the texture (HF power 0.15 of the original's,
-        # thin-bone contrast 0.32) and lost to painting + the pooled residual on SSIM (0.738 / 0.784);
-        # with the PatchGANs HF power is 0.99, thin-bone contrast 0.68, PSNR 27.4 dB against the
-        # baseline's 25.6, SSIM 0.775, level with the baseline's 0.784 but not above it (test split of four
-        # fresh-clone demos: 0.744-0.784, the thread switch of --jobs 2 changes the GAN's rounding). 64-channel
-        # PatchGANs scored the same (0.91, 0.64, 27.2 dB, 0.780) at twice the step time; 1000 steps
-        # from 300 lost SSIM (0.677); weight 0.05 was noisier (noise ratio 1.44, SSIM 0.707).
+        # The normal decoder (it reads only its latent) with both PatchGANs (hinge + feature matching, 16 channels wide)
+        # from step 500 of 1500: L1 alone erases the texture (benchmarks/results/autoencoder_realism.md)
         "02": dict(decoder="normal", label_dropout=0.0, compare_decoder=False, steps=1500, crop_shape=[16, 32, 32], batch_size=2,
                    lr=1e-3, channels=[16, 32, 64], embedding_dim=8, num_embeddings=512,
                    gan_weight=0.1, disc_start=500, disc_channels=16),
-        # Appearance swaps (3 copies of each training case with another case's class means,
-        # medlsdm.training.augment): the model can no longer read a case's appearance off its label map.
-        # Validation, benchmarks/results/factor_spread.md (two training seeds each): the within-map
-        # spread ratio of liver rose from 0.28 / 0.29 to 0.41 / 0.38; bone (0.18 / 0.26 -> 0.23 / 0.27)
-        # and kidney (0.47 / 0.54 -> 0.57 / 0.50) barely moved: still well below the oracle's ~1.
+        # Appearance swaps (3 copies of each training case with another case's class means, medlsdm.training.augment):
+        # the model can no longer read a case's appearance off its label map (benchmarks/results/factor_spread.md)
         "03": dict(steps=1500, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
                    conditioning="concat", prediction_type="v_prediction", ema_decay=0.99, appearance_swaps=3,
                    sample_every=400),
-        # DDPM-1000 is the reference sampler: 27.7 s a volume in a fresh-clone demo, so the scheduler table uses one map
-        # and two samples per scheduler (4 cost 165 s of the 20-minute demo)
+        # DDPM-1000, the reference sampler, is slow: the scheduler table uses one map and two samples per scheduler
+        # (its cost in a demo: benchmarks/results/sampling.md, "History of the quick settings")
         "04": dict(steps=50, n_test=6, n_samples=4, n_oracle=8, compare=[["ddpm", 1000], ["ddim", 50], ["dpm++", 25], ["unipc", 10]],
                    compare_maps=1, compare_samples=2),
         # 2 judge seeds × 5 augmentation arms (the real-all arm is the judge itself); the judge's quick recipe is
         # medlsdm.training.judge.JUDGE_DEFAULTS (judge_options adds to it), chosen in benchmarks/results/judge.md
         "05": dict(steps=50, n_test=None, judge_seeds=2, judge_options={}, n_train_maps=4, n_small=4, n_new=12),
-        # 207 s on one thread in a fresh-clone demo (VQ-VAE 300 steps 55 s, the three LDMs of 400
-        # steps 114 s together, sampling with guidance 19 s).
-        # Held-out SSIM: edges+semantic 0.48 > semantic 0.41 > edges 0.29 (64 slices, 8 patients)
+        # its parts' times in a demo and the held-out SSIM of each conditioning: benchmarks/results/cardiac.md
         "06": dict(n_subjects=40, size=64, vqvae_steps=300, ldm_steps=400, ldm_channels=[32, 64],
                    ldm_attention_levels=[False, True], guidance_scale=2.0),
         # a scan 3 blocks deep (576 mm), DDIM-10 windowed and in one pass, 4 samples each; a

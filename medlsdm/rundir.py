@@ -1,6 +1,7 @@
 """The run directory: the only hand-off between notebooks.
 
-This class is the one place that knows the layout (see ``DESIGN.md``)::
+This class is the one place that knows the layout (below; the README's "Run directory and profiles" section
+summarises it for users)::
 
     RUN/
       raw/           generated phantom source data (the run's own copy)

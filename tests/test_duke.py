@@ -2,7 +2,6 @@
 3D Slicer ``.seg.nrrd`` segmentations written with pynrrd."""
 import nrrd
 import numpy as np
-import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid

@@ -7,8 +7,14 @@ import pytest
 
 from medlsdm import interpret as I
 from medlsdm import interpret_synthesis as S
-from medlsdm.evaluate_report import (lesion_sentence, memorisation_sentence, paper_sentence, results_tables,
-                                     takeaways_05, with_ci)
+from medlsdm.evaluate_report import (
+    lesion_sentence,
+    memorisation_sentence,
+    paper_sentence,
+    results_tables,
+    takeaways_05,
+    with_ci,
+)
 
 
 def test_ci_helpers_place_a_ci_against_zero():

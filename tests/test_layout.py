@@ -13,27 +13,35 @@ LAYERS = ["errors", "atomic", "tables", "rundir", "metrics", "data", "models", "
           "pack", "runner", "sweep", "report", "cli"]
 
 
-def _relative_imports(path: Path):
-    """``(imported module, names)`` of every relative import in a package file, local ones included."""
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    package = parts[:-1]
+def _module_name(path: Path) -> str:
+    """``medlsdm/data/io.py`` → ``medlsdm.data.io``."""
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def _relative_imports(path: Path, module: str):
+    """``(imported module, names)`` of every relative import in ``path``, read as the package
+    module ``module`` (dotted), local ones included."""
+    package = module.split(".")[:-1]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package[: len(package) - node.level + 1]
             yield ".".join(base + ([node.module] if node.module else [])), [a.name for a in node.names]
 
 
-def layer_violations(path: Path) -> list[str]:
+def layer_violations(path: Path, module: str | None = None) -> list[str]:
+    """The layer and private-name violations of the file ``path``, read as the package module
+    ``module`` (dotted, e.g. ``medlsdm.data.io``; default: its place under the repository)."""
+    module = _module_name(path) if module is None else module
     rank = {name: i for i, name in enumerate(LAYERS)}
-    own = path.relative_to(PACKAGE).with_suffix("").parts[0]
+    own = module.split(".")[1]
     found = []
-    for module, names in _relative_imports(path):
-        targets = [f"{module}.{n}" for n in names] if module == "medlsdm" else [module]
+    for imported, names in _relative_imports(path, module):
+        targets = [f"{imported}.{n}" for n in names] if imported == "medlsdm" else [imported]
         for target in targets:
             layer = target.split(".")[1] if "." in target else None
             if layer in rank and own in rank and rank[layer] > rank[own]:
                 found.append(f"{path.name} imports {target} from a layer above {own}")
-        found += [f"{path.name} imports the private {module}.{n}" for n in names if n.startswith("_")]
+        found += [f"{path.name} imports the private {imported}.{n}" for n in names if n.startswith("_")]
     return found
 
 
@@ -48,13 +56,19 @@ def test_module_respects_the_layers_and_size(path):
 
 
 def test_the_checker_catches_violations(tmp_path):
-    bad = PACKAGE / "data" / "_layout_probe.py"  # a file inside the package, removed afterwards
+    """Negative control: a probe read as a module of ``medlsdm.data`` (it stays in tmp_path)."""
+    bad = tmp_path / "_layout_probe.py"
     bad.write_text("from ..training.trainer import Trainer\nfrom .io import _check_kind\n")
-    try:
-        found = layer_violations(bad)
-    finally:
-        bad.unlink()
-    assert any("layer above data" in f for f in found) and any("private" in f for f in found)
+    found = layer_violations(bad, "medlsdm.data._layout_probe")
+    assert any("medlsdm.training.trainer from a layer above data" in f for f in found)
+    assert any("private medlsdm.data.io._check_kind" in f for f in found)
+    # the same imports one layer up (in training) break no layer rule; the private name still counts
+    assert layer_violations(bad, "medlsdm.training._layout_probe") == [
+        "_layout_probe.py imports the private medlsdm.training.io._check_kind"]
+    # `from .. import x` in a subpackage resolves to medlsdm.x
+    bad.write_text("from .. import cli\n")
+    assert layer_violations(bad, "medlsdm.data._layout_probe") == [
+        "_layout_probe.py imports medlsdm.cli from a layer above data"]
 
 
 def test_readme_layout_lists_every_module():

@@ -34,7 +34,6 @@ from medlsdm.metrics.distribution import (
 )
 from medlsdm.metrics.image import MS_SSIM_WEIGHTS, ms_ssim, nmse, paired_metrics, psnr, rmse, ssim
 from medlsdm.metrics.overlap import dice_per_class, mean_dice
-from medlsdm.metrics.privacy import nearest_neighbour_check
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -221,34 +220,6 @@ def test_dice_against_scipy():
         dice_per_class(pred.astype(float), target, 5)
     with pytest.raises(DataError, match=r"\[0, 3\]"):
         dice_per_class(pred, target, 4)
-
-
-# ------------------------------------------------------------------ memorisation check
-def test_nearest_neighbour_check_flags_a_copy():
-    rng = np.random.default_rng(5)
-    base = scipy.ndimage.gaussian_filter(rng.normal(size=(8, 16, 16)), 2) * 4
-
-    def case():  # "patients": a shared anatomy plus individual variation
-        return (base + scipy.ndimage.gaussian_filter(rng.normal(size=base.shape), 1.5))[None].astype(np.float32)
-
-    train = [case() for _ in range(6)]
-    held_out = [case() for _ in range(3)]
-    noise = [rng.normal(size=(1, 8, 16, 16)).astype(np.float32) for _ in range(3)]
-    synthetic = noise[:2] + [train[4] + 0.01 * rng.normal(size=train[4].shape).astype(np.float32)] + noise[2:]
-    res = nearest_neighbour_check(synthetic, train, held_out)
-    assert res["flagged"] == [2] and res["n_flagged"] == 1 and res["synthetic_nn_index"][2] == 4
-    assert res["threshold"] == pytest.approx(min(res["held_out_nn_distance"]))
-    assert nearest_neighbour_check(noise, train, held_out)["n_flagged"] == 0
-    with pytest.raises(DataError, match="shapes differ"):
-        nearest_neighbour_check([np.zeros((1, 8, 16, 14))], train, held_out)
-
-
-def test_nearest_neighbour_check_ssim_metric():
-    rng = np.random.default_rng(6)
-    vols = [scipy.ndimage.gaussian_filter(rng.normal(size=(1, 22, 24, 24)), 1.5) for _ in range(5)]
-    noise = rng.normal(size=(1, 22, 24, 24))
-    res = nearest_neighbour_check([vols[0].copy(), noise], vols[:3], vols[3:], metric="1-ssim")
-    assert res["synthetic_nn_distance"][0] == pytest.approx(0.0, abs=1e-9) and res["flagged"] == [0]
 
 
 # ------------------------------------------------------------------ feature metrics and weights

@@ -117,3 +117,15 @@ def test_nearest_distances_hand_computed():
     moved = np.roll(ramp, 1, axis=-1)
     assert nearest_distances([moved], [ramp], downsample=1, max_shift=1)[0][0] == pytest.approx(0.0)
     assert nearest_distances([moved], [ramp], downsample=1)[0][0] > 0.9
+
+
+def test_nearest_distances_ssim_metric():
+    """1 − SSIM: a copy is at distance 0 from its training volume, and noise is farther from
+    the training set than any held-out volume (the smallest held-out distance)."""
+    rng = np.random.default_rng(6)
+    vols = [scipy.ndimage.gaussian_filter(rng.normal(size=(1, 22, 24, 24)), 1.5) for _ in range(5)]
+    noise = rng.normal(size=(1, 22, 24, 24))
+    d, idx = nearest_distances([vols[0].copy(), noise], vols[:3], metric="1-ssim")
+    held_out, _ = nearest_distances(vols[3:], vols[:3], metric="1-ssim")
+    assert d[0] == pytest.approx(0.0, abs=1e-9) and idx[0] == 0
+    assert d[0] < min(held_out) <= d[1]

@@ -11,7 +11,7 @@ from medlsdm.metrics.statistics import bootstrap_ci, mean_sd, paired_bootstrap_c
 
 def test_bootstrap_ci_covers_the_known_mean_at_about_the_nominal_rate():
     rng = np.random.default_rng(0)
-    reps, covered, too_narrow = 200, 0, 0
+    reps, covered = 200, 0
     for r in range(reps):
         x = rng.normal(3.0, 2.0, size=30)
         low, high = bootstrap_ci(x, seed=r)

@@ -1,8 +1,8 @@
 """pyproject.toml (the pip truth), environment.yml and binder/ describe the same packages."""
 import re
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,3 +102,21 @@ def test_floors_of_diffusers_and_accelerate_are_tested_versions():
         if req.name in ("diffusers", "accelerate"):  # diffusers 0.30 ran code named by a model folder
             floors = [Version(s.version) for s in req.specifier if s.operator == ">="]
             assert floors and floors[0] >= Version({"diffusers": "0.42.1", "accelerate": "1.16"}[req.name])
+
+
+def test_requires_python_is_what_the_dependencies_and_conda_files_need():
+    """pyproject's requires-python floor is a Python every installed direct dependency supports
+    (their own Requires-Python) and the one the conda files install."""
+    from importlib.metadata import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    floor = re.fullmatch(r">=(\d+\.\d+)", project["requires-python"]).group(1)
+    for env in ("environment.yml", "binder/environment.yml"):
+        assert f"python={floor}" in yaml.safe_load((ROOT / env).read_text())["dependencies"], env
+    for requirement in project["dependencies"]:
+        name = Requirement(requirement).name
+        needs = metadata(name).get("Requires-Python")
+        assert needs is None or SpecifierSet(needs).contains(floor), f"{name} needs Python {needs}, not {floor}"

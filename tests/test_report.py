@@ -7,10 +7,10 @@ import json
 import lzma
 import re
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from medlsdm import cli
 from medlsdm.errors import ConfigError

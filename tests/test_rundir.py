@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from medlsdm.atomic import atomic_path, read_json, write_json
 from medlsdm import cli
+from medlsdm.atomic import atomic_path, read_json, write_json
 from medlsdm.errors import DataError, MedLSDMError
 from medlsdm.rundir import RunDir
 

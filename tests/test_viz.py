@@ -4,10 +4,10 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np
 import pytest
+from matplotlib.collections import Collection
 from matplotlib.figure import Figure
 
 from medlsdm import viz
-from matplotlib.collections import Collection
 
 
 def panels(fig):

@@ -39,8 +39,18 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from . import classes as tables
 from .classes import ClassTable, read_class_table
-from .datasets import (MODALITIES, Case, DatasetAdapter, FolderAdapter, check_choice, check_root, nifti_files,
-                       pair_in, safe_id, subdirs)
+from .datasets import (
+    MODALITIES,
+    Case,
+    DatasetAdapter,
+    FolderAdapter,
+    check_choice,
+    check_root,
+    nifti_files,
+    pair_in,
+    safe_id,
+    subdirs,
+)
 from .duke import DukeBreast
 from .io import read_nifti
 from .mnms import MnMs

@@ -129,7 +129,8 @@ def distances_with_references(model, sets: Mapping[str, Sequence[np.ndarray]], p
     if status != "available":
         out["frd_skipped"] = status
         return out
-    from ..metrics.radiomics import frd as frd_distance, radiomics_features
+    from ..metrics.radiomics import frd as frd_distance
+    from ..metrics.radiomics import radiomics_features
 
     radiomics = {s: [radiomics_features(v, spacing=spacing, cache_dir=cache_dir) for v in sets[s]] for s in needed}
     out["frd"] = {name: frd_distance(radiomics[a], radiomics[b]) for name, (a, b) in pairs.items()}

@@ -1,15 +1,13 @@
 """Memorisation check: is a synthetic volume closer to a training volume than it should be?
 
-Two ways to set the threshold on the nearest-training-volume distance:
-
-- :func:`nearest_neighbour_check`: the smallest distance of a real unseen volume to the
-  training set. It cannot be validated: nothing shows it would flag a copy or pass a
-  fresh rendering of a training anatomy.
-- :func:`memorisation_threshold` + :func:`memorisation_check`: the threshold comes from
-  controls — a positive control (training volumes copied with a small shift and noise,
-  :func:`copy_control`) that must be flagged and a negative control (independent renderings
-  of training anatomies: same label map, new appearance) that must not be. The check
-  reports how its own controls fare, so it can fail.
+:func:`memorisation_threshold` + :func:`memorisation_check` (together
+:func:`memorisation_with_controls`): the threshold on the nearest-training-volume distance
+(:func:`nearest_distances`) comes from controls — a positive control (training volumes copied
+with a small shift and noise, :func:`copy_control`) that must be flagged and a negative control
+(independent renderings of training anatomies: same label map, new appearance) that must not
+be. The check reports how its own controls fare, so it can fail. (A threshold taken from the
+smallest distance of a real unseen volume to the training set cannot be validated: nothing
+shows it would flag a copy or pass a fresh rendering of a training anatomy.)
 """
 from __future__ import annotations
 
@@ -100,44 +98,6 @@ def nearest_distances(query: Sequence[ArrayLike], train: Sequence[ArrayLike], *,
         best = d if best is None else torch.minimum(best, d)
     dmin, idx = best.min(1)
     return dmin.tolist(), idx.tolist()
-
-
-def nearest_neighbour_check(synthetic, train, held_out, *, metric: str = "rmse", downsample: int = 2,
-                            data_range: float = 2.0) -> dict[str, Any]:
-    """Memorisation check: is any synthetic volume closer to a training volume than real
-    unseen volumes ever are?
-
-    Every volume is average-pooled ``downsample``× per axis (speed, and robustness to
-    voxel noise). For each synthetic volume the distance to its nearest training volume is
-    computed, and the same for each real held-out volume; the smallest held-out distance is
-    the ``threshold``. A synthetic volume closer to a training volume than that threshold —
-    closer than any independent real patient — is flagged as a possible copy. Nothing shows
-    this threshold would flag a copy or pass a fresh rendering; prefer
-    :func:`memorisation_with_controls`.
-
-    Args:
-        synthetic, train, held_out: sequences of same-shaped ``(1, D, H, W)`` volumes.
-        metric: ``"rmse"`` (root mean squared difference) or ``"1-ssim"`` (1 − :func:`ssim`
-            with ``data_range``; needs every side ≥ 11 after downsampling).
-        downsample: pooling factor.
-        data_range: intensity range (for ``"1-ssim"``).
-
-    Returns:
-        ``{"metric", "downsample", "threshold", "held_out_nn_distance", "synthetic_nn_distance",
-        "synthetic_nn_index" (index into ``train``), "flagged" (synthetic indices),
-        "n_flagged", "n_synthetic"}``.
-    """
-    kw = {"metric": metric, "downsample": downsample, "data_range": data_range}
-    s_min, s_idx = nearest_distances(synthetic, train, **kw)
-    h_min, _ = nearest_distances(held_out, train, **kw)
-    threshold = float(min(h_min))
-    flagged = [i for i, d in enumerate(s_min) if d < threshold]
-    return {
-        "metric": metric, "downsample": int(downsample), "threshold": threshold,
-        "held_out_nn_distance": h_min, "synthetic_nn_distance": s_min,
-        "synthetic_nn_index": s_idx, "flagged": flagged, "n_flagged": len(flagged),
-        "n_synthetic": len(s_min),
-    }
 
 
 def copy_control(volume: ArrayLike, *, shift: Sequence[float] = (0.0, 1.0, 1.0), noise_std: float = 0.01,

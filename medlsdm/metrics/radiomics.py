@@ -32,8 +32,8 @@ DEFAULT_IMAGE_TYPES = ("Original",)
 
 def _frd_module():
     try:
-        from frd_score import frd
         import radiomics  # noqa: F401  (frd-score imports it lazily and does not declare it)
+        from frd_score import frd
     except ImportError as err:
         raise ConfigError(f"FRD needs the packages frd-score and pyradiomics-bhklab "
                           f"(pip install 'medlsdm[radiomics]'): {err}") from None

@@ -15,7 +15,6 @@ import logging
 import math
 import numbers
 import os
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -149,32 +148,6 @@ def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLik
         nnunet.close()
     log.info("wrote %d synthetic volumes to %s", len(written), out_dir)
     return written
-
-
-def timed_samples(pipe, labels, *, scheduler: str, steps: int, guidance_scale: float = 1.0, seed: int = 0):
-    """Sample ``labels`` with one scheduler; returns ``(images, seconds per volume)``."""
-    use_scheduler(pipe, scheduler)
-    start = time.perf_counter()
-    out = pipe(labels, num_inference_steps=steps, guidance_scale=guidance_scale,
-               generator=torch.Generator().manual_seed(seed))
-    return out.images, (time.perf_counter() - start) / len(out.images)
-
-
-
-
-def compare_schedulers(pipe, labels, settings: Sequence[tuple[str, int]], *, guidance_scale: float = 1.0, seed: int = 0):
-    """Sample the same labels and noise with each ``(scheduler, steps)``.
-
-    Returns ``{"<scheduler>-<steps>": (images, seconds per volume)}``; the pipeline's
-    scheduler is restored afterwards.
-    """
-    original = pipe.scheduler
-    try:
-        return {f"{name}-{steps}": timed_samples(pipe, labels, scheduler=name, steps=steps,
-                                                 guidance_scale=guidance_scale, seed=seed)
-                for name, steps in settings}
-    finally:
-        pipe.scheduler = original
 
 
 def denoising_snapshots(pipe, labels, *, steps: int, n_snapshots: int = 6, guidance_scale: float = 1.0, seed: int = 0):

@@ -98,13 +98,11 @@ def latent_normalization(latents: torch.Tensor, mode: str = "channel") -> dict[s
     diffusion model's scale (:meth:`~medlsdm.models.vqgan.VQGAN.to_diffusion`).
 
     ``"channel"``: every channel to mean 0 and std 1 (``latents_mean``, ``latents_std``). The
-    channels of a VQ-GAN latent differ several-fold in spread (0.3 to 1.3 on the quick
-    profile); with one scale for all, the narrow channels' signal is lost to the noise at lower
-    *t* than the wide ones', and the model learns them worse. On the quick profile's validation
-    split (12 maps × 4 samples) the sampled bone density had sd 0.035 with one scale, 0.070 and
-    0.071 per channel (training seeds 0 and 1), against the oracle's 0.127; bone KS p 2e-8
-    against 0.024 and 0.034. ``"global"``: one ``scaling_factor`` = 1 / std, as diffusers'
-    autoencoders (and every pipeline saved before ``"channel"`` existed).
+    channels of a VQ-GAN latent differ several-fold in spread; with one scale for all, the narrow
+    channels' signal is lost to the noise at lower *t* than the wide ones', and the model learns
+    them worse (measured: ``benchmarks/results/factor_spread.md``, "History of the quick settings").
+    ``"global"``: one ``scaling_factor`` = 1 / std, as diffusers' autoencoders (and every pipeline
+    saved before ``"channel"`` existed).
     """
     if mode == "channel":
         dims = [d for d in range(latents.ndim) if d != 1]

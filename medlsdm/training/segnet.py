@@ -10,14 +10,9 @@ Arrays follow the package convention: images ``(1, D, H, W)`` float32 in [-1, 1]
 different shapes for :func:`predict` / :func:`evaluate_dice`; training crops ``crop_shape``
 blocks from them.
 
-Calibration. The defaults of :func:`train_segnet` (250 steps of 2 whole 32 × 64 × 64 blocks,
-channels 8-16-32-64, Adam 5e-3, class-balanced CE + Dice) were set in an earlier version on
-the *test* cases of a 30-case torso phantom (mean foreground Dice 0.81; lesion 0.00, the
-phantom's lesions being 15-60 voxels); they are kept as defaults but no number of notebook 05
-depends on them. Notebook 05's quick settings (300 steps of 16 × 32 × 32 crops, ~0.13 CPU-s a
-step against ~1 s for whole blocks) were chosen on the *validation* split of the 60-case quick
-phantom (validation Dice 0.65 at step 300, still rising), and each network keeps its best
-validation weights (``val_images``); the test split only gives the final numbers.
+Calibration. The defaults of :func:`train_segnet` were set in an earlier version on the *test*
+cases of a torso phantom; they are kept as defaults, but no number of notebook 05 depends on them
+(their history: ``benchmarks/results/judge.md``, "History of the quick settings").
 
 Training is a plain loop rather than :class:`medlsdm.training.trainer.Trainer`: the trainer is made
 for long, resumable runs that write checkpoints and logs into a run folder, while this
@@ -134,7 +129,7 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
     (drawn from ``numpy.random.default_rng([seed, i])``); the same seed gives the same model
     on the same machine. The learning rate is constant: in the few hundred steps a CPU run
     affords the network is still far from converged, and a cosine decay (to ``lr / 20``)
-    lowered the torso-phantom test Dice after 250 steps from 0.81 to 0.77.
+    lowered the torso-phantom test Dice (``benchmarks/results/judge.md``, "History of the quick settings").
 
     Args:
         images: ``(N, 1, *spatial)`` array or a sequence of ``(1, *spatial)`` arrays in [-1, 1].
@@ -149,8 +144,8 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
             ``None``: whole cases (they must all have the same, divisible, shape).
         augment: random flips (probability ½ each) along ``flip_axes``. Off by default: a
             left–right flip puts the liver on the patient's left, which real (and phantom)
-            anatomy never does, and on the torso phantom it slowed learning (mean Dice 0.70
-            instead of 0.73 after 100 steps).
+            anatomy never does, and on the torso phantom it slowed learning
+            (``benchmarks/results/judge.md``, "History of the quick settings").
         flip_axes: spatial axes to flip (0 = D …); default: the last one (W, left–right).
         channels: U-Net channels per level.
         num_res_blocks: residual blocks per level.

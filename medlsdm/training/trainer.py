@@ -30,8 +30,14 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, MedLSDMError
-from .checkpoint import (CHECKPOINT_FORMAT, check_fingerprint, list_checkpoints, read_checkpoint, rng_state,
-                         set_rng_state)
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_fingerprint,
+    list_checkpoints,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from .cores import follow_free_cores
 from .datasets import StepBatches
 from .log import CSVLog

@@ -17,9 +17,9 @@ from ..atomic import jsonable, save_pretrained_atomic, write_json
 from ..errors import ConfigError, DataError
 from ..rundir import RunDir
 from .checkpoint import file_digest, fingerprint, json_digest, store_digest
+from .cores import torch_threads
 from .datasets import RandomCropDataset
 from .lr_schedule import lr_scheduler
-from .cores import torch_threads
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)

@@ -155,24 +155,6 @@ def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], *, ylabel: str,
     return fig
 
 
-def plot_nearest_neighbours(check: Mapping[str, Sequence[float]]):
-    """The privacy check of :func:`medlsdm.metrics.privacy.nearest_neighbour_check`: each set's
-    distances to its nearest training volume, and the threshold below which a synthetic
-    volume is flagged."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 2.6))
-    for row, (name, key) in enumerate([("real unseen", "held_out_nn_distance"), ("synthetic", "synthetic_nn_distance")]):
-        values = np.asarray(check[key])
-        ax.scatter(values, np.full(len(values), row) + np.linspace(-0.15, 0.15, len(values)), label=name, alpha=0.8)
-    ax.axvline(check["threshold"], color="k", ls="--", lw=1, label="threshold")
-    ax.set_yticks([0, 1], ["real unseen", "synthetic"])
-    ax.set_xlabel(f"distance to nearest training volume ({check['metric']})")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
 def plot_factor_histograms(estimates: Mapping[str, Mapping[str, Sequence[float]]], factors: Sequence[str], *,
                            sets: Sequence[str] = ("oracle", "synthetic"), bins: int = 12):
     """One panel per factor estimator: the distribution of its values in each set (e.g. the

@@ -14,9 +14,9 @@ from scipy import ndimage
 from ..classes import CARDIAC
 from .common import (
     CT_BLUR_SIGMA,
+    DEFAULT_SHAPES,
     Anatomy,
     Factor,
-    DEFAULT_SHAPES,
     axis_mm,
     grid_spacing,
     label_lookup,
