@@ -115,7 +115,7 @@ def report(rows: list[dict], note: str = "") -> str:
 
     measured = [a for a in ARMS if any(r["arm"] == a for r in rows)]
     base = pooled(rows, "real_small") if "real_small" in measured else None
-    lines = [f"# Augmentation arms pooled over generator and judge seeds", "",
+    lines = ["# Augmentation arms pooled over generator and judge seeds", "",
              f"Written by `benchmarks/bench_augmentation.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
              f"{platform.machine()}, quick profile, test split (12 cases). Judge: {rows[0]['options']}. "
              "Gain: organ Dice over real-small, per test case (lesion gain: lesion Dice, on the test cases with "

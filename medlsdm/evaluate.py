@@ -37,9 +37,9 @@ import numpy as np
 from .atomic import read_json, write_json
 from .data.io import read_nifti
 from .errors import DataError
+from .evaluate_report import evaluation_metrics, nan_mean
 from .profiles import METRICS_KEYS
 from .rundir import RunDir
-from .evaluate_report import evaluation_metrics, nan_mean
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +226,7 @@ def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) 
     ``lesions_total``: per network, the true lesions (connected components) its prediction
     touches (:func:`medlsdm.metrics.overlap.lesion_detection`) and their number.
     """
-    from .evaluation.segmentation import (average_over_seeds, case_scores, lesion_classes, predict,
-                                          score_predictions)
+    from .evaluation.segmentation import average_over_seeds, case_scores, lesion_classes, predict, score_predictions
     from .metrics.overlap import lesion_detection
 
     k = len(class_names)

@@ -21,7 +21,6 @@ from .evaluate import Cases, read_cases
 from .evaluate_report import nan_mean
 from .rundir import RunDir
 
-
 #: The augmentation bar: share of the oracle arm's gain that the synthetic arm must recover.
 AUGMENTATION_BAR = 0.5
 #: The extra sets of the augmentation experiment, each added to the real-small cases in an arm of its own.

@@ -7,8 +7,7 @@ import pytest
 
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import ConfigError, DataError
-from medlsdm.evaluate import (Cases, image_quality, pipeline_digest, read_cases,
-                              synthetic_folder, synthetic_sets)
+from medlsdm.evaluate import Cases, image_quality, pipeline_digest, read_cases, synthetic_folder, synthetic_sets
 from medlsdm.evaluate_augmentation import EXTRA_SETS, augmentation_experiment
 from medlsdm.evaluate_report import augmentation_verdict, lesion_augmentation_sentence, results_tables, with_ci
 from medlsdm.evaluation.segmentation import average_over_seeds, case_scores, lesion_classes
