@@ -12,7 +12,7 @@ generators, then judge seeds within them, then the test cases
 
     python benchmarks/bench_augmentation.py --work /tmp/ba train --generator-seed 1
     python benchmarks/bench_augmentation.py --work /tmp/ba arms --run /tmp/ba/runs/g1 --judge-seeds 0,1
-    python benchmarks/bench_augmentation.py --work /tmp/ba report   # benchmarks/results/augmentation.md
+    python benchmarks/bench_augmentation.py --work /tmp/ba report   # benchmarks/results/augmentation.md and .json
 
 ``arms --arms real_small,real_small_oracle,real_all`` measures the generator-free arms alone;
 ``--judge-options '{"max_steps": 1000}'`` sets the judge (default: notebook 05's quick judge).
@@ -110,43 +110,60 @@ def pooled(rows: list[dict], arm: str, key: str = "organ") -> np.ndarray:
     return np.asarray(by[0] if arm in GENERATOR_FREE else by, float)
 
 
-def report(rows: list[dict], note: str = "") -> str:
+def summary(rows: list[dict]) -> dict:
+    """Every measured arm pooled over generators and judge seeds: organ Dice, its gain over
+    real-small with the hierarchical CI, the lesion gain (test cases with a lesion) where the rows
+    record it; and the synthetic arm's share of the oracle arm's gain (``benchmarks/results/augmentation.json``,
+    which notebook 05 prints beside its own one-generator numbers)."""
     from medlsdm.metrics.statistics import hierarchical_bootstrap_ci
 
     measured = [a for a in ARMS if any(r["arm"] == a for r in rows)]
     base = pooled(rows, "real_small") if "real_small" in measured else None
-    lines = ["# Augmentation arms pooled over generator and judge seeds", "",
-             f"Written by `benchmarks/bench_augmentation.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
-             f"{platform.machine()}, quick profile, test split (12 cases). Judge: {rows[0]['options']}. "
-             "Gain: organ Dice over real-small, per test case (lesion gain: lesion Dice, on the test cases with "
-             "a lesion); CI: 95 % bootstrap over generators, judge seeds within them, and cases." + (f" {note}" if note else ""), "",
-             "| arm | generators | judge seeds | organ Dice | gain over real-small | 95 % CI | lesion Dice | "
-             "lesion gain [95 % CI] | lesions found | best / stopped steps | s per judge |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    gains = {}
+    arms = {}
     for arm in measured:
         mine = [r for r in rows if r["arm"] == arm]
         dice = pooled(rows, arm)
-        gain, ci = "", ""
+        out = {"generators": len({r["generator"] for r in mine}) if arm not in GENERATOR_FREE else None,
+               "judge_seeds": len({r["judge_seed"] for r in mine}), "organ": float(dice.mean()),
+               "lesion": float(np.nanmean([v for r in mine for v in r["lesion"]])),
+               "lesions_found": sum(r["lesions_found"] for r in mine) / max(1, sum(r["lesions_total"] for r in mine)),
+               "best_steps": [r["best_step"] for r in mine], "stopped_steps": [r["stopped_step"] for r in mine],
+               "seconds": float(np.mean([r["seconds"] for r in mine]))}
         if base is not None and arm != "real_small":
-            gains[arm] = float(dice.mean() - base.mean())
-            lo, hi = hierarchical_bootstrap_ci(dice, base, seed=0)
-            gain, ci = f"{gains[arm]:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]"
-        lesion_gain = ""
-        if base is not None and arm != "real_small" and all("has_lesion" in r for r in rows if r["arm"] in (arm, "real_small")):
-            a, b = pooled(rows, arm, "lesion"), pooled(rows, "real_small", "lesion")
-            lo, hi = hierarchical_bootstrap_ci(a, b, seed=0)
-            lesion_gain = f"{a.mean() - b.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        lesion = np.nanmean([v for r in mine for v in r["lesion"]])
-        found = sum(r["lesions_found"] for r in mine) / max(1, sum(r["lesions_total"] for r in mine))
-        n_gen = len({r["generator"] for r in mine}) if arm not in GENERATOR_FREE else "–"
-        lines.append(f"| {arm.replace('_', ' ')} | {n_gen} | {len({r['judge_seed'] for r in mine})} | {dice.mean():.3f} | "
-                     f"{gain} | {ci} | {lesion:.3f} | {lesion_gain} | {found:.2f} | "
-                     f"{[r['best_step'] for r in mine]} / {[r['stopped_step'] for r in mine]} | "
-                     f"{np.mean([r['seconds'] for r in mine]):.0f} |")
-    if "real_small_synthetic" in gains and gains.get("real_small_oracle", 0) > 0:
-        lines += ["", f"Synthetic arm's share of the oracle arm's gain: "
-                      f"{gains['real_small_synthetic'] / gains['real_small_oracle']:.2f}."]
+            out.update(gain=float(dice.mean() - base.mean()), gain_ci=list(hierarchical_bootstrap_ci(dice, base, seed=0)))
+            if all("has_lesion" in r for r in rows if r["arm"] in (arm, "real_small")):
+                a, b = pooled(rows, arm, "lesion"), pooled(rows, "real_small", "lesion")
+                out.update(lesion_gain=float(a.mean() - b.mean()),
+                           lesion_gain_ci=list(hierarchical_bootstrap_ci(a, b, seed=0)))
+        arms[arm] = out
+    gains = {arm: a["gain"] for arm, a in arms.items() if "gain" in a}
+    share = (gains["real_small_synthetic"] / gains["real_small_oracle"]
+             if "real_small_synthetic" in gains and gains.get("real_small_oracle", 0) > 0 else None)
+    return {"written": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.machine(),
+            "judge": rows[0]["options"], "arms": arms, "fraction_of_oracle_gain": share}
+
+
+def report(rows: list[dict], note: str = "") -> str:
+    """The markdown report of :func:`summary`, with every row."""
+    s = summary(rows)
+
+    def pair(a: dict, key: str) -> str:
+        return f"{a[key]:+.3f} [{a[key + '_ci'][0]:+.3f}, {a[key + '_ci'][1]:+.3f}]" if key in a else ""
+
+    lines = ["# Augmentation arms pooled over generator and judge seeds", "",
+             f"Written by `benchmarks/bench_augmentation.py` on {s['written']}: {s['machine']}, quick profile, test "
+             f"split (12 cases). Judge: {s['judge']}. Gain: organ Dice over real-small, per test case (lesion gain: "
+             "lesion Dice, on the test cases with a lesion); CI: 95 % bootstrap over generators, judge seeds within "
+             "them, and cases." + (f" {note}" if note else ""), "",
+             "| arm | generators | judge seeds | organ Dice | gain over real-small [95 % CI] | lesion Dice | "
+             "lesion gain [95 % CI] | lesions found | best / stopped steps | s per judge |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for arm, a in s["arms"].items():
+        lines.append(f"| {arm.replace('_', ' ')} | {a['generators'] or '–'} | {a['judge_seeds']} | {a['organ']:.3f} | "
+                     f"{pair(a, 'gain')} | {a['lesion']:.3f} | {pair(a, 'lesion_gain')} | {a['lesions_found']:.2f} | "
+                     f"{a['best_steps']} / {a['stopped_steps']} | {a['seconds']:.0f} |")
+    if s["fraction_of_oracle_gain"] is not None:
+        lines += ["", f"Synthetic arm's share of the oracle arm's gain: {s['fraction_of_oracle_gain']:.2f}."]
     lines += ["", "Rows (one per arm, generator and judge seed):", "", "```json",
               *[json.dumps({k: v for k, v in r.items() if k not in ("organ", "lesion", "lesion_by_seed", "has_lesion")})
                 for r in rows], "```", ""]
@@ -181,6 +198,7 @@ def main() -> None:
              args.generator_seed)
     else:
         write_report(args.work, args.out, lambda rows: report(rows, args.note))
+        write_report(args.work, args.out.with_suffix(".json"), lambda rows: json.dumps(summary(rows), indent=1) + "\n")
 
 
 if __name__ == "__main__":
