@@ -388,7 +388,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
                  seed: int = 0, n_test: int | None = None, judge_seeds: int = 2, judge_options: Mapping[str, Any] | None = None,
                  n_train_maps: int | None = 4, augment: bool = True, n_small: int = 4, n_new: int = 12,
                  frd: bool = True, weights: Mapping[str, Any] | None = None, progress: bool = True,
-                 negative_control: str = "oracle", lesion_augmentation: bool = True, lesion_edit_steps: int = 10,
+                 negative_control: str = "oracle", lesion_augmentation: bool | None = None,
+                 lesion_edit_steps: int = 10,
                  **_notebook_only) -> dict[str, Any]:
     """All evaluation steps on a run, as notebook 05 runs them; writes and returns ``metrics.json["05_evaluation"]``.
 
@@ -399,7 +400,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
     """
     from .data.prepare import load_manifest
     from .data.splits import load_split
-    from .evaluate_augmentation import augmentation_experiment, augmentation_extras, lesion_edits
+    from .evaluate_augmentation import augmentation_experiment, augmentation_extras, lesion_arm_skipped, lesion_edits
     from .evaluation.features import available_feature_metrics
     from .pipelines.loading import load_pipeline
 
@@ -418,11 +419,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
     quality = image_quality(test, syn["test"])
     seg = segmentation_experiment(train, val, test, syn["test"], class_names, oracle_test=oracle, **judge_kw)
     extras = augmentation_extras(run, pipe, syn["new"]) if syn.get("new") is not None else None
-    if extras and lesion_augmentation:
+    lesion_skipped = lesion_arm_skipped(lesion_augmentation, seg.dice["real_test"], class_names)
+    if extras and lesion_skipped is None:
         extras["lesion_edits"] = lesion_edits(pipe, train.head(n_small), class_names, manifest["spacing"],
                                               scheduler=scheduler, steps=lesion_edit_steps, seed=seed)
     aug = (augmentation_experiment(train, val, test, extras, class_names, seg.dice["real_test"], n_small=n_small,
-                                   seed=seed, **judge_kw) if extras else None)
+                                   seed=seed, lesion_skipped=lesion_skipped, **judge_kw) if extras else None)
     features = feature_distances(test, syn["test"], seg.models[0], weights)
     privacy = memorisation(run, train, {"from_train_maps": syn["train"], "from_test_maps": syn["test"]},
                            val + test, seed=seed, negative_control=negative_control)

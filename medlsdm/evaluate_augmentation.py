@@ -78,6 +78,26 @@ def lesion_edits(pipe, cases: Cases, class_names: Sequence[str], spacing: Sequen
                  [edits[i]["labels"] for i in keep], [cases.affines[i] for i in keep])
 
 
+def lesion_arm_skipped(setting: bool | None, real_all: Mapping[str, Any], class_names: Sequence[str]) -> str | None:
+    """Why the lesion augmentation arm does not run, or ``None`` when it runs.
+
+    ``setting`` (notebook 05's ``lesion_augmentation``): ``True`` runs it, ``False`` does not,
+    ``None`` runs it when the judge trained on all real cases (``real_all``:
+    :func:`medlsdm.evaluate.dice_over_seeds`), the arm's positive control, found at least one
+    test lesion. When even that judge finds none, every arm's lesion Dice is 0 and the arm would
+    spend its judges on a gain that is 0 by construction."""
+    if "lesion" not in class_names:
+        return "the data has no lesion class"
+    if setting is False:
+        return "lesion_augmentation=False"
+    if setting is None and not sum(real_all["lesions_found"]):
+        return (f"the judge trained on all real cases (the arm's positive control) found 0 of "
+                f"{real_all['lesions_total'][0]} test lesions in each of its {len(real_all['lesions_found'])} seeds, so "
+                "every arm's lesion gain would be 0 by construction; set lesion_augmentation=True to run it anyway, "
+                "or give the judge a recipe that finds lesions")
+    return None
+
+
 def lesion_gain(arm: Mapping[str, Any], base: Mapping[str, Any], test: Cases, class_names: Sequence[str], *,
                 seed: int = 0) -> dict[str, Any]:
     """Lesion Dice gain of an arm over ``base`` (both :func:`medlsdm.evaluate.dice_over_seeds` on
@@ -99,7 +119,8 @@ def lesion_gain(arm: Mapping[str, Any], base: Mapping[str, Any], test: Cases, cl
 
 def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mapping[str, Cases], class_names: Sequence[str],
                             real_all: Mapping[str, Any], *, n_small: int = 4, seeds: Sequence[int] = (0, 1),
-                            options: Mapping[str, Any] | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                            options: Mapping[str, Any] | None = None, seed: int = 0, progress: bool = True,
+                            lesion_skipped: str | None = None) -> dict[str, Any]:
     """Does synthetic data from *new* anatomies help a judge trained on few real cases, and how
     much could it?
 
@@ -117,7 +138,7 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
     Every arm also gets its lesion Dice gain (:func:`lesion_gain`); with a ``lesion_edits`` extra
     set (:func:`lesion_edits`), ``lesion_augmentation`` holds that arm's lesion gain beside the
     control's (``real_all``: the other real training cases, with their lesions) and the lesions
-    each arm's judges found.
+    each arm's judges found; without it, ``lesion_skipped`` (:func:`lesion_arm_skipped`) says why.
     """
     from .metrics.statistics import hierarchical_bootstrap_ci, mean_sd
     from .training.judge import JUDGE_DEFAULTS
@@ -157,6 +178,9 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
             "lesions_found": {name: list(dice[name]["lesions_found"])
                               for name in ("real_small", "real_small_lesion_edits", "real_all")},
             "lesions_total": int(dice["real_small"]["lesions_total"][0])}
+    elif lesion_skipped:
+        out["lesion_augmentation"] = {"skipped": lesion_skipped, "lesions_total": int(real_all["lesions_total"][0]),
+                                      "lesions_found": {"real_all": list(real_all["lesions_found"])}}
     syn, orc = gains.get("real_small_synthetic"), gains.get("real_small_oracle")
     if syn is not None:
         out.update(gain=syn["gain"], gain_ci=syn["gain_ci"], gain_per_case=syn["per_case"])

@@ -264,6 +264,8 @@ def lesion_augmentation_sentence(la: Mapping[str, Any] | None) -> str:
     if not la:
         return ("The lesion augmentation did not run (lesion_augmentation=False, no lesion class in the data, or no "
                 "augmentation experiment).")
+    if "skipped" in la:
+        return f"The lesion augmentation arm did not run: {la['skipped']}. Its bar is not met: it was not measured."
     if not la["n_lesion_cases"]:
         return "No test case holds a lesion, so the lesion augmentation cannot be scored here."
 

@@ -67,6 +67,7 @@ def bars(metrics: Mapping[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     lesions = _get(metrics, "05_evaluation", "lesion_augmentation") or {}
     ci = lesions.get("gain_ci")
     rows.append(("05 lesion augmentation: lesion Dice gain of real-small + lesion edits over real-small",
+                 f"not measured: {lesions['skipped']}" if "skipped" in lesions else
                  f"{_num(lesions.get('gain'))} (95% CI {_ci(ci)}; all real cases {_num(lesions.get('control_gain'))})",
                  "95% CI above 0", None if not lesions else bool(ci) and ci[0] > 0))
     seam = _get(metrics, "07_whole_volume", "seam_gap")

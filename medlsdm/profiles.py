@@ -52,7 +52,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "04": dict(steps=3, compare=[["ddim", 3], ["unipc", 2]], compare_maps=1, guidance_scales=[0.0, 1.0], n_test=2,
                    n_samples=2, n_oracle=4),
         # two seeds (an sd needs two), two of everything else, a narrow judge validated every 2 steps
-        "05": dict(steps=3, n_test=2, judge_seeds=2, n_train_maps=2, n_small=2, n_new=2,
+        "05": dict(steps=3, n_test=2, judge_seeds=2, n_train_maps=2, n_small=2, n_new=2, lesion_augmentation=True,
                    judge_options={"max_steps": 4, "eval_every": 2, "features": [4, 8, 8]}),
         "06": dict(n_subjects=4, size=32, edge_sigma=1.0, vqvae_steps=4, vqvae_channels=[8, 16, 16],
                    vqvae_batch_size=4, num_embeddings=32, ldm_steps=4, ldm_channels=[16, 32],

@@ -189,6 +189,10 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
     assert la["n_lesion_cases"] == 3 and la["gain"] == pytest.approx(0.7 / 3) and la["gain_ci"][0] > 0
     assert la["control_gain"] == pytest.approx(0.3 / 3) and la["control_gain_ci"][0] > 0
     assert la["lesions_found"] == {"real_small": [0] * 3, "real_small_lesion_edits": [1] * 3, "real_all": [2, 3, 3]}
+    without = {k: v for k, v in extras.items() if k != "lesion_edits"}
+    aug = augmentation_experiment(cases, cases, test, without, names, real_all, n_small=2, seeds=[0], lesion_skipped="why")
+    assert "real_small_lesion_edits" not in aug["arms"] and aug["lesion_augmentation"] == {
+        "skipped": "why", "lesions_total": 3, "lesions_found": {"real_all": [2, 3, 3]}}
     organ["oracle"] = [0.9] * 4  # now only 0.155 / 0.4 of the oracle's gain: below the bar, and the notebook says so
     aug = augmentation_experiment(cases, cases, test, extras, names, real_all, n_small=2, seeds=[0, 1, 2])
     assert not aug["bar_holds"] and "does **not** hold" in augmentation_verdict(aug)
@@ -217,6 +221,20 @@ def test_the_lesion_augmentation_sentence_follows_its_numbers():
     assert "No judge in any of these arms found a lesion" in said and "does **not** hold" in said
     assert "did not run" in lesion_augmentation_sentence(None)
     assert "cannot be scored" in lesion_augmentation_sentence({**_lesion_augmentation([0, 0], [0, 0]), "n_lesion_cases": 0})
+
+
+def test_the_lesion_arm_runs_when_asked_or_when_its_control_finds_a_lesion():
+    from medlsdm.evaluate_augmentation import lesion_arm_skipped
+
+    names = ["background", "liver", "lesion"]
+    found, none = {"lesions_found": [0, 2], "lesions_total": [19, 19]}, {"lesions_found": [0, 0], "lesions_total": [19, 19]}
+    assert lesion_arm_skipped(None, found, names) is None and lesion_arm_skipped(True, none, names) is None
+    assert "found 0 of 19 test lesions in each of its 2 seeds" in lesion_arm_skipped(None, none, names)
+    assert lesion_arm_skipped(False, found, names) == "lesion_augmentation=False"
+    assert lesion_arm_skipped(True, found, ["background", "liver"]) == "the data has no lesion class"
+    said = lesion_augmentation_sentence({"skipped": lesion_arm_skipped(None, none, names)})
+    assert said.startswith("The lesion augmentation arm did not run: the judge trained on all real cases")
+    assert "not met" in said
 
 
 def test_lesion_edits_insert_a_lesion_in_the_organ_and_keep_the_rest(tiny_pipeline, one_thread):

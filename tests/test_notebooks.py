@@ -225,6 +225,7 @@ def test_05_evaluation(smoke_run):
     assert la["n_edits"] == p["n_small"] and set(la["lesions_found"]) == {"real_small", "real_small_lesion_edits", "real_all"}
     assert la["n_lesion_cases"] < 2 or la["gain_ci"][0] <= la["gain"] <= la["gain_ci"][1]
     assert "lesion_augmentation" not in aug and m["settings"]["lesion_edit_steps"] == 10
+    assert p["lesion_augmentation"] is True and "skipped" not in la  # the smoke profile runs the arm whatever the judge finds
     assert aug["gain_ci"][0] <= aug["gain"] <= aug["gain_ci"][1] and isinstance(aug["bar_holds"], bool)
     assert aug["oracle_gain_ci"][0] <= aug["oracle_gain"] <= aug["oracle_gain_ci"][1] and aug["mix"] == 0.5
     assert "fraction_of_oracle_gain" in aug
