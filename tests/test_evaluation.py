@@ -265,10 +265,10 @@ def test_segnet_early_stopping_keeps_the_best_validation_weights(one_thread):
 
     images = [_case(i)[0][None] for i in range(3)]
     labels = [_case(i)[1] for i in range(3)]
-    model = train_segnet(images[:2], labels[:2], num_classes=3, steps=6, eval_every=2, val_images=images[2:],
-                         val_labels=labels[2:], channels=(4, 8), norm_num_groups=4, progress=False)
-    steps, scores = zip(*model.val_history)
-    assert steps == (2, 4, 6) and model.best_step == steps[int(np.argmax(scores))]
+    fit = train_segnet(images[:2], labels[:2], num_classes=3, steps=6, eval_every=2, val_images=images[2:],
+                       val_labels=labels[2:], channels=(4, 8), norm_num_groups=4, progress=False)
+    steps, scores = zip(*fit.val_history)
+    assert steps == (2, 4, 6) and fit.best_step == steps[int(np.argmax(scores))]
     with pytest.raises(ConfigError, match="val_images and val_labels"):
         train_segnet(images, labels, num_classes=3, steps=1, val_images=images, progress=False)
 

@@ -90,8 +90,8 @@ def test_training_decreases_loss_and_evaluates():
     images, labels = _toy_cases()
     kw = dict(num_classes=3, steps=40, batch_size=2, lr=1e-2, channels=(8, 8), norm_num_groups=4,
               crop_shape=(8, 8, 8), progress=False)
-    model = train_segnet(images, labels, seed=0, **kw)
-    h = model.loss_history
+    fit = train_segnet(images, labels, seed=0, **kw)
+    model, h = fit.model, fit.loss_history
     assert len(h) == 40 and np.mean(h[-5:]) < 0.6 * np.mean(h[:5])
     assert not model.training
     preds = predict(model, [im[:, :, :11] for im in images[:2]])  # padded to 12, cropped back
@@ -108,7 +108,7 @@ def test_training_is_deterministic_with_seed():
     a = train_segnet(images, labels, seed=0, **kw)
     b = train_segnet(images, labels, seed=0, **kw)
     c = train_segnet(images, labels, seed=1, **kw)
-    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()
     # same seed, same crops and initial weights; two instances may still round differently in
     # the last bits (CPU kernels), which 3 steps cannot grow beyond these bounds
     for k in sa:
@@ -116,7 +116,7 @@ def test_training_is_deterministic_with_seed():
     assert b.loss_history == pytest.approx(a.loss_history, rel=1e-5)
     # another seed: other crops and weights, far outside those bounds
     assert max(float((sa[k].float() - sc[k].float()).abs().max()) for k in sa) > 1e-2
-    assert a.config.num_classes == 3  # default: largest label + 1
+    assert a.model.config.num_classes == 3  # default: largest label + 1
 
 
 def test_train_segnet_input_errors():
@@ -132,3 +132,24 @@ def test_train_segnet_input_errors():
     bad = [lb.astype(np.float32) for lb in labels]
     with pytest.raises(DataError, match="integer"):
         train_segnet(images, bad, steps=1, progress=False)
+
+
+def test_the_result_holds_what_the_loop_chose(monkeypatch):
+    """Scripted validation scores (best at step 4 of 6): the result names that step, and its model
+    has the weights of a run stopped there."""
+    from medlsdm.training import segnet as segnet_module
+
+    images, labels = _toy_cases(n=3, shape=(8, 8, 8))
+    kw = dict(num_classes=3, batch_size=2, channels=(4, 8), norm_num_groups=4, progress=False, seed=0)
+    scores = iter([0.1, 0.5, 0.3])
+    monkeypatch.setattr(segnet_module, "validation_dice", lambda *args: next(scores))
+    fit = train_segnet(images, labels, steps=6, eval_every=2, val_images=images, val_labels=labels, **kw)
+    assert fit.val_history == [(2, 0.1), (4, 0.5), (6, 0.3)] and (fit.best_step, fit.best_score) == (4, 0.5)
+    assert fit.best_step <= fit.stopped_step == fit.max_steps == 6 and len(fit.loss_history) == 6
+    assert fit.seconds > 0 and not fit.model.training
+    at_best = train_segnet(images, labels, steps=4, **kw)
+    assert at_best.val_history == [] and at_best.best_step is None and at_best.stopped_step == 4
+    assert at_best.loss_history == pytest.approx(fit.loss_history[:4], rel=1e-5)
+    best, last = at_best.model.state_dict(), fit.model.state_dict()
+    for k in best:  # the same rounding bounds as test_training_is_deterministic_with_seed
+        torch.testing.assert_close(last[k], best[k], atol=1e-5, rtol=1e-5)

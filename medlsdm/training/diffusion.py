@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from .checkpoint import file_digest, fingerprint, json_digest, module_digest, store_digest
 from .datasets import LatentDataset
 from .lr_schedule import lr_scheduler
+from .stage_params import stage_trainer, with_defaults
 from .trainer import Trainer
 from .vqgan import load_vqgan
 
@@ -249,10 +250,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     from ..pipelines.pipeline_medlsdm import MedLSDMPipeline
     from ..rundir import RunDir
 
-    unknown = sorted(set(params) - set(DIFFUSION_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"train_diffusion: unknown parameter(s) {unknown}; known: {sorted(DIFFUSION_DEFAULTS)}")
-    p = {**DIFFUSION_DEFAULTS, **params}
+    p = with_defaults("train_diffusion", DIFFUSION_DEFAULTS, params)
     run = RunDir(run_dir)
     manifest = load_manifest(run.data)
     store = store if store is not None else CaseStore(run.store_path)
@@ -349,15 +347,10 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
     out_dir = Path(out_dir) if out_dir is not None else run.diffusion
     pipeline_dir = Path(pipeline_dir) if pipeline_dir is not None else run.pipeline
-    trainer = Trainer(
-        models={"unet": unet}, optimizers={"unet": optimizer}, schedulers=schedulers, step_fn=step_fn, dataset=dataset,
-        out_dir=out_dir, max_steps=p["steps"], batch_size=p["batch_size"],
-        gradient_accumulation_steps=p["gradient_accumulation_steps"], max_grad_norm=p["max_grad_norm"],
-        mixed_precision=p["mixed_precision"], checkpoint_every=p["checkpoint_every"],
-        keep_checkpoints=p["keep_checkpoints"], log_every=p["log_every"],
-        val_fn=sample_fn if p["sample_every"] else None, val_every=p["sample_every"], seed=p["seed"],
-        resume=p["resume"], progress=p["progress"], extra_state={"ema": ema},
-        fingerprint=made_by, on_change=p["on_change"], fresh_outputs=("samples-*.npz",),
+    trainer = stage_trainer(
+        p, out_dir=out_dir, fingerprint=made_by, models={"unet": unet}, optimizers={"unet": optimizer},
+        schedulers=schedulers, step_fn=step_fn, dataset=dataset, extra_state={"ema": ema},
+        val_fn=sample_fn if p["sample_every"] else None, val_every=p["sample_every"], fresh_outputs=("samples-*.npz",),
     )
     summary = trainer.fit()
     if trainer.is_main_process:  # the parameters beside the pipeline they made, never before

@@ -42,17 +42,15 @@ and the augmentation's own random state (seeded once).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data.store import as_cases
 from ..errors import ConfigError, DataError
-from .cores import follow_free_cores
+from .early_stopping import FitResult, fit_early_stopping
 from .segnet import class_balance_weights, validation_dice
 
 log = logging.getLogger(__name__)
@@ -235,12 +233,8 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 1.0)
     aug = augmentation(seed) if opt["augment"] else None
     plan = [0] * (batch - n_extra) + [1] * n_extra  # which source fills each place of a batch
-    model.train()
-    history, val_history = [], []
-    best: tuple[float, int, dict] | None = None
-    t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc="train judge", disable=not progress)
-    for step in bar:
+
+    def train_step(step: int) -> float:
         xs, ys = [], []
         for j in range(batch):
             rng = np.random.default_rng([int(seed), step * batch + j])
@@ -255,23 +249,24 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
         loss.backward()
         optimiser.step()
         schedule.step()
-        history.append(float(loss.detach()))
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
-            follow_free_cores()  # a lane beside this one may have ended (medlsdm run --jobs 2)
-        done = step + 1
-        if done % every == 0 or done == steps:
-            score = validation_dice(model, val_images, val_labels, num_classes)
-            val_history.append((done, score))
-            if best is None or score > best[0]:
-                best = (score, done, {k: v.detach().clone() for k, v in model.state_dict().items()})
-            elif done - best[1] >= int(opt["patience"]) * every:
-                break
-    model.load_state_dict(best[2])
-    model.eval()
-    model.network_name = NETWORK_NAMES[network]
-    model.val_history, model.best_step, model.stopped_step, model.max_steps = val_history, best[1], done, steps
-    model.loss_history, model.train_seconds = history, time.perf_counter() - t0
+        return float(loss.detach())
+
+    def validation(model) -> float:
+        return validation_dice(model, val_images, val_labels, num_classes)
+
+    fit = fit_early_stopping(model, train_step, max_steps=steps, validate=validation, eval_every=every,
+                             patience=int(opt["patience"]), progress=progress, desc="train judge")
     log.info("judge: best validation Dice %.4f at step %d, stopped at %d of %d, %.1f s",
-             best[0], best[1], done, steps, model.train_seconds)
+             fit.best_score, fit.best_step, fit.stopped_step, steps, fit.seconds)
+    return judge_model(fit, NETWORK_NAMES[network])
+
+
+def judge_model(fit: FitResult, network_name: str) -> nn.Module:
+    """The judge's model with what the evaluation reads of it: ``network_name`` and, from ``fit``,
+    ``val_history``, ``best_step``, ``stopped_step``, ``max_steps``, ``loss_history`` and ``train_seconds``."""
+    model = fit.model
+    model.network_name = network_name
+    model.val_history, model.best_step, model.stopped_step, model.max_steps = (
+        fit.val_history, fit.best_step, fit.stopped_step, fit.max_steps)
+    model.loss_history, model.train_seconds = fit.loss_history, fit.seconds
     return model

@@ -14,38 +14,33 @@ Calibration. The defaults of :func:`train_segnet` were set in an earlier version
 cases of a torso phantom; they are kept as defaults, but no number of notebook 05 depends on them
 (their history: ``benchmarks/results/judge.md``, "History of the quick settings").
 
-Training is a plain loop rather than :class:`medlsdm.training.trainer.Trainer`: the trainer is made
-for long, resumable runs that write checkpoints and logs into a run folder, while this
-network trains in minutes, in memory, as a measuring instrument.
+Training is the in-memory loop of :mod:`medlsdm.training.early_stopping` (shared with the judge)
+rather than :class:`medlsdm.training.trainer.Trainer`: the trainer is made for long, resumable runs
+that write checkpoints and logs into a run folder, while this network trains in minutes, in memory,
+as a measuring instrument.
 
 Example::
 
     images, labels, _ = stack_cases(store, split["train"])
-    model = train_segnet(images, labels, num_classes=9, steps=250, seed=0)
+    model = train_segnet(images, labels, num_classes=9, steps=250, seed=0).model
     scores = evaluate_dice(model, *stack_cases(store, split["test"])[:2], num_classes=9)
 """
 from __future__ import annotations
 
 import logging
-import time
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data.store import as_cases
 from ..errors import ConfigError, DataError
 from ..models.segnet import SegNet
-from .cores import follow_free_cores
 from .datasets import random_window
+from .early_stopping import FitResult, fit_early_stopping
 
 log = logging.getLogger(__name__)
-
-
-
-
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, dice_weight: float = 1.0,
@@ -121,7 +116,7 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
                  channels: Sequence[int] = (8, 16, 32, 64), num_res_blocks: int = 1,
                  norm_num_groups: int = 8, dice_weight: float = 1.0, class_balance: float = 0.5,
                  val_images=None, val_labels=None, eval_every: int = 0,
-                 progress: bool = True, device: str | torch.device = "cpu") -> SegNet:
+                 progress: bool = True, device: str | torch.device = "cpu") -> FitResult:
     """Train a :class:`SegNet` on random crops of labelled cases (Dice + cross-entropy, Adam).
 
     Every random choice depends only on ``seed``: the initial weights, and for each sample
@@ -163,9 +158,11 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
         device: where to train.
 
     Returns:
-        The trained model in eval mode, with ``model.loss_history`` (loss per step) and
-        ``model.train_seconds`` attached; with validation cases also ``model.val_history``
-        (``[(step, mean Dice), ...]``, steps counted from 1) and ``model.best_step``.
+        A :class:`~medlsdm.training.early_stopping.FitResult`: ``model`` (the trained network in
+        eval mode, with the weights of the best validation when validation cases are given),
+        ``loss_history`` (loss per step), ``seconds``, ``stopped_step`` (= ``steps``: no early
+        stopping here) and, with validation cases, ``val_history`` (``[(step, mean Dice), ...]``,
+        steps counted from 1), ``best_step`` and ``best_score``.
     """
     images, labels = as_cases(images, labels)
     if int(steps) < 1 or int(batch_size) < 1 or not lr > 0:
@@ -197,22 +194,18 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
     axes = tuple(flip_axes) if flip_axes is not None else (spatial_dims - 1,)
     axes = axes if augment else ()
 
+    validate = val_images is not None
+    if validate != (val_labels is not None):
+        raise ConfigError("train_segnet: give both val_images and val_labels, or neither")
+
     torch.manual_seed(seed)
     model = SegNet(spatial_dims=spatial_dims, in_channels=1, num_classes=int(num_classes),
                    channels=tuple(int(c) for c in channels), num_res_blocks=int(num_res_blocks),
                    norm_num_groups=int(norm_num_groups)).to(device)
     weights = class_balance_weights(labels, int(num_classes), class_balance) if class_balance else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    history: list[float] = []
-    validate = val_images is not None
-    if validate != (val_labels is not None):
-        raise ConfigError("train_segnet: give both val_images and val_labels, or neither")
-    val_history: list[tuple[int, float]] = []
-    best: tuple[float, int, dict] | None = None
-    t0 = time.perf_counter()
-    bar = tqdm(range(int(steps)), desc="train segnet", disable=not progress)
-    for step in bar:
+
+    def train_step(step: int) -> float:
         xs, ys = [], []
         for j in range(int(batch_size)):
             rng = np.random.default_rng([int(seed), step * int(batch_size) + j])
@@ -225,22 +218,14 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        history.append(float(loss.detach()))
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
-            follow_free_cores()  # a lane beside this one may have ended (medlsdm run --jobs 2)
-        done = step + 1
-        if validate and ((eval_every and done % int(eval_every) == 0) or done == int(steps)):
-            score = validation_dice(model, val_images, val_labels, int(num_classes))
-            val_history.append((done, score))
-            if best is None or score > best[0]:
-                best = (score, done, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    if best is not None:
-        model.load_state_dict(best[2])
-        model.val_history, model.best_step = val_history, best[1]
-        log.info("segnet: best validation Dice %.4f at step %d of %d", best[0], best[1], steps)
-    model.eval()
-    model.loss_history = history
-    model.train_seconds = time.perf_counter() - t0
-    log.info("segnet: %d steps in %.1f s, final loss %.4f", steps, model.train_seconds, history[-1])
-    return model
+        return float(loss.detach())
+
+    def validation(model) -> float:
+        return validation_dice(model, val_images, val_labels, int(num_classes))
+
+    fit = fit_early_stopping(model, train_step, max_steps=int(steps), validate=validation if validate else None,
+                             eval_every=int(eval_every), progress=progress, desc="train segnet")
+    if validate:
+        log.info("segnet: best validation Dice %.4f at step %d of %d", fit.best_score, fit.best_step, steps)
+    log.info("segnet: %d steps in %.1f s, final loss %.4f", steps, fit.seconds, fit.loss_history[-1])
+    return fit

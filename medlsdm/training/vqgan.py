@@ -20,6 +20,7 @@ from .checkpoint import file_digest, fingerprint, json_digest, store_digest
 from .cores import torch_threads
 from .datasets import RandomCropDataset
 from .lr_schedule import lr_scheduler
+from .stage_params import stage_trainer, with_defaults
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -188,10 +189,7 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     from ..models.vqgan import VQGAN
     from .losses import VQGANLoss
 
-    unknown = sorted(set(params) - set(VQGAN_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"train_vqgan: unknown parameter(s) {unknown}; known: {sorted(VQGAN_DEFAULTS)}")
-    p = {**VQGAN_DEFAULTS, **params}
+    p = with_defaults("train_vqgan", VQGAN_DEFAULTS, params)
     if p["require_perceptual"] and p["perceptual_weight"] and p["perceptual_weights"] is None:
         raise ConfigError("train_vqgan: this profile trains with the perceptual loss (require_perceptual=True) but "
                           "perceptual_weights is None; give a local VGG16 weights file (perceptual_weights=...)")
@@ -257,15 +255,10 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         {**p, "num_classes": num_classes}, VQGAN_BOOKKEEPING, manifest=file_digest(run.manifest_path),
         cases=store_digest(store, train_ids), split=json_digest(split), perceptual_weights=vgg and file_digest(vgg))
     out_dir = run.vqgan
-    trainer = Trainer(
-        models=models, optimizers=optimizers, step_fn=make_vqgan_step(loss_fn, p["label_dropout"]), dataset=dataset, out_dir=out_dir,
-        max_steps=p["steps"], batch_size=p["batch_size"],
-        gradient_accumulation_steps=p["gradient_accumulation_steps"], max_grad_norm=p["max_grad_norm"],
-        mixed_precision=p["mixed_precision"], checkpoint_every=p["checkpoint_every"],
-        keep_checkpoints=p["keep_checkpoints"], log_every=p["log_every"],
-        val_fn=val_fn if val_ids else None, val_every=p["val_every"], seed=p["seed"],
-        resume=p["resume"], num_workers=p["num_workers"], progress=p["progress"], schedulers=schedulers,
-        fingerprint=made_by, on_change=p["on_change"],
+    trainer = stage_trainer(
+        p, out_dir=out_dir, fingerprint=made_by, models=models, optimizers=optimizers, schedulers=schedulers,
+        step_fn=make_vqgan_step(loss_fn, p["label_dropout"]), dataset=dataset, num_workers=p["num_workers"],
+        val_fn=val_fn if val_ids else None, val_every=p["val_every"],
     )
     loss_fn.to(trainer.device)  # the perceptual network (the discriminators are prepared already)
     with torch_threads(p["num_threads"]):
