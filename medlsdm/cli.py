@@ -112,7 +112,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from .report import build_report
+    from .html_report import build_report
 
     build_report(args.run_dir, args.out_dir)
 

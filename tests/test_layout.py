@@ -10,7 +10,7 @@ PACKAGE = ROOT / "medlsdm"
 #: bottom to top: a module may import from its own layer and the layers before it
 LAYERS = ["errors", "atomic", "tables", "rundir", "metrics", "data", "models", "pipelines", "evaluation",
           "training", "cardiac", "viz", "profiles", "evaluate", "interpret", "interpret_synthesis", "model_card",
-          "pack", "runner", "sweep", "report", "cli"]
+          "pack", "runner", "sweep", "html_report", "cli"]
 
 
 def _module_name(path: Path) -> str:
