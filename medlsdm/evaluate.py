@@ -138,13 +138,13 @@ def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, sche
 
 
 def new_anatomy_labels(run: RunDir, n: int) -> tuple[list[str], Path] | None:
-    """``n`` new anatomies (:func:`medlsdm.evaluation.anatomies.new_anatomies`): label maps in
+    """``n`` new anatomies (:func:`medlsdm.data.phantom.oracle.new_anatomies`): label maps in
     ``RUN/samples/eval/new_anatomies/<id>.nii.gz`` and their oracle renders in ``…/oracle/<id>.nii.gz``,
     written once for the run's data (the folder records a digest of ``manifest.json``; other data
     rewrites it); ``None`` on real data (no phantom)."""
     from .data.io import write_nifti
+    from .data.phantom.oracle import new_anatomies
     from .errors import ConfigError
-    from .evaluation.anatomies import new_anatomies
     from .training.checkpoint import json_digest
 
     folder = run.eval_samples / "new_anatomies"
@@ -329,9 +329,9 @@ def memorisation(run: RunDir, train: Cases, synthetic: Mapping[str, Cases], held
 
 
 def oracle_cases(run: RunDir, cases: Cases, *, seed: int = 0) -> Cases | None:
-    """One oracle re-render of each case's anatomy (:func:`medlsdm.evaluation.oracle.oracle_samples`); ``None`` on real data."""
+    """One oracle re-render of each case's anatomy (:func:`medlsdm.data.phantom.oracle.oracle_samples`); ``None`` on real data."""
+    from .data.phantom.oracle import oracle_samples
     from .errors import ConfigError
-    from .evaluation.oracle import oracle_samples
 
     try:
         images = list(oracle_samples(run.data, cases.ids, 1, seed=seed)[:, 0])

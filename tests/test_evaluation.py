@@ -267,22 +267,6 @@ def phantom_data(tmp_path_factory):
     return root / "data"
 
 
-def test_new_anatomies_are_not_cases_of_the_run(phantom_data):
-    from medlsdm.data.prepare import load_manifest
-    from medlsdm.evaluate import real_cases
-    from medlsdm.evaluation.anatomies import new_anatomies
-
-    ids, images, labels, affines = new_anatomies(phantom_data, 2)
-    assert ids == ["new_004", "new_005"] and labels[0].shape == (16, 32, 32) and labels[0].dtype == np.int64
-    run_labels = real_cases(RunDir(phantom_data.parent), [e["case_id"] for e in load_manifest(phantom_data)["cases"]]).labels
-    assert not any(np.array_equal(new, old) for new in labels for old in run_labels)
-    assert len(np.unique(labels[0])) > 3  # an anatomy, not an empty block
-    np.testing.assert_array_equal(new_anatomies(phantom_data, 1, first_index=5).labels[0], labels[1])  # deterministic
-    assert images[0].shape == (1, 16, 32, 32) and -1 <= images[0].min() < images[0].max() <= 1  # the oracle render
-    with pytest.raises(ConfigError, match="is a case of the run"):
-        new_anatomies(phantom_data, 1, first_index=3)
-
-
 def test_memorisation_flags_the_copies_and_passes_the_oracle_rerenders(phantom_data):
     """The positive control (shifted, noisy copies) is flagged, the negative control (oracle re-renders) is not;
     on a folder that is not a phantom the held-out volumes take the negative control's place, and it says so."""
