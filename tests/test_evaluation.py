@@ -7,10 +7,10 @@ import pytest
 
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import ConfigError, DataError
-from medlsdm.evaluate import Cases, image_quality, pipeline_digest, read_cases, synthetic_folder, synthetic_sets
-from medlsdm.evaluate_augmentation import EXTRA_SETS, augmentation_experiment
-from medlsdm.evaluate_report import augmentation_verdict, lesion_augmentation_sentence, results_tables, with_ci
+from medlsdm.evaluation.augmentation import EXTRA_SETS, augmentation_experiment
+from medlsdm.evaluation.run import Cases, image_quality, pipeline_digest, read_cases, synthetic_folder, synthetic_sets
 from medlsdm.evaluation.segmentation import average_over_seeds, case_scores, lesion_classes
+from medlsdm.evaluation.summary import augmentation_verdict, lesion_augmentation_sentence, results_tables, with_ci
 from medlsdm.rundir import RunDir
 
 AFFINE = np.diag([5.5, 5.5, 6.0, 1.0])
@@ -102,7 +102,7 @@ def test_synthetic_volumes_of_other_pipeline_weights_are_not_reused(tmp_path, on
 
 
 def _metrics():
-    """A ``05_evaluation`` entry as :func:`medlsdm.evaluate_report.evaluation_metrics` writes it (the keys the tables read)."""
+    """A ``05_evaluation`` entry as :func:`medlsdm.evaluation.summary.evaluation_metrics` writes it (the keys the tables read)."""
     per_class = {"liver": 0.9, "lesion": float("nan")}
     per_case = {"ssim": [0.4, 0.6], "dice_real_test": [0.8, 1.0], "dice_lesion_real_test": [float("nan"), 0.2]}
     return {"dataset": "torso-ct", "decoder": "spade", "channels": "16-32-64", "fid": None, "fid_3d": None,
@@ -145,7 +145,7 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
     """Arms with known per-case Dice: real-small 0.5, + oracle 0.7, + oracle through the autoencoder
     0.6, + synthetic 0.65 ± 0.01 → 0.155 / 0.2 = 77.5 % of the oracle arm's gain. Lesion Dice:
     real-small 0, + lesion edits 0.2 / 0.3, real-all 0.1 on the three test cases with a lesion."""
-    import medlsdm.evaluate as ev
+    import medlsdm.evaluation.run as ev
 
     image, label = _case(0)
     no_lesion = np.where(label == 2, 1, label)
@@ -220,7 +220,7 @@ def test_the_lesion_augmentation_sentence_follows_its_numbers():
 
 
 def test_lesion_edits_insert_a_lesion_in_the_organ_and_keep_the_rest(tiny_pipeline, one_thread):
-    from medlsdm.evaluate_augmentation import lesion_edits
+    from medlsdm.evaluation.augmentation import lesion_edits
     from medlsdm.evaluation.edits import outside_max_abs
 
     image, label = _case(0, shape=(8, 16, 16))
@@ -271,8 +271,8 @@ def test_memorisation_flags_the_copies_and_passes_the_oracle_rerenders(phantom_d
     """The positive control (shifted, noisy copies) is flagged, the negative control (oracle re-renders) is not;
     on a folder that is not a phantom the held-out volumes take the negative control's place, and it says so."""
     from medlsdm.data.prepare import load_manifest
-    from medlsdm.evaluate import real_cases
     from medlsdm.evaluation.controls import memorisation_controls
+    from medlsdm.evaluation.run import real_cases
 
     ids = [e["case_id"] for e in load_manifest(phantom_data)["cases"]]
     cases = real_cases(RunDir(phantom_data.parent), ids)
@@ -300,7 +300,7 @@ def test_with_ci_leaves_out_nan_and_needs_two_values():
 
 
 def test_the_distance_sentence_follows_the_numbers():
-    from medlsdm.evaluate_report import distance_sentence
+    from medlsdm.evaluation.summary import distance_sentence
 
     m = {"frd": 292.4, "frd_reference": 52.2, "frd_oracle": 29.0, "kid": -0.42, "kid_ci": [-1.63, 1.10], "kid_reference": 0.48}
     said = distance_sentence(m)
@@ -315,7 +315,7 @@ def test_the_distance_sentence_follows_the_numbers():
 
 
 def test_judge_sentence_follows_its_numbers():
-    from medlsdm.evaluate_report import judge_sentence
+    from medlsdm.evaluation.summary import judge_sentence
 
     judge = {"network": "MONAI BasicUNet + DiceCELoss", "dice_real_test": 0.81, "lesion_dice_real_test": 0.2,
              "lesion_detection_rate": 0.5, "lesions_per_seed": 18, "best_steps": [300, 300], "stopped_steps": [300, 300],

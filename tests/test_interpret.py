@@ -1,4 +1,4 @@
-"""The sentences of medlsdm.interpret, interpret_synthesis and evaluate_report follow their numbers:
+"""The sentences of medlsdm.interpret, interpret_synthesis and evaluation.summary follow their numbers:
 each test flips a number across the line that decides the wording and sees the sentence flip."""
 import math
 
@@ -7,7 +7,7 @@ import pytest
 
 from medlsdm import interpret as I
 from medlsdm import interpret_synthesis as S
-from medlsdm.evaluate_report import (
+from medlsdm.evaluation.summary import (
     lesion_sentence,
     memorisation_sentence,
     paper_sentence,
@@ -355,7 +355,7 @@ def _tables_conventions(m):
 
 
 def test_augmentation_verdict_counts_the_cases_and_lays_the_loss_on_the_autoencoder():
-    from medlsdm.evaluate_report import augmentation_verdict
+    from medlsdm.evaluation.summary import augmentation_verdict
 
     def arm(gain, ci):
         return {"mean": 0.5 + gain, "gain": gain, "gain_ci": ci}
@@ -377,14 +377,14 @@ def test_augmentation_verdict_counts_the_cases_and_lays_the_loss_on_the_autoenco
 
 @pytest.mark.parametrize("kid_oracle, claims", [(-0.86, True), (3.0, False)])
 def test_distance_sentence_explains_a_kid_below_the_real_reference_only_with_the_oracle_as_evidence(kid_oracle, claims):
-    from medlsdm.evaluate_report import distance_sentence
+    from medlsdm.evaluation.summary import distance_sentence
 
     m = {"frd": None, "kid": -0.38, "kid_ci": [-1.29, 0.79], "kid_reference": 2.24, "kid_oracle": kid_oracle}
     assert ("shares the test set's anatomy" in distance_sentence(m)) is claims
 
 
 def test_distance_sentence_claims_nothing_from_a_kid_without_ci_or_an_frd_below_its_reference():
-    from medlsdm.evaluate_report import distance_sentence
+    from medlsdm.evaluation.summary import distance_sentence
 
     m = {"frd": 20.0, "frd_reference": 50.0, "frd_oracle": 10.0, "kid": 4.0, "kid_ci": [float("nan"), float("nan")],
          "kid_reference": 1.0}
@@ -396,7 +396,7 @@ def test_distance_sentence_claims_nothing_from_a_kid_without_ci_or_an_frd_below_
 
 
 def test_quality_sentence_names_the_cases_at_either_end():
-    from medlsdm.evaluate_report import quality_sentence
+    from medlsdm.evaluation.summary import quality_sentence
 
     q = {"ssim": 0.6, "psnr": 24.0, "per_case": {"a": {"ssim": 0.5, "psnr": 23.0}, "b": {"ssim": 0.7, "psnr": 25.0}}}
     said = quality_sentence(q)
