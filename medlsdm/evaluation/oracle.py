@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def texture_classes(class_names: Sequence[str], dataset: str | None = None) -> list[int]:
-    """Indices of the :data:`TEXTURE_CLASSES` of ``dataset`` present in the class table."""
+    """Indices of the :data:`~medlsdm.data.phantom.oracle.TEXTURE_CLASSES` of ``dataset`` present in the class table."""
     names = TEXTURE_CLASSES.get(dataset, tuple(class_names[1:]))
     return [list(class_names).index(c) for c in names if c in class_names]
 
@@ -43,8 +43,8 @@ def factor_estimates(volumes: Sequence[np.ndarray], labels: Sequence[np.ndarray]
 
     Estimators: ``<class>_mean`` (mean intensity inside the class, eroded by one voxel
     in-plane, so partial volume with neighbours barely counts) for each class of
-    :data:`FACTOR_CLASSES` ``[dataset]`` present in the class table, and ``noise`` (std of the
-    volume minus its Gaussian blur of 1 voxel inside :data:`NOISE_CLASS`). A volume without
+    :data:`~medlsdm.data.phantom.oracle.FACTOR_CLASSES` ``[dataset]`` present in the class table, and ``noise`` (std of the
+    volume minus its Gaussian blur of 1 voxel inside :data:`~medlsdm.data.phantom.oracle.NOISE_CLASS`). A volume without
     the class gets NaN for that estimator.
 
     Args:
