@@ -7,7 +7,7 @@ judge of :mod:`medlsdm.training.judge` per arm and judge seed, and reports every
 generator and judge seeds, each gain over real-small with a bootstrap CI that resamples
 generators, then judge seeds within them, then the test cases
 (:func:`medlsdm.metrics.statistics.hierarchical_bootstrap_ci`). The arms are notebook 05's
-(:func:`medlsdm.evaluate_augmentation.augmentation_experiment`); ``real_small``, ``real_small_oracle`` and
+(:func:`medlsdm.evaluation.augmentation.augmentation_experiment`); ``real_small``, ``real_small_oracle`` and
 ``real_all`` need no generator and are measured once per judge seed.
 
     python benchmarks/bench_augmentation.py --work /tmp/ba train --generator-seed 1
@@ -54,10 +54,10 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     """Train the judges of the arms ``names`` (one per judge seed) and append their Dice on the test cases."""
     import torch
 
-    from medlsdm import evaluate as ev
-    from medlsdm import evaluate_augmentation as aug_ev
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
+    from medlsdm.evaluation import augmentation as aug_ev
+    from medlsdm.evaluation import run as ev
     from medlsdm.pipelines.loading import load_pipeline
     from medlsdm.profiles import notebook_parameters
     from medlsdm.rundir import RunDir

@@ -195,7 +195,7 @@ def report(rows: list[dict]) -> str:
         f"{platform.machine()}, torch {torch.__version__}. Held-out blocks: the phantom's validation split; the head's "
         f"axial slab {HEAD_HELD_OUT_SLAB} (ch2 T1 + AAL, {HEAD_SPACING[0]:g} mm, tiles of {HEAD_TILE_MM} mm, the other slabs "
         "train). PSNR / SSIM inside the labelled region; noise (in the homogeneous classes of "
-        "`medlsdm.evaluation.oracle.TEXTURE_CLASSES`; the head: every labelled region) and HF power (in-plane, above half "
+        "`medlsdm.data.phantom.oracle.TEXTURE_CLASSES`; the head: every labelled region) and HF power (in-plane, above half "
         "Nyquist, inside the labelled region): reconstruction over original (1 keeps the texture; a blur is far below); thin bone: contrast of one-voxel-thin bone against its "
         "surroundings, reconstruction over original; ablation: own − another case's codes (dB). Train seconds "
         "are comparable only between rows run on otherwise idle cores.",

@@ -48,6 +48,7 @@ N_SAMPLES, N_ORACLE, SAMPLE_STEPS = 4, 8, 50
 
 
 def train(work: Path, data: Path, vqgan: Path, option: str, seed: int, n_maps: int | None) -> dict:
+    from medlsdm.data.phantom import oracle as phantom_oracle
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
     from medlsdm.data.store import CaseStore, stack_cases
@@ -73,7 +74,7 @@ def train(work: Path, data: Path, vqgan: Path, option: str, seed: int, n_maps: i
         _, labels, _ = stack_cases(store, ids)
     pipe = use_scheduler(load_pipeline(run), "ddim")
     samples = samples_per_map(pipe, labels, N_SAMPLES, steps=SAMPLE_STEPS, seed=0)
-    raw = oracle.oracle_samples(run / "data", ids, N_ORACLE, seed=0)
+    raw = phantom_oracle.oracle_samples(run / "data", ids, N_ORACLE, seed=0)
     rec = reconstruct(pipe.vqgan, raw.reshape(-1, *raw.shape[2:]), np.repeat(labels, N_ORACLE, axis=0)).images.reshape(raw.shape)
     judged = oracle.compare_with_oracle(samples, rec, raw, labels, manifest["classes"], manifest["dataset"])
     row = {"option": option, "seed": seed, "settings": OPTIONS[option], "train_seconds": round(seconds, 1),

@@ -38,9 +38,9 @@ RECIPES = {
 def measure(run_dir: Path, work: Path, recipe: str, steps: int, seed: int) -> None:
     import torch
 
-    from medlsdm import evaluate as ev
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
+    from medlsdm.evaluation import run as ev
     from medlsdm.rundir import RunDir
     from medlsdm.training.judge import train_judge
 

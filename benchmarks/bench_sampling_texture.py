@@ -65,6 +65,7 @@ def laplacian_energy(z) -> float:
 def sample(run: Path, work: Path, variant: str) -> dict:
     import torch
 
+    from medlsdm.data.phantom import oracle as phantom_oracle
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
     from medlsdm.data.store import CaseStore, stack_cases
@@ -79,7 +80,7 @@ def sample(run: Path, work: Path, variant: str) -> dict:
     with CaseStore(run / "data" / "cases.h5") as store:
         _, labels, _ = stack_cases(store, ids)
     pipe = use_scheduler(load_pipeline(run), scheduler)
-    raw = oracle.oracle_samples(run / "data", ids, N_ORACLE, seed=0)
+    raw = phantom_oracle.oracle_samples(run / "data", ids, N_ORACLE, seed=0)
     flat = raw.reshape(-1, *raw.shape[2:])
     rec = reconstruct(pipe.vqgan, flat, np.repeat(labels, N_ORACLE, axis=0)).images.reshape(raw.shape)
     with torch.no_grad():

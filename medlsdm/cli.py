@@ -112,7 +112,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from .report import build_report
+    from .html_report import build_report
 
     build_report(args.run_dir, args.out_dir)
 
@@ -166,8 +166,8 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_run
-    from .evaluate_report import results_tables
+    from .evaluation.run import evaluate_run
+    from .evaluation.summary import results_tables
     from .pipelines.synthesis import check_sampling
 
     defaults = notebook_parameters(args.profile, "05")

@@ -6,7 +6,7 @@ where the notebook has the evidence, the likely cause. The words are picked by c
 numbers, so the text cannot contradict them (``tests/test_interpret.py`` flips a number and
 sees the sentence flip). Notebooks show them with ``display(Markdown(...))``; the
 ``takeaways_*`` functions write each notebook's closing cell. Notebooks 04 and 07:
-:mod:`medlsdm.interpret_synthesis`; notebook 05: :mod:`medlsdm.evaluate_report`.
+:mod:`medlsdm.interpret_synthesis`; notebook 05: :mod:`medlsdm.evaluation.summary`.
 """
 from __future__ import annotations
 

@@ -216,7 +216,7 @@ def test_notebook_runs_in_jupyterlab(notebook, workspace, lab, browser):
 def test_report_renders_offline(tmp_path, browser):
     """The report of an interactive run opens from file:// with the network off: figures
     shown, the slice viewer rebuilt from the stored widget state, no request but file://."""
-    from medlsdm.report import build_report
+    from medlsdm.html_report import build_report
 
     run = tmp_path / "run"
     run_notebooks("smoke", run, only=["01"], overrides={"interactive": True})

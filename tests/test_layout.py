@@ -7,10 +7,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "medlsdm"
-#: bottom to top: a module may import from its own layer and the layers before it
+#: bottom to top: a module may import from its own layer and the layers before it. A layer is a
+#: top-level module or package of ``medlsdm``, or a module of a package ranked apart from the rest
+#: of it (a module's layer is the longest entry its dotted name starts with); a tuple is one layer.
+#: ``evaluation`` measures (below ``training``, whose validation uses its Dice and reconstructions);
+#: the evaluation of a whole run (``evaluation.run`` and its augmentation arms, which call each
+#: other) trains judges and reads the profiles, so it sits above ``training`` and ``profiles``.
 LAYERS = ["errors", "atomic", "tables", "rundir", "metrics", "data", "models", "pipelines", "evaluation",
-          "training", "cardiac", "viz", "profiles", "evaluate", "interpret", "interpret_synthesis", "model_card",
-          "pack", "runner", "sweep", "report", "cli"]
+          "training", "cardiac", "viz", "profiles", ("evaluation.run", "evaluation.augmentation"), "interpret",
+          "interpret_synthesis", "model_card", "pack", "runner", "sweep", "html_report", "cli"]
+RANK = {name: i for i, entry in enumerate(LAYERS) for name in (entry if isinstance(entry, tuple) else (entry,))}
+
+
+def layer_of(dotted: str) -> str | None:
+    """The layer of a dotted name under ``medlsdm`` (a module, or a name in one): the longest
+    :data:`LAYERS` entry it starts with; ``None`` outside every layer."""
+    parts = dotted.split(".")[1:]
+    return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in RANK), None)
 
 
 def _module_name(path: Path) -> str:
@@ -32,15 +45,16 @@ def layer_violations(path: Path, module: str | None = None) -> list[str]:
     """The layer and private-name violations of the file ``path``, read as the package module
     ``module`` (dotted, e.g. ``medlsdm.data.io``; default: its place under the repository)."""
     module = _module_name(path) if module is None else module
-    rank = {name: i for i, name in enumerate(LAYERS)}
-    own = module.split(".")[1]
+    own = layer_of(module)
     found = []
     for imported, names in _relative_imports(path, module):
-        targets = [f"{imported}.{n}" for n in names] if imported == "medlsdm" else [imported]
-        for target in targets:
-            layer = target.split(".")[1] if "." in target else None
-            if layer in rank and own in rank and rank[layer] > rank[own]:
-                found.append(f"{path.name} imports {target} from a layer above {own}")
+        for name in names:
+            target = f"{imported}.{name}"
+            layer = layer_of(target)
+            shown = imported if layer_of(imported) == layer and imported != "medlsdm" else target
+            message = f"{path.name} imports {shown} from a layer above {own}"
+            if layer is not None and own is not None and RANK[layer] > RANK[own] and message not in found:
+                found.append(message)
         found += [f"{path.name} imports the private {imported}.{n}" for n in names if n.startswith("_")]
     return found
 
@@ -51,6 +65,7 @@ def _modules():
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_module_respects_the_layers_and_size(path):
+    assert layer_of(_module_name(path)) is not None, f"{path.name} is in no layer: add it to LAYERS"
     assert layer_violations(path) == []
     assert len(path.read_text().splitlines()) <= 450
 
@@ -69,6 +84,13 @@ def test_the_checker_catches_violations(tmp_path):
     bad.write_text("from .. import cli\n")
     assert layer_violations(bad, "medlsdm.data._layout_probe") == [
         "_layout_probe.py imports medlsdm.cli from a layer above data"]
+    # a module ranked apart from its package: the run's evaluation may use the judge, a measuring module may not
+    bad.write_text("from ..training.judge import train_judge\nfrom . import run\n")
+    assert layer_violations(bad, "medlsdm.evaluation._layout_probe") == [
+        "_layout_probe.py imports medlsdm.training.judge from a layer above evaluation",
+        "_layout_probe.py imports medlsdm.evaluation.run from a layer above evaluation"]
+    assert layer_violations(bad, "medlsdm.evaluation.augmentation") == []
+    assert layer_of("medlsdm.evaluation.run.Cases") == "evaluation.run" and layer_of("medlsdm.evaluation.oracle") == "evaluation"
 
 
 def test_readme_layout_lists_every_module():

@@ -187,7 +187,7 @@ def test_04_synthesis(smoke_run):
 
 
 def test_05_evaluation(smoke_run):
-    from medlsdm.evaluate import synthetic_folder
+    from medlsdm.evaluation.run import synthetic_folder
 
     p = P["05"]
     m = smoke_run.read_metrics()["05_evaluation"]

@@ -81,10 +81,10 @@ def test_package_defaults_are_the_quick_profile(notebook, defaults_name):
 
 
 def test_evaluate_run_defaults_are_the_quick_profile():
-    """medlsdm.evaluate.evaluate_run without arguments evaluates as notebook 05 does at quick."""
+    """medlsdm.evaluation.run.evaluate_run without arguments evaluates as notebook 05 does at quick."""
     import inspect
 
-    from medlsdm.evaluate import evaluate_run
+    from medlsdm.evaluation.run import evaluate_run
 
     defaults = {k: v.default for k, v in inspect.signature(evaluate_run).parameters.items()}
     quick = dict(PROFILES["quick"]["05"])

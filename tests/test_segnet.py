@@ -1,12 +1,15 @@
 """The segmentation network and its training/evaluation helpers (tiny, CPU)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+from evaluation_utils import make_case
 
 from medlsdm.errors import ConfigError, DataError
-from medlsdm.evaluation.segmentation import evaluate_dice, predict
+from medlsdm.evaluation.segmentation import average_over_seeds, case_scores, evaluate_dice, lesion_classes, predict
 from medlsdm.models.segnet import SegNet
 from medlsdm.training.segnet import _crop_and_flip, class_balance_weights, dice_ce_loss, train_segnet
 
@@ -153,3 +156,26 @@ def test_the_result_holds_what_the_loop_chose(monkeypatch):
     best, last = at_best.model.state_dict(), fit.model.state_dict()
     for k in best:  # the same rounding bounds as test_training_is_deterministic_with_seed
         torch.testing.assert_close(last[k], best[k], atol=1e-5, rtol=1e-5)
+
+
+def test_case_scores_keep_the_lesion_apart_and_seeds_average_per_case():
+    names = ["background", "liver", "kidney", "lesion"]
+    assert lesion_classes(names) == ["lesion"] and lesion_classes(["bg", "Tumour core", "liver"]) == ["Tumour core"]
+    dice = {"per_case": [{"liver": 0.8, "kidney": 0.6, "lesion": 0.0}, {"liver": 1.0, "kidney": float("nan"), "lesion": float("nan")}]}
+    scores = case_scores(dice, names)
+    assert scores["organ"] == pytest.approx([0.7, 1.0]) and scores["lesion"][0] == 0.0 and math.isnan(scores["lesion"][1])
+    avg = average_over_seeds([[0.2, float("nan")], [0.4, float("nan")]])
+    assert avg[0] == pytest.approx(0.3) and math.isnan(avg[1])
+
+
+def test_segnet_early_stopping_keeps_the_best_validation_weights(one_thread):
+    from medlsdm.training.segnet import train_segnet
+
+    images = [make_case(i)[0][None] for i in range(3)]
+    labels = [make_case(i)[1] for i in range(3)]
+    fit = train_segnet(images[:2], labels[:2], num_classes=3, steps=6, eval_every=2, val_images=images[2:],
+                       val_labels=labels[2:], channels=(4, 8), norm_num_groups=4, progress=False)
+    steps, scores = zip(*fit.val_history)
+    assert steps == (2, 4, 6) and fit.best_step == steps[int(np.argmax(scores))]
+    with pytest.raises(ConfigError, match="val_images and val_labels"):
+        train_segnet(images, labels, num_classes=3, steps=1, val_images=images, progress=False)

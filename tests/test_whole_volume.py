@@ -1,6 +1,6 @@
 """Whole-volume seam statistics (medlsdm.evaluation.whole_volume), on controlled cases: a perfect
 sampler (another oracle draw) shows no seam, an artificial discontinuity at the window borders
-does; a phantom scan several blocks deep."""
+does. (The phantom scan several blocks deep is tested in test_phantom_oracle.py.)"""
 import numpy as np
 import pytest
 
@@ -122,32 +122,6 @@ def test_oracle_band_holds_the_mean_in_its_ci():
     band = wv.oracle_band({"s": values}, n_boot=200)["s"]
     assert np.all(band["low"][:4] <= band["mean"][:4]) and np.all(band["mean"][:4] <= band["high"][:4])
     assert np.all(band["min"][:4] <= band["low"][:4]) and np.isnan(band["mean"][4])
-
-
-@pytest.fixture(scope="module")
-def tiny_phantom_run(tmp_path_factory):
-    from medlsdm.data.phantom import make_phantom
-    from medlsdm.data.prepare import prepare_dataset
-
-    root = tmp_path_factory.mktemp("phantom")
-    make_phantom("torso-ct", root / "raw", 2, seed=0, shape=(32, 32, 16))
-    prepare_dataset("torso-ct", root / "raw", root / "data", spacing=[12.0, 11.0, 11.0], block_shape=[16, 32, 32], n_cases=2)
-    return root / "data"
-
-
-def test_deep_scan_is_the_same_body_several_blocks_deep(tiny_phantom_run, one_thread):
-    from medlsdm.data.prepare import load_manifest
-
-    case = load_manifest(tiny_phantom_run)["cases"][0]["case_id"]
-    scan = wv.deep_scan(tiny_phantom_run, case, n_blocks=3, n_oracle=2)
-    assert scan.label.shape == (48, 32, 32) and scan.oracle.shape == (2, 1, 48, 32, 32)
-    assert scan.z_extent_mm == pytest.approx(48 * 12.0)
-    assert (scan.label > 0).any(axis=(1, 2)).all()  # body in every slice: the phantom scanned the whole length
-    assert not np.allclose(scan.oracle[0], scan.oracle[1])  # fresh hidden factors and noise
-    assert scan.oracle.min() >= -1 and scan.oracle.max() <= 1
-    np.testing.assert_allclose(np.sqrt((scan.affine[:3, :3] ** 2).sum(0)), [11.0, 11.0, 12.0], rtol=1e-5)
-    with pytest.raises(DataError, match="no case"):
-        wv.deep_scan(tiny_phantom_run, "nope", n_blocks=2, n_oracle=2)
 
 
 def test_resolve_windows_uses_the_pipeline_defaults(tiny_pipeline):

@@ -17,7 +17,7 @@ def evaluate_samples(real: np.ndarray, fake: np.ndarray, *, labels: np.ndarray |
     """Compare synthetic slices with the real slices their conditions came from.
 
     Paired, per slice then averaged (:func:`medlsdm.metrics.image.paired_metrics`, as the 3-D
-    :func:`medlsdm.evaluate.image_quality`): SSIM (Gaussian window, ``data_range=2``
+    :func:`medlsdm.evaluation.run.image_quality`): SSIM (Gaussian window, ``data_range=2``
     for [-1, 1]) and NMSE ``‖fake − real‖² / ‖real‖²``. As sets: ``fd_seg``, the Fréchet
     distance of the two sets in the segmentation network's bottleneck feature space
     (:func:`medlsdm.evaluation.features.segnet_feature_distance`), and ``dice``, the mean

@@ -4,6 +4,7 @@ Modules (import them directly; nothing heavy is imported here):
 
 - :mod:`~medlsdm.data.classes` — class tables of every dataset.
 - :mod:`~medlsdm.data.phantom` — procedural phantom datasets (the tutorial's embedded data), one file per kind.
+- :mod:`~medlsdm.data.phantom.oracle` — the phantom oracle: re-renders of a run's anatomies preprocessed like the run.
 - :mod:`~medlsdm.data.io` — NIfTI read/write in the ``(D, H, W)`` + affine convention.
 - :mod:`~medlsdm.data.preprocess` — resample, normalise, crop/pad, depth blocks, one case end to end.
 - :mod:`~medlsdm.data.labels` — label values, remapping to class indices, one-hot.

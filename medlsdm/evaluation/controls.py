@@ -16,11 +16,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..data.phantom.oracle import oracle_samples
 from ..errors import ConfigError
 from ..metrics.distribution import kid
 from ..metrics.privacy import copy_control, memorisation_with_controls
 from .features import segnet_features
-from .oracle import oracle_samples
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def memorisation_controls(data_dir: str | os.PathLike, train_ids: Sequence[str],
 
     Positive control: every training volume through :func:`copy_control` (``shift`` voxels,
     Gaussian noise ``noise_std``; seed ``seed + i`` for volume ``i``). Negative control: one
-    oracle re-render of every training anatomy (:func:`medlsdm.evaluation.oracle.oracle_samples`
+    oracle re-render of every training anatomy (:func:`medlsdm.data.phantom.oracle.oracle_samples`
     with seed ``seed + 1``); when the run is not a phantom (``ConfigError``), or when asked
     (``negative_control="held_out"``), the held-out real volumes instead, and the result says so.
 

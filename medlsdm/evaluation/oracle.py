@@ -1,56 +1,32 @@
-"""The phantom oracle: samples of the true p(image | label map), and the statistics that
-compare a generator with it.
+"""Comparing a generator with the phantom oracle: the statistics, and what they say.
 
-A phantom case is drawn in two steps, anatomy (→ label map) and appearance (hidden factors →
-image), so any anatomy can be re-rendered with fresh factors (:mod:`medlsdm.data.phantom`).
-Re-rendered and preprocessed exactly as notebook 01 preprocessed the real case, these
-*oracle re-renders* are what a perfect label-conditioned generator would produce: the
-reference for diversity (how much one label map's samples differ) and for the distribution
-of every hidden factor. A paired metric against the one real volume cannot tell a perfect
-sampler from the conditional mean; these can.
+The oracle re-renders (:mod:`medlsdm.data.phantom.oracle`: the anatomy of a case re-rendered
+with fresh hidden factors and preprocessed as notebook 01 preprocessed the case) are what a
+perfect label-conditioned generator would produce: the reference for diversity (how much one
+label map's samples differ) and for the distribution of every hidden factor. A paired metric
+against the one real volume cannot tell a perfect sampler from the conditional mean; these can.
 
 Factor *estimators* measure a factor from a volume and its label map (e.g. the aorta's mean
-intensity estimates the contrast phase), so they apply equally to real, re-rendered and
-synthetic volumes.
+intensity estimates the contrast phase; the classes per dataset are
+:data:`~medlsdm.data.phantom.oracle.FACTOR_CLASSES`), so they apply equally to real,
+re-rendered and synthetic volumes.
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from ..atomic import read_json
-from ..errors import ConfigError, DataError
+from ..data.phantom.oracle import FACTOR_CLASSES, NOISE_CLASS, TEXTURE_CLASSES
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
 
-#: Classes whose mean intensity is a factor estimator, per dataset (all non-background
-#: classes when a dataset is not listed). Torso: aorta and kidney follow the contrast phase
-#: and dose, the liver its enhancement and steatosis, the vertebra its mineral density.
-FACTOR_CLASSES = {
-    "torso-ct": ("aorta", "liver", "kidney", "bone"),
-    "breast-mr": ("breast", "fibroglandular", "vessel"),
-    "cardiac-2d": ("lv_blood_pool", "myocardium", "rv"),
-}
-
-#: The class whose fine-scale texture (intensity minus its 1-voxel Gaussian blur) estimates
-#: the noise level.
-NOISE_CLASS = {"torso-ct": "liver", "breast-mr": "breast", "cardiac-2d": "lv_blood_pool"}
-
-#: Homogeneous classes whose neighbour differences measure the noise level
-#: (:func:`~medlsdm.metrics.texture.noise_levels`, eroded by 2 voxels), per dataset (all
-#: non-background classes when a dataset is not listed). Torso: liver and fat; not soft tissue
-#: (it holds the unlabelled anatomy: muscle, bowel, ribs), kidney (cortex and medulla differ by
-#: a contrast factor), aorta (too small once eroded), bone, lung or lesions.
-TEXTURE_CLASSES = {"torso-ct": ("liver", "fat"), "breast-mr": ("breast",), "cardiac-2d": ("lv_blood_pool",)}
-
-
 def texture_classes(class_names: Sequence[str], dataset: str | None = None) -> list[int]:
-    """Indices of the :data:`TEXTURE_CLASSES` of ``dataset`` present in the class table."""
+    """Indices of the :data:`~medlsdm.data.phantom.oracle.TEXTURE_CLASSES` of ``dataset`` present in the class table."""
     names = TEXTURE_CLASSES.get(dataset, tuple(class_names[1:]))
     return [list(class_names).index(c) for c in names if c in class_names]
 
@@ -67,8 +43,8 @@ def factor_estimates(volumes: Sequence[np.ndarray], labels: Sequence[np.ndarray]
 
     Estimators: ``<class>_mean`` (mean intensity inside the class, eroded by one voxel
     in-plane, so partial volume with neighbours barely counts) for each class of
-    :data:`FACTOR_CLASSES` ``[dataset]`` present in the class table, and ``noise`` (std of the
-    volume minus its Gaussian blur of 1 voxel inside :data:`NOISE_CLASS`). A volume without
+    :data:`~medlsdm.data.phantom.oracle.FACTOR_CLASSES` ``[dataset]`` present in the class table, and ``noise`` (std of the
+    volume minus its Gaussian blur of 1 voxel inside :data:`~medlsdm.data.phantom.oracle.NOISE_CLASS`). A volume without
     the class gets NaN for that estimator.
 
     Args:
@@ -118,91 +94,6 @@ def factor_preservation(originals: Mapping[str, np.ndarray], reconstructions: Ma
         else:
             out[name] = float(np.corrcoef(a[ok], b[ok])[0, 1])
     return out
-
-
-def phantom_source(data_dir: str | Path) -> dict:
-    """Where a preprocessed run's phantom came from: ``phantom.json`` of its ``data_root``
-    (a relative ``data_root``, as in a run unpacked from a pack, is relative to ``data_dir``).
-
-    Raises:
-        ConfigError: the run's data is not a phantom (no oracle exists for real data).
-    """
-    manifest = read_json(Path(data_dir) / "manifest.json")
-    root = manifest.get("data_root")
-    record = None if root is None else Path(data_dir) / root / "phantom.json"  # an absolute root stays as it is
-    if record is None or not record.is_file():
-        raise ConfigError(f"{root}: not a phantom dataset (no phantom.json); "
-                          "oracle re-renders exist only for the procedural phantoms")
-    return {**read_json(record), "manifest": manifest}
-
-
-def phantom_index(entry: Mapping) -> int:
-    """The phantom case index of a manifest entry (its source file ``<prefix>_<index>.nii.gz``)."""
-    return int(Path(entry["source_image"]).name.split(".")[0].rsplit("_", 1)[1])
-
-
-def preprocess_like_run(manifest: Mapping, image_xyz: np.ndarray, label_xyz: np.ndarray, affine: np.ndarray,
-                        block_shape: Sequence[int] | None = None):
-    """One phantom rendering (``(x, y, z)`` arrays as the phantom makes them) preprocessed
-    exactly as notebook 01 preprocessed the run's cases (canonical orientation, resampling,
-    normalisation, crop/pad, depth block; the manifest's settings, or another ``block_shape``,
-    e.g. a deeper one for a whole scan). Returns the :class:`~medlsdm.data.preprocess.CaseBlock`."""
-    from ..data.adapters import get_adapter
-    from ..data.io import canonical_dhw
-    from ..data.preprocess import preprocess_case
-
-    image, aff = canonical_dhw(image_xyz, affine)
-    label, _ = canonical_dhw(np.asarray(label_xyz).astype(np.int64), affine)
-    return preprocess_case(image, label, aff, classes=get_adapter(manifest["dataset"]).classes,
-                           normalisation=manifest["normalisation"], spacing=manifest["spacing"],
-                           block_shape=manifest["block_shape"] if block_shape is None else block_shape)[0]
-
-
-def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, seed: int = 0) -> np.ndarray:
-    """``n`` oracle re-renders of each case's anatomy, preprocessed as the case was.
-
-    Each re-render draws fresh appearance factors and noise for the same anatomy (same label
-    map), then goes through the preprocessing of notebook 01 (canonical orientation,
-    resampling, normalisation, crop/pad, depth block) with the run's manifest settings.
-
-    Args:
-        data_dir: the run's preprocessed data folder (``RUN/data``, from a phantom).
-        case_ids: preprocessed case ids (one block per case).
-        n: re-renders per case.
-        seed: re-render ``k`` of a case uses the phantom's appearance seed ``seed·10⁴ + k``
-            (never the case's own appearance, which is the "real" volume).
-
-    Returns:
-        ``(len(case_ids), n, 1, D, H, W)`` float32 in [-1, 1].
-
-    Raises:
-        ConfigError: not a phantom run; DataError: a re-rendered label map differs from the
-            stored one (the preprocessing or the phantom changed since notebook 01).
-    """
-    from ..data.phantom import oracle_rerenders
-    from ..data.store import CaseStore
-
-    source = phantom_source(data_dir)
-    manifest = source["manifest"]
-    entries = {e["case_id"]: e for e in manifest["cases"]}
-    out = []
-    with CaseStore(Path(data_dir) / manifest.get("store", "cases.h5")) as store:
-        for cid in case_ids:
-            if cid not in entries:
-                raise DataError(f"{data_dir}: no case {cid!r} in the manifest")
-            index = phantom_index(entries[cid])
-            stored_label = np.asarray(store[cid][1])
-            label, affine, images, _ = oracle_rerenders(source["kind"], source["seed"], index,
-                                                        [seed * 10_000 + k for k in range(n)], source.get("shape"))
-            renders = []
-            for image in images:
-                block = preprocess_like_run(manifest, image, label, affine)
-                if not np.array_equal(block.label, stored_label):
-                    raise DataError(f"{cid}: the re-rendered label map differs from the stored one; "
-                                    "rerun notebook 01 (the phantom or the preprocessing changed)")
-                renders.append(block.image)
-            out.append(np.stack(renders))
-    return np.stack(out).astype(np.float32)
 
 
 def _flat(volumes: np.ndarray, labels: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:

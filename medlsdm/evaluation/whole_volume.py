@@ -4,7 +4,7 @@ A model trained on blocks of ``D`` slices synthesises a whole scan in overlappin
 windows (:meth:`MedLSDMPipeline.__call__` with ``window``). Whether that leaves seams is a
 question about distributions: a seam is a place where the sample is further from what the
 label map allows than elsewhere. The phantom answers it, because it can render a scan of the
-same body several blocks deep (:func:`deep_scan`, the anatomy over a longer field of view
+same body several blocks deep (:func:`medlsdm.data.phantom.oracle.deep_scan`, the anatomy over a longer field of view
 along z) and re-render it with fresh hidden factors (the oracle). Per slice, the distance of
 a sample from the oracle mean (:func:`slice_errors`), in excess of what the oracle's own
 re-renders score at that slice (:func:`excess_errors`), is compared between slices next to
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -32,78 +30,12 @@ import torch
 from ..errors import ConfigError, DataError
 from ..metrics.statistics import bootstrap_ci
 from ..pipelines.windows import window_starts
-from .oracle import factor_estimates, phantom_index, phantom_source, preprocess_like_run
+from .oracle import factor_estimates
 
 log = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------ a whole phantom scan
-@dataclass
-class DeepScan:
-    """A phantom scan several blocks deep, preprocessed as notebook 01 preprocessed its case.
-
-    Attributes:
-        case_id: the preprocessed case whose body was scanned longer.
-        label: ``(D, H, W)`` int64, ``D = n_blocks ×`` the block depth.
-        oracle: ``(R, 1, D, H, W)`` float32 re-renders of that anatomy with fresh hidden factors.
-        affine: the label map's affine.
-        z_extent_mm: the field of view along z.
-    """
-
-    case_id: str
-    label: np.ndarray
-    oracle: np.ndarray
-    affine: np.ndarray
-    z_extent_mm: float
-
-
-def deep_scan(data_dir: str | Path, case_id: str, n_blocks: int, n_oracle: int, *, seed: int = 0) -> DeepScan:
-    """Scan the body of a phantom case over ``n_blocks`` training blocks along z, with oracle re-renders.
-
-    The phantom draws the case's anatomy over a field of view along z of ``n_blocks × D ×``
-    the run's slice spacing (:func:`medlsdm.data.phantom.draw_anatomy` with ``z_extent_mm``:
-    the same body and organ parameters, the anatomy continuing above and below the block), at
-    the case's own slice spacing or finer, renders it ``n_oracle`` times with fresh factors and
-    preprocesses each rendering like notebook 01 (resampling, normalisation, in-plane crop),
-    keeping the whole depth. Re-render ``k`` uses the appearance seed ``seed·10⁴ + k`` as
-    :func:`medlsdm.evaluation.oracle.oracle_samples` does.
-
-    Args:
-        data_dir: the run's preprocessed data folder (``RUN/data``) of a ``torso-ct`` phantom.
-        case_id: a preprocessed case id.
-        n_blocks: depth in training blocks (>= 1).
-        n_oracle: re-renders (>= 2).
-        seed: see above.
-
-    Raises:
-        ConfigError: not a torso phantom run, or bad counts; DataError: unknown case.
-    """
-    from ..data.phantom import draw_anatomy, oracle_rerenders
-
-    if int(n_blocks) < 1 or int(n_oracle) < 2:
-        raise ConfigError(f"deep_scan: n_blocks must be >= 1 and n_oracle >= 2, got {n_blocks} and {n_oracle}")
-    source = phantom_source(data_dir)
-    manifest = source["manifest"]
-    if source["kind"] != "torso-ct":
-        raise ConfigError(f"{data_dir}: deep scans need the torso-ct phantom, this run's is {source['kind']}")
-    entry = next((e for e in manifest["cases"] if e["case_id"] == case_id), None)
-    if entry is None:
-        raise DataError(f"{data_dir}: no case {case_id!r} in the manifest")
-    index = phantom_index(entry)
-    block = [int(v) for v in manifest["block_shape"]]
-    depth = int(n_blocks) * block[0]
-    z_extent = float(depth * manifest["spacing"][0])
-    own = draw_anatomy(source["kind"], source["seed"], index, source.get("shape"))
-    shape = (*own.label.shape[:2], int(np.ceil(z_extent / own.spacing[2])))
-    label, affine, images, _ = oracle_rerenders(source["kind"], source["seed"], index,
-                                                [seed * 10_000 + k for k in range(int(n_oracle))], shape,
-                                                z_extent_mm=z_extent)
-    blocks = [preprocess_like_run(manifest, image, label, affine, block_shape=[depth, *block[1:]]) for image in images]
-    log.info("%s: a scan of %.0f mm along z (%d slices) and %d oracle re-renders", case_id, z_extent, depth, len(blocks))
-    return DeepScan(case_id, blocks[0].label, np.stack([b.image for b in blocks]).astype(np.float32),
-                    blocks[0].affine, z_extent)
-
-
+# ------------------------------------------------------------------------ the windows
 def resolve_windows(pipe, window: int | None, overlap: int | None) -> tuple[int, int]:
     """The depth windows the pipeline will use, in label-map slices.
 

@@ -9,7 +9,7 @@
   ``ConfigError`` naming what changed, or a fresh start), so a rerun with a changed setting never
   continues the old model.
 - Digests (sha256) of files, data stores and models: the fingerprint's inputs, and the key of
-  caches of what a model made (``medlsdm.evaluate``'s synthetic volumes).
+  caches of what a model made (``medlsdm.evaluation.run``'s synthetic volumes).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The ``"05_evaluation"`` entry of ``metrics.json`` and its tables and figure (notebook 05, ``medlsdm evaluate``).
 
-:func:`evaluation_metrics` assembles the steps' results of :mod:`medlsdm.evaluate`, each
+:func:`evaluation_metrics` assembles the steps' results of :mod:`medlsdm.evaluation.run`, each
 headline number with its per-case values and a bootstrap 95 % CI; :func:`results_tables` turns
 the entry into the Markdown tables both entry points show.
 """
@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .tables import format_number, markdown_table
+from ..tables import format_number, markdown_table
 
 
 def nan_mean(values) -> float:
@@ -23,7 +23,7 @@ def nan_mean(values) -> float:
 def with_ci(per_case: Mapping[str, Sequence[float]], *, seed: int = 0) -> dict[str, list[float] | None]:
     """The bootstrap 95 % CI of the mean of each metric's per-case values (NaN left out;
     ``None`` with fewer than two values)."""
-    from .metrics.statistics import bootstrap_ci
+    from ..metrics.statistics import bootstrap_ci
 
     out = {}
     for name, values in per_case.items():
@@ -41,11 +41,11 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation, features: Ma
     values (``per_case``) and bootstrap 95 % CI over cases (``ci``); Dice is the organ mean
     (lesions apart, ``dice_lesion_*``), averaged over the ``judge_seeds`` networks, with the
     sd across seeds (``*_sd_seeds``); ``judge`` describes the judge
-    (:meth:`~medlsdm.evaluate.SegmentationResult.summary`); ``dice_ratio`` is the Dice on synthetic
+    (:meth:`~medlsdm.evaluation.run.SegmentationResult.summary`); ``dice_ratio`` is the Dice on synthetic
     over the Dice on real test volumes and ``dice_ratio_oracle`` the same for oracle re-renders
     (what perfect synthesis gives here); ``lesion_augmentation`` is the augmentation experiment's
-    (:func:`medlsdm.evaluate_augmentation.augmentation_experiment`), taken out of ``augmentation``."""
-    from .metrics.statistics import mean_sd
+    (:func:`medlsdm.evaluation.augmentation.augmentation_experiment`), taken out of ``augmentation``."""
+    from ..metrics.statistics import mean_sd
 
     dice = segmentation.dice
     per_case = {m: [v[m] for v in quality["per_case"].values()] for m in ("ssim", "psnr", "rmse", "nmse")}
@@ -171,7 +171,7 @@ def _pair(ci) -> str:
 
 def plot_memorisation(check: Mapping[str, Any]):
     """Nearest-training distances of the controls and of each synthetic set of a
-    :func:`medlsdm.evaluate.memorisation` result, with the threshold the controls set."""
+    :func:`medlsdm.evaluation.run.memorisation` result, with the threshold the controls set."""
     import matplotlib.pyplot as plt
 
     sets = {"positive control": check["positive"]["nn_distance"], "negative control": check["negative"]["nn_distance"],
@@ -187,8 +187,8 @@ def plot_memorisation(check: Mapping[str, Any]):
 
 def judge_sentence(judge: Mapping[str, Any], dice: Mapping[str, Mapping[str, Any]]) -> str:
     """What the judge is and how good it is, written from :meth:`SegmentationResult.summary
-    <medlsdm.evaluate.SegmentationResult.summary>` and the per-set Dice of
-    :func:`medlsdm.evaluate.dice_over_seeds`."""
+    <medlsdm.evaluation.run.SegmentationResult.summary>` and the per-set Dice of
+    :func:`medlsdm.evaluation.run.dice_over_seeds`."""
     seeds = len(judge["best_steps"])
     early = sum(b < judge["max_steps"] for b in judge["best_steps"])
     said = [f"The judge ({judge['network']}, {seeds} seeds) scores an organ Dice of {judge['dice_real_test']:.3f} "
@@ -260,7 +260,7 @@ def lesion_augmentation_sentence(la: Mapping[str, Any] | None) -> str:
     """What inserting lesions with ``pipe.edit`` into the real-small volumes did to the judge's
     lesion Dice, beside the control (all real cases), written from the numbers: whether any judge
     found a lesion, whether the control shows the experiment can see a lesion gain, and the bar.
-    ``la``: the ``lesion_augmentation`` of :func:`medlsdm.evaluate_augmentation.augmentation_experiment`."""
+    ``la``: the ``lesion_augmentation`` of :func:`medlsdm.evaluation.augmentation.augmentation_experiment`."""
     if not la:
         return ("The lesion augmentation did not run (lesion_augmentation=False, no lesion class in the data, or no "
                 "augmentation experiment).")
@@ -335,7 +335,7 @@ def distance_sentence(m: Mapping[str, Any]) -> str:
 def lesion_sentence(judge: Mapping[str, Any], lesion_dice: Mapping[str, float]) -> str:
     """What lesion Dice can say in this run: nothing when the judge finds no lesion in the real
     test volumes either. ``judge``: :meth:`SegmentationResult.summary
-    <medlsdm.evaluate.SegmentationResult.summary>`; ``lesion_dice``: the mean lesion Dice per set."""
+    <medlsdm.evaluation.run.SegmentationResult.summary>`; ``lesion_dice``: the mean lesion Dice per set."""
     sets = {k: float(v) for k, v in lesion_dice.items() if v is not None}
     values = ", ".join(f"{k.replace('_', ' ')} {format_number(v, 3)}" for k, v in sets.items())
     said = (f"Lesion Dice: {values}; the judge touches {format_number(judge['lesion_detection_rate'], 2)} of the "
@@ -359,7 +359,7 @@ def _distances(pc: Mapping[str, Any]) -> dict[str, list[float]]:
 def memorisation_sentence(pc: Mapping[str, Any]) -> str:
     """The memorisation check read from its controls: can it fail (copies flagged, fresh renders
     passed), and where the synthetic sets' distances lie between the two controls. ``pc`` is a
-    :func:`medlsdm.evaluate.memorisation` result or the ``privacy_controls`` entry."""
+    :func:`medlsdm.evaluation.run.memorisation` result or the ``privacy_controls`` entry."""
     flagged = pc.get("synthetic_flagged") or {k: c["fraction_flagged"] for k, c in pc["synthetic"].items()}
     works = pc["positive_flagged"] == 1 and pc["negative_flagged"] == 0
     said = (f"The check flags {pc['positive_flagged']:.0%} of the copies and {pc['negative_flagged']:.0%} of the "
@@ -412,7 +412,7 @@ def takeaways_05(m: Mapping[str, Any]) -> str:
 
 
 def quality_sentence(quality: Mapping[str, Any]) -> str:
-    """The paired image quality of :func:`medlsdm.evaluate.image_quality`: SSIM and PSNR with their
+    """The paired image quality of :func:`medlsdm.evaluation.run.image_quality`: SSIM and PSNR with their
     CI over cases and the cases at either end, and what a paired number can and cannot say."""
     per_case = {m: [v[m] for v in quality["per_case"].values()] for m in ("ssim", "psnr")}
     ci = with_ci(per_case)

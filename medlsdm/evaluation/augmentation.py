@@ -2,9 +2,9 @@
 trained on few real cases, and how much could perfect synthesis help?
 
 :func:`augmentation_extras` builds the added sets, all on the same new anatomies
-(:func:`medlsdm.evaluate.new_anatomy_labels`): their oracle renders, those through the VQ-GAN, and
+(:func:`medlsdm.evaluation.run.new_anatomy_labels`): their oracle renders, those through the VQ-GAN, and
 the pipeline's samples; :func:`augmentation_experiment` trains the judge
-(:func:`medlsdm.evaluate.train_judges`) on each arm and compares them on the real test cases.
+(:func:`medlsdm.evaluation.run.train_judges`) on each arm and compares them on the real test cases.
 :func:`lesion_edits` makes the lesion augmentation's set: the real-small cases with a lesion
 inserted by :meth:`MedLSDMPipeline.edit`, scored by the lesion Dice they add.
 """
@@ -15,11 +15,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import evaluate as ev
-from .errors import DataError
-from .evaluate import Cases, read_cases
-from .evaluate_report import nan_mean
-from .rundir import RunDir
+from ..errors import DataError
+from ..rundir import RunDir
+from . import run as ev
+from .run import Cases, read_cases
+from .summary import nan_mean
 
 #: The augmentation bar: share of the oracle arm's gain that the synthetic arm must recover.
 AUGMENTATION_BAR = 0.5
@@ -30,7 +30,7 @@ LESION_RADIUS_MM = (10.0, 20.0)
 
 
 def new_anatomy_oracle(run: RunDir, ids: Sequence[str]) -> Cases:
-    """The oracle renders of new anatomies :func:`medlsdm.evaluate.new_anatomy_labels` wrote, with their label maps."""
+    """The oracle renders of new anatomies :func:`medlsdm.evaluation.run.new_anatomy_labels` wrote, with their label maps."""
     folder = run.eval_samples / "new_anatomies"
     return read_cases([folder / "oracle" / f"{c}.nii.gz" for c in ids], [folder / f"{c}.nii.gz" for c in ids], ids)
 
@@ -40,7 +40,7 @@ def augmentation_extras(run: RunDir, pipe, new_synthetic: Cases) -> dict[str, Ca
     ``oracle`` (each anatomy rendered with its own appearance: what a perfect generator could give),
     ``oracle_autoencoded`` (those renders through the pipeline's VQ-GAN: the autoencoder's ceiling)
     and ``synthetic`` (the pipeline's samples)."""
-    from .evaluation.reconstruction import reconstruct
+    from .reconstruction import reconstruct
 
     oracle = new_anatomy_oracle(run, new_synthetic.ids)
     coded = reconstruct(pipe.vqgan, oracle.images, oracle.labels).images
@@ -61,8 +61,8 @@ def lesion_edits(pipe, cases: Cases, class_names: Sequence[str], spacing: Sequen
         DataError: ``class_names`` has no ``"lesion"`` or no ``organ`` class, or no case has
             a voxel of ``organ`` (before any edit).
     """
-    from .evaluation.edits import edit_with_lesion
-    from .pipelines.synthesis import use_scheduler
+    from ..pipelines.synthesis import use_scheduler
+    from .edits import edit_with_lesion
 
     missing = [c for c in ("lesion", organ) if c not in class_names]
     keep = [i for i, lab in enumerate(cases.labels) if not missing and (np.asarray(lab) == class_names.index(organ)).any()]
@@ -83,7 +83,7 @@ def lesion_arm_skipped(setting: bool | None, real_all: Mapping[str, Any], class_
 
     ``setting`` (notebook 05's ``lesion_augmentation``): ``True`` runs it, ``False`` does not,
     ``None`` runs it when the judge trained on all real cases (``real_all``:
-    :func:`medlsdm.evaluate.dice_over_seeds`), the arm's positive control, found at least one
+    :func:`medlsdm.evaluation.run.dice_over_seeds`), the arm's positive control, found at least one
     test lesion. When even that judge finds none, every arm's lesion Dice is 0 and the arm would
     spend its judges on a gain that is 0 by construction."""
     if "lesion" not in class_names:
@@ -100,11 +100,11 @@ def lesion_arm_skipped(setting: bool | None, real_all: Mapping[str, Any], class_
 
 def lesion_gain(arm: Mapping[str, Any], base: Mapping[str, Any], test: Cases, class_names: Sequence[str], *,
                 seed: int = 0) -> dict[str, Any]:
-    """Lesion Dice gain of an arm over ``base`` (both :func:`medlsdm.evaluate.dice_over_seeds` on
+    """Lesion Dice gain of an arm over ``base`` (both :func:`medlsdm.evaluation.run.dice_over_seeds` on
     ``test``), on the test cases whose label map holds a lesion (there the Dice is defined
     whatever is predicted), with its hierarchical-bootstrap CI over those cases and the judge
     seeds (``None`` with fewer than 2 such cases)."""
-    from .metrics.statistics import hierarchical_bootstrap_ci
+    from ..metrics.statistics import hierarchical_bootstrap_ci
 
     lesion = list(class_names).index("lesion") if "lesion" in class_names else None
     cols = [j for j, lab in enumerate(test.labels) if lesion is not None and (np.asarray(lab) == lesion).any()]
@@ -129,7 +129,7 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
     ``extras`` (:func:`augmentation_extras`: oracle renders, oracle renders through the
     autoencoder, synthetic volumes of the same new anatomies; the judge's ``mix`` share of every
     batch comes from the extra set) and ``real_all`` (``real_all``: the judge of
-    :func:`medlsdm.evaluate.segmentation_experiment` on the real test cases). Per test case the organ Dice averaged
+    :func:`medlsdm.evaluation.run.segmentation_experiment` on the real test cases). Per test case the organ Dice averaged
     over seeds; each gain is the paired difference to ``real_small``, its CI resampling the test
     cases and each arm's judge seeds together
     (:func:`~medlsdm.metrics.statistics.hierarchical_bootstrap_ci`). ``fraction_of_oracle_gain``:
@@ -140,8 +140,8 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
     control's (``real_all``: the other real training cases, with their lesions) and the lesions
     each arm's judges found; without it, ``lesion_skipped`` (:func:`lesion_arm_skipped`) says why.
     """
-    from .metrics.statistics import hierarchical_bootstrap_ci, mean_sd
-    from .training.judge import JUDGE_DEFAULTS
+    from ..metrics.statistics import hierarchical_bootstrap_ci, mean_sd
+    from ..training.judge import JUDGE_DEFAULTS
 
     small = train.head(n_small)
     if len(small) < 1 or not extras or min(len(c) for c in extras.values()) < 1:

@@ -14,8 +14,8 @@ import pytest
 
 from medlsdm import cli
 from medlsdm.errors import ConfigError
+from medlsdm.html_report import STATIC_DIR, STATIC_FILES, build_report, install_static, report_scripts
 from medlsdm.profiles import PROFILES
-from medlsdm.report import STATIC_DIR, STATIC_FILES, build_report, install_static, report_scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@
 3. :func:`segmentation_experiment` — the judge: a segmentation network per seed trained on
    the real training split, selected on validation; Dice per case on real and synthetic test
    volumes, organs and lesions apart.
-4. :func:`medlsdm.evaluate_augmentation.augmentation_experiment` — real-small, + oracle renders of
+4. :func:`medlsdm.evaluation.augmentation.augmentation_experiment` — real-small, + oracle renders of
    new anatomies, + those through the autoencoder, + synthetic volumes of them, real-all: paired
    gains on the real test cases with hierarchical CIs.
 5. :func:`memorisation` — nearest-training distances with a positive and a negative control.
@@ -34,12 +34,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .atomic import read_json, write_json
-from .data.io import read_nifti
-from .errors import DataError
-from .evaluate_report import evaluation_metrics, nan_mean
-from .profiles import METRICS_KEYS
-from .rundir import RunDir
+from ..atomic import read_json, write_json
+from ..data.io import read_nifti
+from ..errors import DataError
+from ..profiles import METRICS_KEYS
+from ..rundir import RunDir
+from .summary import evaluation_metrics, nan_mean
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def synthetic_folder(run: RunDir, *, scheduler: str, steps: int, guidance_scale:
 def pipeline_digest(pipe) -> str:
     """sha256 of what a pipeline samples with: its VQ-GAN and UNet (configs and weights), its
     training schedule and the spacing / block shape it records. Keys the synthetic-volume cache."""
-    from .training.checkpoint import json_digest, module_digest
+    from ..training.checkpoint import json_digest, module_digest
 
     schedule = {k: pipe.scheduler.config.get(k) for k in ("prediction_type", "num_train_timesteps", "beta_schedule",
                                                          "beta_start", "beta_end")}
@@ -123,7 +123,7 @@ def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, sche
     """Synthetic volumes ``folder/<id>_syn0.nii.gz`` from the label maps ``label_dir/<id>.nii.gz``
     (default ``RUN/data/labels``); the missing ones are synthesised first (with
     :func:`medlsdm.pipelines.synthesis.synthesize_files`)."""
-    from .pipelines.synthesis import synthesize_files, use_scheduler
+    from ..pipelines.synthesis import synthesize_files, use_scheduler
 
     label_dir = run.data / "labels" if label_dir is None else Path(label_dir)
     label_paths = [label_dir / f"{c}.nii.gz" for c in ids]
@@ -138,14 +138,14 @@ def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, sche
 
 
 def new_anatomy_labels(run: RunDir, n: int) -> tuple[list[str], Path] | None:
-    """``n`` new anatomies (:func:`medlsdm.evaluation.anatomies.new_anatomies`): label maps in
+    """``n`` new anatomies (:func:`medlsdm.data.phantom.oracle.new_anatomies`): label maps in
     ``RUN/samples/eval/new_anatomies/<id>.nii.gz`` and their oracle renders in ``…/oracle/<id>.nii.gz``,
     written once for the run's data (the folder records a digest of ``manifest.json``; other data
     rewrites it); ``None`` on real data (no phantom)."""
-    from .data.io import write_nifti
-    from .errors import ConfigError
-    from .evaluation.anatomies import new_anatomies
-    from .training.checkpoint import json_digest
+    from ..data.io import write_nifti
+    from ..data.phantom.oracle import new_anatomies
+    from ..errors import ConfigError
+    from ..training.checkpoint import json_digest
 
     folder = run.eval_samples / "new_anatomies"
     stamp, digest = folder / "data.json", json_digest(read_json(run.data / "manifest.json"))
@@ -197,7 +197,7 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
     """Paired image metrics (synthetic vs the real volume of the same label map), averaged
     over pairs: SSIM (Gaussian window), PSNR and RMSE with intensities in [-1, 1]
     (``data_range`` 2), NMSE ``‖syn − real‖² / ‖real‖²``. ``per_case`` keeps every value."""
-    from .metrics.image import paired_metrics
+    from ..metrics.image import paired_metrics
 
     if real.ids != synthetic.ids:
         raise DataError(f"image_quality: real and synthetic cases differ: {real.ids} vs {synthetic.ids}")
@@ -209,7 +209,7 @@ def train_judges(cases: Cases, val: Cases, num_classes: int, *, seeds: Sequence[
                  progress: bool, extra: Cases | None = None) -> list:
     """One judge per seed (:func:`medlsdm.training.judge.train_judge`), each stopped early on the
     validation cases; ``extra`` cases fill the judge's ``mix`` share of every batch."""
-    from .training.judge import train_judge
+    from ..training.judge import train_judge
 
     more = {} if extra is None else {"extra_images": extra.images, "extra_labels": extra.labels}
     return [train_judge(cases.images, cases.labels, num_classes=num_classes, seed=int(s), val_images=val.images,
@@ -226,8 +226,8 @@ def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) 
     ``lesions_total``: per network, the true lesions (connected components) its prediction
     touches (:func:`medlsdm.metrics.overlap.lesion_detection`) and their number.
     """
-    from .evaluation.segmentation import average_over_seeds, case_scores, lesion_classes, predict, score_predictions
-    from .metrics.overlap import lesion_detection
+    from ..metrics.overlap import lesion_detection
+    from .segmentation import average_over_seeds, case_scores, lesion_classes, predict, score_predictions
 
     k = len(class_names)
     lesion_ids = [list(class_names).index(c) for c in lesion_classes(class_names)]
@@ -289,7 +289,7 @@ def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[st
     :func:`medlsdm.evaluation.features.available_feature_metrics`); a metric without weights
     is ``None`` and its reason is in ``skipped``. ``fd_seg``: the Fréchet distance of the
     segmentation network's bottleneck features (not comparable to published FIDs)."""
-    from .evaluation.features import available_feature_metrics, fid_2d, fid_3d, lpips_slices, segnet_feature_distance
+    from .features import available_feature_metrics, fid_2d, fid_3d, lpips_slices, segnet_feature_distance
 
     status = available_feature_metrics(dict(weights or {}))
     if min(len(real), len(synthetic)) < 2:  # a covariance needs two samples; paired LPIPS does not
@@ -299,15 +299,15 @@ def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[st
     if status["segnet_fd"] == "available":
         out["fd_seg"] = segnet_feature_distance(segnet, real.images, synthetic.images)
     if status["fid_2d"] == "available":
-        from .models.feature_nets.inception import load_inception
+        from ..models.feature_nets.inception import load_inception
 
         out["fid"] = fid_2d(real.images, synthetic.images, load_inception(weights["inception"]), slice_step=slice_step)
     if status["fid_3d"] == "available":
-        from .models.feature_nets.medicalnet import load_medicalnet
+        from ..models.feature_nets.medicalnet import load_medicalnet
 
         out["fid_3d"] = fid_3d(real.images, synthetic.images, load_medicalnet(weights["medicalnet"]))
     if status["lpips"] == "available":
-        from .models.feature_nets.lpips import load_lpips
+        from ..models.feature_nets.lpips import load_lpips
 
         out["lpips"] = lpips_slices(real.images, synthetic.images, load_lpips(weights["vgg16"], weights["lpips"]),
                                     slice_step=slice_step)
@@ -321,7 +321,7 @@ def memorisation(run: RunDir, train: Cases, synthetic: Mapping[str, Cases], held
     volumes from training and from test label maps judged against a threshold that the
     controls set (copies flagged, oracle re-renders — or, on real data or with
     ``negative_control="held_out"``, held-out volumes — not)."""
-    from .evaluation.controls import memorisation_controls
+    from .controls import memorisation_controls
 
     sets = {name: cases.images for name, cases in synthetic.items() if cases is not None and len(cases)}
     return memorisation_controls(run.data, train.ids, train.images, sets, held_out.images, seed=seed,
@@ -329,9 +329,9 @@ def memorisation(run: RunDir, train: Cases, synthetic: Mapping[str, Cases], held
 
 
 def oracle_cases(run: RunDir, cases: Cases, *, seed: int = 0) -> Cases | None:
-    """One oracle re-render of each case's anatomy (:func:`medlsdm.evaluation.oracle.oracle_samples`); ``None`` on real data."""
-    from .errors import ConfigError
-    from .evaluation.oracle import oracle_samples
+    """One oracle re-render of each case's anatomy (:func:`medlsdm.data.phantom.oracle.oracle_samples`); ``None`` on real data."""
+    from ..data.phantom.oracle import oracle_samples
+    from ..errors import ConfigError
 
     try:
         images = list(oracle_samples(run.data, cases.ids, 1, seed=seed)[:, 0])
@@ -347,7 +347,7 @@ def distances(run: RunDir, model, test: Cases, synthetic_test: Cases, val: Cases
     the real-vs-real reference (real test vs validation) and oracle vs real test
     (:func:`medlsdm.evaluation.controls.distances_with_references`; radiomics features cached in
     ``RUN/samples/eval/radiomics``)."""
-    from .evaluation.controls import distances_with_references
+    from .controls import distances_with_references
 
     sets = {"real_test": test.images, "synthetic": synthetic_test.images, "val": val.images}
     pairs = {"synthetic": ("real_test", "synthetic"), "reference": ("real_test", "val")}
@@ -361,9 +361,9 @@ def paper_conventions(model, test: Cases, synthetic_test: Cases, num_classes: in
     PSNR and SSIM (paired with the real volumes), the FID convention on the segmentation
     network's features (no Inception weights offline), and Dice of the network's predictions on
     the synthetic volumes against their label maps."""
-    from .evaluation.features import segnet_features
-    from .evaluation.segmentation import predict
-    from .metrics.paper_conventions import paper_convention_table
+    from ..metrics.paper_conventions import paper_convention_table
+    from .features import segnet_features
+    from .segmentation import predict
 
     return paper_convention_table(real=test.images, synthetic=synthetic_test.images,
                                   real_features=segnet_features(model, test.images, batch_size=4),
@@ -374,7 +374,7 @@ def paper_conventions(model, test: Cases, synthetic_test: Cases, num_classes: in
 
 def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
     """Dataset, decoder and VQ-GAN channels of a run (the first columns of the paper's table)."""
-    from .data.prepare import load_manifest
+    from ..data.prepare import load_manifest
 
     manifest = load_manifest(run.data)
     info = {"dataset": manifest.get("dataset", "?"), "decoder": "?", "channels": "?"}
@@ -398,11 +398,11 @@ def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: 
     made them. The arguments are notebook 05's parameters (others it has, such as
     ``interactive``, are ignored); ``judge_options`` are :func:`~medlsdm.training.judge.train_judge`'s.
     """
-    from .data.prepare import load_manifest
-    from .data.splits import load_split
-    from .evaluate_augmentation import augmentation_experiment, augmentation_extras, lesion_arm_skipped, lesion_edits
-    from .evaluation.features import available_feature_metrics
-    from .pipelines.loading import load_pipeline
+    from ..data.prepare import load_manifest
+    from ..data.splits import load_split
+    from ..pipelines.loading import load_pipeline
+    from .augmentation import augmentation_experiment, augmentation_extras, lesion_arm_skipped, lesion_edits
+    from .features import available_feature_metrics
 
     start = time.perf_counter()
     available_feature_metrics(dict(weights or {}))  # a mistyped weight path fails before any work

@@ -1,0 +1,108 @@
+"""Notebook 05's augmentation arms (medlsdm.evaluation.augmentation): gains, the fraction of the oracle's gain,
+the bar; lesion edits of real cases."""
+import math
+
+import numpy as np
+import pytest
+from evaluation_utils import AFFINE, make_case
+
+from medlsdm.errors import DataError
+from medlsdm.evaluation.augmentation import EXTRA_SETS, augmentation_experiment, lesion_arm_skipped
+from medlsdm.evaluation.run import Cases
+from medlsdm.evaluation.summary import augmentation_verdict, lesion_augmentation_sentence
+
+
+def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
+    """Arms with known per-case Dice: real-small 0.5, + oracle 0.7, + oracle through the autoencoder
+    0.6, + synthetic 0.65 ± 0.01 → 0.155 / 0.2 = 77.5 % of the oracle arm's gain. Lesion Dice:
+    real-small 0, + lesion edits 0.2 / 0.3, real-all 0.1 on the three test cases with a lesion."""
+    import medlsdm.evaluation.run as ev
+
+    image, label = make_case(0)
+    no_lesion = np.where(label == 2, 1, label)
+    cases = Cases([f"c{i}" for i in range(6)], [image[None]] * 6, [label] * 6, [AFFINE] * 6)
+    extras = {name: Cases([f"{name}_0"], [image[None]], [label], [AFFINE]) for name in EXTRA_SETS}
+    test = Cases([f"t{i}" for i in range(4)], [image[None]] * 4, [label] * 3 + [no_lesion], [AFFINE] * 4)
+    seen = []
+    organ = {"small": [0.5] * 4, "oracle": [0.7] * 4, "oracle_autoencoded": [0.6] * 4,
+             "synthetic": [0.65 + 0.01 * (i % 2) for i in range(4)], "lesion_edits": [0.5] * 4}
+    lesion = {"small": [0.0] * 3, "lesion_edits": [0.2, 0.3, 0.2]}
+
+    def fake_train(cases, val, k, extra=None, **kw):
+        seen.append((cases.ids, None if extra is None else extra.ids))
+        return [extra.ids[0][:-2] if extra is not None else "small"] * len(kw["seeds"])
+
+    def fake_dice(models, cases, names):
+        values, les = organ[models[0]], lesion.get(models[0], [0.0] * 3) + [float("nan")]
+        return {"organ": values, "lesion": les, "organ_per_seed": [np.mean(values)] * len(models),
+                "organ_by_seed": [values] * len(models), "lesion_by_seed": [les] * len(models),
+                "lesions_found": [int(np.nansum(les) > 0)] * len(models), "lesions_total": [3] * len(models)}
+
+    monkeypatch.setattr(ev, "train_judges", fake_train)
+    monkeypatch.setattr(ev, "dice_over_seeds", fake_dice)
+    real_all = {"organ": [0.8] * 4, "lesion": [0.1] * 3 + [float("nan")], "organ_per_seed": [0.79, 0.8, 0.81],
+                "organ_by_seed": [[0.8] * 4] * 3, "lesion_by_seed": [[0.05] * 3 + [0.0], [0.1] * 4, [0.15] * 3 + [0.0]],
+                "lesions_found": [2, 3, 3], "lesions_total": [3, 3, 3]}
+    names = ["bg", "a", "lesion"]
+    aug = augmentation_experiment(cases, cases, test, extras, names, real_all, n_small=2, seeds=[0, 1, 2])
+    # the small arm is the first n_small training cases, in every arm, each extra set added on its own
+    assert seen == [(["c0", "c1"], None)] + [(["c0", "c1"], [f"{n}_0"]) for n in EXTRA_SETS]
+    assert list(aug["arms"]) == ["real_small", "real_small_oracle", "real_small_oracle_autoencoded",
+                                 "real_small_synthetic", "real_small_lesion_edits", "real_all"]
+    assert aug["oracle_gain"] == pytest.approx(0.2) and aug["gain"] == pytest.approx(0.155)
+    assert aug["arms"]["real_small_oracle_autoencoded"]["gain"] == pytest.approx(0.1)
+    assert aug["arms"]["real_all"]["gain"] == pytest.approx(0.3) and aug["mix"] == 0.5
+    assert aug["fraction_of_oracle_gain"] == pytest.approx(0.775) and aug["gain_ci"][0] > 0 and aug["bar_holds"]
+    said = augmentation_verdict(aug)
+    assert "can see a benefit" in said and "holds" in said and "not" not in said
+    # the lesion gain counts only the test cases with a lesion (the fourth has none)
+    la = aug["lesion_augmentation"]
+    assert la["n_lesion_cases"] == 3 and la["gain"] == pytest.approx(0.7 / 3) and la["gain_ci"][0] > 0
+    assert la["control_gain"] == pytest.approx(0.3 / 3) and la["control_gain_ci"][0] > 0
+    assert la["lesions_found"] == {"real_small": [0] * 3, "real_small_lesion_edits": [1] * 3, "real_all": [2, 3, 3]}
+    without = {k: v for k, v in extras.items() if k != "lesion_edits"}
+    aug = augmentation_experiment(cases, cases, test, without, names, real_all, n_small=2, seeds=[0], lesion_skipped="why")
+    assert "real_small_lesion_edits" not in aug["arms"] and aug["lesion_augmentation"] == {
+        "skipped": "why", "lesions_total": 3, "lesions_found": {"real_all": [2, 3, 3]}}
+    organ["oracle"] = [0.9] * 4  # now only 0.155 / 0.4 of the oracle's gain: below the bar, and the notebook says so
+    aug = augmentation_experiment(cases, cases, test, extras, names, real_all, n_small=2, seeds=[0, 1, 2])
+    assert not aug["bar_holds"] and "does **not** hold" in augmentation_verdict(aug)
+    organ["oracle"] = [0.5, 0.52, 0.48, 0.5]  # the oracle arm gains nothing: the experiment cannot see a benefit
+    aug = augmentation_experiment(cases, cases, test, extras, names, real_all, n_small=2, seeds=[0, 1, 2])
+    assert math.isnan(aug["fraction_of_oracle_gain"]) or aug["fraction_of_oracle_gain"] > 1
+    assert "cannot judge the generator" in augmentation_verdict(aug)
+
+
+def test_the_lesion_arm_runs_when_asked_or_when_its_control_finds_a_lesion():
+    names = ["background", "liver", "lesion"]
+    found, none = {"lesions_found": [0, 2], "lesions_total": [19, 19]}, {"lesions_found": [0, 0], "lesions_total": [19, 19]}
+    assert lesion_arm_skipped(None, found, names) is None and lesion_arm_skipped(True, none, names) is None
+    assert "found 0 of 19 test lesions in each of its 2 seeds" in lesion_arm_skipped(None, none, names)
+    assert lesion_arm_skipped(False, found, names) == "lesion_augmentation=False"
+    assert lesion_arm_skipped(True, found, ["background", "liver"]) == "the data has no lesion class"
+    said = lesion_augmentation_sentence({"skipped": lesion_arm_skipped(None, none, names)})
+    assert said.startswith("The lesion augmentation arm did not run: the judge trained on all real cases")
+    assert "not met" in said
+
+
+def test_lesion_edits_insert_a_lesion_in_the_organ_and_keep_the_rest(tiny_pipeline, one_thread):
+    from medlsdm.evaluation.augmentation import lesion_edits
+    from medlsdm.evaluation.edits import outside_max_abs
+
+    image, label = make_case(0, shape=(8, 16, 16))
+    label = np.where(label == 2, 1, label)
+    label[:, 4:12, 4:12] = 1  # a wide organ, class 1
+    plain = np.zeros_like(label)  # no voxel of the organ: left out
+    names = ["background", "liver", "lesion"]
+    cases = Cases(["a", "b"], [image[None], image[None]], [label, plain], [AFFINE] * 2)
+    out = lesion_edits(tiny_pipeline, cases, names, (6.0, 5.5, 5.5), radius_mm=(8.0, 8.0), steps=2, seed=0)
+    assert out.ids == ["a+lesion"] and out.affines[0] is AFFINE and out.images[0].shape == image[None].shape
+    new = out.labels[0] == 2
+    assert new.any() and (label[new] == 1).all() and (out.labels[0][~new] == label[~new]).all()
+    # the real volume kept beyond the edit's soft border (one latent voxel) around the new lesion
+    assert outside_max_abs(out.images[0], image[None], new, tiny_pipeline.vqgan.downsample_factor) == 0.0
+    assert not np.array_equal(out.images[0][0][new], image[new])
+    with pytest.raises(DataError, match="no class \\['lesion'\\]"):
+        lesion_edits(tiny_pipeline, cases, ["background", "liver", "kidney"], (6.0, 5.5, 5.5))
+    with pytest.raises(DataError, match="no case has a voxel of 'liver'"):
+        lesion_edits(tiny_pipeline, Cases(["b"], [image[None]], [plain], [AFFINE]), names, (6.0, 5.5, 5.5))
