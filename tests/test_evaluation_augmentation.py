@@ -1,5 +1,6 @@
 """Notebook 05's augmentation arms (medlsdm.evaluation.augmentation): gains, the fraction of the oracle's gain,
 the bar; lesion edits of real cases."""
+import json
 import math
 
 import numpy as np
@@ -106,3 +107,26 @@ def test_lesion_edits_insert_a_lesion_in_the_organ_and_keep_the_rest(tiny_pipeli
         lesion_edits(tiny_pipeline, cases, ["background", "liver", "kidney"], (6.0, 5.5, 5.5))
     with pytest.raises(DataError, match="no case has a voxel of 'liver'"):
         lesion_edits(tiny_pipeline, Cases(["b"], [image[None]], [plain], [AFFINE]), names, (6.0, 5.5, 5.5))
+
+
+def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one(tmp_path):
+    from medlsdm.evaluation.augmentation import BENCHMARK, benchmark_sentence
+
+    def arm(gain, lo, hi, **kw):
+        return {"gain": gain, "gain_ci": [lo, hi], **kw}
+
+    aug = {"arms": {"real_small": {}, "real_small_oracle": arm(-0.03, -0.07, 0.01), "real_small_synthetic": arm(-0.07, -0.14, -0.01)}}
+    bench = {"written": "2026-12-07T07:00:00", "judge": {"network": "basicunet"}, "arms": {
+        "real_small": {"generators": None, "judge_seeds": 2},
+        "real_small_oracle": arm(0.05, 0.03, 0.07, generators=None, judge_seeds=2),
+        "real_small_synthetic": arm(-0.02, -0.05, 0.02, generators=3, judge_seeds=2)}}
+    path = tmp_path / "augmentation.json"
+    path.write_text(json.dumps(bench))
+    said = benchmark_sentence(aug, path)
+    assert "(3 generators × 2 judge seeds" in said and "real small oracle -0.030 [-0.070, +0.010] here, +0.050 [+0.030, +0.070] there" in said
+    assert "disagree in sign for real small oracle where" in said and "synthetic" not in said.split("disagree")[1]
+    bench["arms"]["real_small_oracle"] = arm(-0.01, -0.03, 0.02, generators=None, judge_seeds=2)
+    path.write_text(json.dumps(bench))
+    assert "Wherever a CI excludes 0, the two agree in sign." in benchmark_sentence(aug, path)
+    assert "missing" in benchmark_sentence(aug, tmp_path / "none.json") and "missing" in benchmark_sentence(None, path)
+    assert BENCHMARK.name == "augmentation.json" and BENCHMARK.parent.name == "results"

@@ -10,7 +10,10 @@ inserted by :meth:`MedLSDMPipeline.edit`, scored by the lesion Dice they add.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -27,6 +30,8 @@ AUGMENTATION_BAR = 0.5
 EXTRA_SETS = ("oracle", "oracle_autoencoded", "synthetic", "lesion_edits")
 #: Radius range of the lesions :func:`lesion_edits` inserts: the phantom's own (``data_cards/phantom.md``).
 LESION_RADIUS_MM = (10.0, 20.0)
+#: The arms pooled over generator and judge seeds, as ``benchmarks/bench_augmentation.py report`` writes them.
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "augmentation.json"
 
 
 def new_anatomy_oracle(run: RunDir, ids: Sequence[str]) -> Cases:
@@ -192,3 +197,36 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
         out["bar"] = (f">= {AUGMENTATION_BAR:.0%} of the oracle arm's gain recovered and the CI of the synthetic "
                       "arm's gain above 0")
     return out
+
+
+def benchmark_sentence(aug: Mapping[str, Any] | None, path: str | os.PathLike = BENCHMARK) -> str:
+    """This run's augmentation gains (one generator, this notebook's judge) beside the benchmark's
+    (``path``: the arms pooled over its generator and judge seeds), each with its CI, and whether
+    the two agree in sign where either CI excludes 0."""
+    path = Path(path)
+    if not aug or not path.is_file():
+        return f"No benchmark to set beside this run ({path.name} missing, or the augmentation experiment did not run)."
+    bench = json.loads(path.read_text())
+
+    def gain(a: Mapping[str, Any]) -> str:
+        return f"{a['gain']:+.3f} [{a['gain_ci'][0]:+.3f}, {a['gain_ci'][1]:+.3f}]"
+
+    pairs = {arm: (a, bench["arms"][arm]) for arm, a in aug["arms"].items()
+             if "gain" in a and "gain" in bench["arms"].get(arm, {})}
+    if not pairs:
+        return f"The benchmark ({path.name}) measured none of this run's arms."
+    generators = max(b["generators"] or 0 for _, b in pairs.values())
+    seeds = max(b["judge_seeds"] for _, b in pairs.values())
+    said = [f"This run (one generator) beside `benchmarks/results/{path.stem}.md` ({generators} generators × {seeds} judge "
+            f"seeds, judge {bench['judge']}, {bench['written'][:10]}), gains over real-small: "
+            + "; ".join(f"{arm.replace('_', ' ')} {gain(a)} here, {gain(b)} there" for arm, (a, b) in pairs.items()) + "."]
+
+    def sure(a: Mapping[str, Any]) -> bool:
+        return a["gain_ci"][0] > 0 or a["gain_ci"][1] < 0
+
+    differ = [arm.replace("_", " ") for arm, (a, b) in pairs.items()
+              if (sure(a) or sure(b)) and (a["gain"] > 0) != (b["gain"] > 0)]
+    said.append(f"They disagree in sign for {', '.join(differ)} where a CI excludes 0: one generator and this judge's "
+                "budget do not show what the next training or a converged judge gives." if differ else
+                "Wherever a CI excludes 0, the two agree in sign.")
+    return " ".join(said)
