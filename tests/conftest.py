@@ -41,6 +41,18 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
+def phantom_data(tmp_path_factory):
+    """A tiny torso phantom run's data folder: 4 cases, prepared like notebook 01 (small grid)."""
+    from medlsdm.data.phantom import make_phantom
+    from medlsdm.data.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("phantom")
+    make_phantom("torso-ct", root / "raw", 4, seed=0, shape=(48, 48, 20))
+    prepare_dataset("torso-ct", root / "raw", root / "data", spacing=(12.0, 11.0, 11.0), block_shape=(16, 32, 32))
+    return root / "data"
+
+
+@pytest.fixture(scope="module")
 def tiny_pipeline():
     return make_tiny_pipeline()
 

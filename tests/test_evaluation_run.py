@@ -77,18 +77,6 @@ def test_synthetic_volumes_of_other_pipeline_weights_are_not_reused(tmp_path, on
     assert json.loads((folder / "pipeline.json").read_text())["pipeline_digest"] == pipeline_digest(pipe)
 
 
-@pytest.fixture(scope="module")
-def phantom_data(tmp_path_factory):
-    """A tiny torso phantom run's data folder: 4 cases, prepared like notebook 01 (small grid)."""
-    from medlsdm.data.phantom import make_phantom
-    from medlsdm.data.prepare import prepare_dataset
-
-    root = tmp_path_factory.mktemp("phantom")
-    make_phantom("torso-ct", root / "raw", 4, seed=0, shape=(48, 48, 20))
-    prepare_dataset("torso-ct", root / "raw", root / "data", spacing=(12.0, 11.0, 11.0), block_shape=(16, 32, 32))
-    return root / "data"
-
-
 def test_memorisation_flags_the_copies_and_passes_the_oracle_rerenders(phantom_data):
     """The positive control (shifted, noisy copies) is flagged, the negative control (oracle re-renders) is not;
     on a folder that is not a phantom the held-out volumes take the negative control's place, and it says so."""

@@ -7,18 +7,6 @@ from medlsdm.data.phantom.oracle import deep_scan, new_anatomies, oracle_samples
 from medlsdm.errors import ConfigError, DataError
 
 
-@pytest.fixture(scope="module")
-def phantom_data(tmp_path_factory):
-    """A tiny torso phantom run's data folder: 4 cases, prepared like notebook 01 (small grid)."""
-    from medlsdm.data.phantom import make_phantom
-    from medlsdm.data.prepare import prepare_dataset
-
-    root = tmp_path_factory.mktemp("phantom")
-    make_phantom("torso-ct", root / "raw", 4, seed=0, shape=(48, 48, 20))
-    prepare_dataset("torso-ct", root / "raw", root / "data", spacing=(12.0, 11.0, 11.0), block_shape=(16, 32, 32))
-    return root / "data"
-
-
 def test_oracle_samples_rerender_the_stored_label_maps(phantom_data, one_thread):
     from medlsdm.data.prepare import load_manifest
 
