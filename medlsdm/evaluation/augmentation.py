@@ -119,7 +119,7 @@ def lesion_gain(arm: Mapping[str, Any], base: Mapping[str, Any], test: Cases, cl
     return {"lesion_gain": float(a.mean() - b.mean()),
             "lesion_gain_ci": list(hierarchical_bootstrap_ci(a, b, seed=seed)) if len(cols) >= 2 else None,
             "lesion_per_case": (a.mean(0) - b.mean(0)).tolist(), "n_lesion_cases": len(cols),
-            "lesions_found": list(arm["lesions_found"]), "lesions_total": list(arm["lesions_total"])}
+            "lesions_total": list(arm["lesions_total"])}
 
 
 def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mapping[str, Cases], class_names: Sequence[str],
@@ -170,7 +170,7 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
     arms = {name: {"mean": nan_mean(d["organ"]), "lesion": nan_mean(d["lesion"]),
                    "sd_seeds": mean_sd(d["organ_per_seed"])[1] if len(d["organ_per_seed"]) > 1 else math.nan,
                    "per_case": d["organ"], "lesions_found": list(d["lesions_found"]), **gains.get(name, {}),
-                   **{k: v for k, v in lesion.get(name, {}).items() if k != "lesions_found"}}
+                   **lesion.get(name, {})}
             for name, d in dice.items()}
     out = {"arms": arms, "n_small": len(small), "n_extra": {name: len(c) for name, c in extras.items()},
            "mix": float({**JUDGE_DEFAULTS, **(options or {})}["mix"])}
@@ -202,7 +202,7 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
 def benchmark_sentence(aug: Mapping[str, Any] | None, path: str | os.PathLike = BENCHMARK) -> str:
     """This run's augmentation gains (one generator, this notebook's judge) beside the benchmark's
     (``path``: the arms pooled over its generator and judge seeds), each with its CI, and whether
-    the two agree in sign where either CI excludes 0."""
+    the two give an arm the same verdict: helps (CI above 0), hurts (CI below 0), or no clear effect."""
     path = Path(path)
     if not aug or not path.is_file():
         return f"No benchmark to set beside this run ({path.name} missing, or the augmentation experiment did not run)."
@@ -221,12 +221,12 @@ def benchmark_sentence(aug: Mapping[str, Any] | None, path: str | os.PathLike = 
             f"seeds, judge {bench['judge']}, {bench['written'][:10]}), gains over real-small: "
             + "; ".join(f"{arm.replace('_', ' ')} {gain(a)} here, {gain(b)} there" for arm, (a, b) in pairs.items()) + "."]
 
-    def sure(a: Mapping[str, Any]) -> bool:
-        return a["gain_ci"][0] > 0 or a["gain_ci"][1] < 0
+    def verdict(a: Mapping[str, Any]) -> str:
+        return "helps" if a["gain_ci"][0] > 0 else "hurts" if a["gain_ci"][1] < 0 else "no clear effect"
 
-    differ = [arm.replace("_", " ") for arm, (a, b) in pairs.items()
-              if (sure(a) or sure(b)) and (a["gain"] > 0) != (b["gain"] > 0)]
-    said.append(f"They disagree in sign for {', '.join(differ)} where a CI excludes 0: one generator and this judge's "
-                "budget do not show what the next training or a converged judge gives." if differ else
-                "Wherever a CI excludes 0, the two agree in sign.")
+    differ = [f"{arm.replace('_', ' ')} ({verdict(a)} here, {verdict(b)} there)" for arm, (a, b) in pairs.items()
+              if verdict(a) != verdict(b)]
+    said.append(f"Their verdicts differ for {'; '.join(differ)}: one generator and this judge's budget do not show what "
+                "the next training or a converged judge gives." if differ else
+                "Every arm gets the same verdict (helps, hurts, or no clear effect) in both.")
     return " ".join(said)
