@@ -39,15 +39,15 @@ sys.path.insert(0, str(ROOT))
 
 from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py)
 
-#: The options, as notebook 02 parameters (``gan_weight`` sets both PatchGANs' weights).
+#: The options, as notebook 02 parameters.
 OPTIONS = {
-    "l1": dict(gan_weight=0.0, steps=600),
-    "patchgan-1500": dict(gan_weight=0.1, disc_start=500, steps=1500, disc_channels=64),
-    "patchgan-0.05-1500": dict(gan_weight=0.05, disc_start=500, steps=1500, disc_channels=64),
-    "patchgan-d16-1500": dict(gan_weight=0.1, disc_start=500, steps=1500, disc_channels=16),
-    "patchgan-d16-1000": dict(gan_weight=0.1, disc_start=300, steps=1000, disc_channels=16),
-    "patchgan-d16-1200": dict(gan_weight=0.1, disc_start=400, steps=1200, disc_channels=16),
-    "patchgan-d16-1500-bf16": dict(gan_weight=0.1, disc_start=500, steps=1500, disc_channels=16, mixed_precision="bf16"),
+    "l1": dict(gan_weight_2d=0.0, gan_weight_3d=0.0, steps=600),
+    "patchgan-1500": dict(gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=500, steps=1500, disc_channels=64),
+    "patchgan-0.05-1500": dict(gan_weight_2d=0.05, gan_weight_3d=0.05, disc_start=500, steps=1500, disc_channels=64),
+    "patchgan-d16-1500": dict(gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=500, steps=1500, disc_channels=16),
+    "patchgan-d16-1000": dict(gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=300, steps=1000, disc_channels=16),
+    "patchgan-d16-1200": dict(gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=400, steps=1200, disc_channels=16),
+    "patchgan-d16-1500-bf16": dict(gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=500, steps=1500, disc_channels=16, mixed_precision="bf16"),
 }
 HEAD = Path("/usr/share/mricron/templates")
 HEAD_TILE_MM = (32, 96, 96)   # (z, y, x) of one tile
@@ -60,10 +60,8 @@ def train_settings(option: str) -> dict:
     from medlsdm.profiles import PROFILES
 
     p = {**PROFILES["quick"]["02"], **OPTIONS[option]}
-    gan = p.pop("gan_weight")
-    for key in ("compare_decoder",):
-        p.pop(key, None)
-    return {**p, "gan_weight_2d": gan, "gan_weight_3d": gan}
+    p.pop("compare_decoder", None)
+    return p
 
 
 def phantom_data(work: Path) -> tuple[Path, dict]:

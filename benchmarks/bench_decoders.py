@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-OPTIONS = {"normal": dict(decoder="normal"), "spade": dict(decoder="spade"),
-           "spade-dropout": dict(decoder="spade", label_dropout=0.5)}
+OPTIONS = {"normal": dict(decoder_type="normal"), "spade": dict(decoder_type="spade"),
+           "spade-dropout": dict(decoder_type="spade", label_dropout=0.5)}
 
 
 def run(steps: int, seeds: list[int], options: list[str], work: Path) -> list[dict]:
@@ -48,7 +48,7 @@ def run(steps: int, seeds: list[int], options: list[str], work: Path) -> list[di
     from medlsdm.training.vqgan import load_vqgan, train_vqgan
 
     q01, q02 = PROFILES["quick"]["01"], dict(PROFILES["quick"]["02"])
-    for key in ("decoder", "compare_decoder", "gan_weight", "label_dropout"):
+    for key in ("decoder_type", "compare_decoder", "label_dropout"):
         q02.pop(key, None)
     make_phantom(q01["dataset"], work / "raw", q01["n_cases"], seed=0)
     manifest = prepare_dataset(q01["dataset"], work / "raw", work / "data", spacing=q01["spacing"],

@@ -69,15 +69,14 @@ def build_vqgan(profile: str, shape: tuple[int, ...], vgg_path: str, batch_size:
     from medlsdm.training.vqgan import VQGAN_DEFAULTS, frozen
 
     params = paper_training_parameters(profile, "02")
-    gan = params.pop("gan_weight")
     p = {**VQGAN_DEFAULTS, **{k: v for k, v in params.items() if k in VQGAN_DEFAULTS}}
     k = NUM_CLASSES[profile]
     model = VQGAN(spatial_dims=3, channels=tuple(p["channels"]), num_res_blocks=p["num_res_blocks"],
                   embedding_dim=p["embedding_dim"], num_embeddings=p["num_embeddings"],
-                  norm_num_groups=p["norm_num_groups"], decoder_type=p["decoder"], num_classes=k,
+                  norm_num_groups=p["norm_num_groups"], decoder_type=p["decoder_type"], num_classes=k,
                   spade_hidden_channels=p["spade_hidden_channels"], commitment_cost=p["commitment_cost"])
     loss_fn = VQGANLoss(spatial_dims=3, l1_weight=p["l1_weight"], perceptual_weight=p["perceptual_weight"],
-                        perceptual_weights=vgg_path, gan_weight_2d=gan, gan_weight_3d=gan,
+                        perceptual_weights=vgg_path, gan_weight_2d=p["gan_weight_2d"], gan_weight_3d=p["gan_weight_3d"],
                         feat_weight=p["feat_weight"], disc_start=0, disc_channels=p["disc_channels"],
                         disc_layers=p["disc_layers"])
     discs = list(loss_fn.discriminators())
@@ -103,7 +102,7 @@ def build_vqgan(profile: str, shape: tuple[int, ...], vgg_path: str, batch_size:
     frozen_bytes = 4 * (_numel(loss_fn.perceptual.parameters()) + _numel(model.buffers()))
     info = dict(batch_size=b, profile_batch_size=p["batch_size"], num_classes=k, input=[b, 1, *shape], trainable_params=trainable,
                 frozen_bytes=frozen_bytes, copies=4,  # weights, gradients, Adam m and v
-                settings={key: p[key] for key in ("channels", "num_embeddings", "spade_hidden_channels", "decoder")})
+                settings={key: p[key] for key in ("channels", "num_embeddings", "spade_hidden_channels", "decoder_type")})
     return step, info
 
 

@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import sys
 
 from .errors import ConfigError, MedLSDMError
 from .profiles import notebook_parameters, profile_names
 from .rundir import RunDir
+from .settings import EvaluationSettings, with_defaults
 
 log = logging.getLogger("medlsdm")
 
@@ -173,7 +173,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     defaults = notebook_parameters(args.profile, "05")
     options = {key: getattr(args, key) for key in ("scheduler", "steps", "guidance_scale", "seed", "n_test", "judge_seeds")}
     options = {**defaults, **{key: value for key, value in options.items() if value is not None}}  # all of the profile's 05 settings
-    given = {**{k: v.default for k, v in inspect.signature(evaluate_run).parameters.items()}, **options}
+    given = with_defaults("medlsdm evaluate", EvaluationSettings, options)  # an unknown key fails here, before any work
     check_sampling(given["steps"], given["guidance_scale"])  # before the pipeline loads or anything is written
     for key, value in (("n_test", options.get("n_test")), ("judge_seeds", options.get("judge_seeds")),
                        ("judge_steps", args.judge_steps)):

@@ -14,7 +14,7 @@ from .tables import markdown_table
 #: Settings of each trainer's ``train_params.json`` shown on the card.
 SETTINGS = {
     "vqgan": ("steps", "batch_size", "crop_shape", "lr", "lr_schedule", "channels", "embedding_dim", "num_embeddings",
-              "decoder", "commitment_cost", "l1_weight", "perceptual_weight", "gan_weight_2d", "gan_weight_3d",
+              "decoder_type", "commitment_cost", "l1_weight", "perceptual_weight", "gan_weight_2d", "gan_weight_3d",
               "disc_start", "disc_channels", "mixed_precision", "seed"),
     "diffusion": ("steps", "batch_size", "lr", "channels", "attention_levels", "conditioning", "prediction_type",
                   "num_train_timesteps", "cond_drop_prob", "ema_decay", "appearance_swaps", "mixed_precision", "seed"),

@@ -45,9 +45,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "01": dict(dataset="torso-ct", n_cases=9, block_shape=[16, 32, 32], spacing=[12.0, 11.0, 11.0]),
         # every code path in seconds: both decoders, label dropout, adversarial losses from step 6
-        "02": dict(decoder="spade", label_dropout=0.5, compare_decoder=True, steps=12, crop_shape=[16, 32, 32], batch_size=2,
+        "02": dict(decoder_type="spade", label_dropout=0.5, compare_decoder=True, steps=12, crop_shape=[16, 32, 32], batch_size=2,
                    lr=1e-3, channels=[8, 16, 32], embedding_dim=8, num_embeddings=64,
-                   gan_weight=1.0, disc_start=6, disc_channels=8),
+                   gan_weight_2d=1.0, gan_weight_3d=1.0, disc_start=6, disc_channels=8),
         "03": dict(steps=6, batch_size=2, channels=[8, 16], attention_levels=[False, True], sample_every=3),
         "04": dict(steps=3, compare=[["ddim", 3], ["unipc", 2]], compare_maps=1, guidance_scales=[0.0, 1.0], n_test=2,
                    n_samples=2, n_oracle=4),
@@ -66,9 +66,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "01": dict(dataset="torso-ct", n_cases=60, block_shape=[32, 64, 64], spacing=[6.0, 5.5, 5.5]),
         # The normal decoder (it reads only its latent) with both PatchGANs (hinge + feature matching, 16 channels wide)
         # from step 500 of 1500: L1 alone erases the texture (benchmarks/results/autoencoder_realism.md)
-        "02": dict(decoder="normal", label_dropout=0.0, compare_decoder=False, steps=1500, crop_shape=[16, 32, 32], batch_size=2,
+        "02": dict(decoder_type="normal", label_dropout=0.0, compare_decoder=False, steps=1500, crop_shape=[16, 32, 32], batch_size=2,
                    lr=1e-3, channels=[16, 32, 64], embedding_dim=8, num_embeddings=512,
-                   gan_weight=0.1, disc_start=500, disc_channels=16),
+                   gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=500, disc_channels=16),
         # Appearance swaps (3 copies of each training case with another case's class means, medlsdm.training.augment):
         # the model can no longer read a case's appearance off its label map (benchmarks/results/factor_spread.md)
         "03": dict(steps=1500, batch_size=4, lr=1e-3, channels=[32, 64, 128], attention_levels=[False, True, True],
@@ -94,9 +94,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "01": dict(dataset="torso-ct", n_cases=100, block_shape=[32, 256, 256], spacing=[6.0, 1.4, 1.4]),
         # Med-LSDM: 16→32→64 channels, 8-dim codes, SPADE decoder, whole 32×256×256 blocks,
         # batch 2, lr 3e-4, 2048 codes, PatchGANs from step 50 000 (its vq_gan_3d.yaml)
-        "02": dict(decoder="spade", compare_decoder=False, steps=100_000, crop_shape=[32, 256, 256], batch_size=2,
+        "02": dict(decoder_type="spade", compare_decoder=False, steps=100_000, crop_shape=[32, 256, 256], batch_size=2,
                    lr=3e-4, channels=[16, 32, 64], embedding_dim=8, num_embeddings=2048,
-                   gan_weight=1.0, disc_start=50_000, disc_channels=64, lr_schedule="constant"),
+                   gan_weight_2d=1.0, gan_weight_3d=1.0, disc_start=50_000, disc_channels=64, lr_schedule="constant"),
         # Med-LSDM latent UNet scale; 1000-step cosine DDPM, EMA 0.9999
         "03": dict(steps=200_000, batch_size=8, lr=1e-4, channels=[128, 256, 512], attention_levels=[False, True, True],
                    ema_decay=0.9999, appearance_swaps=0, sample_every=10_000),
@@ -106,7 +106,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # UNet 256/384/512/768 with 8 heads, 1000-step DDPM; M&Ms has 150 labelled training
         # subjects (use -p dataset=mnms -p data_root=… for the real data)
         "06": dict(n_subjects=150, size=256, fov_mm=320.0, edge_sigma=2.0, vqvae_steps=100_000,
-                   vqvae_channels=[64, 128, 256, 256], vqvae_batch_size=16, num_embeddings=16384, latent_channels=3,
+                   vqvae_channels=[64, 128, 256, 256], vqvae_batch_size=16, num_embeddings=16384, embedding_dim=3,
                    ldm_steps=200_000, ldm_channels=[256, 384, 512, 768], ldm_attention_levels=[False, True, True, True],
                    ldm_num_heads=8, ldm_batch_size=16, ldm_lr=1e-4, ldm_ema_decay=0.9999, sample_steps=50, segnet_steps=3000),
         "07": dict(n_blocks=3, steps=50, n_samples=4, n_oracle=16, n_edit=20, n_lesion_cases=20, n_lesion_oracle=4,
@@ -149,9 +149,9 @@ def _paper_profile(dataset: str, dataset_options: dict, disc_start: int,
     return {
         "01": dict(dataset=dataset, dataset_options=dataset_options, n_cases=None, preprocessing="paper",
                    block_shape=[32, 256, 256], spacing=[6.0, 1.4, 1.4]),
-        "02": dict(decoder="spade", compare_decoder=False, steps=100_000, crop_shape=[32, 256, 256], batch_size=2,
+        "02": dict(decoder_type="spade", compare_decoder=False, steps=100_000, crop_shape=[32, 256, 256], batch_size=2,
                    lr=1.9e-5, lr_schedule="constant", channels=[16, 32, 64], embedding_dim=8,
-                   num_embeddings=16384, gan_weight=1.0, disc_start=disc_start, disc_channels=64, mixed_precision="fp16",
+                   num_embeddings=16384, gan_weight_2d=1.0, gan_weight_3d=1.0, disc_start=disc_start, disc_channels=64, mixed_precision="fp16",
                    training_options=copy.deepcopy(PAPER_TRAINING["02"])),
         "03": dict(steps=700_000, batch_size=2, lr=1e-5, channels=[64, 128, 256, 512],
                    attention_levels=[True, True, True, True], conditioning="spade", prediction_type="epsilon",

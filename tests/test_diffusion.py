@@ -13,7 +13,7 @@ from medlsdm.training.datasets import LatentDataset
 from medlsdm.training.diffusion import diffusion_loss, make_scheduler, train_diffusion
 
 TINY_UNET = dict(channels=(8, 16), attention_levels=(False, True), norm_num_groups=4, num_heads=2, batch_size=2)
-TINY_VQGAN = dict(crop_shape=(16, 32, 32), channels=(8, 8, 8), num_embeddings=16, norm_num_groups=4, decoder="spade",
+TINY_VQGAN = dict(crop_shape=(16, 32, 32), channels=(8, 8, 8), num_embeddings=16, norm_num_groups=4, decoder_type="spade",
                   progress=False, checkpoint_every=None)
 
 

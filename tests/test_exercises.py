@@ -131,7 +131,7 @@ def test_02_exercises(smoke_run_copy):
     its latent ablation and baseline table); restarts off, a smaller codebook and no GAN retrain."""
     run = smoke_run_copy
     base = metrics(run, "02_vqgan")
-    run_notebooks("smoke", run.root, only=["02"], overrides={"decoder": "spade", "label_dropout": 0.5})
+    run_notebooks("smoke", run.root, only=["02"], overrides={"decoder_type": "spade", "label_dropout": 0.5})
     m = metrics(run, "02_vqgan")
     assert m["decoder"] == "spade" and m["label_dropout"] == 0.5
     assert "own_minus_other" in m["latent_ablation"] and "painting + pooled residual" in m["body"]
@@ -141,7 +141,7 @@ def test_02_exercises(smoke_run_copy):
     assert config["restart_after"] == 0
     assert 0 < metrics(run, "02_vqgan")["codebook_usage"] <= 1
 
-    run_notebooks("smoke", run.root, only=["02"], overrides={"num_embeddings": 32, "gan_weight": 0})
+    run_notebooks("smoke", run.root, only=["02"], overrides={"num_embeddings": 32, "gan_weight_2d": 0, "gan_weight_3d": 0})
     m = metrics(run, "02_vqgan")
     assert read_json(run.vqgan_model / "config.json")["num_embeddings"] == 32
     assert moved(m["psnr"], base["psnr"]) and set(m["texture"]) >= {"noise_ratio", "hf_power_ratio"}

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "medlsdm"
 #: ``evaluation`` measures (below ``training``, whose validation uses its Dice and reconstructions);
 #: the evaluation of a whole run (``evaluation.run`` and its augmentation arms, which call each
 #: other) trains judges and reads the profiles, so it sits above ``training`` and ``profiles``.
-LAYERS = ["errors", "atomic", "tables", "rundir", "metrics", "data", "models", "pipelines", "evaluation",
+LAYERS = ["errors", "settings", "atomic", "tables", "rundir", "metrics", "data", "models", "pipelines", "evaluation",
           "training", "cardiac", "viz", "profiles", ("evaluation.run", "evaluation.augmentation"), "interpret",
           "interpret_synthesis", "model_card", "pack", "runner", "sweep", "html_report", "cli"]
 RANK = {name: i for i, entry in enumerate(LAYERS) for name in (entry if isinstance(entry, tuple) else (entry,))}

@@ -124,8 +124,8 @@ def test_02_vqgan(smoke_run):
 
     p = P["02"]
     m = smoke_run.read_metrics()["02_vqgan"]
-    assert m["decoder"] == p["decoder"]
-    assert set(m["decoders"]) == ({"spade", "normal"} if p["compare_decoder"] else {p["decoder"]})
+    assert m["decoder"] == p["decoder_type"]
+    assert set(m["decoders"]) == ({"spade", "normal"} if p["compare_decoder"] else {p["decoder_type"]})
     assert np.isfinite(m["psnr"]) and np.isfinite(m["baseline_psnr"]) and -1 <= m["ssim"] <= 1
     assert 0 < m["codebook_usage"] <= 1
     assert m["held_out_split"] == "val" and m["n_held_out"] == smoke_run.read_metrics()["01_preprocessing"]["n_val"]

@@ -57,6 +57,6 @@ def test_paper_vqgan_without_vgg_weights_stops(tmp_path):
     from medlsdm.errors import ConfigError
     from medlsdm.training.vqgan import train_vqgan
 
-    params = {k: v for k, v in paper_training_parameters("paper-duke", "02").items() if k not in ("compare_decoder", "gan_weight")}
+    params = {k: v for k, v in paper_training_parameters("paper-duke", "02").items() if k != "compare_decoder"}
     with pytest.raises(ConfigError, match="perceptual_weights is None"):
         train_vqgan(tmp_path, **params)

@@ -12,6 +12,7 @@ from notebook_utils import cell_defaults, parameters_cell_mismatches
 
 from medlsdm.profiles import NOTEBOOKS, PROFILES, notebook_parameters
 from medlsdm.runner import find_notebooks
+from medlsdm.settings import STAGES, defaults
 
 NB02 = find_notebooks(only=["02"])[0]
 
@@ -62,31 +63,26 @@ def _as_default(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-@pytest.mark.parametrize("notebook, defaults_name", [("02", "vqgan"), ("03", "diffusion")])
-def test_package_defaults_are_the_quick_profile(notebook, defaults_name):
-    """train_vqgan / train_diffusion without arguments train what the quick demo trains."""
-    from medlsdm.training.diffusion import DIFFUSION_DEFAULTS
-    from medlsdm.training.vqgan import VQGAN_DEFAULTS
+#: Parameters a stage's notebook has beyond the stage's settings (what it does around training).
+NOTEBOOK_ONLY = {"02": {"compare_decoder", "training_options"}, "03": {"training_options"}, "05": set()}
 
-    defaults = {"vqgan": VQGAN_DEFAULTS, "diffusion": DIFFUSION_DEFAULTS}[defaults_name]
-    quick = dict(PROFILES["quick"][notebook])
-    if notebook == "02":  # notebook-level names: one PatchGAN weight for both, the comparison run
-        quick.pop("compare_decoder")
-        quick["gan_weight_2d"] = quick["gan_weight_3d"] = quick.pop("gan_weight")
-    if notebook == "03":
-        assert defaults["sample_every"] is None  # documented exception: progress samples are the notebook's
+
+@pytest.mark.parametrize("notebook", sorted(STAGES))
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_profiles_override_the_stage_settings_by_their_own_names(profile, notebook):
+    """A profile is a partial override of its stages' settings: every key is a field (or a notebook option)."""
+    params = notebook_parameters(profile, notebook)
+    fields = set(defaults(STAGES[notebook]))
+    assert set(params) - fields <= NOTEBOOK_ONLY[notebook]
+    assert set(params.get("training_options", {})) <= fields
+
+
+@pytest.mark.parametrize("notebook", sorted(STAGES))
+def test_the_settings_defaults_are_the_quick_profile(notebook):
+    """train_vqgan / train_diffusion / evaluate_run without arguments do what the quick demo does."""
+    stage = defaults(STAGES[notebook])
+    quick = {k: v for k, v in notebook_parameters("quick", notebook).items() if k not in NOTEBOOK_ONLY[notebook]}
+    if notebook == "03":  # documented exception: progress samples are the notebook's
+        assert stage["sample_every"] is None
         quick.pop("sample_every")
-    differ = {k: (defaults.get(k), v) for k, v in quick.items() if _as_default(defaults.get(k)) != _as_default(v)}
-    assert differ == {}
-
-
-def test_evaluate_run_defaults_are_the_quick_profile():
-    """medlsdm.evaluation.run.evaluate_run without arguments evaluates as notebook 05 does at quick."""
-    import inspect
-
-    from medlsdm.evaluation.run import evaluate_run
-
-    defaults = {k: v.default for k, v in inspect.signature(evaluate_run).parameters.items()}
-    quick = dict(PROFILES["quick"]["05"])
-    assert quick.pop("judge_options") == {} and defaults.pop("judge_options") is None  # both: JUDGE_DEFAULTS
-    assert {k: (defaults.get(k), v) for k, v in quick.items() if defaults.get(k) != v} == {}
+    assert {k: (stage[k], v) for k, v in quick.items() if _as_default(stage[k]) != _as_default(v)} == {}

@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
     images, labels = _cases()
     store = ArrayStore({f"c{i}": (images[i], labels[i], np.eye(4)) for i in range(len(images))})
     run = tmp_path_factory.mktemp("vq")
-    train_vqgan(run, store=store, split={"train": list(store)}, steps=300, decoder="normal", **TINY)
+    train_vqgan(run, store=store, split={"train": list(store)}, steps=300, decoder_type="normal", **TINY)
     return load_vqgan(run), images, labels
 
 

@@ -82,7 +82,7 @@ def _state(run):
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
-    params = dict(TINY, decoder="spade", disc_start=2, checkpoint_every=2, log_every=1, seed=5)
+    params = dict(TINY, decoder_type="spade", disc_start=2, checkpoint_every=2, log_every=1, seed=5)
     store = make_store()
     full = train_vqgan(tmp_path / "full", store=store, split=SPLIT, steps=4, **params)
     first = train_vqgan(tmp_path / "resumed", store=store, split=SPLIT, steps=2, **params)
@@ -201,7 +201,7 @@ SCRIPT = textwrap.dedent('''
     Trainer.fit = lambda self: trainers.append(self) or fit(self)
     run = sys.argv[1]
     summary = train_vqgan(run, store=make_store(), split=SPLIT, steps=2, checkpoint_every=2,
-                          decoder="spade", disc_start=1, log_every=1, **TINY)
+                          decoder_type="spade", disc_start=1, log_every=1, **TINY)
     rank = int(os.environ.get("RANK", "0"))
     assert summary["num_processes"] == 2, summary
     # every process must hold the same weights, codebook and discriminators after training

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 #: slices: no discriminators, no perceptual loss, 3 latent channels (the paper's 32×32×3).
 VQVAE_DEFAULTS: dict[str, Any] = dict(
     crop_shape=None, gan_weight_2d=0.0, gan_weight_3d=0.0, perceptual_weight=0.0, perceptual_weights=None,
-    decoder="normal", embedding_dim=3, channels=(16, 32, 64), num_embeddings=256, batch_size=16,
+    decoder_type="normal", embedding_dim=3, channels=(16, 32, 64), num_embeddings=256, batch_size=16,
 )
 
 

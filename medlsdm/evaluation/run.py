@@ -39,6 +39,7 @@ from ..data.io import read_nifti
 from ..errors import DataError
 from ..profiles import METRICS_KEYS
 from ..rundir import RunDir
+from ..settings import EvaluationSettings, with_defaults
 from .summary import evaluation_metrics, nan_mean
 
 log = logging.getLogger(__name__)
@@ -384,20 +385,23 @@ def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
     return info
 
 
-def evaluate_run(run_dir: str | os.PathLike, *, scheduler: str = "ddim", steps: int = 50, guidance_scale: float = 1.0,
-                 seed: int = 0, n_test: int | None = None, judge_seeds: int = 2, judge_options: Mapping[str, Any] | None = None,
-                 n_train_maps: int | None = 4, augment: bool = True, n_small: int = 4, n_new: int = 12,
-                 frd: bool = True, weights: Mapping[str, Any] | None = None, progress: bool = True,
-                 negative_control: str = "oracle", lesion_augmentation: bool | None = None,
-                 lesion_edit_steps: int = 10,
-                 **_notebook_only) -> dict[str, Any]:
+def evaluate_run(run_dir: str | os.PathLike, **params: Any) -> dict[str, Any]:
     """All evaluation steps on a run, as notebook 05 runs them; writes and returns ``metrics.json["05_evaluation"]``.
 
     Needs notebooks 01 (data) and 03 (pipeline) to have run; synthetic volumes already in
     ``RUN/samples/eval/<setting>/`` (e.g. from notebook 05) are reused when the same pipeline
-    made them. The arguments are notebook 05's parameters (others it has, such as
-    ``interactive``, are ignored); ``judge_options`` are :func:`~medlsdm.training.judge.train_judge`'s.
+    made them. ``params``: any field of :class:`~medlsdm.settings.EvaluationSettings` (notebook 05's
+    parameters; its defaults are the quick profile's), an unknown one raises ``ConfigError`` before
+    any work; ``judge_options`` are :func:`~medlsdm.training.judge.train_judge`'s.
     """
+    return _evaluate_run(run_dir, **with_defaults("evaluate_run", EvaluationSettings, params))
+
+
+def _evaluate_run(run_dir: str | os.PathLike, *, scheduler: str, steps: int, guidance_scale: float, seed: int,
+                  n_test: int | None, judge_seeds: int, judge_options: Mapping[str, Any],
+                  n_train_maps: int | None, augment: bool, n_small: int, n_new: int, lesion_augmentation: bool | None,
+                  lesion_edit_steps: int, frd: bool, weights: Mapping[str, Any] | None, progress: bool,
+                  negative_control: str) -> dict[str, Any]:
     from ..data.prepare import load_manifest
     from ..data.splits import load_split
     from ..pipelines.loading import load_pipeline

@@ -28,43 +28,20 @@ import torch.nn.functional as F
 from ..atomic import atomic_path, jsonable, save_pretrained_atomic, write_json
 from ..data.store import stack_cases
 from ..errors import ConfigError
+from ..settings import DiffusionSettings, defaults, with_defaults
 from .checkpoint import file_digest, fingerprint, json_digest, module_digest, store_digest
 from .datasets import LatentDataset
 from .lr_schedule import lr_scheduler
-from .stage_params import stage_trainer, with_defaults
+from .stage_params import stage_trainer
 from .trainer import Trainer
 from .vqgan import load_vqgan
 
 log = logging.getLogger(__name__)
 
 
-#: Defaults of :func:`train_diffusion`: the quick profile's (``PROFILES["quick"]["03"]``, also
-#: notebook 03's parameters cell), except ``sample_every`` (off here; the notebook samples every
-#: 200 steps to show progress). The published Med-LSDM settings are ``PROFILES["paper"]["03"]``.
-DIFFUSION_DEFAULTS: dict[str, Any] = dict(
-    # model
-    channels=(32, 64, 128), attention_levels=(False, True, True), num_res_blocks=1,
-    norm_num_groups=8, num_heads=4, conditioning="concat", dropout=0.0,
-    label_encoder_channels=None,  # width of the label encoder before SPADE (Med-LSDM's SegConv3D); None: none
-    # diffusion
-    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
-    cond_drop_prob=0.1, ema_decay=0.99,
-    # "channel": each latent channel to mean 0, std 1 (its own statistics); "global": one scale 1 / std
-    latent_norm="channel",
-    snr_gamma=None,  # min-SNR-γ loss weights (Hang et al. 2023); None: plain MSE on the target
-    # copies of each training case with another case's class means (medlsdm.training.augment.swap_class_means)
-    appearance_swaps=3,
-    # weight of a multiscale term: the squared error of the 4× average-pooled prediction (0: off)
-    lowres_weight=0.0,
-    # optimisation
-    steps=1500, batch_size=4, lr=1e-3, lr_schedule="constant", warmup_steps=0,
-    gradient_accumulation_steps=1, max_grad_norm=1.0,
-    mixed_precision="no", seed=0,
-    # bookkeeping
-    checkpoint_every=500, keep_checkpoints=2, log_every=25, resume=True, progress=True,
-    sample_every=None, sample_steps=25,
-    on_change="refuse",  # a checkpoint made with other settings or inputs: "refuse" (ConfigError) or "retrain"
-)
+#: :class:`~medlsdm.settings.DiffusionSettings` as a dict: what ``train_diffusion()`` trains (the quick
+#: profile's settings but ``sample_every``). The published ones are ``PROFILES["paper"]["03"]``.
+DIFFUSION_DEFAULTS: dict[str, Any] = defaults(DiffusionSettings)
 
 #: Settings of :data:`DIFFUSION_DEFAULTS` that leave the weights as they are; a checkpoint's
 #: fingerprint holds the others.
@@ -250,7 +227,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     from ..pipelines.pipeline_medlsdm import MedLSDMPipeline
     from ..rundir import RunDir
 
-    p = with_defaults("train_diffusion", DIFFUSION_DEFAULTS, params)
+    p = with_defaults("train_diffusion", DiffusionSettings, params)
     run = RunDir(run_dir)
     manifest = load_manifest(run.data)
     store = store if store is not None else CaseStore(run.store_path)

@@ -16,11 +16,12 @@ from torch import nn
 from ..atomic import jsonable, save_pretrained_atomic, write_json
 from ..errors import ConfigError, DataError
 from ..rundir import RunDir
+from ..settings import VQGANSettings, defaults, with_defaults
 from .checkpoint import file_digest, fingerprint, json_digest, store_digest
 from .cores import torch_threads
 from .datasets import RandomCropDataset
 from .lr_schedule import lr_scheduler
-from .stage_params import stage_trainer, with_defaults
+from .stage_params import stage_trainer
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -107,36 +108,10 @@ def vqgan_step(trainer: Trainer, batch, loss_fn, label_dropout: float = 0.0) -> 
 
 #: Defaults of :func:`train_vqgan`: the quick profile's (``PROFILES["quick"]["02"]``, which is
 #: also notebook 02's parameters cell), so ``train_vqgan(run)`` trains what the demo trains.
-#: Architecture and loss weights are Med-LSDM's; the optimisation (Adam betas (0.9, 0.999),
-#: lr 1e-3 with 20 warm-up steps and a cosine decay, batches of 2 crops of 16×32×32, 1500
-#: steps, the 2-D and 3-D PatchGANs, 16 channels wide, at weight 0.1 from step 500) is what kept texture and thin bone on CPU
-#: (``benchmarks/results/autoencoder_realism.md``). The published settings
-#: (constant lr 3e-4, betas (0.5, 0.9), 256×256×32 blocks …) are ``PROFILES["paper"]["02"]``.
-VQGAN_DEFAULTS: dict[str, Any] = dict(
-    # data
-    crop_shape=(16, 32, 32), batch_size=2, seed=0, num_workers=0,
-    # model (Med-LSDM: channels 16→32→64, 4× per axis, 8-dim codes)
-    channels=(16, 32, 64), num_res_blocks=1, embedding_dim=8, num_embeddings=512,
-    norm_num_groups=8, decoder="normal", label_dropout=0.0, spade_hidden_channels=16, restart_after=20,
-    commitment_cost=0.25, ema_decay=0.99,
-    # losses
-    l1_weight=4.0, perceptual_weight=4.0, perceptual_weights=None,
-    # True (the paper profiles): no VGG16 file is an error instead of training without the loss
-    require_perceptual=False,
-    gan_weight_2d=0.1, gan_weight_3d=0.1, feat_weight=4.0, disc_start=500,
-    disc_channels=16, disc_layers=3,
-    # optimisation
-    steps=1500, lr=1e-3, lr_schedule="cosine", warmup_steps=20, disc_lr=3e-4, betas=(0.9, 0.999),
-    gradient_accumulation_steps=1,
-    max_grad_norm=1.0, mixed_precision="no", gradient_checkpointing=False,
-    # bookkeeping
-    checkpoint_every=500, keep_checkpoints=2, log_every=25, val_every=None, val_cases=4,
-    # a checkpoint made with other settings or inputs: "refuse" (ConfigError) or "retrain" afresh
-    resume=True, on_change="refuse", progress=True,
-    # torch CPU threads during training only (None: leave torch's setting); 1 is much faster
-    # than 2 when other jobs share the cores (OpenMP threads then wait for each other)
-    num_threads=None,
-)
+#: :class:`~medlsdm.settings.VQGANSettings` as a dict: what ``train_vqgan()`` trains (the quick profile's
+#: settings). The published ones (constant lr 3e-4, betas (0.5, 0.9), 256×256×32 blocks …) are
+#: ``PROFILES["paper"]["02"]``.
+VQGAN_DEFAULTS: dict[str, Any] = defaults(VQGANSettings)
 
 #: Settings of :data:`VQGAN_DEFAULTS` that leave the weights as they are (or, ``perceptual_weights``,
 #: enter the fingerprint by their content): a checkpoint's fingerprint holds the others.
@@ -171,7 +146,7 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
             ``crop_shape`` (each side divisible by 4), ``batch_size`` (per process),
             ``steps`` (optimiser steps), ``lr``, ``lr_schedule`` (``"constant"|"cosine"``),
             ``warmup_steps``, ``channels``, ``num_embeddings``,
-            ``decoder`` (``"normal"|"spade"``), ``label_dropout`` (SPADE only: fraction of
+            ``decoder_type`` (``"normal"|"spade"``), ``label_dropout`` (SPADE only: fraction of
             samples decoded without their label map, :func:`drop_labels`), ``disc_start`` (adversarial losses from this
             step on), ``gan_weight_2d``/``gan_weight_3d`` (both 0: no discriminators at all),
             ``perceptual_weights`` (local VGG16
@@ -189,7 +164,7 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     from ..models.vqgan import VQGAN
     from .losses import VQGANLoss
 
-    p = with_defaults("train_vqgan", VQGAN_DEFAULTS, params)
+    p = with_defaults("train_vqgan", VQGANSettings, params)
     if p["require_perceptual"] and p["perceptual_weight"] and p["perceptual_weights"] is None:
         raise ConfigError("train_vqgan: this profile trains with the perceptual loss (require_perceptual=True) but "
                           "perceptual_weights is None; give a local VGG16 weights file (perceptual_weights=...)")
@@ -206,7 +181,7 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     crop = tuple(int(s) for s in p["crop_shape"]) if p["crop_shape"] is not None else None
     if crop is not None and any(s % factor for s in crop):
         raise ConfigError(f"crop_shape {crop} must be divisible by {factor} (the VQ-GAN's downsampling)")
-    if p["decoder"] == "spade" and num_classes is None:
+    if p["decoder_type"] == "spade" and num_classes is None:
         num_classes = _num_classes(run, store, train_ids)
     dataset = RandomCropDataset(store, train_ids, crop, seed=p["seed"])
     spatial_dims = len(crop) if crop is not None else dataset._case(train_ids[0])[0].ndim - 1
@@ -215,7 +190,7 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     model = VQGAN(
         spatial_dims=spatial_dims, channels=tuple(p["channels"]), num_res_blocks=p["num_res_blocks"],
         embedding_dim=p["embedding_dim"], num_embeddings=p["num_embeddings"],
-        norm_num_groups=p["norm_num_groups"], decoder_type=p["decoder"], num_classes=num_classes or 0,
+        norm_num_groups=p["norm_num_groups"], decoder_type=p["decoder_type"], num_classes=num_classes or 0,
         spade_hidden_channels=p["spade_hidden_channels"], commitment_cost=p["commitment_cost"],
         ema_decay=p["ema_decay"], restart_after=p["restart_after"],
     )
