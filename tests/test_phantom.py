@@ -438,7 +438,7 @@ def test_own_factors_are_stratified_in_runs_of_cases(kind):
     own draws); twelve oracle re-renders of one case are i.i.d. and miss some twelfths."""
     from scipy import stats
 
-    from medlsdm.data.phantom import _appearance
+    from medlsdm.data.phantom.render import _appearance
     from medlsdm.data.phantom.common import STRATUM_CASES, UnitDraws, stratified_units
 
     numeric = [f for f in FACTOR_TABLES[kind] if not f.choices and f.name not in ("contrast", "oral_contrast_hu")]
@@ -463,7 +463,7 @@ def test_own_factors_are_stratified_in_runs_of_cases(kind):
 def test_stratified_torso_phases_follow_their_probabilities():
     """Stratified phases: each run of 12 cases has exactly 3 non-contrast, 3 arterial and 6
     portal-venous cases (probabilities 0.25, 0.25, 0.5); contrast is 0 exactly when non-contrast."""
-    from medlsdm.data.phantom import _appearance
+    from medlsdm.data.phantom.render import _appearance
 
     for group in range(4):
         own = [_appearance("torso-ct", 0, i, None, None)[0] for i in range(12 * group, 12 * group + 12)]
