@@ -135,7 +135,7 @@ def test_02_vqgan(smoke_run):
     assert m["painting_residual_psnr"] == pytest.approx(_painting_residual_psnr(smoke_run), rel=1e-4)
     assert set(m["texture"]) == {"noise_ratio", "hf_power_ratio"} and all(np.isfinite(v) for v in m["texture"].values())
     model = VQGAN.from_pretrained(smoke_run.vqgan / "model")  # the model the profile asked for
-    assert list(model.config.channels) == p["channels"] and model.config.decoder_type == p["decoder"]
+    assert list(model.config.channels) == p["channels"] and model.config.decoder_type == p["decoder_type"]
     assert model.config.num_embeddings == p["num_embeddings"] and model.config.embedding_dim == p["embedding_dim"]
     for name in ("02_reconstruction", "02_latent_ablation"):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
