@@ -72,7 +72,7 @@ def encode_tiles(vqgan, images: torch.Tensor, plan: SamplingPlan, device) -> tor
     f = vqgan.downsample_factor
 
     def encode(start, stop):
-        return vqgan.encode(images[:, :, start:stop].to(device, vqgan.dtype))
+        return vqgan.encode(images[:, :, start:stop].to(device, vqgan.dtype)).latents
 
     size, overlap = (plan.windows[0] * f, plan.windows[1] * f) if plan.windows is not None else (None, 0)
     return vqgan.to_diffusion(tiled(encode, images.shape[2], size, overlap, 1 / f))
@@ -86,7 +86,7 @@ def decode_tiles(vqgan, latents: torch.Tensor, plan: SamplingPlan) -> torch.Tens
 
     def decode(start, stop):
         labels = plan.label_maps[:, start * f:stop * f].to(z.device)
-        return vqgan.decode(z[:, :, start:stop].to(vqgan.dtype), labels)
+        return vqgan.decode(z[:, :, start:stop].to(vqgan.dtype), labels=labels).sample
 
     size, overlap = plan.windows if plan.windows is not None else (None, 0)
     return tiled(decode, z.shape[2], size, overlap, f).clamp(-1, 1)

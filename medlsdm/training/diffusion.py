@@ -89,7 +89,7 @@ def encode_latents(vqgan, store: Mapping, case_ids: Sequence[str], *, batch_size
     latents, labels = [], []
     for i in range(0, len(case_ids), batch_size):
         images, labs, _ = stack_cases(store, case_ids[i:i + batch_size])
-        latents.append(vqgan.encode(torch.as_tensor(images).to(device, vqgan.dtype)).float().cpu())
+        latents.append(vqgan.encode(torch.as_tensor(images).to(device, vqgan.dtype)).latents.float().cpu())
         labels.append(torch.as_tensor(labs))
     return torch.cat(latents), torch.cat(labels)
 
