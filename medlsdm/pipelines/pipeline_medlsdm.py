@@ -77,6 +77,9 @@ class MedLSDMPipeline(DiffusionPipeline):
         block_shape: the label-map block (D, H, W) the models were trained on, or ``None``
             (unknown; pipelines saved before it existed). ``medlsdm synthesize`` runs label
             maps deeper than it in windows of its depth.
+        conditioning_mode: what the UNet was trained to see of the label and extra condition
+            maps, for the cardiac models (:data:`medlsdm.cardiac.conditioning.MODES`, applied by
+            :func:`medlsdm.cardiac.training.synthesize`); ``None``: both as they are.
     """
 
     model_cpu_offload_seq = "unet->vqgan"
@@ -84,7 +87,7 @@ class MedLSDMPipeline(DiffusionPipeline):
     _output_types = ("np", "pt", "latent")
 
     def __init__(self, vqgan: VQGAN, unet: SemanticUNet, scheduler, latent_scale: float | None = None,
-                 spacing: list | None = None, block_shape: list | None = None):
+                 spacing: list | None = None, block_shape: list | None = None, conditioning_mode: str | None = None):
         super().__init__()
         if latent_scale is not None:
             warnings.warn("MedLSDMPipeline: latent_scale is deprecated, the scale is now vqgan.config.scaling_factor "
@@ -92,7 +95,8 @@ class MedLSDMPipeline(DiffusionPipeline):
             register_config_values(vqgan, scaling_factor=float(latent_scale))
         self.register_modules(vqgan=vqgan, unet=unet, scheduler=scheduler)
         self.register_to_config(spacing=list(spacing) if spacing is not None else None,
-                                block_shape=[int(v) for v in block_shape] if block_shape is not None else None)
+                                block_shape=[int(v) for v in block_shape] if block_shape is not None else None,
+                                conditioning_mode=conditioning_mode)
 
     # -- inputs --------------------------------------------------------------------------
     def load_labels(self, labels: LabelInput) -> tuple[torch.Tensor, list[np.ndarray | None]]:
