@@ -322,8 +322,9 @@ class MedLSDMPipeline(DiffusionPipeline):
             extra = torch.as_tensor(extra_condition, dtype=torch.float32)
             extra = (extra[None] if extra.ndim == label_maps.ndim else extra).repeat_interleave(num_per_label, dim=0)
         self.scheduler.set_timesteps(num_inference_steps, device=self.unet.device)
-        return SamplingPlan(label_maps, windows, extra, num_inference_steps, guidance_scale, generator,
-                            window_batch_size), affines
+        plan = SamplingPlan(label_maps, windows=windows, extra=extra, num_inference_steps=num_inference_steps,
+                            guidance_scale=guidance_scale, generator=generator, window_batch_size=window_batch_size)
+        return plan, affines
 
     def _initial_latents(self, plan: SamplingPlan, latents: torch.Tensor | None) -> torch.Tensor:
         """Initial noise for the plan's label maps (drawn, or ``latents`` checked), × ``init_noise_sigma``."""
