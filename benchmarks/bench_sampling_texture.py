@@ -84,7 +84,7 @@ def sample(run: Path, work: Path, variant: str) -> dict:
     flat = raw.reshape(-1, *raw.shape[2:])
     rec = reconstruct(pipe.vqgan, flat, np.repeat(labels, N_ORACLE, axis=0)).images.reshape(raw.shape)
     with torch.no_grad():
-        real_latents = pipe.vqgan.to_diffusion(pipe.vqgan.encode(torch.as_tensor(flat))).numpy()
+        real_latents = pipe.vqgan.to_diffusion(pipe.vqgan.encode(torch.as_tensor(flat)).latents).numpy()
     t0 = time.perf_counter()
     images, latents = [], []
     for i in range(len(ids)):
@@ -93,7 +93,7 @@ def sample(run: Path, work: Path, variant: str) -> dict:
                  num_per_label=N_SAMPLES, output_type="latent").images
         lab = torch.as_tensor(labels[i:i + 1]).repeat_interleave(N_SAMPLES, dim=0)
         with torch.no_grad():
-            images.append(pipe.vqgan.decode(pipe.vqgan.from_diffusion(z), lab, force_not_quantize=not snap).clamp(-1, 1).numpy())
+            images.append(pipe.vqgan.decode(pipe.vqgan.from_diffusion(z), force_not_quantize=not snap, labels=lab).sample.clamp(-1, 1).numpy())
         latents.append(z.numpy())
     seconds = time.perf_counter() - t0
     samples = np.stack(images)

@@ -260,9 +260,14 @@ def test_train_and_sample_tiny(tmp_path):
     assert np.isfinite(summary["final_loss"])
     pipe = load_mode_pipeline(tmp_path, "edges+semantic")
     assert pipe.unet.config.extra_condition_channels == 1 and pipe.unet.config.num_classes == 4
+    folder = mode_dir(tmp_path, "edges+semantic")  # the mode is in the pipeline's own config, no mode.json
+    assert json.loads((folder / "pipeline" / "model_index.json").read_text())["conditioning_mode"] == "edges+semantic"
+    assert not (folder / "mode.json").exists()
+    assert load_pipeline_dir(folder / "pipeline").config.conditioning_mode == "edges+semantic"
     data = store.stack(split["test"][:2])
     fake = synthesize(pipe, data["labels"], data["edges"], "edges+semantic", num_inference_steps=2)
     assert fake.shape == data["images"].shape and np.isfinite(fake).all()
+    np.testing.assert_array_equal(synthesize(pipe, data["labels"], data["edges"], num_inference_steps=2), fake)
     assert not np.array_equal(synthesize(pipe, data["labels"], data["edges"], "edges+semantic", num_inference_steps=2,
                                          seed=1), fake)
     assert np.isfinite(synthesize(pipe, data["labels"], data["edges"], "semantic", num_inference_steps=2,
@@ -273,6 +278,42 @@ def test_train_and_sample_tiny(tmp_path):
     assert res["ssim"] == pytest.approx(1.0) and res["nmse"] == 0 and res["fid"] is None
     table = ablation_table({"a": {"ssim": 0.5, "nmse": 1.0}})
     assert "| a | 0.5 | 1 | – | – |" in table
+
+
+def test_a_mode_pipeline_saved_with_mode_json_still_loads(tmp_path):
+    """Pipelines saved before the mode went into their config (a ``mode.json`` beside them,
+    no ``conditioning_mode`` in ``model_index.json``) load with their mode; another mode's
+    ``mode.json`` is refused; saving one again records the mode in its config."""
+    from diffusers import DDPMScheduler
+
+    from medlsdm.models.unet import SemanticUNet
+    from medlsdm.models.vqgan import VQGAN
+    from medlsdm.pipelines.pipeline_medlsdm import MedLSDMPipeline
+
+    torch.manual_seed(0)
+    vqgan = VQGAN(spatial_dims=2, channels=(8, 8, 8), embedding_dim=3, num_embeddings=16, norm_num_groups=4)
+    unet = SemanticUNet(spatial_dims=2, in_channels=3, out_channels=3, num_classes=4, channels=(8, 16),
+                        attention_levels=(False, True), norm_num_groups=4, num_heads=2, extra_condition_channels=1)
+    folder = mode_dir(tmp_path, "semantic")
+    MedLSDMPipeline(vqgan.eval(), unet.eval(), DDPMScheduler(num_train_timesteps=20)).save_pretrained(folder / "pipeline")
+    index = json.loads((folder / "pipeline" / "model_index.json").read_text())
+    del index["conditioning_mode"]
+    (folder / "pipeline" / "model_index.json").write_text(json.dumps(index))
+    (folder / "mode.json").write_text(json.dumps({"mode": "semantic"}))
+
+    pipe = load_mode_pipeline(tmp_path, "semantic")
+    assert pipe.config.conditioning_mode == "semantic"
+    rng = np.random.default_rng(0)
+    labels, edges = rng.integers(0, 4, (2, 16, 16)), (rng.random((2, 1, 16, 16)) > 0.8).astype(np.float32)
+    np.testing.assert_array_equal(synthesize(pipe, labels, edges, num_inference_steps=2),
+                                  synthesize(pipe, labels, edges, "semantic", num_inference_steps=2))
+    pipe.save_pretrained(tmp_path / "resaved")
+    assert json.loads((tmp_path / "resaved" / "model_index.json").read_text())["conditioning_mode"] == "semantic"
+    with pytest.raises(ConfigError, match="conditioning mode"):
+        synthesize(load_pipeline_dir(folder / "pipeline"), labels, edges, num_inference_steps=2)
+    (folder / "mode.json").write_text(json.dumps({"mode": "edges"}))
+    with pytest.raises(DataError, match="'edges', not 'semantic'"):
+        load_mode_pipeline(tmp_path, "semantic")
 
 
 def test_train_mode_is_train_diffusion_on_what_the_mode_sees(tmp_path):

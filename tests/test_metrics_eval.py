@@ -497,8 +497,8 @@ def test_reconstruct_2d_slices_against_the_model_by_hand():
     model.eval()
     with torch.no_grad():
         x = torch.nn.functional.pad(torch.tensor(images), (0, 2, 0, 0), mode="replicate")
-        zq, idx, _ = model.quantize(model.encode(x), update=False)
-        ref = model.decode(zq, force_not_quantize=True)[..., :14].clamp(-1, 1).numpy()
+        zq, idx, _ = model.quantize(model.encode(x).latents, update=False)
+        ref = model.decode(zq, force_not_quantize=True).sample[..., :14].clamp(-1, 1).numpy()
     np.testing.assert_allclose(out.images, ref, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(out.indices, idx.numpy())
     assert np.abs(out.images - images).max() > 0.1  # an untrained model: not the identity

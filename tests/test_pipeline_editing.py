@@ -94,7 +94,7 @@ def test_the_latent_outside_is_the_real_one_noised_to_the_next_timestep(pipe, im
         for hook in hooks:
             hook.remove()
     with torch.no_grad():
-        z = pipe.vqgan.encode(image)
+        z = pipe.vqgan.encode(image).latents
     scale = pipe.vqgan.config.scaling_factor
     noise = randn_tensor(z.shape, generator=torch.Generator().manual_seed(0))
     outside = ~latent_mask(mask, 4, dilate=0).expand_as(z)

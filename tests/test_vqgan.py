@@ -28,14 +28,14 @@ def test_shapes(spatial_dims, shape, decoder):
     model = tiny(spatial_dims, decoder_type=decoder, num_classes=3, channels=(8, 16, 16))  # 4x per axis
     x = torch.rand(shape) * 2 - 1
     labels = torch.randint(0, 3, (shape[0], *shape[2:]))
-    z = model.encode(x)
+    z = model.encode(x).latents
     assert z.shape == (shape[0], 4, *[s // 4 for s in shape[2:]])
     zq, idx, stats = model.quantize(z)
     assert zq.shape == z.shape and idx.shape == (shape[0], *z.shape[2:])
     assert set(stats) == {"commitment_loss", "perplexity", "usage"}
     out = model(x, labels)
     assert out.reconstruction.shape == x.shape
-    assert model.decode(zq, one_hot(labels, 3), force_not_quantize=True).shape == x.shape
+    assert model.decode(zq, force_not_quantize=True, labels=one_hot(labels, 3)).sample.shape == x.shape
 
 
 def test_bad_inputs_raise_medlsdm_errors():
@@ -132,14 +132,14 @@ def test_decode_quantizes_unless_told_not_to():
     z = torch.randn(1, 4, 2, 2, 2)
     zq, _, _ = model.quantize(z, update=False)
     with torch.no_grad():
-        snapped = model.decode(z, labels)
-        torch.testing.assert_close(snapped, model.decode(zq, labels, force_not_quantize=True), atol=1e-6, rtol=0)
-        raw = model.decode(z, labels, force_not_quantize=True)
+        snapped = model.decode(z, labels=labels).sample
+        torch.testing.assert_close(snapped, model.decode(zq, force_not_quantize=True, labels=labels).sample, atol=1e-6, rtol=0)
+        raw = model.decode(z, force_not_quantize=True, labels=labels).sample
         assert (raw - snapped).abs().max() > 1e-3  # z is not a code: decoding it as it is differs
         x = torch.rand(1, 1, 8, 8, 8) * 2 - 1
         out = model(x, labels)  # forward decodes its codes as they are
-        zq, _, _ = model.quantize(model.encode(x), update=False)
-        torch.testing.assert_close(out.reconstruction, model.decode(zq, labels, force_not_quantize=True), atol=0, rtol=0)
+        zq, _, _ = model.quantize(model.encode(x).latents, update=False)
+        torch.testing.assert_close(out.reconstruction, model.decode(zq, True, labels=labels).sample, atol=0, rtol=0)
 
 
 def _quantizer(codebook, decay=0.5, restart_after=0):
@@ -226,6 +226,28 @@ def test_straight_through_gradient():
     assert torch.equal(z.grad, torch.ones_like(z))
 
 
+def test_encode_and_decode_return_what_diffusers_vqmodel_returns():
+    """``encode``/``decode`` as diffusers' ``VQModel``: its output classes, its argument order
+    (``decode(h, force_not_quantize, return_dict)``, the label map a keyword only), its tuples."""
+    from diffusers.models.autoencoders.vae import DecoderOutput
+    from diffusers.models.autoencoders.vq_model import VQEncoderOutput
+
+    model = tiny(decoder_type="spade", num_classes=3).eval()
+    x, labels = torch.rand(2, 1, 8, 8, 8) * 2 - 1, torch.randint(0, 3, (2, 8, 8, 8))
+    with torch.no_grad():
+        enc = model.encode(x)
+        assert isinstance(enc, VQEncoderOutput) and torch.equal(model.encode(x, return_dict=False)[0], enc.latents)
+        zq, _, stats = model.quantize(enc.latents, update=False)
+        dec = model.decode(enc.latents, labels=labels)
+        assert isinstance(dec, DecoderOutput) and torch.equal(dec.commit_loss, stats["commitment_loss"])
+        sample, commit_loss = model.decode(enc.latents, False, False, labels=labels)
+        assert torch.equal(sample, dec.sample) and torch.equal(commit_loss, dec.commit_loss)
+        raw = model.decode(zq, True, labels=labels)
+        assert torch.equal(raw.commit_loss, torch.zeros(2)) and torch.equal(raw.sample, model(x, labels).reconstruction)
+    with pytest.raises(TypeError):
+        model.decode(zq, False, True, labels)  # the label map is a keyword
+
+
 def test_spade_decoder_uses_the_label_map():
     model = tiny(decoder_type="spade", num_classes=3).eval()
     zq = torch.randn(1, 4, 4, 4, 4)
@@ -233,11 +255,11 @@ def test_spade_decoder_uses_the_label_map():
     b = a.clone()
     b[:, :4] = 2
     with torch.no_grad():
-        out_a, out_b = model.decode(zq, a, force_not_quantize=True), model.decode(zq, b, force_not_quantize=True)
+        out_a, out_b = (model.decode(zq, force_not_quantize=True, labels=y).sample for y in (a, b))
     assert (out_a - out_b).abs().max() > 1e-4
     normal = tiny().eval()
     with torch.no_grad():  # one model, the same latent: the label map is not read, so exactly equal
-        assert torch.equal(normal.decode(zq, a), normal.decode(zq, b))
+        assert torch.equal(normal.decode(zq, labels=a).sample, normal.decode(zq, labels=b).sample)
 
 
 def test_gradient_checkpointing_gives_same_gradients():
@@ -308,4 +330,4 @@ def test_paper_block_shape_encodes():
     shape = PROFILES["paper"]["01"]["block_shape"]  # 32×256×256 → 8×64×64 latent
     model = VQGAN(channels=(4, 4, 4), norm_num_groups=1, embedding_dim=2, num_embeddings=4).eval()
     with torch.no_grad():  # (decoding mirrors it; too slow for a unit test)
-        assert model.encode(torch.zeros(1, 1, *shape)).shape == (1, 2, *[s // 4 for s in shape])
+        assert model.encode(torch.zeros(1, 1, *shape)).latents.shape == (1, 2, *[s // 4 for s in shape])

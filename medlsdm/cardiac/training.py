@@ -9,7 +9,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..atomic import write_json
+from ..atomic import read_json
+from ..errors import ConfigError, DataError
 from .conditioning import condition_inputs, mode_slug
 from .store import SliceStore
 
@@ -49,7 +50,8 @@ def train_mode(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping
 
     :func:`medlsdm.training.diffusion.train_diffusion` on the slices, with the edge map as
     the one extra condition channel, both as the mode sees them (:func:`condition_inputs`);
-    writes ``mode_dir/`` (checkpoints, ``log.csv``) and the pipeline ``mode_dir/pipeline``.
+    writes ``mode_dir/`` (checkpoints, ``log.csv``) and the pipeline ``mode_dir/pipeline``, with
+    the mode in its config (``pipe.config.conditioning_mode``).
     ``params``: any key of :data:`medlsdm.training.diffusion.DIFFUSION_DEFAULTS`; appearance
     swaps are off (the edge channel is computed from the image, whose intensities they change).
     """
@@ -58,19 +60,32 @@ def train_mode(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping
     folder = mode_dir(cardiac_dir, mode)
     summary = train_diffusion(cardiac_dir, store=store, split=split, extra_condition=store.edges,
                               condition_fn=partial(condition_inputs, mode=mode), out_dir=folder,
-                              pipeline_dir=folder / "pipeline", **{"appearance_swaps": 0, **params})
-    write_json(folder / "mode.json", {"mode": mode})
+                              pipeline_dir=folder / "pipeline", pipeline_config={"conditioning_mode": mode},
+                              **{"appearance_swaps": 0, **params})
     return summary
 
 
 def load_mode_pipeline(cardiac_dir: str | os.PathLike, mode: str, device="cpu"):
-    """The trained :class:`~medlsdm.pipelines.pipeline_medlsdm.MedLSDMPipeline` of a mode."""
+    """The trained :class:`~medlsdm.pipelines.pipeline_medlsdm.MedLSDMPipeline` of a mode.
+
+    Pipelines saved before the mode went into their config get it from the ``mode.json``
+    beside them (or, without one, from their folder); :class:`~medlsdm.errors.DataError`
+    when the folder holds another mode's model.
+    """
     from ..pipelines.loading import load_pipeline_dir
 
-    return load_pipeline_dir(mode_dir(cardiac_dir, mode) / "pipeline", device)
+    folder = mode_dir(cardiac_dir, mode)
+    pipe = load_pipeline_dir(folder / "pipeline", device)
+    saved = pipe.config.conditioning_mode
+    if saved is None and (folder / "mode.json").is_file():
+        saved = read_json(folder / "mode.json").get("mode")
+    if saved not in (None, mode):
+        raise DataError(f"{folder}: holds the model of the conditioning mode {saved!r}, not {mode!r}")
+    pipe.register_to_config(conditioning_mode=mode)
+    return pipe
 
 
-def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str, *, num_inference_steps: int = 50,
+def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str | None = None, *, num_inference_steps: int = 50,
                guidance_scale: float = 1.0, seed: int = 0, batch_size: int = 32, scheduler: str = "ddim") -> np.ndarray:
     """Synthetic slices ``(N, 1, H, W)`` in [-1, 1] from label maps ``(N, H, W)`` and edge maps
     ``(N, 1, H, W)``, through the pipeline of ``mode`` (which sees them as :func:`condition_inputs`).
@@ -81,6 +96,7 @@ def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str, *, num_in
     works on label-map files.
 
     Args:
+        mode: the conditioning mode; default the pipeline's own (``pipe.config.conditioning_mode``).
         scheduler: any name of :data:`medlsdm.pipelines.synthesis.SCHEDULERS` (``"ddim"``:
             deterministic; ``"ddpm"``: the training scheduler), same schedule as trained.
         seed: seed of the initial noise (one generator for all batches, in order).
@@ -89,6 +105,9 @@ def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str, *, num_in
 
     from ..pipelines.synthesis import use_scheduler
 
+    mode = pipe.config.conditioning_mode if mode is None else mode
+    if mode is None:
+        raise ConfigError("this pipeline records no conditioning mode (pipe.config.conditioning_mode): give mode")
     use_scheduler(pipe, scheduler)
     labels, edges = condition_inputs(np.asarray(labels), np.asarray(edges, np.float32), mode)
     generator = torch.Generator().manual_seed(int(seed))

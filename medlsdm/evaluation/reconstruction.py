@@ -75,8 +75,8 @@ def reconstruct(model, images, labels=None, *, batch_size: int = 1, device: str 
             if spade and labels is not None:
                 lab = torch.stack([torch.as_tensor(np.asarray(v, np.int64)) for v in labels[i:i + batch_size]])
                 lab = pad_to_multiple(lab[:, None].float().to(device), factor)[0][:, 0].long()
-            zq, idx, _ = model.quantize(model.encode(xp), update=False)
-            recons.append(model.decode(zq, lab, force_not_quantize=True)[tuple(crop)].clamp(-1, 1).float().cpu().numpy())
+            zq, idx, _ = model.quantize(model.encode(xp).latents, update=False)
+            recons.append(model.decode(zq, force_not_quantize=True, labels=lab).sample[tuple(crop)].clamp(-1, 1).float().cpu().numpy())
             indices.append(idx.cpu().numpy().astype(np.int64))
     finally:
         model.train(was_training)
@@ -172,7 +172,7 @@ def latent_ablation(model, images, labels, *, masks=None, seed: int = 0, data_ra
     was_training = model.training
     model.eval()
     try:
-        codes = [model.quantize(model.encode(x[None]), update=False)[0] for x in images]
+        codes = [model.quantize(model.encode(x[None]).latents, update=False)[0] for x in images]
         gen = torch.Generator().manual_seed(seed)
         book = model.quantizer.codebook  # (K, C)
         variants = {"own": codes, "other": codes[1:] + codes[:1], "random": []}
@@ -184,7 +184,7 @@ def latent_ablation(model, images, labels, *, masks=None, seed: int = 0, data_ra
         for name, zs in variants.items():
             for i, z in enumerate(zs):
                 lab = labels[i:i + 1] if spade else None
-                recon = model.decode(z, lab, force_not_quantize=True)[0, 0].clamp(-1, 1)
+                recon = model.decode(z, force_not_quantize=True, labels=lab).sample[0, 0].clamp(-1, 1)
                 per_case[name].append(psnr(recon, images[i, 0], data_range=data_range, mask=masks[i]))
                 if i == 0:
                     example[name] = recon.numpy()

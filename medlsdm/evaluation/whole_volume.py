@@ -48,13 +48,14 @@ def resolve_windows(pipe, window: int | None, overlap: int | None) -> tuple[int,
         ConfigError: ``window`` is ``None`` and the pipeline does not record its block, or the
             values do not fit the pipeline (see :meth:`MedLSDMPipeline.__call__`).
     """
+    from ..pipelines.plan import latent_windows
     from ..pipelines.synthesis import block_window
 
     window = block_window(pipe) if window is None else int(window)
     if window is None:
         raise ConfigError("the pipeline does not record its training block_shape: give window")
-    size, shared = pipe._latent_windows(window, overlap)  # checks them, fills the default overlap
     f = pipe.vqgan.downsample_factor
+    size, shared = latent_windows(window, overlap, f, f * pipe.unet.downsampling)  # checks them, fills the default overlap
     return size * f, shared * f
 
 

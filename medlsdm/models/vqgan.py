@@ -2,176 +2,35 @@
 
 The encoder compresses a volume ``(B, C, D, H, W)`` by ``2 ** (len(channels) - 1)`` per
 axis (4× for the Med-LSDM channels 16→32→64) into ``embedding_dim`` latent channels; the
-quantiser snaps every latent vector to its nearest codebook entry; the decoder maps the
-quantised latent back to a volume. With ``decoder_type="spade"`` every decoder
-normalisation reads the one-hot label map (SPADE), as in Med-LSDM.
+quantiser (:mod:`.quantizer`) snaps every latent vector to its nearest codebook entry; the
+decoder maps the quantised latent back to a volume. With ``decoder_type="spade"`` every
+decoder normalisation reads the one-hot label map (SPADE), as in Med-LSDM.
 
-Entry points used by the latent diffusion model::
+Entry points used by the latent diffusion model (those of diffusers' ``VQModel``, plus labels)::
 
-    z = vqgan.encode(x)                      # pre-quantisation latent
-    zq, indices, stats = vqgan.quantize(z)   # nearest codes (straight-through)
-    x_hat = vqgan.decode(z, labels)          # snap to the codebook and decode
-    x_hat = vqgan.decode(zq, labels, force_not_quantize=True)  # decode codes as they are
+    z = vqgan.encode(x).latents                          # pre-quantisation latent
+    zq, indices, stats = vqgan.quantize(z)               # nearest codes (straight-through)
+    x_hat = vqgan.decode(z, labels=labels).sample        # snap to the codebook and decode
+    x_hat = vqgan.decode(zq, force_not_quantize=True, labels=labels).sample  # decode codes as they are
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput
+from diffusers.models.autoencoders.vq_model import VQEncoderOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from ..errors import ConfigError, DataError
 from .blocks import SPADE, Downsample, ResBlock, Upsample, conv_nd, group_norm, one_hot
 from .configuration import RenamedConfigMixin
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-class VectorQuantizerEMA(nn.Module):
-    """Vector quantiser with an exponential-moving-average codebook and dead-code restart.
-
-    The codebook is not trained by gradients: in training mode every forward pass moves each
-    code towards the mean of the latent vectors assigned to it (EMA with ``decay``), as in
-    VQ-VAE-2. A code that no vector has chosen for ``restart_after`` consecutive training
-    passes is "dead" and is re-initialised with a random latent vector of the current batch
-    (drawn with the torch random generator, so a seeded run is reproducible); this is what
-    keeps the codebook from collapsing onto a handful of codes. Before the first training
-    pass the codebook is filled with random latent vectors of the first batch.
-
-    Under ``torch.distributed`` the EMA statistics are summed over the processes and restart
-    vectors are broadcast from rank 0, so every process keeps the same codebook.
-
-    Args:
-        num_embeddings: number of codes ``K``.
-        embedding_dim: length of each code (latent channels).
-        decay: EMA decay of the code counts and sums.
-        commitment_cost: weight β of the commitment loss ``β · ‖z − sg(zq)‖²``.
-        epsilon: Laplace smoothing of the code counts.
-        restart_after: training passes without use after which a code is restarted
-            (``0`` turns restarting off).
-    """
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, decay: float = 0.99,
-                 commitment_cost: float = 0.25, epsilon: float = 1e-5, restart_after: int = 20):
-        super().__init__()
-        self.num_embeddings = num_embeddings
-        self.embedding_dim = embedding_dim
-        self.decay = decay
-        self.commitment_cost = commitment_cost
-        self.epsilon = epsilon
-        self.restart_after = restart_after
-        codebook = torch.randn(num_embeddings, embedding_dim)
-        self.register_buffer("codebook", codebook)
-        self.register_buffer("cluster_size", torch.zeros(num_embeddings))
-        self.register_buffer("embed_sum", codebook.clone())
-        self.register_buffer("unused_steps", torch.zeros(num_embeddings, dtype=torch.long))
-        self.register_buffer("initialized", torch.tensor(False))
-
-    # -- helpers -------------------------------------------------------------------------
-    def _random_rows(self, flat: torch.Tensor, n: int) -> torch.Tensor:
-        """``n`` random rows of ``flat`` (torch RNG; identical on every process)."""
-        idx = torch.randint(0, flat.shape[0], (n,)).to(flat.device)
-        rows = flat[idx].clone()
-        if _distributed():
-            dist.broadcast(rows, src=0)
-        return rows
-
-    @torch.no_grad()
-    def _init_codebook(self, flat: torch.Tensor) -> None:
-        """Fill the codebook with random latent vectors of the first training batch."""
-        self.codebook.copy_(self._random_rows(flat, self.num_embeddings))
-        self.embed_sum.copy_(self.codebook)
-        self.cluster_size.fill_(1.0)
-        self.unused_steps.zero_()
-        self.initialized.fill_(True)
-
-    @torch.no_grad()
-    def _update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
-        """One EMA step of the code counts and sums, then restart of the dead codes."""
-        onehot = F.one_hot(indices, self.num_embeddings).to(flat.dtype)
-        counts = onehot.sum(0)
-        sums = onehot.t() @ flat
-        if _distributed():
-            dist.all_reduce(counts)
-            dist.all_reduce(sums)
-        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        total = self.cluster_size.sum()
-        smoothed = (self.cluster_size + self.epsilon) / (total + self.num_embeddings * self.epsilon) * total
-        self.codebook.copy_(self.embed_sum / smoothed.unsqueeze(1))
-
-        used = counts > 0
-        self.unused_steps.add_(1).masked_fill_(used, 0)
-        if self.restart_after > 0:
-            dead = self.unused_steps >= self.restart_after
-            n_dead = int(dead.sum())
-            if n_dead:
-                fresh = self._random_rows(flat, n_dead)
-                self.codebook[dead] = fresh
-                self.embed_sum[dead] = fresh
-                self.cluster_size[dead] = 1.0
-                self.unused_steps[dead] = 0
-
-    @staticmethod
-    def code_stats(indices: torch.Tensor, num_embeddings: int, sync: bool = False) -> dict[str, torch.Tensor]:
-        """Usage (fraction of the ``K`` codes chosen at least once) and perplexity of ``indices``.
-
-        Perplexity is ``exp(H(p))`` of the code frequencies ``p``: 1 when a single code is
-        used, ``m`` when ``m`` codes are used equally often, ``K`` at best. With ``sync``
-        the counts are summed over the ``torch.distributed`` processes.
-        """
-        counts = torch.bincount(indices.reshape(-1), minlength=num_embeddings).float()
-        if sync and _distributed():
-            counts = counts.clone()
-            dist.all_reduce(counts)
-        p = counts / counts.sum().clamp_min(1)
-        entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
-        return {"perplexity": torch.exp(entropy), "usage": (counts > 0).float().mean()}
-
-    # -- forward -------------------------------------------------------------------------
-    def forward(self, z: torch.Tensor, update: bool | None = None):
-        """Quantise ``z`` of shape ``(B, embedding_dim, *spatial)``.
-
-        Args:
-            z: pre-quantisation latent.
-            update: update the codebook (EMA + restart); default: ``self.training``.
-
-        Returns:
-            ``(zq, indices, stats)``: the straight-through quantised latent (same shape and
-            dtype as ``z``), the code index of every latent position ``(B, *spatial)``, and
-            a dict with ``commitment_loss``, ``perplexity`` and ``usage`` (0-d tensors).
-        """
-        if z.shape[1] != self.embedding_dim:
-            raise DataError(f"latent has {z.shape[1]} channels, the codebook expects {self.embedding_dim}")
-        if update is None:
-            update = self.training
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            zf = z.float()
-            flat = zf.movedim(1, -1).reshape(-1, self.embedding_dim)
-            if update and not bool(self.initialized):
-                self._init_codebook(flat.detach())
-            distances = (
-                flat.pow(2).sum(1, keepdim=True)
-                - 2 * flat @ self.codebook.t()
-                + self.codebook.pow(2).sum(1).unsqueeze(0)
-            )
-            indices = distances.argmin(1)
-            quantized = self.codebook[indices].view(*zf.movedim(1, -1).shape).movedim(-1, 1)
-            commitment = self.commitment_cost * F.mse_loss(zf, quantized.detach())
-            stats = self.code_stats(indices, self.num_embeddings, sync=update)
-            if update:
-                self._update(flat.detach(), indices)
-            zq = zf + (quantized - zf).detach()
-        stats["commitment_loss"] = commitment
-        spatial = z.shape[:1] + z.shape[2:]
-        return zq.to(z.dtype), indices.view(spatial), stats
+from .quantizer import VectorQuantizerEMA
 
 
 class Encoder(nn.Module):
@@ -388,10 +247,13 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
         return labels.to(device=like.device, dtype=like.dtype)
 
     # -- entry points --------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-quantisation latent ``(B, embedding_dim, *spatial / factor)`` of ``x``."""
+    @apply_forward_hook
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> VQEncoderOutput | tuple[torch.Tensor]:
+        """Pre-quantisation latent ``(B, embedding_dim, *spatial / factor)`` of ``x``, as diffusers'
+        ``VQModel.encode``: ``VQEncoderOutput(latents=...)``, or ``(latents,)`` without ``return_dict``."""
         self._check_input(x)
-        return self.encoder_net(x)
+        h = self.encoder_net(x)
+        return VQEncoderOutput(latents=h) if return_dict else (h,)
 
     def _latent_stats(self, z: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
         """(shift, scale) of :meth:`to_diffusion`, shaped to broadcast over ``z``'s channels."""
@@ -417,22 +279,32 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
         """Nearest codes of ``z``: ``(zq, indices, stats)``, see :meth:`VectorQuantizerEMA.forward`."""
         return self.quantizer(z, update=update)
 
-    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None,
-               force_not_quantize: bool = False) -> torch.Tensor:
-        """Decode a latent to an image, like diffusers' ``VQModel.decode``.
+    @apply_forward_hook
+    def decode(self, h: torch.Tensor, force_not_quantize: bool = False, return_dict: bool = True, *,
+               labels: torch.Tensor | None = None) -> DecoderOutput | tuple[torch.Tensor, torch.Tensor]:
+        """Decode a latent to an image, as diffusers' ``VQModel.decode`` (plus ``labels``).
 
         Args:
-            z: latent ``(B, embedding_dim, *latent_spatial)``.
+            h: latent ``(B, embedding_dim, *latent_spatial)``.
+            force_not_quantize: decode ``h`` as it is (e.g. codes from :meth:`quantize`);
+                by default ``h`` is first snapped to the codebook (e.g. a diffusion sample),
+                without updating it.
+            return_dict: return a ``DecoderOutput`` (else the tuple ``(sample, commit_loss)``).
             labels: label map at image resolution, class indices ``(B, *spatial)`` or one-hot
                 ``(B, num_classes, *spatial)``; required by the SPADE decoder, ignored by the
                 normal one.
-            force_not_quantize: decode ``z`` as it is (e.g. codes from :meth:`quantize`);
-                by default ``z`` is first snapped to the codebook (e.g. a diffusion sample),
-                without updating it.
+
+        Returns:
+            ``DecoderOutput(sample=..., commit_loss=...)``: the image, and the commitment loss of
+            the snapping (zeros ``(B,)`` with ``force_not_quantize``, as diffusers).
         """
-        if not force_not_quantize:
-            z, _, _ = self.quantizer(z, update=False)
-        return self.decoder(z, self._labels(labels, z))
+        if force_not_quantize:
+            quant, commit_loss = h, torch.zeros(h.shape[0], device=h.device, dtype=h.dtype)
+        else:
+            quant, _, stats = self.quantizer(h, update=False)
+            commit_loss = stats["commitment_loss"]
+        dec = self.decoder(quant, self._labels(labels, quant))
+        return DecoderOutput(sample=dec, commit_loss=commit_loss) if return_dict else (dec, commit_loss)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, return_dict: bool = True):
         """Encode, quantise (updating the codebook in training mode) and decode ``x``.
@@ -442,8 +314,8 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
             labels: label maps for the SPADE decoder (see :meth:`decode`).
             return_dict: return a :class:`VQGANOutput` (else its fields as a tuple).
         """
-        z = self.encode(x)
+        z = self.encode(x).latents
         zq, indices, stats = self.quantize(z)
-        recon = self.decode(zq, labels, force_not_quantize=True)
+        recon = self.decode(zq, force_not_quantize=True, labels=labels).sample
         out = VQGANOutput(recon, stats["commitment_loss"], stats["perplexity"], stats["usage"], indices)
         return out if return_dict else out.to_tuple()

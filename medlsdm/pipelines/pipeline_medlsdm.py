@@ -41,7 +41,8 @@ from ..models.configuration import register_config_values
 from ..models.unet import SemanticUNet, area_average, null_condition, semantic_condition
 from ..models.vqgan import VQGAN
 from .editing import latent_mask, paste, soft_weight
-from .windows import WindowCalls, blend_windows, tiled, window_calls
+from .plan import SamplingPlan, decode_tiles, encode_tiles, latent_windows
+from .windows import WindowCalls, blend_windows, window_calls
 
 LabelInput = torch.Tensor | np.ndarray | str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -76,6 +77,9 @@ class MedLSDMPipeline(DiffusionPipeline):
         block_shape: the label-map block (D, H, W) the models were trained on, or ``None``
             (unknown; pipelines saved before it existed). ``medlsdm synthesize`` runs label
             maps deeper than it in windows of its depth.
+        conditioning_mode: what the UNet was trained to see of the label and extra condition
+            maps, for the cardiac models (:data:`medlsdm.cardiac.conditioning.MODES`, applied by
+            :func:`medlsdm.cardiac.training.synthesize`); ``None``: both as they are.
     """
 
     model_cpu_offload_seq = "unet->vqgan"
@@ -83,7 +87,7 @@ class MedLSDMPipeline(DiffusionPipeline):
     _output_types = ("np", "pt", "latent")
 
     def __init__(self, vqgan: VQGAN, unet: SemanticUNet, scheduler, latent_scale: float | None = None,
-                 spacing: list | None = None, block_shape: list | None = None):
+                 spacing: list | None = None, block_shape: list | None = None, conditioning_mode: str | None = None):
         super().__init__()
         if latent_scale is not None:
             warnings.warn("MedLSDMPipeline: latent_scale is deprecated, the scale is now vqgan.config.scaling_factor "
@@ -91,7 +95,8 @@ class MedLSDMPipeline(DiffusionPipeline):
             register_config_values(vqgan, scaling_factor=float(latent_scale))
         self.register_modules(vqgan=vqgan, unet=unet, scheduler=scheduler)
         self.register_to_config(spacing=list(spacing) if spacing is not None else None,
-                                block_shape=[int(v) for v in block_shape] if block_shape is not None else None)
+                                block_shape=[int(v) for v in block_shape] if block_shape is not None else None,
+                                conditioning_mode=conditioning_mode)
 
     # -- inputs --------------------------------------------------------------------------
     def load_labels(self, labels: LabelInput) -> tuple[torch.Tensor, list[np.ndarray | None]]:
@@ -138,23 +143,6 @@ class MedLSDMPipeline(DiffusionPipeline):
         trained = self.config.spacing
         if spacing is not None and trained is not None and not np.allclose(spacing, trained, rtol=0.1):
             raise DataError(f"{name}: voxel spacing {np.round(spacing, 2).tolist()} mm differs from the training spacing {trained} mm; preprocess it first (medlsdm preprocess)")
-
-    def _latent_windows(self, window: int | None, overlap: int | None) -> tuple[int, int] | None:
-        """Check ``window``/``overlap`` (label-map slices) and convert them to latent slices."""
-        if window is None:
-            return None
-        f, step = self.vqgan.downsample_factor, self.vqgan.downsample_factor * self.unet.downsampling
-        window = int(window)
-        if window < step or window % step:
-            raise ConfigError(f"window={window} label slices must be a positive multiple of {step} "
-                              f"(VQ-GAN × UNet downsampling)")
-        if overlap is None:  # a quarter of the window, in whole latent slices
-            overlap = max(f, window // 4 // f * f) if f < window else 0
-        overlap = int(overlap)
-        if overlap % f or not 0 <= overlap < window:
-            raise ConfigError(f"overlap={overlap} label slices must be a multiple of {f} (the VQ-GAN's "
-                              f"downsampling) in 0…{window - 1} (less than the window)")
-        return window // f, overlap // f
 
     # -- sampling ------------------------------------------------------------------------
     @torch.no_grad()
@@ -223,13 +211,10 @@ class MedLSDMPipeline(DiffusionPipeline):
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
             raise ConfigError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}")
-        windows = self._latent_windows(window, overlap)
-        label_maps, affines = self.load_labels(labels)
-        label_maps = label_maps.repeat_interleave(num_per_label, dim=0)
-        affines = [a for a in affines for _ in range(num_per_label)]
-        extra = self._extra_condition(extra_condition, label_maps, num_per_label)
-        self.scheduler.set_timesteps(num_inference_steps, device=self.unet.device)
-        latents = self._initial_latents(label_maps, generator, latents)
+        plan, affines = self._plan(labels, num_per_label=num_per_label, extra_condition=extra_condition,
+                                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                   generator=generator, window=window, overlap=overlap, window_batch_size=window_batch_size)
+        latents = self._initial_latents(plan, latents)
 
         def step_end(i, t, latents):
             if callback_on_step_end is None:
@@ -238,9 +223,9 @@ class MedLSDMPipeline(DiffusionPipeline):
             outputs = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
             return outputs.pop("latents", latents)
 
-        latents = self._denoise(latents, label_maps, extra, guidance_scale, generator, windows, window_batch_size, step_end)
-        images = latents if output_type == "latent" else self.decode_latents(latents, label_maps, window, overlap)
-        return self._output(images, label_maps, affines, output_type, return_dict)
+        latents = self._denoise(latents, plan, step_end)
+        images = latents if output_type == "latent" else decode_tiles(self.vqgan, latents, plan)
+        return self._output(images, plan.label_maps, affines, output_type, return_dict)
 
     @torch.no_grad()
     def edit(
@@ -298,22 +283,16 @@ class MedLSDMPipeline(DiffusionPipeline):
             raise ConfigError(f"edit output_type must be 'np' or 'pt', got {output_type!r}")
         if int(dilate) < 0 or (soft_border is not None and soft_border < 0):
             raise ConfigError(f"dilate ({dilate}) and soft_border ({soft_border}) must be >= 0")
-        windows = self._latent_windows(window, overlap)
-        label_maps, affines = self.load_labels(labels)
-        images = self._load_images(image, label_maps)
-        masks = self._load_masks(mask, label_maps)
+        plan, affines = self._plan(labels, num_per_label=1, extra_condition=extra_condition,
+                                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                   generator=generator, window=window, overlap=overlap, window_batch_size=window_batch_size)
+        images = self._load_images(image, plan.label_maps)
+        masks = self._load_masks(mask, plan.label_maps)
         device, f = self.unet.device, self.vqgan.downsample_factor
-        extra = self._extra_condition(extra_condition, label_maps, 1)
-
-        def encode(start, stop):
-            return self.vqgan.encode(images[:, :, start:stop].to(device, self.vqgan.dtype))
-
-        tile, tile_overlap = (windows[0] * f, windows[1] * f) if windows is not None else (None, 0)
-        known = self.vqgan.to_diffusion(tiled(encode, images.shape[2], tile, tile_overlap, 1 / f))
+        known = encode_tiles(self.vqgan, images, plan, device)
         inside = latent_mask(masks.to(device), f, int(dilate))
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        noise = randn_tensor(known.shape, generator=generator, dtype=torch.float32).to(device, known.dtype)
+        noise = randn_tensor(known.shape, generator=plan.generator, dtype=torch.float32).to(device, known.dtype)
         latents = torch.where(inside, noise * self.scheduler.init_noise_sigma,
                               self.scheduler.add_noise(known, noise, timesteps[:1]))
 
@@ -321,22 +300,35 @@ class MedLSDMPipeline(DiffusionPipeline):
             real = known if i == len(timesteps) - 1 else self.scheduler.add_noise(known, noise, timesteps[i + 1:i + 2])
             return torch.where(inside, latents, real)
 
-        latents = self._denoise(latents, label_maps, extra, guidance_scale, generator, windows, window_batch_size, keep_outside)
-        synthetic = self.decode_latents(latents, label_maps, window, overlap)
+        synthetic = decode_tiles(self.vqgan, self._denoise(latents, plan, keep_outside), plan)
         weight = soft_weight(masks, f if soft_border is None else soft_border)
         edited = paste(synthetic, images.to(synthetic.device, synthetic.dtype), weight.to(synthetic.device))
-        return self._output(edited, label_maps, affines, output_type, return_dict)
+        return self._output(edited, plan.label_maps, affines, output_type, return_dict)
 
     # -- the parts -----------------------------------------------------------------------
-    def _extra_condition(self, extra_condition, label_maps: torch.Tensor, num_per_label: int) -> torch.Tensor | None:
-        if extra_condition is None:
-            return None
-        extra = torch.as_tensor(extra_condition, dtype=torch.float32)
-        return (extra[None] if extra.ndim == label_maps.ndim else extra).repeat_interleave(num_per_label, dim=0)
+    def _plan(self, labels: LabelInput, *, num_per_label: int, extra_condition, num_inference_steps: int,
+              guidance_scale: float, generator, window: int | None, overlap: int | None,
+              window_batch_size: int) -> tuple[SamplingPlan, list[np.ndarray | None]]:
+        """The preamble of :meth:`__call__` and :meth:`edit`: the call's arguments checked and
+        made into a :class:`~.plan.SamplingPlan` (label maps repeated ``num_per_label`` times),
+        the scheduler's timesteps set; with the label maps' affines."""
+        f = self.vqgan.downsample_factor
+        windows = latent_windows(window, overlap, f, f * self.unet.downsampling)
+        label_maps, affines = self.load_labels(labels)
+        label_maps = label_maps.repeat_interleave(num_per_label, dim=0)
+        affines = [a for a in affines for _ in range(num_per_label)]
+        extra = None
+        if extra_condition is not None:
+            extra = torch.as_tensor(extra_condition, dtype=torch.float32)
+            extra = (extra[None] if extra.ndim == label_maps.ndim else extra).repeat_interleave(num_per_label, dim=0)
+        self.scheduler.set_timesteps(num_inference_steps, device=self.unet.device)
+        plan = SamplingPlan(label_maps, windows=windows, extra=extra, num_inference_steps=num_inference_steps,
+                            guidance_scale=guidance_scale, generator=generator, window_batch_size=window_batch_size)
+        return plan, affines
 
-    def _initial_latents(self, label_maps: torch.Tensor, generator, latents: torch.Tensor | None) -> torch.Tensor:
-        """Initial noise for ``label_maps`` (drawn, or ``latents`` checked), × ``init_noise_sigma``."""
-        factor = self.vqgan.downsample_factor
+    def _initial_latents(self, plan: SamplingPlan, latents: torch.Tensor | None) -> torch.Tensor:
+        """Initial noise for the plan's label maps (drawn, or ``latents`` checked), × ``init_noise_sigma``."""
+        factor, label_maps, generator = self.vqgan.downsample_factor, plan.label_maps, plan.generator
         shape = (label_maps.shape[0], self.unet.config.in_channels, *(s // factor for s in label_maps.shape[1:]))
         if isinstance(generator, list) and len(generator) != shape[0]:
             raise ConfigError(f"{len(generator)} generators for {shape[0]} samples; give one per sample or a single one")
@@ -347,25 +339,26 @@ class MedLSDMPipeline(DiffusionPipeline):
                               f"(samples, UNet in_channels, label map size / {factor})")
         return latents.to(self.unet.device, self.unet.dtype) * self.scheduler.init_noise_sigma
 
-    def _denoise(self, latents, label_maps, extra, guidance_scale, generator, windows, window_batch_size, step_end):
-        """Run the scheduler's timesteps (already set); ``step_end(i, t, latents)`` may replace the latents."""
-        # stochastic schedulers (DDPM, DDIM with eta > 0) draw their noise from `generator`
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
-        calls = self._unet_calls(latents, label_maps, extra, windows, window_batch_size)
+    def _denoise(self, latents: torch.Tensor, plan: SamplingPlan, step_end) -> torch.Tensor:
+        """Run the scheduler's timesteps (set by :meth:`_plan`); ``step_end(i, t, latents)`` may replace the latents."""
+        # stochastic schedulers (DDPM, DDIM with eta > 0) draw their noise from the plan's generator
+        step_kwargs = {"generator": plan.generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        calls = self._unet_calls(latents, plan)
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_in = self.scheduler.scale_model_input(latents, t)
-            pred = self._predict(model_in, t, calls, guidance_scale)
+            pred = self._predict(model_in, t, calls, plan)
             latents = self.scheduler.step(pred, t, latents, **step_kwargs).prev_sample
             latents = step_end(i, t, latents)
         return latents
 
-    def _unet_calls(self, latents, label_maps, extra, windows, window_batch_size) -> WindowCalls:
+    def _unet_calls(self, latents: torch.Tensor, plan: SamplingPlan) -> WindowCalls:
         """The UNet calls of every step (:func:`~.windows.window_calls`), each call's condition
         made once for the whole loop: :func:`~medlsdm.models.unet.area_average`-d to the
         latent's size, all a UNet without a label encoder reads of it (one with an encoder
         gets the full-resolution condition, built at each call: it can be large)."""
-        calls, f = window_calls(latents.shape[2], windows, window_batch_size), self.vqgan.downsample_factor
+        calls, f = window_calls(latents.shape[2], plan.windows, plan.window_batch_size), self.vqgan.downsample_factor
         num_classes, encoded = self.unet.config.num_classes, self.unet.label_encoder is not None
+        label_maps, extra = plan.label_maps, plan.extra
 
         def condition(batch):
             lab = torch.cat([label_maps[:, s * f:(s + calls.size) * f] for s in batch]).to(latents.device)
@@ -376,12 +369,12 @@ class MedLSDMPipeline(DiffusionPipeline):
         calls.conditions = [functools.partial(condition, b) if encoded else condition(b) for b in calls.batches]
         return calls
 
-    def _predict(self, latents, t, calls: WindowCalls, guidance_scale) -> torch.Tensor:
+    def _predict(self, latents: torch.Tensor, t, calls: WindowCalls, plan: SamplingPlan) -> torch.Tensor:
         """The guided UNet prediction for the whole latent, window predictions blended."""
         preds = []
         for batch, cond in zip(calls.batches, calls.conditions):
             x = torch.cat([latents[:, :, s:s + calls.size] for s in batch])
-            preds += self._guided(x, t, cond() if callable(cond) else cond, guidance_scale).split(latents.shape[0])
+            preds += self._guided(x, t, cond() if callable(cond) else cond, plan.guidance_scale).split(latents.shape[0])
         if len(preds) == 1:
             return preds[0]
         return blend_windows(preds, calls.starts, calls.weights, latents.shape[2])
@@ -438,13 +431,6 @@ class MedLSDMPipeline(DiffusionPipeline):
                 with linear ramps (memory of one tile); ``None``: in one piece.
             overlap: label-map slices shared by neighbouring tiles (default: see :meth:`__call__`).
         """
-        windows = self._latent_windows(window, overlap)
-        z = self.vqgan.from_diffusion(latents)
         f = self.vqgan.downsample_factor
-
-        def decode(start, stop):
-            labels = label_maps[:, start * f:stop * f].to(z.device)
-            return self.vqgan.decode(z[:, :, start:stop].to(self.vqgan.dtype), labels)
-
-        size, overlap = windows if windows is not None else (None, 0)
-        return tiled(decode, z.shape[2], size, overlap, f).clamp(-1, 1)
+        windows = latent_windows(window, overlap, f, f * self.unet.downsampling)
+        return decode_tiles(self.vqgan, latents, SamplingPlan(label_maps, windows))

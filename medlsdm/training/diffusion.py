@@ -66,7 +66,7 @@ def encode_latents(vqgan, store: Mapping, case_ids: Sequence[str], *, batch_size
     latents, labels = [], []
     for i in range(0, len(case_ids), batch_size):
         images, labs, _ = stack_cases(store, case_ids[i:i + batch_size])
-        latents.append(vqgan.encode(torch.as_tensor(images).to(device, vqgan.dtype)).float().cpu())
+        latents.append(vqgan.encode(torch.as_tensor(images).to(device, vqgan.dtype)).latents.float().cpu())
         labels.append(torch.as_tensor(labs))
     return torch.cat(latents), torch.cat(labels)
 
@@ -187,7 +187,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
                     extra_condition: Mapping | Callable[[str], Any] | None = None,
                     condition_fn: Callable | None = None,
                     out_dir: str | os.PathLike | None = None, pipeline_dir: str | os.PathLike | None = None,
-                    **params: Any) -> dict[str, Any]:
+                    pipeline_config: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
     """Train the latent diffusion model of a run and save the pipeline to ``RUN/pipeline``.
 
     Reads the VQ-GAN (``RUN/vqgan/model``), ``RUN/data/cases.h5`` and ``split.json``;
@@ -208,6 +208,9 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
             training and monitoring cases, e.g. :func:`medlsdm.cardiac.conditioning.condition_inputs`
             of one conditioning mode. Default: both as they are.
         out_dir / pipeline_dir: instead of ``RUN/diffusion`` and ``RUN/pipeline``.
+        pipeline_config: more settings of the saved pipeline (arguments of
+            :class:`~medlsdm.pipelines.pipeline_medlsdm.MedLSDMPipeline`, kept in its config),
+            e.g. the cardiac ``conditioning_mode``.
         params: any key of :data:`DIFFUSION_DEFAULTS` (unknown keys raise ``ConfigError``);
             ``on_change``: what a resume does with a checkpoint made with other settings or inputs
             (its fingerprint: settings less :data:`DIFFUSION_BOOKKEEPING`, digests of the data
@@ -303,7 +306,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         ema_unet = SemanticUNet.from_config(trainer.unwrap("unet").config)
         ema.copy_to(ema_unet.parameters())
         pipe = MedLSDMPipeline(vqgan, ema_unet.eval(), make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"]),
-                               spacing=manifest["spacing"], block_shape=manifest.get("block_shape"))
+                               spacing=manifest["spacing"], block_shape=manifest.get("block_shape"), **(pipeline_config or {}))
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
