@@ -438,8 +438,8 @@ def test_own_factors_are_stratified_in_runs_of_cases(kind):
     own draws); twelve oracle re-renders of one case are i.i.d. and miss some twelfths."""
     from scipy import stats
 
-    from medlsdm.data.phantom.render import _appearance
     from medlsdm.data.phantom.common import STRATUM_CASES, UnitDraws, stratified_units
+    from medlsdm.data.phantom.render import _appearance
 
     numeric = [f for f in FACTOR_TABLES[kind] if not f.choices and f.name not in ("contrast", "oral_contrast_hu")]
 
