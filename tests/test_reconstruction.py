@@ -5,15 +5,20 @@ import numpy as np
 import pytest
 import torch
 
-from medlsdm.errors import DataError
+from medlsdm.errors import DataError, MedLSDMError
 from medlsdm.evaluation.reconstruction import (
     baseline_sentence,
     body_masks,
+    evaluate_reconstruction,
     latent_ablation,
+    naive_baseline,
     painting_baselines,
+    reconstruct,
     reconstruction_vs_baselines,
 )
 from medlsdm.metrics.conditional import class_means
+from medlsdm.metrics.image import psnr
+from medlsdm.models import VQGAN
 from medlsdm.training.datasets import ArrayStore
 from medlsdm.training.vqgan import drop_labels, load_vqgan, train_vqgan
 
@@ -131,3 +136,79 @@ def test_drop_labels_zeroes_whole_maps():
     assert 16 < int(dropped.sum()) < 48  # about half
     assert torch.equal(per_sample[~dropped], torch.full_like(per_sample[~dropped], 64.0))  # one-hot kept
     assert drop_labels(labels, 3, 0.0, torch.Generator()).sum() == labels.numel()
+
+
+def test_naive_baseline():
+    x = torch.full((1, 1, 8, 8, 8), 0.25)
+    assert torch.allclose(naive_baseline(x), x)
+    rng = torch.Generator().manual_seed(0)
+    v = torch.rand(2, 1, 8, 12, 16, generator=rng)
+    b = naive_baseline(v)
+    assert b.shape == v.shape
+    assert torch.allclose(torch.nn.functional.avg_pool3d(b, 4).mean(), v.mean(), atol=1e-2)
+    assert naive_baseline(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+    with pytest.raises(DataError, match="divisible by 4"):
+        naive_baseline(torch.zeros(1, 1, 8, 8, 10))
+
+
+def test_evaluate_reconstruction(tmp_path):
+    rng = np.random.default_rng(0)
+    store = ArrayStore()
+    for i in range(2):
+        label = rng.integers(0, 3, (12, 16, 14))  # 14: not divisible by 4 → padded and cropped back
+        image = (label - 1.0 + rng.normal(0, 0.05, label.shape)).clip(-1, 1).astype(np.float32)[None]
+        store[f"c{i}"] = (image, label, np.eye(4))
+    torch.manual_seed(0)
+    model = VQGAN(channels=(8, 8, 8), num_embeddings=8, embedding_dim=4, norm_num_groups=4,
+                  decoder_type="spade", num_classes=3)
+    codebook = model.quantizer.codebook.clone()
+    res = evaluate_reconstruction(model, store, ["c0", "c1"])
+    assert torch.equal(model.quantizer.codebook, codebook) and model.training  # untouched
+    assert set(res) >= {"psnr", "ssim", "baseline_psnr", "baseline_ssim", "psnr_gain", "usage", "perplexity"}
+    assert res["n_cases"] == 2 and set(res["per_case"]) == {"c0", "c1"}
+    image = torch.tensor(store["c0"][0])[None]
+    padded = torch.nn.functional.pad(image, (0, 2, 0, 0, 0, 0), mode="replicate")
+    expected = psnr(naive_baseline(padded)[..., :14], image, data_range=2.0)
+    assert res["per_case"]["c0"]["baseline_psnr"] == pytest.approx(expected)
+    assert res["psnr_gain"] == pytest.approx(res["psnr"] - res["baseline_psnr"])
+    assert 0 < res["usage"] <= 1 and 1 <= res["perplexity"] <= 8
+    with pytest.raises(DataError):
+        evaluate_reconstruction(model, store, [])
+
+
+def test_reconstruct_2d_slices_against_the_model_by_hand():
+    """Batched reconstruction equals encode → nearest codes → decode of each slice, padded
+    (14 → 16) and cropped back; the codebook and the model's mode are left alone."""
+    from medlsdm.models import VQGAN
+
+    torch.manual_seed(0)
+    model = VQGAN(2, channels=(8, 8, 8), num_embeddings=16, embedding_dim=4, norm_num_groups=4).train()
+    codebook = model.quantizer.codebook.clone()
+    images = np.random.default_rng(3).uniform(-1, 1, (5, 1, 12, 14)).astype(np.float32)
+    out = reconstruct(model, images, batch_size=2)
+    assert model.training and torch.equal(model.quantizer.codebook, codebook)
+    assert out.images.shape == images.shape and out.images.dtype == np.float32 and out.indices.shape == (5, 3, 4)
+    model.eval()
+    with torch.no_grad():
+        x = torch.nn.functional.pad(torch.tensor(images), (0, 2, 0, 0), mode="replicate")
+        zq, idx, _ = model.quantize(model.encode(x).latents, update=False)
+        ref = model.decode(zq, force_not_quantize=True).sample[..., :14].clamp(-1, 1).numpy()
+    np.testing.assert_allclose(out.images, ref, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(out.indices, idx.numpy())
+    assert np.abs(out.images - images).max() > 0.1  # an untrained model: not the identity
+
+
+def test_reconstruct_spade_needs_and_uses_the_label_maps():
+    from medlsdm.models import VQGAN
+
+    torch.manual_seed(0)
+    model = VQGAN(3, channels=(8, 8), num_embeddings=8, embedding_dim=4, norm_num_groups=4, decoder_type="spade", num_classes=3)
+    rng = np.random.default_rng(4)
+    images = [rng.uniform(-1, 1, (1, 4, 6, 5)).astype(np.float32)]  # 5: padded to 6
+    labels = [rng.integers(0, 3, (4, 6, 5))]
+    a = reconstruct(model, images, labels).images
+    b = reconstruct(model, images, [(labels[0] + 1) % 3]).images
+    assert a.shape == (1, 1, 4, 6, 5) and np.abs(a - b).max() > 1e-4  # the decoder reads the labels
+    np.testing.assert_allclose(reconstruct(model, images, labels).images, a, rtol=0, atol=0)
+    with pytest.raises(MedLSDMError, match="SPADE"):
+        reconstruct(model, images)
