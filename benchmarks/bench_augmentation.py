@@ -83,16 +83,16 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
         extra = extras[name.removeprefix("real_small_")] if name.startswith("real_small_") else None
         for seed in judge_seeds:
             t0 = time.perf_counter()
-            model = ev.train_judges(cases, val, len(classes), seeds=[seed], options=options, progress=False,
-                                    extra=extra)[0]
-            dice = ev.dice_over_seeds([model], test, classes)
+            fit = ev.train_judges(cases, val, len(classes), seeds=[seed], options=options, progress=False,
+                                  extra=extra)[0]
+            dice = ev.dice_over_seeds([fit.model], test, classes)
             append_row(work, {"run": str(run_dir), "generator": None if name in GENERATOR_FREE else generator,
                               "arm": name, "judge_seed": seed, "options": options, "organ": dice["organ"],
                               "lesion": dice["lesion"], "lesion_by_seed": dice["lesion_by_seed"][0],
                               "has_lesion": [bool((lab == classes.index("lesion")).any()) for lab in test.labels],
                               "lesions_found": dice["lesions_found"][0],
-                              "lesions_total": dice["lesions_total"][0], "best_step": model.best_step,
-                              "stopped_step": model.stopped_step, "seconds": round(time.perf_counter() - t0, 1)})
+                              "lesions_total": dice["lesions_total"][0], "best_step": fit.best_step,
+                              "stopped_step": fit.stopped_step, "seconds": round(time.perf_counter() - t0, 1)})
 
 
 def pooled(rows: list[dict], arm: str, key: str = "organ") -> np.ndarray:

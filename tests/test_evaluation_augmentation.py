@@ -2,6 +2,7 @@
 the bar; lesion edits of real cases."""
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,9 +30,9 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
              "synthetic": [0.65 + 0.01 * (i % 2) for i in range(4)], "lesion_edits": [0.5] * 4}
     lesion = {"small": [0.0] * 3, "lesion_edits": [0.2, 0.3, 0.2]}
 
-    def fake_train(cases, val, k, extra=None, **kw):
+    def fake_train(cases, val, k, extra=None, **kw):  # a judge's fit, its model named by its arm
         seen.append((cases.ids, None if extra is None else extra.ids))
-        return [extra.ids[0][:-2] if extra is not None else "small"] * len(kw["seeds"])
+        return [SimpleNamespace(model=extra.ids[0][:-2] if extra is not None else "small")] * len(kw["seeds"])
 
     def fake_dice(models, cases, names):
         values, les = organ[models[0]], lesion.get(models[0], [0.0] * 3) + [float("nan")]

@@ -153,11 +153,10 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
         raise DataError(f"augmentation: needs training cases and extra volumes, got {len(small)} and "
                         f"{ {k: len(c) for k, c in extras.items()} }")
     k = len(class_names)
-    dice = {"real_small": ev.dice_over_seeds(ev.train_judges(small, val, k, seeds=seeds, options=options or {},
-                                                       progress=progress), test, class_names)}
-    for name, cases in extras.items():
-        models = ev.train_judges(small, val, k, seeds=seeds, options=options or {}, progress=progress, extra=cases)
-        dice[f"real_small_{name}"] = ev.dice_over_seeds(models, test, class_names)
+    dice = {}
+    for name, extra in {"real_small": None, **{f"real_small_{n}": c for n, c in extras.items()}}.items():
+        fits = ev.train_judges(small, val, k, seeds=seeds, options=options or {}, progress=progress, extra=extra)
+        dice[name] = ev.dice_over_seeds([f.model for f in fits], test, class_names)
     dice["real_all"] = dict(real_all)
     base = np.asarray(dice["real_small"]["organ"])
     gains = {name: {"gain": float(np.mean(np.asarray(d["organ"]) - base)),

@@ -208,8 +208,9 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
 
 def train_judges(cases: Cases, val: Cases, num_classes: int, *, seeds: Sequence[int], options: Mapping[str, Any],
                  progress: bool, extra: Cases | None = None) -> list:
-    """One judge per seed (:func:`medlsdm.training.judge.train_judge`), each stopped early on the
-    validation cases; ``extra`` cases fill the judge's ``mix`` share of every batch."""
+    """One judge per seed (:func:`medlsdm.training.judge.train_judge`: a
+    :class:`~medlsdm.training.judge.JudgeFit` each), each stopped early on the validation cases;
+    ``extra`` cases fill the judge's ``mix`` share of every batch."""
     from ..training.judge import train_judge
 
     more = {} if extra is None else {"extra_images": extra.images, "extra_labels": extra.labels}
@@ -251,11 +252,16 @@ def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) 
 
 @dataclass
 class SegmentationResult:
-    """The judge: ``models`` (one per seed, trained on all real training cases) and ``dice``
-    (set name → :func:`dice_over_seeds`)."""
+    """The judge: ``fits`` (one :class:`~medlsdm.training.judge.JudgeFit` per seed, trained on all
+    real training cases) and ``dice`` (set name → :func:`dice_over_seeds`)."""
 
-    models: list
+    fits: list
     dice: dict[str, dict[str, Any]]
+
+    @property
+    def models(self) -> list:
+        """The judges' networks, one per seed."""
+        return [f.model for f in self.fits]
 
     def summary(self) -> dict[str, Any]:
         """``metrics.json``'s ``judge``: the network, its organ and lesion Dice and per-lesion
@@ -263,12 +269,12 @@ class SegmentationResult:
         and stopped each seed."""
         real = self.dice["real_test"]
         total = sum(real["lesions_total"])
-        return {"network": self.models[0].network_name, "dice_real_test": nan_mean(real["organ"]),
+        return {"network": self.fits[0].network_name, "dice_real_test": nan_mean(real["organ"]),
                 "lesion_dice_real_test": nan_mean(real["lesion"]),
                 "lesion_detection_rate": sum(real["lesions_found"]) / total if total else math.nan,
                 "lesions_per_seed": int(real["lesions_total"][0]) if real["lesions_total"] else 0,
-                "best_steps": [m.best_step for m in self.models], "stopped_steps": [m.stopped_step for m in self.models],
-                "max_steps": self.models[0].max_steps, "seconds": [round(m.train_seconds, 1) for m in self.models]}
+                "best_steps": [f.best_step for f in self.fits], "stopped_steps": [f.stopped_step for f in self.fits],
+                "max_steps": self.fits[0].max_steps, "seconds": [round(f.seconds, 1) for f in self.fits]}
 
 
 def segmentation_experiment(train: Cases, val: Cases, test: Cases, synthetic_test: Cases, class_names: Sequence[str], *,
@@ -278,9 +284,10 @@ def segmentation_experiment(train: Cases, val: Cases, test: Cases, synthetic_tes
     validation cases; Dice on the real test volumes, on the synthetic volumes made from the same
     label maps and (on phantoms, ``oracle_test``) on oracle re-renders of them: the Dice a perfect
     generator would get. The test cases are used for nothing else."""
-    models = train_judges(train, val, len(class_names), seeds=seeds, options=options or {}, progress=progress)
+    fits = train_judges(train, val, len(class_names), seeds=seeds, options=options or {}, progress=progress)
+    models = [f.model for f in fits]
     sets = {"real_test": test, "synthetic": synthetic_test, **({"oracle": oracle_test} if oracle_test else {})}
-    return SegmentationResult(models, {name: dice_over_seeds(models, cases, class_names) for name, cases in sets.items()})
+    return SegmentationResult(fits, {name: dice_over_seeds(models, cases, class_names) for name, cases in sets.items()})
 
 
 def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[str, Any] | None = None,

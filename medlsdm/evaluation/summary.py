@@ -64,7 +64,7 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation, features: Ma
     mem = privacy["synthetic"]
     out.update({
         "dice_per_class": {name: d["per_class"] for name, d in dice.items()},
-        "judge": segmentation.summary(), "judge_seeds": len(segmentation.models),
+        "judge": segmentation.summary(), "judge_seeds": len(segmentation.fits),
         "fd_seg": features["fd_seg"], "fid": features["fid"], "fid_3d": features["fid_3d"], "lpips": features["lpips"],
         "skipped": {**features["skipped"], **({"frd": dist["frd_skipped"]} if dist["frd_skipped"] else {})},
         "kid": kid["synthetic"]["kid"], "kid_ci": kid["synthetic"]["ci"], "kid_reference": kid["reference"]["kid"],
