@@ -9,7 +9,8 @@ from evaluation_utils import AFFINE, make_case, write_run
 
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import ConfigError, DataError
-from medlsdm.evaluation.run import Cases, image_quality, pipeline_digest, read_cases, synthetic_folder, synthetic_sets
+from medlsdm.evaluation.cases import Cases, read_cases
+from medlsdm.evaluation.run import image_quality, pipeline_digest, synthetic_folder, synthetic_sets
 from medlsdm.rundir import RunDir
 
 
@@ -81,8 +82,8 @@ def test_memorisation_flags_the_copies_and_passes_the_oracle_rerenders(phantom_d
     """The positive control (shifted, noisy copies) is flagged, the negative control (oracle re-renders) is not;
     on a folder that is not a phantom the held-out volumes take the negative control's place, and it says so."""
     from medlsdm.data.prepare import load_manifest
+    from medlsdm.evaluation.cases import real_cases
     from medlsdm.evaluation.controls import memorisation_controls
-    from medlsdm.evaluation.run import real_cases
 
     ids = [e["case_id"] for e in load_manifest(phantom_data)["cases"]]
     cases = real_cases(RunDir(phantom_data.parent), ids)

@@ -32,58 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from ..atomic import read_json, write_json
-from ..data.io import read_nifti
 from ..errors import DataError
 from ..profiles import METRICS_KEYS
 from ..rundir import RunDir
 from ..settings import EvaluationSettings, with_defaults
+from .augmentation import augmentation_experiment, augmentation_extras, lesion_arm_skipped, lesion_edits
+from .cases import Cases, dice_over_seeds, read_cases, real_cases, train_judges
 from .summary import evaluation_metrics, nan_mean
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class Cases:
-    """Volumes of one set: ``images`` ``(1, D, H, W)`` float32 in [-1, 1], ``labels`` ``(D, H, W)`` int64."""
-
-    ids: list[str]
-    images: list[np.ndarray]
-    labels: list[np.ndarray]
-    affines: list[np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def head(self, n: int) -> "Cases":
-        """The first ``n`` cases."""
-        return Cases(self.ids[:n], self.images[:n], self.labels[:n], self.affines[:n])
-
-    def __add__(self, other: "Cases") -> "Cases":
-        return Cases(self.ids + other.ids, self.images + other.images, self.labels + other.labels,
-                     self.affines + other.affines)
-
-
-def read_cases(image_paths: Sequence[os.PathLike], label_paths: Sequence[os.PathLike], ids: Sequence[str]) -> Cases:
-    """Read paired image / label-map NIfTI files; each pair must share its voxel grid."""
-    images, labels, affines = [], [], []
-    for image_path, label_path in zip(image_paths, label_paths):
-        image, affine = read_nifti(image_path, kind="image")
-        label, label_affine = read_nifti(label_path, kind="label")
-        if image.shape != label.shape or not np.allclose(affine, label_affine, atol=1e-3):
-            raise DataError(f"{image_path}: not on the grid of its label map {label_path} "
-                            f"(shape {image.shape} vs {label.shape})")
-        images.append(image[None].astype(np.float32))
-        labels.append(label)
-        affines.append(affine)
-    return Cases(list(ids), images, labels, affines)
-
-
-def real_cases(run: RunDir, ids: Sequence[str]) -> Cases:
-    """The run's preprocessed real cases (``RUN/data/images`` and ``labels``)."""
-    return read_cases([run.data / "images" / f"{c}.nii.gz" for c in ids],
-                      [run.data / "labels" / f"{c}.nii.gz" for c in ids], ids)
 
 
 def synthetic_folder(run: RunDir, *, scheduler: str, steps: int, guidance_scale: float, seed: int) -> Path:
@@ -204,50 +162,6 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
         raise DataError(f"image_quality: real and synthetic cases differ: {real.ids} vs {synthetic.ids}")
     means, per_pair = paired_metrics(real.images, synthetic.images, data_range=data_range)
     return {**means, "per_case": dict(zip(real.ids, per_pair))}
-
-
-def train_judges(cases: Cases, val: Cases, num_classes: int, *, seeds: Sequence[int], options: Mapping[str, Any],
-                 progress: bool, extra: Cases | None = None) -> list:
-    """One judge per seed (:func:`medlsdm.training.judge.train_judge`: a
-    :class:`~medlsdm.training.judge.JudgeFit` each), each stopped early on the validation cases;
-    ``extra`` cases fill the judge's ``mix`` share of every batch."""
-    from ..training.judge import train_judge
-
-    more = {} if extra is None else {"extra_images": extra.images, "extra_labels": extra.labels}
-    return [train_judge(cases.images, cases.labels, num_classes=num_classes, seed=int(s), val_images=val.images,
-                        val_labels=val.labels, progress=progress, **more, **dict(options)) for s in seeds]
-
-
-def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) -> dict[str, Any]:
-    """Dice of every network on ``cases``: per case (mean over the networks) and per network.
-
-    ``organ`` / ``lesion`` (:func:`medlsdm.evaluation.segmentation.case_scores`): one value per
-    case, averaged over the networks (seeds); ``organ_per_seed`` / ``lesion_per_seed``: the
-    mean over cases for each network; ``organ_by_seed`` / ``lesion_by_seed``: every network's
-    value per case; ``per_class``: mean over cases and networks; ``lesions_found`` /
-    ``lesions_total``: per network, the true lesions (connected components) its prediction
-    touches (:func:`medlsdm.metrics.overlap.lesion_detection`) and their number.
-    """
-    from ..metrics.overlap import lesion_detection
-    from .segmentation import average_over_seeds, case_scores, lesion_classes, predict, score_predictions
-
-    k = len(class_names)
-    lesion_ids = [list(class_names).index(c) for c in lesion_classes(class_names)]
-    runs, found = [], []
-    for model in models:
-        preds = predict(model, cases.images)
-        runs.append(score_predictions(preds, cases.labels, k, class_names))
-        hits = [lesion_detection(p, lb, c) for p, lb in zip(preds, cases.labels) for c in lesion_ids]
-        found.append([sum(h[0] for h in hits), sum(h[1] for h in hits)])
-    scores = [case_scores(r, class_names) for r in runs]
-    out: dict[str, Any] = {"ids": list(cases.ids)}
-    for part in ("organ", "lesion"):
-        out[part] = average_over_seeds([s[part] for s in scores])
-        out[f"{part}_per_seed"] = [nan_mean(s[part]) for s in scores]
-        out[f"{part}_by_seed"] = [list(map(float, s[part])) for s in scores]  # (networks, cases)
-    out["per_class"] = {name: nan_mean([r["per_class"][name] for r in runs]) for name in class_names[1:]}
-    out["lesions_found"], out["lesions_total"] = [f[0] for f in found], [f[1] for f in found]
-    return out
 
 
 @dataclass
@@ -412,7 +326,6 @@ def _evaluate_run(run_dir: str | os.PathLike, *, scheduler: str, steps: int, gui
     from ..data.prepare import load_manifest
     from ..data.splits import load_split
     from ..pipelines.loading import load_pipeline
-    from .augmentation import augmentation_experiment, augmentation_extras, lesion_arm_skipped, lesion_edits
     from .features import available_feature_metrics
 
     start = time.perf_counter()

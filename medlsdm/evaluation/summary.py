@@ -188,7 +188,7 @@ def plot_memorisation(check: Mapping[str, Any]):
 def judge_sentence(judge: Mapping[str, Any], dice: Mapping[str, Mapping[str, Any]]) -> str:
     """What the judge is and how good it is, written from :meth:`SegmentationResult.summary
     <medlsdm.evaluation.run.SegmentationResult.summary>` and the per-set Dice of
-    :func:`medlsdm.evaluation.run.dice_over_seeds`."""
+    :func:`medlsdm.evaluation.cases.dice_over_seeds`."""
     seeds = len(judge["best_steps"])
     early = sum(b < judge["max_steps"] for b in judge["best_steps"])
     said = [f"The judge ({judge['network']}, {seeds} seeds) scores an organ Dice of {judge['dice_real_test']:.3f} "
