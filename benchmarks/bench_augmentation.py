@@ -58,6 +58,7 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     from medlsdm.data.splits import load_split
     from medlsdm.evaluation import augmentation as aug_ev
     from medlsdm.evaluation import run as ev
+    from medlsdm.evaluation.cases import dice_over_seeds, real_cases, train_judges
     from medlsdm.pipelines.loading import load_pipeline
     from medlsdm.profiles import notebook_parameters
     from medlsdm.rundir import RunDir
@@ -68,7 +69,7 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     run = RunDir(run_dir)
     manifest, split = load_manifest(run.data), load_split(run.split_path)
     classes = manifest["classes"]
-    train_cases, val, test = (ev.real_cases(run, split[k]) for k in ("train", "val", "test"))
+    train_cases, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     small = train_cases.head(p["n_small"])
     if set(names) <= set(GENERATOR_FREE):  # no generator needed: the oracle renders alone
         extras = {"oracle": aug_ev.new_anatomy_oracle(run, ev.new_anatomy_labels(run, p["n_new"])[0])}
@@ -83,16 +84,16 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
         extra = extras[name.removeprefix("real_small_")] if name.startswith("real_small_") else None
         for seed in judge_seeds:
             t0 = time.perf_counter()
-            model = ev.train_judges(cases, val, len(classes), seeds=[seed], options=options, progress=False,
-                                    extra=extra)[0]
-            dice = ev.dice_over_seeds([model], test, classes)
+            fit = train_judges(cases, val, len(classes), seeds=[seed], options=options, progress=False,
+                               extra=extra)[0]
+            dice = dice_over_seeds([fit.model], test, classes)
             append_row(work, {"run": str(run_dir), "generator": None if name in GENERATOR_FREE else generator,
                               "arm": name, "judge_seed": seed, "options": options, "organ": dice["organ"],
                               "lesion": dice["lesion"], "lesion_by_seed": dice["lesion_by_seed"][0],
                               "has_lesion": [bool((lab == classes.index("lesion")).any()) for lab in test.labels],
                               "lesions_found": dice["lesions_found"][0],
-                              "lesions_total": dice["lesions_total"][0], "best_step": model.best_step,
-                              "stopped_step": model.stopped_step, "seconds": round(time.perf_counter() - t0, 1)})
+                              "lesions_total": dice["lesions_total"][0], "best_step": fit.best_step,
+                              "stopped_step": fit.stopped_step, "seconds": round(time.perf_counter() - t0, 1)})
 
 
 def pooled(rows: list[dict], arm: str, key: str = "organ") -> np.ndarray:

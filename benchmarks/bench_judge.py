@@ -40,24 +40,25 @@ def measure(run_dir: Path, work: Path, recipe: str, steps: int, seed: int) -> No
 
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
-    from medlsdm.evaluation import run as ev
+    from medlsdm.evaluation.cases import dice_over_seeds, real_cases
+    from medlsdm.evaluation.summary import nan_mean
     from medlsdm.rundir import RunDir
     from medlsdm.training.judge import train_judge
 
     torch.set_num_threads(1)
     run = RunDir(run_dir)
     classes, split = load_manifest(run.data)["classes"], load_split(run.split_path)
-    train, val, test = (ev.real_cases(run, split[k]) for k in ("train", "val", "test"))
+    train, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     every = max(1, steps // 5)
     t0 = time.perf_counter()
-    model = train_judge(train.images, train.labels, num_classes=len(classes), val_images=val.images,
-                        val_labels=val.labels, seed=seed, progress=False,
-                        **{**RECIPES[recipe], "max_steps": steps, "eval_every": every, "patience": 10**6})
+    fit = train_judge(train.images, train.labels, num_classes=len(classes), val_images=val.images,
+                      val_labels=val.labels, seed=seed, progress=False,
+                      **{**RECIPES[recipe], "max_steps": steps, "eval_every": every, "patience": 10**6})
     seconds = time.perf_counter() - t0
-    dice = ev.dice_over_seeds([model], test, classes)
+    dice = dice_over_seeds([fit.model], test, classes)
     append_row(work, {"recipe": recipe, "steps": steps, "seed": seed, "seconds": round(seconds, 1),
-                      "best_step": model.best_step, "val_history": [[s, round(v, 4)] for s, v in model.val_history],
-                      "organ": ev.nan_mean(dice["organ"]), "lesion": ev.nan_mean(dice["lesion"]),
+                      "best_step": fit.best_step, "val_history": [[s, round(v, 4)] for s, v in fit.val_history],
+                      "organ": nan_mean(dice["organ"]), "lesion": nan_mean(dice["lesion"]),
                       "lesions_found": dice["lesions_found"][0], "lesions_total": dice["lesions_total"][0],
                       "per_class": {k: round(v, 3) for k, v in dice["per_class"].items()}})
 

@@ -2,6 +2,7 @@
 the bar; lesion edits of real cases."""
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from evaluation_utils import AFFINE, make_case
 
 from medlsdm.errors import DataError
 from medlsdm.evaluation.augmentation import EXTRA_SETS, augmentation_experiment, lesion_arm_skipped
-from medlsdm.evaluation.run import Cases
+from medlsdm.evaluation.cases import Cases
 from medlsdm.evaluation.summary import augmentation_verdict, lesion_augmentation_sentence
 
 
@@ -17,7 +18,7 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
     """Arms with known per-case Dice: real-small 0.5, + oracle 0.7, + oracle through the autoencoder
     0.6, + synthetic 0.65 ± 0.01 → 0.155 / 0.2 = 77.5 % of the oracle arm's gain. Lesion Dice:
     real-small 0, + lesion edits 0.2 / 0.3, real-all 0.1 on the three test cases with a lesion."""
-    import medlsdm.evaluation.run as ev
+    import medlsdm.evaluation.augmentation as arms
 
     image, label = make_case(0)
     no_lesion = np.where(label == 2, 1, label)
@@ -29,9 +30,9 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
              "synthetic": [0.65 + 0.01 * (i % 2) for i in range(4)], "lesion_edits": [0.5] * 4}
     lesion = {"small": [0.0] * 3, "lesion_edits": [0.2, 0.3, 0.2]}
 
-    def fake_train(cases, val, k, extra=None, **kw):
+    def fake_train(cases, val, k, extra=None, **kw):  # a judge's fit, its model named by its arm
         seen.append((cases.ids, None if extra is None else extra.ids))
-        return [extra.ids[0][:-2] if extra is not None else "small"] * len(kw["seeds"])
+        return [SimpleNamespace(model=extra.ids[0][:-2] if extra is not None else "small")] * len(kw["seeds"])
 
     def fake_dice(models, cases, names):
         values, les = organ[models[0]], lesion.get(models[0], [0.0] * 3) + [float("nan")]
@@ -39,8 +40,8 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
                 "organ_by_seed": [values] * len(models), "lesion_by_seed": [les] * len(models),
                 "lesions_found": [int(np.nansum(les) > 0)] * len(models), "lesions_total": [3] * len(models)}
 
-    monkeypatch.setattr(ev, "train_judges", fake_train)
-    monkeypatch.setattr(ev, "dice_over_seeds", fake_dice)
+    monkeypatch.setattr(arms, "train_judges", fake_train)
+    monkeypatch.setattr(arms, "dice_over_seeds", fake_dice)
     real_all = {"organ": [0.8] * 4, "lesion": [0.1] * 3 + [float("nan")], "organ_per_seed": [0.79, 0.8, 0.81],
                 "organ_by_seed": [[0.8] * 4] * 3, "lesion_by_seed": [[0.05] * 3 + [0.0], [0.1] * 4, [0.15] * 3 + [0.0]],
                 "lesions_found": [2, 3, 3], "lesions_total": [3, 3, 3]}

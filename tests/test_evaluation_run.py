@@ -9,7 +9,8 @@ from evaluation_utils import AFFINE, make_case, write_run
 
 from medlsdm.data.io import write_nifti
 from medlsdm.errors import ConfigError, DataError
-from medlsdm.evaluation.run import Cases, image_quality, pipeline_digest, read_cases, synthetic_folder, synthetic_sets
+from medlsdm.evaluation.cases import Cases, read_cases
+from medlsdm.evaluation.run import image_quality, pipeline_digest, synthetic_folder, synthetic_sets
 from medlsdm.rundir import RunDir
 
 
@@ -81,8 +82,8 @@ def test_memorisation_flags_the_copies_and_passes_the_oracle_rerenders(phantom_d
     """The positive control (shifted, noisy copies) is flagged, the negative control (oracle re-renders) is not;
     on a folder that is not a phantom the held-out volumes take the negative control's place, and it says so."""
     from medlsdm.data.prepare import load_manifest
+    from medlsdm.evaluation.cases import real_cases
     from medlsdm.evaluation.controls import memorisation_controls
-    from medlsdm.evaluation.run import real_cases
 
     ids = [e["case_id"] for e in load_manifest(phantom_data)["cases"]]
     cases = real_cases(RunDir(phantom_data.parent), ids)
@@ -102,3 +103,19 @@ def test_memorisation_flags_the_copies_and_passes_the_oracle_rerenders(phantom_d
     assert asked["positive"]["nn_distance"] == pytest.approx(check["positive"]["nn_distance"])
     with pytest.raises(ConfigError, match="negative_control='held-out'"):
         memorisation_controls(phantom_data, ids[:3], train, {}, held_out, negative_control="held-out")
+
+
+def test_segmentation_experiment_reads_what_each_judge_fit_chose(one_thread):
+    """The judge's summary comes from the fits train_judge returns (nothing hung on the networks)."""
+    from medlsdm.evaluation.run import segmentation_experiment
+
+    pairs = [make_case(i) for i in range(4)]
+    cases = Cases([f"c{i}" for i in range(4)], [im[None] for im, _ in pairs], [lb for _, lb in pairs], [AFFINE] * 4)
+    options = {"max_steps": 2, "eval_every": 1, "features": [4, 8, 8], "crop_shape": [16, 16, 16]}
+    seg = segmentation_experiment(cases.head(2), cases, cases, cases, ["bg", "organ", "lesion"], seeds=[0, 1],
+                                  options=options, progress=False)
+    judge = seg.summary()
+    assert judge["network"].startswith("medlsdm SegNet") and judge["max_steps"] == 2 and len(judge["seconds"]) == 2
+    assert judge["best_steps"] == [f.best_step for f in seg.fits] and judge["stopped_steps"] == [2, 2]
+    assert seg.models == [f.model for f in seg.fits] and not hasattr(seg.models[0], "best_step")
+    assert set(seg.dice) == {"real_test", "synthetic"} and len(seg.dice["real_test"]["organ_per_seed"]) == 2

@@ -9,6 +9,7 @@ from medlsdm.errors import ConfigError
 from medlsdm.evaluation.segmentation import predict
 from medlsdm.metrics.overlap import lesion_detection
 from medlsdm.training import judge as judge_module
+from medlsdm.training.early_stopping import FitResult
 from medlsdm.training.judge import Judge, batch_split, train_judge
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,17 +75,20 @@ def trained():
     """A judge trained on four toy cases, validated on two."""
     torch.set_num_threads(1)
     images, labels = _cases(10)
-    model = train_judge(images[:8], labels[:8], num_classes=3, val_images=images[8:], val_labels=labels[8:], seed=0,
-                        progress=False, **{**TINY, "features": (8, 8, 16, 16, 32, 8), "max_steps": 100,
-                                           "eval_every": 10, "lr": 1e-2, "patience": 3})
-    return model, images, labels
+    fit = train_judge(images[:8], labels[:8], num_classes=3, val_images=images[8:], val_labels=labels[8:], seed=0,
+                      progress=False, **{**TINY, "features": (8, 8, 16, 16, 32, 8), "max_steps": 100,
+                                         "eval_every": 10, "lr": 1e-2, "patience": 3})
+    return fit, images, labels
 
 
 def test_judge_learns_and_finds_the_lesions(trained):
-    model, images, labels = trained
-    assert model.best_step <= model.stopped_step <= 100 and model.max_steps == 100
-    assert [s for s, _ in model.val_history] == list(range(10, model.stopped_step + 1, 10))
-    assert max(score for _, score in model.val_history) > 0.9  # organ and lesion both
+    fit, images, labels = trained
+    model = fit.model
+    assert isinstance(fit, FitResult) and not hasattr(model, "best_step")  # the result, not attributes on the model
+    assert fit.network_name.startswith("MONAI BasicUNet") and not model.training
+    assert fit.best_step <= fit.stopped_step <= 100 and fit.max_steps == 100
+    assert [s for s, _ in fit.val_history] == list(range(10, fit.stopped_step + 1, 10))
+    assert max(score for _, score in fit.val_history) == fit.best_score > 0.9  # organ and lesion both
     pred = predict(model, images[8:])
     assert [lesion_detection(p, lb, 2) for p, lb in zip(pred, labels[8:])] == [(1, 1), (1, 1)]
     assert model.features(torch.from_numpy(np.stack(images[:2]))).shape == (2, 32)  # the bottleneck's width
@@ -92,9 +96,9 @@ def test_judge_learns_and_finds_the_lesions(trained):
 
 def test_early_stopping_stops_after_patience_evaluations_without_a_better_score():
     images, labels = _cases(2)
-    model = train_judge(images, labels, num_classes=3, val_images=images, val_labels=labels, progress=False,
-                        **{**TINY, "lr": 1e-12, "max_steps": 50, "eval_every": 1, "patience": 2})
-    assert model.best_step == 1 and model.stopped_step == 3  # a weight change of 1e-12 moves no prediction
+    fit = train_judge(images, labels, num_classes=3, val_images=images, val_labels=labels, progress=False,
+                      **{**TINY, "lr": 1e-12, "max_steps": 50, "eval_every": 1, "patience": 2})
+    assert fit.best_step == 1 and fit.stopped_step == 3  # a weight change of 1e-12 moves no prediction
 
 
 def test_a_judge_predicts_no_lesion_where_there_is_none(trained):
@@ -102,7 +106,7 @@ def test_a_judge_predicts_no_lesion_where_there_is_none(trained):
     Not a constant image: instance norm erases a constant everywhere but at the zero-padded
     borders, so a network's answer on one reflects its borders and training layout, not the image
     (a toy judge of this kind predicted 500-2000 lesion voxels on constant images)."""
-    model = trained[0]
+    model = trained[0].model
     images, labels = _cases(4, seed=7)
     rng = np.random.default_rng(3)
     clean = [np.where(lb == 2, 1, lb) for lb in labels]  # the lesion filled with organ
@@ -131,9 +135,9 @@ def test_train_judge_refuses_bad_options():
 
 def test_the_segnet_recipe_learns_too():
     images, labels = _cases(10)
-    model = train_judge(images[:8], labels[:8], num_classes=3, val_images=images[8:], val_labels=labels[8:],
-                        progress=False, network="segnet", max_steps=60, eval_every=20)
-    assert model.network_name.startswith("medlsdm SegNet") and max(v for _, v in model.val_history) > 0.8
+    fit = train_judge(images[:8], labels[:8], num_classes=3, val_images=images[8:], val_labels=labels[8:],
+                      progress=False, network="segnet", max_steps=60, eval_every=20)
+    assert fit.network_name.startswith("medlsdm SegNet") and max(v for _, v in fit.val_history) > 0.8
 
 
 @pytest.mark.parametrize("network, channels_last", [("segnet", True), ("basicunet", False), ("segnet", False)])
@@ -144,7 +148,7 @@ def test_the_judge_trains_in_its_recipes_memory_layout(network, channels_last):
     option = {} if channels_last == judge_module.RECIPES[network]["channels_last"] else {"channels_last": channels_last}
     model = train_judge(images[:2], labels[:2], num_classes=3, val_images=images[2:], val_labels=labels[2:],
                         progress=False, network=network, max_steps=1, eval_every=1, features=None if network == "segnet"
-                        else (4, 4, 8, 8, 16, 4), **option)
+                        else (4, 4, 8, 8, 16, 4), **option).model
     weights = [p for p in model.parameters() if p.ndim == 5 and min(p.shape[2:]) > 1]
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     assert weights and all(p.is_contiguous(memory_format=layout) for p in weights)

@@ -11,11 +11,12 @@ PACKAGE = ROOT / "medlsdm"
 #: top-level module or package of ``medlsdm``, or a module of a package ranked apart from the rest
 #: of it (a module's layer is the longest entry its dotted name starts with); a tuple is one layer.
 #: ``evaluation`` measures (below ``training``, whose validation uses its Dice and reconstructions);
-#: the evaluation of a whole run (``evaluation.run`` and its augmentation arms, which call each
-#: other) trains judges and reads the profiles, so it sits above ``training`` and ``profiles``.
+#: the evaluation of a whole run trains judges and reads the profiles, so it sits above ``training``
+#: and ``profiles``, in three layers: the cases and their judges (``evaluation.cases``), the
+#: augmentation arms on them, and the run's steps (``evaluation.run``), which call the arms.
 LAYERS = ["errors", "settings", "atomic", "tables", "rundir", "metrics", "data", "models", "pipelines", "evaluation",
-          "training", "cardiac", "viz", "profiles", ("evaluation.run", "evaluation.augmentation"), "interpret",
-          "interpret_synthesis", "model_card", "pack", "runner", "sweep", "html_report", "cli"]
+          "training", "cardiac", "viz", "profiles", "evaluation.cases", "evaluation.augmentation", "evaluation.run",
+          "interpret", "interpret_synthesis", "model_card", "pack", "runner", "sweep", "html_report", "cli"]
 RANK = {name: i for i, entry in enumerate(LAYERS) for name in (entry if isinstance(entry, tuple) else (entry,))}
 
 
@@ -89,8 +90,11 @@ def test_the_checker_catches_violations(tmp_path):
     assert layer_violations(bad, "medlsdm.evaluation._layout_probe") == [
         "_layout_probe.py imports medlsdm.training.judge from a layer above evaluation",
         "_layout_probe.py imports medlsdm.evaluation.run from a layer above evaluation"]
-    assert layer_violations(bad, "medlsdm.evaluation.augmentation") == []
-    assert layer_of("medlsdm.evaluation.run.Cases") == "evaluation.run" and layer_of("medlsdm.evaluation.oracle") == "evaluation"
+    assert layer_violations(bad, "medlsdm.evaluation.run") == []
+    # the augmentation arms may use the judge but not the run's steps (they call the arms: no cycle)
+    assert layer_violations(bad, "medlsdm.evaluation.augmentation") == [
+        "_layout_probe.py imports medlsdm.evaluation.run from a layer above evaluation.augmentation"]
+    assert layer_of("medlsdm.evaluation.cases.Cases") == "evaluation.cases" and layer_of("medlsdm.evaluation.oracle") == "evaluation"
 
 
 def test_readme_layout_lists_every_module():

@@ -12,7 +12,9 @@ Measuring (what runs networks to produce the numbers of notebooks 02, 04, 05 and
 - :mod:`~medlsdm.evaluation.edits` — lesion edits of real volumes and what they keep (notebook 07).
 - :mod:`~medlsdm.evaluation.summary` — the ``05_evaluation`` metrics entry, its tables and verdict sentences.
 
-The whole evaluation of a run (notebook 05, ``medlsdm evaluate``), a layer above the rest
-(it trains judges and reads the profiles): :mod:`~medlsdm.evaluation.run`, with the
-augmentation arms in :mod:`~medlsdm.evaluation.augmentation`.
+The whole evaluation of a run (notebook 05, ``medlsdm evaluate``), layers above the rest (it
+trains judges and reads the profiles), each importing only from those before it:
+:mod:`~medlsdm.evaluation.cases` (the cases, the judges trained on them, their Dice), the
+augmentation arms in :mod:`~medlsdm.evaluation.augmentation`, and :mod:`~medlsdm.evaluation.run`,
+the steps of a run.
 """

@@ -4,7 +4,7 @@ trained on few real cases, and how much could perfect synthesis help?
 :func:`augmentation_extras` builds the added sets, all on the same new anatomies
 (:func:`medlsdm.evaluation.run.new_anatomy_labels`): their oracle renders, those through the VQ-GAN, and
 the pipeline's samples; :func:`augmentation_experiment` trains the judge
-(:func:`medlsdm.evaluation.run.train_judges`) on each arm and compares them on the real test cases.
+(:func:`medlsdm.evaluation.cases.train_judges`) on each arm and compares them on the real test cases.
 :func:`lesion_edits` makes the lesion augmentation's set: the real-small cases with a lesion
 inserted by :meth:`MedLSDMPipeline.edit`, scored by the lesion Dice they add.
 """
@@ -20,8 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..rundir import RunDir
-from . import run as ev
-from .run import Cases, read_cases
+from .cases import Cases, dice_over_seeds, read_cases, train_judges
 from .summary import nan_mean
 
 #: The augmentation bar: share of the oracle arm's gain that the synthetic arm must recover.
@@ -88,7 +87,7 @@ def lesion_arm_skipped(setting: bool | None, real_all: Mapping[str, Any], class_
 
     ``setting`` (notebook 05's ``lesion_augmentation``): ``True`` runs it, ``False`` does not,
     ``None`` runs it when the judge trained on all real cases (``real_all``:
-    :func:`medlsdm.evaluation.run.dice_over_seeds`), the arm's positive control, found at least one
+    :func:`medlsdm.evaluation.cases.dice_over_seeds`), the arm's positive control, found at least one
     test lesion. When even that judge finds none, every arm's lesion Dice is 0 and the arm would
     spend its judges on a gain that is 0 by construction."""
     if "lesion" not in class_names:
@@ -105,7 +104,7 @@ def lesion_arm_skipped(setting: bool | None, real_all: Mapping[str, Any], class_
 
 def lesion_gain(arm: Mapping[str, Any], base: Mapping[str, Any], test: Cases, class_names: Sequence[str], *,
                 seed: int = 0) -> dict[str, Any]:
-    """Lesion Dice gain of an arm over ``base`` (both :func:`medlsdm.evaluation.run.dice_over_seeds` on
+    """Lesion Dice gain of an arm over ``base`` (both :func:`medlsdm.evaluation.cases.dice_over_seeds` on
     ``test``), on the test cases whose label map holds a lesion (there the Dice is defined
     whatever is predicted), with its hierarchical-bootstrap CI over those cases and the judge
     seeds (``None`` with fewer than 2 such cases)."""
@@ -153,11 +152,10 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
         raise DataError(f"augmentation: needs training cases and extra volumes, got {len(small)} and "
                         f"{ {k: len(c) for k, c in extras.items()} }")
     k = len(class_names)
-    dice = {"real_small": ev.dice_over_seeds(ev.train_judges(small, val, k, seeds=seeds, options=options or {},
-                                                       progress=progress), test, class_names)}
-    for name, cases in extras.items():
-        models = ev.train_judges(small, val, k, seeds=seeds, options=options or {}, progress=progress, extra=cases)
-        dice[f"real_small_{name}"] = ev.dice_over_seeds(models, test, class_names)
+    dice = {}
+    for name, extra in {"real_small": None, **{f"real_small_{n}": c for n, c in extras.items()}}.items():
+        fits = train_judges(small, val, k, seeds=seeds, options=options or {}, progress=progress, extra=extra)
+        dice[name] = dice_over_seeds([f.model for f in fits], test, class_names)
     dice["real_all"] = dict(real_all)
     base = np.asarray(dice["real_small"]["organ"])
     gains = {name: {"gain": float(np.mean(np.asarray(d["organ"]) - base)),

@@ -32,58 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from ..atomic import read_json, write_json
-from ..data.io import read_nifti
 from ..errors import DataError
 from ..profiles import METRICS_KEYS
 from ..rundir import RunDir
 from ..settings import EvaluationSettings, with_defaults
+from .augmentation import augmentation_experiment, augmentation_extras, lesion_arm_skipped, lesion_edits
+from .cases import Cases, dice_over_seeds, read_cases, real_cases, train_judges
 from .summary import evaluation_metrics, nan_mean
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class Cases:
-    """Volumes of one set: ``images`` ``(1, D, H, W)`` float32 in [-1, 1], ``labels`` ``(D, H, W)`` int64."""
-
-    ids: list[str]
-    images: list[np.ndarray]
-    labels: list[np.ndarray]
-    affines: list[np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def head(self, n: int) -> "Cases":
-        """The first ``n`` cases."""
-        return Cases(self.ids[:n], self.images[:n], self.labels[:n], self.affines[:n])
-
-    def __add__(self, other: "Cases") -> "Cases":
-        return Cases(self.ids + other.ids, self.images + other.images, self.labels + other.labels,
-                     self.affines + other.affines)
-
-
-def read_cases(image_paths: Sequence[os.PathLike], label_paths: Sequence[os.PathLike], ids: Sequence[str]) -> Cases:
-    """Read paired image / label-map NIfTI files; each pair must share its voxel grid."""
-    images, labels, affines = [], [], []
-    for image_path, label_path in zip(image_paths, label_paths):
-        image, affine = read_nifti(image_path, kind="image")
-        label, label_affine = read_nifti(label_path, kind="label")
-        if image.shape != label.shape or not np.allclose(affine, label_affine, atol=1e-3):
-            raise DataError(f"{image_path}: not on the grid of its label map {label_path} "
-                            f"(shape {image.shape} vs {label.shape})")
-        images.append(image[None].astype(np.float32))
-        labels.append(label)
-        affines.append(affine)
-    return Cases(list(ids), images, labels, affines)
-
-
-def real_cases(run: RunDir, ids: Sequence[str]) -> Cases:
-    """The run's preprocessed real cases (``RUN/data/images`` and ``labels``)."""
-    return read_cases([run.data / "images" / f"{c}.nii.gz" for c in ids],
-                      [run.data / "labels" / f"{c}.nii.gz" for c in ids], ids)
 
 
 def synthetic_folder(run: RunDir, *, scheduler: str, steps: int, guidance_scale: float, seed: int) -> Path:
@@ -206,56 +164,18 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
     return {**means, "per_case": dict(zip(real.ids, per_pair))}
 
 
-def train_judges(cases: Cases, val: Cases, num_classes: int, *, seeds: Sequence[int], options: Mapping[str, Any],
-                 progress: bool, extra: Cases | None = None) -> list:
-    """One judge per seed (:func:`medlsdm.training.judge.train_judge`), each stopped early on the
-    validation cases; ``extra`` cases fill the judge's ``mix`` share of every batch."""
-    from ..training.judge import train_judge
-
-    more = {} if extra is None else {"extra_images": extra.images, "extra_labels": extra.labels}
-    return [train_judge(cases.images, cases.labels, num_classes=num_classes, seed=int(s), val_images=val.images,
-                        val_labels=val.labels, progress=progress, **more, **dict(options)) for s in seeds]
-
-
-def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) -> dict[str, Any]:
-    """Dice of every network on ``cases``: per case (mean over the networks) and per network.
-
-    ``organ`` / ``lesion`` (:func:`medlsdm.evaluation.segmentation.case_scores`): one value per
-    case, averaged over the networks (seeds); ``organ_per_seed`` / ``lesion_per_seed``: the
-    mean over cases for each network; ``organ_by_seed`` / ``lesion_by_seed``: every network's
-    value per case; ``per_class``: mean over cases and networks; ``lesions_found`` /
-    ``lesions_total``: per network, the true lesions (connected components) its prediction
-    touches (:func:`medlsdm.metrics.overlap.lesion_detection`) and their number.
-    """
-    from ..metrics.overlap import lesion_detection
-    from .segmentation import average_over_seeds, case_scores, lesion_classes, predict, score_predictions
-
-    k = len(class_names)
-    lesion_ids = [list(class_names).index(c) for c in lesion_classes(class_names)]
-    runs, found = [], []
-    for model in models:
-        preds = predict(model, cases.images)
-        runs.append(score_predictions(preds, cases.labels, k, class_names))
-        hits = [lesion_detection(p, lb, c) for p, lb in zip(preds, cases.labels) for c in lesion_ids]
-        found.append([sum(h[0] for h in hits), sum(h[1] for h in hits)])
-    scores = [case_scores(r, class_names) for r in runs]
-    out: dict[str, Any] = {"ids": list(cases.ids)}
-    for part in ("organ", "lesion"):
-        out[part] = average_over_seeds([s[part] for s in scores])
-        out[f"{part}_per_seed"] = [nan_mean(s[part]) for s in scores]
-        out[f"{part}_by_seed"] = [list(map(float, s[part])) for s in scores]  # (networks, cases)
-    out["per_class"] = {name: nan_mean([r["per_class"][name] for r in runs]) for name in class_names[1:]}
-    out["lesions_found"], out["lesions_total"] = [f[0] for f in found], [f[1] for f in found]
-    return out
-
-
 @dataclass
 class SegmentationResult:
-    """The judge: ``models`` (one per seed, trained on all real training cases) and ``dice``
-    (set name → :func:`dice_over_seeds`)."""
+    """The judge: ``fits`` (one :class:`~medlsdm.training.judge.JudgeFit` per seed, trained on all
+    real training cases) and ``dice`` (set name → :func:`dice_over_seeds`)."""
 
-    models: list
+    fits: list
     dice: dict[str, dict[str, Any]]
+
+    @property
+    def models(self) -> list:
+        """The judges' networks, one per seed."""
+        return [f.model for f in self.fits]
 
     def summary(self) -> dict[str, Any]:
         """``metrics.json``'s ``judge``: the network, its organ and lesion Dice and per-lesion
@@ -263,12 +183,12 @@ class SegmentationResult:
         and stopped each seed."""
         real = self.dice["real_test"]
         total = sum(real["lesions_total"])
-        return {"network": self.models[0].network_name, "dice_real_test": nan_mean(real["organ"]),
+        return {"network": self.fits[0].network_name, "dice_real_test": nan_mean(real["organ"]),
                 "lesion_dice_real_test": nan_mean(real["lesion"]),
                 "lesion_detection_rate": sum(real["lesions_found"]) / total if total else math.nan,
                 "lesions_per_seed": int(real["lesions_total"][0]) if real["lesions_total"] else 0,
-                "best_steps": [m.best_step for m in self.models], "stopped_steps": [m.stopped_step for m in self.models],
-                "max_steps": self.models[0].max_steps, "seconds": [round(m.train_seconds, 1) for m in self.models]}
+                "best_steps": [f.best_step for f in self.fits], "stopped_steps": [f.stopped_step for f in self.fits],
+                "max_steps": self.fits[0].max_steps, "seconds": [round(f.seconds, 1) for f in self.fits]}
 
 
 def segmentation_experiment(train: Cases, val: Cases, test: Cases, synthetic_test: Cases, class_names: Sequence[str], *,
@@ -278,9 +198,10 @@ def segmentation_experiment(train: Cases, val: Cases, test: Cases, synthetic_tes
     validation cases; Dice on the real test volumes, on the synthetic volumes made from the same
     label maps and (on phantoms, ``oracle_test``) on oracle re-renders of them: the Dice a perfect
     generator would get. The test cases are used for nothing else."""
-    models = train_judges(train, val, len(class_names), seeds=seeds, options=options or {}, progress=progress)
+    fits = train_judges(train, val, len(class_names), seeds=seeds, options=options or {}, progress=progress)
+    models = [f.model for f in fits]
     sets = {"real_test": test, "synthetic": synthetic_test, **({"oracle": oracle_test} if oracle_test else {})}
-    return SegmentationResult(models, {name: dice_over_seeds(models, cases, class_names) for name, cases in sets.items()})
+    return SegmentationResult(fits, {name: dice_over_seeds(models, cases, class_names) for name, cases in sets.items()})
 
 
 def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[str, Any] | None = None,
@@ -405,7 +326,6 @@ def _evaluate_run(run_dir: str | os.PathLike, *, scheduler: str, steps: int, gui
     from ..data.prepare import load_manifest
     from ..data.splits import load_split
     from ..pipelines.loading import load_pipeline
-    from .augmentation import augmentation_experiment, augmentation_extras, lesion_arm_skipped, lesion_edits
     from .features import available_feature_metrics
 
     start = time.perf_counter()

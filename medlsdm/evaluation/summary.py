@@ -64,7 +64,7 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation, features: Ma
     mem = privacy["synthetic"]
     out.update({
         "dice_per_class": {name: d["per_class"] for name, d in dice.items()},
-        "judge": segmentation.summary(), "judge_seeds": len(segmentation.models),
+        "judge": segmentation.summary(), "judge_seeds": len(segmentation.fits),
         "fd_seg": features["fd_seg"], "fid": features["fid"], "fid_3d": features["fid_3d"], "lpips": features["lpips"],
         "skipped": {**features["skipped"], **({"frd": dist["frd_skipped"]} if dist["frd_skipped"] else {})},
         "kid": kid["synthetic"]["kid"], "kid_ci": kid["synthetic"]["ci"], "kid_reference": kid["reference"]["kid"],
@@ -188,7 +188,7 @@ def plot_memorisation(check: Mapping[str, Any]):
 def judge_sentence(judge: Mapping[str, Any], dice: Mapping[str, Mapping[str, Any]]) -> str:
     """What the judge is and how good it is, written from :meth:`SegmentationResult.summary
     <medlsdm.evaluation.run.SegmentationResult.summary>` and the per-set Dice of
-    :func:`medlsdm.evaluation.run.dice_over_seeds`."""
+    :func:`medlsdm.evaluation.cases.dice_over_seeds`."""
     seeds = len(judge["best_steps"])
     early = sum(b < judge["max_steps"] for b in judge["best_steps"])
     said = [f"The judge ({judge['network']}, {seeds} seeds) scores an organ Dice of {judge['dice_real_test']:.3f} "

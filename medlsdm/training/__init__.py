@@ -8,7 +8,7 @@
 - :mod:`~medlsdm.training.vqgan` — VQ-GAN training (notebook 02).
 - :mod:`~medlsdm.training.diffusion` — latent diffusion training (notebook 03).
 - :mod:`~medlsdm.training.early_stopping` — the in-memory loop of the segmentation networks, best
-  validation weights kept (:class:`~medlsdm.training.early_stopping.FitResult`).
-- :mod:`~medlsdm.training.judge` — the judge of notebook 05.
+  validation weights kept; every fit ends there (:class:`~medlsdm.training.early_stopping.FitResult`).
+- :mod:`~medlsdm.training.judge` — the judge of notebook 05 (:class:`~medlsdm.training.judge.JudgeFit`).
 - :mod:`~medlsdm.training.segnet` — the small segmentation network (notebooks 06 and 07).
 """

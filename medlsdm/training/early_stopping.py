@@ -5,10 +5,13 @@ Unlike :class:`~medlsdm.training.trainer.Trainer` (long, resumable runs that wri
 logs into a run folder), these networks train in minutes, in memory, as measuring instruments:
 :func:`fit_early_stopping` runs a caller's optimiser step, measures a validation score every
 ``eval_every`` steps and after the last, keeps the weights of the best one, stops after
-``patience`` evaluations without a better one, and returns what it chose as a :class:`FitResult`.
+``patience`` evaluations without a better one, and ends every fit the same way: the best weights
+restored, the model in eval mode, one log line, and what it chose returned as a :class:`FitResult`.
 """
 from __future__ import annotations
 
+import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,6 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cores import follow_free_cores
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,6 +67,7 @@ def fit_early_stopping(model: nn.Module, train_step: Callable[[int], float], *, 
         patience: stop once ``patience · eval_every`` steps have passed since the best score
             without a better one (``None``: never stop early).
         progress: show a ``tqdm`` progress bar named ``desc``.
+        desc: the name of the bar and of the log line that reports the fit.
     """
     steps = int(max_steps)
     model.train()
@@ -88,6 +94,10 @@ def fit_early_stopping(model: nn.Module, train_step: Callable[[int], float], *, 
     if best is not None:
         model.load_state_dict(best[2])
     model.eval()
-    return FitResult(model=model, max_steps=steps, stopped_step=done, loss_history=history, val_history=val_history,
-                     best_step=None if best is None else best[1], best_score=None if best is None else best[0],
-                     seconds=time.perf_counter() - t0)
+    fit = FitResult(model=model, max_steps=steps, stopped_step=done, loss_history=history, val_history=val_history,
+                    best_step=None if best is None else best[1], best_score=None if best is None else best[0],
+                    seconds=time.perf_counter() - t0)
+    log.info("%s: %d of %d steps in %.1f s, final loss %.4f%s", desc, done, steps, fit.seconds,
+             history[-1] if history else math.nan,
+             "" if best is None else f", best validation {fit.best_score:.4f} at step {fit.best_step}")
+    return fit

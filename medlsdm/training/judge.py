@@ -41,7 +41,7 @@ and the augmentation's own random state (seeded once).
 """
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -52,8 +52,6 @@ from ..data.store import as_cases
 from ..errors import ConfigError, DataError
 from .early_stopping import FitResult, fit_early_stopping
 from .segnet import class_balance_weights, validation_dice
-
-log = logging.getLogger(__name__)
 
 #: The two recipes: what differs between them (:func:`train_judge` documents each key).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -71,6 +69,14 @@ NETWORK_NAMES = {"basicunet": "MONAI BasicUNet + DiceCELoss (nnU-Net recipe)",
 JUDGE_DEFAULTS: dict[str, Any] = dict(
     network="segnet", crop_shape=(16, 32, 32), batch_size=2, max_steps=200, eval_every=100, patience=2, mix=0.5,
     features=None, lr=None, class_balance=None, augment=None, foreground=None, channels_last=None)
+
+
+@dataclass
+class JudgeFit(FitResult):
+    """A trained judge: what early stopping chose (:class:`~medlsdm.training.early_stopping.FitResult`)
+    and ``network_name``, the recipe's name in ``metrics.json`` and the notebook (:data:`NETWORK_NAMES`)."""
+
+    network_name: str = ""
 
 
 class Judge(nn.Module):
@@ -165,7 +171,7 @@ def judge_network(network: str, num_classes: int, features: Sequence[int]) -> nn
 
 
 def train_judge(images, labels, *, num_classes: int, val_images, val_labels, extra_images=None, extra_labels=None,
-                seed: int = 0, progress: bool = True, **options) -> nn.Module:
+                seed: int = 0, progress: bool = True, **options) -> JudgeFit:
     """Train a judge (:data:`RECIPES`) on random crops of labelled cases, with early stopping on validation.
 
     Args:
@@ -184,9 +190,10 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
             SegNet step takes 0.72× the time, a BasicUNet step 1.14×, ``benchmarks/results/judge_step.md``).
 
     Returns:
-        The model (:class:`Judge` or :class:`~medlsdm.models.segnet.SegNet`) with its best
-        validation weights, in eval mode, with ``network_name``, ``val_history`` (``[(step, Dice), ...]``),
-        ``best_step``, ``stopped_step``, ``max_steps``, ``loss_history`` and ``train_seconds``.
+        A :class:`JudgeFit`: ``model`` (:class:`Judge` or :class:`~medlsdm.models.segnet.SegNet`,
+        with its best validation weights, in eval mode), ``network_name``, ``val_history``
+        (``[(step, Dice), ...]``), ``best_step``, ``best_score``, ``stopped_step``, ``max_steps``,
+        ``loss_history`` and ``seconds``.
     """
     from monai.losses import DiceCELoss
 
@@ -256,17 +263,4 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
 
     fit = fit_early_stopping(model, train_step, max_steps=steps, validate=validation, eval_every=every,
                              patience=int(opt["patience"]), progress=progress, desc="train judge")
-    log.info("judge: best validation Dice %.4f at step %d, stopped at %d of %d, %.1f s",
-             fit.best_score, fit.best_step, fit.stopped_step, steps, fit.seconds)
-    return judge_model(fit, NETWORK_NAMES[network])
-
-
-def judge_model(fit: FitResult, network_name: str) -> nn.Module:
-    """The judge's model with what the evaluation reads of it: ``network_name`` and, from ``fit``,
-    ``val_history``, ``best_step``, ``stopped_step``, ``max_steps``, ``loss_history`` and ``train_seconds``."""
-    model = fit.model
-    model.network_name = network_name
-    model.val_history, model.best_step, model.stopped_step, model.max_steps = (
-        fit.val_history, fit.best_step, fit.stopped_step, fit.max_steps)
-    model.loss_history, model.train_seconds = fit.loss_history, fit.seconds
-    return model
+    return JudgeFit(**vars(fit), network_name=NETWORK_NAMES[network])

@@ -27,7 +27,6 @@ Example::
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import numpy as np
@@ -39,8 +38,6 @@ from ..errors import ConfigError, DataError
 from ..models.segnet import SegNet
 from .datasets import random_window
 from .early_stopping import FitResult, fit_early_stopping
-
-log = logging.getLogger(__name__)
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, dice_weight: float = 1.0,
@@ -223,9 +220,5 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
     def validation(model) -> float:
         return validation_dice(model, val_images, val_labels, int(num_classes))
 
-    fit = fit_early_stopping(model, train_step, max_steps=int(steps), validate=validation if validate else None,
-                             eval_every=int(eval_every), progress=progress, desc="train segnet")
-    if validate:
-        log.info("segnet: best validation Dice %.4f at step %d of %d", fit.best_score, fit.best_step, steps)
-    log.info("segnet: %d steps in %.1f s, final loss %.4f", steps, fit.seconds, fit.loss_history[-1])
-    return fit
+    return fit_early_stopping(model, train_step, max_steps=int(steps), validate=validation if validate else None,
+                              eval_every=int(eval_every), progress=progress, desc="train segnet")
