@@ -100,7 +100,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
         blocks_per_case=args.blocks_per_case or defaults.get("blocks_per_case", 1),
         **options,
     )
-    log.info("preprocessed %d cases into %s", len(manifest["cases"]), args.out_dir)
+    log.info("preprocessed %d cases into %s", len(manifest.cases), args.out_dir)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
