@@ -198,8 +198,8 @@ def _build(run: RunDir, folder: Path, precision: dict[str, Any]) -> None:
     _cases_store(run.store_path, packed.store_path, precision["images"]["stored"])
     metrics = run.read_metrics()
     write_json(packed.metrics_path, {k: metrics[k] for k in _METRICS_KEYS if k in metrics})
-    params = {name: read_json(p) if (p := run.root / name / "train_params.json").is_file() else {}
-              for name in ("vqgan", "diffusion")}
+    params = {name: read_json(p) if (p := trained / "train_params.json").is_file() else {}
+              for name, trained in (("vqgan", run.vqgan), ("diffusion", run.diffusion))}
     write_text(folder / "README.md", model_card(manifest=manifest, metrics=metrics, params=params,
                                                 configs={n: read_json(packed.pipeline / n / "config.json")
                                                          for n in ("unet", "vqgan")},
