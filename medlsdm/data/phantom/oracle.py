@@ -54,7 +54,8 @@ TEXTURE_CLASSES = {"torso-ct": ("liver", "fat"), "breast-mr": ("breast",), "card
 
 def phantom_source(data_dir: str | Path) -> dict:
     """Where a preprocessed run's phantom came from: ``phantom.json`` of its ``data_root``
-    (a relative ``data_root``, as in a run unpacked from a pack, is relative to ``data_dir``).
+    (a relative ``data_root``, as in a run unpacked from a pack, is relative to ``data_dir``),
+    with the run's :class:`~medlsdm.data.prepare.Manifest` under ``"manifest"``.
 
     Raises:
         ConfigError: the run's data is not a phantom (no oracle exists for real data).
