@@ -87,7 +87,7 @@ def _yaml_list(values) -> str:
 def model_card(*, manifest: Manifest, metrics: Mapping[str, Any], params: Mapping[str, Mapping],
                configs: Mapping[str, Mapping], precision: Mapping[str, Any], source: str) -> str:
     """The ``README.md`` of a pack (see the module doc)."""
-    dataset, modality = manifest.dataset, manifest.modality
+    dataset, modality = manifest.dataset, manifest.modality or "?"
     phantom = manifest.data_root is not None
     m01 = metrics.get("01_preprocessing", {})
     data_name = f"medlsdm {dataset} phantom" if phantom else dataset
@@ -105,7 +105,7 @@ def model_card(*, manifest: Manifest, metrics: Mapping[str, Any], params: Mappin
         "## Training data", "",
         f"- Dataset: {data_name}" + (" (procedural: anatomy drawn first, then appearance; the oracle re-renders "
                                      "any anatomy with fresh appearance)" if phantom else ""),
-        f"- Cases: {len(manifest.cases)} blocks, split {split} (patient-level, seed {manifest.seed})",
+        f"- Cases: {len(manifest.cases)} blocks, split {split} (patient-level, seed {'?' if manifest.seed is None else manifest.seed})",
         f"- Classes: {', '.join(manifest.classes)}",
         f"- Spacing {manifest.spacing} mm (D, H, W), blocks of {manifest.block_shape} voxels, "
         f"intensities {json.dumps(manifest.normalisation)}", "",

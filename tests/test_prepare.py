@@ -160,7 +160,7 @@ def test_manifest_round_trips_and_keeps_keys_it_does_not_know(autopet_root, tmp_
 
 @pytest.mark.parametrize("content, problem", [
     ("[1]", "not a medlsdm manifest (no 'cases' list)"),
-    ('{"cases": []}', "no 'dataset', 'modality', 'classes'"),
+    ('{"cases": []}', "no 'dataset', 'classes', 'spacing'"),
     ('{"dataset": "x", "cases": [1]}', "case 0 is not a JSON object"),
     ("{", "not valid JSON"),
 ])
@@ -175,9 +175,9 @@ def test_load_manifest_names_a_case_key_that_is_missing(autopet_root, tmp_path):
     out = tmp_path / "data"
     prepare_dataset("autopet", autopet_root, out, spacing=(6, 2, 2), block_shape=(4, 8, 8), n_cases=1, labels="lesion")
     values = json.loads((out / "manifest.json").read_text())
-    del values["cases"][0]["label"]
+    del values["cases"][0]["patient_id"]
     (out / "manifest.json").write_text(json.dumps(values))
-    with pytest.raises(DataError, match=re.escape("manifest.json: case 0: no 'label'")):
+    with pytest.raises(DataError, match=re.escape("manifest.json: case 0: no 'patient_id'")):
         load_manifest(out)
 
 

@@ -50,18 +50,22 @@ _RERUN = "rerun notebook 01 / `medlsdm preprocess`"
 
 @dataclass(kw_only=True)
 class CaseEntry:
-    """One block of the manifest's ``cases``: where its files are and where it came from."""
+    """One block of the manifest's ``cases``: where its files are and where it came from.
+
+    Only ``case_id`` and ``patient_id`` are in every entry; the cardiac manifest's entries (a
+    case's ``n_slices``, in ``extra``) have none of the others.
+    """
 
     case_id: str
     patient_id: str
-    image: str  #: ``images/<case_id>.nii.gz``, relative to the data folder
-    label: str  #: ``labels/<case_id>.nii.gz``
-    source_image: str  #: relative to the dataset root (only the file name for a file outside it)
-    source_label: str
-    source_shape: list[int]
-    source_spacing: list[float]
-    block_start: int  #: first slice of the block in the preprocessed volume
-    class_voxels: list[int]  #: voxels of each class in the block
+    image: str | None = None  #: ``images/<case_id>.nii.gz``, relative to the data folder
+    label: str | None = None  #: ``labels/<case_id>.nii.gz``
+    source_image: str | None = None  #: relative to the dataset root (only the file name for a file outside it)
+    source_label: str | None = None
+    source_shape: list[int] | None = None
+    source_spacing: list[float] | None = None
+    block_start: int | None = None  #: first slice of the block in the preprocessed volume
+    class_voxels: list[int] | None = None  #: voxels of each class in the block
     source_frame: int | None = None  #: time frame of a 4-D file; not written when ``None``
     extra: dict[str, Any] = field(default_factory=dict)  #: keys this version does not know, kept as read
 
@@ -82,21 +86,24 @@ class Manifest:
 
     :meth:`to_dict` gives the file's JSON, keys in the order of the fields; keys of a file that
     this version does not know are kept in ``extra`` and written back after the others.
+    ``dataset``, ``classes``, ``spacing`` and ``cases`` are in every manifest; the others are
+    ``None`` in the 2-D cardiac manifest (:func:`medlsdm.cardiac.data.prepare_cardiac`, whose
+    own keys are in ``extra``), which the trainers read too.
     """
 
     dataset: str  #: adapter name
-    modality: str  #: ``"CT"`` or ``"MR"``
+    modality: str | None = None  #: ``"CT"`` or ``"MR"``
     classes: list[str]  #: class names, index 0 background
-    source_values: list[int]  #: label value of each class in the dataset's files
+    source_values: list[int] | None = None  #: label value of each class in the dataset's files
     spacing: list[float]  #: voxel size (mm), ``(D, H, W)``
-    block_shape: list[int]  #: ``(D, H, W)``
+    block_shape: list[int] | None = None  #: ``(D, H, W)``
     preprocessing: str = "resample"  #: ``"resample"`` or ``"paper"`` (absent from files before it existed)
-    normalisation: dict[str, Any]
-    data_root: str | None  #: the dataset folder; ``None`` in a pack of own data, relative in a pack of a phantom
-    split: str  #: file name of the split in the data folder
-    store: str  #: file name of the HDF5 cache in the data folder
-    seed: int  #: seed of the split
-    fractions: list[float]  #: (train, val, test) fractions of patients
+    normalisation: dict[str, Any] | None = None
+    data_root: str | None = None  #: the dataset folder; ``None`` in a pack of own data, relative in a pack of a phantom
+    split: str | None = None  #: file name of the split in the data folder
+    store: str | None = None  #: file name of the HDF5 cache in the data folder
+    seed: int | None = None  #: seed of the split
+    fractions: list[float] | None = None  #: (train, val, test) fractions of patients
     cases: list[CaseEntry]
     extra: dict[str, Any] = field(default_factory=dict)  #: keys this version does not know, kept as read
 

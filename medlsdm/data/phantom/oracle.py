@@ -24,6 +24,7 @@ import numpy as np
 
 from ...atomic import read_json
 from ...errors import ConfigError, DataError
+from ...rundir import STORE
 
 if TYPE_CHECKING:
     from ..prepare import CaseEntry, Manifest
@@ -121,7 +122,7 @@ def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, see
     manifest = source["manifest"]
     entries = {e.case_id: e for e in manifest.cases}
     out = []
-    with CaseStore(Path(data_dir) / manifest.store) as store:
+    with CaseStore(Path(data_dir) / (manifest.store or STORE)) as store:
         for cid in case_ids:
             if cid not in entries:
                 raise DataError(f"{data_dir}: no case {cid!r} in the manifest")
