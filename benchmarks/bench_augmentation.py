@@ -68,7 +68,7 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     options = {**p["judge_options"], **options}
     run = RunDir(run_dir)
     manifest, split = load_manifest(run.data), load_split(run.split_path)
-    classes = manifest["classes"]
+    classes = manifest.classes
     train_cases, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     small = train_cases.head(p["n_small"])
     if set(names) <= set(GENERATOR_FREE):  # no generator needed: the oracle renders alone
@@ -78,7 +78,7 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
         syn, _ = ev.synthetic_sets(run, pipe, split, n_test=0, n_train_maps=0, n_new=p["n_new"], seed=0)
         extras = aug_ev.augmentation_extras(run, pipe, syn["new"])
         if "real_small_lesion_edits" in names:  # notebook 05's lesion edits
-            extras["lesion_edits"] = aug_ev.lesion_edits(pipe, small, classes, manifest["spacing"], seed=0)
+            extras["lesion_edits"] = aug_ev.lesion_edits(pipe, small, classes, manifest.spacing, seed=0)
     for name in names:
         cases = train_cases if name == "real_all" else small
         extra = extras[name.removeprefix("real_small_")] if name.startswith("real_small_") else None

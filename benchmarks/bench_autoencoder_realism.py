@@ -84,7 +84,7 @@ def head_data(work: Path) -> tuple[Path, dict]:
     """The ch2 head T1 and its AAL map, tiled into NIfTI cases and read by the ``nifti`` adapter."""
     import nibabel as nib
 
-    from medlsdm.data.prepare import prepare_dataset
+    from medlsdm.data.prepare import load_manifest, prepare_dataset
 
     data = work / "head" / "data"
     raw = work / "head" / "raw"
@@ -106,8 +106,8 @@ def head_data(work: Path) -> tuple[Path, dict]:
                     nib.save(nib.Nifti1Image(y[box], affine), raw / "labels" / name)
         shape = [int(round(t / s)) for t, s in zip(HEAD_TILE_MM, HEAD_SPACING)]
         prepare_dataset("nifti", raw, data, spacing=HEAD_SPACING, block_shape=shape, modality="MR", num_classes=117)
-    manifest = json.loads((data / "manifest.json").read_text())
-    ids = sorted(c["case_id"] for c in manifest["cases"])
+    manifest = load_manifest(data)
+    ids = sorted(c.case_id for c in manifest.cases)
     held = [c for c in ids if c.startswith(f"slab{HEAD_HELD_OUT_SLAB}_")]
     return data, {"train": [c for c in ids if c not in held], "held_out": held}
 
@@ -143,7 +143,7 @@ def train(work: Path, dataset: str, option: str, seed: int) -> dict:
     from medlsdm.training.vqgan import load_vqgan, train_vqgan
 
     data, split = DATASETS[dataset](work)
-    classes = load_manifest(data)["classes"]
+    classes = load_manifest(data).classes
     out = work / "runs" / f"{dataset}-{option}-{seed}"
     with CaseStore(data / "cases.h5") as store:
         t0 = time.perf_counter()
@@ -171,14 +171,15 @@ def train(work: Path, dataset: str, option: str, seed: int) -> dict:
 
 def texture_and_bone(row: dict) -> dict:
     """Texture ratios and thin-bone contrast of a row's held-out reconstructions (reconstruction over original)."""
+    from medlsdm.data.prepare import load_manifest
     from medlsdm.evaluation.oracle import texture_classes
     from medlsdm.metrics.texture import texture_ratios
 
     data = np.load(Path(row["run"]) / "held_out.npz")
     x, recon, y = data["original"], data["recon"], data["labels"]
-    manifest = json.loads((Path(row["run"]).parents[1] / row["dataset"] / "data" / "manifest.json").read_text())
-    classes = manifest["classes"]
-    out = texture_ratios(list(recon), list(y), list(x), list(y), texture_classes(classes, manifest["dataset"]))
+    manifest = load_manifest(Path(row["run"]).parents[1] / row["dataset"] / "data")
+    classes = manifest.classes
+    out = texture_ratios(list(recon), list(y), list(x), list(y), texture_classes(classes, manifest.dataset))
     out["thin_bone"] = thin_bone_contrast(recon, x, y, classes.index("bone")) if "bone" in classes else float("nan")
     return out
 

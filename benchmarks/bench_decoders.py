@@ -58,12 +58,12 @@ def run(steps: int, seeds: list[int], options: list[str], work: Path) -> list[di
     with CaseStore(work / "data" / "cases.h5") as store:
         train_x, train_y, _ = stack_cases(store, split["train"])
         val_x, val_y, _ = stack_cases(store, split["val"])
-        means = class_means(list(train_x), list(train_y), num_classes=len(manifest["classes"]))
+        means = class_means(list(train_x), list(train_y), num_classes=len(manifest.classes))
         for name in options:
             for seed in seeds:
                 run_dir = work / f"{name}-{seed}"
                 t0 = time.perf_counter()
-                train_vqgan(run_dir, store=store, split=split, num_classes=len(manifest["classes"]), progress=False,
+                train_vqgan(run_dir, store=store, split=split, num_classes=len(manifest.classes), progress=False,
                             **{**q02, "steps": steps, "seed": seed}, **OPTIONS[name])
                 seconds = time.perf_counter() - t0
                 model = load_vqgan(run_dir)

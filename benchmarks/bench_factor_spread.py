@@ -76,7 +76,7 @@ def train(work: Path, data: Path, vqgan: Path, option: str, seed: int, n_maps: i
     samples = samples_per_map(pipe, labels, N_SAMPLES, steps=SAMPLE_STEPS, seed=0)
     raw = phantom_oracle.oracle_samples(run / "data", ids, N_ORACLE, seed=0)
     rec = reconstruct(pipe.vqgan, raw.reshape(-1, *raw.shape[2:]), np.repeat(labels, N_ORACLE, axis=0)).images.reshape(raw.shape)
-    judged = oracle.compare_with_oracle(samples, rec, raw, labels, manifest["classes"], manifest["dataset"])
+    judged = oracle.compare_with_oracle(samples, rec, raw, labels, manifest.classes, manifest.dataset)
     row = {"option": option, "seed": seed, "settings": OPTIONS[option], "train_seconds": round(seconds, 1),
            "n_maps": len(ids), **{k: judged[k] for k in ("diversity_ratio", "diversity_reference", "factor_spread_ratio",
                                                          "factor_spread_reference", "counted", "factor_preserved")},

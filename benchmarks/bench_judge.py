@@ -47,7 +47,7 @@ def measure(run_dir: Path, work: Path, recipe: str, steps: int, seed: int) -> No
 
     torch.set_num_threads(1)
     run = RunDir(run_dir)
-    classes, split = load_manifest(run.data)["classes"], load_split(run.split_path)
+    classes, split = load_manifest(run.data).classes, load_split(run.split_path)
     train, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     every = max(1, steps // 5)
     t0 = time.perf_counter()

@@ -38,7 +38,7 @@ CHILD = textwrap.dedent("""
     prepare_dataset("torso-ct", raw, out, spacing=p["spacing"], block_shape=p["block_shape"], n_cases=n)
     traced_mb = tracemalloc.get_traced_memory()[1] / 2**20
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": n, "seconds": seconds, "peak_mb": peak_mb, "traced_mb": traced_mb, "block_shape": manifest["block_shape"]}))
+    print(json.dumps({"n": n, "seconds": seconds, "peak_mb": peak_mb, "traced_mb": traced_mb, "block_shape": manifest.block_shape}))
 """)
 
 

@@ -94,7 +94,7 @@ def main() -> None:
     ]
     for (name, steps), (images, seconds) in zip(settings, results.values()):
         rmse = float(np.sqrt(np.mean((images - reference) ** 2)))
-        err = np.mean(list(class_intensity_error(list(images), list(real), list(labels), manifest["classes"]).values()))
+        err = np.mean(list(class_intensity_error(list(images), list(real), list(labels), manifest.classes).values()))
         lines.append(f"| {name} | {steps} | {seconds:.2f} | {ref_seconds / seconds:.1f}× | {rmse:.4f} | {err:.4f} |")
 
     unet = pipe.unet

@@ -76,7 +76,7 @@ def sample(run: Path, work: Path, variant: str) -> dict:
 
     scheduler, steps, guidance, snap = VARIANTS[variant]
     manifest, split = load_manifest(run / "data"), load_split(run / "data" / "split.json")
-    classes, dataset, ids = manifest["classes"], manifest["dataset"], split["val"][:N_MAPS]
+    classes, dataset, ids = manifest.classes, manifest.dataset, split["val"][:N_MAPS]
     with CaseStore(run / "data" / "cases.h5") as store:
         _, labels, _ = stack_cases(store, ids)
     pipe = use_scheduler(load_pipeline(run), scheduler)

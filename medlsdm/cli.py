@@ -100,7 +100,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
         blocks_per_case=args.blocks_per_case or defaults.get("blocks_per_case", 1),
         **options,
     )
-    log.info("preprocessed %d cases into %s", len(manifest["cases"]), args.out_dir)
+    log.info("preprocessed %d cases into %s", len(manifest.cases), args.out_dir)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
@@ -129,7 +129,7 @@ def nnunet_writer(args: argparse.Namespace, num_classes: int):
     from .data.classes import ClassTable
     from .data.nnunet import NNUNetWriter
 
-    manifest_path = Path(args.manifest) if args.manifest else Path(args.pipeline).parent / "data" / "manifest.json"
+    manifest_path = Path(args.manifest) if args.manifest else RunDir(Path(args.pipeline).parent).manifest_path
     manifest = read_json(manifest_path) if (args.manifest or manifest_path.is_file()) else {}
     names = manifest.get("classes") or ["background"] + [f"class_{i}" for i in range(1, num_classes)]
     if len(names) != num_classes:

@@ -7,9 +7,12 @@ manifest), so the card cannot contradict them; what the run did not measure is s
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .tables import markdown_table
+
+if TYPE_CHECKING:
+    from .data.prepare import Manifest
 
 #: Settings of each trainer's ``train_params.json`` shown on the card.
 SETTINGS = {
@@ -81,11 +84,11 @@ def _yaml_list(values) -> str:
     return "".join(f"\n- {json.dumps(v)}" for v in values)  # JSON strings are YAML strings
 
 
-def model_card(*, manifest: Mapping[str, Any], metrics: Mapping[str, Any], params: Mapping[str, Mapping],
+def model_card(*, manifest: Manifest, metrics: Mapping[str, Any], params: Mapping[str, Mapping],
                configs: Mapping[str, Mapping], precision: Mapping[str, Any], source: str) -> str:
     """The ``README.md`` of a pack (see the module doc)."""
-    dataset, modality = manifest.get("dataset", "?"), manifest.get("modality", "?")
-    phantom = manifest.get("data_root") is not None
+    dataset, modality = manifest.dataset, manifest.modality or "?"
+    phantom = manifest.data_root is not None
     m01 = metrics.get("01_preprocessing", {})
     data_name = f"medlsdm {dataset} phantom" if phantom else dataset
     tags = ["medlsdm", "diffusers", "latent-diffusion", "semantic-image-synthesis", "medical-imaging", "3d",
@@ -102,10 +105,10 @@ def model_card(*, manifest: Mapping[str, Any], metrics: Mapping[str, Any], param
         "## Training data", "",
         f"- Dataset: {data_name}" + (" (procedural: anatomy drawn first, then appearance; the oracle re-renders "
                                      "any anatomy with fresh appearance)" if phantom else ""),
-        f"- Cases: {len(manifest.get('cases', []))} blocks, split {split} (patient-level, seed {manifest.get('seed', '?')})",
-        f"- Classes: {', '.join(manifest.get('classes', []))}",
-        f"- Spacing {manifest.get('spacing')} mm (D, H, W), blocks of {manifest.get('block_shape')} voxels, "
-        f"intensities {json.dumps(manifest.get('normalisation'))}", "",
+        f"- Cases: {len(manifest.cases)} blocks, split {split} (patient-level, seed {'?' if manifest.seed is None else manifest.seed})",
+        f"- Classes: {', '.join(manifest.classes)}",
+        f"- Spacing {manifest.spacing} mm (D, H, W), blocks of {manifest.block_shape} voxels, "
+        f"intensities {json.dumps(manifest.normalisation)}", "",
         "## Settings", "",
         f"- VQ-GAN: {_settings(params.get('vqgan', {}), 'vqgan')}",
         f"- Diffusion: {_settings(params.get('diffusion', {}), 'diffusion')}",
@@ -128,7 +131,7 @@ def model_card(*, manifest: Mapping[str, Any], metrics: Mapping[str, Any], param
          "- Trained on the dataset above only; this pack holds its preprocessed cases: check the dataset's licence "
          "and data card before sharing the pack or samples."),
         "- Not for diagnosis, treatment or any clinical decision; not validated for any clinical use.",
-        f"- Label maps must use the class table above, spacing {manifest.get('spacing')} mm; deeper volumes go in "
+        f"- Label maps must use the class table above, spacing {manifest.spacing} mm; deeper volumes go in "
         "overlapping windows (notebook 07).",
         "- Small models on a small budget: the bars above say what it does and does not reach.",
     ]

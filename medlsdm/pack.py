@@ -171,34 +171,37 @@ def _cases_store(src: Path, dst: Path, image_dtype: str) -> None:
 
 def _build(run: RunDir, folder: Path, precision: dict[str, Any]) -> None:
     """The files of the pack of ``run`` in ``folder`` (all but ``pack.json``)."""
+    from .data.prepare import load_manifest
+
+    packed = RunDir(folder)  # the pack's files are a run directory
     for name in ("scheduler", "unet", "vqgan"):
         config = "scheduler_config.json" if name == "scheduler" else "config.json"
         values = {k: v for k, v in read_json(run.pipeline / name / config).items() if k != "_name_or_path"}  # no local paths
-        write_json(folder / "pipeline" / name / config, values)
+        write_json(packed.pipeline / name / config, values)
         if name != "scheduler":
             _weights(run.pipeline / name / "diffusion_pytorch_model.safetensors",
-                     folder / "pipeline" / name / "diffusion_pytorch_model.safetensors", precision[name]["stored"])
-    write_json(folder / "pipeline" / "model_index.json",
+                     packed.pipeline / name / "diffusion_pytorch_model.safetensors", precision[name]["stored"])
+    write_json(packed.pipeline / "model_index.json",
                {k: v for k, v in read_json(run.pipeline / "model_index.json").items() if k != "_name_or_path"})
-    manifest = read_json(run.manifest_path)
-    root = Path(manifest["data_root"]) if manifest.get("data_root") else None
+    manifest = load_manifest(run.data)
+    root = Path(manifest.data_root) if manifest.data_root else None
     if root is not None and (root / "phantom.json").is_file():
-        (folder / "raw" / root.name).mkdir(parents=True)
-        shutil.copyfile(root / "phantom.json", folder / "raw" / root.name / "phantom.json")
-        manifest["data_root"] = f"../raw/{root.name}"
+        (packed.raw / root.name).mkdir(parents=True)
+        shutil.copyfile(root / "phantom.json", packed.raw / root.name / "phantom.json")
+        manifest.data_root = Path(os.path.relpath(packed.raw / root.name, packed.data)).as_posix()  # ../raw/<name>
     else:
-        manifest["data_root"] = None  # own data: its location says nothing to others
+        manifest.data_root = None  # own data: its location says nothing to others
         log.warning("%s: the pack holds the preprocessed cases of %s, not a phantom: check the dataset's licence "
-                    "and data-sharing terms before handing it out", run.root, manifest.get("dataset"))
-    write_json(folder / "data" / "manifest.json", manifest)
-    shutil.copyfile(run.split_path, folder / "data" / "split.json")
-    _cases_store(run.store_path, folder / "data" / "cases.h5", precision["images"]["stored"])
+                    "and data-sharing terms before handing it out", run.root, manifest.dataset)
+    write_json(packed.manifest_path, manifest.to_dict())
+    shutil.copyfile(run.split_path, packed.split_path)
+    _cases_store(run.store_path, packed.store_path, precision["images"]["stored"])
     metrics = run.read_metrics()
-    write_json(folder / "metrics.json", {k: metrics[k] for k in _METRICS_KEYS if k in metrics})
-    params = {name: read_json(p) if (p := run.root / name / "train_params.json").is_file() else {}
-              for name in ("vqgan", "diffusion")}
+    write_json(packed.metrics_path, {k: metrics[k] for k in _METRICS_KEYS if k in metrics})
+    params = {name: read_json(p) if (p := trained / "train_params.json").is_file() else {}
+              for name, trained in (("vqgan", run.vqgan), ("diffusion", run.diffusion))}
     write_text(folder / "README.md", model_card(manifest=manifest, metrics=metrics, params=params,
-                                                configs={n: read_json(folder / "pipeline" / n / "config.json")
+                                                configs={n: read_json(packed.pipeline / n / "config.json")
                                                          for n in ("unet", "vqgan")},
                                                 precision=precision, source=run.root.name))
 
@@ -340,27 +343,28 @@ def verify_pack(pack: str | os.PathLike, *, dest: Path | None = None) -> dict[st
 def _finish(staging: Path, manifest: dict[str, Any]) -> None:
     """Check what the pack holds beyond its hashes and write the NIfTI files of ``data/``."""
     from .data.io import write_nifti
+    from .data.prepare import load_manifest
     from .data.store import CaseStore, check_plain_store
     from .pipelines.loading import check_pipeline_folder
 
-    check_pipeline_folder(staging / "pipeline")
-    data = read_json(staging / "data" / "manifest.json")
-    cases = data.get("cases") if isinstance(data, dict) else None
-    ids = [e.get("case_id") for e in cases] if isinstance(cases, list) and all(isinstance(e, dict) for e in cases) else None
+    unpacked = RunDir(staging)
+    check_pipeline_folder(unpacked.pipeline)
+    data = load_manifest(unpacked.data)
+    ids = [e.case_id for e in data.cases]
     if not ids or not all(isinstance(c, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", c) for c in ids):
         raise DataError("data/manifest.json: case ids missing or not plain names")
-    if any(e.get("image") != f"images/{e['case_id']}.nii.gz" or e.get("label") != f"labels/{e['case_id']}.nii.gz" for e in cases):
+    if any(e.image != f"images/{e.case_id}.nii.gz" or e.label != f"labels/{e.case_id}.nii.gz" for e in data.cases):
         raise DataError("data/manifest.json: a case's image or label path is not images/<id>.nii.gz, labels/<id>.nii.gz")
-    root = data.get("data_root")
+    root = data.data_root
     phantoms = [n for n in manifest["files"] if n.startswith("raw/")]
     if root is not None and [f"{root[3:]}/phantom.json"] != phantoms:
         raise DataError(f"data/manifest.json: data_root {root!r} is not the pack's raw/<name> folder")
-    check_plain_store(staging / "data" / "cases.h5", ids)
-    with CaseStore(staging / "data" / "cases.h5") as store:
-        for cid in ids:
-            image, label, affine = store[cid]
-            write_nifti(staging / "data" / "images" / f"{cid}.nii.gz", image, affine, kind="image")
-            write_nifti(staging / "data" / "labels" / f"{cid}.nii.gz", label, affine, kind="label")
+    check_plain_store(unpacked.store_path, ids)
+    with CaseStore(unpacked.store_path) as store:
+        for entry in data.cases:
+            image, label, affine = store[entry.case_id]
+            write_nifti(unpacked.data / entry.image, image, affine, kind="image")
+            write_nifti(unpacked.data / entry.label, label, affine, kind="label")
 
 
 def _unpacked_from(run: RunDir, manifest: dict[str, Any]) -> bool:

@@ -1,10 +1,10 @@
 """Small NIfTI cases and a run's data folder made of them, for the tests of medlsdm.evaluation."""
-import json
-
 import numpy as np
 
+from medlsdm.atomic import write_json
 from medlsdm.data.io import write_nifti
-from medlsdm.rundir import RunDir
+from medlsdm.data.prepare import Manifest
+from medlsdm.rundir import SPLIT, STORE, RunDir
 
 AFFINE = np.diag([5.5, 5.5, 6.0, 1.0])
 
@@ -18,6 +18,14 @@ def make_case(seed, shape=(16, 16, 16)):
     return image.astype(np.float32), label
 
 
+def write_manifest(data_dir, data_root, classes=("background", "organ", "lesion")):
+    """A ``manifest.json`` in ``data_dir`` of a dataset at ``data_root`` listing no cases."""
+    manifest = Manifest(dataset="nifti", modality="CT", classes=list(classes), source_values=list(range(len(classes))),
+                        spacing=[6.0, 5.5, 5.5], block_shape=[16, 16, 16], normalisation={}, data_root=str(data_root),
+                        split=SPLIT, store=STORE, seed=0, fractions=[0.5, 0.25, 0.25], cases=[])
+    write_json(data_dir / "manifest.json", manifest.to_dict())
+
+
 def write_run(root, n=4):
     """A run's data folder (images/, labels/) of ``n`` small cases, split 2/1/1."""
     run = RunDir(root)
@@ -26,5 +34,5 @@ def write_run(root, n=4):
         image, label = make_case(i)
         write_nifti(run.data / "images" / f"{cid}.nii.gz", image, AFFINE, kind="image")
         write_nifti(run.data / "labels" / f"{cid}.nii.gz", label, AFFINE, kind="label")
-    (run.data / "manifest.json").write_text(json.dumps({"data_root": str(run.data), "cases": []}))  # not a phantom
+    write_manifest(run.data, run.data)  # not a phantom
     return run, {"train": ids[:2], "val": ids[2:3], "test": ids[3:]}

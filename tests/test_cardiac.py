@@ -13,6 +13,7 @@ from medlsdm.cardiac.evaluation import ablation_table, evaluate_samples
 from medlsdm.cardiac.store import CLASS_NAMES, SliceStore
 from medlsdm.cardiac.training import load_mode_pipeline, mode_dir, synthesize, train_mode, train_vqvae
 from medlsdm.data.io import dhw_to_world
+from medlsdm.data.prepare import load_manifest
 from medlsdm.errors import ConfigError, DataError
 from medlsdm.pipelines.loading import load_pipeline_dir
 
@@ -173,8 +174,9 @@ def test_prepare_mnms_layout(tmp_path):
         if cid in lv:
             lv[cid] += int((store[sid].label == 1).sum())
     assert lv["A0_ED"] > lv["A0_ES"]
-    manifest = json.loads((tmp_path / "out" / "data" / "manifest.json").read_text())
-    assert manifest["classes"] == list(CLASS_NAMES) and manifest["spacing"] == [3.0, 3.0]
+    manifest = load_manifest(tmp_path / "out" / "data")  # the 2-D manifest the trainers read
+    assert manifest.classes == list(CLASS_NAMES) and manifest.spacing == [3.0, 3.0] and manifest.block_shape is None
+    assert manifest.extra["slices"] == "slices.h5" and "n_slices" in manifest.cases[0].extra
     edges = store.edges(0)[0].astype(bool)
     assert np.array_equal(edges, canny_edges(store[0].image, **EDGE_DEFAULTS))  # computed once, stored
     with pytest.raises(ConfigError, match="data_root"):

@@ -85,7 +85,7 @@ def test_memorisation_flags_the_copies_and_passes_the_oracle_rerenders(phantom_d
     from medlsdm.evaluation.cases import real_cases
     from medlsdm.evaluation.controls import memorisation_controls
 
-    ids = [e["case_id"] for e in load_manifest(phantom_data)["cases"]]
+    ids = [e.case_id for e in load_manifest(phantom_data).cases]
     cases = real_cases(RunDir(phantom_data.parent), ids)
     train, held_out = cases.images[:3], cases.images[3:]
     check = memorisation_controls(phantom_data, ids[:3], train, {"held_out": held_out}, held_out)

@@ -97,8 +97,8 @@ def test_01_exercises(smoke_run, tmp_path):
 
     coarse = RunDir(tmp_path / "coarse")
     run_notebooks("smoke", coarse.root, only=["01"], overrides={"spacing": [8.0, 8.0, 8.0]})
-    case = prepare.load_manifest(coarse.data)["cases"][0]
-    _, affine = io.read_nifti(coarse.data / case["image"])
+    case = prepare.load_manifest(coarse.data).cases[0]
+    _, affine = io.read_nifti(coarse.data / case.image)
     assert np.allclose(io.spacing_dhw(affine), 8.0)
     assert (coarse.figures / "01_raw_vs_preprocessed.png").is_file()
     assert metrics(coarse, "01_preprocessing")["painting_r2"] != metrics(smoke_run, "01_preprocessing")["painting_r2"]
@@ -111,14 +111,14 @@ def test_01_exercises(smoke_run, tmp_path):
 
     blocks = RunDir(tmp_path / "blocks")
     run_notebooks("smoke", blocks.root, only=["01"], overrides={"blocks_per_case": 3, "seed": 1})
-    cases = prepare.load_manifest(blocks.data)["cases"]
+    cases = prepare.load_manifest(blocks.data).cases
     per_patient = {}
     for c in cases:
-        per_patient.setdefault(c["patient_id"], []).append(c["case_id"])
+        per_patient.setdefault(c.patient_id, []).append(c.case_id)
     assert max(len(v) for v in per_patient.values()) == 3  # a scan too short for three gives fewer
     split = splits.load_split(blocks.split_path)
     assert splits.shared_patients(split, cases) == {}
-    naive = splits.make_split([(c["case_id"], c["case_id"]) for c in cases], seed=1)
+    naive = splits.make_split([(c.case_id, c.case_id) for c in cases], seed=1)
     leaked = splits.shared_patients(naive, cases)
     assert leaked and set(leaked) <= set(per_patient)
     with pytest.raises(Exception, match="more than one split"):
@@ -192,9 +192,9 @@ def test_04_exercise_own_label_map(smoke_run, tmp_path):
 
     manifest = prepare.load_manifest(smoke_run.data)
     test_id = splits.load_split(smoke_run.split_path)["test"][0]
-    case = next(c for c in manifest["cases"] if c["case_id"] == test_id)
-    label, affine = io.read_nifti(smoke_run.data / case["label"], kind="label")
-    liver = manifest["classes"].index("liver")
+    case = next(c for c in manifest.cases if c.case_id == test_id)
+    label, affine = io.read_nifti(smoke_run.data / case.label, kind="label")
+    liver = manifest.classes.index("liver")
     grown = ndimage.binary_dilation(label == liver, iterations=2) & (label > 0)
     assert (grown & (label != liver)).any()
     edited = label.copy()

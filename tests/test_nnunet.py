@@ -12,6 +12,7 @@ from medlsdm.data.classes import ClassTable
 from medlsdm.data.datasets import validate_cases
 from medlsdm.data.io import read_nifti, write_nifti
 from medlsdm.data.nnunet import NNUNetWriter, write_nnunet_dataset
+from medlsdm.data.prepare import load_manifest
 from medlsdm.errors import ConfigError, DataError
 
 SHAPE = (8, 8, 4)  # nibabel (x, y, z)
@@ -169,6 +170,6 @@ def test_cli_preprocess_nnunet(tmp_path):
     code = cli.main(["preprocess", "--dataset", "nnunet", "--data-root", str(root), "--out-dir", str(tmp_path / "data"),
                      "--spacing", "3,1.5,1.5", "--block-shape", "4,8,8"])
     assert code == 0
-    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
-    assert manifest["dataset"] == "nnunet" and manifest["classes"] == ["background", "liver", "tumour"]
-    assert len(manifest["cases"]) == 5
+    manifest = load_manifest(tmp_path / "data")
+    assert manifest.dataset == "nnunet" and manifest.classes == ["background", "liver", "tumour"]
+    assert len(manifest.cases) == 5

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from notebook_utils import effective_parameters, error_outputs, unexecuted_cells
 
+from medlsdm.data.prepare import load_manifest
 from medlsdm.profiles import METRICS_KEYS, NOTEBOOKS, PROFILES
 from medlsdm.runner import find_notebooks
 
@@ -75,12 +76,12 @@ def test_01_preprocessing(smoke_run):
     assert m["block_shape"] == p["block_shape"]
     assert abs(sum(m["class_fraction"].values()) - 1) < 1e-6
     assert 0 < m["painting_r2"] < 1  # hidden factors: the label map does not fix the image
-    manifest = json.loads((smoke_run.data / "manifest.json").read_text())
+    manifest = load_manifest(smoke_run.data)
     split = json.loads((smoke_run.data / "split.json").read_text())
-    assert sorted(sum(split.values(), [])) == sorted(c["case_id"] for c in manifest["cases"])
-    for case in manifest["cases"]:
-        img = nib.load(smoke_run.data / case["image"])
-        lab = nib.load(smoke_run.data / case["label"])
+    assert sorted(sum(split.values(), [])) == sorted(c.case_id for c in manifest.cases)
+    for case in manifest.cases:
+        img = nib.load(smoke_run.data / case.image)
+        lab = nib.load(smoke_run.data / case.label)
         np.testing.assert_allclose(img.affine, lab.affine, atol=1e-6)  # one grid (float32 header)
         np.testing.assert_allclose(np.sqrt((img.affine[:3, :3] ** 2).sum(0)), p["spacing"][::-1], rtol=1e-5)
         data = np.asarray(img.dataobj)

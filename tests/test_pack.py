@@ -10,6 +10,7 @@ import yaml
 
 from medlsdm.atomic import read_json
 from medlsdm.cli import main
+from medlsdm.data.prepare import load_manifest
 from medlsdm.errors import ConfigError, PackError
 from medlsdm.pack import MANIFEST, measure_precision, pack_run, unpack_run, verify_pack
 from medlsdm.training.checkpoint import file_digest
@@ -87,8 +88,8 @@ def test_round_trip_runs_notebook_04_from_the_pack(smoke_pack, tmp_path):
     metrics = read_json(new / "metrics.json")
     assert {"01_preprocessing", "03_diffusion", "04_synthesis"} <= set(metrics)
     assert metrics["04_synthesis"]["diversity_ratio"] > 0  # the oracle re-rendered from the pack's phantom record
-    manifest = read_json(new / "data" / "manifest.json")
-    assert len(list((new / "data" / "images").glob("*.nii.gz"))) == len(manifest["cases"])
+    manifest = load_manifest(new / "data")
+    assert len(list((new / "data" / "images").glob("*.nii.gz"))) == len(manifest.cases)
     from medlsdm.pipelines.loading import load_pipeline
     assert {str(p.dtype) for p in load_pipeline(new).unet.parameters()} == {"torch.float32"}
     # the same pack again into the same folder: used as it is

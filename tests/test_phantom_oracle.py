@@ -10,7 +10,7 @@ from medlsdm.errors import ConfigError, DataError
 def test_oracle_samples_rerender_the_stored_label_maps(phantom_data, one_thread):
     from medlsdm.data.prepare import load_manifest
 
-    ids = [e["case_id"] for e in load_manifest(phantom_data)["cases"]][:2]
+    ids = [e.case_id for e in load_manifest(phantom_data).cases][:2]
     renders = oracle_samples(phantom_data, ids, 2, seed=1)
     assert renders.shape == (2, 2, 1, 16, 32, 32) and renders.dtype == np.float32
     assert -1 <= renders.min() < renders.max() <= 1
@@ -21,7 +21,9 @@ def test_oracle_samples_rerender_the_stored_label_maps(phantom_data, one_thread)
 
 
 def test_phantom_source_refuses_data_that_is_not_a_phantom(tmp_path):
-    (tmp_path / "manifest.json").write_text('{"data_root": "%s", "cases": []}' % tmp_path.as_posix())
+    from evaluation_utils import write_manifest
+
+    write_manifest(tmp_path, tmp_path.as_posix())
     with pytest.raises(ConfigError, match="not a phantom dataset"):
         phantom_source(tmp_path)
 
@@ -33,7 +35,7 @@ def test_new_anatomies_are_not_cases_of_the_run(phantom_data):
     ids, images, labels, affines = new_anatomies(phantom_data, 2)
     assert ids == ["new_004", "new_005"] and labels[0].shape == (16, 32, 32) and labels[0].dtype == np.int64
     with CaseStore(phantom_data / "cases.h5") as store:
-        run_labels = [np.asarray(store[e["case_id"]][1]) for e in load_manifest(phantom_data)["cases"]]
+        run_labels = [np.asarray(store[e.case_id][1]) for e in load_manifest(phantom_data).cases]
     assert not any(np.array_equal(new, old) for new in labels for old in run_labels)
     assert len(np.unique(labels[0])) > 3  # an anatomy, not an empty block
     np.testing.assert_array_equal(new_anatomies(phantom_data, 1, first_index=5).labels[0], labels[1])  # deterministic
@@ -57,7 +59,7 @@ def tiny_phantom_run(tmp_path_factory):
 def test_deep_scan_is_the_same_body_several_blocks_deep(tiny_phantom_run, one_thread):
     from medlsdm.data.prepare import load_manifest
 
-    case = load_manifest(tiny_phantom_run)["cases"][0]["case_id"]
+    case = load_manifest(tiny_phantom_run).cases[0].case_id
     scan = deep_scan(tiny_phantom_run, case, n_blocks=3, n_oracle=2)
     assert scan.label.shape == (48, 32, 32) and scan.oracle.shape == (2, 1, 48, 32, 32)
     assert scan.z_extent_mm == pytest.approx(48 * 12.0)

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..atomic import write_json
 from ..errors import ConfigError, DataError
+from ..rundir import RunDir
 from .store import CLASS_NAMES, CardiacSlice, SliceStore
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
     from ..data.splits import make_split, save_split
 
     start = time.perf_counter()
-    out_dir = Path(out_dir)
+    cardiac = RunDir(out_dir)  # laid out as a run directory: raw/, data/, vqgan/
     if dataset not in ("cardiac-2d", "mnms"):
         raise ConfigError(f"dataset must be 'cardiac-2d' (phantom) or 'mnms', got {dataset!r}")
     if int(size) < 16 or int(size) % 8:
@@ -234,7 +234,7 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
     if data_root is None:
         if dataset != "cardiac-2d":
             raise ConfigError(f"dataset {dataset!r} needs data_root (the folder with {adapter.layout})")
-        data_root = out_dir / "raw"
+        data_root = cardiac.raw
         make_phantom("cardiac-2d", data_root, int(n_subjects or 20), seed=seed)
     cases = adapter.find_cases(data_root)
     if n_subjects is not None:
@@ -245,7 +245,7 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
     edge = dict(sigma=float(edge_sigma), low=float(edge_low), high=float(edge_high))
     attrs = {"dataset": dataset, "views": views, "size": int(size), "fov_mm": float(fov_mm), "pixel_mm": float(fov_mm) / int(size),
              "edges": edge, "classes": list(CLASS_NAMES), "percentiles": list(percentiles)}
-    data = out_dir / "data"
+    data = cardiac.data
     records, case_rows = [], []
     with SliceStore(data / "slices.h5", "w", size=int(size), attrs=attrs) as store:
         for case in tqdm(cases, desc="slices", disable=not progress, leave=False):
@@ -261,10 +261,10 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
     if not records:
         raise DataError(f"{data_root}: no slice with foreground in any of the {len(cases)} cases")
     split = make_split(records, fractions=fractions, seed=seed)
-    save_split(data / "split.json", split)
+    save_split(cardiac.split_path, split)
     manifest = {**attrs, "spacing": [attrs["pixel_mm"]] * 2, "slices": "slices.h5", "n_slices": len(records),
                 "cases": case_rows}
-    write_json(data / "manifest.json", manifest)
+    write_json(cardiac.manifest_path, manifest)
     patients = {p for _, p in records}
     summary = {"dataset": dataset, "views": views, "n_subjects": len(patients), "n_cases": len(cases), "n_slices": len(records),
                **{f"n_{k}": len(v) for k, v in split.items()}, "size": int(size), "pixel_mm": attrs["pixel_mm"],

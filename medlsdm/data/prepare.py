@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -42,6 +43,100 @@ logger = logging.getLogger(__name__)
 
 #: What a data folder holds (module docstring); nothing else may be in an ``out_dir``.
 OUTPUTS = ("images", "labels", MANIFEST, SPLIT, STORE)
+
+
+_RERUN = "rerun notebook 01 / `medlsdm preprocess`"
+
+
+@dataclass(kw_only=True)
+class CaseEntry:
+    """One block of the manifest's ``cases``: where its files are and where it came from.
+
+    Only ``case_id`` and ``patient_id`` are in every entry; the cardiac manifest's entries (a
+    case's ``n_slices``, in ``extra``) have none of the others.
+    """
+
+    case_id: str
+    patient_id: str
+    image: str | None = None  #: ``images/<case_id>.nii.gz``, relative to the data folder
+    label: str | None = None  #: ``labels/<case_id>.nii.gz``
+    source_image: str | None = None  #: relative to the dataset root (only the file name for a file outside it)
+    source_label: str | None = None
+    source_shape: list[int] | None = None
+    source_spacing: list[float] | None = None
+    block_start: int | None = None  #: first slice of the block in the preprocessed volume
+    class_voxels: list[int] | None = None  #: voxels of each class in the block
+    source_frame: int | None = None  #: time frame of a 4-D file; not written when ``None``
+    extra: dict[str, Any] = field(default_factory=dict)  #: keys this version does not know, kept as read
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "manifest") -> "CaseEntry":
+        return _from_dict(cls, values, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _to_dict(self)
+        if self.source_frame is None:
+            del out["source_frame"]
+        return out
+
+
+@dataclass(kw_only=True)
+class Manifest:
+    """``RUN/data/manifest.json``: what :func:`prepare_dataset` did (read with :func:`load_manifest`).
+
+    :meth:`to_dict` gives the file's JSON, keys in the order of the fields; keys of a file that
+    this version does not know are kept in ``extra`` and written back after the others.
+    ``dataset``, ``classes``, ``spacing`` and ``cases`` are in every manifest; the others are
+    ``None`` in the 2-D cardiac manifest (:func:`medlsdm.cardiac.data.prepare_cardiac`, whose
+    own keys are in ``extra``), which the trainers read too.
+    """
+
+    dataset: str  #: adapter name
+    modality: str | None = None  #: ``"CT"`` or ``"MR"``
+    classes: list[str]  #: class names, index 0 background
+    source_values: list[int] | None = None  #: label value of each class in the dataset's files
+    spacing: list[float]  #: voxel size (mm), ``(D, H, W)``
+    block_shape: list[int] | None = None  #: ``(D, H, W)``
+    preprocessing: str = "resample"  #: ``"resample"`` or ``"paper"`` (absent from files before it existed)
+    normalisation: dict[str, Any] | None = None
+    data_root: str | None = None  #: the dataset folder; ``None`` in a pack of own data, relative in a pack of a phantom
+    split: str | None = None  #: file name of the split in the data folder
+    store: str | None = None  #: file name of the HDF5 cache in the data folder
+    seed: int | None = None  #: seed of the split
+    fractions: list[float] | None = None  #: (train, val, test) fractions of patients
+    cases: list[CaseEntry]
+    extra: dict[str, Any] = field(default_factory=dict)  #: keys this version does not know, kept as read
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "manifest") -> "Manifest":
+        """The manifest of the JSON object ``values``; :class:`DataError` naming ``where`` when it is not one."""
+        if not isinstance(values, dict) or not isinstance(values.get("cases"), list):
+            raise DataError(f"{where}: not a medlsdm manifest (no 'cases' list); {_RERUN}")
+        cases = []
+        for k, entry in enumerate(values["cases"]):
+            if not isinstance(entry, dict):
+                raise DataError(f"{where}: case {k} is not a JSON object; {_RERUN}")
+            cases.append(CaseEntry.from_dict(entry, f"{where}: case {k}"))
+        return _from_dict(cls, {**values, "cases": cases}, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``manifest.json``."""
+        return {**_to_dict(self), "cases": [c.to_dict() for c in self.cases]}
+
+
+def _from_dict(cls, values: dict, where: str):
+    """``cls`` from the JSON object ``values``: unknown keys go to ``extra``; missing ones raise."""
+    names = [f.name for f in fields(cls) if f.name != "extra"]
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise DataError(f"{where}: no {', '.join(map(repr, missing))}; not a complete medlsdm manifest, {_RERUN}")
+    return cls(**{k: v for k, v in values.items() if k in names},
+               extra={k: v for k, v in values.items() if k not in names})
+
+
+def _to_dict(obj) -> dict[str, Any]:
+    return {**{f.name: getattr(obj, f.name) for f in fields(obj) if f.name != "extra"}, **obj.extra}
 
 
 def _check_parameters(spacing, block_shape, n_cases, blocks_per_case):
@@ -124,7 +219,7 @@ def prepare_dataset(
     blocks_per_case: int = 1,
     preprocessing: str = "resample",
     **adapter_kwargs,
-) -> dict:
+) -> Manifest:
     """Validate, preprocess and split a dataset; write everything to ``out_dir``.
 
     Steps: find the cases (the first ``n_cases``, sorted) → validate *all* of them before any
@@ -191,13 +286,13 @@ def prepare_dataset(
 
     save_pretrained_atomic(SimpleNamespace(save_pretrained=build), out_dir)  # built aside, swapped in whole
     manifest = built["manifest"]
-    logger.info("wrote %d blocks of %d cases to %s", len(manifest["cases"]), len(cases), out_dir)
+    logger.info("wrote %d blocks of %d cases to %s", len(manifest.cases), len(cases), out_dir)
     return manifest
 
 
 def _write_dataset(out_dir: Path, adapter, cases: list[Case], data_root: Path, source_info: dict, *,
                    spacing: list[float], block_shape: list[int], fractions, seed: int, blocks_per_case: int,
-                   preprocessing: str) -> dict:
+                   preprocessing: str) -> Manifest:
     """Preprocess every case into the (new, empty) folder ``out_dir``; write split and manifest."""
     normalisation = adapter.normalisation if preprocessing == "resample" else {"method": "minmax_per_block", "range": [-1.0, 1.0]}
     entries = []
@@ -217,23 +312,23 @@ def _write_dataset(out_dir: Path, adapter, cases: list[Case], data_root: Path, s
         spacing = [float(v) for v in np.median([source_info[c.case_id]["spacing"] for c in cases], axis=0)]
     split = make_split(entries, fractions=fractions, seed=seed)
     save_split(out_dir / SPLIT, split)
-    manifest = {
-        "dataset": adapter.name,
-        "modality": adapter.modality,
-        "classes": list(adapter.classes.names),
-        "source_values": list(adapter.classes.source_values),
-        "spacing": spacing,
-        "block_shape": block_shape,
-        "preprocessing": preprocessing,
-        "normalisation": normalisation,
-        "data_root": str(data_root.resolve()),
-        "split": SPLIT,
-        "store": STORE,
-        "seed": int(seed),
-        "fractions": [float(f) for f in fractions],
-        "cases": entries,
-    }
-    write_json(out_dir / MANIFEST, manifest)
+    manifest = Manifest(
+        dataset=adapter.name,
+        modality=adapter.modality,
+        classes=list(adapter.classes.names),
+        source_values=list(adapter.classes.source_values),
+        spacing=spacing,
+        block_shape=block_shape,
+        preprocessing=preprocessing,
+        normalisation=normalisation,
+        data_root=str(data_root.resolve()),
+        split=SPLIT,
+        store=STORE,
+        seed=int(seed),
+        fractions=[float(f) for f in fractions],
+        cases=[CaseEntry.from_dict(e) for e in entries],
+    )
+    write_json(out_dir / MANIFEST, manifest.to_dict())
     return manifest
 
 
@@ -285,7 +380,7 @@ def _process_case(
     return entries
 
 
-def load_manifest(out_dir: str | os.PathLike) -> dict:
+def load_manifest(out_dir: str | os.PathLike) -> Manifest:
     """Read ``out_dir/manifest.json`` written by :func:`prepare_dataset`.
 
     Args:
@@ -300,7 +395,4 @@ def load_manifest(out_dir: str | os.PathLike) -> dict:
             f"{path}: no preprocessed data manifest; run notebook 01_preprocessing "
             "or `medlsdm preprocess --out-dir ...` first"
         )
-    manifest = read_json(path)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("cases"), list):
-        raise DataError(f"{path}: not a medlsdm manifest (no 'cases' list); rerun notebook 01 / `medlsdm preprocess`")
-    return manifest
+    return Manifest.from_dict(read_json(path), str(path))

@@ -107,7 +107,7 @@ def new_anatomy_labels(run: RunDir, n: int) -> tuple[list[str], Path] | None:
     from ..training.checkpoint import json_digest
 
     folder = run.eval_samples / "new_anatomies"
-    stamp, digest = folder / "data.json", json_digest(read_json(run.data / "manifest.json"))
+    stamp, digest = folder / "data.json", json_digest(read_json(run.manifest_path))
     if stamp.is_file() and read_json(stamp).get("manifest_digest") != digest:
         log.warning("%s: made from other data (manifest changed): written afresh", folder)
         for path in sorted(folder.glob("*.nii.gz")) + sorted(folder.glob("oracle/*.nii.gz")):
@@ -299,7 +299,7 @@ def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
     from ..data.prepare import load_manifest
 
     manifest = load_manifest(run.data)
-    info = {"dataset": manifest.get("dataset", "?"), "decoder": "?", "channels": "?"}
+    info = {"dataset": manifest.dataset, "decoder": "?", "channels": "?"}
     if pipe is not None:
         cfg = pipe.vqgan.config
         info.update(decoder=cfg.decoder_type, channels="-".join(str(c) for c in cfg.channels))
@@ -332,7 +332,7 @@ def _evaluate_run(run_dir: str | os.PathLike, *, scheduler: str, steps: int, gui
     available_feature_metrics(dict(weights or {}))  # a mistyped weight path fails before any work
     run = RunDir(run_dir)
     manifest = load_manifest(run.data)
-    class_names, split = manifest["classes"], load_split(run.split_path)
+    class_names, split = manifest.classes, load_split(run.split_path)
     pipe = load_pipeline(run.root)
     settings = dict(scheduler=scheduler, steps=steps, guidance_scale=guidance_scale, seed=seed)
     syn, _ = synthetic_sets(run, pipe, split, n_test=n_test, n_train_maps=n_train_maps,
@@ -345,7 +345,7 @@ def _evaluate_run(run_dir: str | os.PathLike, *, scheduler: str, steps: int, gui
     extras = augmentation_extras(run, pipe, syn["new"]) if syn.get("new") is not None else None
     lesion_skipped = lesion_arm_skipped(lesion_augmentation, seg.dice["real_test"], class_names)
     if extras and lesion_skipped is None:
-        extras["lesion_edits"] = lesion_edits(pipe, train.head(n_small), class_names, manifest["spacing"],
+        extras["lesion_edits"] = lesion_edits(pipe, train.head(n_small), class_names, manifest.spacing,
                                               scheduler=scheduler, steps=lesion_edit_steps, seed=seed)
     aug = (augmentation_experiment(train, val, test, extras, class_names, seg.dice["real_test"], n_small=n_small,
                                    seed=seed, lesion_skipped=lesion_skipped, **judge_kw) if extras else None)

@@ -256,13 +256,13 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         if extra_condition is not None:
             raise ConfigError("train_diffusion: appearance_swaps does not apply to models with extra condition channels")
         latents, labels = _with_appearance_swaps(vqgan, store, list(split["train"]), latents, labels,
-                                                 int(p["appearance_swaps"]), len(manifest["classes"]), p["seed"])
+                                                 int(p["appearance_swaps"]), len(manifest.classes), p["seed"])
     labels, extras = conditions(split["train"] * (1 + int(p["appearance_swaps"])), labels)
     stats = latent_normalization(latents, p["latent_norm"])
     register_config_values(vqgan, **stats)  # saved with the pipeline's VQ-GAN
     latent_scale = stats["scaling_factor"]
     log.info("%d training latents of shape %s, normalised: %s", len(latents), tuple(latents.shape[1:]), p["latent_norm"])
-    num_classes = len(manifest["classes"])
+    num_classes = len(manifest.classes)
     if p["label_encoder_channels"] is None:  # the UNet reads the condition only area-averaged: average it once
         dataset = LatentDataset(vqgan.to_diffusion(latents), latent_conditions(labels, extras, num_classes, latents.shape[2:]),
                                 seed=p["seed"])
@@ -306,7 +306,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         ema_unet = SemanticUNet.from_config(trainer.unwrap("unet").config)
         ema.copy_to(ema_unet.parameters())
         pipe = MedLSDMPipeline(vqgan, ema_unet.eval(), make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"]),
-                               spacing=manifest["spacing"], block_shape=manifest.get("block_shape"), **(pipeline_config or {}))
+                               spacing=manifest.spacing, block_shape=manifest.block_shape, **(pipeline_config or {}))
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

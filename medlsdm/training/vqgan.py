@@ -253,7 +253,7 @@ def _num_classes(run, store, train_ids: Sequence[str]) -> int:
     if run.manifest_path.is_file():
         from ..data.prepare import load_manifest
 
-        classes = load_manifest(run.data).get("classes")
+        classes = load_manifest(run.data).classes
         if classes:
             return len(classes)
     return int(max(int(np.asarray(store[c][1]).max()) for c in train_ids)) + 1

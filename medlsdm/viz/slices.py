@@ -10,9 +10,12 @@ wider grids wrap into blocks.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..data.prepare import Manifest
 
 VIEWS = ("axial", "coronal", "sagittal")
 #: the (horizontal, vertical) axis of each view, as drawn by :func:`take_slice`
@@ -41,10 +44,10 @@ def class_colors(num_classes: int) -> np.ndarray:
     return colors
 
 
-def hu_window(manifest: Mapping) -> tuple[float, float] | None:
+def hu_window(manifest: Manifest) -> tuple[float, float] | None:
     """The HU window that maps to [-1, 1] when the manifest's images are CT normalised by a
     fixed window (``{"method": "ct_window", "window": [lo, hi]}``), else ``None``."""
-    norm = manifest.get("normalisation") or {}
+    norm = manifest.normalisation or {}
     if norm.get("method") != "ct_window":
         return None
     lo, hi = norm["window"]

@@ -18,13 +18,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 
 from ...atomic import read_json
 from ...errors import ConfigError, DataError
-from ...rundir import MANIFEST, STORE
+from ...rundir import STORE
+
+if TYPE_CHECKING:
+    from ..prepare import CaseEntry, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +55,16 @@ TEXTURE_CLASSES = {"torso-ct": ("liver", "fat"), "breast-mr": ("breast",), "card
 
 def phantom_source(data_dir: str | Path) -> dict:
     """Where a preprocessed run's phantom came from: ``phantom.json`` of its ``data_root``
-    (a relative ``data_root``, as in a run unpacked from a pack, is relative to ``data_dir``).
+    (a relative ``data_root``, as in a run unpacked from a pack, is relative to ``data_dir``),
+    with the run's :class:`~medlsdm.data.prepare.Manifest` under ``"manifest"``.
 
     Raises:
         ConfigError: the run's data is not a phantom (no oracle exists for real data).
     """
-    manifest = read_json(Path(data_dir) / MANIFEST)
-    root = manifest.get("data_root")
+    from ..prepare import load_manifest
+
+    manifest = load_manifest(data_dir)
+    root = manifest.data_root
     record = None if root is None else Path(data_dir) / root / "phantom.json"  # an absolute root stays as it is
     if record is None or not record.is_file():
         raise ConfigError(f"{root}: not a phantom dataset (no phantom.json); "
@@ -66,12 +72,12 @@ def phantom_source(data_dir: str | Path) -> dict:
     return {**read_json(record), "manifest": manifest}
 
 
-def phantom_index(entry: Mapping) -> int:
+def phantom_index(entry: CaseEntry) -> int:
     """The phantom case index of a manifest entry (its source file ``<prefix>_<index>.nii.gz``)."""
-    return int(Path(entry["source_image"]).name.split(".")[0].rsplit("_", 1)[1])
+    return int(Path(entry.source_image).name.split(".")[0].rsplit("_", 1)[1])
 
 
-def preprocess_like_run(manifest: Mapping, image_xyz: np.ndarray, label_xyz: np.ndarray, affine: np.ndarray,
+def preprocess_like_run(manifest: Manifest, image_xyz: np.ndarray, label_xyz: np.ndarray, affine: np.ndarray,
                         block_shape: Sequence[int] | None = None):
     """One phantom rendering (``(x, y, z)`` arrays as the phantom makes them) preprocessed
     exactly as notebook 01 preprocessed the run's cases (canonical orientation, resampling,
@@ -83,9 +89,9 @@ def preprocess_like_run(manifest: Mapping, image_xyz: np.ndarray, label_xyz: np.
 
     image, aff = canonical_dhw(image_xyz, affine)
     label, _ = canonical_dhw(np.asarray(label_xyz).astype(np.int64), affine)
-    return preprocess_case(image, label, aff, classes=get_adapter(manifest["dataset"]).classes,
-                           normalisation=manifest["normalisation"], spacing=manifest["spacing"],
-                           block_shape=manifest["block_shape"] if block_shape is None else block_shape)[0]
+    return preprocess_case(image, label, aff, classes=get_adapter(manifest.dataset).classes,
+                           normalisation=manifest.normalisation, spacing=manifest.spacing,
+                           block_shape=manifest.block_shape if block_shape is None else block_shape)[0]
 
 
 def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, seed: int = 0) -> np.ndarray:
@@ -114,9 +120,9 @@ def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, see
 
     source = phantom_source(data_dir)
     manifest = source["manifest"]
-    entries = {e["case_id"]: e for e in manifest["cases"]}
+    entries = {e.case_id: e for e in manifest.cases}
     out = []
-    with CaseStore(Path(data_dir) / manifest.get("store", STORE)) as store:
+    with CaseStore(Path(data_dir) / (manifest.store or STORE)) as store:
         for cid in case_ids:
             if cid not in entries:
                 raise DataError(f"{data_dir}: no case {cid!r} in the manifest")
@@ -183,13 +189,13 @@ def deep_scan(data_dir: str | Path, case_id: str, n_blocks: int, n_oracle: int, 
     manifest = source["manifest"]
     if source["kind"] != "torso-ct":
         raise ConfigError(f"{data_dir}: deep scans need the torso-ct phantom, this run's is {source['kind']}")
-    entry = next((e for e in manifest["cases"] if e["case_id"] == case_id), None)
+    entry = next((e for e in manifest.cases if e.case_id == case_id), None)
     if entry is None:
         raise DataError(f"{data_dir}: no case {case_id!r} in the manifest")
     index = phantom_index(entry)
-    block = [int(v) for v in manifest["block_shape"]]
+    block = [int(v) for v in manifest.block_shape]
     depth = int(n_blocks) * block[0]
-    z_extent = float(depth * manifest["spacing"][0])
+    z_extent = float(depth * manifest.spacing[0])
     own = draw_anatomy(source["kind"], source["seed"], index, source.get("shape"))
     shape = (*own.label.shape[:2], int(np.ceil(z_extent / own.spacing[2])))
     label, affine, images, _ = oracle_rerenders(source["kind"], source["seed"], index,
