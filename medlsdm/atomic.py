@@ -26,6 +26,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .errors import DataError
+
 log = logging.getLogger(__name__)
 
 
@@ -99,7 +101,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file, raising :class:`~medlsdm.errors.DataError` naming it when unreadable."""
-    from .errors import DataError
 
     path = Path(path)
     if not path.is_file():

@@ -14,13 +14,20 @@ pages reference no ``http(s)://`` script, so the report opens from a USB stick o
 """
 from __future__ import annotations
 
+import base64
+import csv
 import html
 import logging
 import lzma
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
+
+import nbformat
+from jinja2 import DictLoader
+from nbconvert import HTMLExporter
 
 from .atomic import atomic_path, write_text
 from .errors import ConfigError, DataError
@@ -82,8 +89,6 @@ def install_static(dest: str | os.PathLike) -> list[Path]:
 
 def make_exporter():
     """An ``HTMLExporter`` (lab template) that embeds images and references only local JS."""
-    from jinja2 import DictLoader
-    from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(
         template_name="lab",
@@ -103,7 +108,6 @@ def make_exporter():
 
 def export_notebook(path: str | os.PathLike, out_dir: str | os.PathLike, exporter=None) -> Path:
     """Export one executed notebook to ``out_dir/<stem>.html``; return its path."""
-    import nbformat
 
     path = Path(path)
     out_dir = Path(out_dir)
@@ -140,8 +144,6 @@ def _cell(value: Any) -> str:
 def _sweeps_html(run: RunDir) -> str:
     """The run's sweeps (``RUN/sweeps/<notebook>.csv`` + ``.png``) as tables with their plot
     embedded, so the report stays one self-contained folder."""
-    import base64
-    import csv
 
     esc = html.escape
     parts = []
@@ -230,7 +232,6 @@ def build_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
 
 def report_scripts(html_text: str) -> list[str]:
     """The ``src`` of every ``<script>`` in a page (what the tests check is local)."""
-    import re
 
     return re.findall(r"<script[^>]*\bsrc=[\"']([^\"']*)[\"']", html_text)
 

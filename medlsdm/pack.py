@@ -47,11 +47,22 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
+import h5py
 import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, read_json, write_json, write_text
+from .data.io import write_nifti
+from .data.prepare import load_manifest
+from .data.splits import load_split
+from .data.store import FORMAT_VERSION, CaseStore, check_plain_store, stack_cases
 from .errors import ConfigError, DataError, PackError
+from .metrics.image import psnr
 from .model_card import model_card
+from .pipelines.loading import check_pipeline_folder, load_pipeline
+from .pipelines.pipeline_medlsdm import MedLSDMPipeline
+from .pipelines.synthesis import use_scheduler
 from .rundir import RunDir
 from .training.checkpoint import file_digest
 
@@ -83,7 +94,6 @@ _CHUNK = 1 << 20
 
 def _half_rounded(module):
     """A copy of ``module`` whose floating-point weights went through float16 and back."""
-    import torch
 
     module = copy.deepcopy(module)
     with torch.no_grad():
@@ -103,14 +113,7 @@ def measure_precision(run: RunDir, *, tolerance_db: float = 50.0, steps: int = 5
     chosen combination is measured too. Images: float16 when rounding moves no voxel more than
     :data:`IMAGE_TOLERANCE`.
     """
-    import torch
 
-    from .data.splits import load_split
-    from .data.store import CaseStore, stack_cases
-    from .metrics.image import psnr
-    from .pipelines.loading import load_pipeline
-    from .pipelines.pipeline_medlsdm import MedLSDMPipeline
-    from .pipelines.synthesis import use_scheduler
 
     pipe = use_scheduler(load_pipeline(run.root), "ddim")
     ids = load_split(run.split_path)["test"][:n_maps]
@@ -143,7 +146,6 @@ def measure_precision(run: RunDir, *, tolerance_db: float = 50.0, steps: int = 5
 
 
 def _weights(src: Path, dst: Path, stored: str) -> None:
-    from safetensors.torch import load_file, save_file
 
     if stored == "float32":
         shutil.copyfile(src, dst)
@@ -154,9 +156,7 @@ def _weights(src: Path, dst: Path, stored: str) -> None:
 
 def _cases_store(src: Path, dst: Path, image_dtype: str) -> None:
     """``src``'s cases in a new HDF5 file of the same layout, images as ``image_dtype``."""
-    import h5py
 
-    from .data.store import FORMAT_VERSION, CaseStore
 
     with CaseStore(src) as store, h5py.File(dst, "w", track_order=True) as out:
         out.attrs["format_version"] = FORMAT_VERSION
@@ -171,7 +171,6 @@ def _cases_store(src: Path, dst: Path, image_dtype: str) -> None:
 
 def _build(run: RunDir, folder: Path, precision: dict[str, Any]) -> None:
     """The files of the pack of ``run`` in ``folder`` (all but ``pack.json``)."""
-    from .data.prepare import load_manifest
 
     packed = RunDir(folder)  # the pack's files are a run directory
     for name in ("scheduler", "unet", "vqgan"):
@@ -342,10 +341,6 @@ def verify_pack(pack: str | os.PathLike, *, dest: Path | None = None) -> dict[st
 
 def _finish(staging: Path, manifest: dict[str, Any]) -> None:
     """Check what the pack holds beyond its hashes and write the NIfTI files of ``data/``."""
-    from .data.io import write_nifti
-    from .data.prepare import load_manifest
-    from .data.store import CaseStore, check_plain_store
-    from .pipelines.loading import check_pipeline_folder
 
     unpacked = RunDir(staging)
     check_pipeline_folder(unpacked.pipeline)

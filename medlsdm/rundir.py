@@ -225,7 +225,7 @@ _HELD: set[Path] = set()
 def _writer_lock(path: Path, owner: str, root: Path):
     """Hold a non-blocking ``flock`` on ``path`` (which records ``owner``) or raise naming the holder."""
     try:
-        import fcntl
+        import fcntl  # noqa: PLC0415  (POSIX only)
     except ImportError:  # Windows: no check
         yield
         return
@@ -251,7 +251,7 @@ def _writer_lock(path: Path, owner: str, root: Path):
 def _locked(path: Path):
     """An exclusive advisory lock on ``path`` for the block (POSIX ``flock``; elsewhere none)."""
     try:
-        import fcntl
+        import fcntl  # noqa: PLC0415  (POSIX only)
     except ImportError:  # Windows: one notebook at a time
         yield
         return

@@ -35,7 +35,15 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterable
 
+import papermill
+import zmq
+from jupyter_client.manager import AsyncKernelManager
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+from traitlets import CaselessStrEnum
+
 from .errors import ConfigError, NotebookError
+from .pack import FROM_PACK_DEFAULT, check_from_pack, unpack_run
 from .profiles import NOTEBOOKS, notebook_parameters
 from .rundir import RunDir
 from .training.cores import LANES_ENV
@@ -103,7 +111,6 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 
 def notebook_parameter_names(path: Path) -> dict[str, Any]:
     """The names (and defaults, as source text) of a notebook's ``parameters`` cell."""
-    import papermill
 
     logging.getLogger("papermill").setLevel(logging.WARNING)  # our own progress line per notebook is enough
     params = papermill.inspect_notebook(str(path))
@@ -203,7 +210,6 @@ def _first_line(source: str, width: int = 70) -> str:
 def _progress_engine() -> str:
     """Register (once) a papermill engine that logs a line as each code cell starts,
     ``<progress> cell 3/12: <its first line>``; return its name."""
-    from papermill.engines import NBClientEngine, papermill_engines
 
     class ProgressEngine(NBClientEngine):
         @classmethod
@@ -229,9 +235,6 @@ def _progress_engine() -> str:
 def _encrypted_kernel_manager() -> type:
     """nbclient's kernel manager with CurveZMQ transport encryption where the kernel supports it
     (ipykernel >= 7.3 warns at every start, "Kernel is running over TCP without encryption", if not)."""
-    import zmq
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
 
     class EncryptedKernelManager(AsyncKernelManager):
         transport_encryption = CaselessStrEnum(["disabled", "auto", "required"], config=True,
@@ -255,8 +258,6 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
     Raises:
         NotebookError: naming the notebook, the failing cell and the error.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
 
     output = output or run.executed / path.name
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -341,7 +342,6 @@ def run_notebooks(
             (new or empty, or unpacked from the same pack before) before any kernel starts; ``only``
             defaults to 04, 05, 07 and may not name 01-03 (:func:`medlsdm.pack.check_from_pack`).
     """
-    from .pack import FROM_PACK_DEFAULT, check_from_pack, unpack_run
 
     overrides = dict(overrides or {})
     only = FROM_PACK_DEFAULT if from_pack is not None and only is None else only

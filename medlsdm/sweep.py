@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
 from .atomic import atomic_path
 from .errors import ConfigError, NotebookError
 from .profiles import INPUTS, METRICS_KEYS, notebook_parameters
@@ -231,7 +234,6 @@ def plot_sweep(rows: list[dict[str, Any]], params: list[str], path: Path, title:
     With more than one row, metrics that are the same in every row and the notebook's echo
     of a swept value (``metrics.<param>``) get no panel: they have nothing to show.
     """
-    from matplotlib.figure import Figure
 
     metrics = []
     for row in rows:
@@ -296,7 +298,6 @@ def sweep(
         NotebookError: a combination failed (its executed notebook is kept; metrics.json is
             restored).
     """
-    from tqdm.auto import tqdm
 
     paths = find_notebooks(notebooks_dir, [notebook])
     if len(paths) != 1:

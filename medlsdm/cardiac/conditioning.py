@@ -4,7 +4,10 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import torch
+
 from ..errors import ConfigError
+from ..models.unet import semantic_condition
 from .store import CLASS_NAMES
 
 log = logging.getLogger(__name__)
@@ -56,9 +59,7 @@ def make_condition(labels, edges, mode: str, num_classes: int = len(CLASS_NAMES)
         edges: ``(B, 1, H, W)`` edge maps in {0, 1}.
         mode: one of :data:`MODES`.
     """
-    import torch
 
-    from ..models.unet import semantic_condition
 
     labels, edges = condition_inputs(torch.as_tensor(labels).long(), torch.as_tensor(edges, dtype=torch.float32), mode)
     return semantic_condition(labels, num_classes, edges)

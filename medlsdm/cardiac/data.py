@@ -37,11 +37,22 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Sequence
 
 import numpy as np
+from skimage.feature import canny
+from tqdm.auto import tqdm
 
 from ..atomic import write_json
+from ..data.adapters import get_adapter
+from ..data.classes import CARDIAC
+from ..data.datasets import validate_cases
+from ..data.io import spacing_dhw
+from ..data.labels import remap_labels
+from ..data.phantom import make_phantom
+from ..data.preprocess import normalize_mr, resample, resampled_affine, shift_affine
+from ..data.splits import make_split, save_split
 from ..errors import ConfigError, DataError
 from ..rundir import RunDir
 from .store import CLASS_NAMES, CardiacSlice, SliceStore
@@ -78,7 +89,6 @@ def canny_edges(image: np.ndarray, sigma: float = EDGE_DEFAULTS["sigma"], low: f
     Returns:
         ``(H, W)`` bool edge map.
     """
-    from skimage.feature import canny
 
     image = np.asarray(image, dtype=np.float64)
     if image.ndim == 3 and image.shape[0] == 1:
@@ -137,10 +147,6 @@ def slice_case(image: np.ndarray, label: np.ndarray, affine: np.ndarray, *, size
     Returns:
         ``[(slice index in the volume, CardiacSlice), …]`` for the slices with foreground.
     """
-    from ..data.classes import CARDIAC
-    from ..data.io import spacing_dhw
-    from ..data.labels import remap_labels
-    from ..data.preprocess import normalize_mr, resample, resampled_affine, shift_affine
 
     classes = classes or CARDIAC
     if classes.num_classes != len(CLASS_NAMES):
@@ -210,14 +216,8 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
     Returns:
         A summary: counts of subjects, cases and slices per split, settings, ``seconds``.
     """
-    import time
 
-    from tqdm.auto import tqdm
 
-    from ..data.adapters import get_adapter
-    from ..data.datasets import validate_cases
-    from ..data.phantom import make_phantom
-    from ..data.splits import make_split, save_split
 
     start = time.perf_counter()
     cardiac = RunDir(out_dir)  # laid out as a run directory: raw/, data/, vqgan/

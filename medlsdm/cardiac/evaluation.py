@@ -7,6 +7,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..evaluation.features import inception_features, segnet_feature_distance
+from ..evaluation.segmentation import evaluate_dice
+from ..metrics.distribution import frechet_distance_from_features
+from ..metrics.image import paired_metrics
+from ..tables import format_number, markdown_table
 from .store import CLASS_NAMES
 
 log = logging.getLogger(__name__)
@@ -30,10 +35,6 @@ def evaluate_samples(real: np.ndarray, fake: np.ndarray, *, labels: np.ndarray |
         segnet: a trained 2-D :class:`~medlsdm.models.segnet.SegNet`.
         inception: :func:`medlsdm.models.feature_nets.inception.load_inception` result.
     """
-    from ..evaluation.features import inception_features, segnet_feature_distance
-    from ..evaluation.segmentation import evaluate_dice
-    from ..metrics.distribution import frechet_distance_from_features
-    from ..metrics.image import paired_metrics
 
     real, fake = np.asarray(real, np.float32), np.asarray(fake, np.float32)
     if real.shape != fake.shape or real.ndim != 4:
@@ -51,7 +52,6 @@ def evaluate_samples(real: np.ndarray, fake: np.ndarray, *, labels: np.ndarray |
 
 def ablation_table(results: Mapping[str, Mapping[str, Any]], keys: Sequence[str] = ("ssim", "nmse", "fd_seg", "dice")) -> str:
     """A Markdown table: one row per mode (or reference), one column per metric."""
-    from ..tables import format_number, markdown_table
 
     arrows = {"ssim": "↑", "nmse": "↓", "fd_seg": "↓", "dice": "↑", "fid": "↓"}
     rows = [[name] + [format_number(row.get(k)) for k in keys]

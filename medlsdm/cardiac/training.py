@@ -8,9 +8,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from ..atomic import read_json
 from ..errors import ConfigError, DataError
+from ..pipelines.loading import load_pipeline_dir
+from ..pipelines.synthesis import use_scheduler
+from ..training.diffusion import train_diffusion
+from ..training.vqgan import train_vqgan
 from .conditioning import condition_inputs, mode_slug
 from .store import SliceStore
 
@@ -34,7 +39,6 @@ def train_vqvae(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mappin
     so every conditioning mode gets its semantic information only through the diffusion
     model's condition.
     """
-    from ..training.vqgan import train_vqgan
 
     return train_vqgan(cardiac_dir, store=store, split=split, **{**VQVAE_DEFAULTS, **params})
 
@@ -55,7 +59,6 @@ def train_mode(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping
     ``params``: any key of :data:`medlsdm.training.diffusion.DIFFUSION_DEFAULTS`; appearance
     swaps are off (the edge channel is computed from the image, whose intensities they change).
     """
-    from ..training.diffusion import train_diffusion
 
     folder = mode_dir(cardiac_dir, mode)
     summary = train_diffusion(cardiac_dir, store=store, split=split, extra_condition=store.edges,
@@ -72,7 +75,6 @@ def load_mode_pipeline(cardiac_dir: str | os.PathLike, mode: str, device="cpu"):
     beside them (or, without one, from their folder); :class:`~medlsdm.errors.DataError`
     when the folder holds another mode's model.
     """
-    from ..pipelines.loading import load_pipeline_dir
 
     folder = mode_dir(cardiac_dir, mode)
     pipe = load_pipeline_dir(folder / "pipeline", device)
@@ -101,9 +103,7 @@ def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str | None = N
             deterministic; ``"ddpm"``: the training scheduler), same schedule as trained.
         seed: seed of the initial noise (one generator for all batches, in order).
     """
-    import torch
 
-    from ..pipelines.synthesis import use_scheduler
 
     mode = pipe.config.conditioning_mode if mode is None else mode
     if mode is None:

@@ -28,6 +28,7 @@ percentiles (default 0.5 … 99.5) of each volume; both map to [-1, 1].
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -321,7 +322,6 @@ def adapter_names() -> list[str]:
 
 def adapter_options(cls: type[DatasetAdapter]) -> list[str]:
     """The keyword options an adapter class takes (its own and its base classes')."""
-    import inspect
 
     options: list[str] = []
     for klass in cls.__mro__:

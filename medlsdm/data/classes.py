@@ -6,7 +6,10 @@ background). Inside the package, labels are always these contiguous indices (int
 """
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -126,9 +129,6 @@ def read_class_table(path) -> ClassTable:
     Raises:
         ConfigError: missing or unreadable file, or a table that is not valid (naming the file).
     """
-    import json
-    import re
-    from pathlib import Path
 
     path = Path(path).expanduser()
     if not path.is_file():

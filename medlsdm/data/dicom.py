@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from pydicom.misc import is_dicom
 
 from ..errors import DataError
 from .datasets import is_visible
@@ -25,17 +27,8 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
 
 
-def _pydicom():
-    try:
-        import pydicom
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise DataError("reading DICOM needs pydicom: pip install pydicom") from None
-    return pydicom
-
-
 def dicom_files(folder: str | os.PathLike) -> list[Path]:
     """The DICOM files directly in ``folder`` (``*.dcm``, or files with the DICOM preamble), sorted."""
-    from pydicom.misc import is_dicom
 
     folder = Path(folder)
     return sorted(p for p in folder.iterdir()
@@ -49,7 +42,6 @@ def read_headers(folder: str | os.PathLike) -> list:
         DataError: no DICOM files, unreadable files, missing geometry, several series or
             orientations in one folder (each naming the file).
     """
-    pydicom = _pydicom()
     folder = Path(folder)
     files = dicom_files(folder)
     if not files:
@@ -113,7 +105,6 @@ def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
         DataError: see :func:`read_headers`; pixel data that cannot be decoded (e.g. a
             compressed transfer syntax without its decoder installed).
     """
-    pydicom = _pydicom()
     headers = read_headers(folder)
     affine = series_affine(headers)
     slices = []

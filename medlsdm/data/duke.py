@@ -20,7 +20,9 @@ import os
 import re
 from pathlib import Path
 
+import nrrd
 import numpy as np
+import pydicom
 from scipy import ndimage
 
 from ..errors import ConfigError, DataError
@@ -67,7 +69,6 @@ def read_seg_nrrd(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.nd
     Raises:
         DataError: unreadable file or header, naming it.
     """
-    import nrrd
 
     path = Path(path)
     try:
@@ -149,7 +150,6 @@ class DukeBreast(DatasetAdapter):
         if not matching:
             raise DataError(f"{patient}: no DICOM series with {n_slices} slices, the slice count of {seg}")
         if len(matching) > 1:
-            import pydicom
 
             described = [f for f in matching
                          if self.series in str(pydicom.dcmread(dicom_files(f)[0], stop_before_pixels=True)
@@ -161,7 +161,6 @@ class DukeBreast(DatasetAdapter):
         return matching[0]
 
     def find_cases(self, root: str | os.PathLike) -> list[Case]:
-        import nrrd
 
         root = check_root(root, self.layout)
         seg_root, dicom_root = root / self.seg_dir, root / self.dicom_dir

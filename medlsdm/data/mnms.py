@@ -2,17 +2,20 @@
 (per-phase 3-D short- and long-axis files listed in ``dataset_information.csv``)."""
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from pathlib import Path
 from typing import Sequence
 
+import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
 from . import classes as tables
 from .datasets import Case, DatasetAdapter, check_choice, check_root, pair_in, subdirs
+from .io import READ_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +51,7 @@ class MnMs(DatasetAdapter):
     @staticmethod
     def labelled_frames(gt_path: Path) -> dict[str, int]:
         """``{"ED": t, "ES": t}`` from the non-empty frames of a 4-D ground truth file."""
-        import nibabel as nib
 
-        from .io import READ_ERRORS
 
         try:
             data = np.asanyarray(nib.load(str(gt_path)).dataobj)
@@ -90,7 +91,6 @@ class MnMs(DatasetAdapter):
         return sorted(cases, key=lambda c: c.case_id)
 
     def _csv_subjects(self, path: Path) -> set[str]:
-        import csv
 
         try:
             with open(path, newline="", encoding="utf-8-sig") as stream:

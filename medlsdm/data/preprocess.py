@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from ..errors import ConfigError, DataError
 from .classes import ClassTable
+from .io import spacing_dhw
 from .labels import remap_labels
 
 logger = logging.getLogger(__name__)
@@ -329,7 +330,6 @@ def preprocess_case(
     Returns:
         The case's :class:`CaseBlock` list.
     """
-    from .io import spacing_dhw
 
     block_shape, label = _checked_inputs(image, label, classes, block_shape, label_path)
     if classes.num_classes <= 256:

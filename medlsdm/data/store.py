@@ -25,6 +25,7 @@ from typing import Iterable, Mapping
 
 import h5py
 import numpy as np
+import torch
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, DataError
@@ -205,7 +206,6 @@ def stack_cases(store: Mapping, case_ids: Iterable[str]) -> tuple[np.ndarray, np
 
 def as_cases(images, labels=None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Normalise a stacked array ``(N, 1, *spatial)`` or a sequence of ``(1, *spatial)`` arrays."""
-    import torch
 
     if isinstance(images, (np.ndarray, torch.Tensor)):
         images = [images[i] for i in range(images.shape[0])]

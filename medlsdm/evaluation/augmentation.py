@@ -19,8 +19,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..metrics.statistics import hierarchical_bootstrap_ci, mean_sd
+from ..pipelines.synthesis import use_scheduler
 from ..rundir import RunDir
+from ..training.judge import JUDGE_DEFAULTS
 from .cases import Cases, dice_over_seeds, read_cases, train_judges
+from .edits import edit_with_lesion
+from .reconstruction import reconstruct
 from .summary import nan_mean
 
 #: The augmentation bar: share of the oracle arm's gain that the synthetic arm must recover.
@@ -44,7 +49,6 @@ def augmentation_extras(run: RunDir, pipe, new_synthetic: Cases) -> dict[str, Ca
     ``oracle`` (each anatomy rendered with its own appearance: what a perfect generator could give),
     ``oracle_autoencoded`` (those renders through the pipeline's VQ-GAN: the autoencoder's ceiling)
     and ``synthetic`` (the pipeline's samples)."""
-    from .reconstruction import reconstruct
 
     oracle = new_anatomy_oracle(run, new_synthetic.ids)
     coded = reconstruct(pipe.vqgan, oracle.images, oracle.labels).images
@@ -65,8 +69,6 @@ def lesion_edits(pipe, cases: Cases, class_names: Sequence[str], spacing: Sequen
         DataError: ``class_names`` has no ``"lesion"`` or no ``organ`` class, or no case has
             a voxel of ``organ`` (before any edit).
     """
-    from ..pipelines.synthesis import use_scheduler
-    from .edits import edit_with_lesion
 
     missing = [c for c in ("lesion", organ) if c not in class_names]
     keep = [i for i, lab in enumerate(cases.labels) if not missing and (np.asarray(lab) == class_names.index(organ)).any()]
@@ -108,7 +110,6 @@ def lesion_gain(arm: Mapping[str, Any], base: Mapping[str, Any], test: Cases, cl
     ``test``), on the test cases whose label map holds a lesion (there the Dice is defined
     whatever is predicted), with its hierarchical-bootstrap CI over those cases and the judge
     seeds (``None`` with fewer than 2 such cases)."""
-    from ..metrics.statistics import hierarchical_bootstrap_ci
 
     lesion = list(class_names).index("lesion") if "lesion" in class_names else None
     cols = [j for j, lab in enumerate(test.labels) if lesion is not None and (np.asarray(lab) == lesion).any()]
@@ -144,8 +145,6 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
     control's (``real_all``: the other real training cases, with their lesions) and the lesions
     each arm's judges found; without it, ``lesion_skipped`` (:func:`lesion_arm_skipped`) says why.
     """
-    from ..metrics.statistics import hierarchical_bootstrap_ci, mean_sd
-    from ..training.judge import JUDGE_DEFAULTS
 
     small = train.head(n_small)
     if len(small) < 1 or not extras or min(len(c) for c in extras.values()) < 1:

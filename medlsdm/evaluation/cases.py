@@ -17,7 +17,10 @@ import numpy as np
 
 from ..data.io import read_nifti
 from ..errors import DataError
+from ..metrics.overlap import lesion_detection
 from ..rundir import RunDir
+from ..training.judge import train_judge
+from .segmentation import average_over_seeds, case_scores, lesion_classes, predict, score_predictions
 from .summary import nan_mean
 
 
@@ -68,7 +71,6 @@ def train_judges(cases: Cases, val: Cases, num_classes: int, *, seeds: Sequence[
     """One judge per seed (:func:`medlsdm.training.judge.train_judge`: a
     :class:`~medlsdm.training.judge.JudgeFit` each), each stopped early on the validation cases;
     ``extra`` cases fill the judge's ``mix`` share of every batch."""
-    from ..training.judge import train_judge
 
     more = {} if extra is None else {"extra_images": extra.images, "extra_labels": extra.labels}
     return [train_judge(cases.images, cases.labels, num_classes=num_classes, seed=int(s), val_images=val.images,
@@ -85,8 +87,6 @@ def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) 
     ``lesions_total``: per network, the true lesions (connected components) its prediction
     touches (:func:`medlsdm.metrics.overlap.lesion_detection`) and their number.
     """
-    from ..metrics.overlap import lesion_detection
-    from .segmentation import average_over_seeds, case_scores, lesion_classes, predict, score_predictions
 
     k = len(class_names)
     lesion_ids = [list(class_names).index(c) for c in lesion_classes(class_names)]

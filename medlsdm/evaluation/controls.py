@@ -20,6 +20,8 @@ from ..data.phantom.oracle import oracle_samples
 from ..errors import ConfigError
 from ..metrics.distribution import kid
 from ..metrics.privacy import copy_control, memorisation_with_controls
+from ..metrics.radiomics import frd as frd_distance
+from ..metrics.radiomics import radiomics_features
 from .features import segnet_features
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,8 @@ FRD_GRID_SPACING = (2.0, 2.0, 2.0)
 def frd_status() -> str:
     """``"available"``, or why the Fréchet Radiomics Distance is skipped (its optional packages)."""
     try:
-        import frd_score  # noqa: F401
-        import radiomics  # noqa: F401
+        import frd_score  # noqa: F401, PLC0415  (optional: medlsdm[radiomics])
+        import radiomics  # noqa: F401, PLC0415
     except ImportError as err:
         return f"skipped: frd-score / pyradiomics-bhklab not installed (pip install 'medlsdm[radiomics]'): {err}"
     return "available"
@@ -129,8 +131,6 @@ def distances_with_references(model, sets: Mapping[str, Sequence[np.ndarray]], p
     if status != "available":
         out["frd_skipped"] = status
         return out
-    from ..metrics.radiomics import frd as frd_distance
-    from ..metrics.radiomics import radiomics_features
 
     radiomics = {s: [radiomics_features(v, spacing=spacing, cache_dir=cache_dir) for v in sets[s]] for s in needed}
     out["frd"] = {name: frd_distance(radiomics[a], radiomics[b]) for name, (a, b) in pairs.items()}

@@ -18,6 +18,8 @@ import torch
 from scipy import ndimage
 
 from ..errors import DataError
+from ..metrics.overlap import dice_per_class
+from ..pipelines.editing import insert_lesion
 
 
 def lesion_site(label: np.ndarray, organ_class: int, spacing: Sequence[float] | None = None) -> tuple[int, int, int]:
@@ -55,7 +57,6 @@ def edit_with_lesion(pipe, image: np.ndarray, label: np.ndarray, *, organ_class:
         ``{"edited": (1, D, H, W), "labels": (D, H, W) with the lesion, "mask": (D, H, W) bool,
         "centre": (d, h, w), "soft_border": float}``.
     """
-    from ..pipelines.editing import insert_lesion
 
     centre = lesion_site(label, organ_class, spacing)
     radius = float(radius_mm) / np.asarray(spacing, float)
@@ -101,7 +102,6 @@ def lesion_detection(predictions: Sequence[np.ndarray], labels: Sequence[np.ndar
         ``{"dice": [...], "recall": [...], "dice_mean", "recall_mean"}`` (NaN-free means over
         the volumes where they are defined).
     """
-    from ..metrics.overlap import dice_per_class
 
     dice, recall = [], []
     for pred, lab, mask in zip(predictions, labels, masks):

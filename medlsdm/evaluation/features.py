@@ -5,6 +5,7 @@ The weights of the feature networks are read from local files (nothing is downlo
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,7 +50,6 @@ def available_feature_metrics(weights: dict | None) -> dict[str, str]:
         DataError: a path is given but the file does not exist (so a typo is not reported
             as a silently skipped metric).
     """
-    from pathlib import Path
 
     weights = dict(weights or {})
     unknown = sorted(set(weights) - {k for need in FEATURE_METRIC_WEIGHTS.values() for k in need})

@@ -14,13 +14,18 @@ re-rendered and synthetic volumes.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.stats import wasserstein_distance
 
 from ..data.phantom.oracle import FACTOR_CLASSES, NOISE_CLASS, TEXTURE_CLASSES
 from ..errors import DataError
+from ..metrics.conditional import diversity_ratio, factor_comparison, within_map_spread
+from ..metrics.texture import TARGETS, ratio, texture_values, where
+from ..pipelines.synthesis import samples_per_map, use_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +141,6 @@ def compare_with_oracle(samples: np.ndarray, oracle: np.ndarray, oracle_raw: np.
         "counted", "factor_reference", "estimates"}``;
         ``factor_w1``/``factor_ks_p`` hold the counted factors, ``factor_all`` every one.
     """
-    from ..metrics.conditional import diversity_ratio, factor_comparison, within_map_spread
 
     samples, oracle, oracle_raw, labels = (np.asarray(a) for a in (samples, oracle, oracle_raw, labels))
     r = oracle.shape[1]
@@ -206,7 +210,6 @@ def texture_vs_oracle(samples: np.ndarray, oracle_raw: np.ndarray, labels: np.nd
     Returns:
         the ratios, and ``"noise_level"`` / ``"hf_power"``: ``{set: mean}`` in intensity units (squared).
     """
-    from ..metrics.texture import ratio, texture_values
 
     labels, r = np.asarray(labels), np.shape(oracle_raw)[1]
     if r < 2 or r % 2 or len(samples) != len(labels) or len(oracle_raw) != len(labels):
@@ -236,7 +239,6 @@ def texture_sentence(texture: Mapping) -> str:
     """A reading of :func:`texture_vs_oracle`'s numbers, its words chosen from them: where each
     ratio lies against :data:`~medlsdm.metrics.texture.TARGETS` and the oracle's own ratio,
     and, with the autoencoder's ratios, which step departs further from 1."""
-    from ..metrics.texture import TARGETS, where
 
     lines = []
     for key, label in (("noise_ratio", "Noise level"), ("hf_power_ratio", "High-frequency power")):
@@ -301,12 +303,8 @@ def scheduler_distributions(pipe, labels: np.ndarray, settings: Sequence[Sequenc
         ``{"<scheduler>-<steps>": {"seconds_per_volume", "diversity_ratio", "w1_oracle": {…},
         "w1_reference": {…}}}``.
     """
-    import time
 
-    from scipy.stats import wasserstein_distance
 
-    from ..metrics.conditional import diversity_ratio
-    from ..pipelines.synthesis import samples_per_map, use_scheduler
 
     def w1(a, b):
         a, b = np.asarray(a), np.asarray(b)

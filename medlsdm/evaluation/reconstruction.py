@@ -11,8 +11,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import DataError
-from ..metrics.image import gaussian_kernel, psnr, ssim
+from ..metrics.conditional import paint_labels
+from ..metrics.image import gaussian_kernel, paired_metrics, psnr, ssim
+from ..metrics.texture import TARGETS, texture_ratios, where
 from ..models.blocks import pad_to_multiple
+from ..models.vqgan import VectorQuantizerEMA
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,6 @@ def evaluate_reconstruction(model, store, case_ids: Iterable[str], data_range: f
         and perplexity over all the cases' latent codes). SSIM is NaN (with a warning) for
         cases with a side shorter than its 11-voxel window.
     """
-    from ..models.vqgan import VectorQuantizerEMA
 
     case_ids = list(case_ids)
     if not case_ids:
@@ -214,7 +216,6 @@ def painting_baselines(images, labels, class_means, *, factor: int = 4) -> dict[
         class_means: mean intensity of each class on the training cases.
         factor: the latent's downsampling per axis.
     """
-    from ..metrics.conditional import paint_labels
 
     x = torch.as_tensor(np.asarray(images, np.float32))
     painted = torch.as_tensor(np.stack([paint_labels(lab, class_means) for lab in np.asarray(labels)]))[:, None].float()
@@ -251,8 +252,6 @@ def reconstruction_vs_baselines(model, images, labels, class_means, *, data_rang
         ``"VQ-GAN"`` and those of :func:`painting_baselines` (SSIM NaN for volumes smaller
         than its window).
     """
-    from ..metrics.image import paired_metrics
-    from ..metrics.texture import texture_ratios
 
     images, labels = np.asarray(images, np.float32), np.asarray(labels, np.int64)
     outputs = {"VQ-GAN": reconstruct(model, images, labels).images,
@@ -274,7 +273,6 @@ def baseline_sentence(table: Mapping[str, Mapping[str, Any]], model: str = "VQ-G
     """Whether ``model`` beats ``baseline`` on **both** PSNR and SSIM inside the body, and its
     texture against the originals when the table has it, in words chosen from the numbers of
     :func:`reconstruction_vs_baselines`."""
-    from ..metrics.texture import TARGETS, where
 
     m, b = table[model], table[baseline]
     wins = {k: m[k] > b[k] for k in ("psnr", "ssim")}  # NaN compares False: no win claimed

@@ -33,12 +33,27 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..atomic import read_json, write_json
-from ..errors import DataError
+from ..data.io import write_nifti
+from ..data.phantom.oracle import new_anatomies, oracle_samples
+from ..data.prepare import load_manifest
+from ..data.splits import load_split
+from ..errors import ConfigError, DataError
+from ..metrics.image import paired_metrics
+from ..metrics.paper_conventions import paper_convention_table
+from ..models.feature_nets.inception import load_inception
+from ..models.feature_nets.lpips import load_lpips
+from ..models.feature_nets.medicalnet import load_medicalnet
+from ..pipelines.loading import load_pipeline
+from ..pipelines.synthesis import synthesize_files, use_scheduler
 from ..profiles import METRICS_KEYS
 from ..rundir import RunDir
 from ..settings import EvaluationSettings, with_defaults
+from ..training.checkpoint import json_digest, module_digest
 from .augmentation import augmentation_experiment, augmentation_extras, lesion_arm_skipped, lesion_edits
 from .cases import Cases, dice_over_seeds, read_cases, real_cases, train_judges
+from .controls import distances_with_references, memorisation_controls
+from .features import available_feature_metrics, fid_2d, fid_3d, lpips_slices, segnet_feature_distance, segnet_features
+from .segmentation import predict
 from .summary import evaluation_metrics, nan_mean
 
 log = logging.getLogger(__name__)
@@ -53,7 +68,6 @@ def synthetic_folder(run: RunDir, *, scheduler: str, steps: int, guidance_scale:
 def pipeline_digest(pipe) -> str:
     """sha256 of what a pipeline samples with: its VQ-GAN and UNet (configs and weights), its
     training schedule and the spacing / block shape it records. Keys the synthetic-volume cache."""
-    from ..training.checkpoint import json_digest, module_digest
 
     schedule = {k: pipe.scheduler.config.get(k) for k in ("prediction_type", "num_train_timesteps", "beta_schedule",
                                                          "beta_start", "beta_end")}
@@ -82,7 +96,6 @@ def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, sche
     """Synthetic volumes ``folder/<id>_syn0.nii.gz`` from the label maps ``label_dir/<id>.nii.gz``
     (default ``RUN/data/labels``); the missing ones are synthesised first (with
     :func:`medlsdm.pipelines.synthesis.synthesize_files`)."""
-    from ..pipelines.synthesis import synthesize_files, use_scheduler
 
     label_dir = run.data / "labels" if label_dir is None else Path(label_dir)
     label_paths = [label_dir / f"{c}.nii.gz" for c in ids]
@@ -101,10 +114,6 @@ def new_anatomy_labels(run: RunDir, n: int) -> tuple[list[str], Path] | None:
     ``RUN/samples/eval/new_anatomies/<id>.nii.gz`` and their oracle renders in ``…/oracle/<id>.nii.gz``,
     written once for the run's data (the folder records a digest of ``manifest.json``; other data
     rewrites it); ``None`` on real data (no phantom)."""
-    from ..data.io import write_nifti
-    from ..data.phantom.oracle import new_anatomies
-    from ..errors import ConfigError
-    from ..training.checkpoint import json_digest
 
     folder = run.eval_samples / "new_anatomies"
     stamp, digest = folder / "data.json", json_digest(read_json(run.manifest_path))
@@ -156,7 +165,6 @@ def image_quality(real: Cases, synthetic: Cases, data_range: float = 2.0) -> dic
     """Paired image metrics (synthetic vs the real volume of the same label map), averaged
     over pairs: SSIM (Gaussian window), PSNR and RMSE with intensities in [-1, 1]
     (``data_range`` 2), NMSE ``‖syn − real‖² / ‖real‖²``. ``per_case`` keeps every value."""
-    from ..metrics.image import paired_metrics
 
     if real.ids != synthetic.ids:
         raise DataError(f"image_quality: real and synthetic cases differ: {real.ids} vs {synthetic.ids}")
@@ -211,7 +219,6 @@ def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[st
     :func:`medlsdm.evaluation.features.available_feature_metrics`); a metric without weights
     is ``None`` and its reason is in ``skipped``. ``fd_seg``: the Fréchet distance of the
     segmentation network's bottleneck features (not comparable to published FIDs)."""
-    from .features import available_feature_metrics, fid_2d, fid_3d, lpips_slices, segnet_feature_distance
 
     status = available_feature_metrics(dict(weights or {}))
     if min(len(real), len(synthetic)) < 2:  # a covariance needs two samples; paired LPIPS does not
@@ -221,15 +228,12 @@ def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[st
     if status["segnet_fd"] == "available":
         out["fd_seg"] = segnet_feature_distance(segnet, real.images, synthetic.images)
     if status["fid_2d"] == "available":
-        from ..models.feature_nets.inception import load_inception
 
         out["fid"] = fid_2d(real.images, synthetic.images, load_inception(weights["inception"]), slice_step=slice_step)
     if status["fid_3d"] == "available":
-        from ..models.feature_nets.medicalnet import load_medicalnet
 
         out["fid_3d"] = fid_3d(real.images, synthetic.images, load_medicalnet(weights["medicalnet"]))
     if status["lpips"] == "available":
-        from ..models.feature_nets.lpips import load_lpips
 
         out["lpips"] = lpips_slices(real.images, synthetic.images, load_lpips(weights["vgg16"], weights["lpips"]),
                                     slice_step=slice_step)
@@ -243,7 +247,6 @@ def memorisation(run: RunDir, train: Cases, synthetic: Mapping[str, Cases], held
     volumes from training and from test label maps judged against a threshold that the
     controls set (copies flagged, oracle re-renders — or, on real data or with
     ``negative_control="held_out"``, held-out volumes — not)."""
-    from .controls import memorisation_controls
 
     sets = {name: cases.images for name, cases in synthetic.items() if cases is not None and len(cases)}
     return memorisation_controls(run.data, train.ids, train.images, sets, held_out.images, seed=seed,
@@ -252,8 +255,6 @@ def memorisation(run: RunDir, train: Cases, synthetic: Mapping[str, Cases], held
 
 def oracle_cases(run: RunDir, cases: Cases, *, seed: int = 0) -> Cases | None:
     """One oracle re-render of each case's anatomy (:func:`medlsdm.data.phantom.oracle.oracle_samples`); ``None`` on real data."""
-    from ..data.phantom.oracle import oracle_samples
-    from ..errors import ConfigError
 
     try:
         images = list(oracle_samples(run.data, cases.ids, 1, seed=seed)[:, 0])
@@ -269,7 +270,6 @@ def distances(run: RunDir, model, test: Cases, synthetic_test: Cases, val: Cases
     the real-vs-real reference (real test vs validation) and oracle vs real test
     (:func:`medlsdm.evaluation.controls.distances_with_references`; radiomics features cached in
     ``RUN/samples/eval/radiomics``)."""
-    from .controls import distances_with_references
 
     sets = {"real_test": test.images, "synthetic": synthetic_test.images, "val": val.images}
     pairs = {"synthetic": ("real_test", "synthetic"), "reference": ("real_test", "val")}
@@ -283,9 +283,6 @@ def paper_conventions(model, test: Cases, synthetic_test: Cases, num_classes: in
     PSNR and SSIM (paired with the real volumes), the FID convention on the segmentation
     network's features (no Inception weights offline), and Dice of the network's predictions on
     the synthetic volumes against their label maps."""
-    from ..metrics.paper_conventions import paper_convention_table
-    from .features import segnet_features
-    from .segmentation import predict
 
     return paper_convention_table(real=test.images, synthetic=synthetic_test.images,
                                   real_features=segnet_features(model, test.images, batch_size=4),
@@ -296,7 +293,6 @@ def paper_conventions(model, test: Cases, synthetic_test: Cases, num_classes: in
 
 def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
     """Dataset, decoder and VQ-GAN channels of a run (the first columns of the paper's table)."""
-    from ..data.prepare import load_manifest
 
     manifest = load_manifest(run.data)
     info = {"dataset": manifest.dataset, "decoder": "?", "channels": "?"}
@@ -323,10 +319,6 @@ def _evaluate_run(run_dir: str | os.PathLike, *, scheduler: str, steps: int, gui
                   n_train_maps: int | None, augment: bool, n_small: int, n_new: int, lesion_augmentation: bool | None,
                   lesion_edit_steps: int, frd: bool, weights: Mapping[str, Any] | None, progress: bool,
                   negative_control: str) -> dict[str, Any]:
-    from ..data.prepare import load_manifest
-    from ..data.splits import load_split
-    from ..pipelines.loading import load_pipeline
-    from .features import available_feature_metrics
 
     start = time.perf_counter()
     available_feature_metrics(dict(weights or {}))  # a mistyped weight path fails before any work

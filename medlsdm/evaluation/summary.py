@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 
+from ..metrics.statistics import bootstrap_ci, mean_sd
 from ..tables import format_number, markdown_table
 
 
@@ -23,7 +25,6 @@ def nan_mean(values) -> float:
 def with_ci(per_case: Mapping[str, Sequence[float]], *, seed: int = 0) -> dict[str, list[float] | None]:
     """The bootstrap 95 % CI of the mean of each metric's per-case values (NaN left out;
     ``None`` with fewer than two values)."""
-    from ..metrics.statistics import bootstrap_ci
 
     out = {}
     for name, values in per_case.items():
@@ -45,7 +46,6 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation, features: Ma
     over the Dice on real test volumes and ``dice_ratio_oracle`` the same for oracle re-renders
     (what perfect synthesis gives here); ``lesion_augmentation`` is the augmentation experiment's
     (:func:`medlsdm.evaluation.augmentation.augmentation_experiment`), taken out of ``augmentation``."""
-    from ..metrics.statistics import mean_sd
 
     dice = segmentation.dice
     per_case = {m: [v[m] for v in quality["per_case"].values()] for m in ("ssim", "psnr", "rmse", "nmse")}
@@ -172,7 +172,6 @@ def _pair(ci) -> str:
 def plot_memorisation(check: Mapping[str, Any]):
     """Nearest-training distances of the controls and of each synthetic set of a
     :func:`medlsdm.evaluation.run.memorisation` result, with the threshold the controls set."""
-    import matplotlib.pyplot as plt
 
     sets = {"positive control": check["positive"]["nn_distance"], "negative control": check["negative"]["nn_distance"],
             **{f"synthetic {k.replace('_', ' ')}": c["nn_distance"] for k, c in check["synthetic"].items()}}

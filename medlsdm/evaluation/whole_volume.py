@@ -21,14 +21,18 @@ Arrays follow the package convention: volumes ``(1, D, H, W)`` float32 in [-1, 1
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from typing import Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
 from ..metrics.statistics import bootstrap_ci
+from ..pipelines.plan import latent_windows
+from ..pipelines.synthesis import block_window
 from ..pipelines.windows import window_starts
 from .oracle import factor_estimates
 
@@ -48,8 +52,6 @@ def resolve_windows(pipe, window: int | None, overlap: int | None) -> tuple[int,
         ConfigError: ``window`` is ``None`` and the pipeline does not record its block, or the
             values do not fit the pipeline (see :meth:`MedLSDMPipeline.__call__`).
     """
-    from ..pipelines.plan import latent_windows
-    from ..pipelines.synthesis import block_window
 
     window = block_window(pipe) if window is None else int(window)
     if window is None:
@@ -72,7 +74,6 @@ def sample_volumes(pipe, label: np.ndarray, n_samples: int, *, steps: int, seed:
     Returns:
         ``((n_samples, 1, D, H, W), seconds per volume)``.
     """
-    import time
 
     start = time.perf_counter()
     out = [pipe(label, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed + k),
@@ -313,7 +314,6 @@ def plot_seam_check(stats: Mapping[str, Mapping[str, np.ndarray]], band: Mapping
     Returns:
         The matplotlib figure.
     """
-    import matplotlib.pyplot as plt
 
     names = list(statistics or band)
     depth = len(next(iter(band.values()))["mean"])

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ..errors import DataError
 from .image import ArrayLike
@@ -60,7 +61,6 @@ def lesion_detection(pred: ArrayLike, target: ArrayLike, lesion_class: int) -> t
     (26-connectivity) of ``target == lesion_class`` and ``found`` those that share at least one
     voxel with ``pred == lesion_class`` (the lesion-wise recall of the LiTS benchmark, with any
     overlap as the hit criterion)."""
-    from scipy import ndimage
 
     p = np.asarray(pred) == lesion_class
     t = np.asarray(target) == lesion_class

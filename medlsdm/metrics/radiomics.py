@@ -32,8 +32,8 @@ DEFAULT_IMAGE_TYPES = ("Original",)
 
 def _frd_module():
     try:
-        import radiomics  # noqa: F401  (frd-score imports it lazily and does not declare it)
-        from frd_score import frd
+        import radiomics  # noqa: F401, PLC0415  (optional; frd-score imports it lazily and does not declare it)
+        from frd_score import frd  # noqa: PLC0415
     except ImportError as err:
         raise ConfigError(f"FRD needs the packages frd-score and pyradiomics-bhklab "
                           f"(pip install 'medlsdm[radiomics]'): {err}") from None
@@ -49,8 +49,8 @@ def _extractor(image_types: tuple[str, ...]):
 
 def _cache_key(image: np.ndarray, mask: np.ndarray | None, spacing: tuple[float, ...],
                image_types: tuple[str, ...]) -> str:
-    import frd_score
-    import radiomics
+    import frd_score  # noqa: PLC0415  (optional: medlsdm[radiomics])
+    import radiomics  # noqa: PLC0415
 
     h = hashlib.sha256()
     h.update(repr((image.shape, spacing, image_types, frd_score.__version__, radiomics.__version__)).encode())
@@ -108,7 +108,7 @@ def radiomics_features(volume: ArrayLike, mask: ArrayLike | None = None, *, spac
         if path.exists():
             cached = read_json(path)
             return dict(zip(cached["names"], cached["values"]))
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: PLC0415  (comes with pyradiomics, optional)
 
     with tempfile.TemporaryDirectory(prefix="medlsdm-radiomics-") as tmp:
         files = []

@@ -22,7 +22,11 @@ import torch
 
 from ..atomic import read_json, recover_folder
 from ..errors import DataError
+from ..models.unet import SemanticUNet
+from ..models.vqgan import VQGAN
 from ..rundir import RunDir
+from .pipeline_medlsdm import MedLSDMPipeline
+from .synthesis import SCHEDULERS
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +38,6 @@ _META_KEYS = ("_class_name", "_diffusers_version", "_name_or_path")
 
 def allowed_components() -> dict[str, set[tuple[str, str]]]:
     """What a pipeline's ``model_index.json`` may name: component → allowed ``(library, class)``."""
-    from ..models.unet import SemanticUNet
-    from ..models.vqgan import VQGAN
-    from .synthesis import SCHEDULERS
 
     return {
         "vqgan": {(VQGAN.__module__, VQGAN.__name__)},
@@ -88,7 +89,6 @@ def _is_component_spec(value) -> bool:
 
 def check_pipeline_folder(folder: str | os.PathLike) -> None:
     """Refuse a pipeline folder that could make diffusers run code (see the module doc)."""
-    from .pipeline_medlsdm import MedLSDMPipeline
 
     folder = Path(folder)
     refuse_code_files(folder)
@@ -132,7 +132,6 @@ def load_pipeline(run_dir: str | os.PathLike, device: str | torch.device = "cpu"
 def load_pipeline_dir(folder: str | os.PathLike, device: str | torch.device = "cpu"):
     """A saved :class:`MedLSDMPipeline` folder (``save_pretrained``), checked first
     (:func:`check_pipeline_folder`), progress bars off."""
-    from .pipeline_medlsdm import MedLSDMPipeline
 
     folder = Path(folder)
     recover_folder(folder)

@@ -36,6 +36,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..data.io import read_nifti, spacing_dhw
 from ..errors import ConfigError, DataError
 from ..models.configuration import register_config_values
 from ..models.unet import SemanticUNet, area_average, null_condition, semantic_condition
@@ -101,7 +102,6 @@ class MedLSDMPipeline(DiffusionPipeline):
     # -- inputs --------------------------------------------------------------------------
     def load_labels(self, labels: LabelInput) -> tuple[torch.Tensor, list[np.ndarray | None]]:
         """Label maps → int64 tensor ``(B, *spatial)`` and their affines; checks they fit."""
-        from ..data.io import read_nifti, spacing_dhw
 
         dims = self.unet.config.spatial_dims
         affines: list[np.ndarray | None] = []
@@ -389,7 +389,6 @@ class MedLSDMPipeline(DiffusionPipeline):
 
     def _load_images(self, image, label_maps: torch.Tensor) -> torch.Tensor:
         """Real volumes → float ``(B, 1, *spatial)`` matching ``label_maps``."""
-        from ..data.io import read_nifti
 
         if isinstance(image, (str, os.PathLike)):
             image = read_nifti(image, kind="image")[0]

@@ -18,10 +18,12 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import diffusers
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.io import read_nifti, write_nifti
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,6 @@ SCHEDULERS = {
 
 def use_scheduler(pipe, name: str):
     """Replace ``pipe.scheduler`` by scheduler ``name`` (see :data:`SCHEDULERS`), same schedule."""
-    import diffusers
 
     if name not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
@@ -115,7 +116,6 @@ def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLik
     become one case of an nnU-Net raw dataset instead (``imagesTr``/``labelsTr``, then
     ``dataset.json``); the returned paths are the images.
     """
-    from ..data.io import read_nifti, write_nifti
 
     if int(batch_size) < 1 or int(num_per_label) < 1:
         raise ConfigError(f"batch_size and num_per_label must be >= 1, got {batch_size}, {num_per_label}")

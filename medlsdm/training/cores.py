@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 
+import torch
+
 log = logging.getLogger(__name__)
 
 #: Environment variable naming the folder of running lanes (set by the runner for its kernels).
@@ -38,7 +40,6 @@ def follow_free_cores() -> None:
     n = free_threads()
     if n is None or _pinned:
         return
-    import torch
 
     if n != torch.get_num_threads():
         log.info("torch threads %d -> %d: a lane beside this one has ended", torch.get_num_threads(), n)
@@ -53,7 +54,6 @@ def torch_threads(n: int | None):
     if n is None:
         yield
         return
-    import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(int(n))

@@ -24,11 +24,20 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.training_utils import EMAModel
 
 from ..atomic import atomic_path, jsonable, save_pretrained_atomic, write_json
-from ..data.store import stack_cases
+from ..data.prepare import load_manifest
+from ..data.splits import load_split
+from ..data.store import CaseStore, stack_cases
 from ..errors import ConfigError
+from ..models.configuration import register_config_values
+from ..models.unet import SemanticUNet, area_average, drop_condition, semantic_condition
+from ..pipelines.pipeline_medlsdm import MedLSDMPipeline
+from ..rundir import RunDir
 from ..settings import DiffusionSettings, defaults, with_defaults
+from .augment import swap_class_means
 from .checkpoint import file_digest, fingerprint, json_digest, module_digest, store_digest
 from .datasets import LatentDataset
 from .lr_schedule import lr_scheduler
@@ -93,7 +102,6 @@ def latent_normalization(latents: torch.Tensor, mode: str = "channel") -> dict[s
 def make_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
                    prediction_type: str = "epsilon"):
     """The training scheduler: diffusers ``DDPMScheduler`` (cosine schedule by default)."""
-    from diffusers import DDPMScheduler
 
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ConfigError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
@@ -141,7 +149,6 @@ def diffusion_loss(unet, scheduler, latents, condition, *, cond_drop_prob: float
     ``lowres_weight``: add that times :func:`pooled_error` of the prediction error (a multiscale
     loss, cf. Hoogeboom et al. 2023, "simple diffusion").
     """
-    from ..models.unet import drop_condition
 
     n = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator).to(latents)
@@ -162,7 +169,6 @@ def latent_conditions(labels: torch.Tensor, extra: torch.Tensor | None, num_clas
     channels ``(N, E, *spatial)``) :func:`~medlsdm.models.unet.area_average`-d to the latent's
     ``size``, once before training instead of at every step (a fifth of a quick step: 0.37 -> 0.30 s);
     ``chunk`` maps at a time, so the full-resolution one-hot maps are never all in memory."""
-    from ..models.unet import area_average, semantic_condition
 
     return torch.cat([area_average(semantic_condition(labels[i:i + chunk], num_classes,
                                                       None if extra is None else extra[i:i + chunk]), size)
@@ -172,7 +178,6 @@ def latent_conditions(labels: torch.Tensor, extra: torch.Tensor | None, num_clas
 def _with_appearance_swaps(vqgan, store, train_ids, latents, labels, copies: int, num_classes: int, seed: int):
     """The training latents and label maps followed by those of ``copies`` appearance-swapped
     copies of every training case (:func:`~medlsdm.training.augment.swap_class_means`)."""
-    from .augment import swap_class_means
 
     images, labs, _ = stack_cases(store, train_ids)
     swapped, swapped_labels = swap_class_means(images, labs, copies, num_classes=num_classes, seed=seed)
@@ -220,15 +225,7 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     Returns:
         The trainer summary plus ``latent_scale``, ``final_loss`` and ``pipeline_dir``.
     """
-    from diffusers.training_utils import EMAModel
 
-    from ..data.prepare import load_manifest
-    from ..data.splits import load_split
-    from ..data.store import CaseStore
-    from ..models.configuration import register_config_values
-    from ..models.unet import SemanticUNet, semantic_condition
-    from ..pipelines.pipeline_medlsdm import MedLSDMPipeline
-    from ..rundir import RunDir
 
     p = with_defaults("train_diffusion", DiffusionSettings, params)
     run = RunDir(run_dir)
@@ -314,7 +311,6 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
     def sample_fn(trainer: Trainer) -> dict[str, float]:
         """Samples from fixed validation label maps, kept to watch training progress."""
-        from diffusers import DDIMScheduler
 
         pipe = make_pipeline(trainer)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)

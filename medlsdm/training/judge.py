@@ -46,12 +46,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from monai import transforms as T
+from monai.losses import DiceCELoss
+from monai.networks.nets import BasicUNet
 from torch import nn
 
 from ..data.store import as_cases
 from ..errors import ConfigError, DataError
+from ..models.segnet import SegNet
 from .early_stopping import FitResult, fit_early_stopping
-from .segnet import class_balance_weights, validation_dice
+from .segnet import class_balance_weights, dice_ce_loss, validation_dice
 
 #: The two recipes: what differs between them (:func:`train_judge` documents each key).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -87,7 +91,6 @@ class Judge(nn.Module):
     downsample_factor = 16
 
     def __init__(self, num_classes: int, features: Sequence[int] = RECIPES["basicunet"]["features"]):
-        from monai.networks.nets import BasicUNet
 
         super().__init__()
         self.unet = BasicUNet(spatial_dims=3, in_channels=1, out_channels=int(num_classes),
@@ -109,7 +112,6 @@ def augmentation(seed: int):
     (p 0.2), Gaussian noise (sd 0.05 of the [-1, 1] range, p 0.15), Gaussian blur (sigma 0.5-1
     voxel, p 0.1), brightness ×(0.75-1.25) (p 0.15), contrast about the mean (p 0.15), gamma
     0.7-1.5 (p 0.15)."""
-    from monai import transforms as T
 
     aug = T.Compose([
         T.RandAffined(keys=["image", "label"], prob=0.2, scale_range=(0.15, 0.15, 0.15), rotate_range=(0.26, 0.0, 0.0),
@@ -163,7 +165,6 @@ class _Crops:
 
 def judge_network(network: str, num_classes: int, features: Sequence[int]) -> nn.Module:
     """The untrained network of a recipe (:data:`RECIPES`) with ``features`` widths."""
-    from ..models.segnet import SegNet
 
     if network == "basicunet":
         return Judge(num_classes, features)
@@ -195,9 +196,7 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
         (``[(step, Dice), ...]``), ``best_step``, ``best_score``, ``stopped_step``, ``max_steps``,
         ``loss_history`` and ``seconds``.
     """
-    from monai.losses import DiceCELoss
 
-    from .segnet import dice_ce_loss
 
     unknown = sorted(set(options) - set(JUDGE_DEFAULTS))
     if unknown:

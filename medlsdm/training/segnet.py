@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..data.store import as_cases
 from ..errors import ConfigError, DataError
+from ..evaluation.segmentation import evaluate_dice
 from ..models.segnet import SegNet
 from .datasets import random_window
 from .early_stopping import FitResult, fit_early_stopping
@@ -100,7 +101,6 @@ def _crop_and_flip(image: np.ndarray, label: np.ndarray, crop: tuple[int, ...] |
 
 def validation_dice(model, images, labels, num_classes: int) -> float:
     """Mean foreground Dice on validation cases (-1 when undefined), the model left in train mode."""
-    from ..evaluation.segmentation import evaluate_dice
 
     score = evaluate_dice(model, images, labels, num_classes)["mean"]
     model.train()

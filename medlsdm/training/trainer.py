@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import gather_object, send_to_device, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -135,7 +138,6 @@ class Trainer:
         on_change: str = "refuse",
         fresh_outputs: Sequence[str] = (),
     ):
-        from accelerate import Accelerator
 
         if mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
@@ -156,7 +158,6 @@ class Trainer:
         # accelerate keeps its state in process-wide singletons; a notebook may train several
         # times with other settings, so start from a clean state (the process group, if any,
         # is kept)
-        from accelerate.state import AcceleratorState, GradientState
 
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
@@ -258,7 +259,6 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/checkpoint-<step>.pt`` atomically (main process) and prune old ones."""
-        from accelerate.utils import gather_object
 
         acc = self.accelerator
         rng = gather_object([rng_state(self.generator)])  # every process' RNG, in rank order
@@ -315,7 +315,6 @@ class Trainer:
             self._seed(offset=self.step)
 
     def _seed(self, offset: int = 0) -> None:
-        from accelerate.utils import set_seed
 
         set_seed(self.seed + offset, device_specific=True)
         self.generator.manual_seed((self.seed + offset) * 1000 + self.accelerator.process_index)
@@ -384,7 +383,6 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to ``max_steps`` (resuming if asked); returns a summary dict."""
-        from accelerate.utils import send_to_device
 
         acc = self.accelerator
         self._start()

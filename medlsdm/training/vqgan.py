@@ -13,13 +13,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import jsonable, save_pretrained_atomic, write_json
+from ..atomic import jsonable, recover_folder, save_pretrained_atomic, write_json
+from ..data.prepare import load_manifest
+from ..data.splits import load_split
+from ..data.store import CaseStore
 from ..errors import ConfigError, DataError
+from ..evaluation.reconstruction import evaluate_reconstruction
+from ..models.blocks import one_hot
+from ..models.vqgan import VQGAN
+from ..pipelines.loading import check_model_folder
 from ..rundir import RunDir
 from ..settings import VQGANSettings, defaults, with_defaults
 from .checkpoint import file_digest, fingerprint, json_digest, store_digest
 from .cores import torch_threads
 from .datasets import RandomCropDataset
+from .losses import VQGANLoss
 from .lr_schedule import lr_scheduler
 from .stage_params import stage_trainer
 from .trainer import Trainer
@@ -60,7 +68,6 @@ def drop_labels(labels: torch.Tensor, num_classes: int, p: float, generator: tor
     the labels and ignore its latent; one that sometimes does not must carry the image in the
     latent. At sampling time the decoder still gets the real label map.
     """
-    from ..models.blocks import one_hot
 
     onehot = one_hot(labels, num_classes).float()
     keep = (torch.rand(labels.shape[0], generator=generator) >= p).to(onehot)
@@ -121,7 +128,6 @@ VQGAN_BOOKKEEPING = ("steps", "checkpoint_every", "keep_checkpoints", "log_every
 
 
 def _case_store(path: Path):
-    from ..data.store import CaseStore
 
     return CaseStore(path)
 
@@ -160,9 +166,6 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         The trainer summary (``steps``, ``train_seconds``, ``steps_per_second``, last
         losses, last validation) plus ``model_dir``.
     """
-    from ..evaluation.reconstruction import evaluate_reconstruction
-    from ..models.vqgan import VQGAN
-    from .losses import VQGANLoss
 
     p = with_defaults("train_vqgan", VQGANSettings, params)
     if p["require_perceptual"] and p["perceptual_weight"] and p["perceptual_weights"] is None:
@@ -172,7 +175,6 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     if store is None:
         store = _case_store(run.store_path)
     if split is None:
-        from ..data.splits import load_split
 
         split = load_split(run.split_path)
     train_ids = list(split.get("train", []))
@@ -251,7 +253,6 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
 def _num_classes(run, store, train_ids: Sequence[str]) -> int:
     if run.manifest_path.is_file():
-        from ..data.prepare import load_manifest
 
         classes = load_manifest(run.data).classes
         if classes:
@@ -261,9 +262,6 @@ def _num_classes(run, store, train_ids: Sequence[str]) -> int:
 
 def load_vqgan(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     """The trained VQ-GAN of a run (``RUN/vqgan/model``), in eval mode."""
-    from ..atomic import recover_folder
-    from ..models.vqgan import VQGAN
-    from ..pipelines.loading import check_model_folder
 
     folder = RunDir(run_dir).vqgan_model
     recover_folder(folder)

@@ -6,8 +6,10 @@ panel per item wraps at :data:`~medlsdm.viz.slices.MAX_COLUMNS` panels a row.
 """
 from __future__ import annotations
 
+import csv
 from typing import Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from .slices import class_colors, wrap_columns
@@ -16,7 +18,6 @@ from .slices import class_colors, wrap_columns
 def panel_grid(n: int, width: float, height: float):
     """A figure of ``n`` panels, at most six a row; returns ``(figure, the n axes)`` (spare
     cells hidden)."""
-    import matplotlib.pyplot as plt
 
     blocks, per = wrap_columns(n)
     fig, axes = plt.subplots(blocks, per, figsize=(width * per, height * blocks), squeeze=False, layout="constrained")
@@ -30,7 +31,6 @@ def plot_class_histograms(images: Sequence[np.ndarray], labels: Sequence[np.ndar
                           hu: tuple[float, float] | None = None):
     """Intensity histogram of each class, pooled over the given cases; with ``hu`` (the window
     that maps to [-1, 1], :func:`~medlsdm.viz.slices.hu_window`) a second x scale in HU on top."""
-    import matplotlib.pyplot as plt
 
     colors = class_colors(len(class_names))
     fig, ax = plt.subplots(figsize=(8, 3.5), layout="constrained")
@@ -52,7 +52,6 @@ def plot_class_histograms(images: Sequence[np.ndarray], labels: Sequence[np.ndar
 
 def plot_class_fractions(class_voxels: np.ndarray, class_names: Sequence[str]):
     """Bar chart of the fraction of voxels per class (``class_voxels``: cases × classes counts)."""
-    import matplotlib.pyplot as plt
 
     counts = np.asarray(class_voxels, dtype=float)
     fractions = counts / counts.sum(axis=1, keepdims=True)
@@ -69,7 +68,6 @@ def plot_class_fractions(class_voxels: np.ndarray, class_names: Sequence[str]):
 def plot_class_values(values: Mapping[str, float], class_names: Sequence[str], *, ylabel: str, fmt: str = "%.3f"):
     """One bar per class in its class colour (``values``: ``{class name: value}``), each
     labelled with its value, so a class at 0 still reads as measured."""
-    import matplotlib.pyplot as plt
 
     names = list(values)
     colors = class_colors(len(class_names))[[list(class_names).index(n) for n in names]]
@@ -84,7 +82,6 @@ def plot_class_values(values: Mapping[str, float], class_names: Sequence[str], *
 
 def plot_split(split: Mapping[str, Sequence[str]], patient_of: Mapping[str, str]):
     """Cases and patients per split, as a bar chart."""
-    import matplotlib.pyplot as plt
 
     names = list(split)
     n_cases = [len(split[s]) for s in names]
@@ -107,9 +104,7 @@ def plot_training_log(csv_path, keys: Sequence[str], *, title: str | None = None
     ``csv_path`` may also be ``{name: log.csv}`` to compare runs: one curve per run and
     column, labelled with the run's name (and the column's, when there are several).
     """
-    import csv
 
-    import matplotlib.pyplot as plt
 
     logs = csv_path if isinstance(csv_path, Mapping) else {None: csv_path}
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -136,7 +131,6 @@ def plot_training_log(csv_path, keys: Sequence[str], *, title: str | None = None
 def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], *, ylabel: str, title: str | None = None,
                       ylim: tuple[float, float] | None = None):
     """Bars per category, one colour per group: ``{group: {category: value}}`` (NaN: no bar)."""
-    import matplotlib.pyplot as plt
 
     categories = list(next(iter(groups.values())))
     width = 0.8 / len(groups)

@@ -12,7 +12,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 if TYPE_CHECKING:
     from ..data.prepare import Manifest
@@ -29,7 +33,6 @@ EDIT_COLOR = "magenta"
 
 def label_colors(num_classes: int) -> np.ndarray:
     """RGBA colour per class index; background (0) is transparent."""
-    import matplotlib
 
     cmap = matplotlib.colormaps["tab10"]
     colors = np.array([cmap(i % 10) for i in range(max(num_classes, 1) - 1)]).reshape(-1, 4)
@@ -158,7 +161,6 @@ def add_colorbar(fig, image, axes, label: str, *, hu: tuple[float, float] | None
 def add_class_legend(fig, class_names: Sequence[str], classes: Sequence[int] | None = None):
     """A figure legend of the classes' colours (``classes``: which indices; default all but
     the background), outside the panels at the bottom."""
-    from matplotlib.patches import Patch
 
     colors = label_colors(len(class_names))
     classes = range(1, len(class_names)) if classes is None else sorted(int(c) for c in classes if c > 0)
@@ -196,7 +198,6 @@ def plot_orthogonal(
     are normalised); with
     ``class_names`` the label contours get a class legend.
     """
-    import matplotlib.pyplot as plt
 
     rows = list(volumes.items())
     num_classes = num_classes or (len(class_names) if class_names else None)
@@ -278,7 +279,6 @@ def plot_slice_grid(
     (with an HU scale when ``hu`` is given and the rows are normalised); with ``class_names``
     the contours get a class legend.
     """
-    import matplotlib.pyplot as plt
 
     names = list(rows)
     num_classes = num_classes or (len(class_names) if class_names else None)
@@ -351,8 +351,6 @@ def plot_edit(
     tissue the region sits in, as an organ window would show it, so a faint edit shows in the grey
     rows too.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     before, after, mask = as_3d(before), as_3d(after), as_3d(mask).astype(bool)
     diff = after - before

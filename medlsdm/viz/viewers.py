@@ -6,13 +6,16 @@ from __future__ import annotations
 import io
 from typing import Mapping, Sequence
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import display
+from matplotlib.figure import Figure
 
 from .slices import NORMALISED, VIEWS, plot_orthogonal
 
 
 def _render_png(volumes, indices, overlay, **options) -> bytes:
-    import matplotlib.pyplot as plt
 
     fig = plot_orthogonal(volumes, indices=indices, overlay=overlay, **options)
     buf = io.BytesIO()
@@ -46,7 +49,6 @@ def slice_viewer(
                    units=units, hu=hu)
     if not interactive:
         return plot_orthogonal(volumes, **options)
-    import ipywidgets as w
 
     shape = next(iter(volumes.values()))[0].shape
     sliders = [
@@ -70,7 +72,7 @@ def slice_viewer(
 
 def volume_viewer_3d(image_path, label_path=None):
     """A 3-D ipyniivue viewer of a NIfTI image with an optional label overlay (interactive only)."""
-    from ipyniivue import NiiVue
+    from ipyniivue import NiiVue  # noqa: PLC0415  (optional: medlsdm[viewers])
 
     nv = NiiVue()
     volumes = [{"path": str(image_path), "colormap": "gray"}]
@@ -82,14 +84,11 @@ def volume_viewer_3d(image_path, label_path=None):
 
 def show(obj) -> None:
     """Display a viewer: a matplotlib figure inline, or a widget through IPython."""
-    from matplotlib.figure import Figure
 
     if isinstance(obj, Figure):
-        import matplotlib.pyplot as plt
 
         plt.show()
     else:
-        from IPython.display import display
 
         display(obj)
 
@@ -97,6 +96,6 @@ def show(obj) -> None:
 def itk_viewer(image: np.ndarray, label: np.ndarray | None = None):
     """An itkwidgets 3-D viewer (optional extra ``medlsdm[itk]``; interactive sessions only:
     its 1.0 alphas fetch the viewer from the web)."""
-    from itkwidgets import view
+    from itkwidgets import view  # noqa: PLC0415  (optional: medlsdm[itk])
 
     return view(image=image, label_image=label)

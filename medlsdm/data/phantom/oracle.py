@@ -25,6 +25,12 @@ import numpy as np
 from ...atomic import read_json
 from ...errors import ConfigError, DataError
 from ...rundir import STORE
+from ..adapters import get_adapter
+from ..io import canonical_dhw
+from ..prepare import load_manifest
+from ..preprocess import preprocess_case
+from ..store import CaseStore
+from . import draw_anatomy, oracle_rerenders, render_case
 
 if TYPE_CHECKING:
     from ..prepare import CaseEntry, Manifest
@@ -61,7 +67,6 @@ def phantom_source(data_dir: str | Path) -> dict:
     Raises:
         ConfigError: the run's data is not a phantom (no oracle exists for real data).
     """
-    from ..prepare import load_manifest
 
     manifest = load_manifest(data_dir)
     root = manifest.data_root
@@ -83,9 +88,6 @@ def preprocess_like_run(manifest: Manifest, image_xyz: np.ndarray, label_xyz: np
     exactly as notebook 01 preprocessed the run's cases (canonical orientation, resampling,
     normalisation, crop/pad, depth block; the manifest's settings, or another ``block_shape``,
     e.g. a deeper one for a whole scan). Returns the :class:`~medlsdm.data.preprocess.CaseBlock`."""
-    from ..adapters import get_adapter
-    from ..io import canonical_dhw
-    from ..preprocess import preprocess_case
 
     image, aff = canonical_dhw(image_xyz, affine)
     label, _ = canonical_dhw(np.asarray(label_xyz).astype(np.int64), affine)
@@ -115,8 +117,6 @@ def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, see
         ConfigError: not a phantom run; DataError: a re-rendered label map differs from the
             stored one (the preprocessing or the phantom changed since notebook 01).
     """
-    from ..store import CaseStore
-    from . import oracle_rerenders
 
     source = phantom_source(data_dir)
     manifest = source["manifest"]
@@ -181,7 +181,6 @@ def deep_scan(data_dir: str | Path, case_id: str, n_blocks: int, n_oracle: int, 
     Raises:
         ConfigError: not a torso phantom run, or bad counts; DataError: unknown case.
     """
-    from . import draw_anatomy, oracle_rerenders
 
     if int(n_blocks) < 1 or int(n_oracle) < 2:
         raise ConfigError(f"deep_scan: n_blocks must be >= 1 and n_oracle >= 2, got {n_blocks} and {n_oracle}")
@@ -237,7 +236,6 @@ def new_anatomies(data_dir: str | Path, n: int, *, first_index: int | None = Non
         ConfigError: not a phantom run (:func:`phantom_source`), ``n < 1``,
             or ``first_index`` inside the run's cases.
     """
-    from . import render_case
 
     source = phantom_source(data_dir)
     manifest = source["manifest"]
