@@ -18,6 +18,7 @@ generators, then judge seeds within them, then the test cases
 ``--judge-options '{"max_steps": 1000}'`` sets the judge (default: notebook 05's quick judge).
 Judges train on one thread; rows are appended to ``WORK/rows.jsonl`` as they finish.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,14 @@ sys.path.insert(0, str(ROOT))
 
 from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py)
 
-ARMS = ("real_small", "real_small_oracle", "real_small_oracle_autoencoded", "real_small_synthetic",
-        "real_small_lesion_edits", "real_all")
+ARMS = (
+    "real_small",
+    "real_small_oracle",
+    "real_small_oracle_autoencoded",
+    "real_small_synthetic",
+    "real_small_lesion_edits",
+    "real_all",
+)
 #: Arms whose training data no generator makes: measured once, shared by every generator seed.
 GENERATOR_FREE = ("real_small", "real_small_oracle", "real_all")
 
@@ -84,16 +91,27 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
         extra = extras[name.removeprefix("real_small_")] if name.startswith("real_small_") else None
         for seed in judge_seeds:
             t0 = time.perf_counter()
-            fit = train_judges(cases, val, len(classes), seeds=[seed], options=options, progress=False,
-                               extra=extra)[0]
+            fit = train_judges(cases, val, len(classes), seeds=[seed], options=options, progress=False, extra=extra)[0]
             dice = dice_over_seeds([fit.model], test, classes)
-            append_row(work, {"run": str(run_dir), "generator": None if name in GENERATOR_FREE else generator,
-                              "arm": name, "judge_seed": seed, "options": options, "organ": dice["organ"],
-                              "lesion": dice["lesion"], "lesion_by_seed": dice["lesion_by_seed"][0],
-                              "has_lesion": [bool((lab == classes.index("lesion")).any()) for lab in test.labels],
-                              "lesions_found": dice["lesions_found"][0],
-                              "lesions_total": dice["lesions_total"][0], "best_step": fit.best_step,
-                              "stopped_step": fit.stopped_step, "seconds": round(time.perf_counter() - t0, 1)})
+            append_row(
+                work,
+                {
+                    "run": str(run_dir),
+                    "generator": None if name in GENERATOR_FREE else generator,
+                    "arm": name,
+                    "judge_seed": seed,
+                    "options": options,
+                    "organ": dice["organ"],
+                    "lesion": dice["lesion"],
+                    "lesion_by_seed": dice["lesion_by_seed"][0],
+                    "has_lesion": [bool((lab == classes.index("lesion")).any()) for lab in test.labels],
+                    "lesions_found": dice["lesions_found"][0],
+                    "lesions_total": dice["lesions_total"][0],
+                    "best_step": fit.best_step,
+                    "stopped_step": fit.stopped_step,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                },
+            )
 
 
 def pooled(rows: list[dict], arm: str, key: str = "organ") -> np.ndarray:
@@ -105,6 +123,7 @@ def pooled(rows: list[dict], arm: str, key: str = "organ") -> np.ndarray:
 
     def values(r: dict) -> list[float]:
         return r["organ"] if key == "organ" else [v for v, h in zip(r["lesion_by_seed"], r["has_lesion"]) if h]
+
     by = [[values(r) for r in sorted(mine, key=lambda r: r["judge_seed"]) if r["generator"] == g] for g in generators]
     if len({len(b) for b in by}) != 1:
         raise SystemExit(f"{arm}: generators with different numbers of judge seeds: {[len(b) for b in by]}")
@@ -124,24 +143,39 @@ def summary(rows: list[dict]) -> dict:
     for arm in measured:
         mine = [r for r in rows if r["arm"] == arm]
         dice = pooled(rows, arm)
-        out = {"generators": len({r["generator"] for r in mine}) if arm not in GENERATOR_FREE else None,
-               "judge_seeds": len({r["judge_seed"] for r in mine}), "organ": float(dice.mean()),
-               "lesion": float(np.nanmean([v for r in mine for v in r["lesion"]])),
-               "lesions_found": sum(r["lesions_found"] for r in mine) / max(1, sum(r["lesions_total"] for r in mine)),
-               "best_steps": [r["best_step"] for r in mine], "stopped_steps": [r["stopped_step"] for r in mine],
-               "seconds": float(np.mean([r["seconds"] for r in mine]))}
+        out = {
+            "generators": len({r["generator"] for r in mine}) if arm not in GENERATOR_FREE else None,
+            "judge_seeds": len({r["judge_seed"] for r in mine}),
+            "organ": float(dice.mean()),
+            "lesion": float(np.nanmean([v for r in mine for v in r["lesion"]])),
+            "lesions_found": sum(r["lesions_found"] for r in mine) / max(1, sum(r["lesions_total"] for r in mine)),
+            "best_steps": [r["best_step"] for r in mine],
+            "stopped_steps": [r["stopped_step"] for r in mine],
+            "seconds": float(np.mean([r["seconds"] for r in mine])),
+        }
         if base is not None and arm != "real_small":
-            out.update(gain=float(dice.mean() - base.mean()), gain_ci=list(hierarchical_bootstrap_ci(dice, base, seed=0)))
+            out.update(
+                gain=float(dice.mean() - base.mean()), gain_ci=list(hierarchical_bootstrap_ci(dice, base, seed=0))
+            )
             if all("has_lesion" in r for r in rows if r["arm"] in (arm, "real_small")):
                 a, b = pooled(rows, arm, "lesion"), pooled(rows, "real_small", "lesion")
-                out.update(lesion_gain=float(a.mean() - b.mean()),
-                           lesion_gain_ci=list(hierarchical_bootstrap_ci(a, b, seed=0)))
+                out.update(
+                    lesion_gain=float(a.mean() - b.mean()), lesion_gain_ci=list(hierarchical_bootstrap_ci(a, b, seed=0))
+                )
         arms[arm] = out
     gains = {arm: a["gain"] for arm, a in arms.items() if "gain" in a}
-    share = (gains["real_small_synthetic"] / gains["real_small_oracle"]
-             if "real_small_synthetic" in gains and gains.get("real_small_oracle", 0) > 0 else None)
-    return {"written": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.machine(),
-            "judge": rows[0]["options"], "arms": arms, "fraction_of_oracle_gain": share}
+    share = (
+        gains["real_small_synthetic"] / gains["real_small_oracle"]
+        if "real_small_synthetic" in gains and gains.get("real_small_oracle", 0) > 0
+        else None
+    )
+    return {
+        "written": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "judge": rows[0]["options"],
+        "arms": arms,
+        "fraction_of_oracle_gain": share,
+    }
 
 
 def report(rows: list[dict], note: str = "") -> str:
@@ -151,23 +185,38 @@ def report(rows: list[dict], note: str = "") -> str:
     def pair(a: dict, key: str) -> str:
         return f"{a[key]:+.3f} [{a[key + '_ci'][0]:+.3f}, {a[key + '_ci'][1]:+.3f}]" if key in a else ""
 
-    lines = ["# Augmentation arms pooled over generator and judge seeds", "",
-             f"Written by `benchmarks/bench_augmentation.py` on {s['written']}: {s['machine']}, quick profile, test "
-             f"split (12 cases). Judge: {s['judge']}. Gain: organ Dice over real-small, per test case (lesion gain: "
-             "lesion Dice, on the test cases with a lesion); CI: 95 % bootstrap over generators, judge seeds within "
-             "them, and cases." + (f" {note}" if note else ""), "",
-             "| arm | generators | judge seeds | organ Dice | gain over real-small [95 % CI] | lesion Dice | "
-             "lesion gain [95 % CI] | lesions found | best / stopped steps | s per judge |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Augmentation arms pooled over generator and judge seeds",
+        "",
+        f"Written by `benchmarks/bench_augmentation.py` on {s['written']}: {s['machine']}, quick profile, test "
+        f"split (12 cases). Judge: {s['judge']}. Gain: organ Dice over real-small, per test case (lesion gain: "
+        "lesion Dice, on the test cases with a lesion); CI: 95 % bootstrap over generators, judge seeds within "
+        "them, and cases." + (f" {note}" if note else ""),
+        "",
+        "| arm | generators | judge seeds | organ Dice | gain over real-small [95 % CI] | lesion Dice | "
+        "lesion gain [95 % CI] | lesions found | best / stopped steps | s per judge |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for arm, a in s["arms"].items():
-        lines.append(f"| {arm.replace('_', ' ')} | {a['generators'] or '–'} | {a['judge_seeds']} | {a['organ']:.3f} | "
-                     f"{pair(a, 'gain')} | {a['lesion']:.3f} | {pair(a, 'lesion_gain')} | {a['lesions_found']:.2f} | "
-                     f"{a['best_steps']} / {a['stopped_steps']} | {a['seconds']:.0f} |")
+        lines.append(
+            f"| {arm.replace('_', ' ')} | {a['generators'] or '–'} | {a['judge_seeds']} | {a['organ']:.3f} | "
+            f"{pair(a, 'gain')} | {a['lesion']:.3f} | {pair(a, 'lesion_gain')} | {a['lesions_found']:.2f} | "
+            f"{a['best_steps']} / {a['stopped_steps']} | {a['seconds']:.0f} |"
+        )
     if s["fraction_of_oracle_gain"] is not None:
         lines += ["", f"Synthetic arm's share of the oracle arm's gain: {s['fraction_of_oracle_gain']:.2f}."]
-    lines += ["", "Rows (one per arm, generator and judge seed):", "", "```json",
-              *[json.dumps({k: v for k, v in r.items() if k not in ("organ", "lesion", "lesion_by_seed", "has_lesion")})
-                for r in rows], "```", ""]
+    lines += [
+        "",
+        "Rows (one per arm, generator and judge seed):",
+        "",
+        "```json",
+        *[
+            json.dumps({k: v for k, v in r.items() if k not in ("organ", "lesion", "lesion_by_seed", "has_lesion")})
+            for r in rows
+        ],
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -185,7 +234,9 @@ def main() -> None:
     a.add_argument("--judge-options", default="{}")
     a.add_argument("--generator-seed", type=int, default=0, help="the seed notebooks 02-03 of --run trained with")
     r = sub.add_parser("report")
-    r.add_argument("--note", default="", help="a sentence on the conditions of this run, printed under the table's header")
+    r.add_argument(
+        "--note", default="", help="a sentence on the conditions of this run, printed under the table's header"
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.cmd == "train":
@@ -195,8 +246,14 @@ def main() -> None:
         unknown = sorted(set(names) - set(ARMS))
         if unknown:
             raise SystemExit(f"unknown arm(s) {unknown}; choose from {ARMS}")
-        arms(args.work, args.run, names, [int(s) for s in args.judge_seeds.split(",")], json.loads(args.judge_options),
-             args.generator_seed)
+        arms(
+            args.work,
+            args.run,
+            names,
+            [int(s) for s in args.judge_seeds.split(",")],
+            json.loads(args.judge_options),
+            args.generator_seed,
+        )
     else:
         write_report(args.work, args.out, lambda rows: report(rows, args.note))
         write_report(args.work, args.out.with_suffix(".json"), lambda rows: json.dumps(summary(rows), indent=1) + "\n")

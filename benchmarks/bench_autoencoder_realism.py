@@ -22,6 +22,7 @@ adapter at 2 mm; the tiles of one axial slab are held out, the rest train).
 Each ``train`` appends a row to ``WORK/rows.jsonl`` and keeps the held-out reconstructions,
 so rows can be run one at a time (or split between machines) and reported together.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,12 +48,14 @@ OPTIONS = {
     "patchgan-d16-1500": dict(gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=500, steps=1500, disc_channels=16),
     "patchgan-d16-1000": dict(gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=300, steps=1000, disc_channels=16),
     "patchgan-d16-1200": dict(gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=400, steps=1200, disc_channels=16),
-    "patchgan-d16-1500-bf16": dict(gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=500, steps=1500, disc_channels=16, mixed_precision="bf16"),
+    "patchgan-d16-1500-bf16": dict(
+        gan_weight_2d=0.1, gan_weight_3d=0.1, disc_start=500, steps=1500, disc_channels=16, mixed_precision="bf16"
+    ),
 }
 HEAD = Path("/usr/share/mricron/templates")
-HEAD_TILE_MM = (32, 96, 96)   # (z, y, x) of one tile
+HEAD_TILE_MM = (32, 96, 96)  # (z, y, x) of one tile
 HEAD_SPACING = [2.0, 2.0, 2.0]
-HEAD_HELD_OUT_SLAB = 2        # axial slab whose tiles are held out (of 5)
+HEAD_HELD_OUT_SLAB = 2  # axial slab whose tiles are held out (of 5)
 
 
 def train_settings(option: str) -> dict:
@@ -74,8 +77,14 @@ def phantom_data(work: Path) -> tuple[Path, dict]:
     if not (data / "split.json").is_file():
         q01 = PROFILES["quick"]["01"]
         make_phantom(q01["dataset"], work / "phantom" / "raw", q01["n_cases"], seed=0)
-        prepare_dataset(q01["dataset"], work / "phantom" / "raw", data, spacing=q01["spacing"],
-                        block_shape=q01["block_shape"], n_cases=q01["n_cases"])
+        prepare_dataset(
+            q01["dataset"],
+            work / "phantom" / "raw",
+            data,
+            spacing=q01["spacing"],
+            block_shape=q01["block_shape"],
+            n_cases=q01["n_cases"],
+        )
     split = load_split(data / "split.json")
     return data, {"train": split["train"], "held_out": split["val"]}
 
@@ -97,7 +106,7 @@ def head_data(work: Path) -> tuple[Path, dict]:
         for k in range(x.shape[2] // tz):
             for j in np.linspace(0, x.shape[1] - ty, 3).astype(int):
                 for i in np.linspace(0, x.shape[0] - tx, 2).astype(int):
-                    box = np.s_[i:i + tx, j:j + ty, k * tz:(k + 1) * tz]
+                    box = np.s_[i : i + tx, j : j + ty, k * tz : (k + 1) * tz]
                     if (y[box] > 0).mean() < 0.05:
                         continue
                     affine = image.affine @ np.array([[1, 0, 0, i], [0, 1, 0, j], [0, 0, 1, k * tz], [0, 0, 0, 1]])
@@ -147,8 +156,16 @@ def train(work: Path, dataset: str, option: str, seed: int) -> dict:
     out = work / "runs" / f"{dataset}-{option}-{seed}"
     with CaseStore(data / "cases.h5") as store:
         t0 = time.perf_counter()
-        train_vqgan(out, store=store, split={"train": split["train"], "val": []}, num_classes=len(classes),
-                    progress=False, resume=False, seed=seed, **train_settings(option))
+        train_vqgan(
+            out,
+            store=store,
+            split={"train": split["train"], "val": []},
+            num_classes=len(classes),
+            progress=False,
+            resume=False,
+            seed=seed,
+            **train_settings(option),
+        )
         seconds = time.perf_counter() - t0
         train_x, train_y, _ = stack_cases(store, split["train"])
         x, y, _ = stack_cases(store, split["held_out"])
@@ -161,10 +178,18 @@ def train(work: Path, dataset: str, option: str, seed: int) -> dict:
         ablation = latent_ablation(model, x, y, masks=body_masks(y), seed=seed)
         recon = reconstruct(model, x, y).images
     np.savez_compressed(out / "held_out.npz", original=x, recon=recon, labels=y)
-    row = {"dataset": dataset, "option": option, "seed": seed, "settings": OPTIONS[option],
-           "train_seconds": round(seconds, 1), "n_train": len(split["train"]), "n_held_out": len(split["held_out"]),
-           "body": {m: {k: r[k] for k in ("psnr", "ssim")} for m, r in table.items()},
-           "ablation_own_minus_other": ablation["own_minus_other"], "run": str(out)}
+    row = {
+        "dataset": dataset,
+        "option": option,
+        "seed": seed,
+        "settings": OPTIONS[option],
+        "train_seconds": round(seconds, 1),
+        "n_train": len(split["train"]),
+        "n_held_out": len(split["held_out"]),
+        "body": {m: {k: r[k] for k in ("psnr", "ssim")} for m, r in table.items()},
+        "ablation_own_minus_other": ablation["own_minus_other"],
+        "run": str(out),
+    }
     append_row(work, row)
     return row
 
@@ -207,10 +232,12 @@ def report(rows: list[dict]) -> str:
         t = texture_and_bone(r)
         b, base = r["body"]["VQ-GAN"], r["body"]["painting + pooled residual"]
         both = b["psnr"] > base["psnr"] and b["ssim"] > base["ssim"]
-        lines.append(f"| {r['dataset']} | {r['option']} | {r['seed']} | {r['settings']['steps']} | {r['train_seconds']} | "
-                     f"{b['psnr']:.2f} | {b['ssim']:.3f} | {base['psnr']:.2f} / {base['ssim']:.3f} | {'yes' if both else 'no'} | "
-                     f"{t['noise_ratio']:.2f} | {t['hf_power_ratio']:.2f} | {t['thin_bone']:.2f} | "
-                     f"{r['ablation_own_minus_other']:.1f} |")
+        lines.append(
+            f"| {r['dataset']} | {r['option']} | {r['seed']} | {r['settings']['steps']} | {r['train_seconds']} | "
+            f"{b['psnr']:.2f} | {b['ssim']:.3f} | {base['psnr']:.2f} / {base['ssim']:.3f} | {'yes' if both else 'no'} | "
+            f"{t['noise_ratio']:.2f} | {t['hf_power_ratio']:.2f} | {t['thin_bone']:.2f} | "
+            f"{r['ablation_own_minus_other']:.1f} |"
+        )
     lines += ["", "Options (notebook 02 parameters over the quick profile's):", ""]
     lines += [f"- `{name}`: {settings}" for name, settings in OPTIONS.items()]
     lines += ["", "Raw numbers:", "", "```json", json.dumps(rows, indent=1), "```", ""]

@@ -17,6 +17,7 @@ label maps dropped, :func:`medlsdm.training.vqgan.drop_labels`). Several seeds p
 
 Run it when nothing else uses the CPU (times are reported beside the step counts).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-OPTIONS = {"normal": dict(decoder_type="normal"), "spade": dict(decoder_type="spade"),
-           "spade-dropout": dict(decoder_type="spade", label_dropout=0.5)}
+OPTIONS = {
+    "normal": dict(decoder_type="normal"),
+    "spade": dict(decoder_type="spade"),
+    "spade-dropout": dict(decoder_type="spade", label_dropout=0.5),
+}
 
 
 def run(steps: int, seeds: list[int], options: list[str], work: Path) -> list[dict]:
@@ -51,8 +55,14 @@ def run(steps: int, seeds: list[int], options: list[str], work: Path) -> list[di
     for key in ("decoder_type", "compare_decoder", "label_dropout"):
         q02.pop(key, None)
     make_phantom(q01["dataset"], work / "raw", q01["n_cases"], seed=0)
-    manifest = prepare_dataset(q01["dataset"], work / "raw", work / "data", spacing=q01["spacing"],
-                               block_shape=q01["block_shape"], n_cases=q01["n_cases"])
+    manifest = prepare_dataset(
+        q01["dataset"],
+        work / "raw",
+        work / "data",
+        spacing=q01["spacing"],
+        block_shape=q01["block_shape"],
+        n_cases=q01["n_cases"],
+    )
     split = load_split(work / "data" / "split.json")
     rows = []
     with CaseStore(work / "data" / "cases.h5") as store:
@@ -63,17 +73,31 @@ def run(steps: int, seeds: list[int], options: list[str], work: Path) -> list[di
             for seed in seeds:
                 run_dir = work / f"{name}-{seed}"
                 t0 = time.perf_counter()
-                train_vqgan(run_dir, store=store, split=split, num_classes=len(manifest.classes), progress=False,
-                            **{**q02, "steps": steps, "seed": seed}, **OPTIONS[name])
+                train_vqgan(
+                    run_dir,
+                    store=store,
+                    split=split,
+                    num_classes=len(manifest.classes),
+                    progress=False,
+                    **{**q02, "steps": steps, "seed": seed},
+                    **OPTIONS[name],
+                )
                 seconds = time.perf_counter() - t0
                 model = load_vqgan(run_dir)
                 with torch.no_grad():
                     ablation = latent_ablation(model, val_x, val_y, masks=body_masks(val_y), seed=seed)
                     table = reconstruction_vs_baselines(model, val_x, val_y, means)
-                rows.append({"option": name, "seed": seed, "steps": steps, "train_seconds": round(seconds, 1),
-                             "ablation": {k: ablation[k] for k in ("own", "other", "random", "own_minus_other")},
-                             "body": {m: {k: r[k] for k in ("psnr", "ssim")} for m, r in table.items()},
-                             "n_val": len(split["val"])})
+                rows.append(
+                    {
+                        "option": name,
+                        "seed": seed,
+                        "steps": steps,
+                        "train_seconds": round(seconds, 1),
+                        "ablation": {k: ablation[k] for k in ("own", "other", "random", "own_minus_other")},
+                        "body": {m: {k: r[k] for k in ("psnr", "ssim")} for m, r in table.items()},
+                        "n_val": len(split["val"]),
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -99,7 +123,8 @@ def report(rows: list[dict]) -> str:
         lines.append(
             f"| {r['option']} | {r['seed']} | {r['steps']} | {r['train_seconds']} | {a['own']:.2f} | {a['other']:.2f} | "
             f"{a['random']:.2f} | {a['own_minus_other']:.2f} | {b['VQ-GAN']['psnr']:.2f} | {b['VQ-GAN']['ssim']:.3f} | "
-            f"{b['average-pool']['psnr']:.2f} | {b['painting']['psnr']:.2f} | {b['painting + pooled residual']['psnr']:.2f} |")
+            f"{b['average-pool']['psnr']:.2f} | {b['painting']['psnr']:.2f} | {b['painting + pooled residual']['psnr']:.2f} |"
+        )
     lines += ["", "Raw numbers:", "", "```json", json.dumps(rows, indent=1), "```", ""]
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ coarse, organ-mean part of the error 65× more, :func:`medlsdm.training.diffusio
     python benchmarks/bench_factor_spread.py --data RUN/data --vqgan RUN/vqgan --work /tmp/fs train --option swap-3 --seed 0
     python benchmarks/bench_factor_spread.py --work /tmp/fs report   # benchmarks/results/factor_spread.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,13 +76,30 @@ def train(work: Path, data: Path, vqgan: Path, option: str, seed: int, n_maps: i
     pipe = use_scheduler(load_pipeline(run), "ddim")
     samples = samples_per_map(pipe, labels, N_SAMPLES, steps=SAMPLE_STEPS, seed=0)
     raw = phantom_oracle.oracle_samples(run / "data", ids, N_ORACLE, seed=0)
-    rec = reconstruct(pipe.vqgan, raw.reshape(-1, *raw.shape[2:]), np.repeat(labels, N_ORACLE, axis=0)).images.reshape(raw.shape)
+    rec = reconstruct(pipe.vqgan, raw.reshape(-1, *raw.shape[2:]), np.repeat(labels, N_ORACLE, axis=0)).images.reshape(
+        raw.shape
+    )
     judged = oracle.compare_with_oracle(samples, rec, raw, labels, manifest.classes, manifest.dataset)
-    row = {"option": option, "seed": seed, "settings": OPTIONS[option], "train_seconds": round(seconds, 1),
-           "n_maps": len(ids), **{k: judged[k] for k in ("diversity_ratio", "diversity_reference", "factor_spread_ratio",
-                                                         "factor_spread_reference", "counted", "factor_preserved")},
-           "ks_p": {f: c["ks_p"] for f, c in judged["factor_all"].items()},
-           "w1": {f: c["w1"] for f, c in judged["factor_all"].items()}}
+    row = {
+        "option": option,
+        "seed": seed,
+        "settings": OPTIONS[option],
+        "train_seconds": round(seconds, 1),
+        "n_maps": len(ids),
+        **{
+            k: judged[k]
+            for k in (
+                "diversity_ratio",
+                "diversity_reference",
+                "factor_spread_ratio",
+                "factor_spread_reference",
+                "counted",
+                "factor_preserved",
+            )
+        },
+        "ks_p": {f: c["ks_p"] for f, c in judged["factor_all"].items()},
+        "w1": {f: c["w1"] for f, c in judged["factor_all"].items()},
+    }
     append_row(work, row)
     return row
 
@@ -104,14 +122,21 @@ def report(rows: list[dict]) -> str:
         "|---|---|---|---|" + "---|" * len(factors),
     ]
     ref = rows[0]
-    lines.append(f"| oracle half vs half | – | – | {ref['diversity_reference']:.2f} | "
-                 + " | ".join(f"{ref['factor_spread_reference'][f]:.2f} / –" for f in factors) + " |")
+    lines.append(
+        f"| oracle half vs half | – | – | {ref['diversity_reference']:.2f} | "
+        + " | ".join(f"{ref['factor_spread_reference'][f]:.2f} / –" for f in factors)
+        + " |"
+    )
     for r in sorted(rows, key=lambda r: (r["option"], r["seed"])):
         cells = []
         for f in factors:
             cell = f"{r['factor_spread_ratio'][f]:.2f} / {r['ks_p'][f]:.3g}"
             cells.append(f"**{cell}**" if f in r["counted"] else cell)
-        lines.append(f"| {r['option']} | {r['seed']} | {r['train_seconds']} | {r['diversity_ratio']:.2f} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {r['option']} | {r['seed']} | {r['train_seconds']} | {r['diversity_ratio']:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     lines += ["", "Raw numbers:", "", "```json", json.dumps(rows, indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -122,7 +147,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one option with one seed and append its row")
     t.add_argument("--data", type=Path, required=True, help="a quick phantom run's data/ folder (notebook 01)")
-    t.add_argument("--vqgan", type=Path, required=True, help="a folder holding the VQ-GAN's model/ (notebook 02's RUN/vqgan)")
+    t.add_argument(
+        "--vqgan", type=Path, required=True, help="a folder holding the VQ-GAN's model/ (notebook 02's RUN/vqgan)"
+    )
     t.add_argument("--option", choices=list(OPTIONS), required=True)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--n-maps", type=int, default=None, help="validation maps to sample (default: all)")

@@ -13,6 +13,7 @@ torso factor, in prior standard deviations.
     python benchmarks/bench_factor_strata.py            # writes benchmarks/results/factor_strata.md
     python benchmarks/bench_factor_strata.py --seeds 20  # smoke check
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,12 +39,16 @@ def cohort_errors(seed: int, n_cases: int) -> dict[str, dict[str, float]]:
     """Per draw (i.i.d., stratified) and factor: (training-cohort mean − prior mean) / prior sd."""
     ids = [f"torso_{i:03d}" for i in range(n_cases)]
     train = [int(c.split("_")[1]) for c in make_split([(c, c) for c in ids], seed=seed)["train"]]
-    draws = {"i.i.d.": [draw_torso_factors(appearance_streams("torso-ct", seed, i, stratified=False)[0]) for i in train],
-             "stratified": [_appearance("torso-ct", seed, i, None, None)[0] for i in train]}
+    draws = {
+        "i.i.d.": [draw_torso_factors(appearance_streams("torso-ct", seed, i, stratified=False)[0]) for i in train],
+        "stratified": [_appearance("torso-ct", seed, i, None, None)[0] for i in train],
+    }
     out = {}
     for name, factors in draws.items():
-        out[name] = {f: (np.mean([d[f] for d in factors]) - (lo + hi) / 2) / ((hi - lo) / np.sqrt(12))
-                     for f, (lo, hi) in UNIFORM.items()}
+        out[name] = {
+            f: (np.mean([d[f] for d in factors]) - (lo + hi) / 2) / ((hi - lo) / np.sqrt(12))
+            for f, (lo, hi) in UNIFORM.items()
+        }
     return out
 
 
@@ -71,15 +76,22 @@ def main() -> None:
     for f in UNIFORM:
         for draw in ("i.i.d.", "stratified"):
             e = np.array([r[draw][f] for r in runs])
-            lines.append(f"| {f} | {draw} | {np.sqrt(np.mean(e ** 2)):.3f} | {np.percentile(np.abs(e), 95):.3f} | "
-                         f"{np.mean(np.abs(e) > 2 * se_iid):.1%} | {e[0]:+.3f} |")
-    ratio = {f: np.sqrt(np.mean([r["stratified"][f] ** 2 for r in runs]) / np.mean([r["i.i.d."][f] ** 2 for r in runs]))
-             for f in UNIFORM}
+            lines.append(
+                f"| {f} | {draw} | {np.sqrt(np.mean(e**2)):.3f} | {np.percentile(np.abs(e), 95):.3f} | "
+                f"{np.mean(np.abs(e) > 2 * se_iid):.1%} | {e[0]:+.3f} |"
+            )
+    ratio = {
+        f: np.sqrt(np.mean([r["stratified"][f] ** 2 for r in runs]) / np.mean([r["i.i.d."][f] ** 2 for r in runs]))
+        for f in UNIFORM
+    }
     # a split takes a random n_train of the n_cases strata: the finite-population correction
     fpc = np.sqrt((args.n_cases - n_train) / (args.n_cases - 1))
-    lines += ["", "RMS error stratified / i.i.d.: " + ", ".join(f"{f} {v:.2f}" for f, v in ratio.items()) + ". "
-              f"Expected: i.i.d. {se_iid:.3f}; stratified about {se_iid * fpc:.3f} (a random {n_train} of "
-              f"{args.n_cases} strata, ratio √(({args.n_cases} − {n_train}) / ({args.n_cases} − 1)) = {fpc:.2f})."]
+    lines += [
+        "",
+        "RMS error stratified / i.i.d.: " + ", ".join(f"{f} {v:.2f}" for f, v in ratio.items()) + ". "
+        f"Expected: i.i.d. {se_iid:.3f}; stratified about {se_iid * fpc:.3f} (a random {n_train} of "
+        f"{args.n_cases} strata, ratio √(({args.n_cases} − {n_train}) / ({args.n_cases} − 1)) = {fpc:.2f}).",
+    ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

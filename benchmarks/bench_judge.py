@@ -11,6 +11,7 @@ and the seconds each took (one thread; compare seconds only between rows run alo
     python benchmarks/bench_judge.py --run runs/demo --work /tmp/bj measure --recipe basicunet --steps 300
     python benchmarks/bench_judge.py --work /tmp/bj report   # benchmarks/results/judge.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,34 +52,65 @@ def measure(run_dir: Path, work: Path, recipe: str, steps: int, seed: int) -> No
     train, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     every = max(1, steps // 5)
     t0 = time.perf_counter()
-    fit = train_judge(train.images, train.labels, num_classes=len(classes), val_images=val.images,
-                      val_labels=val.labels, seed=seed, progress=False,
-                      **{**RECIPES[recipe], "max_steps": steps, "eval_every": every, "patience": 10**6})
+    fit = train_judge(
+        train.images,
+        train.labels,
+        num_classes=len(classes),
+        val_images=val.images,
+        val_labels=val.labels,
+        seed=seed,
+        progress=False,
+        **{**RECIPES[recipe], "max_steps": steps, "eval_every": every, "patience": 10**6},
+    )
     seconds = time.perf_counter() - t0
     dice = dice_over_seeds([fit.model], test, classes)
-    append_row(work, {"recipe": recipe, "steps": steps, "seed": seed, "seconds": round(seconds, 1),
-                      "best_step": fit.best_step, "val_history": [[s, round(v, 4)] for s, v in fit.val_history],
-                      "organ": nan_mean(dice["organ"]), "lesion": nan_mean(dice["lesion"]),
-                      "lesions_found": dice["lesions_found"][0], "lesions_total": dice["lesions_total"][0],
-                      "per_class": {k: round(v, 3) for k, v in dice["per_class"].items()}})
+    append_row(
+        work,
+        {
+            "recipe": recipe,
+            "steps": steps,
+            "seed": seed,
+            "seconds": round(seconds, 1),
+            "best_step": fit.best_step,
+            "val_history": [[s, round(v, 4)] for s, v in fit.val_history],
+            "organ": nan_mean(dice["organ"]),
+            "lesion": nan_mean(dice["lesion"]),
+            "lesions_found": dice["lesions_found"][0],
+            "lesions_total": dice["lesions_total"][0],
+            "per_class": {k: round(v, 3) for k, v in dice["per_class"].items()},
+        },
+    )
 
 
 def report(rows: list[dict], note: str = "") -> str:
-    lines = ["# Judge networks side by side", "",
-             f"Written by `benchmarks/bench_judge.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
-             f"{platform.machine()}, one thread per network, quick torso phantom (36 training, 12 validation, 12 test "
-             "cases), 16×32×32 crops in batches of 2, each network kept at its best validation Dice (checked 5 times). Organ: mean Dice of the "
-             "foreground classes but the lesion, per test case, then averaged; lesions found: test lesions (connected "
-             "components) the prediction touches. Seconds include the validation passes; rows that ran beside another "
-             "job are slower by up to ~1.4x." + (f" {note}" if note else ""), "",
-             "| recipe | steps | seconds | best step | organ Dice (test) | lesion Dice | lesions found | kidney | aorta |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Judge networks side by side",
+        "",
+        f"Written by `benchmarks/bench_judge.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
+        f"{platform.machine()}, one thread per network, quick torso phantom (36 training, 12 validation, 12 test "
+        "cases), 16×32×32 crops in batches of 2, each network kept at its best validation Dice (checked 5 times). Organ: mean Dice of the "
+        "foreground classes but the lesion, per test case, then averaged; lesions found: test lesions (connected "
+        "components) the prediction touches. Seconds include the validation passes; rows that ran beside another "
+        "job are slower by up to ~1.4x." + (f" {note}" if note else ""),
+        "",
+        "| recipe | steps | seconds | best step | organ Dice (test) | lesion Dice | lesions found | kidney | aorta |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: (r["recipe"], r["steps"])):
-        lines.append(f"| {r['recipe']} | {r['steps']} | {r['seconds']:.0f} | {r['best_step']} | {r['organ']:.3f} | "
-                     f"{r['lesion']:.3f} | {r['lesions_found']}/{r['lesions_total']} | {r['per_class']['kidney']:.2f} | "
-                     f"{r['per_class']['aorta']:.2f} |")
-    lines += ["", "Recipes (`train_judge` options): " + "; ".join(f"`{k}`: {v}" for k, v in RECIPES.items()) + ".", "",
-              "```json", *[json.dumps(r) for r in rows], "```", ""]
+        lines.append(
+            f"| {r['recipe']} | {r['steps']} | {r['seconds']:.0f} | {r['best_step']} | {r['organ']:.3f} | "
+            f"{r['lesion']:.3f} | {r['lesions_found']}/{r['lesions_total']} | {r['per_class']['kidney']:.2f} | "
+            f"{r['per_class']['aorta']:.2f} |"
+        )
+    lines += [
+        "",
+        "Recipes (`train_judge` options): " + "; ".join(f"`{k}`: {v}" for k, v in RECIPES.items()) + ".",
+        "",
+        "```json",
+        *[json.dumps(r) for r in rows],
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -93,7 +125,9 @@ def main() -> None:
     m.add_argument("--steps", type=int, required=True)
     m.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("report")
-    r.add_argument("--note", default="", help="a sentence on the conditions of this run, printed under the table's header")
+    r.add_argument(
+        "--note", default="", help="a sentence on the conditions of this run, printed under the table's header"
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.cmd == "measure":

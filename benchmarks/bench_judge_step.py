@@ -11,6 +11,7 @@ two untimed warm-up steps on random 16×32×32 crops in batches of 2 (the quick 
 
 Writes ``benchmarks/results/judge_step.md`` (``--out``). Run it when nothing else uses the CPU.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -34,6 +34,7 @@ Writes ``benchmarks/results/paper_scale.md`` (``--out``) after every model, keep
 earlier runs for other profiles, models or blocks (so a run can be split, and an interrupted one
 keeps what it measured). Run it when nothing else uses the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,6 +56,7 @@ PROFILES = ("paper-autopet", "paper-synthrad2023", "paper-duke")
 #: classes of each dataset's label map in the original runs (``label_nc``, shared/REFERENCE.md)
 NUM_CLASSES = {"paper-autopet": 37, "paper-synthrad2023": 31, "paper-duke": 3}
 
+
 def _numel(params) -> int:
     return sum(p.numel() for p in params)
 
@@ -71,14 +73,30 @@ def build_vqgan(profile: str, shape: tuple[int, ...], vgg_path: str, batch_size:
     params = paper_training_parameters(profile, "02")
     p = {**VQGAN_DEFAULTS, **{k: v for k, v in params.items() if k in VQGAN_DEFAULTS}}
     k = NUM_CLASSES[profile]
-    model = VQGAN(spatial_dims=3, channels=tuple(p["channels"]), num_res_blocks=p["num_res_blocks"],
-                  embedding_dim=p["embedding_dim"], num_embeddings=p["num_embeddings"],
-                  norm_num_groups=p["norm_num_groups"], decoder_type=p["decoder_type"], num_classes=k,
-                  spade_hidden_channels=p["spade_hidden_channels"], commitment_cost=p["commitment_cost"])
-    loss_fn = VQGANLoss(spatial_dims=3, l1_weight=p["l1_weight"], perceptual_weight=p["perceptual_weight"],
-                        perceptual_weights=vgg_path, gan_weight_2d=p["gan_weight_2d"], gan_weight_3d=p["gan_weight_3d"],
-                        feat_weight=p["feat_weight"], disc_start=0, disc_channels=p["disc_channels"],
-                        disc_layers=p["disc_layers"])
+    model = VQGAN(
+        spatial_dims=3,
+        channels=tuple(p["channels"]),
+        num_res_blocks=p["num_res_blocks"],
+        embedding_dim=p["embedding_dim"],
+        num_embeddings=p["num_embeddings"],
+        norm_num_groups=p["norm_num_groups"],
+        decoder_type=p["decoder_type"],
+        num_classes=k,
+        spade_hidden_channels=p["spade_hidden_channels"],
+        commitment_cost=p["commitment_cost"],
+    )
+    loss_fn = VQGANLoss(
+        spatial_dims=3,
+        l1_weight=p["l1_weight"],
+        perceptual_weight=p["perceptual_weight"],
+        perceptual_weights=vgg_path,
+        gan_weight_2d=p["gan_weight_2d"],
+        gan_weight_3d=p["gan_weight_3d"],
+        feat_weight=p["feat_weight"],
+        disc_start=0,
+        disc_channels=p["disc_channels"],
+        disc_layers=p["disc_layers"],
+    )
     discs = list(loss_fn.discriminators())
     opt_g = torch.optim.Adam(model.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
     opt_d = torch.optim.Adam([q for d in discs for q in d.parameters()], lr=p["disc_lr"], betas=tuple(p["betas"]))
@@ -100,9 +118,16 @@ def build_vqgan(profile: str, shape: tuple[int, ...], vgg_path: str, batch_size:
 
     trainable = _numel(model.parameters()) + _numel(q for d in discs for q in d.parameters())
     frozen_bytes = 4 * (_numel(loss_fn.perceptual.parameters()) + _numel(model.buffers()))
-    info = dict(batch_size=b, profile_batch_size=p["batch_size"], num_classes=k, input=[b, 1, *shape], trainable_params=trainable,
-                frozen_bytes=frozen_bytes, copies=4,  # weights, gradients, Adam m and v
-                settings={key: p[key] for key in ("channels", "num_embeddings", "spade_hidden_channels", "decoder_type")})
+    info = dict(
+        batch_size=b,
+        profile_batch_size=p["batch_size"],
+        num_classes=k,
+        input=[b, 1, *shape],
+        trainable_params=trainable,
+        frozen_bytes=frozen_bytes,
+        copies=4,  # weights, gradients, Adam m and v
+        settings={key: p[key] for key in ("channels", "num_embeddings", "spade_hidden_channels", "decoder_type")},
+    )
     return step, info
 
 
@@ -118,11 +143,20 @@ def build_unet(profile: str, shape: tuple[int, ...], batch_size: int | None = No
     p = {**DIFFUSION_DEFAULTS, **{k: v for k, v in params.items() if k in DIFFUSION_DEFAULTS}}
     k = NUM_CLASSES[profile]
     latent = [s // 4 for s in shape]  # the VQ-GAN's 16→32→64 channels downsample 4× per axis
-    unet = SemanticUNet(spatial_dims=3, in_channels=8, out_channels=8, num_classes=k, channels=tuple(p["channels"]),
-                        attention_levels=tuple(p["attention_levels"]), num_res_blocks=p["num_res_blocks"],
-                        norm_num_groups=p["norm_num_groups"], num_heads=p["num_heads"],
-                        conditioning=p["conditioning"], dropout=p["dropout"],
-                        label_encoder_channels=p["label_encoder_channels"])
+    unet = SemanticUNet(
+        spatial_dims=3,
+        in_channels=8,
+        out_channels=8,
+        num_classes=k,
+        channels=tuple(p["channels"]),
+        attention_levels=tuple(p["attention_levels"]),
+        num_res_blocks=p["num_res_blocks"],
+        norm_num_groups=p["norm_num_groups"],
+        num_heads=p["num_heads"],
+        conditioning=p["conditioning"],
+        dropout=p["dropout"],
+        label_encoder_channels=p["label_encoder_channels"],
+    )
     scheduler = make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"])
     opt = torch.optim.AdamW(unet.parameters(), lr=p["lr"], weight_decay=0.0)
     b = batch_size or p["batch_size"]
@@ -131,15 +165,26 @@ def build_unet(profile: str, shape: tuple[int, ...], batch_size: int | None = No
     gen = torch.Generator().manual_seed(0)
 
     def step():
-        loss = diffusion_loss(unet, scheduler, z, semantic_condition(labels, k), cond_drop_prob=p["cond_drop_prob"], generator=gen)
+        loss = diffusion_loss(
+            unet, scheduler, z, semantic_condition(labels, k), cond_drop_prob=p["cond_drop_prob"], generator=gen
+        )
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    info = dict(batch_size=b, profile_batch_size=p["batch_size"], num_classes=k, input=[b, 8, *latent], trainable_params=_numel(unet.parameters()),
-                frozen_bytes=4 * _numel(unet.buffers()), copies=5,  # weights, gradients, AdamW m and v, EMA
-                settings={key: p[key] for key in ("channels", "attention_levels", "num_heads", "conditioning",
-                                                  "label_encoder_channels")})
+    info = dict(
+        batch_size=b,
+        profile_batch_size=p["batch_size"],
+        num_classes=k,
+        input=[b, 8, *latent],
+        trainable_params=_numel(unet.parameters()),
+        frozen_bytes=4 * _numel(unet.buffers()),
+        copies=5,  # weights, gradients, AdamW m and v, EMA
+        settings={
+            key: p[key]
+            for key in ("channels", "attention_levels", "num_heads", "conditioning", "label_encoder_channels")
+        },
+    )
     return step, info
 
 
@@ -168,10 +213,19 @@ def worker(cfg: dict) -> dict:
     static = (info["copies"] * 4 * info["trainable_params"] + info["frozen_bytes"]) / MIB
     # activations grow in proportion to the batch: the estimate at the profile's batch
     profile_estimate = static + activations * info["profile_batch_size"] / info["batch_size"]
-    return {**cfg, **info, "times": times, "rss_before_mib": base, "peak_rss_mib": peak,
-            "activations_mib": activations, "static_mib": static, "gpu_estimate_mib": static + activations,
-            "gpu_estimate_profile_batch_mib": profile_estimate,
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+    return {
+        **cfg,
+        **info,
+        "times": times,
+        "rss_before_mib": base,
+        "peak_rss_mib": peak,
+        "activations_mib": activations,
+        "static_mib": static,
+        "gpu_estimate_mib": static + activations,
+        "gpu_estimate_profile_batch_mib": profile_estimate,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
 
 def _report(results: list[dict], args) -> str:
@@ -207,17 +261,29 @@ def _report(results: list[dict], args) -> str:
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | | | | error: {r['error']} | | | | | |")
+            lines.append(
+                f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | | | | error: {r['error']} | | | | | |"
+            )
             continue
         each = ", ".join(f"{t:.1f}" for t in r["times"])
         lines.append(
             f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | {r['num_classes']} | {'×'.join(map(str, r['input']))} | "
             f"{r['trainable_params'] / 1e6:.2f} | {each} | {r['peak_rss_mib'] / 1024:.2f} | "
             f"{r['activations_mib'] / 1024:.2f} | {r['static_mib'] / 1024:.2f} | {r['gpu_estimate_mib'] / 1024:.2f} | "
-            f"{r.get('gpu_estimate_profile_batch_mib', r['gpu_estimate_mib']) / 1024:.2f} |")
-    lines += ["", "A row with an error did not finish (time limit, memory). The same model at a smaller block "
-              "(another row) shows its cost: convolution activations grow about in proportion to the voxels.",
-              "", "Raw numbers:", "", "```json", json.dumps(results, indent=1), "```", ""]
+            f"{r.get('gpu_estimate_profile_batch_mib', r['gpu_estimate_mib']) / 1024:.2f} |"
+        )
+    lines += [
+        "",
+        "A row with an error did not finish (time limit, memory). The same model at a smaller block "
+        "(another row) shows its cost: convolution activations grow about in proportion to the voxels.",
+        "",
+        "Raw numbers:",
+        "",
+        "```json",
+        json.dumps(results, indent=1),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -228,8 +294,12 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="vqgan,unet", help="comma-separated: vqgan, unet")
     parser.add_argument("--steps", type=int, default=2, help="training steps per model")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="measure this batch instead of the profile's (the report scales memory to the profile's)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="measure this batch instead of the profile's (the report scales memory to the profile's)",
+    )
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per model")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "paper_scale.md"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -243,26 +313,44 @@ def main(argv=None) -> int:
 
     args.shape = tuple(int(v) for v in args.shape.lower().split("x"))
     if len(args.shape) != 3 or any(s % 32 for s in args.shape):
-        raise ConfigError(f"--shape {args.shape}: give DxHxW with every side divisible by 32 "
-                          "(the VQ-GAN downsamples 4×, the UNet's four levels another 8×)")
+        raise ConfigError(
+            f"--shape {args.shape}: give DxHxW with every side divisible by 32 "
+            "(the VQ-GAN downsamples 4×, the UNet's four levels another 8×)"
+        )
     profiles = args.profiles.split(",")
     unknown = sorted(set(profiles) - set(PROFILES)) + sorted(set(args.models.split(",")) - {"vqgan", "unet"})
     if unknown:
-        raise ConfigError(f"unknown profile(s) or model(s) {unknown}; profiles: {', '.join(PROFILES)}; models: vqgan, unet")
+        raise ConfigError(
+            f"unknown profile(s) or model(s) {unknown}; profiles: {', '.join(PROFILES)}; models: vqgan, unet"
+        )
     out = Path(args.out)
     # rows of an earlier run of the same report (other profiles, models or blocks) are kept; the
     # report is rewritten after every model, so an interrupted run keeps what it measured
-    results = [r for r in _previous_results(out) if not (r["profile"] in profiles and r["model"] in args.models.split(",")
-                                                         and tuple(r["shape"]) == args.shape)]
+    results = [
+        r
+        for r in _previous_results(out)
+        if not (r["profile"] in profiles and r["model"] in args.models.split(",") and tuple(r["shape"]) == args.shape)
+    ]
     for profile in profiles:
         for model in args.models.split(","):
-            cfg = dict(profile=profile, model=model, shape=args.shape, steps=args.steps, threads=args.threads,
-                       batch_size=args.batch_size)
+            cfg = dict(
+                profile=profile,
+                model=model,
+                shape=args.shape,
+                steps=args.steps,
+                threads=args.threads,
+                batch_size=args.batch_size,
+            )
             print(f"{profile} {model} {'x'.join(map(str, args.shape))} …", flush=True)
             r = run_worker(__file__, cfg, args.timeout)
             results.append(r)
-            print("   ", r.get("error") or f"{', '.join(f'{t:.1f}' for t in r['times'])} s/step, "
-                  f"peak {r['peak_rss_mib'] / 1024:.2f} GiB, GPU estimate {r['gpu_estimate_mib'] / 1024:.2f} GiB", flush=True)
+            print(
+                "   ",
+                r.get("error")
+                or f"{', '.join(f'{t:.1f}' for t in r['times'])} s/step, "
+                f"peak {r['peak_rss_mib'] / 1024:.2f} GiB, GPU estimate {r['gpu_estimate_mib'] / 1024:.2f} GiB",
+                flush=True,
+            )
             write_text(out, _report(results, args))
     print(f"wrote {out}")
     return 0
@@ -276,7 +364,7 @@ def _previous_results(path: Path) -> list[dict]:
     start = text.find("```json\n")
     if start < 0:
         return []
-    return json.loads(text[start + len("```json\n"):text.index("```", start + 7)])
+    return json.loads(text[start + len("```json\n") : text.index("```", start + 7)])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ time, it must not grow with the number of cases (the ratio is reported).
 
 Run it on an otherwise idle machine: a second job on these 2 cores distorts the times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,7 +76,9 @@ def main() -> None:
         "|------:|--------:|----------:|--------------------------------:|-----------------------------:|",
     ]
     for r in rows:
-        lines.append(f"| {r['n']} | {r['seconds']:.2f} | {r['n'] / r['seconds']:.2f} | {r['traced_mb']:.1f} | {r['peak_mb']:.0f} |")
+        lines.append(
+            f"| {r['n']} | {r['seconds']:.2f} | {r['n'] / r['seconds']:.2f} | {r['traced_mb']:.1f} | {r['peak_mb']:.0f} |"
+        )
     first, last = rows[0], rows[-1]
     ratio = last["traced_mb"] / first["traced_mb"]
     lines += [

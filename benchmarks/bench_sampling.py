@@ -11,6 +11,7 @@ channels), and reports their ratio. Writes ``benchmarks/results/sampling.md``.
 
 Run it on an otherwise idle machine: a second job on these 2 cores distorts the times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,9 @@ def timed_schedulers(pipe, labels, settings, *, seed: int = 0) -> dict[str, tupl
         for name, steps in settings:
             use_scheduler(pipe, name)
             start = time.perf_counter()
-            out = pipe(labels, num_inference_steps=steps, guidance_scale=1.0, generator=torch.Generator().manual_seed(seed))
+            out = pipe(
+                labels, num_inference_steps=steps, guidance_scale=1.0, generator=torch.Generator().manual_seed(seed)
+            )
             results[f"{name}-{steps}"] = out.images, (time.perf_counter() - start) / len(out.images)
     finally:
         pipe.scheduler = original
@@ -86,9 +89,11 @@ def main() -> None:
     reference, ref_seconds = next(iter(results.values()))
 
     lines = [
-        "# Sampling benchmark", "",
+        "# Sampling benchmark",
+        "",
         f"Machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads. "
-        f"Reference: {settings[0][0].upper()}-{settings[0][1]}. Run `{run}`: {len(labels)} test label maps of shape {tuple(labels.shape[1:])}, one batch, same initial noise.", "",
+        f"Reference: {settings[0][0].upper()}-{settings[0][1]}. Run `{run}`: {len(labels)} test label maps of shape {tuple(labels.shape[1:])}, one batch, same initial noise.",
+        "",
         "| scheduler | steps | s / volume | speed-up vs reference | RMSE to reference | class-intensity error (mean) |",
         "|---|--:|--:|--:|--:|--:|",
     ]

@@ -22,6 +22,7 @@ Variants: ``ddim-N`` (N DDIM steps, guidance 1: notebook 04's sampler at N = 50)
     python benchmarks/bench_sampling_texture.py --run runs/demo --work /tmp/st sample --variant ddim-50
     python benchmarks/bench_sampling_texture.py --work /tmp/st report   # benchmarks/results/sampling_texture.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ def laplacian_energy(z) -> float:
     for axis in range(3):
         for shift in (slice(2, None), slice(None, -2)):
             lap = lap + z[(...,) + tuple(shift if a == axis else c[a] for a in range(3))]
-    return float(np.mean(lap ** 2))
+    return float(np.mean(lap**2))
 
 
 def sample(run: Path, work: Path, variant: str) -> dict:
@@ -89,22 +90,39 @@ def sample(run: Path, work: Path, variant: str) -> dict:
     images, latents = [], []
     for i in range(len(ids)):
         generators = [torch.Generator().manual_seed(k) for k in range(N_SAMPLES)]
-        z = pipe(labels[i:i + 1], num_inference_steps=steps, guidance_scale=guidance, generator=generators,
-                 num_per_label=N_SAMPLES, output_type="latent").images
-        lab = torch.as_tensor(labels[i:i + 1]).repeat_interleave(N_SAMPLES, dim=0)
+        z = pipe(
+            labels[i : i + 1],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators,
+            num_per_label=N_SAMPLES,
+            output_type="latent",
+        ).images
+        lab = torch.as_tensor(labels[i : i + 1]).repeat_interleave(N_SAMPLES, dim=0)
         with torch.no_grad():
-            images.append(pipe.vqgan.decode(pipe.vqgan.from_diffusion(z), force_not_quantize=not snap, labels=lab).sample.clamp(-1, 1).numpy())
+            images.append(
+                pipe.vqgan.decode(pipe.vqgan.from_diffusion(z), force_not_quantize=not snap, labels=lab)
+                .sample.clamp(-1, 1)
+                .numpy()
+            )
         latents.append(z.numpy())
     seconds = time.perf_counter() - t0
     samples = np.stack(images)
     texture = oracle.texture_vs_oracle(samples, raw, labels, classes, dataset, autoencoded=rec)
     judged = oracle.compare_with_oracle(samples, rec, raw, labels, classes, dataset)
-    row = {"variant": variant, "scheduler": scheduler, "steps": steps, "guidance": guidance, "snap": snap,
-           "seconds": round(seconds, 1), "n_maps": len(ids),
-           "texture": {k: v for k, v in texture.items() if not isinstance(v, dict)},
-           "latent_roughness": laplacian_energy(np.concatenate(latents)) / laplacian_energy(real_latents),
-           **{k: judged[k] for k in ("diversity_ratio", "factor_spread_ratio", "factor_spread_reference", "counted")},
-           "ks_p": {f: c["ks_p"] for f, c in judged["factor_all"].items()}}
+    row = {
+        "variant": variant,
+        "scheduler": scheduler,
+        "steps": steps,
+        "guidance": guidance,
+        "snap": snap,
+        "seconds": round(seconds, 1),
+        "n_maps": len(ids),
+        "texture": {k: v for k, v in texture.items() if not isinstance(v, dict)},
+        "latent_roughness": laplacian_energy(np.concatenate(latents)) / laplacian_energy(real_latents),
+        **{k: judged[k] for k in ("diversity_ratio", "factor_spread_ratio", "factor_spread_reference", "counted")},
+        "ks_p": {f: c["ks_p"] for f, c in judged["factor_all"].items()},
+    }
     append_row(work, row)
     return row
 
@@ -130,15 +148,20 @@ def report(rows: list[dict]) -> str:
         "spread " + ", ".join(f"{f} {rows[0]['factor_spread_reference'][f]:.2f}" for f in factors) + ".",
         "",
         "| variant | s | noise (diffusion) | HF power | latent roughness | diversity | "
-        + " | ".join(f"{f} spread / KS p" for f in factors) + " |",
+        + " | ".join(f"{f} spread / KS p" for f in factors)
+        + " |",
         "|---|---|---|---|---|---|" + "---|" * len(factors),
     ]
     for r in sorted(rows, key=lambda r: r["variant"]):
         t = r["texture"]
         cells = [f"{r['factor_spread_ratio'][f]:.2f} / {r['ks_p'][f]:.2g}" for f in factors]
         cells = [f"**{c}**" if f in r["counted"] else c for c, f in zip(cells, factors)]
-        lines.append(f"| {r['variant']} | {r['seconds']} | {t['noise_ratio']:.2f} ({t['noise_ratio_diffusion']:.2f}) | "
-                     f"{t['hf_power_ratio']:.2f} | {r['latent_roughness']:.2f} | {r['diversity_ratio']:.2f} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {r['variant']} | {r['seconds']} | {t['noise_ratio']:.2f} ({t['noise_ratio_diffusion']:.2f}) | "
+            f"{t['hf_power_ratio']:.2f} | {r['latent_roughness']:.2f} | {r['diversity_ratio']:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     lines += ["", *reading(rows), "", "Raw numbers:", "", "```json", json.dumps(rows, indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -148,23 +171,27 @@ def reading(rows: list[dict]) -> list[str]:
     plain = [r for r in rows if r["guidance"] == 1.0]
     noise = [r["texture"]["noise_ratio_diffusion"] for r in plain]
     rough = [r["latent_roughness"] for r in plain]
-    out = [f"> With guidance 1, every sampler and step count ({', '.join(sorted(r['variant'] for r in plain))}) leaves "
-           f"the samples {min(noise):.2f}-{max(noise):.2f}× as noisy as the oracle re-renders through the same "
-           f"autoencoder, snapped to the codebook or not: the extra noise is not the solver's. The sampled latents are "
-           f"{'smoother' if max(rough) < 1 else 'rougher'} than the encoded re-renders (roughness {min(rough):.2f}-"
-           f"{max(rough):.2f}), so it is not latent-scale noise left by the sampler either: the extra texture comes "
-           "from how the decoder reads the sampled latents' values."]
+    out = [
+        f"> With guidance 1, every sampler and step count ({', '.join(sorted(r['variant'] for r in plain))}) leaves "
+        f"the samples {min(noise):.2f}-{max(noise):.2f}× as noisy as the oracle re-renders through the same "
+        f"autoencoder, snapped to the codebook or not: the extra noise is not the solver's. The sampled latents are "
+        f"{'smoother' if max(rough) < 1 else 'rougher'} than the encoded re-renders (roughness {min(rough):.2f}-"
+        f"{max(rough):.2f}), so it is not latent-scale noise left by the sampler either: the extra texture comes "
+        "from how the decoder reads the sampled latents' values."
+    ]
     guided = [r for r in rows if r["guidance"] != 1.0]
     base = next((r for r in plain if r["variant"] == "ddim-50"), None)
     if guided and base:
         g = guided[0]
         drop = {f: (base["factor_spread_ratio"][f], g["factor_spread_ratio"][f]) for f in base["counted"]}
         out.append("")
-        out.append(f"> Guidance {g['guidance']:g} brings the noise ratio from {base['texture']['noise_ratio']:.2f} to "
-                   f"{g['texture']['noise_ratio']:.2f} and pins the appearance: within-map spread "
-                   + ", ".join(f"{f} {a:.2f} → {b:.2f}" for f, (a, b) in drop.items())
-                   + f", diversity {base['diversity_ratio']:.2f} → {g['diversity_ratio']:.2f}. Less noise is bought "
-                   "with samples nearer the conditional mean: not a fix.")
+        out.append(
+            f"> Guidance {g['guidance']:g} brings the noise ratio from {base['texture']['noise_ratio']:.2f} to "
+            f"{g['texture']['noise_ratio']:.2f} and pins the appearance: within-map spread "
+            + ", ".join(f"{f} {a:.2f} → {b:.2f}" for f, (a, b) in drop.items())
+            + f", diversity {base['diversity_ratio']:.2f} → {g['diversity_ratio']:.2f}. Less noise is bought "
+            "with samples nearer the conditional mean: not a fix."
+        )
     return out
 
 

@@ -16,6 +16,7 @@ process so peaks do not carry over.
 
 Writes ``benchmarks/results/vqgan.md`` (``--out``). Run it when nothing else uses the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,15 @@ def worker(cfg: dict) -> dict:
     torch.manual_seed(0)
     shape = cfg["size"]
     spade = cfg["decoder"] == "spade"
-    model = VQGAN(3, channels=(16, 32, 64), embedding_dim=8, num_embeddings=cfg["codebook"],
-                  decoder_type=cfg["decoder"], num_classes=9 if spade else 0,
-                  spade_hidden_channels=cfg["spade_hidden"])
+    model = VQGAN(
+        3,
+        channels=(16, 32, 64),
+        embedding_dim=8,
+        num_embeddings=cfg["codebook"],
+        decoder_type=cfg["decoder"],
+        num_classes=9 if spade else 0,
+        spade_hidden_channels=cfg["spade_hidden"],
+    )
     if cfg["checkpointing"]:
         model.enable_gradient_checkpointing()
     loss_fn = VQGANLoss(3, disc_start=0, disc_channels=64, disc_layers=3)
@@ -76,9 +83,18 @@ def worker(cfg: dict) -> dict:
     (warmup,) = timed(step, 1)  # warm-up (kernel selection, allocator)
     times = timed(step, cfg["steps"])
     peak = peak_mib()
-    return {**cfg, "warmup_s": warmup, "times": times, "mean_s": sum(times) / len(times),
-            "min_s": min(times), "rss_before_mib": base, "peak_rss_mib": peak,
-            "step_mib": peak - base, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    return {
+        **cfg,
+        "warmup_s": warmup,
+        "times": times,
+        "mean_s": sum(times) / len(times),
+        "min_s": min(times),
+        "rss_before_mib": base,
+        "peak_rss_mib": peak,
+        "step_mib": peak - base,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
 
 def _report(results: list[dict], args) -> str:
@@ -104,8 +120,9 @@ def _report(results: list[dict], args) -> str:
         "time × | warm-up s | peak RSS MiB | step MiB | step memory × |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    reference = {tuple(r["size"]): r for r in results
-                 if "error" not in r and r["precision"] == "fp32" and not r["checkpointing"]}
+    reference = {
+        tuple(r["size"]): r for r in results if "error" not in r and r["precision"] == "fp32" and not r["checkpointing"]
+    }
     for r in results:
         size = "×".join(map(str, r["size"]))
         ckpt = "on" if r["checkpointing"] else "off"
@@ -149,13 +166,23 @@ def main(argv=None) -> int:
     for size in sizes:
         for precision in args.precisions.split(","):
             for ckpt in args.checkpointing.split(","):
-                cfg = dict(size=size, precision=precision, checkpointing=ckpt == "on", steps=args.steps,
-                           batch_size=args.batch_size, decoder=args.decoder, codebook=args.codebook,
-                           spade_hidden=args.spade_hidden, threads=args.threads)
+                cfg = dict(
+                    size=size,
+                    precision=precision,
+                    checkpointing=ckpt == "on",
+                    steps=args.steps,
+                    batch_size=args.batch_size,
+                    decoder=args.decoder,
+                    codebook=args.codebook,
+                    spade_hidden=args.spade_hidden,
+                    threads=args.threads,
+                )
                 print(f"{'x'.join(map(str, size))} {precision} checkpointing={ckpt} …", flush=True)
                 r = run_worker(__file__, cfg, args.timeout)
                 results.append(r)
-                print("   ", r.get("error") or f"{r['mean_s']:.3f} s/step, peak {r['peak_rss_mib']:.0f} MiB", flush=True)
+                print(
+                    "   ", r.get("error") or f"{r['mean_s']:.3f} s/step, peak {r['peak_rss_mib']:.0f} MiB", flush=True
+                )
     out = Path(args.out)
     write_text(out, _report(results, args))
     print(f"wrote {out}")

@@ -15,6 +15,7 @@ label map made, a one-step warm-up on a 16×16×16 label map). Writes ``benchmar
 
 Run it on an otherwise idle machine: a second job on these 2 cores distorts the times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,14 +46,16 @@ def build_pipeline():
     torch.manual_seed(0)
     classes = len(TORSO_CT.names)
     vqgan = VQGAN(channels=(16, 32, 64), embedding_dim=8, num_embeddings=512, decoder_type="spade", num_classes=classes)
-    unet = SemanticUNet(in_channels=8, out_channels=8, num_classes=classes, channels=(32, 64, 128),
-                        attention_levels=(False, True, True))
+    unet = SemanticUNet(
+        in_channels=8, out_channels=8, num_classes=classes, channels=(32, 64, 128), attention_levels=(False, True, True)
+    )
     with torch.no_grad():
         for p in unet.parameters():
             if not p.abs().sum():
                 p.normal_(0, 0.02)
-    pipe = MedLSDMPipeline(vqgan.eval(), unet.eval(), DDIMScheduler(beta_schedule="squaredcos_cap_v2"),
-                           block_shape=list(BLOCK))
+    pipe = MedLSDMPipeline(
+        vqgan.eval(), unet.eval(), DDIMScheduler(beta_schedule="squaredcos_cap_v2"), block_shape=list(BLOCK)
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -63,8 +66,12 @@ def worker(depth_blocks: int, mode: str, steps: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     pipe = build_pipeline()
-    labels = torch.randint(0, pipe.unet.config.num_classes, (1, BLOCK[0] * depth_blocks, *BLOCK[1:]),
-                           generator=torch.Generator().manual_seed(1))
+    labels = torch.randint(
+        0,
+        pipe.unet.config.num_classes,
+        (1, BLOCK[0] * depth_blocks, *BLOCK[1:]),
+        generator=torch.Generator().manual_seed(1),
+    )
     window = BLOCK[0] if mode == "windowed" else None
     pipe(labels[:, :16, :16, :16], num_inference_steps=1)  # warm-up: libraries' one-time allocations
     calls = []
@@ -75,12 +82,29 @@ def worker(depth_blocks: int, mode: str, steps: int, threads: int) -> dict:
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert out.images.shape == (1, 1, *labels.shape[1:])
-    return {"depth_blocks": depth_blocks, "mode": mode, "seconds": seconds, "unet_calls": len(calls),
-            "unet_depth": max(calls), "peak_mb": peak, "before_mb": before}
+    return {
+        "depth_blocks": depth_blocks,
+        "mode": mode,
+        "seconds": seconds,
+        "unet_calls": len(calls),
+        "unet_depth": max(calls),
+        "peak_mb": peak,
+        "before_mb": before,
+    }
 
 
 def run_config(depth_blocks: int, mode: str, steps: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", str(depth_blocks), mode, "--steps", str(steps), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        str(depth_blocks),
+        mode,
+        "--steps",
+        str(steps),
+        "--threads",
+        str(threads),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ.copy())
     if done.returncode:
         raise RuntimeError(f"{depth_blocks} blocks, {mode}: the worker failed\n{done.stderr}")
@@ -113,7 +137,8 @@ def main() -> None:
     base = {m: results[(depths[0], m)] for m in MODES}
 
     lines = [
-        "# Whole-volume benchmark: windowed vs one-pass synthesis", "",
+        "# Whole-volume benchmark: windowed vs one-pass synthesis",
+        "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch threads per run, one fresh "
         f"process per configuration. Random-weight pipeline of the quick size (latent 8 channels, block "
         f"{'×'.join(map(str, BLOCK))} → latent 8×{BLOCK[0] // 4}×{BLOCK[1] // 4}×{BLOCK[2] // 4}, UNet channels "
@@ -122,25 +147,39 @@ def main() -> None:
         f"Load average (1 min) {load_before:.1f} before the run, {load_after:.1f} after.",
         "",
         "Peak RSS is `ru_maxrss` of the process; *Δ peak* is its increase during sampling (over the "
-        "peak after building the model, which is the same for every configuration).", "",
+        "peak after building the model, which is the same for every configuration).",
+        "",
         "| depth (blocks × slices) | mode | steps | UNet calls (window depth, latent) | s | s / block | peak RSS MB | Δ peak MB | Δ peak vs 1 block |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for (d, m), r in results.items():
         rise = r["peak_mb"] - r["before_mb"]
         base_rise = base[m]["peak_mb"] - base[m]["before_mb"]
-        lines.append(f"| {d} × {BLOCK[0]} = {d * BLOCK[0]} | {m} | {steps} | {r['unet_calls']} ({r['unet_depth']}) | "
-                     f"{r['seconds']:.2f} | {r['seconds'] / d:.2f} | {r['peak_mb']:.0f} | {rise:.0f} | {rise / base_rise:.2f}× |")
-    lines += ["", "Windowed against one pass at the same depth (ratios of the numbers above, one run):", "",
-              "| depth (blocks) | time windowed / one pass | Δ peak windowed / one pass |", "|--:|--:|--:|"]
+        lines.append(
+            f"| {d} × {BLOCK[0]} = {d * BLOCK[0]} | {m} | {steps} | {r['unet_calls']} ({r['unet_depth']}) | "
+            f"{r['seconds']:.2f} | {r['seconds'] / d:.2f} | {r['peak_mb']:.0f} | {rise:.0f} | {rise / base_rise:.2f}× |"
+        )
+    lines += [
+        "",
+        "Windowed against one pass at the same depth (ratios of the numbers above, one run):",
+        "",
+        "| depth (blocks) | time windowed / one pass | Δ peak windowed / one pass |",
+        "|--:|--:|--:|",
+    ]
     for d in depths:
         w, o = results[(d, "windowed")], results[(d, "one pass")]
-        lines.append(f"| {d} | {w['seconds'] / o['seconds']:.2f} | "
-                     f"{(w['peak_mb'] - w['before_mb']) / (o['peak_mb'] - o['before_mb']):.2f} |")
+        lines.append(
+            f"| {d} | {w['seconds'] / o['seconds']:.2f} | "
+            f"{(w['peak_mb'] - w['before_mb']) / (o['peak_mb'] - o['before_mb']):.2f} |"
+        )
     one = [results[(depths[0], m)]["seconds"] for m in MODES]
-    lines += ["", f"At {depths[0]} block(s) both modes run the same computation (one window covers the depth): their "
-              f"time ratio, {max(one) / min(one):.2f}, shows how much other jobs on the machine distorted the times of "
-              f"this run; the memory columns are not affected.", ""]
+    lines += [
+        "",
+        f"At {depths[0]} block(s) both modes run the same computation (one window covers the depth): their "
+        f"time ratio, {max(one) / min(one):.2f}, shows how much other jobs on the machine distorted the times of "
+        f"this run; the memory columns are not affected.",
+        "",
+    ]
     print(write_text(args.out, "\n".join(lines)).read_text())
 
 

@@ -8,6 +8,7 @@ header's stated quick time and the README's total are within 25 % of this record
     git clone . /tmp/fresh && cd /tmp/fresh && start=$(date +%s) && make demo && echo $(( $(date +%s) - start ))
     python benchmarks/demo_times.py --run /tmp/fresh/runs/demo --total SECONDS --commit $(git -C /tmp/fresh rev-parse --short HEAD)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,14 @@ def record(run: Path, total: float, commit: str) -> dict:
     missing = [key for key in METRICS_KEYS.values() if "seconds" not in metrics.get(key, {})]
     if missing:
         raise SystemExit(f"{run}/metrics.json: no seconds for {missing}: run every notebook first")
-    out = {"commit": commit, "date": datetime.date.today().isoformat(), "cpus": os.cpu_count(),
-           "machine": platform.machine(), "total_seconds": round(float(total)),
-           "notebook_seconds": {nb: round(float(metrics[key]["seconds"]), 1) for nb, key in METRICS_KEYS.items()}}
+    out = {
+        "commit": commit,
+        "date": datetime.date.today().isoformat(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "total_seconds": round(float(total)),
+        "notebook_seconds": {nb: round(float(metrics[key]["seconds"]), 1) for nb, key in METRICS_KEYS.items()},
+    }
     write_json(OUT, out)
     return out
 

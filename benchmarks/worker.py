@@ -2,6 +2,7 @@
 --worker '<json cfg>'`` prints one JSON line, which :func:`run_worker` returns, or the error as
 a row), the timing of training steps, the process's memory, and the rows of benchmarks run one
 row at a time (``WORK/rows.jsonl``) with the report written from them."""
+
 from __future__ import annotations
 
 import json

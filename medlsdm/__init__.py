@@ -5,6 +5,7 @@ The notebooks in ``notebooks/`` are the front door; this package holds their hel
 ``training``, ``metrics``, ``viz``, ``profiles`` (smoke / quick / paper), ``runner`` and
 ``cli``.
 """
+
 from .errors import ConfigError, DataError, MedLSDMError, NotebookError
 from .rundir import RunDir
 

@@ -8,6 +8,7 @@ the rename are flushed to the disk (``fsync``), so a power cut leaves the old fi
 one, not an empty one; temporary files of writers killed before their rename are removed by
 the next write of the same file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -150,8 +151,11 @@ def recover_folder(folder: str | os.PathLike) -> None:
     folder = Path(folder)
     if not folder.parent.is_dir():
         return
-    leftovers = [(m["kind"], int(m["pid"]), p) for p in folder.parent.iterdir()
-                 if (m := _LEFTOVER.fullmatch(p.name)) and m["name"] == folder.name]
+    leftovers = [
+        (m["kind"], int(m["pid"]), p)
+        for p in folder.parent.iterdir()
+        if (m := _LEFTOVER.fullmatch(p.name)) and m["name"] == folder.name
+    ]
     if not folder.exists():
         for _, _, aside in sorted((x for x in leftovers if x[0] == "old"), key=_mtime, reverse=True):
             try:

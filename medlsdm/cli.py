@@ -1,14 +1,15 @@
 """The ``medlsdm`` command line.
 
-    medlsdm run --profile quick --run-dir runs/demo [--only 01,02] [--jobs 2] [-p key=value ...]
-    medlsdm preprocess --dataset torso-ct --data-root DIR --out-dir RUN/data [...]
-    medlsdm sweep --only 04 -p guidance_scale=0,1,2,4 [-p steps=10,25] --run-dir RUN [--profile quick]
-    medlsdm report --run-dir RUN
-    medlsdm synthesize --pipeline RUN/pipeline --labels FILE_OR_DIR --out-dir DIR [...]
-    medlsdm evaluate --run-dir RUN [--judge-steps N] [--judge-seeds N] [--inception-weights FILE ...]
-    medlsdm pack --run-dir RUN --out RUN.tar.gz
-    medlsdm run --from-pack RUN.tar.gz --run-dir NEW [--only 04,05,07]
+medlsdm run --profile quick --run-dir runs/demo [--only 01,02] [--jobs 2] [-p key=value ...]
+medlsdm preprocess --dataset torso-ct --data-root DIR --out-dir RUN/data [...]
+medlsdm sweep --only 04 -p guidance_scale=0,1,2,4 [-p steps=10,25] --run-dir RUN [--profile quick]
+medlsdm report --run-dir RUN
+medlsdm synthesize --pipeline RUN/pipeline --labels FILE_OR_DIR --out-dir DIR [...]
+medlsdm evaluate --run-dir RUN [--judge-steps N] [--judge-seeds N] [--inception-weights FILE ...]
+medlsdm pack --run-dir RUN --out RUN.tar.gz
+medlsdm run --from-pack RUN.tar.gz --run-dir NEW [--only 04,05,07]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,14 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
     only = args.only.split(",") if args.only else None
     executed = run_notebooks(
-        args.profile, args.run_dir, only=only, overrides=parse_overrides(args.param),
-        notebooks_dir=args.notebooks, kernel_name=args.kernel, jobs=args.jobs, from_pack=args.from_pack,
+        args.profile,
+        args.run_dir,
+        only=only,
+        overrides=parse_overrides(args.param),
+        notebooks_dir=args.notebooks,
+        kernel_name=args.kernel,
+        jobs=args.jobs,
+        from_pack=args.from_pack,
     )
     log.info("executed notebooks: %s", ", ".join(str(p) for p in executed))
 
@@ -92,10 +99,13 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
         raise ConfigError(f"option --data-root is required for dataset {args.dataset!r}")
     options = {**defaults.get("dataset_options", {}), **adapter_options(args)}
     manifest = prepare_dataset(
-        args.dataset, data_root, args.out_dir,
+        args.dataset,
+        data_root,
+        args.out_dir,
         spacing=args.spacing or defaults["spacing"],
         block_shape=args.block_shape or defaults["block_shape"],
-        n_cases=args.n_cases, seed=args.seed,
+        n_cases=args.n_cases,
+        seed=args.seed,
         preprocessing=args.preprocessing or defaults.get("preprocessing", "resample"),
         blocks_per_case=args.blocks_per_case or defaults.get("blocks_per_case", 1),
         **options,
@@ -106,8 +116,14 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> None:
     from .sweep import parse_sweep, sweep
 
-    result = sweep(args.only, parse_sweep(args.param), args.run_dir, profile=args.profile,
-                   notebooks_dir=args.notebooks, kernel_name=args.kernel)
+    result = sweep(
+        args.only,
+        parse_sweep(args.param),
+        args.run_dir,
+        profile=args.profile,
+        notebooks_dir=args.notebooks,
+        kernel_name=args.kernel,
+    )
     log.info("%d combinations; table %s, plot %s", len(result.rows), result.table, result.plot)
 
 
@@ -136,9 +152,15 @@ def nnunet_writer(args: argparse.Namespace, num_classes: int):
         raise ConfigError(f"{manifest_path}: {len(names)} classes, but the pipeline has {num_classes}")
     channel = args.channel_name or {"CT": "CT", "MR": "MRI"}.get(manifest.get("modality"))
     if channel is None:
-        raise ConfigError("--format nnunet needs option --channel-name (CT or an MR name) or a --manifest with the modality")
-    return NNUNetWriter(args.out_dir, classes=ClassTable(tuple(names), tuple(range(num_classes))),
-                        channel_name=channel, prefix=args.prefix)
+        raise ConfigError(
+            "--format nnunet needs option --channel-name (CT or an MR name) or a --manifest with the modality"
+        )
+    return NNUNetWriter(
+        args.out_dir,
+        classes=ClassTable(tuple(names), tuple(range(num_classes))),
+        channel_name=channel,
+        prefix=args.prefix,
+    )
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> None:
@@ -159,9 +181,19 @@ def _cmd_synthesize(args: argparse.Namespace) -> None:
     pipe.set_progress_bar_config(disable=True)
     writer = nnunet_writer(args, pipe.unet.config.num_classes) if args.format == "nnunet" else None
     window = None if args.one_pass else args.window or block_window(pipe)
-    written = synthesize_files(pipe, args.labels, args.out_dir, steps=args.steps, guidance_scale=args.guidance,
-                               seed=args.seed, num_per_label=args.num_per_label, batch_size=args.batch_size,
-                               nnunet=writer, window=window, overlap=args.overlap)
+    written = synthesize_files(
+        pipe,
+        args.labels,
+        args.out_dir,
+        steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        num_per_label=args.num_per_label,
+        batch_size=args.batch_size,
+        nnunet=writer,
+        window=window,
+        overlap=args.overlap,
+    )
     log.info("%d volumes written to %s", len(written), args.out_dir)
 
 
@@ -171,18 +203,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .pipelines.synthesis import check_sampling
 
     defaults = notebook_parameters(args.profile, "05")
-    options = {key: getattr(args, key) for key in ("scheduler", "steps", "guidance_scale", "seed", "n_test", "judge_seeds")}
-    options = {**defaults, **{key: value for key, value in options.items() if value is not None}}  # all of the profile's 05 settings
+    options = {
+        key: getattr(args, key) for key in ("scheduler", "steps", "guidance_scale", "seed", "n_test", "judge_seeds")
+    }
+    options = {
+        **defaults,
+        **{key: value for key, value in options.items() if value is not None},
+    }  # all of the profile's 05 settings
     given = with_defaults("medlsdm evaluate", EvaluationSettings, options)  # an unknown key fails here, before any work
     check_sampling(given["steps"], given["guidance_scale"])  # before the pipeline loads or anything is written
-    for key, value in (("n_test", options.get("n_test")), ("judge_seeds", options.get("judge_seeds")),
-                       ("judge_steps", args.judge_steps)):
+    for key, value in (
+        ("n_test", options.get("n_test")),
+        ("judge_seeds", options.get("judge_seeds")),
+        ("judge_steps", args.judge_steps),
+    ):
         if value is not None and value < 1:
             raise ConfigError(f"{key} (--{key.replace('_', '-')}) must be >= 1, got {value}")
     if args.judge_steps is not None:
         options["judge_options"] = {**(options.get("judge_options") or {}), "max_steps": args.judge_steps}
-    weights = {"inception": args.inception_weights, "medicalnet": args.medicalnet_weights,
-               "vgg16": args.vgg16_weights, "lpips": args.lpips_weights}
+    weights = {
+        "inception": args.inception_weights,
+        "medicalnet": args.medicalnet_weights,
+        "vgg16": args.vgg16_weights,
+        "lpips": args.lpips_weights,
+    }
     with RunDir(args.run_dir).require().writing("medlsdm evaluate"):
         result = evaluate_run(args.run_dir, augment=not args.no_augment, weights=weights, **options)
     for name, table in results_tables(result).items():
@@ -191,7 +235,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medlsdm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="medlsdm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -199,37 +245,67 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=profile_names(), default="quick")
     run.add_argument("--run-dir", required=True, help="the run directory (created if missing)")
     run.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,02")
-    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a notebook parameter (Python literal or string); repeatable")
+    run.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a notebook parameter (Python literal or string); repeatable",
+    )
     run.add_argument("--notebooks", help="folder of the notebooks (default: the repository's notebooks/)")
     run.add_argument("--kernel", help="Jupyter kernel name (default: the notebook's)")
-    run.add_argument("--jobs", type=int, choices=(1, 2), default=1,
-                     help="2: independent notebooks side by side, each with half the CPU threads "
-                          "(medlsdm.runner.PLAN; faster on small CPUs); default 1, one at a time")
-    run.add_argument("--from-pack", metavar="PACK", help="start from a pack (medlsdm pack): verified, unpacked into "
-                                                       "--run-dir (new or empty); --only defaults to 04,05,07")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: independent notebooks side by side, each with half the CPU threads "
+        "(medlsdm.runner.PLAN; faster on small CPUs); default 1, one at a time",
+    )
+    run.add_argument(
+        "--from-pack",
+        metavar="PACK",
+        help="start from a pack (medlsdm pack): verified, unpacked into "
+        "--run-dir (new or empty); --only defaults to 04,05,07",
+    )
     run.set_defaults(func=_cmd_run)
 
     pck = sub.add_parser("pack", help="pack a trained run (pipeline, data, model card) for notebooks 04-07 elsewhere")
     pck.add_argument("--run-dir", required=True, help="a run directory after notebooks 01-03")
     pck.add_argument("--out", required=True, help="the pack to write, e.g. demo.tar.gz")
-    pck.add_argument("--tolerance-db", type=float, default=50.0,
-                     help="float16 weights where a sample stays within this PSNR of the float32 one (default 50)")
+    pck.add_argument(
+        "--tolerance-db",
+        type=float,
+        default=50.0,
+        help="float16 weights where a sample stays within this PSNR of the float32 one (default 50)",
+    )
     pck.add_argument("--check-steps", type=int, default=50, help="DDIM steps of that check (default 50)")
     pck.set_defaults(func=_cmd_pack)
 
-    pre = sub.add_parser("preprocess", help="preprocess a dataset into a run's data/ folder (notebook 01 without the notebook)")
-    pre.add_argument("--dataset", default="torso-ct", help="torso-ct, breast-mr, cardiac-2d, nifti, nnunet, autopet, synthrad2023, duke_breast, mnms")
+    pre = sub.add_parser(
+        "preprocess", help="preprocess a dataset into a run's data/ folder (notebook 01 without the notebook)"
+    )
+    pre.add_argument(
+        "--dataset",
+        default="torso-ct",
+        help="torso-ct, breast-mr, cardiac-2d, nifti, nnunet, autopet, synthrad2023, duke_breast, mnms",
+    )
     pre.add_argument("--data-root", help="dataset folder (phantoms: where to write them; default OUT_DIR/../raw)")
     pre.add_argument("--out-dir", required=True)
-    pre.add_argument("--profile", choices=profile_names(), default="quick", help="defaults for spacing, block shape, cases")
+    pre.add_argument(
+        "--profile", choices=profile_names(), default="quick", help="defaults for spacing, block shape, cases"
+    )
     pre.add_argument("--spacing", type=_floats, help="target spacing D,H,W in mm, e.g. 6,5.5,5.5")
     pre.add_argument("--block-shape", type=_ints, help="block shape D,H,W, e.g. 32,64,64")
     pre.add_argument("--n-cases", type=int)
     pre.add_argument("--seed", type=int, default=0)
-    pre.add_argument("--preprocessing", choices=["resample", "paper"],
-                     help="resample: target spacing, window/percentiles, centred blocks; paper: native spacing, "
-                          "random depth blocks (about depth/4), min-max per block")
+    pre.add_argument(
+        "--preprocessing",
+        choices=["resample", "paper"],
+        help="resample: target spacing, window/percentiles, centred blocks; paper: native spacing, "
+        "random depth blocks (about depth/4), min-max per block",
+    )
     pre.add_argument("--blocks-per-case", type=int, help="depth blocks per case (resample)")
     for key, (flag, kind, text) in ADAPTER_FLAGS.items():
         if kind is None:
@@ -240,8 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     swp = sub.add_parser("sweep", help="rerun one notebook for every combination of parameter values")
     swp.add_argument("--only", required=True, help="the notebook number to rerun, e.g. 04")
-    swp.add_argument("-p", "--param", action="append", default=[], metavar="KEY=V1,V2",
-                     help="values of one parameter (Python literals; commas split at top level); repeatable")
+    swp.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="values of one parameter (Python literals; commas split at top level); repeatable",
+    )
     swp.add_argument("--run-dir", required=True, help="a run directory holding the earlier notebooks' outputs")
     swp.add_argument("--profile", choices=profile_names(), default="quick")
     swp.add_argument("--notebooks", help="folder of the notebooks (default: the repository's notebooks/)")
@@ -265,19 +347,32 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=0)
     syn.add_argument("--num-per-label", type=int, default=1)
     syn.add_argument("--batch-size", type=int, default=4, help="label maps sampled together (same shape)")
-    syn.add_argument("--format", choices=["nifti", "nnunet"], default="nifti",
-                     help="nifti: <label>_syn<k>.nii.gz; nnunet: an nnU-Net raw dataset (imagesTr, labelsTr, dataset.json)")
-    syn.add_argument("--manifest", help="nnunet: manifest.json giving class names and modality (default: PIPELINE/../data/)")
+    syn.add_argument(
+        "--format",
+        choices=["nifti", "nnunet"],
+        default="nifti",
+        help="nifti: <label>_syn<k>.nii.gz; nnunet: an nnU-Net raw dataset (imagesTr, labelsTr, dataset.json)",
+    )
+    syn.add_argument(
+        "--manifest", help="nnunet: manifest.json giving class names and modality (default: PIPELINE/../data/)"
+    )
     syn.add_argument("--channel-name", help="nnunet: the image channel's name (default from the manifest: CT or MRI)")
     syn.add_argument("--prefix", default="medlsdm", help="nnunet: case identifiers <prefix>_000, <prefix>_001 …")
-    syn.add_argument("--window", type=int, help="label slices per depth window for deeper label maps "
-                                                "(default: the depth of the pipeline's training block)")
+    syn.add_argument(
+        "--window",
+        type=int,
+        help="label slices per depth window for deeper label maps "
+        "(default: the depth of the pipeline's training block)",
+    )
     syn.add_argument("--overlap", type=int, help="label slices shared by neighbouring windows (default: a quarter)")
     syn.add_argument("--one-pass", action="store_true", help="denoise every label map whole, without windows")
     syn.set_defaults(func=_cmd_synthesize)
 
-    ev = sub.add_parser("evaluate", help="notebook 05 without the notebook: image metrics, segmentation experiment, "
-                                         "privacy check; tables on stdout, results in RUN/metrics.json")
+    ev = sub.add_parser(
+        "evaluate",
+        help="notebook 05 without the notebook: image metrics, segmentation experiment, "
+        "privacy check; tables on stdout, results in RUN/metrics.json",
+    )
     ev.add_argument("--run-dir", required=True, help="a run directory after notebooks 01-03")
     ev.add_argument("--profile", choices=profile_names(), default="quick", help="defaults of the options below")
     ev.add_argument("--scheduler", choices=list(SCHEDULERS))
@@ -285,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--guidance", dest="guidance_scale", type=float, help="classifier-free guidance scale")
     ev.add_argument("--seed", type=int)
     ev.add_argument("--n-test", type=int, help="test label maps to use (default: all)")
-    ev.add_argument("--judge-steps", type=int, help="most training steps of each judge network (early stopping may end it sooner)")
+    ev.add_argument(
+        "--judge-steps", type=int, help="most training steps of each judge network (early stopping may end it sooner)"
+    )
     ev.add_argument("--judge-seeds", type=int, help="judge networks per arm (seeds seed, seed + 1, ...)")
     ev.add_argument("--no-augment", action="store_true", help="skip the real + synthetic training experiment")
     ev.add_argument("--inception-weights", help="pytorch-fid InceptionV3 weights file (enables FID)")

@@ -3,6 +3,7 @@
 Every problem with user input is raised as a subclass of :class:`MedLSDMError` whose
 message names the file (or parameter) and what is wrong, before any work starts.
 """
+
 from __future__ import annotations
 
 

@@ -12,6 +12,7 @@ Here they come from the copies vendored in ``medlsdm/static/`` (see its README),
 ``RUN/report/static/``; MathJax and mermaid are left out (TeX shows as its source). The
 pages reference no ``http(s)://`` script, so the report opens from a USB stick or an e-mail.
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,11 +40,7 @@ log = logging.getLogger(__name__)
 #: The vendored JavaScript (package data).
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Files written to ``RUN/report/static/``: name there → vendored file (``.xz``: decompressed).
-STATIC_FILES = {
-    "require.js": "require.js",
-    "embed-amd.js": "embed-amd.js.xz",
-    "anywidget.js": "anywidget.js",
-}
+STATIC_FILES = {"require.js": "require.js", "embed-amd.js": "embed-amd.js.xz", "anywidget.js": "anywidget.js"}
 
 # The lab template with every CDN reference replaced by the local copies:
 # - require.js from static/, and a requirejs path for the anywidget front end;
@@ -91,9 +88,7 @@ def make_exporter():
     """An ``HTMLExporter`` (lab template) that embeds images and references only local JS."""
 
     exporter = HTMLExporter(
-        template_name="lab",
-        extra_loaders=[DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
-        embed_images=True,
+        template_name="lab", extra_loaders=[DictLoader({_TEMPLATE_NAME: _TEMPLATE})], embed_images=True
     )
     exporter.template_file = _TEMPLATE_NAME
     # also set the traitlets (used by the parts of the template not overridden above)
@@ -159,8 +154,10 @@ def _sweeps_html(run: RunDir) -> str:
         if plot.exists():
             data = base64.b64encode(plot.read_bytes()).decode()
             img = f'<p><img alt="sweep plot of {esc(table.stem)}" style="max-width:100%" src="data:image/png;base64,{data}"></p>'
-        parts.append(f'<h3 id="sweep-{esc(table.stem)}">{esc(table.stem)}</h3>\n{img}\n'
-                     f'<div style="overflow-x:auto"><table>\n<tr>{head}</tr>\n{body}\n</table></div>')
+        parts.append(
+            f'<h3 id="sweep-{esc(table.stem)}">{esc(table.stem)}</h3>\n{img}\n'
+            f'<div style="overflow-x:auto"><table>\n<tr>{head}</tr>\n{body}\n</table></div>'
+        )
     if not parts:
         return ""
     return "<h2>Sweeps (<code>medlsdm sweep</code>)</h2>\n" + "\n".join(parts)
@@ -175,7 +172,9 @@ def _index_html(run: RunDir, pages: list[Path], metrics: dict[str, Any]) -> str:
             f"<tr><td>{esc(name)}</td><td>{esc(_cell(value))}</td></tr>"
             for name, value in (_metric_rows(values) if isinstance(values, dict) else [(key, values)])
         )
-        tables.append(f'<h3 id="metrics-{esc(key)}">{esc(key)}</h3>\n<table>\n<tr><th>metric</th><th>value</th></tr>\n{rows}\n</table>')
+        tables.append(
+            f'<h3 id="metrics-{esc(key)}">{esc(key)}</h3>\n<table>\n<tr><th>metric</th><th>value</th></tr>\n{rows}\n</table>'
+        )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -28,6 +28,7 @@ checks the pipeline folder (:func:`~medlsdm.pipelines.loading.check_pipeline_fol
 of the data manifest and the HDF5 file (:func:`~medlsdm.data.store.check_plain_store`) and swaps the
 run in whole.
 """
+
 from __future__ import annotations
 
 import copy
@@ -70,16 +71,46 @@ log = logging.getLogger(__name__)
 
 FORMAT, VERSION, MANIFEST = "medlsdm-pack", 1, "pack.json"
 #: The files a pack may hold (paths relative to the run directory); anything else is refused.
-PACKED = tuple(re.compile(p) for p in (
-    r"README\.md", r"metrics\.json", r"data/manifest\.json", r"data/split\.json", r"data/cases\.h5",
-    r"raw/[A-Za-z0-9][A-Za-z0-9_.\-]*/phantom\.json", r"pipeline/model_index\.json",
-    r"pipeline/(unet|vqgan)/config\.json", r"pipeline/(unet|vqgan)/diffusion_pytorch_model\.safetensors",
-    r"pipeline/scheduler/scheduler_config\.json"))
+PACKED = tuple(
+    re.compile(p)
+    for p in (
+        r"README\.md",
+        r"metrics\.json",
+        r"data/manifest\.json",
+        r"data/split\.json",
+        r"data/cases\.h5",
+        r"raw/[A-Za-z0-9][A-Za-z0-9_.\-]*/phantom\.json",
+        r"pipeline/model_index\.json",
+        r"pipeline/(unet|vqgan)/config\.json",
+        r"pipeline/(unet|vqgan)/diffusion_pytorch_model\.safetensors",
+        r"pipeline/scheduler/scheduler_config\.json",
+    )
+)
 #: Files that can run code when loaded (named in the refusal; the list above admits none of them).
-CODE_SUFFIXES = (".py", ".pyc", ".so", ".dylib", ".dll", ".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt",
-                 ".npy", ".npz", ".ipynb", ".sh", ".exe")
+CODE_SUFFIXES = (
+    ".py",
+    ".pyc",
+    ".so",
+    ".dylib",
+    ".dll",
+    ".pkl",
+    ".pickle",
+    ".pt",
+    ".pth",
+    ".bin",
+    ".ckpt",
+    ".npy",
+    ".npz",
+    ".ipynb",
+    ".sh",
+    ".exe",
+)
 #: Notebooks that would train over (02, 03) or rewrite (01) what a pack holds.
-TRAINING_NOTEBOOKS = {"01": "rewrites the data", "02": "trains the VQ-GAN again", "03": "trains the diffusion model again"}
+TRAINING_NOTEBOOKS = {
+    "01": "rewrites the data",
+    "02": "trains the VQ-GAN again",
+    "03": "trains the diffusion model again",
+}
 #: Notebooks that run from a pack when ``--only`` is not given.
 FROM_PACK_DEFAULT = ("04", "05", "07")
 #: Largest rounding error of an image voxel (in [-1, 1]) for float16 storage: half a Hounsfield unit in
@@ -103,8 +134,9 @@ def _half_rounded(module):
     return module
 
 
-def measure_precision(run: RunDir, *, tolerance_db: float = 50.0, steps: int = 50, n_maps: int = 2,
-                      seed: int = 0) -> dict[str, Any]:
+def measure_precision(
+    run: RunDir, *, tolerance_db: float = 50.0, steps: int = 50, n_maps: int = 2, seed: int = 0
+) -> dict[str, Any]:
     """Which components can be stored as float16: each one's float16-rounded weights against float32.
 
     Samples the first ``n_maps`` test label maps (DDIM, ``steps`` steps, guidance 1, ``seed``) with
@@ -114,34 +146,49 @@ def measure_precision(run: RunDir, *, tolerance_db: float = 50.0, steps: int = 5
     :data:`IMAGE_TOLERANCE`.
     """
 
-
     pipe = use_scheduler(load_pipeline(run.root), "ddim")
     ids = load_split(run.split_path)["test"][:n_maps]
     with CaseStore(run.store_path) as store:
         _, labels, _ = stack_cases(store, ids)
-        error = max(float(np.abs(x.astype(np.float16).astype(np.float32) - x).max()) for x in (store[c][0] for c in store.ids()))
+        error = max(
+            float(np.abs(x.astype(np.float16).astype(np.float32) - x).max()) for x in (store[c][0] for c in store.ids())
+        )
 
     def sample(vqgan, unet):
-        p = MedLSDMPipeline(vqgan, unet, pipe.scheduler, spacing=pipe.config.spacing, block_shape=pipe.config.block_shape)
+        p = MedLSDMPipeline(
+            vqgan, unet, pipe.scheduler, spacing=pipe.config.spacing, block_shape=pipe.config.block_shape
+        )
         p.set_progress_bar_config(disable=True)
-        return p(labels, num_inference_steps=steps, guidance_scale=1.0, generator=torch.Generator().manual_seed(seed)).images
+        return p(
+            labels, num_inference_steps=steps, guidance_scale=1.0, generator=torch.Generator().manual_seed(seed)
+        ).images
 
     reference = sample(pipe.vqgan, pipe.unet)
     half = {"vqgan": _half_rounded(pipe.vqgan), "unet": _half_rounded(pipe.unet)}
-    out: dict[str, Any] = {"tolerance_db": tolerance_db, "check": {"maps": list(ids), "scheduler": "ddim", "steps": steps,
-                                                                   "guidance_scale": 1.0, "seed": seed}}
+    out: dict[str, Any] = {
+        "tolerance_db": tolerance_db,
+        "check": {"maps": list(ids), "scheduler": "ddim", "steps": steps, "guidance_scale": 1.0, "seed": seed},
+    }
     for name in ("vqgan", "unet"):
         models = {"vqgan": pipe.vqgan, "unet": pipe.unet, name: half[name]}
         got = sample(models["vqgan"], models["unet"])
         db = psnr(got, reference, data_range=2.0)
-        out[name] = {"stored": "float16" if db >= tolerance_db else "float32", "psnr_db": round(float(db), 2),
-                     "max_abs": float(np.abs(got - reference).max())}
+        out[name] = {
+            "stored": "float16" if db >= tolerance_db else "float32",
+            "psnr_db": round(float(db), 2),
+            "max_abs": float(np.abs(got - reference).max()),
+        }
     chosen = {n: half[n] if out[n]["stored"] == "float16" else getattr(pipe, n) for n in ("vqgan", "unet")}
     both = sample(chosen["vqgan"], chosen["unet"])
-    out["as_stored"] = {"psnr_db": round(float(psnr(both, reference, data_range=2.0)), 2),
-                        "max_abs": float(np.abs(both - reference).max())}
-    out["images"] = {"stored": "float16" if error <= IMAGE_TOLERANCE else "float32", "max_abs_error": error,
-                     "tolerance": IMAGE_TOLERANCE}
+    out["as_stored"] = {
+        "psnr_db": round(float(psnr(both, reference, data_range=2.0)), 2),
+        "max_abs": float(np.abs(both - reference).max()),
+    }
+    out["images"] = {
+        "stored": "float16" if error <= IMAGE_TOLERANCE else "float32",
+        "max_abs_error": error,
+        "tolerance": IMAGE_TOLERANCE,
+    }
     return out
 
 
@@ -157,14 +204,15 @@ def _weights(src: Path, dst: Path, stored: str) -> None:
 def _cases_store(src: Path, dst: Path, image_dtype: str) -> None:
     """``src``'s cases in a new HDF5 file of the same layout, images as ``image_dtype``."""
 
-
     with CaseStore(src) as store, h5py.File(dst, "w", track_order=True) as out:
         out.attrs["format_version"] = FORMAT_VERSION
         cases = out.create_group("cases", track_order=True)
         for cid in store.ids():
             image, label, affine = store[cid]
             group = cases.create_group(cid)
-            group.create_dataset("image", data=image.astype(image_dtype), compression="gzip", compression_opts=9, shuffle=True)
+            group.create_dataset(
+                "image", data=image.astype(image_dtype), compression="gzip", compression_opts=9, shuffle=True
+            )
             group.create_dataset("label", data=label.astype(np.uint8), compression="gzip", compression_opts=9)
             group.attrs["affine"] = affine
 
@@ -175,13 +223,20 @@ def _build(run: RunDir, folder: Path, precision: dict[str, Any]) -> None:
     packed = RunDir(folder)  # the pack's files are a run directory
     for name in ("scheduler", "unet", "vqgan"):
         config = "scheduler_config.json" if name == "scheduler" else "config.json"
-        values = {k: v for k, v in read_json(run.pipeline / name / config).items() if k != "_name_or_path"}  # no local paths
+        values = {
+            k: v for k, v in read_json(run.pipeline / name / config).items() if k != "_name_or_path"
+        }  # no local paths
         write_json(packed.pipeline / name / config, values)
         if name != "scheduler":
-            _weights(run.pipeline / name / "diffusion_pytorch_model.safetensors",
-                     packed.pipeline / name / "diffusion_pytorch_model.safetensors", precision[name]["stored"])
-    write_json(packed.pipeline / "model_index.json",
-               {k: v for k, v in read_json(run.pipeline / "model_index.json").items() if k != "_name_or_path"})
+            _weights(
+                run.pipeline / name / "diffusion_pytorch_model.safetensors",
+                packed.pipeline / name / "diffusion_pytorch_model.safetensors",
+                precision[name]["stored"],
+            )
+    write_json(
+        packed.pipeline / "model_index.json",
+        {k: v for k, v in read_json(run.pipeline / "model_index.json").items() if k != "_name_or_path"},
+    )
     manifest = load_manifest(run.data)
     root = Path(manifest.data_root) if manifest.data_root else None
     if root is not None and (root / "phantom.json").is_file():
@@ -190,28 +245,46 @@ def _build(run: RunDir, folder: Path, precision: dict[str, Any]) -> None:
         manifest.data_root = Path(os.path.relpath(packed.raw / root.name, packed.data)).as_posix()  # ../raw/<name>
     else:
         manifest.data_root = None  # own data: its location says nothing to others
-        log.warning("%s: the pack holds the preprocessed cases of %s, not a phantom: check the dataset's licence "
-                    "and data-sharing terms before handing it out", run.root, manifest.dataset)
+        log.warning(
+            "%s: the pack holds the preprocessed cases of %s, not a phantom: check the dataset's licence "
+            "and data-sharing terms before handing it out",
+            run.root,
+            manifest.dataset,
+        )
     write_json(packed.manifest_path, manifest.to_dict())
     shutil.copyfile(run.split_path, packed.split_path)
     _cases_store(run.store_path, packed.store_path, precision["images"]["stored"])
     metrics = run.read_metrics()
     write_json(packed.metrics_path, {k: metrics[k] for k in _METRICS_KEYS if k in metrics})
-    params = {name: read_json(p) if (p := trained / "train_params.json").is_file() else {}
-              for name, trained in (("vqgan", run.vqgan), ("diffusion", run.diffusion))}
-    write_text(folder / "README.md", model_card(manifest=manifest, metrics=metrics, params=params,
-                                                configs={n: read_json(packed.pipeline / n / "config.json")
-                                                         for n in ("unet", "vqgan")},
-                                                precision=precision, source=run.root.name))
+    params = {
+        name: read_json(p) if (p := trained / "train_params.json").is_file() else {}
+        for name, trained in (("vqgan", run.vqgan), ("diffusion", run.diffusion))
+    }
+    write_text(
+        folder / "README.md",
+        model_card(
+            manifest=manifest,
+            metrics=metrics,
+            params=params,
+            configs={n: read_json(packed.pipeline / n / "config.json") for n in ("unet", "vqgan")},
+            precision=precision,
+            source=run.root.name,
+        ),
+    )
 
 
-def pack_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, tolerance_db: float = 50.0, steps: int = 50,
-             seed: int = 0) -> dict[str, Any]:
+def pack_run(
+    run_dir: str | os.PathLike, out: str | os.PathLike, *, tolerance_db: float = 50.0, steps: int = 50, seed: int = 0
+) -> dict[str, Any]:
     """Pack what notebooks 04, 05 and 07 read from ``run_dir`` into ``out`` (``.tar.gz``, written
     atomically); return the pack's ``pack.json``. Refuses a run without notebooks 01 and 03's outputs."""
     run = RunDir(run_dir).require()
-    for path, notebook in ((run.manifest_path, "01"), (run.split_path, "01"), (run.store_path, "01"),
-                           (run.pipeline / "model_index.json", "03")):
+    for path, notebook in (
+        (run.manifest_path, "01"),
+        (run.split_path, "01"),
+        (run.store_path, "01"),
+        (run.pipeline / "model_index.json", "03"),
+    ):
         if not path.is_file():
             raise DataError(f"{path}: missing; run notebook {notebook} before packing {run.root}")
     if not (tolerance_db > 0 and steps >= 1):
@@ -223,12 +296,20 @@ def pack_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, tolerance_db
         folder = Path(tmp)
         _build(run, folder, precision)
         names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        manifest = {"format": FORMAT, "version": VERSION, "medlsdm_version": importlib.metadata.version("medlsdm"),
-                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "source_run": run.root.name, "precision": precision,
-                    "files": {n: {"sha256": file_digest(folder / n), "bytes": (folder / n).stat().st_size} for n in names}}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "medlsdm_version": importlib.metadata.version("medlsdm"),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "source_run": run.root.name,
+            "precision": precision,
+            "files": {n: {"sha256": file_digest(folder / n), "bytes": (folder / n).stat().st_size} for n in names},
+        }
         write_json(folder / MANIFEST, manifest)
-        with atomic_path(out) as tmp_out, tarfile.open(tmp_out, "w:gz", compresslevel=9, format=tarfile.PAX_FORMAT) as tar:
+        with (
+            atomic_path(out) as tmp_out,
+            tarfile.open(tmp_out, "w:gz", compresslevel=9, format=tarfile.PAX_FORMAT) as tar,
+        ):
             for name in [MANIFEST, "README.md"] + [n for n in names if n != "README.md"]:
                 info = tar.gettarinfo(folder / name, arcname=name)
                 info.uid = info.gid = 0
@@ -236,9 +317,15 @@ def pack_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, tolerance_db
                 info.mode = 0o644
                 with open(folder / name, "rb") as handle:
                     tar.addfile(info, handle)
-    log.info("%s: %d files, %.1f MB (weights: vqgan %s, unet %s; images %s)", out, len(names) + 1,
-             out.stat().st_size / 1e6, precision["vqgan"]["stored"], precision["unet"]["stored"],
-             precision["images"]["stored"])
+    log.info(
+        "%s: %d files, %.1f MB (weights: vqgan %s, unet %s; images %s)",
+        out,
+        len(names) + 1,
+        out.stat().st_size / 1e6,
+        precision["vqgan"]["stored"],
+        precision["unet"]["stored"],
+        precision["images"]["stored"],
+    )
     return manifest
 
 
@@ -321,10 +408,16 @@ def verify_pack(pack: str | os.PathLike, *, dest: Path | None = None) -> dict[st
         manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PackError(f"{pack}: {MANIFEST} is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), dict)
+    ):
         raise PackError(f"{pack}: {MANIFEST} is not a medlsdm pack manifest")
     if manifest.get("version") != VERSION:
-        raise PackError(f"{pack}: pack format version {manifest.get('version')!r}; this medlsdm reads version {VERSION}")
+        raise PackError(
+            f"{pack}: pack format version {manifest.get('version')!r}; this medlsdm reads version {VERSION}"
+        )
     listed = manifest["files"]
     for name in sorted(set(found) - {MANIFEST} - set(listed)):
         raise PackError(f"{pack}: member {name!r} is not listed in {MANIFEST}")
@@ -349,7 +442,9 @@ def _finish(staging: Path, manifest: dict[str, Any]) -> None:
     if not ids or not all(isinstance(c, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", c) for c in ids):
         raise DataError("data/manifest.json: case ids missing or not plain names")
     if any(e.image != f"images/{e.case_id}.nii.gz" or e.label != f"labels/{e.case_id}.nii.gz" for e in data.cases):
-        raise DataError("data/manifest.json: a case's image or label path is not images/<id>.nii.gz, labels/<id>.nii.gz")
+        raise DataError(
+            "data/manifest.json: a case's image or label path is not images/<id>.nii.gz, labels/<id>.nii.gz"
+        )
     root = data.data_root
     phantoms = [n for n in manifest["files"] if n.startswith("raw/")]
     if root is not None and [f"{root[3:]}/phantom.json"] != phantoms:
@@ -370,9 +465,13 @@ def _unpacked_from(run: RunDir, manifest: dict[str, Any]) -> bool:
     if not mine.is_file() or read_json(mine).get("files") != manifest["files"]:
         return False
     for name, entry in manifest["files"].items():
-        if name not in ("metrics.json", "README.md") and file_digest(run.root / name) != entry["sha256"]:  # None: missing
-            raise PackError(f"{run.root / name}: changed since the run was unpacked from its pack; "
-                            "unpack the pack into a new --run-dir")
+        if (
+            name not in ("metrics.json", "README.md") and file_digest(run.root / name) != entry["sha256"]
+        ):  # None: missing
+            raise PackError(
+                f"{run.root / name}: changed since the run was unpacked from its pack; "
+                "unpack the pack into a new --run-dir"
+            )
     return True
 
 
@@ -386,7 +485,9 @@ def unpack_run(pack: str | os.PathLike, run_dir: str | os.PathLike) -> RunDir:
         if _unpacked_from(run, manifest):
             log.info("%s: already unpacked from %s", run.root, pack.name)
             return run
-        raise PackError(f"{run.root}: holds another run (or other files); unpack {pack.name} into a new or empty --run-dir")
+        raise PackError(
+            f"{run.root}: holds another run (or other files); unpack {pack.name} into a new or empty --run-dir"
+        )
     run.root.parent.mkdir(parents=True, exist_ok=True)
     staging = run.root.with_name(f".{run.root.name}.unpack-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
@@ -403,7 +504,9 @@ def unpack_run(pack: str | os.PathLike, run_dir: str | os.PathLike) -> RunDir:
         try:
             os.rename(staging, run.root)  # replaces an empty folder; refuses one filled meanwhile
         except OSError as exc:
-            raise PackError(f"{run.root}: could not take the unpacked run ({exc.strerror}); use a new --run-dir") from None
+            raise PackError(
+                f"{run.root}: could not take the unpacked run ({exc.strerror}); use a new --run-dir"
+            ) from None
         fd = os.open(run.root.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -420,5 +523,7 @@ def check_from_pack(keys: list[str], pack: str | os.PathLike) -> None:
     bad = [k for k in keys if k in TRAINING_NOTEBOOKS]
     if bad:
         why = "; ".join(f"{k} {TRAINING_NOTEBOOKS[k]}" for k in bad)
-        raise ConfigError(f"--from-pack {pack} with --only {','.join(bad)}: {why}, over the pack's trained run; "
-                          f"run 04, 05, 06 or 07 from a pack (default {','.join(FROM_PACK_DEFAULT)})")
+        raise ConfigError(
+            f"--from-pack {pack} with --only {','.join(bad)}: {why}, over the pack's trained run; "
+            f"run 04, 05, 06 or 07 from a pack (default {','.join(FROM_PACK_DEFAULT)})"
+        )

@@ -21,6 +21,7 @@ Properties only name folders and files: reading a run creates nothing. Writers c
 they write (:func:`~medlsdm.atomic.atomic_path` makes the parent folder). Writers of a whole run
 (``medlsdm run``, ``sweep``, ``evaluate``) hold :meth:`RunDir.writing`, one at a time.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -124,8 +125,10 @@ class RunDir:
     def require(self) -> "RunDir":
         """This run directory, or a :class:`DataError` naming it when it does not exist."""
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: run directory not found; check --run-dir, or create it with "
-                            f"`medlsdm run --run-dir {self.root}`")
+            raise DataError(
+                f"{self.root}: run directory not found; check --run-dir, or create it with "
+                f"`medlsdm run --run-dir {self.root}`"
+            )
         return self
 
     def read_metrics(self) -> dict[str, Any]:
@@ -235,8 +238,9 @@ def _writer_lock(path: Path, owner: str, root: Path):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise MedLSDMError(f"{root}: run directory in use by {holder}; wait for it to end, "
-                               "or use another --run-dir") from None
+            raise MedLSDMError(
+                f"{root}: run directory in use by {holder}; wait for it to end, or use another --run-dir"
+            ) from None
         handle.truncate(0)
         handle.write(owner + "\n")
         handle.flush()

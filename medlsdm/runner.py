@@ -20,6 +20,7 @@ the sweep): names, types and ranges against each notebook's ``parameters`` cell.
 notebook runs, a line is logged as each of its code cells starts, prefixed with the notebook's
 number (readable with ``jobs=2``). Ctrl-C stops every kernel and ends with one line.
 """
+
 from __future__ import annotations
 
 import ast
@@ -59,11 +60,7 @@ log = logging.getLogger(__name__)
 #: ``benchmarks/results/demo_times.json``). 01+02 alone, then 03 beside 06, took 45 s longer in
 #: fresh-clone demos of the same code (20:36 against 19:51): the diffusion UNet loses more on one
 #: thread beside 06 (501 s against 383 s) than the VQ-GAN gains on two from the start (337 s against 407 s).
-PLAN: tuple[tuple[tuple[str, ...], ...], ...] = (
-    (("01", "02"), ("06",)),
-    (("03",),),
-    (("05",), ("04", "07")),
-)
+PLAN: tuple[tuple[tuple[str, ...], ...], ...] = ((("01", "02"), ("06",)), (("03",),), (("05",), ("04", "07")))
 
 #: The notebooks shipped with the repository (override with ``notebooks_dir``).
 DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -177,8 +174,7 @@ def check_value(path: Path, name: str, value: Any, default: str, profile_value: 
         ref, shown = profile_value, f"the profile's value {profile_value!r}"
     expected = _expected(value, ref)
     if expected:
-        raise ConfigError(f"-p {name}={value!r}: {path.name} expects {expected} ({shown}), "
-                          f"got {type(value).__name__}")
+        raise ConfigError(f"-p {name}={value!r}: {path.name} expects {expected} ({shown}), got {type(value).__name__}")
     return float(value) if isinstance(ref, float) and isinstance(value, int) else value
 
 
@@ -189,8 +185,9 @@ def check_parameters(paths: list[Path], overrides: dict[str, Any], profile: str)
     check_overrides(paths, overrides)
     for name, flag in (("run_dir", "--run-dir"), ("profile", "--profile")):
         if name in overrides:
-            raise ConfigError(f"-p {name}={overrides[name]!r}: {name} is not a notebook parameter to override; "
-                              f"give it with {flag}")
+            raise ConfigError(
+                f"-p {name}={overrides[name]!r}: {name} is not a notebook parameter to override; give it with {flag}"
+            )
     checked = dict(overrides)
     for path in paths:
         defaults = notebook_parameter_names(path)
@@ -219,8 +216,9 @@ def _progress_engine() -> str:
 
             def announce(cell, cell_index=None, **kw):
                 if cell_index in code:
-                    log.info("%s cell %d/%d: %s", progress, code.index(cell_index) + 1, len(code),
-                             _first_line(cell.source))
+                    log.info(
+                        "%s cell %d/%d: %s", progress, code.index(cell_index) + 1, len(code), _first_line(cell.source)
+                    )
                 return cell_start(cell, cell_index, **kw)
 
             nb_man.cell_start = announce
@@ -237,14 +235,23 @@ def _encrypted_kernel_manager() -> type:
     (ipykernel >= 7.3 warns at every start, "Kernel is running over TCP without encryption", if not)."""
 
     class EncryptedKernelManager(AsyncKernelManager):
-        transport_encryption = CaselessStrEnum(["disabled", "auto", "required"], config=True,
-                                               default_value="auto" if zmq.has("curve") else "disabled")
+        transport_encryption = CaselessStrEnum(
+            ["disabled", "auto", "required"], config=True, default_value="auto" if zmq.has("curve") else "disabled"
+        )
 
     return EncryptedKernelManager
 
 
-def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_name: str | None = None,
-                 output: Path | None = None, label: str | None = None, progress: str | None = None) -> Path:
+def run_notebook(
+    path: Path,
+    run: RunDir,
+    parameters: dict[str, Any],
+    *,
+    kernel_name: str | None = None,
+    output: Path | None = None,
+    label: str | None = None,
+    progress: str | None = None,
+) -> Path:
     """Execute one notebook with papermill; return the executed copy's path.
 
     Args:
@@ -265,9 +272,16 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
     params = {k: v for k, v in parameters.items() if k in names}
     try:
         papermill.execute_notebook(
-            str(path), str(output), parameters=params, kernel_name=kernel_name,
-            cwd=str(path.parent), progress_bar=False, log_output=False, engine_name=_progress_engine(),
-            progress=progress or path.name[:2], shutdown_kernel="immediate",
+            str(path),
+            str(output),
+            parameters=params,
+            kernel_name=kernel_name,
+            cwd=str(path.parent),
+            progress_bar=False,
+            log_output=False,
+            engine_name=_progress_engine(),
+            progress=progress or path.name[:2],
+            shutdown_kernel="immediate",
         )
     except PapermillExecutionError as exc:
         raise NotebookError(
@@ -277,8 +291,13 @@ def run_notebook(path: Path, run: RunDir, parameters: dict[str, Any], *, kernel_
     return output
 
 
-def _run_lane(lane: list[tuple[Path, dict[str, Any], str]], run_root: str, kernel_name: str | None,
-              threads: int | None, token: str | None = None) -> list[Path]:
+def _run_lane(
+    lane: list[tuple[Path, dict[str, Any], str]],
+    run_root: str,
+    kernel_name: str | None,
+    threads: int | None,
+    token: str | None = None,
+) -> list[Path]:
     """Run the notebooks of one lane in order, each ``(path, parameters, progress tag)``; with
     ``threads`` (in a worker process) their kernels inherit ``OMP_NUM_THREADS=threads``, and
     Ctrl-C stops the lane quietly (the main process reports it). ``token``: this lane's file in
@@ -350,9 +369,14 @@ def run_notebooks(
         check_from_pack([p.stem[:2] for p in paths], from_pack)
     overrides = check_parameters(paths, overrides, profile)
     run = unpack_run(from_pack, run_dir) if from_pack is not None else RunDir(run_dir)
-    work = {p.stem[:2]: (p, {**notebook_parameters(profile, p.stem), "profile": profile, **overrides,
-                             "run_dir": str(run.root)}, f"[{i}/{len(paths)}]")
-            for i, p in enumerate(paths, 1)}
+    work = {
+        p.stem[:2]: (
+            p,
+            {**notebook_parameters(profile, p.stem), "profile": profile, **overrides, "run_dir": str(run.root)},
+            f"[{i}/{len(paths)}]",
+        )
+        for i, p in enumerate(paths, 1)
+    }
     executed: dict[str, Path] = {}
     with run.writing("medlsdm run"):  # one writer per run directory
         for stage in plan_stages(list(work), int(jobs)):
@@ -361,13 +385,19 @@ def run_notebooks(
                 results = [_run_lane(lanes[0], str(run.root), kernel_name, None)]
             else:
                 threads = max(1, (os.cpu_count() or 1) // len(lanes))
-                with ProcessPoolExecutor(len(lanes), mp_context=get_context("spawn"), initializer=_ignore_sigint) as pool, \
-                        tempfile.TemporaryDirectory(prefix="medlsdm-lanes-") as running:
+                with (
+                    ProcessPoolExecutor(
+                        len(lanes), mp_context=get_context("spawn"), initializer=_ignore_sigint
+                    ) as pool,
+                    tempfile.TemporaryDirectory(prefix="medlsdm-lanes-") as running,
+                ):
                     tokens = [os.path.join(running, f"lane-{i}") for i in range(len(lanes))]
                     for token in tokens:
                         Path(token).touch()
-                    futures = [pool.submit(_run_lane, lane, str(run.root), kernel_name, threads, token)
-                               for lane, token in zip(lanes, tokens)]
+                    futures = [
+                        pool.submit(_run_lane, lane, str(run.root), kernel_name, threads, token)
+                        for lane, token in zip(lanes, tokens)
+                    ]
                     results = [f.result() for f in futures]
             for lane, out in zip(stage, results):
                 executed.update(zip(lane, out))

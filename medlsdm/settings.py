@@ -9,6 +9,7 @@ fields. Each notebook's parameters cell repeats its stage's values literally, fo
 read, under the same names (``tests/test_profiles.py`` holds them equal). Why a quick value is
 what it is: ``benchmarks/results/*.md``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -129,7 +130,9 @@ class EvaluationSettings:
     seed: int = 0
     n_test: int | None = None  # test label maps (None: all)
     judge_seeds: int = 2
-    judge_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # train_judge's, beyond its JUDGE_DEFAULTS
+    judge_options: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict
+    )  # train_judge's, beyond its JUDGE_DEFAULTS
     n_train_maps: int | None = 4
     augment: bool = True
     n_small: int = 4
@@ -148,8 +151,10 @@ STAGES = {"02": VQGANSettings, "03": DiffusionSettings, "05": EvaluationSettings
 
 def defaults(stage: type) -> dict[str, Any]:
     """The fields of a settings class and their defaults (fresh copies), in field order."""
-    return {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-            for f in dataclasses.fields(stage)}
+    return {
+        f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(stage)
+    }
 
 
 def with_defaults(caller: str, stage: type, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ Bad names or values are refused before anything runs: names must be in the noteb
 ``parameters`` cell; a value must have the type of the default written there (an int is
 accepted for a float; ``None`` defaults accept anything).
 """
+
 from __future__ import annotations
 
 import ast
@@ -239,8 +240,9 @@ def plot_sweep(rows: list[dict[str, Any]], params: list[str], path: Path, title:
     for row in rows:
         metrics += [k for k, v in row.items() if k not in params and _is_number(v) and k not in metrics]
     if len(rows) > 1:
-        metrics = [m for m in metrics if m.removeprefix("metrics.") not in params
-                   and len({repr(r.get(m)) for r in rows}) > 1]
+        metrics = [
+            m for m in metrics if m.removeprefix("metrics.") not in params and len({repr(r.get(m)) for r in rows}) > 1
+        ]
     x_name, others = params[0], params[1:]
     x_values = list(dict.fromkeys(repr(r[x_name]) for r in rows))
     numeric_x = all(_is_number(r[x_name]) for r in rows)
@@ -269,7 +271,7 @@ def plot_sweep(rows: list[dict[str, Any]], params: list[str], path: Path, title:
         ax.set_title(metric, fontsize=9)
         if len(groups) > 1:
             ax.legend(fontsize=7)
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_visible(False)
     if not metrics:
         axes[0].set_visible(True)
@@ -323,8 +325,14 @@ def sweep(
                 params = {**base, "profile": profile, **combo, "run_dir": str(run.root)}
                 output = out_dir / f"{combination_name(combo)}.ipynb"
                 start = time.perf_counter()
-                run_notebook(path, run, params, kernel_name=kernel_name, output=output,
-                             label=f"{path.name} with {combination_name(combo)}")
+                run_notebook(
+                    path,
+                    run,
+                    params,
+                    kernel_name=kernel_name,
+                    output=output,
+                    label=f"{path.name} with {combination_name(combo)}",
+                )
                 metrics = run.read_metrics().get(key)
                 if not isinstance(metrics, Mapping):
                     raise NotebookError(f"{output}: ran, but wrote no {key!r} key to {run.metrics_path}")

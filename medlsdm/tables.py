@@ -1,4 +1,5 @@
 """Numbers and Markdown tables for notebooks, reports, logs and the command line."""
+
 from __future__ import annotations
 
 import math

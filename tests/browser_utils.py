@@ -28,6 +28,7 @@ Selectors, checked against the live DOM of JupyterLab 4.6 / ipywidgets 8.1 / ipy
 - the ipyniivue viewer: a WebGL2 ``<canvas>`` inside the widget's output
   (``.jp-OutputArea-output canvas``; matplotlib figures are ``<img>``).
 """
+
 from __future__ import annotations
 
 import json
@@ -63,7 +64,9 @@ CHROMIUM_ARGS = [
 #: every cell attached to the DOM (no windowing), no extension manager.
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
-        "fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True,
+        "fetchNews": "false",
+        "checkForUpdates": False,
+        "doNotDisturbMode": True,
     },
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
@@ -143,7 +146,9 @@ class JupyterLab:
 
     def start(self) -> "JupyterLab":
         cmd = [
-            sys.executable, "-m", "jupyterlab",
+            sys.executable,
+            "-m",
+            "jupyterlab",
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
@@ -158,7 +163,7 @@ class JupyterLab:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            cmd, cwd=self.root_dir, env=self._environment(), stdout=self._log, stderr=subprocess.STDOUT,
+            cmd, cwd=self.root_dir, env=self._environment(), stdout=self._log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -265,7 +270,9 @@ def lab_run_all(page, timeout_s: float = 600) -> None:
     try:  # the first code cell is queued or done within seconds, or Run All did nothing
         page.wait_for_function(
             "sel => { const p = document.querySelector(sel); return p && p.textContent.trim() !== '[ ]:'; }",
-            arg=PROMPT, timeout=min(timeout_s, 120) * 1000, polling=250,
+            arg=PROMPT,
+            timeout=min(timeout_s, 120) * 1000,
+            polling=250,
         )
     except Exception as exc:
         raise AssertionError("Run → Run All Cells started no cell (kernel not connected?)") from exc
@@ -274,7 +281,9 @@ def lab_run_all(page, timeout_s: float = 600) -> None:
             const prompts = [...document.querySelectorAll(sel)].map(p => p.textContent.trim());
             return prompts.length > 0 && prompts[0] !== '[ ]:' && !prompts.some(t => t === '[*]:');
         }""",
-        arg=PROMPT, timeout=timeout_s * 1000, polling=500,
+        arg=PROMPT,
+        timeout=timeout_s * 1000,
+        polling=500,
     )
     lab_wait_kernel_idle(page, timeout_s)
 

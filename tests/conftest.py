@@ -1,5 +1,6 @@
 """Shared fixtures, among them the one smoke run of the notebooks that every test needing a
 run directory reads (``smoke_run``) or copies (``smoke_run_copy``)."""
+
 import shutil
 
 import pytest
@@ -17,10 +18,24 @@ def make_tiny_pipeline():
     from medlsdm.pipelines.pipeline_medlsdm import MedLSDMPipeline
 
     torch.manual_seed(0)
-    vqgan = VQGAN(channels=(8, 8, 8), embedding_dim=4, num_embeddings=16, decoder_type="spade", num_classes=3,
-                  norm_num_groups=4, scaling_factor=0.7)
-    unet = SemanticUNet(in_channels=4, out_channels=4, num_classes=3, channels=(8, 16), attention_levels=(False, True),
-                        norm_num_groups=4, num_heads=2)
+    vqgan = VQGAN(
+        channels=(8, 8, 8),
+        embedding_dim=4,
+        num_embeddings=16,
+        decoder_type="spade",
+        num_classes=3,
+        norm_num_groups=4,
+        scaling_factor=0.7,
+    )
+    unet = SemanticUNet(
+        in_channels=4,
+        out_channels=4,
+        num_classes=3,
+        channels=(8, 16),
+        attention_levels=(False, True),
+        norm_num_groups=4,
+        num_heads=2,
+    )
     with torch.no_grad():
         for p in unet.parameters():
             if not p.abs().sum():

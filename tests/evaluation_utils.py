@@ -1,4 +1,5 @@
 """Small NIfTI cases and a run's data folder made of them, for the tests of medlsdm.evaluation."""
+
 import numpy as np
 
 from medlsdm.atomic import write_json
@@ -20,9 +21,21 @@ def make_case(seed, shape=(16, 16, 16)):
 
 def write_manifest(data_dir, data_root, classes=("background", "organ", "lesion")):
     """A ``manifest.json`` in ``data_dir`` of a dataset at ``data_root`` listing no cases."""
-    manifest = Manifest(dataset="nifti", modality="CT", classes=list(classes), source_values=list(range(len(classes))),
-                        spacing=[6.0, 5.5, 5.5], block_shape=[16, 16, 16], normalisation={}, data_root=str(data_root),
-                        split=SPLIT, store=STORE, seed=0, fractions=[0.5, 0.25, 0.25], cases=[])
+    manifest = Manifest(
+        dataset="nifti",
+        modality="CT",
+        classes=list(classes),
+        source_values=list(range(len(classes))),
+        spacing=[6.0, 5.5, 5.5],
+        block_shape=[16, 16, 16],
+        normalisation={},
+        data_root=str(data_root),
+        split=SPLIT,
+        store=STORE,
+        seed=0,
+        fractions=[0.5, 0.25, 0.25],
+        cases=[],
+    )
     write_json(data_dir / "manifest.json", manifest.to_dict())
 
 

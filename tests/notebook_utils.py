@@ -4,6 +4,7 @@ the parameters a notebook runs with, and whether a parameters cell equals a prof
 The parameters cell is read with :func:`medlsdm.runner.notebook_parameter_names` (papermill's
 own parser, the one ``medlsdm run`` uses), never with a second parser.
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,8 +34,10 @@ def error_outputs(path: Path, tail: int = 15) -> list[str]:
                 continue
             source = "".join(cell["source"]).strip().splitlines() or [""]
             trace = ANSI.sub("", "\n".join(out.get("traceback", []))).splitlines()[-tail:]
-            found.append(f"{Path(path).name}, In [{cell.get('execution_count')}] `{source[0][:80]}`: "
-                         f"{out['ename']}: {out['evalue']}\n    " + "\n    ".join(trace))
+            found.append(
+                f"{Path(path).name}, In [{cell.get('execution_count')}] `{source[0][:80]}`: "
+                f"{out['ename']}: {out['evalue']}\n    " + "\n    ".join(trace)
+            )
     return found
 
 

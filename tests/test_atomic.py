@@ -1,5 +1,6 @@
 """Replacing a ``save_pretrained`` folder: one step for readers, concurrent savers all succeed,
 a kill at any point leaves a loadable folder (issue 25, item 6)."""
+
 import json
 import multiprocessing
 import os
@@ -177,7 +178,13 @@ def test_atomic_writes_are_flushed_and_dead_writers_temporary_files_removed(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", live.name, other.name])
     assert len(synced) == 3 and ".tmp.json" in synced[0] and synced[1:] == ["rename", str(tmp_path)]
     synced.clear()
-    save_pretrained_atomic(FakeModel("x"), tmp_path / "model")  # every file and the folder before the swap, then the swap
+    save_pretrained_atomic(
+        FakeModel("x"), tmp_path / "model"
+    )  # every file and the folder before the swap, then the swap
     staged = [os.path.relpath(s, tmp_path).split(os.sep) for s in synced]
-    assert sorted(parts[1:] for parts in staged if parts[0].startswith(".model.new-")) == [[], ["config.json"], ["weights.json"]]
+    assert sorted(parts[1:] for parts in staged if parts[0].startswith(".model.new-")) == [
+        [],
+        ["config.json"],
+        ["weights.json"],
+    ]
     assert synced[-1] == str(tmp_path) and read_tag(tmp_path / "model") == "x"

@@ -38,8 +38,14 @@ def test_swapped_copies_take_a_partners_class_means_and_keep_their_texture():
             # background is kept voxel for voxel
             assert np.array_equal(copy[labels[a] == 0], images[a, 0][labels[a] == 0])
             # the partner: the other case whose class means the copy now has (never the case itself)
-            partners = [b for b in range(n) if b != a
-                        and all(abs(new_means[j * n + a, k] - means[b, k]) < 1e-5 for k in (1, 2) if present[a, k] and present[b, k])]
+            partners = [
+                b
+                for b in range(n)
+                if b != a
+                and all(
+                    abs(new_means[j * n + a, k] - means[b, k]) < 1e-5 for k in (1, 2) if present[a, k] and present[b, k]
+                )
+            ]
             assert partners, f"copy {j} of case {a} has no partner's class means"
             b = partners[0]
             for k in (1, 2, 3):

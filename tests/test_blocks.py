@@ -1,4 +1,5 @@
 """Tests of medlsdm.models.blocks helpers: one-hot encoding and padding to a multiple."""
+
 import numpy as np
 import pytest
 import torch

@@ -15,6 +15,7 @@ Not part of the default ``pytest`` run (marker ``browser``); ``.ci/run`` runs it
 without them the tests skip, unless ``MEDLSDM_REQUIRE_BROWSER=1`` (CI) turns that into a
 failure.
 """
+
 from __future__ import annotations
 
 import json
@@ -106,8 +107,12 @@ def _prepare(notebook: Path, workspace) -> Path:
     if todo:
         run_notebooks("smoke", workspace["run"], only=todo)
         workspace["papermill_done"].update(todo)
-    params = {**notebook_parameters("smoke", notebook.stem), "profile": "smoke", "interactive": True,
-              "run_dir": str(workspace["run"])}
+    params = {
+        **notebook_parameters("smoke", notebook.stem),
+        "profile": "smoke",
+        "interactive": True,
+        "run_dir": str(workspace["run"]),
+    }
     target = workspace["root"] / "notebooks" / notebook.name
     papermill.execute_notebook(str(notebook), str(target), parameters=params, prepare_only=True, progress_bar=False)
     return target
@@ -133,7 +138,8 @@ def _check_slice_viewer(page, stem: str) -> None:
     # the kernel re-renders the PNG; the widget swaps the <img> source when it arrives
     page.wait_for_function(
         "([el, src]) => el.getAttribute('src') !== src && el.complete && el.naturalWidth > 0",
-        arg=[image.element_handle(), before_src], timeout=60000,
+        arg=[image.element_handle(), before_src],
+        timeout=60000,
     )
     assert int(float(handle.get_attribute("aria-valuenow"))) == new
     after = screenshot_array(image)
@@ -141,7 +147,9 @@ def _check_slice_viewer(page, stem: str) -> None:
     (ARTIFACTS / f"{stem}_slice_viewer_after.png").write_bytes(_png(after))
     assert before.shape == after.shape
     diff = abs(before.astype(int) - after.astype(int)).mean()
-    assert diff > 0.5, f"{stem}: moving the axial slider from {value} to {new} did not change the picture (mean |Δ| {diff:.2f})"
+    assert diff > 0.5, (
+        f"{stem}: moving the axial slider from {value} to {new} did not change the picture (mean |Δ| {diff:.2f})"
+    )
 
 
 def _png(rgb) -> bytes:
@@ -183,7 +191,9 @@ def test_notebook_runs_in_jupyterlab(notebook, workspace, lab, browser):
         lab_run_all(page, RUN_TIMEOUT_S)
         seconds = time.perf_counter() - start
         page.wait_for_timeout(1000)
-        page.evaluate("() => { const n = document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer'); if (n) n.scrollTop = 0; }")
+        page.evaluate(
+            "() => { const n = document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer'); if (n) n.scrollTop = 0; }"
+        )
         full_page_screenshot(page, ARTIFACTS / f"{stem}.png")
 
         errors = lab_error_outputs(page)
@@ -212,6 +222,7 @@ def test_notebook_runs_in_jupyterlab(notebook, workspace, lab, browser):
 # --------------------------------------------------------------------------------------
 # The offline report
 # --------------------------------------------------------------------------------------
+
 
 def test_report_renders_offline(tmp_path, browser):
     """The report of an interactive run opens from file:// with the network off: figures

@@ -1,4 +1,5 @@
 """The 2-D cardiac LDM helpers: Canny edges, slicing, the HDF5 slice store, M&Ms, conditioning modes."""
+
 import json
 
 import nibabel as nib
@@ -36,7 +37,9 @@ def test_canny_edges_equals_skimage(sigma, low, high):
     ref = canny(image.astype(np.float64), sigma=sigma, low_threshold=low, high_threshold=high)
     assert ours.dtype == bool and np.array_equal(ours, ref)
     q = canny_edges(image, sigma, 0.7, 0.9, use_quantiles=True)
-    assert np.array_equal(q, canny(image.astype(np.float64), sigma=sigma, low_threshold=0.7, high_threshold=0.9, use_quantiles=True))
+    assert np.array_equal(
+        q, canny(image.astype(np.float64), sigma=sigma, low_threshold=0.7, high_threshold=0.9, use_quantiles=True)
+    )
 
 
 def test_canny_edges_smoothing_removes_noise_edges_and_bad_args():
@@ -82,8 +85,11 @@ def write_store(path, n=5, size=16):
     with SliceStore(path, "w", size=size, attrs={"edges": {"sigma": 1.5}, "size": size}) as store:
         assert not path.exists()  # written under a temporary name until closed
         for i in range(n):
-            item = CardiacSlice(rng.uniform(-1, 1, (1, size, size)).astype(np.float32),
-                                rng.integers(0, 4, (size, size)), np.eye(4) * (i + 1))
+            item = CardiacSlice(
+                rng.uniform(-1, 1, (1, size, size)).astype(np.float32),
+                rng.integers(0, 4, (size, size)),
+                np.eye(4) * (i + 1),
+            )
             edges = rng.random((size, size)) > 0.7
             store.add(f"s{i}", f"case{i // 2}", f"p{i // 2}", i, item, edges)
             items.append((item, edges))
@@ -100,7 +106,13 @@ def test_slice_store_round_trip_lazy(tmp_path):
     assert label.dtype == np.int64 and np.array_equal(affine, items[3][0].affine)
     assert np.array_equal(store[-2].image, image)
     assert np.array_equal(store.edges("s3"), items[3][1][None].astype(np.float32))
-    assert store.column("patient_ids") == ["p0", "p0", "p1", "p1", "p2"] and store.column("slice_index") == [0, 1, 2, 3, 4]
+    assert store.column("patient_ids") == ["p0", "p0", "p1", "p1", "p2"] and store.column("slice_index") == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
     assert store.attrs["edges"] == {"sigma": 1.5} and store.attrs["size"] == 16
     f = store._h5()
     for name in ("images", "labels", "edges"):  # one chunk per slice: a read touches one slice only
@@ -122,15 +134,35 @@ def test_slice_store_atomic_and_checks(tmp_path):
     before = path.read_bytes()
     with pytest.raises(RuntimeError, match="boom"):
         with SliceStore(path, "w", size=16) as store:
-            store.add("a", "c", "p", 0, CardiacSlice(np.zeros((1, 16, 16), np.float32), np.zeros((16, 16), int), np.eye(4)),
-                      np.zeros((16, 16)))
+            store.add(
+                "a",
+                "c",
+                "p",
+                0,
+                CardiacSlice(np.zeros((1, 16, 16), np.float32), np.zeros((16, 16), int), np.eye(4)),
+                np.zeros((16, 16)),
+            )
             raise RuntimeError("boom")
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["slices.h5"]
     with SliceStore(tmp_path / "other.h5", "w", size=16) as store:
         with pytest.raises(DataError, match="shape"):
-            store.add("a", "c", "p", 0, CardiacSlice(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), int), np.eye(4)), np.zeros((8, 8)))
+            store.add(
+                "a",
+                "c",
+                "p",
+                0,
+                CardiacSlice(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), int), np.eye(4)),
+                np.zeros((8, 8)),
+            )
         with pytest.raises(DataError, match="class indices"):
-            store.add("a", "c", "p", 0, CardiacSlice(np.zeros((1, 16, 16), np.float32), np.full((16, 16), 4), np.eye(4)), np.zeros((16, 16)))
+            store.add(
+                "a",
+                "c",
+                "p",
+                0,
+                CardiacSlice(np.zeros((1, 16, 16), np.float32), np.full((16, 16), 4), np.eye(4)),
+                np.zeros((16, 16)),
+            )
     with pytest.raises(DataError, match="not found"):
         SliceStore(tmp_path / "missing.h5")
 
@@ -158,11 +190,14 @@ def write_mnms(root, codes=("A0", "B1", "C2", "D3")):
 
 def test_prepare_mnms_layout(tmp_path):
     write_mnms(tmp_path / "mnms")
-    summary = prepare_cardiac(tmp_path / "out", dataset="mnms", data_root=tmp_path / "mnms", size=16,
-                                      fov_mm=48.0, progress=False)
+    summary = prepare_cardiac(
+        tmp_path / "out", dataset="mnms", data_root=tmp_path / "mnms", size=16, fov_mm=48.0, progress=False
+    )
     assert summary["n_subjects"] == 4 and summary["n_cases"] == 8 and summary["n_slices"] == 8 * 3
     store = SliceStore(tmp_path / "out" / "data" / "slices.h5")
-    assert sorted(set(store.column("case_ids"))) == sorted(f"{c}_{p}" for c in ("A0", "B1", "C2", "D3") for p in ("ED", "ES"))
+    assert sorted(set(store.column("case_ids"))) == sorted(
+        f"{c}_{p}" for c in ("A0", "B1", "C2", "D3") for p in ("ED", "ES")
+    )
     assert set(store.column("slice_index")) == {1, 2, 3}
     split = json.loads((tmp_path / "out" / "data" / "split.json").read_text())
     patient = dict(zip(store.ids(), store.column("patient_ids")))
@@ -194,21 +229,34 @@ def write_mnms2(root, ids=("001", "002", "003")):
         for view, depth in (("SA", 4), ("LA", 1)):
             for phase, radius in (("ED", 9), ("ES", 6)):
                 r = np.hypot(xx - 20 - k, yy - 18)
-                gt = np.repeat(np.where(r < radius, 1, np.where(r < radius + 3, 2, 0)).T[..., None], depth, 2).astype(np.uint8)
+                gt = np.repeat(np.where(r < radius, 1, np.where(r < radius + 3, 2, 0)).T[..., None], depth, 2).astype(
+                    np.uint8
+                )
                 image = np.random.default_rng(k).normal(200, 20, gt.shape).astype(np.float32) + 400 * (gt == 1)
                 stem = folder / f"{sid}_{view}_{phase}"
                 nib.save(nib.Nifti1Image(image, np.diag([1.5, 1.5, 8.0, 1.0])), f"{stem}.nii.gz")
                 nib.save(nib.Nifti1Image(gt, np.diag([1.5, 1.5, 8.0, 1.0])), f"{stem}_gt.nii.gz")
 
 
-@pytest.mark.parametrize("views, per_case", [(["SA"], {"SA": 4}), (["LA"], {"LA": 1}), (["SA", "LA"], {"SA": 4, "LA": 1})])
+@pytest.mark.parametrize(
+    "views, per_case", [(["SA"], {"SA": 4}), (["LA"], {"LA": 1}), (["SA", "LA"], {"SA": 4, "LA": 1})]
+)
 def test_prepare_mnms2_views(tmp_path, views, per_case):
     write_mnms2(tmp_path / "mnms2")
-    summary = prepare_cardiac(tmp_path / "out", dataset="mnms", data_root=tmp_path / "mnms2", views=views, size=16,
-                              fov_mm=48.0, progress=False)
+    summary = prepare_cardiac(
+        tmp_path / "out",
+        dataset="mnms",
+        data_root=tmp_path / "mnms2",
+        views=views,
+        size=16,
+        fov_mm=48.0,
+        progress=False,
+    )
     store = SliceStore(tmp_path / "out" / "data" / "slices.h5")
     view_of = [cid.split("_")[1] for cid in store.column("case_ids")]
-    assert {v: view_of.count(v) for v in set(view_of)} == {v: 3 * 2 * n for v, n in per_case.items()}  # 3 subjects × ED, ES
+    assert {v: view_of.count(v) for v in set(view_of)} == {
+        v: 3 * 2 * n for v, n in per_case.items()
+    }  # 3 subjects × ED, ES
     assert summary["views"] == views and store.attrs["views"] == views
 
 
@@ -255,10 +303,30 @@ def test_train_and_sample_tiny(tmp_path):
     prepare_cardiac(tmp_path, n_subjects=3, size=16, fov_mm=96.0, progress=False)
     store = SliceStore(tmp_path / "data" / "slices.h5")
     split = json.loads((tmp_path / "data" / "split.json").read_text())
-    train_vqvae(tmp_path, store, split, steps=2, channels=(8, 8, 8), num_embeddings=16, batch_size=2,
-                        progress=False, val_cases=1)
-    summary = train_mode(tmp_path, store, split, "edges+semantic", steps=2, batch_size=2, channels=(8, 16),
-                                 attention_levels=(False, True), num_heads=2, num_train_timesteps=20, progress=False)
+    train_vqvae(
+        tmp_path,
+        store,
+        split,
+        steps=2,
+        channels=(8, 8, 8),
+        num_embeddings=16,
+        batch_size=2,
+        progress=False,
+        val_cases=1,
+    )
+    summary = train_mode(
+        tmp_path,
+        store,
+        split,
+        "edges+semantic",
+        steps=2,
+        batch_size=2,
+        channels=(8, 16),
+        attention_levels=(False, True),
+        num_heads=2,
+        num_train_timesteps=20,
+        progress=False,
+    )
     assert np.isfinite(summary["final_loss"])
     pipe = load_mode_pipeline(tmp_path, "edges+semantic")
     assert pipe.unet.config.extra_condition_channels == 1 and pipe.unet.config.num_classes == 4
@@ -270,10 +338,12 @@ def test_train_and_sample_tiny(tmp_path):
     fake = synthesize(pipe, data["labels"], data["edges"], "edges+semantic", num_inference_steps=2)
     assert fake.shape == data["images"].shape and np.isfinite(fake).all()
     np.testing.assert_array_equal(synthesize(pipe, data["labels"], data["edges"], num_inference_steps=2), fake)
-    assert not np.array_equal(synthesize(pipe, data["labels"], data["edges"], "edges+semantic", num_inference_steps=2,
-                                         seed=1), fake)
-    assert np.isfinite(synthesize(pipe, data["labels"], data["edges"], "semantic", num_inference_steps=2,
-                                  scheduler="ddpm")).all()
+    assert not np.array_equal(
+        synthesize(pipe, data["labels"], data["edges"], "edges+semantic", num_inference_steps=2, seed=1), fake
+    )
+    assert np.isfinite(
+        synthesize(pipe, data["labels"], data["edges"], "semantic", num_inference_steps=2, scheduler="ddpm")
+    ).all()
     with pytest.raises(ConfigError, match="scheduler"):
         synthesize(pipe, data["labels"], data["edges"], "semantic", scheduler="heun")
     res = evaluate_samples(data["images"], data["images"])
@@ -294,10 +364,21 @@ def test_a_mode_pipeline_saved_with_mode_json_still_loads(tmp_path):
 
     torch.manual_seed(0)
     vqgan = VQGAN(spatial_dims=2, channels=(8, 8, 8), embedding_dim=3, num_embeddings=16, norm_num_groups=4)
-    unet = SemanticUNet(spatial_dims=2, in_channels=3, out_channels=3, num_classes=4, channels=(8, 16),
-                        attention_levels=(False, True), norm_num_groups=4, num_heads=2, extra_condition_channels=1)
+    unet = SemanticUNet(
+        spatial_dims=2,
+        in_channels=3,
+        out_channels=3,
+        num_classes=4,
+        channels=(8, 16),
+        attention_levels=(False, True),
+        norm_num_groups=4,
+        num_heads=2,
+        extra_condition_channels=1,
+    )
     folder = mode_dir(tmp_path, "semantic")
-    MedLSDMPipeline(vqgan.eval(), unet.eval(), DDPMScheduler(num_train_timesteps=20)).save_pretrained(folder / "pipeline")
+    MedLSDMPipeline(vqgan.eval(), unet.eval(), DDPMScheduler(num_train_timesteps=20)).save_pretrained(
+        folder / "pipeline"
+    )
     index = json.loads((folder / "pipeline" / "model_index.json").read_text())
     del index["conditioning_mode"]
     (folder / "pipeline" / "model_index.json").write_text(json.dumps(index))
@@ -307,8 +388,10 @@ def test_a_mode_pipeline_saved_with_mode_json_still_loads(tmp_path):
     assert pipe.config.conditioning_mode == "semantic"
     rng = np.random.default_rng(0)
     labels, edges = rng.integers(0, 4, (2, 16, 16)), (rng.random((2, 1, 16, 16)) > 0.8).astype(np.float32)
-    np.testing.assert_array_equal(synthesize(pipe, labels, edges, num_inference_steps=2),
-                                  synthesize(pipe, labels, edges, "semantic", num_inference_steps=2))
+    np.testing.assert_array_equal(
+        synthesize(pipe, labels, edges, num_inference_steps=2),
+        synthesize(pipe, labels, edges, "semantic", num_inference_steps=2),
+    )
     pipe.save_pretrained(tmp_path / "resaved")
     assert json.loads((tmp_path / "resaved" / "model_index.json").read_text())["conditioning_mode"] == "semantic"
     with pytest.raises(ConfigError, match="conditioning mode"):
@@ -328,20 +411,53 @@ def test_train_mode_is_train_diffusion_on_what_the_mode_sees(tmp_path):
     prepare_cardiac(tmp_path, n_subjects=3, size=16, fov_mm=96.0, progress=False)
     store = SliceStore(tmp_path / "data" / "slices.h5")
     split = json.loads((tmp_path / "data" / "split.json").read_text())
-    train_vqvae(tmp_path, store, split, steps=1, channels=(8, 8, 8), num_embeddings=16, batch_size=2,
-                progress=False, val_cases=1)
-    params = dict(steps=2, batch_size=2, channels=(8, 16), attention_levels=(False, True), num_heads=2,
-                  num_train_timesteps=20, progress=False, sample_every=2, sample_steps=2)
-    hidden = {"edges": (ArrayStore({k: store[k]._replace(label=np.zeros_like(store[k].label)) for k in store}),
-                        {k: store.edges(k) for k in store}),
-              "semantic": (ArrayStore({k: store[k] for k in store}), {k: np.zeros_like(store.edges(k)) for k in store})}
+    train_vqvae(
+        tmp_path,
+        store,
+        split,
+        steps=1,
+        channels=(8, 8, 8),
+        num_embeddings=16,
+        batch_size=2,
+        progress=False,
+        val_cases=1,
+    )
+    params = dict(
+        steps=2,
+        batch_size=2,
+        channels=(8, 16),
+        attention_levels=(False, True),
+        num_heads=2,
+        num_train_timesteps=20,
+        progress=False,
+        sample_every=2,
+        sample_steps=2,
+    )
+    hidden = {
+        "edges": (
+            ArrayStore({k: store[k]._replace(label=np.zeros_like(store[k].label)) for k in store}),
+            {k: store.edges(k) for k in store},
+        ),
+        "semantic": (ArrayStore({k: store[k] for k in store}), {k: np.zeros_like(store.edges(k)) for k in store}),
+    }
     weights = {}
     for mode, (ref_store, ref_edges) in hidden.items():
         train_mode(tmp_path, store, split, mode, **params)
         ref = tmp_path / f"ref_{mode}"
-        train_diffusion(tmp_path, store=ref_store, split=split, extra_condition=ref_edges, out_dir=ref,
-                        pipeline_dir=ref / "pipeline", appearance_swaps=0, **params)  # train_mode trains without swaps
-        ours, theirs = load_mode_pipeline(tmp_path, mode).unet.state_dict(), load_pipeline_dir(ref / "pipeline").unet.state_dict()
+        train_diffusion(
+            tmp_path,
+            store=ref_store,
+            split=split,
+            extra_condition=ref_edges,
+            out_dir=ref,
+            pipeline_dir=ref / "pipeline",
+            appearance_swaps=0,
+            **params,
+        )  # train_mode trains without swaps
+        ours, theirs = (
+            load_mode_pipeline(tmp_path, mode).unet.state_dict(),
+            load_pipeline_dir(ref / "pipeline").unet.state_dict(),
+        )
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
         a, b = np.load(mode_dir(tmp_path, mode) / "samples-0000002.npz"), np.load(ref / "samples-0000002.npz")
         np.testing.assert_array_equal(a["images"], b["images"])
@@ -382,8 +498,17 @@ def test_evaluate_samples_against_references():
     res = evaluate_samples(real, fake, labels=labels, segnet=segnet)
     nmse_ref = [0.01 * r.size / np.sum(r.astype(np.float64) ** 2) for r in real]
     np.testing.assert_allclose(res["nmse"], np.mean(nmse_ref), rtol=1e-5)
-    ssim_ref = [structural_similarity(f[0].astype(np.float64), r[0].astype(np.float64), data_range=2.0, gaussian_weights=True,
-                                      sigma=1.5, use_sample_covariance=False) for r, f in zip(real, fake)]
+    ssim_ref = [
+        structural_similarity(
+            f[0].astype(np.float64),
+            r[0].astype(np.float64),
+            data_range=2.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+        for r, f in zip(real, fake)
+    ]
     np.testing.assert_allclose(res["ssim"], np.mean(ssim_ref), rtol=1e-6)
     with torch.no_grad():
         feats = [segnet.features(torch.tensor(x)).double().numpy() for x in (real, fake)]

@@ -1,4 +1,5 @@
 """Torch threads that follow the free cores (medlsdm.training.cores); the runner's side is in test_runner.py."""
+
 import os
 
 import torch

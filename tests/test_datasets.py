@@ -68,7 +68,9 @@ def test_nifti_adapter(tmp_path):
 
 
 def test_get_adapter_names_and_errors():
-    assert {"torso-ct", "breast-mr", "cardiac-2d", "nifti", "autopet", "synthrad2023", "duke_breast", "mnms"} <= set(adapter_names())
+    assert {"torso-ct", "breast-mr", "cardiac-2d", "nifti", "autopet", "synthrad2023", "duke_breast", "mnms"} <= set(
+        adapter_names()
+    )
     assert get_adapter("duke-breast").name == "duke_breast"
     assert get_adapter("nnUNet").name == "nnunet"
     assert get_adapter("torso_ct", window=(-200, 300)).normalisation["window"] == [-200.0, 300.0]
@@ -113,13 +115,20 @@ def test_autopet_anatomy(tmp_path):
     assert [c.patient_id for c in cases] == ["PETCT_0a", "PETCT_0b", "PETCT_0b"]
     assert all(c.image.name == "CTres.nii.gz" and c.label.parent == labels for c in cases)
     validate_cases(cases, adapter)
-    assert get_adapter("autopet", labels_dir=labels, classes_file=classes, image="CT").find_cases(tmp_path / "autopet")[0].image.name == "CT.nii.gz"
+    assert (
+        get_adapter("autopet", labels_dir=labels, classes_file=classes, image="CT")
+        .find_cases(tmp_path / "autopet")[0]
+        .image.name
+        == "CT.nii.gz"
+    )
 
     merged = get_adapter("autopet", labels_dir=labels, classes_file=classes, merge_lesion=True)
     assert merged.classes.names[-1] == "lesion" and merged.classes.source_values[-1] == 3
     case = merged.find_cases(tmp_path / "autopet")[0]
     label, _ = merged.read_label(case)
-    lesion, _ = get_adapter("autopet", labels="lesion").read_label(case.__class__(case.case_id, case.patient_id, case.image, case.image.parent / "SEG.nii.gz"))
+    lesion, _ = get_adapter("autopet", labels="lesion").read_label(
+        case.__class__(case.case_id, case.patient_id, case.image, case.image.parent / "SEG.nii.gz")
+    )
     anatomy, _ = adapter.read_label(case)
     assert np.array_equal(label, np.where(lesion > 0, 3, anatomy))
     validate_cases([case], merged)
@@ -176,7 +185,9 @@ def test_synthrad2023(tmp_path):
     assert adapter.modality == "MR" and adapter.tasks == ("Task1",)
     cases = adapter.find_cases(tmp_path / "sr")
     assert [(c.case_id, c.image.name, c.label.name) for c in cases] == [
-        ("1BA001", "mr.nii.gz", "1BA001_ct_label.nii.gz"), ("1PA002", "mr.nii.gz", "1PA002.nii.gz")]
+        ("1BA001", "mr.nii.gz", "1BA001_ct_label.nii.gz"),
+        ("1PA002", "mr.nii.gz", "1PA002.nii.gz"),
+    ]
     validate_cases(cases, adapter)
 
     body = get_adapter("synthrad2023", image="ct", labels="body")
@@ -185,7 +196,9 @@ def test_synthrad2023(tmp_path):
     cbct = get_adapter("synthrad2023", image="cbct", labels="body", regions=["pelvis"])
     assert [(c.case_id, c.image.name) for c in cbct.find_cases(tmp_path / "sr")] == [("2PA004", "cbct.nii.gz")]
     validate_cases(cbct.find_cases(tmp_path / "sr"), cbct)
-    assert [c.case_id for c in get_adapter("synthrad2023", labels="body", regions=["brain"]).find_cases(tmp_path / "sr")] == ["1BA001"]
+    assert [
+        c.case_id for c in get_adapter("synthrad2023", labels="body", regions=["brain"]).find_cases(tmp_path / "sr")
+    ] == ["1BA001"]
     with pytest.raises(ConfigError, match="option tasks"):
         get_adapter("synthrad2023", image="mr", tasks=["Task2"], labels="body")
     with pytest.raises(ConfigError, match="option regions"):
@@ -198,15 +211,25 @@ def test_synthrad2023(tmp_path):
 def test_class_table_files(tmp_path):
     from medlsdm.data.classes import read_class_table
 
-    v2 = _classes_file(tmp_path, '{"labels": {"background": 0, "liver": 1, "spleen": 2}, "channel_names": {"0": "CT"}}', "v2.json")
+    v2 = _classes_file(
+        tmp_path, '{"labels": {"background": 0, "liver": 1, "spleen": 2}, "channel_names": {"0": "CT"}}', "v2.json"
+    )
     v1 = _classes_file(tmp_path, '{"labels": {"0": "background", "2": "spleen", "1": "liver"}}', "v1.json")
     totalseg = _classes_file(tmp_path, '{"1": "liver", "2": "spleen"}', "ts.json")
     for path in (v2, v1, totalseg, _classes_file(tmp_path)):
         table = read_class_table(path)
         assert table.names == ("background", "liver", "spleen") and table.source_values == (0, 1, 2), path
-    assert read_class_table(_classes_file(tmp_path, "value,name\n5,kidney\n2,liver\n", "c.csv")).source_values == (0, 2, 5)
-    for text, pattern in [('{"labels": {"a": [1, 2]}}', "region-based"), ("1 a\n1 b\n", "appears twice"),
-                          ("1 a\nx\n", r"c.txt:2"), ('{"labels": {"0": "bg"}}', "besides background")]:
+    assert read_class_table(_classes_file(tmp_path, "value,name\n5,kidney\n2,liver\n", "c.csv")).source_values == (
+        0,
+        2,
+        5,
+    )
+    for text, pattern in [
+        ('{"labels": {"a": [1, 2]}}', "region-based"),
+        ("1 a\n1 b\n", "appears twice"),
+        ("1 a\nx\n", r"c.txt:2"),
+        ('{"labels": {"0": "bg"}}', "besides background"),
+    ]:
         name = "c.json" if text.startswith("{") else "c.txt"
         with pytest.raises(ConfigError, match=pattern):
             read_class_table(_classes_file(tmp_path, text, name))
@@ -308,7 +331,9 @@ def _break(root, kind):
         image.write_bytes(raw[: len(raw) // 2])
     else:  # corrupt
         corrupt = bytearray(raw)
-        corrupt[len(raw) // 2 : len(raw) // 2 + 64] = np.random.default_rng(7).integers(0, 256, 64, dtype=np.uint8).tobytes()
+        corrupt[len(raw) // 2 : len(raw) // 2 + 64] = (
+            np.random.default_rng(7).integers(0, 256, 64, dtype=np.uint8).tobytes()
+        )
         image.write_bytes(bytes(corrupt))
     return image
 
@@ -354,20 +379,40 @@ def test_validation_reports_all_bad_cases(tmp_path):
 def test_mnms2_per_phase_files(tmp_path):
     root = tmp_path / "MnM2"
     (root / "dataset_information.csv").parent.mkdir(parents=True)
-    (root / "dataset_information.csv").write_text("SUBJECT_CODE,DISEASE,VENDOR,SCANNER,FIELD\n1,NOR,SIEMENS,Avanto,1.5\n2,DLV,GE,Signa,3\n")
+    (root / "dataset_information.csv").write_text(
+        "SUBJECT_CODE,DISEASE,VENDOR,SCANNER,FIELD\n1,NOR,SIEMENS,Avanto,1.5\n2,DLV,GE,Signa,3\n"
+    )
     for sid in ("001", "002", "003"):  # 003 is not in the CSV: skipped with a warning
         folder = root / "dataset" / sid
         for view, shape in (("SA", SHAPE), ("LA", (8, 8, 1))):
             for phase in ("ED", "ES"):
-                _pair(folder / f"{sid}_{view}_{phase}.nii.gz", folder / f"{sid}_{view}_{phase}_gt.nii.gz", shape=shape, max_label=3)
+                _pair(
+                    folder / f"{sid}_{view}_{phase}.nii.gz",
+                    folder / f"{sid}_{view}_{phase}_gt.nii.gz",
+                    shape=shape,
+                    max_label=3,
+                )
             _write(folder / f"{sid}_{view}_CINE.nii.gz", np.zeros(shape + (3,), np.float32))
     adapter = get_adapter("mnms", views=["SA", "la"])
     cases = adapter.find_cases(root)
-    assert [c.case_id for c in cases] == ["001_LA_ED", "001_LA_ES", "001_SA_ED", "001_SA_ES",
-                                          "002_LA_ED", "002_LA_ES", "002_SA_ED", "002_SA_ES"]
+    assert [c.case_id for c in cases] == [
+        "001_LA_ED",
+        "001_LA_ES",
+        "001_SA_ED",
+        "001_SA_ES",
+        "002_LA_ED",
+        "002_LA_ES",
+        "002_SA_ED",
+        "002_SA_ES",
+    ]
     assert {c.patient_id for c in cases} == {"001", "002"} and all(c.frame is None for c in cases)
     validate_cases(cases, adapter)
-    assert [c.case_id for c in get_adapter("mnms").find_cases(root)] == ["001_SA_ED", "001_SA_ES", "002_SA_ED", "002_SA_ES"]
+    assert [c.case_id for c in get_adapter("mnms").find_cases(root)] == [
+        "001_SA_ED",
+        "001_SA_ES",
+        "002_SA_ED",
+        "002_SA_ES",
+    ]
     (root / "dataset" / "002" / "002_SA_ES_gt.nii.gz").unlink()
     with pytest.raises(DataError, match="002_SA_ES_gt.nii.gz"):
         adapter.find_cases(root)

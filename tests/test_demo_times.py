@@ -1,5 +1,6 @@
 """Stated run times come from a measured record: each notebook header's quick time and the README's
 demo total are within 25 % of benchmarks/results/demo_times.json (a fresh-clone make demo)."""
+
 import json
 import re
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Latent diffusion training: latents, condition dropout, EMA pipeline, resume."""
+
 import json
 import shutil
 
@@ -13,8 +14,15 @@ from medlsdm.training.datasets import LatentDataset
 from medlsdm.training.diffusion import diffusion_loss, make_scheduler, train_diffusion
 
 TINY_UNET = dict(channels=(8, 16), attention_levels=(False, True), norm_num_groups=4, num_heads=2, batch_size=2)
-TINY_VQGAN = dict(crop_shape=(16, 32, 32), channels=(8, 8, 8), num_embeddings=16, norm_num_groups=4, decoder_type="spade",
-                  progress=False, checkpoint_every=None)
+TINY_VQGAN = dict(
+    crop_shape=(16, 32, 32),
+    channels=(8, 8, 8),
+    num_embeddings=16,
+    norm_num_groups=4,
+    decoder_type="spade",
+    progress=False,
+    checkpoint_every=None,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,22 +33,35 @@ def run_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("diffusion_run")
     make_phantom("torso-ct", root / "raw", 4, seed=0, shape=(32, 32, 16))
-    prepare_dataset("torso-ct", root / "raw", root / "data", spacing=[12.0, 11.0, 11.0], block_shape=[16, 32, 32], fractions=(0.5, 0.25, 0.25))
+    prepare_dataset(
+        "torso-ct",
+        root / "raw",
+        root / "data",
+        spacing=[12.0, 11.0, 11.0],
+        block_shape=[16, 32, 32],
+        fractions=(0.5, 0.25, 0.25),
+    )
     train_vqgan(root, steps=2, **TINY_VQGAN)
     return root
 
 
 def test_condition_dropout_trains_the_null_condition():
     torch.manual_seed(0)
-    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), norm_num_groups=4)
+    unet = SemanticUNet(
+        in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), norm_num_groups=4
+    )
     with torch.no_grad():
         for p in unet.parameters():
             p.normal_(0, 0.1)
     sched = make_scheduler(50)
     z = torch.randn(4, 2, 4, 4, 4)
     labels = torch.randint(0, 3, (4, 16, 16, 16))
-    dropped = diffusion_loss(unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=1.0, generator=torch.Generator().manual_seed(1))
-    kept = diffusion_loss(unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1))
+    dropped = diffusion_loss(
+        unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=1.0, generator=torch.Generator().manual_seed(1)
+    )
+    kept = diffusion_loss(
+        unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1)
+    )
     # recompute by hand with the null condition: same random draws as the dropped call
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(z.shape, generator=g)
@@ -56,7 +77,9 @@ def test_v_prediction_loss_is_the_mse_to_the_velocity():
     recomputed here from the scheduler's alpha_bar and the same generator draws; the epsilon
     scheduler on the same draws regresses eps (so the target is what the type changes)."""
     torch.manual_seed(0)
-    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), norm_num_groups=4)
+    unet = SemanticUNet(
+        in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), norm_num_groups=4
+    )
     with torch.no_grad():
         for p in unet.parameters():
             p.normal_(0, 0.1)
@@ -65,7 +88,14 @@ def test_v_prediction_loss_is_the_mse_to_the_velocity():
     v_sched, eps_sched = make_scheduler(50, prediction_type="v_prediction"), make_scheduler(50)
 
     def loss(sched):
-        return diffusion_loss(unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1)).item()
+        return diffusion_loss(
+            unet,
+            sched,
+            z,
+            semantic_condition(labels, 3),
+            cond_drop_prob=0.0,
+            generator=torch.Generator().manual_seed(1),
+        ).item()
 
     g = torch.Generator().manual_seed(1)  # the draws of diffusion_loss: noise, then timesteps
     noise = torch.randn(z.shape, generator=g)
@@ -85,8 +115,15 @@ def test_v_prediction_loss_is_the_mse_to_the_velocity():
     # the multiscale term adds lowres_weight × the pooled error of the same prediction
     from medlsdm.training.diffusion import pooled_error
 
-    multiscale = diffusion_loss(unet, v_sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1),
-                                lowres_weight=0.5).item()
+    multiscale = diffusion_loss(
+        unet,
+        v_sched,
+        z,
+        semantic_condition(labels, 3),
+        cond_drop_prob=0.0,
+        generator=torch.Generator().manual_seed(1),
+        lowres_weight=0.5,
+    ).item()
     assert multiscale == pytest.approx(v_by_hand + 0.5 * pooled_error(pred - velocity, factor=4).item(), rel=1e-5)
 
 
@@ -100,12 +137,19 @@ def test_min_snr_weights_make_the_loss_min_snr_times_the_x0_error(prediction_typ
     sched, gamma = make_scheduler(1000, prediction_type=prediction_type), 5.0
     g = torch.Generator().manual_seed(0)
     t = torch.tensor([0, 50, 200, 400, 600, 800, 999])
-    x0, noise = torch.randn(7, 64, generator=g, dtype=torch.float64), torch.randn(7, 64, generator=g, dtype=torch.float64)
+    x0, noise = (
+        torch.randn(7, 64, generator=g, dtype=torch.float64),
+        torch.randn(7, 64, generator=g, dtype=torch.float64),
+    )
     ab = sched.alphas_cumprod[t].double().view(-1, 1)
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
     target = noise if prediction_type == "epsilon" else ab.sqrt() * noise - (1 - ab).sqrt() * x0
     pred = target + 0.1 * torch.randn(7, 64, generator=g, dtype=torch.float64)
-    x0_hat = (xt - (1 - ab).sqrt() * pred) / ab.sqrt() if prediction_type == "epsilon" else ab.sqrt() * xt - (1 - ab).sqrt() * pred
+    x0_hat = (
+        (xt - (1 - ab).sqrt() * pred) / ab.sqrt()
+        if prediction_type == "epsilon"
+        else ab.sqrt() * xt - (1 - ab).sqrt() * pred
+    )
     x0_err = (x0_hat - x0).pow(2).mean(1)
     loss = (pred - target).pow(2).mean(1)
     snr = (ab / (1 - ab)).view(-1)
@@ -121,16 +165,37 @@ def test_diffusion_loss_applies_the_snr_weights():
     from medlsdm.training.diffusion import snr_weights
 
     torch.manual_seed(0)
-    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), norm_num_groups=4)
-    z, labels, sched = torch.randn(4, 2, 4, 4, 4), torch.randint(0, 3, (4, 16, 16, 16)), make_scheduler(50, prediction_type="v_prediction")
+    unet = SemanticUNet(
+        in_channels=2, out_channels=2, num_classes=3, channels=(8,), attention_levels=(False,), norm_num_groups=4
+    )
+    z, labels, sched = (
+        torch.randn(4, 2, 4, 4, 4),
+        torch.randint(0, 3, (4, 16, 16, 16)),
+        make_scheduler(50, prediction_type="v_prediction"),
+    )
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(z.shape, generator=g)
     t = torch.randint(0, 50, (4,), generator=g)
     with torch.no_grad():
         pred = unet(sched.add_noise(z, noise, t), t, semantic_condition(labels, 3)).sample
         per_sample = (pred - sched.get_velocity(z, noise, t)).pow(2).flatten(1).mean(1)
-        weighted = diffusion_loss(unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1), snr_gamma=2.0)
-        plain = diffusion_loss(unet, sched, z, semantic_condition(labels, 3), cond_drop_prob=0.0, generator=torch.Generator().manual_seed(1))
+        weighted = diffusion_loss(
+            unet,
+            sched,
+            z,
+            semantic_condition(labels, 3),
+            cond_drop_prob=0.0,
+            generator=torch.Generator().manual_seed(1),
+            snr_gamma=2.0,
+        )
+        plain = diffusion_loss(
+            unet,
+            sched,
+            z,
+            semantic_condition(labels, 3),
+            cond_drop_prob=0.0,
+            generator=torch.Generator().manual_seed(1),
+        )
     assert weighted.item() == pytest.approx((per_sample * snr_weights(sched, t, 2.0)).mean().item(), rel=1e-5)
     assert plain.item() == pytest.approx(per_sample.mean().item(), rel=1e-5)
     assert weighted.item() != pytest.approx(plain.item(), rel=1e-3)
@@ -144,8 +209,16 @@ def test_conditions_averaged_once_give_the_unet_what_it_computes_itself(conditio
     from medlsdm.training.diffusion import latent_conditions
 
     torch.manual_seed(0)
-    unet = SemanticUNet(in_channels=2, out_channels=2, num_classes=3, channels=(8, 16), attention_levels=(False, True),
-                        norm_num_groups=4, conditioning=conditioning, extra_condition_channels=1)
+    unet = SemanticUNet(
+        in_channels=2,
+        out_channels=2,
+        num_classes=3,
+        channels=(8, 16),
+        attention_levels=(False, True),
+        norm_num_groups=4,
+        conditioning=conditioning,
+        extra_condition_channels=1,
+    )
     with torch.no_grad():
         for q in unet.parameters():
             q.normal_(0, 0.1)
@@ -176,9 +249,14 @@ def test_latent_dataset_is_a_function_of_the_index():
 def test_train_diffusion_saves_an_ema_pipeline_and_resumes(run_dir):
     summary = train_diffusion(run_dir, steps=4, sample_every=2, sample_steps=2, progress=False, **TINY_UNET)
     assert summary["steps"] == 4 and np.isfinite(summary["final_loss"]) and summary["latent_scale"] > 0
-    assert sorted(p.name for p in (run_dir / "diffusion").glob("samples-*.npz")) == ["samples-0000002.npz", "samples-0000004.npz"]
+    assert sorted(p.name for p in (run_dir / "diffusion").glob("samples-*.npz")) == [
+        "samples-0000002.npz",
+        "samples-0000004.npz",
+    ]
     pipe = load_pipeline(run_dir)
-    assert pipe.vqgan.config.scaling_factor == pytest.approx(summary["latent_scale"]) and "latent_scale" not in pipe.config
+    assert (
+        pipe.vqgan.config.scaling_factor == pytest.approx(summary["latent_scale"]) and "latent_scale" not in pipe.config
+    )
     assert len(pipe.vqgan.config.latents_mean) == len(pipe.vqgan.config.latents_std) == pipe.vqgan.config.embedding_dim
     labels = np.load(run_dir / "diffusion" / "samples-0000004.npz")["labels"]
     out = pipe(labels[:1], num_inference_steps=2, generator=torch.Generator().manual_seed(0))
@@ -201,8 +279,16 @@ def test_unknown_parameter_and_missing_vqgan(tmp_path, run_dir):
 
 
 def test_train_diffusion_builds_the_label_encoder(run_dir, tmp_path):
-    train_diffusion(run_dir, steps=1, progress=False, conditioning="spade", label_encoder_channels=4,
-                    out_dir=tmp_path / "diffusion", pipeline_dir=tmp_path / "pipeline", **TINY_UNET)
+    train_diffusion(
+        run_dir,
+        steps=1,
+        progress=False,
+        conditioning="spade",
+        label_encoder_channels=4,
+        out_dir=tmp_path / "diffusion",
+        pipeline_dir=tmp_path / "pipeline",
+        **TINY_UNET,
+    )
     unet = SemanticUNet.from_pretrained(tmp_path / "pipeline" / "unet")
     assert unet.config.label_encoder_channels == 4 and unet.label_encoder.convs[-1].out_channels == 4
 
@@ -211,13 +297,24 @@ def test_train_diffusion_lr_schedule(run_dir, tmp_path):
     """A cosine schedule with warm-up is stepped with the optimiser and kept in the checkpoint
     (its rate after 4 of 4 steps is 1 % of the base); the constant default adds no scheduler,
     so checkpoints of constant-rate runs are as they were."""
-    cosine = train_diffusion(run_dir, steps=4, progress=False, lr=1e-3, lr_schedule="cosine", warmup_steps=1,
-                             out_dir=tmp_path / "cos", pipeline_dir=tmp_path / "cos_pipe", **TINY_UNET)
+    cosine = train_diffusion(
+        run_dir,
+        steps=4,
+        progress=False,
+        lr=1e-3,
+        lr_schedule="cosine",
+        warmup_steps=1,
+        out_dir=tmp_path / "cos",
+        pipeline_dir=tmp_path / "cos_pipe",
+        **TINY_UNET,
+    )
     assert cosine["steps"] == 4
     ckpt = torch.load(tmp_path / "cos" / "checkpoints" / "checkpoint-0000004.pt", weights_only=True)
     assert ckpt["optimizers"]["unet"]["param_groups"][0]["lr"] == pytest.approx(1e-5)
     assert ckpt["extra"]["scheduler.unet"]["last_epoch"] == 4
-    train_diffusion(run_dir, steps=1, progress=False, out_dir=tmp_path / "const", pipeline_dir=tmp_path / "const_pipe", **TINY_UNET)
+    train_diffusion(
+        run_dir, steps=1, progress=False, out_dir=tmp_path / "const", pipeline_dir=tmp_path / "const_pipe", **TINY_UNET
+    )
     const = torch.load(tmp_path / "const" / "checkpoints" / "checkpoint-0000001.pt", weights_only=True)
     assert "scheduler.unet" not in const["extra"] and const["optimizers"]["unet"]["param_groups"][0]["lr"] == 1e-3
     with pytest.raises(ConfigError, match="lr_schedule"):
@@ -296,7 +393,9 @@ def test_pooled_error_weights_a_constant_error_by_the_pool_volume_and_a_checkerb
 
     constant = torch.full((2, 3, 8, 8, 8), 0.5)
     assert float(pooled_error(constant)) == pytest.approx(0.25 * 64)
-    checker = (torch.arange(8)[:, None, None] + torch.arange(8)[None, :, None] + torch.arange(8)[None, None, :]) % 2 * 2.0 - 1
+    checker = (
+        torch.arange(8)[:, None, None] + torch.arange(8)[None, :, None] + torch.arange(8)[None, None, :]
+    ) % 2 * 2.0 - 1
     assert float(pooled_error(checker.expand(2, 3, 8, 8, 8).float())) == pytest.approx(0.0, abs=1e-7)
     white = torch.randn((64, 1, 8, 16, 16), generator=torch.Generator().manual_seed(0))
     assert float(pooled_error(white)) == pytest.approx(float(white.pow(2).mean()), rel=0.15)  # same weight as the MSE

@@ -1,5 +1,6 @@
 """The ``duke_breast`` adapter on a tiny download-shaped tree: DICOM series written with pydicom,
 3D Slicer ``.seg.nrrd`` segmentations written with pynrrd."""
+
 import nrrd
 import numpy as np
 import pytest
@@ -47,11 +48,18 @@ def write_series(folder, description, n_slices=SLICES, reverse_files=False):
 def write_seg(path, masks, flip_z=False):
     """``masks``: {(name, value): bool (x, y, z) array} written as one 3-D label map with Slicer's fields."""
     data = np.zeros((COLS, ROWS, SLICES), np.uint8)
-    header = {"space": "left-posterior-superior", "space directions": np.diag([SPACING, SPACING, STEP]),
-              "space origin": ORIGIN.copy()}
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": np.diag([SPACING, SPACING, STEP]),
+        "space origin": ORIGIN.copy(),
+    }
     for i, ((name, value), mask) in enumerate(masks.items()):
         data[mask] = value
-        header[f"Segment{i}_Name"], header[f"Segment{i}_LabelValue"], header[f"Segment{i}_Layer"] = name, str(value), "0"
+        header[f"Segment{i}_Name"], header[f"Segment{i}_LabelValue"], header[f"Segment{i}_Layer"] = (
+            name,
+            str(value),
+            "0",
+        )
     if flip_z:  # the same segmentation stored with the slice axis reversed
         data = data[:, :, ::-1]
         header["space directions"] = np.diag([SPACING, SPACING, -STEP])
@@ -66,7 +74,11 @@ def box(x, y, z):
     return mask
 
 
-BREAST, FGT, VESSEL = box(slice(1, 7), slice(1, 5), slice(0, 4)), box(slice(2, 4), slice(2, 4), slice(1, 3)), box(5, 3, slice(0, 5))
+BREAST, FGT, VESSEL = (
+    box(slice(1, 7), slice(1, 5), slice(0, 4)),
+    box(slice(2, 4), slice(2, 4), slice(1, 3)),
+    box(5, 3, slice(0, 5)),
+)
 
 
 @pytest.fixture
@@ -80,8 +92,11 @@ def duke_root(tmp_path):
     write_series(root / "Duke-Breast-Cancer-MRI" / "Breast_MRI_900" / "s" / "1-pre", "ax dyn pre")  # not annotated
     segs = root / "Segmentation_Masks_NRRD" / "Breast_MRI_002"
     write_seg(segs / "Segmentation_Breast_MRI_002_Breast.seg.nrrd", {("Breast", 1): BREAST})
-    write_seg(segs / "Segmentation_Breast_MRI_002_Dense_and_Vessels.seg.nrrd",
-              {("Dense", 2): FGT, ("Vessels", 1): VESSEL}, flip_z=True)
+    write_seg(
+        segs / "Segmentation_Breast_MRI_002_Dense_and_Vessels.seg.nrrd",
+        {("Dense", 2): FGT, ("Vessels", 1): VESSEL},
+        flip_z=True,
+    )
     (root / "Segmentation_Masks_NRRD" / ".DS_Store").write_text("")
     return root
 
@@ -98,12 +113,15 @@ def test_read_dicom_series_geometry(duke_root):
         np.testing.assert_allclose(affine @ [w, h, d, 1], [-lps[0], -lps[1], lps[2], 1], atol=1e-6)
 
 
-@pytest.mark.parametrize("table, values", [("paper", {"breast": 1, "fgt": 1, "vessel": 2}),
-                                           ("full", {"breast": 1, "fgt": 2, "vessel": 3})])
+@pytest.mark.parametrize(
+    "table, values", [("paper", {"breast": 1, "fgt": 1, "vessel": 2}), ("full", {"breast": 1, "fgt": 2, "vessel": 3})]
+)
 def test_duke_breast_adapter(duke_root, table, values):
     adapter = get_adapter("duke_breast", class_table=table)
     cases = adapter.find_cases(duke_root)
-    assert [(c.case_id, c.patient_id, c.image.name) for c in cases] == [("Breast_MRI_002", "Breast_MRI_002", "3.000000-ax dyn pre-93877")]
+    assert [(c.case_id, c.patient_id, c.image.name) for c in cases] == [
+        ("Breast_MRI_002", "Breast_MRI_002", "3.000000-ax dyn pre-93877")
+    ]
     image, _ = adapter.read_image(cases[0])
     label, _ = adapter.read_label(cases[0])
     validate_cases(cases, adapter)
@@ -125,7 +143,9 @@ def test_duke_breast_errors(duke_root):
     segs = duke_root / "Segmentation_Masks_NRRD" / "Breast_MRI_002"
     write_seg(segs / "Segmentation_Breast_MRI_002_Dense_and_Vessels.seg.nrrd", {("Segment_1", 1): VESSEL})
     adapter = get_adapter("duke_breast")
-    with pytest.raises(DataError, match="Dense_and_Vessels.seg.nrrd: expected segments named like 'Vessels' and 'Dense'"):
+    with pytest.raises(
+        DataError, match="Dense_and_Vessels.seg.nrrd: expected segments named like 'Vessels' and 'Dense'"
+    ):
         validate_cases(adapter.find_cases(duke_root), adapter)
     (segs / "Segmentation_Breast_MRI_002_Dense_and_Vessels.seg.nrrd").unlink()
     with pytest.raises(DataError, match="segmentation file\\(s\\) missing: .*Dense_and_Vessels.seg.nrrd"):

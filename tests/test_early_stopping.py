@@ -1,4 +1,5 @@
 """medlsdm.training.early_stopping: the loop of the segmentation networks keeps the best validation's weights."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,16 @@ def test_the_best_step_is_kept_and_patience_stops_the_run(patience, stopped, cap
     model, step = _counter()
     scores = iter([0.2, 0.6, 0.5, 0.4, 0.3])  # validations at steps 2, 4, 6, 8, 10
     with caplog.at_level(logging.INFO, logger="medlsdm.training.early_stopping"):
-        fit = fit_early_stopping(model, step, max_steps=10, validate=lambda m: next(scores), eval_every=2,
-                                 patience=patience, progress=False, desc="probe")
+        fit = fit_early_stopping(
+            model,
+            step,
+            max_steps=10,
+            validate=lambda m: next(scores),
+            eval_every=2,
+            patience=patience,
+            progress=False,
+            desc="probe",
+        )
     assert f"probe: {stopped} of 10 steps in" in caplog.text and "best validation 0.6000 at step 4" in caplog.text
     assert (fit.best_step, fit.best_score, fit.stopped_step, fit.max_steps) == (4, 0.6, stopped, 10)
     assert fit.best_step <= fit.stopped_step <= fit.max_steps

@@ -1,5 +1,6 @@
 """Lesion edits of real volumes (medlsdm.evaluation.edits): where the lesion goes, that the edit
 keeps the real volume beyond its soft border, and the detection scores on controlled cases."""
+
 import numpy as np
 import pytest
 
@@ -32,8 +33,9 @@ def test_edit_with_lesion_keeps_the_real_volume_outside(tiny_pipeline, one_threa
     label = np.zeros((16, 16, 16), np.int64)
     label[2:14, 2:14, 2:14] = 1
     image = np.random.default_rng(0).uniform(-1, 1, (1, 16, 16, 16)).astype(np.float32)
-    out = ed.edit_with_lesion(tiny_pipeline, image, label, organ_class=1, lesion_class=2, radius_mm=2.0,
-                              spacing=[1.0, 1.0, 1.0], steps=2)
+    out = ed.edit_with_lesion(
+        tiny_pipeline, image, label, organ_class=1, lesion_class=2, radius_mm=2.0, spacing=[1.0, 1.0, 1.0], steps=2
+    )
     assert out["centre"] == (7, 7, 7) and out["mask"].sum() > 0 and (out["labels"][out["mask"]] == 2).all()
     assert out["edited"].shape == image.shape
     assert ed.outside_max_abs(out["edited"], image, out["mask"], out["soft_border"]) <= 1e-6

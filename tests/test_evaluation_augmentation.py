@@ -1,5 +1,6 @@
 """Notebook 05's augmentation arms (medlsdm.evaluation.augmentation): gains, the fraction of the oracle's gain,
 the bar; lesion edits of real cases."""
+
 import json
 import math
 from types import SimpleNamespace
@@ -26,8 +27,13 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
     extras = {name: Cases([f"{name}_0"], [image[None]], [label], [AFFINE]) for name in EXTRA_SETS}
     test = Cases([f"t{i}" for i in range(4)], [image[None]] * 4, [label] * 3 + [no_lesion], [AFFINE] * 4)
     seen = []
-    organ = {"small": [0.5] * 4, "oracle": [0.7] * 4, "oracle_autoencoded": [0.6] * 4,
-             "synthetic": [0.65 + 0.01 * (i % 2) for i in range(4)], "lesion_edits": [0.5] * 4}
+    organ = {
+        "small": [0.5] * 4,
+        "oracle": [0.7] * 4,
+        "oracle_autoencoded": [0.6] * 4,
+        "synthetic": [0.65 + 0.01 * (i % 2) for i in range(4)],
+        "lesion_edits": [0.5] * 4,
+    }
     lesion = {"small": [0.0] * 3, "lesion_edits": [0.2, 0.3, 0.2]}
 
     def fake_train(cases, val, k, extra=None, **kw):  # a judge's fit, its model named by its arm
@@ -36,21 +42,39 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
 
     def fake_dice(models, cases, names):
         values, les = organ[models[0]], lesion.get(models[0], [0.0] * 3) + [float("nan")]
-        return {"organ": values, "lesion": les, "organ_per_seed": [np.mean(values)] * len(models),
-                "organ_by_seed": [values] * len(models), "lesion_by_seed": [les] * len(models),
-                "lesions_found": [int(np.nansum(les) > 0)] * len(models), "lesions_total": [3] * len(models)}
+        return {
+            "organ": values,
+            "lesion": les,
+            "organ_per_seed": [np.mean(values)] * len(models),
+            "organ_by_seed": [values] * len(models),
+            "lesion_by_seed": [les] * len(models),
+            "lesions_found": [int(np.nansum(les) > 0)] * len(models),
+            "lesions_total": [3] * len(models),
+        }
 
     monkeypatch.setattr(arms, "train_judges", fake_train)
     monkeypatch.setattr(arms, "dice_over_seeds", fake_dice)
-    real_all = {"organ": [0.8] * 4, "lesion": [0.1] * 3 + [float("nan")], "organ_per_seed": [0.79, 0.8, 0.81],
-                "organ_by_seed": [[0.8] * 4] * 3, "lesion_by_seed": [[0.05] * 3 + [0.0], [0.1] * 4, [0.15] * 3 + [0.0]],
-                "lesions_found": [2, 3, 3], "lesions_total": [3, 3, 3]}
+    real_all = {
+        "organ": [0.8] * 4,
+        "lesion": [0.1] * 3 + [float("nan")],
+        "organ_per_seed": [0.79, 0.8, 0.81],
+        "organ_by_seed": [[0.8] * 4] * 3,
+        "lesion_by_seed": [[0.05] * 3 + [0.0], [0.1] * 4, [0.15] * 3 + [0.0]],
+        "lesions_found": [2, 3, 3],
+        "lesions_total": [3, 3, 3],
+    }
     names = ["bg", "a", "lesion"]
     aug = augmentation_experiment(cases, cases, test, extras, names, real_all, n_small=2, seeds=[0, 1, 2])
     # the small arm is the first n_small training cases, in every arm, each extra set added on its own
     assert seen == [(["c0", "c1"], None)] + [(["c0", "c1"], [f"{n}_0"]) for n in EXTRA_SETS]
-    assert list(aug["arms"]) == ["real_small", "real_small_oracle", "real_small_oracle_autoencoded",
-                                 "real_small_synthetic", "real_small_lesion_edits", "real_all"]
+    assert list(aug["arms"]) == [
+        "real_small",
+        "real_small_oracle",
+        "real_small_oracle_autoencoded",
+        "real_small_synthetic",
+        "real_small_lesion_edits",
+        "real_all",
+    ]
     assert aug["oracle_gain"] == pytest.approx(0.2) and aug["gain"] == pytest.approx(0.155)
     assert aug["arms"]["real_small_oracle_autoencoded"]["gain"] == pytest.approx(0.1)
     assert aug["arms"]["real_all"]["gain"] == pytest.approx(0.3) and aug["mix"] == 0.5
@@ -63,9 +87,14 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
     assert la["control_gain"] == pytest.approx(0.3 / 3) and la["control_gain_ci"][0] > 0
     assert la["lesions_found"] == {"real_small": [0] * 3, "real_small_lesion_edits": [1] * 3, "real_all": [2, 3, 3]}
     without = {k: v for k, v in extras.items() if k != "lesion_edits"}
-    aug = augmentation_experiment(cases, cases, test, without, names, real_all, n_small=2, seeds=[0], lesion_skipped="why")
+    aug = augmentation_experiment(
+        cases, cases, test, without, names, real_all, n_small=2, seeds=[0], lesion_skipped="why"
+    )
     assert "real_small_lesion_edits" not in aug["arms"] and aug["lesion_augmentation"] == {
-        "skipped": "why", "lesions_total": 3, "lesions_found": {"real_all": [2, 3, 3]}}
+        "skipped": "why",
+        "lesions_total": 3,
+        "lesions_found": {"real_all": [2, 3, 3]},
+    }
     organ["oracle"] = [0.9] * 4  # now only 0.155 / 0.4 of the oracle's gain: below the bar, and the notebook says so
     aug = augmentation_experiment(cases, cases, test, extras, names, real_all, n_small=2, seeds=[0, 1, 2])
     assert not aug["bar_holds"] and "does **not** hold" in augmentation_verdict(aug)
@@ -77,7 +106,10 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
 
 def test_the_lesion_arm_runs_when_asked_or_when_its_control_finds_a_lesion():
     names = ["background", "liver", "lesion"]
-    found, none = {"lesions_found": [0, 2], "lesions_total": [19, 19]}, {"lesions_found": [0, 0], "lesions_total": [19, 19]}
+    found, none = (
+        {"lesions_found": [0, 2], "lesions_total": [19, 19]},
+        {"lesions_found": [0, 0], "lesions_total": [19, 19]},
+    )
     assert lesion_arm_skipped(None, found, names) is None and lesion_arm_skipped(True, none, names) is None
     assert "found 0 of 19 test lesions in each of its 2 seeds" in lesion_arm_skipped(None, none, names)
     assert lesion_arm_skipped(False, found, names) == "lesion_augmentation=False"
@@ -116,21 +148,39 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one(tmp_path):
     def arm(gain, lo, hi, **kw):
         return {"gain": gain, "gain_ci": [lo, hi], **kw}
 
-    aug = {"arms": {"real_small": {}, "real_small_oracle": arm(-0.03, -0.07, 0.01), "real_small_synthetic": arm(-0.07, -0.14, -0.01)}}
-    bench = {"written": "2026-12-07T07:00:00", "judge": {"network": "basicunet"}, "arms": {
-        "real_small": {"generators": None, "judge_seeds": 2},
-        "real_small_oracle": arm(0.05, 0.03, 0.07, generators=None, judge_seeds=2),
-        "real_small_synthetic": arm(-0.02, -0.05, 0.02, generators=3, judge_seeds=2)}}
+    aug = {
+        "arms": {
+            "real_small": {},
+            "real_small_oracle": arm(-0.03, -0.07, 0.01),
+            "real_small_synthetic": arm(-0.07, -0.14, -0.01),
+        }
+    }
+    bench = {
+        "written": "2026-12-07T07:00:00",
+        "judge": {"network": "basicunet"},
+        "arms": {
+            "real_small": {"generators": None, "judge_seeds": 2},
+            "real_small_oracle": arm(0.05, 0.03, 0.07, generators=None, judge_seeds=2),
+            "real_small_synthetic": arm(-0.02, -0.05, 0.02, generators=3, judge_seeds=2),
+        },
+    }
     path = tmp_path / "augmentation.json"
     path.write_text(json.dumps(bench))
     said = benchmark_sentence(aug, path)
-    assert "(3 generators × 2 judge seeds" in said and "real small oracle -0.030 [-0.070, +0.010] here, +0.050 [+0.030, +0.070] there" in said
+    assert (
+        "(3 generators × 2 judge seeds" in said
+        and "real small oracle -0.030 [-0.070, +0.010] here, +0.050 [+0.030, +0.070] there" in said
+    )
     verdicts = said.split("Their verdicts differ for ")[1]
-    assert verdicts.startswith("real small oracle (no clear effect here, helps there); "
-                               "real small synthetic (hurts here, no clear effect there):")
+    assert verdicts.startswith(
+        "real small oracle (no clear effect here, helps there); "
+        "real small synthetic (hurts here, no clear effect there):"
+    )
     bench["arms"]["real_small_oracle"] = arm(-0.01, -0.03, 0.02, generators=None, judge_seeds=2)
     bench["arms"]["real_small_synthetic"] = arm(-0.04, -0.06, -0.01, generators=3, judge_seeds=2)
     path.write_text(json.dumps(bench))
-    assert "Every arm gets the same verdict (helps, hurts, or no clear effect) in both." in benchmark_sentence(aug, path)
+    assert "Every arm gets the same verdict (helps, hurts, or no clear effect) in both." in benchmark_sentence(
+        aug, path
+    )
     assert "missing" in benchmark_sentence(aug, tmp_path / "none.json") and "missing" in benchmark_sentence(None, path)
     assert BENCHMARK.name == "augmentation.json" and BENCHMARK.parent.name == "results"

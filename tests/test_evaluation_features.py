@@ -1,4 +1,5 @@
 """medlsdm.evaluation.features: slices, batched features, FID / 3-D FID / LPIPS / segmentation-feature distances."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,6 @@ from medlsdm.evaluation.features import (
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 
 class _ChannelStats(torch.nn.Module):
@@ -98,8 +98,14 @@ def test_segnet_features_of_2d_slices_batched_and_padded():
     assert model.training and got.shape == (5, 8)
     with torch.no_grad():
         model.eval()
-        ref = np.concatenate([model.features(torch.nn.functional.pad(torch.tensor(s)[None], (0, 2, 0, 0), mode="replicate"))
-                              .double().numpy() for s in slices])
+        ref = np.concatenate(
+            [
+                model.features(torch.nn.functional.pad(torch.tensor(s)[None], (0, 2, 0, 0), mode="replicate"))
+                .double()
+                .numpy()
+                for s in slices
+            ]
+        )
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
     assert segnet_feature_distance(model, slices, slices, batch_size=2) == pytest.approx(0.0, abs=1e-9)
     assert segnet_feature_distance(model, slices, np.clip(slices * 0.2 + 0.5, -1, 1), batch_size=2) > 0

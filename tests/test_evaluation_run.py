@@ -1,5 +1,6 @@
 """The evaluation of a run, step by step (medlsdm.evaluation.run: notebook 05, ``medlsdm evaluate``), on real
 NIfTI files; the memorisation controls on a tiny phantom run."""
+
 import json
 import math
 
@@ -112,8 +113,9 @@ def test_segmentation_experiment_reads_what_each_judge_fit_chose(one_thread):
     pairs = [make_case(i) for i in range(4)]
     cases = Cases([f"c{i}" for i in range(4)], [im[None] for im, _ in pairs], [lb for _, lb in pairs], [AFFINE] * 4)
     options = {"max_steps": 2, "eval_every": 1, "features": [4, 8, 8], "crop_shape": [16, 16, 16]}
-    seg = segmentation_experiment(cases.head(2), cases, cases, cases, ["bg", "organ", "lesion"], seeds=[0, 1],
-                                  options=options, progress=False)
+    seg = segmentation_experiment(
+        cases.head(2), cases, cases, cases, ["bg", "organ", "lesion"], seeds=[0, 1], options=options, progress=False
+    )
     judge = seg.summary()
     assert judge["network"].startswith("medlsdm SegNet") and judge["max_steps"] == 2 and len(judge["seconds"]) == 2
     assert judge["best_steps"] == [f.best_step for f in seg.fits] and judge["stopped_steps"] == [2, 2]

@@ -1,5 +1,6 @@
 """The 05_evaluation entry's tables and sentences (medlsdm.evaluation.summary) follow their numbers: each
 sentence test flips a number across the line that decides the wording and sees the sentence flip."""
+
 import pytest
 
 from medlsdm.evaluation.summary import (
@@ -17,17 +18,45 @@ def _metrics():
     """A ``05_evaluation`` entry as :func:`medlsdm.evaluation.summary.evaluation_metrics` writes it (the keys the tables read)."""
     per_class = {"liver": 0.9, "lesion": float("nan")}
     per_case = {"ssim": [0.4, 0.6], "dice_real_test": [0.8, 1.0], "dice_lesion_real_test": [float("nan"), 0.2]}
-    return {"dataset": "torso-ct", "decoder": "spade", "channels": "16-32-64", "fid": None, "fid_3d": None,
-            "lpips": {"axial": 0.2, "coronal": 0.4, "sagittal": 0.3}, "ssim": 0.5, "rmse": 0.1, "psnr": 22.0,
-            "dice_per_class": {"real_test": per_class, "synthetic": per_class}, "dice_real_test": 0.9,
-            "dice_real_test_sd_seeds": 0.01, "dice_synthetic": 0.9, "dice_synthetic_sd_seeds": 0.02,
-            "dice_lesion_real_test": 0.2, "dice_lesion_synthetic": float("nan"), "dice_ratio": 1.0, "n_test": 2,
-            "judge_seeds": 3, "per_case": per_case, "ci": with_ci(per_case),
-            "privacy_controls": {"positive_flagged": 1.0, "negative_flagged": 0.0, "negative_control_kind": "oracle",
-                                 "synthetic_flagged": {"from_train_maps": 0.0}},
-            "kid": 0.1, "kid_ci": [0.05, 0.2], "kid_reference": 0.01, "kid_reference_ci": [0.0, 0.02], "kid_oracle": 0.0,
-            "frd": None, "frd_reference": None, "frd_oracle": None, "augmentation": None,
-            "paper_conventions_table": {"psnr": {"ours": 22.0, "paper": 15.98, "convention": "6 dB lower"}}}
+    return {
+        "dataset": "torso-ct",
+        "decoder": "spade",
+        "channels": "16-32-64",
+        "fid": None,
+        "fid_3d": None,
+        "lpips": {"axial": 0.2, "coronal": 0.4, "sagittal": 0.3},
+        "ssim": 0.5,
+        "rmse": 0.1,
+        "psnr": 22.0,
+        "dice_per_class": {"real_test": per_class, "synthetic": per_class},
+        "dice_real_test": 0.9,
+        "dice_real_test_sd_seeds": 0.01,
+        "dice_synthetic": 0.9,
+        "dice_synthetic_sd_seeds": 0.02,
+        "dice_lesion_real_test": 0.2,
+        "dice_lesion_synthetic": float("nan"),
+        "dice_ratio": 1.0,
+        "n_test": 2,
+        "judge_seeds": 3,
+        "per_case": per_case,
+        "ci": with_ci(per_case),
+        "privacy_controls": {
+            "positive_flagged": 1.0,
+            "negative_flagged": 0.0,
+            "negative_control_kind": "oracle",
+            "synthetic_flagged": {"from_train_maps": 0.0},
+        },
+        "kid": 0.1,
+        "kid_ci": [0.05, 0.2],
+        "kid_reference": 0.01,
+        "kid_reference_ci": [0.0, 0.02],
+        "kid_oracle": 0.0,
+        "frd": None,
+        "frd_reference": None,
+        "frd_oracle": None,
+        "augmentation": None,
+        "paper_conventions_table": {"psnr": {"ours": 22.0, "paper": 15.98, "convention": "6 dB lower"}},
+    }
 
 
 def test_results_tables_use_the_papers_columns_and_show_cis_controls_and_references():
@@ -44,14 +73,24 @@ def test_results_tables_use_the_papers_columns_and_show_cis_controls_and_referen
 
 
 def _lesion_augmentation(gain_ci, control_ci, found=(1, 1)):
-    return {"gain": sum(gain_ci) / 2, "gain_ci": gain_ci, "n_lesion_cases": 9, "n_edits": 4,
-            "control_gain": sum(control_ci) / 2, "control_gain_ci": control_ci, "lesions_total": 19,
-            "lesions_found": {"real_small": [0, 0], "real_small_lesion_edits": list(found), "real_all": list(found)}}
+    return {
+        "gain": sum(gain_ci) / 2,
+        "gain_ci": gain_ci,
+        "n_lesion_cases": 9,
+        "n_edits": 4,
+        "control_gain": sum(control_ci) / 2,
+        "control_gain_ci": control_ci,
+        "lesions_total": 19,
+        "lesions_found": {"real_small": [0, 0], "real_small_lesion_edits": list(found), "real_all": list(found)},
+    }
 
 
 def test_the_lesion_augmentation_sentence_follows_its_numbers():
     said = lesion_augmentation_sentence(_lesion_augmentation([0.02, 0.1], [0.05, 0.2]))
-    assert "can see a lesion gain; the edits give one too" in said and "bar (a lesion gain with its CI above 0) holds" in said
+    assert (
+        "can see a lesion gain; the edits give one too" in said
+        and "bar (a lesion gain with its CI above 0) holds" in said
+    )
     said = lesion_augmentation_sentence(_lesion_augmentation([-0.02, 0.1], [0.05, 0.2]))
     assert "do not give one distinguishable from zero" in said and "does **not** hold" in said
     said = lesion_augmentation_sentence(_lesion_augmentation([-0.2, -0.1], [0.05, 0.2]))
@@ -61,7 +100,9 @@ def test_the_lesion_augmentation_sentence_follows_its_numbers():
     said = lesion_augmentation_sentence(_lesion_augmentation([0.0, 0.0], [0.0, 0.0], found=(0, 0)))
     assert "No judge in any of these arms found a lesion" in said and "does **not** hold" in said
     assert "did not run" in lesion_augmentation_sentence(None)
-    assert "cannot be scored" in lesion_augmentation_sentence({**_lesion_augmentation([0, 0], [0, 0]), "n_lesion_cases": 0})
+    assert "cannot be scored" in lesion_augmentation_sentence(
+        {**_lesion_augmentation([0, 0], [0, 0]), "n_lesion_cases": 0}
+    )
 
 
 def test_with_ci_leaves_out_nan_and_needs_two_values():
@@ -72,7 +113,14 @@ def test_with_ci_leaves_out_nan_and_needs_two_values():
 def test_the_distance_sentence_follows_the_numbers():
     from medlsdm.evaluation.summary import distance_sentence
 
-    m = {"frd": 292.4, "frd_reference": 52.2, "frd_oracle": 29.0, "kid": -0.42, "kid_ci": [-1.63, 1.10], "kid_reference": 0.48}
+    m = {
+        "frd": 292.4,
+        "frd_reference": 52.2,
+        "frd_oracle": 29.0,
+        "kid": -0.42,
+        "kid_ci": [-1.63, 1.10],
+        "kid_reference": 0.48,
+    }
     said = distance_sentence(m)
     assert "5.6× as far" in said and "the gap is the generator's" in said
     assert "does not separate" in said and "look at different things" in said
@@ -87,9 +135,16 @@ def test_the_distance_sentence_follows_the_numbers():
 def test_judge_sentence_follows_its_numbers():
     from medlsdm.evaluation.summary import judge_sentence
 
-    judge = {"network": "MONAI BasicUNet + DiceCELoss", "dice_real_test": 0.81, "lesion_dice_real_test": 0.2,
-             "lesion_detection_rate": 0.5, "lesions_per_seed": 18, "best_steps": [300, 300], "stopped_steps": [300, 300],
-             "max_steps": 300}
+    judge = {
+        "network": "MONAI BasicUNet + DiceCELoss",
+        "dice_real_test": 0.81,
+        "lesion_dice_real_test": 0.2,
+        "lesion_detection_rate": 0.5,
+        "lesions_per_seed": 18,
+        "best_steps": [300, 300],
+        "stopped_steps": [300, 300],
+        "max_steps": 300,
+    }
     dice = {"real_test": {"organ": [0.8, 0.82]}, "synthetic": {"organ": [0.6, 0.62]}, "oracle": {"organ": [0.8, 0.8]}}
     said = judge_sentence(judge, dice)
     assert "organ Dice of 0.810" in said and "0.5 of the 18 test lesions" in said
@@ -103,14 +158,25 @@ def test_judge_sentence_follows_its_numbers():
 def test_augmentation_table_lists_every_arm_with_its_gain():
     m = _metrics()
     arm = {"mean": 0.7, "lesion": float("nan"), "sd_seeds": 0.01, "per_case": [0.7, 0.7], "lesions_found": [0, 1]}
-    m["augmentation"] = {"arms": {"real_small": arm, "real_small_oracle": {
-        **arm, "gain": 0.1, "gain_ci": [0.05, 0.15], "lesion_gain": 0.02, "lesion_gain_ci": [-0.01, 0.05]}}}
+    m["augmentation"] = {
+        "arms": {
+            "real_small": arm,
+            "real_small_oracle": {
+                **arm,
+                "gain": 0.1,
+                "gain_ci": [0.05, 0.15],
+                "lesion_gain": 0.02,
+                "lesion_gain_ci": [-0.01, 0.05],
+            },
+        }
+    }
     table = results_tables(m)["augmentation"]
     assert "| real small | 0.7 | 0.01 | – (baseline) |  | n/a | – (baseline) | 0, 1 |" in table
     assert "| real small oracle | 0.7 | 0.01 | 0.1 | [0.05, 0.15] | n/a | 0.02 [-0.01, 0.05] | 0, 1 |" in table
 
 
 # ---------------------------------------------------------------- the sentences of notebook 05's text
+
 
 def _judge(rate=0.0):
     return {"lesion_detection_rate": rate, "lesions_per_seed": 19, "max_steps": 200}
@@ -124,9 +190,14 @@ def test_lesion_sentence_calls_zero_dice_a_judge_that_finds_nothing_not_noise():
 
 
 def _privacy(positive=1.0, negative=0.0, synthetic=0.0):
-    return {"positive_flagged": positive, "negative_flagged": negative, "negative_control_kind": "oracle", "threshold": 0.033,
-            "synthetic_flagged": {"from_train_maps": synthetic},
-            "distances": {"positive": [0.007, 0.008], "negative": [0.06, 0.08], "from_train_maps": [0.08, 0.09]}}
+    return {
+        "positive_flagged": positive,
+        "negative_flagged": negative,
+        "negative_control_kind": "oracle",
+        "threshold": 0.033,
+        "synthetic_flagged": {"from_train_maps": synthetic},
+        "distances": {"positive": [0.007, 0.008], "negative": [0.06, 0.08], "from_train_maps": [0.08, 0.09]},
+    }
 
 
 def test_memorisation_sentence_trusts_the_check_only_when_its_controls_behave():
@@ -139,11 +210,25 @@ def test_memorisation_sentence_trusts_the_check_only_when_its_controls_behave():
 
 def _metrics05():
     per_case = {"dice_real_test": [0.55, 0.6], "dice_synthetic": [0.5, 0.55]}
-    return {"dataset": "torso-ct", "dice_ratio": 0.924, "dice_ratio_oracle": 1.016, "fid_3d": None,
-            "paper_conventions_table": {"dice": {"ours": 0.475, "paper": 0.799, "convention": "pooled"}},
-            "dice_real_test": 0.576, "dice_synthetic": 0.532, "n_test": 2, "per_case": per_case, "ci": with_ci(per_case),
-            "judge": _judge(), "dice_lesion_real_test": 0.0, "dice_lesion_synthetic": 0.0, "augmentation": None,
-            "privacy_controls": _privacy(), "frd": None, "kid": None}
+    return {
+        "dataset": "torso-ct",
+        "dice_ratio": 0.924,
+        "dice_ratio_oracle": 1.016,
+        "fid_3d": None,
+        "paper_conventions_table": {"dice": {"ours": 0.475, "paper": 0.799, "convention": "pooled"}},
+        "dice_real_test": 0.576,
+        "dice_synthetic": 0.532,
+        "n_test": 2,
+        "per_case": per_case,
+        "ci": with_ci(per_case),
+        "judge": _judge(),
+        "dice_lesion_real_test": 0.0,
+        "dice_lesion_synthetic": 0.0,
+        "augmentation": None,
+        "privacy_controls": _privacy(),
+        "frd": None,
+        "kid": None,
+    }
 
 
 def test_paper_sentence_quotes_the_abstract_with_its_source_beside_our_numbers():
@@ -159,9 +244,13 @@ def test_paper_sentence_quotes_the_abstract_with_its_source_beside_our_numbers()
 def test_takeaways_05_and_the_conventions_table_name_what_fid_is_computed_on():
     said = takeaways_05(_metrics05())
     assert said.startswith("**Takeaways**") and "synthetic over real 0.924" in said and "not noise" in said
-    m = {**_metrics05(), "paper_conventions_table": {
-        "fid_2d": {"ours": 30.3, "paper": 22.7, "convention": "real mean twice"},
-        "dice": {"ours": 0.475, "paper": 0.799, "convention": "pooled"}}}
+    m = {
+        **_metrics05(),
+        "paper_conventions_table": {
+            "fid_2d": {"ours": 30.3, "paper": 22.7, "convention": "real mean twice"},
+            "dice": {"ours": 0.475, "paper": 0.799, "convention": "pooled"},
+        },
+    }
     table = _tables_conventions(m)
     assert "| FID convention, on the segmentation network's features (not Inception" in table
     assert "| dice | 0.475 | 0.799 | pooled | 0.70964 synthetic, 0.71496 real (Duke Breast) |" in table
@@ -169,10 +258,25 @@ def test_takeaways_05_and_the_conventions_table_name_what_fid_is_computed_on():
 
 
 def _tables_conventions(m):
-    full = {"model": None, "channels": "16", "decoder": "normal", "fid": None, "lpips": None, "ssim": 0.5, "rmse": 0.1,
-            "psnr": 22.0, "dice_per_class": {"real_test": {"liver": 0.9}}, "judge_seeds": 2,
-            "kid_ci": None, "kid_reference": None, "kid_reference_ci": None, "kid_oracle": None, "frd_reference": None,
-            "frd_oracle": None, **m}
+    full = {
+        "model": None,
+        "channels": "16",
+        "decoder": "normal",
+        "fid": None,
+        "lpips": None,
+        "ssim": 0.5,
+        "rmse": 0.1,
+        "psnr": 22.0,
+        "dice_per_class": {"real_test": {"liver": 0.9}},
+        "judge_seeds": 2,
+        "kid_ci": None,
+        "kid_reference": None,
+        "kid_reference_ci": None,
+        "kid_oracle": None,
+        "frd_reference": None,
+        "frd_oracle": None,
+        **m,
+    }
     return results_tables(full)["conventions"]
 
 
@@ -182,16 +286,27 @@ def test_augmentation_verdict_counts_the_cases_and_lays_the_loss_on_the_autoenco
     def arm(gain, ci):
         return {"mean": 0.5 + gain, "gain": gain, "gain_ci": ci}
 
-    aug = {"n_small": 4, "n_extra": {"oracle": 12}, "gain_per_case": [-0.03] * 10 + [0.01, 0.02],
-           "fraction_of_oracle_gain": float("nan"), "bar_holds": False, "bar": "half",
-           "arms": {"real_small": {"mean": 0.525}, "real_all": arm(0.05, [0.005, 0.095]),
-                    "real_small_oracle": arm(-0.006, [-0.06, 0.045]),
-                    "real_small_oracle_autoencoded": arm(-0.026, [-0.07, 0.02]),
-                    "real_small_synthetic": arm(-0.02, [-0.075, 0.032])}}
+    aug = {
+        "n_small": 4,
+        "n_extra": {"oracle": 12},
+        "gain_per_case": [-0.03] * 10 + [0.01, 0.02],
+        "fraction_of_oracle_gain": float("nan"),
+        "bar_holds": False,
+        "bar": "half",
+        "arms": {
+            "real_small": {"mean": 0.525},
+            "real_all": arm(0.05, [0.005, 0.095]),
+            "real_small_oracle": arm(-0.006, [-0.06, 0.045]),
+            "real_small_oracle_autoencoded": arm(-0.026, [-0.07, 0.02]),
+            "real_small_synthetic": arm(-0.02, [-0.075, 0.032]),
+        },
+    }
     said = augmentation_verdict(aug)
     assert "10 of the 12 test cases score lower" in said and "lose about as much (-0.026 against -0.020)" in said
     assert "n/a" not in said and "does **not** hold" in said
-    aug["arms"]["real_small_oracle"] = arm(0.05, [0.02, 0.08])  # the experiment sees a benefit: the loss is the generator's to explain
+    aug["arms"]["real_small_oracle"] = arm(
+        0.05, [0.02, 0.08]
+    )  # the experiment sees a benefit: the loss is the generator's to explain
     aug["fraction_of_oracle_gain"] = -0.4
     said = augmentation_verdict(aug)
     assert "lose about as much" not in said and "-0.4 of the oracle arm's gain" in said
@@ -208,8 +323,14 @@ def test_distance_sentence_explains_a_kid_below_the_real_reference_only_with_the
 def test_distance_sentence_claims_nothing_from_a_kid_without_ci_or_an_frd_below_its_reference():
     from medlsdm.evaluation.summary import distance_sentence
 
-    m = {"frd": 20.0, "frd_reference": 50.0, "frd_oracle": 10.0, "kid": 4.0, "kid_ci": [float("nan"), float("nan")],
-         "kid_reference": 1.0}
+    m = {
+        "frd": 20.0,
+        "frd_reference": 50.0,
+        "frd_oracle": 10.0,
+        "kid": 4.0,
+        "kid_ci": [float("nan"), float("nan")],
+        "kid_reference": 1.0,
+    }
     said = distance_sentence(m)
     assert "without a CI" in said and "separates" not in said and "generator's" not in said and "0.4× as far" in said
     m.update(frd=120.0, kid_ci=[3.0, 5.0])

@@ -6,6 +6,7 @@ profile on a copy of the session's smoke run, exercises of one notebook grouped 
 where their outcomes land under different keys. ``notebooks/SOLUTIONS.md`` has a solution for
 every exercise (its command, what to look at, the expected outcome on the quick profile).
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,9 @@ def test_every_exercise_is_runnable_as_written_and_has_a_solution(path):
         assert runs or "medlsdm synthesize" in text or "```python" in text, f"{path.stem[:2]}.{number}: no command"
         for only, overrides in runs:
             check_parameters(find_notebooks(only=only), overrides, "smoke")
-        assert re.search(rf"^### {path.stem[:2]}\.{number} ", solutions, flags=re.M), \
+        assert re.search(rf"^### {path.stem[:2]}\.{number} ", solutions, flags=re.M), (
             f"SOLUTIONS.md has no '### {path.stem[:2]}.{number} …' section"
+        )
 
 
 def metrics(run, key: str) -> dict:
@@ -141,7 +143,9 @@ def test_02_exercises(smoke_run_copy):
     assert config["restart_after"] == 0
     assert 0 < metrics(run, "02_vqgan")["codebook_usage"] <= 1
 
-    run_notebooks("smoke", run.root, only=["02"], overrides={"num_embeddings": 32, "gan_weight_2d": 0, "gan_weight_3d": 0})
+    run_notebooks(
+        "smoke", run.root, only=["02"], overrides={"num_embeddings": 32, "gan_weight_2d": 0, "gan_weight_3d": 0}
+    )
     m = metrics(run, "02_vqgan")
     assert read_json(run.vqgan_model / "config.json")["num_embeddings"] == 32
     assert moved(m["psnr"], base["psnr"]) and set(m["texture"]) >= {"noise_ratio", "hf_power_ratio"}
@@ -168,12 +172,20 @@ def test_03_and_04_exercises(smoke_run_copy, tmp_path):
     m = metrics(run, "04_synthesis")
     assert (m["scheduler"], m["steps"]) == ("unipc", 10) and set(m["factor_w1"]) == set(m["counted"])
 
-    overrides = {"cond_drop_prob": 0.0, "conditioning": "spade", "prediction_type": "epsilon",
-                 "training_options": {"latent_norm": "global"}}
+    overrides = {
+        "cond_drop_prob": 0.0,
+        "conditioning": "spade",
+        "prediction_type": "epsilon",
+        "training_options": {"latent_norm": "global"},
+    }
     run_notebooks("smoke", run.root, only=["03", "04"], overrides=overrides)
     params = read_json(run.diffusion / "train_params.json")
-    assert (params["cond_drop_prob"], params["conditioning"], params["prediction_type"], params["latent_norm"]) == \
-        (0.0, "spade", "epsilon", "global")
+    assert (params["cond_drop_prob"], params["conditioning"], params["prediction_type"], params["latent_norm"]) == (
+        0.0,
+        "spade",
+        "epsilon",
+        "global",
+    )
     assert read_json(run.pipeline / "unet" / "config.json")["conditioning"] == "spade"
     assert read_json(run.pipeline / "scheduler" / "scheduler_config.json")["prediction_type"] == "epsilon"
     m = metrics(run, "04_synthesis")
@@ -201,8 +213,22 @@ def test_04_exercise_own_label_map(smoke_run, tmp_path):
     edited[grown] = liver
     io.write_nifti(tmp_path / "labels" / "my_label.nii.gz", edited, affine, kind="label")
     io.write_nifti(tmp_path / "labels" / "original.nii.gz", label, affine, kind="label")
-    assert cli.main(["synthesize", "--pipeline", str(smoke_run.pipeline), "--labels", str(tmp_path / "labels"),
-                     "--out-dir", str(tmp_path / "out"), "--steps", "3"]) == 0
+    assert (
+        cli.main(
+            [
+                "synthesize",
+                "--pipeline",
+                str(smoke_run.pipeline),
+                "--labels",
+                str(tmp_path / "labels"),
+                "--out-dir",
+                str(tmp_path / "out"),
+                "--steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     mine, mine_affine = io.read_nifti(tmp_path / "out" / "my_label_syn0.nii.gz")
     original, _ = io.read_nifti(tmp_path / "out" / "original_syn0.nii.gz")
     assert mine.shape == label.shape and np.allclose(mine_affine, affine)
@@ -216,8 +242,12 @@ def test_05_exercises(smoke_run_copy):
     run = smoke_run_copy
     base = metrics(run, "05_evaluation")
     n_new = 2 * base["settings"]["n_new"]
-    run_notebooks("smoke", run.root, only=["05"], overrides={"steps": 10, "scheduler": "unipc", "negative_control": "held_out",
-                                                             "judge_seeds": 1, "n_new": n_new})
+    run_notebooks(
+        "smoke",
+        run.root,
+        only=["05"],
+        overrides={"steps": 10, "scheduler": "unipc", "negative_control": "held_out", "judge_seeds": 1, "n_new": n_new},
+    )
     m = metrics(run, "05_evaluation")
     assert (m["settings"]["scheduler"], m["settings"]["steps"]) == ("unipc", 10)
     assert (run.eval_samples / "unipc-10-g1-s0" / "test").is_dir()
@@ -242,7 +272,9 @@ def test_06_exercises(smoke_run_copy, tmp_path):
     base = metrics(run, "06_cardiac_2d")
     run_notebooks("smoke", run.root, only=["06"], overrides={"guidance_scale": 4.0})
     g = metrics(run, "06_cardiac_2d")
-    assert g["train_seconds"] == base["train_seconds"] and same_numbers(g["reconstruction"], base["reconstruction"])  # nothing retrained
+    assert g["train_seconds"] == base["train_seconds"] and same_numbers(
+        g["reconstruction"], base["reconstruction"]
+    )  # nothing retrained
     assert all(moved(g["ablation"][mode]["ssim"], base["ablation"][mode]["ssim"]) for mode in g["ablation"])
 
     # new edge maps change the slice store, so every model retrains (same seeds): the semantic
@@ -253,11 +285,15 @@ def test_06_exercises(smoke_run_copy, tmp_path):
     for key in scores:
         assert m["ablation"]["semantic"][key] == pytest.approx(base["ablation"]["semantic"][key], rel=1e-3, abs=1e-4)
     for mode in ("edges", "edges+semantic"):
-        assert any(m["ablation"][mode][k] != pytest.approx(base["ablation"][mode][k], rel=1e-3, abs=1e-4) for k in scores)
+        assert any(
+            m["ablation"][mode][k] != pytest.approx(base["ablation"][mode][k], rel=1e-3, abs=1e-4) for k in scores
+        )
 
     missing = tmp_path / "MnMs"
     with pytest.raises(NotebookError, match=re.escape(str(missing))):
-        run_notebooks("smoke", run.root, only=["06"], overrides={"dataset": "mnms", "data_root": str(missing), "size": 128})
+        run_notebooks(
+            "smoke", run.root, only=["06"], overrides={"dataset": "mnms", "data_root": str(missing), "size": 128}
+        )
 
 
 def test_07_exercises(smoke_run_copy):

@@ -1,4 +1,5 @@
 """medlsdm.models.feature_nets: each network loads its published weight format (weights the test writes)."""
+
 from __future__ import annotations
 
 import math
@@ -8,14 +9,9 @@ import pytest
 import torch
 
 from medlsdm.errors import DataError, MedLSDMError
-from medlsdm.evaluation.features import (
-    fid_2d,
-    fid_3d,
-    lpips_slices,
-)
+from medlsdm.evaluation.features import fid_2d, fid_3d, lpips_slices
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 
 def _randomise_bn(model, seed=0):
@@ -125,7 +121,12 @@ def test_lpips_loads_lpips_format(tmp_path):
 
     full = LPIPS(width=1.0).state_dict()
     assert [tuple(full[f"lin{i}.model.1.weight"].shape) for i in range(5)] == [
-        (1, 64, 1, 1), (1, 128, 1, 1), (1, 256, 1, 1), (1, 512, 1, 1), (1, 512, 1, 1)]
+        (1, 64, 1, 1),
+        (1, 128, 1, 1),
+        (1, 256, 1, 1),
+        (1, 512, 1, 1),
+        (1, 512, 1, 1),
+    ]
     torch.manual_seed(0)
     ref = LPIPS(width=0.25).eval()
     for i in range(5):

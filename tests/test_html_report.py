@@ -2,6 +2,7 @@
 
 (That the pages really render offline in a browser is checked in ``test_browser.py``.)
 """
+
 import hashlib
 import json
 import lzma
@@ -43,8 +44,12 @@ def test_papermill_stores_the_widget_state(interactive_run):
     assert len(viewers) == 1 and viewers[0]["model_name"] == "VBoxModel"
     images = [m for m in state.values() if m["model_name"] == "ImageModel"]
     assert images and all(m.get("buffers") for m in images), "the viewer's PNG must be stored with the state"
-    views = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
-             for c in nb["cells"] for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    views = [
+        o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
     assert set(views) <= set(state)
 
 
@@ -119,8 +124,10 @@ def test_index_lists_sweeps_with_embedded_plot(tmp_path):
 
     run = tmp_path / "run"
     (run / "executed").mkdir(parents=True)
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# hello")]),
-                   run / "executed" / "01_preprocessing.ipynb")
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# hello")]),
+        run / "executed" / "01_preprocessing.ipynb",
+    )
     (run / "sweeps").mkdir()
     (run / "sweeps" / "04_synthesis.csv").write_text("guidance_scale,psnr\n0.0,20.5\n2.0,22.25\n")
     (run / "sweeps" / "04_synthesis.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")

@@ -1,6 +1,7 @@
 """The sentences of medlsdm.interpret and interpret_synthesis follow their numbers: each test flips a number
 across the line that decides the wording and sees the sentence flip. (Notebook 05's sentences, of
 medlsdm.evaluation.summary, are tested in test_evaluation_summary.py.)"""
+
 import math
 
 import numpy as np
@@ -11,12 +12,15 @@ from medlsdm import interpret_synthesis as S
 
 def test_ci_helpers_place_a_ci_against_zero():
     assert I.ci_side([0.01, 0.2]) == "above 0" and I.ci_side([-0.2, -0.01]) == "below 0"
-    assert I.ci_side([-0.1, 0.1]) == "straddles 0" and I.ci_side(None) == "no CI" and I.ci_side([math.nan, 1]) == "no CI"
+    assert (
+        I.ci_side([-0.1, 0.1]) == "straddles 0" and I.ci_side(None) == "no CI" and I.ci_side([math.nan, 1]) == "no CI"
+    )
     assert I.ci_text([0.005, 0.095]) == "[+0.005, +0.095]" and I.ci_text(None) == ""
     assert I.bullets(["a.", "", "b."], "T") == "**T**\n\n- A.\n- B."
 
 
 # ---------------------------------------------------------------- 01
+
 
 def test_class_balance_names_the_extremes_and_flips_with_the_ratio():
     said = I.class_balance_sentence({"background": 0.5, "liver": 0.3, "aorta": 0.004, "lesion": 0.001})
@@ -47,8 +51,17 @@ def test_painting_sentence_says_what_is_left_and_flags_an_image_the_labels_fix()
 
 
 def test_takeaways_01_are_bullets_from_the_entry():
-    m = {"n_cases": 10, "dataset": "torso-ct", "block_shape": [8, 16, 16], "spacing": [6, 5.5, 5.5], "n_train": 6,
-         "n_val": 2, "n_test": 2, "class_fraction": {"background": 0.9, "liver": 0.1}, "painting_r2": 0.5}
+    m = {
+        "n_cases": 10,
+        "dataset": "torso-ct",
+        "block_shape": [8, 16, 16],
+        "spacing": [6, 5.5, 5.5],
+        "n_train": 6,
+        "n_val": 2,
+        "n_test": 2,
+        "class_fraction": {"background": 0.9, "liver": 0.1},
+        "painting_r2": 0.5,
+    }
     said = I.takeaways_01(m)
     assert said.startswith("**Takeaways**\n\n- 10 torso-ct cases") and "split 6 / 2 / 2" in said
     assert "explains 50.0 %" in said
@@ -56,9 +69,12 @@ def test_takeaways_01_are_bullets_from_the_entry():
 
 # ---------------------------------------------------------------- 02
 
+
 def test_reconstruction_sentence_flips_when_the_autoencoder_does_not_beat_pooling():
     r = {"psnr": 29.9, "ssim": 0.83, "baseline_psnr": 23.8, "baseline_ssim": 0.63}
-    assert "+6.10 dB" in I.reconstruction_sentence(r) and "hold more than block averages" in I.reconstruction_sentence(r)
+    assert "+6.10 dB" in I.reconstruction_sentence(r) and "hold more than block averages" in I.reconstruction_sentence(
+        r
+    )
     r["psnr"] = 24.0
     said = I.reconstruction_sentence(r)
     assert "+0.20 dB" in said and "does not clearly beat" in said
@@ -78,10 +94,17 @@ def test_codebook_sentence_sees_a_collapse():
 
 
 def test_takeaways_02_compare_with_painting_plus_residual_on_both_metrics():
-    m = {"psnr": 29.9, "ssim": 0.83, "baseline_psnr": 23.8, "baseline_ssim": 0.63, "codebook_usage": 0.99,
-         "perplexity": 300.0, "latent_ablation": {"own": 27.5, "other": 15.2, "random": 12.7},
-         "body": {"VQ-GAN": {"psnr": 27.5, "ssim": 0.76}, "painting + pooled residual": {"psnr": 25.5, "ssim": 0.79}},
-         "texture": {"noise_ratio": 1.27, "hf_power_ratio": 1.15}}
+    m = {
+        "psnr": 29.9,
+        "ssim": 0.83,
+        "baseline_psnr": 23.8,
+        "baseline_ssim": 0.63,
+        "codebook_usage": 0.99,
+        "perplexity": 300.0,
+        "latent_ablation": {"own": 27.5, "other": 15.2, "random": 12.7},
+        "body": {"VQ-GAN": {"psnr": 27.5, "ssim": 0.76}, "painting + pooled residual": {"psnr": 25.5, "ssim": 0.79}},
+        "texture": {"noise_ratio": 1.27, "hf_power_ratio": 1.15},
+    }
     said = I.takeaways_02(m, 512)
     assert "wins on PSNR (27.50 vs 25.50 dB) and loses on SSIM (0.760 vs 0.790)" in said and "noise 1.27×" in said
     m["body"]["VQ-GAN"]["ssim"] = 0.8
@@ -89,6 +112,7 @@ def test_takeaways_02_compare_with_painting_plus_residual_on_both_metrics():
 
 
 # ---------------------------------------------------------------- 03
+
 
 def test_latent_scale_sentence_flips_with_the_spread_of_the_channels():
     said = I.latent_scale_sentence([0.3, 1.0, 1.8])
@@ -108,13 +132,19 @@ def test_loss_sentence_reads_the_loss_against_predicting_zero():
 
 
 def test_takeaways_03():
-    result = {"steps": 100, "conditioning": "concat", "prediction_type": "v_prediction", "train_seconds": 12.0,
-              "final_loss": 0.3}
+    result = {
+        "steps": 100,
+        "conditioning": "concat",
+        "prediction_type": "v_prediction",
+        "train_seconds": 12.0,
+        "final_loss": 0.3,
+    }
     said = I.takeaways_03(result, [0.9] * 5 + [0.3] * 5)
     assert "100 steps of a concat-conditioned UNet" in said and "final loss 0.300" in said and "to 0.300" in said
 
 
 # ---------------------------------------------------------------- 06
+
 
 def test_slice_order_is_read_off_the_labelled_area():
     def stack(case, areas):
@@ -134,9 +164,11 @@ def test_slice_order_is_read_off_the_labelled_area():
 
 
 def test_ablation_sentence_explains_a_dice_above_the_ceiling_and_flips_with_the_numbers():
-    scores = {"edges": {"ssim": 0.48, "nmse": 0.17, "fd_seg": 1.2, "dice": 0.69},
-              "semantic": {"ssim": 0.53, "nmse": 0.20, "fd_seg": 3.3, "dice": 0.89},
-              "edges+semantic": {"ssim": 0.61, "nmse": 0.08, "fd_seg": 5.3, "dice": 0.86}}
+    scores = {
+        "edges": {"ssim": 0.48, "nmse": 0.17, "fd_seg": 1.2, "dice": 0.69},
+        "semantic": {"ssim": 0.53, "nmse": 0.20, "fd_seg": 3.3, "dice": 0.89},
+        "edges+semantic": {"ssim": 0.61, "nmse": 0.08, "fd_seg": 5.3, "dice": 0.86},
+    }
     ceiling = {"ssim": 0.81, "nmse": 0.02, "fd_seg": 0.02, "dice": 0.855}
     said = I.ablation_sentence(scores, ceiling)
     assert "raises SSIM (0.530 → 0.610) and lowers NMSE" in said and "edges carry" in said
@@ -157,9 +189,15 @@ def test_ablation_sentence_explains_a_dice_above_the_ceiling_and_flips_with_the_
 def test_vqvae_sentence_and_takeaways_06():
     val = {"val_psnr": 28.9, "val_baseline_psnr": 23.0, "val_ssim": 0.83, "val_usage": 0.6, "val_perplexity": 70.0}
     assert "+5.90 dB" in I.vqvae_sentence(val, 256) and "no collapse" in I.vqvae_sentence(val, 256)
-    result = {"n_slices": 320, "size": 64, "dataset": "cardiac-2d", "n_test_slices": 64, "fid": "skipped",
-              "ablation": {"semantic": {"ssim": 0.5, "nmse": 0.2, "fd_seg": 3.0, "dice": 0.9}},
-              "reconstruction": {"ssim": 0.8, "nmse": 0.02, "fd_seg": 0.02, "dice": 0.85}}
+    result = {
+        "n_slices": 320,
+        "size": 64,
+        "dataset": "cardiac-2d",
+        "n_test_slices": 64,
+        "fid": "skipped",
+        "ablation": {"semantic": {"ssim": 0.5, "nmse": 0.2, "fd_seg": 3.0, "dice": 0.9}},
+        "reconstruction": {"ssim": 0.8, "nmse": 0.02, "fd_seg": 0.02, "dice": 0.85},
+    }
     said = I.takeaways_06(result)
     assert "Closest to the real slices on SSIM: semantic (0.500; the VQ-VAE ceiling 0.800)" in said
     assert "higher Dice" in said
@@ -167,13 +205,19 @@ def test_vqvae_sentence_and_takeaways_06():
 
 # ---------------------------------------------------------------- 04
 
+
 def _judged():
-    return {"counted": ["liver_mean", "bone_mean"], "factor_preserved": {"aorta_mean": 0.82, "liver_mean": 0.96, "bone_mean": 0.93},
-            "factor_ks_p": {"liver_mean": 0.875, "bone_mean": 0.001}, "factor_w1": {"liver_mean": 0.008, "bone_mean": 0.035},
-            "factor_reference": {"aorta_mean": {"w1": 0.03}, "liver_mean": {"w1": 0.008}, "bone_mean": {"w1": 0.021}},
-            "factor_spread_ratio": {"liver_mean": 0.38, "bone_mean": 0.21},
-            "factor_spread_reference": {"liver_mean": 1.3, "bone_mean": 1.5}, "diversity_ratio": 1.11,
-            "diversity_reference": 1.17}
+    return {
+        "counted": ["liver_mean", "bone_mean"],
+        "factor_preserved": {"aorta_mean": 0.82, "liver_mean": 0.96, "bone_mean": 0.93},
+        "factor_ks_p": {"liver_mean": 0.875, "bone_mean": 0.001},
+        "factor_w1": {"liver_mean": 0.008, "bone_mean": 0.035},
+        "factor_reference": {"aorta_mean": {"w1": 0.03}, "liver_mean": {"w1": 0.008}, "bone_mean": {"w1": 0.021}},
+        "factor_spread_ratio": {"liver_mean": 0.38, "bone_mean": 0.21},
+        "factor_spread_reference": {"liver_mean": 1.3, "bone_mean": 1.5},
+        "diversity_ratio": 1.11,
+        "diversity_reference": 1.17,
+    }
 
 
 def test_factor_sentence_flips_with_the_ks_p_value():
@@ -184,14 +228,21 @@ def test_factor_sentence_flips_with_the_ks_p_value():
     assert "Not counted: aorta_mean (r 0.82)" in said
     j["factor_ks_p"]["bone_mean"] = 0.4
     said = S.factor_sentence(j)
-    assert "differ" not in said.replace("no difference", "") and "liver_mean (KS p 0.875, W1 1.0× the oracle's own) and bone_mean" in said
+    assert (
+        "differ" not in said.replace("no difference", "")
+        and "liver_mean (KS p 0.875, W1 1.0× the oracle's own) and bone_mean" in said
+    )
     j["counted"] = []
     assert "No factor is counted" in S.factor_sentence(j)
 
 
 def test_paired_sentence_splits_the_gap_between_autoencoder_and_diffusion():
-    paired = {"synthetic": {"ssim": 0.5}, "oracle re-render": {"ssim": 0.7}, "oracle via the autoencoder": {"ssim": 0.6},
-              "oracle mean": {"ssim": 0.75}}
+    paired = {
+        "synthetic": {"ssim": 0.5},
+        "oracle re-render": {"ssim": 0.7},
+        "oracle via the autoencoder": {"ssim": 0.6},
+        "oracle mean": {"ssim": 0.75},
+    }
     said = S.paired_sentence(paired)
     assert "autoencoder owns 50 %" in said and "rewards the conditional mean" in said
     paired["oracle via the autoencoder"]["ssim"] = 0.65
@@ -221,8 +272,10 @@ def test_guidance_sentence_reads_the_sweep_against_the_floor():
 
 
 def test_scheduler_sentence_flags_a_solver_far_from_the_oracle():
-    sched = {"ddpm-1000": {"seconds_per_volume": 31.5, "w1_oracle": {"a": 0.03, "b": 0.032}},
-             "unipc-10": {"seconds_per_volume": 0.7, "w1_oracle": {"a": 0.029, "b": 0.03}}}
+    sched = {
+        "ddpm-1000": {"seconds_per_volume": 31.5, "w1_oracle": {"a": 0.03, "b": 0.032}},
+        "unipc-10": {"seconds_per_volume": 0.7, "w1_oracle": {"a": 0.029, "b": 0.03}},
+    }
     said = S.scheduler_sentence(sched)
     assert said.startswith("unipc-10 takes 0.70 s a volume, 45× less than ddpm-1000") and "No faster solver" in said
     sched["unipc-10"]["w1_oracle"] = {"a": 0.06, "b": 0.06}
@@ -233,15 +286,25 @@ def test_scheduler_sentence_flags_a_solver_far_from_the_oracle():
 
 
 def test_takeaways_04_read_diversity_beside_the_within_map_spread():
-    result = {**_judged(), "n_samples": 24, "n_samples_per_map": 4, "scheduler": "ddim", "steps": 50, "guidance_scale": 1.0,
-              "paired_body": {"synthetic": {"ssim": 0.5}}, "guidance_error": {"0.0": 0.07, "1.0": 0.007},
-              "guidance_floor": None, "texture": {"noise_ratio": 1.8, "hf_power_ratio": 0.94}}
+    result = {
+        **_judged(),
+        "n_samples": 24,
+        "n_samples_per_map": 4,
+        "scheduler": "ddim",
+        "steps": 50,
+        "guidance_scale": 1.0,
+        "paired_body": {"synthetic": {"ssim": 0.5}},
+        "guidance_error": {"0.0": 0.07, "1.0": 0.007},
+        "guidance_floor": None,
+        "texture": {"noise_ratio": 1.8, "hf_power_ratio": 0.94},
+    }
     said = S.takeaways_04(result)
     assert "24 volumes from 6 test label maps" in said and "Diversity ratio 1.11 (oracle against itself 1.17)" in said
     assert "does not contradict this" in said and "noise 1.80×" in said
 
 
 # ---------------------------------------------------------------- 07
+
 
 def test_seam_sentence_passes_or_fails_with_the_bar_ci():
     windowed = {"gap": 0.0165, "ci": [0.0063, 0.0264]}
@@ -274,15 +337,23 @@ def test_detection_sentence_reads_the_edit_against_real_lesions():
 
 
 def test_takeaways_07_without_a_whole_scan():
-    result = {"edit_outside_max_abs": 0.0, "edit_lesion_mean": [0.01], "oracle_lesion_range": None,
-              "edit_lesion_dice": 0.0, "edit_lesion_recall": 0.0, "real_lesion_dice": 0.0}
+    result = {
+        "edit_outside_max_abs": 0.0,
+        "edit_lesion_mean": [0.01],
+        "oracle_lesion_range": None,
+        "edit_lesion_dice": 0.0,
+        "edit_lesion_recall": 0.0,
+        "real_lesion_dice": 0.0,
+    }
     said = S.takeaways_07(result)
     assert said.startswith("**Takeaways**") and "seam" not in said and "says nothing about the edit" in said
 
 
 def test_mode_loss_sentence_ranks_the_modes():
     said = I.mode_loss_sentence({"edges": 0.327, "semantic": 0.308, "edges+semantic": 0.2685})
-    assert "edges+semantic 0.2685, semantic 0.3080, edges 0.3270" in said and "Edges+semantic leaves the least" not in said
+    assert (
+        "edges+semantic 0.2685, semantic 0.3080, edges 0.3270" in said and "Edges+semantic leaves the least" not in said
+    )
     assert "edges+semantic leaves the least to guess, edges the most" in said
     said = I.mode_loss_sentence({"edges": 0.2, "semantic": 0.308})
     assert "edges leaves the least to guess, semantic the most" in said

@@ -8,9 +8,7 @@ from medlsdm.data.io import dhw_to_world, read_nifti, spacing_dhw, write_nifti
 from medlsdm.errors import ConfigError, DataError
 
 # An oblique-free but flipped/permuted (LPS-like, axes swapped) affine with anisotropic voxels.
-NON_CANONICAL = np.array(
-    [[0.0, -0.8, 0.0, 40.0], [-0.7, 0.0, 0.0, 30.0], [0.0, 0.0, 3.0, -20.0], [0, 0, 0, 1]]
-)
+NON_CANONICAL = np.array([[0.0, -0.8, 0.0, 40.0], [-0.7, 0.0, 0.0, 30.0], [0.0, 0.0, 3.0, -20.0], [0, 0, 0, 1]])
 
 
 def _save(path, data, affine=NON_CANONICAL, **header_text):
@@ -65,8 +63,15 @@ def test_round_trip_keeps_array_and_affine(tmp_path):
 def test_label_round_trip_dtype_and_fresh_header(tmp_path):
     label = np.zeros((4, 5, 6), np.int64)
     label[1:3, 2:4, 1:5] = 3
-    src = _save(tmp_path / "src.nii.gz", label.astype(np.float32).transpose(2, 1, 0), np.eye(4),
-                descrip=b"patient John Doe", aux_file=b"secret", db_name=b"hospital", intent_name=b"name")
+    src = _save(
+        tmp_path / "src.nii.gz",
+        label.astype(np.float32).transpose(2, 1, 0),
+        np.eye(4),
+        descrip=b"patient John Doe",
+        aux_file=b"secret",
+        db_name=b"hospital",
+        intent_name=b"name",
+    )
     read, affine = read_nifti(src, kind="label")
     assert read.dtype == np.int64
     np.testing.assert_array_equal(read, label)
@@ -122,7 +127,9 @@ def test_truncated_and_corrupt_files(tmp_path):
     truncated = tmp_path / "truncated.nii.gz"
     truncated.write_bytes(good[: len(good) // 2])
     corrupt = bytearray(good)
-    corrupt[len(good) // 2 : len(good) // 2 + 64] = np.random.default_rng(7).integers(0, 256, 64, dtype=np.uint8).tobytes()
+    corrupt[len(good) // 2 : len(good) // 2 + 64] = (
+        np.random.default_rng(7).integers(0, 256, 64, dtype=np.uint8).tobytes()
+    )
     (tmp_path / "corrupt.nii.gz").write_bytes(bytes(corrupt))
     raw = _save(tmp_path / "raw.nii", data).read_bytes()
     (tmp_path / "short.nii").write_bytes(raw[:-100])
@@ -181,5 +188,7 @@ def test_a_header_claiming_a_huge_volume_is_refused_before_reading(tmp_path):
     header.set_sform(np.eye(4), code=1)
     path = tmp_path / "huge.nii"
     path.write_bytes(header.binaryblock + b"\0" * 4 + np.zeros(64, np.float32).tobytes())  # 352-byte offset, then data
-    with pytest.raises(DataError, match=r"huge.nii: the header gives shape \(2048, 2048, 2048\), 32 GiB.*MAX_VOLUME_BYTES"):
+    with pytest.raises(
+        DataError, match=r"huge.nii: the header gives shape \(2048, 2048, 2048\), 32 GiB.*MAX_VOLUME_BYTES"
+    ):
         read_nifti(path)

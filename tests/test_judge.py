@@ -1,4 +1,5 @@
 """The judge (MONAI BasicUNet trained the nnU-Net way) and the per-lesion detection it reports (tiny, CPU)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,15 @@ from medlsdm.training.judge import Judge, batch_split, train_judge
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(network="basicunet", features=(4, 4, 8, 8, 16, 4), crop_shape=(16, 32, 32), batch_size=2, lr=3e-3, eval_every=2, patience=2)
+TINY = dict(
+    network="basicunet",
+    features=(4, 4, 8, 8, 16, 4),
+    crop_shape=(16, 32, 32),
+    batch_size=2,
+    lr=3e-3,
+    eval_every=2,
+    patience=2,
+)
 
 
 def _cases(n=4, shape=(16, 32, 32), seed=0):
@@ -26,7 +35,7 @@ def _cases(n=4, shape=(16, 32, 32), seed=0):
     for _ in range(n):
         label = np.zeros(shape, np.int64)
         z, y, x = rng.integers(0, 4), rng.integers(0, 12), rng.integers(0, 12)
-        label[z:z + 12, y:y + 20, x:x + 20] = 1
+        label[z : z + 12, y : y + 20, x : x + 20] = 1
         c = rng.uniform([z + 4, y + 4, x + 4], [z + 8, y + 16, x + 16])
         label[((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < 16) & (label == 1)] = 2
         images.append((np.choose(label, [-0.8, 0.5, -0.1]) + rng.normal(0, 0.05, shape)).astype(np.float32)[None])
@@ -63,10 +72,18 @@ def test_the_mixing_ratio_holds_in_every_batch(monkeypatch):
     extra_images, extra_labels = _cases(7, seed=1)
     for network in ("basicunet", "segnet"):
         drawn.clear()
-        train_judge(images, labels, num_classes=3, val_images=images, val_labels=labels, extra_images=extra_images,
-                    extra_labels=extra_labels, progress=False,
-                    **{**TINY, "network": network, "features": None, "batch_size": 4, "mix": 0.25, "max_steps": 3})
-        batches = [drawn[i:i + 4] for i in range(0, 12, 4)]
+        train_judge(
+            images,
+            labels,
+            num_classes=3,
+            val_images=images,
+            val_labels=labels,
+            extra_images=extra_images,
+            extra_labels=extra_labels,
+            progress=False,
+            **{**TINY, "network": network, "features": None, "batch_size": 4, "mix": 0.25, "max_steps": 3},
+        )
+        batches = [drawn[i : i + 4] for i in range(0, 12, 4)]
         assert len(drawn) == 12 and all(b.count("extra") == 1 for b in batches), network
 
 
@@ -75,9 +92,16 @@ def trained():
     """A judge trained on four toy cases, validated on two."""
     torch.set_num_threads(1)
     images, labels = _cases(10)
-    fit = train_judge(images[:8], labels[:8], num_classes=3, val_images=images[8:], val_labels=labels[8:], seed=0,
-                      progress=False, **{**TINY, "features": (8, 8, 16, 16, 32, 8), "max_steps": 100,
-                                         "eval_every": 10, "lr": 1e-2, "patience": 3})
+    fit = train_judge(
+        images[:8],
+        labels[:8],
+        num_classes=3,
+        val_images=images[8:],
+        val_labels=labels[8:],
+        seed=0,
+        progress=False,
+        **{**TINY, "features": (8, 8, 16, 16, 32, 8), "max_steps": 100, "eval_every": 10, "lr": 1e-2, "patience": 3},
+    )
     return fit, images, labels
 
 
@@ -96,8 +120,15 @@ def test_judge_learns_and_finds_the_lesions(trained):
 
 def test_early_stopping_stops_after_patience_evaluations_without_a_better_score():
     images, labels = _cases(2)
-    fit = train_judge(images, labels, num_classes=3, val_images=images, val_labels=labels, progress=False,
-                      **{**TINY, "lr": 1e-12, "max_steps": 50, "eval_every": 1, "patience": 2})
+    fit = train_judge(
+        images,
+        labels,
+        num_classes=3,
+        val_images=images,
+        val_labels=labels,
+        progress=False,
+        **{**TINY, "lr": 1e-12, "max_steps": 50, "eval_every": 1, "patience": 2},
+    )
     assert fit.best_step == 1 and fit.stopped_step == 3  # a weight change of 1e-12 moves no prediction
 
 
@@ -110,8 +141,9 @@ def test_a_judge_predicts_no_lesion_where_there_is_none(trained):
     images, labels = _cases(4, seed=7)
     rng = np.random.default_rng(3)
     clean = [np.where(lb == 2, 1, lb) for lb in labels]  # the lesion filled with organ
-    clean_images = [(np.choose(c, [-0.8, 0.5, -0.1]) + rng.normal(0, 0.05, c.shape)).astype(np.float32)[None]
-                    for c in clean]
+    clean_images = [
+        (np.choose(c, [-0.8, 0.5, -0.1]) + rng.normal(0, 0.05, c.shape)).astype(np.float32)[None] for c in clean
+    ]
     with_lesion = [int((p == 2).sum()) for p in predict(model, images)]
     without = [int((p == 2).sum()) for p in predict(model, clean_images)]
     assert min(with_lesion) > 200  # each lesion is about 270 voxels
@@ -135,8 +167,17 @@ def test_train_judge_refuses_bad_options():
 
 def test_the_segnet_recipe_learns_too():
     images, labels = _cases(10)
-    fit = train_judge(images[:8], labels[:8], num_classes=3, val_images=images[8:], val_labels=labels[8:],
-                      progress=False, network="segnet", max_steps=60, eval_every=20)
+    fit = train_judge(
+        images[:8],
+        labels[:8],
+        num_classes=3,
+        val_images=images[8:],
+        val_labels=labels[8:],
+        progress=False,
+        network="segnet",
+        max_steps=60,
+        eval_every=20,
+    )
     assert fit.network_name.startswith("medlsdm SegNet") and max(v for _, v in fit.val_history) > 0.8
 
 
@@ -146,9 +187,19 @@ def test_the_judge_trains_in_its_recipes_memory_layout(network, channels_last):
     benchmarks/results/judge_step.md; the option overrides the recipe. Predictions are unchanged by it."""
     images, labels = _cases(3)
     option = {} if channels_last == judge_module.RECIPES[network]["channels_last"] else {"channels_last": channels_last}
-    model = train_judge(images[:2], labels[:2], num_classes=3, val_images=images[2:], val_labels=labels[2:],
-                        progress=False, network=network, max_steps=1, eval_every=1, features=None if network == "segnet"
-                        else (4, 4, 8, 8, 16, 4), **option).model
+    model = train_judge(
+        images[:2],
+        labels[:2],
+        num_classes=3,
+        val_images=images[2:],
+        val_labels=labels[2:],
+        progress=False,
+        network=network,
+        max_steps=1,
+        eval_every=1,
+        features=None if network == "segnet" else (4, 4, 8, 8, 16, 4),
+        **option,
+    ).model
     weights = [p for p in model.parameters() if p.ndim == 5 and min(p.shape[2:]) > 1]
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     assert weights and all(p.is_contiguous(memory_format=layout) for p in weights)

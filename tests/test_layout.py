@@ -1,5 +1,6 @@
 """The package's layout rules, checked on its source: layers import only downwards, no module
 imports another module's private name, no module is over 450 lines, the README lists every module."""
+
 import ast
 from pathlib import Path
 
@@ -14,9 +15,33 @@ PACKAGE = ROOT / "medlsdm"
 #: the evaluation of a whole run trains judges and reads the profiles, so it sits above ``training``
 #: and ``profiles``, in three layers: the cases and their judges (``evaluation.cases``), the
 #: augmentation arms on them, and the run's steps (``evaluation.run``), which call the arms.
-LAYERS = ["errors", "settings", "atomic", "tables", "rundir", "metrics", "data", "models", "pipelines", "evaluation",
-          "training", "cardiac", "viz", "profiles", "evaluation.cases", "evaluation.augmentation", "evaluation.run",
-          "interpret", "interpret_synthesis", "model_card", "pack", "runner", "sweep", "html_report", "cli"]
+LAYERS = [
+    "errors",
+    "settings",
+    "atomic",
+    "tables",
+    "rundir",
+    "metrics",
+    "data",
+    "models",
+    "pipelines",
+    "evaluation",
+    "training",
+    "cardiac",
+    "viz",
+    "profiles",
+    "evaluation.cases",
+    "evaluation.augmentation",
+    "evaluation.run",
+    "interpret",
+    "interpret_synthesis",
+    "model_card",
+    "pack",
+    "runner",
+    "sweep",
+    "html_report",
+    "cli",
+]
 RANK = {name: i for i, entry in enumerate(LAYERS) for name in (entry if isinstance(entry, tuple) else (entry,))}
 
 
@@ -80,26 +105,33 @@ def test_the_checker_catches_violations(tmp_path):
     assert any("private medlsdm.data.io._check_kind" in f for f in found)
     # the same imports one layer up (in training) break no layer rule; the private name still counts
     assert layer_violations(bad, "medlsdm.training._layout_probe") == [
-        "_layout_probe.py imports the private medlsdm.training.io._check_kind"]
+        "_layout_probe.py imports the private medlsdm.training.io._check_kind"
+    ]
     # `from .. import x` in a subpackage resolves to medlsdm.x
     bad.write_text("from .. import cli\n")
     assert layer_violations(bad, "medlsdm.data._layout_probe") == [
-        "_layout_probe.py imports medlsdm.cli from a layer above data"]
+        "_layout_probe.py imports medlsdm.cli from a layer above data"
+    ]
     # a module ranked apart from its package: the run's evaluation may use the judge, a measuring module may not
     bad.write_text("from ..training.judge import train_judge\nfrom . import run\n")
     assert layer_violations(bad, "medlsdm.evaluation._layout_probe") == [
         "_layout_probe.py imports medlsdm.training.judge from a layer above evaluation",
-        "_layout_probe.py imports medlsdm.evaluation.run from a layer above evaluation"]
+        "_layout_probe.py imports medlsdm.evaluation.run from a layer above evaluation",
+    ]
     assert layer_violations(bad, "medlsdm.evaluation.run") == []
     # the augmentation arms may use the judge but not the run's steps (they call the arms: no cycle)
     assert layer_violations(bad, "medlsdm.evaluation.augmentation") == [
-        "_layout_probe.py imports medlsdm.evaluation.run from a layer above evaluation.augmentation"]
-    assert layer_of("medlsdm.evaluation.cases.Cases") == "evaluation.cases" and layer_of("medlsdm.evaluation.oracle") == "evaluation"
+        "_layout_probe.py imports medlsdm.evaluation.run from a layer above evaluation.augmentation"
+    ]
+    assert (
+        layer_of("medlsdm.evaluation.cases.Cases") == "evaluation.cases"
+        and layer_of("medlsdm.evaluation.oracle") == "evaluation"
+    )
 
 
 def test_readme_layout_lists_every_module():
     readme = (ROOT / "README.md").read_text()
-    layout = readme[readme.index("## Layout"):]
+    layout = readme[readme.index("## Layout") :]
     for path in PACKAGE.rglob("*.py"):
         if path.name != "__init__.py" and path.parent.name != "feature_nets" and path.parent.name != "phantom":
             assert f" {path.name} " in layout, f"README layout misses {path.relative_to(ROOT)}"

@@ -1,4 +1,5 @@
 """Loading model folders safely: nothing in a folder someone hands you runs code (issue 25)."""
+
 import json
 import shutil
 
@@ -50,8 +51,10 @@ def test_model_index_naming_a_module_beside_its_code_is_refused(folder, tmp_path
         load_pipeline_dir(folder)
     labels = tmp_path / "labels.nii.gz"
     write_nifti(labels, np.zeros((8, 16, 16), np.int64), np.eye(4), kind="label")
-    assert cli.main(["synthesize", "--pipeline", str(folder), "--labels", str(labels),
-                     "--out-dir", str(tmp_path / "out")]) == 2
+    assert (
+        cli.main(["synthesize", "--pipeline", str(folder), "--labels", str(labels), "--out-dir", str(tmp_path / "out")])
+        == 2
+    )
     assert "evil.py" in caplog.text
     (folder / "evil.py").unlink()  # without the file: the entry itself is refused
     with pytest.raises(DataError, match=r"model_index.json: unexpected entry 'evil'"):
@@ -59,8 +62,18 @@ def test_model_index_naming_a_module_beside_its_code_is_refused(folder, tmp_path
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("name", ["evil.py", "unet/diffusion_pytorch_model.bin", "vqgan/extra.pkl", "weights.pt",
-                                  "scheduler/state.PTH", "x.pickle", "pkg.py/__init__.txt"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "evil.py",
+        "unet/diffusion_pytorch_model.bin",
+        "vqgan/extra.pkl",
+        "weights.pt",
+        "scheduler/state.PTH",
+        "x.pickle",
+        "pkg.py/__init__.txt",
+    ],
+)
 def test_files_that_can_run_code_are_refused_anywhere(folder, name):
     (folder / name).parent.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(b"\x80\x04")
@@ -68,16 +81,19 @@ def test_files_that_can_run_code_are_refused_anywhere(folder, name):
         load_pipeline_dir(folder)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("_class_name", ["evil", "Evil"], "only MedLSDMPipeline"),
-    ("_class_name", "StableDiffusionPipeline", "only MedLSDMPipeline"),
-    ("unet", ["evil", "Evil"], "component 'unet'"),
-    ("unet", ["diffusers", "UNet2DConditionModel"], "component 'unet'"),
-    ("scheduler", ["diffusers", "LCMScheduler"], "allowed: diffusers.DDIMScheduler"),
-    ("vqgan", ["medlsdm.models.unet", "SemanticUNet"], "component 'vqgan'"),
-    ("spacing", ["evil", "Evil"], "unexpected entry 'spacing'"),
-    ("custom_pipeline", "evil", "unexpected entry 'custom_pipeline'"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("_class_name", ["evil", "Evil"], "only MedLSDMPipeline"),
+        ("_class_name", "StableDiffusionPipeline", "only MedLSDMPipeline"),
+        ("unet", ["evil", "Evil"], "component 'unet'"),
+        ("unet", ["diffusers", "UNet2DConditionModel"], "component 'unet'"),
+        ("scheduler", ["diffusers", "LCMScheduler"], "allowed: diffusers.DDIMScheduler"),
+        ("vqgan", ["medlsdm.models.unet", "SemanticUNet"], "component 'vqgan'"),
+        ("spacing", ["evil", "Evil"], "unexpected entry 'spacing'"),
+        ("custom_pipeline", "evil", "unexpected entry 'custom_pipeline'"),
+    ],
+)
 def test_model_index_allow_list(folder, key, value, message):
     _edit(folder / "model_index.json", **{key: value})
     with pytest.raises(DataError, match=message):

@@ -1,4 +1,5 @@
 """Tests of medlsdm.losses."""
+
 from __future__ import annotations
 
 import logging

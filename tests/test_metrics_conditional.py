@@ -1,4 +1,5 @@
 """medlsdm.metrics.conditional on a tiny oracle the test builds: a label map re-rendered with fresh hidden factors."""
+
 from __future__ import annotations
 
 import itertools
@@ -27,7 +28,7 @@ def _anatomy(rng):
     lab[:, 1:9, 1:11] = 1
     for c in (2, 3):
         z, y, x = rng.integers(0, 3), rng.integers(1, 5), rng.integers(1, 7)
-        lab[z:z + 3, y:y + 4, x:x + 4] = c
+        lab[z : z + 3, y : y + 4, x : x + 4] = c
     return lab
 
 
@@ -133,13 +134,17 @@ def test_painting_r2_exact_painting_noise_and_hand_case():
     r2_all = painting_r2([_render(lab, rng)[0] for lab in maps], maps, train, maps[:3])
     assert 0.5 < r2_all < 1.0
     # hand-computed: train means class0 = 0, class1 = 2; evaluated x = [1, 3, 2], labels [0, 1, 1]
-    r2 = painting_r2([np.array([1.0, 3.0, 2.0])], [np.array([0, 1, 1])],
-                     [np.array([0.0, 2.0])], [np.array([0, 1])])
+    r2 = painting_r2([np.array([1.0, 3.0, 2.0])], [np.array([0, 1, 1])], [np.array([0.0, 2.0])], [np.array([0, 1])])
     sse, sst = 1 + 1 + 0, (1 - 2) ** 2 + (3 - 2) ** 2 + 0
     assert r2 == pytest.approx(1 - sse / sst)
     # a mask restricts the voxels: only the first two
-    r2m = painting_r2([np.array([1.0, 3.0, 2.0])], [np.array([0, 1, 1])], [np.array([0.0, 2.0])],
-                      [np.array([0, 1])], masks=[np.array([True, True, False])])
+    r2m = painting_r2(
+        [np.array([1.0, 3.0, 2.0])],
+        [np.array([0, 1, 1])],
+        [np.array([0.0, 2.0])],
+        [np.array([0, 1])],
+        masks=[np.array([True, True, False])],
+    )
     assert r2m == pytest.approx(1 - 2 / 2)
     with pytest.raises(DataError, match="constant"):
         painting_r2([np.ones(3)], [np.array([0, 1, 1])], [np.ones(2)], [np.array([0, 1])])

@@ -1,4 +1,5 @@
 """medlsdm.metrics.distribution (Fréchet distance, MMD, KID) against SciPy, direct NumPy computations and closed forms."""
+
 from __future__ import annotations
 
 import itertools
@@ -104,7 +105,7 @@ def test_mmd_hand_computed_and_median_heuristic():
     expected = e(-0.5) + e(-2.0) - 2 * (1 + e(-2.0) + 2 * e(-0.5)) / 4
     assert mmd(x, y, bandwidth=1.0) == pytest.approx(expected)
     pooled = np.array([0.0, 1.0, 0.0, 2.0])
-    dists = [abs(a - b) for i, a in enumerate(pooled) for b in pooled[i + 1:]]
+    dists = [abs(a - b) for i, a in enumerate(pooled) for b in pooled[i + 1 :]]
     assert median_heuristic(x, y) == pytest.approx(np.median(dists))
     assert mmd(x, y) == pytest.approx(mmd(x, y, bandwidth=float(np.median(dists))))
 

@@ -1,4 +1,5 @@
 """medlsdm.metrics.image (PSNR, SSIM, MS-SSIM, RMSE, NMSE, paired metrics) against scikit-image, SciPy and closed forms."""
+
 from __future__ import annotations
 
 import math
@@ -47,7 +48,7 @@ def _reference_terms(x, y, data_range, sigma=1.5):
 def _halve(a):
     a = a[tuple(slice(0, s - s % 2) for s in a.shape)]
     for axis in range(a.ndim):
-        a = a.reshape(*a.shape[:axis], a.shape[axis] // 2, 2, *a.shape[axis + 1:]).mean(axis + 1)
+        a = a.reshape(*a.shape[:axis], a.shape[axis] // 2, 2, *a.shape[axis + 1 :]).mean(axis + 1)
     return a
 
 
@@ -73,8 +74,9 @@ def test_masked_psnr_ssim_rmse_against_skimage_and_by_hand():
 
     assert rmse(a, b, mask=mask) == pytest.approx(math.sqrt(mse))
     # SSIM in a mask = skimage's full SSIM map averaged over the mask's voxels where the window fits
-    _, smap = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                    data_range=2, full=True)
+    _, smap = structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=2, full=True
+    )
     inner = tuple(slice(5, n - 5) for n in a.shape)
     assert ssim(a, b, data_range=2.0, mask=mask) == pytest.approx(float(smap[inner][mask[inner]].mean()), abs=1e-10)
     assert ssim(a, b, data_range=2.0, mask=np.ones(a.shape, bool)) == pytest.approx(ssim(a, b, data_range=2.0))
@@ -166,10 +168,14 @@ def test_paired_metrics_closed_form_and_skimage():
         np.testing.assert_allclose(m["psnr"], 20 * math.log10(2 / c), rtol=1e-9)
         np.testing.assert_allclose(m["nmse"], c**2 * r.size / np.sum(r**2), rtol=1e-9)
     np.testing.assert_allclose(means["rmse"], np.mean(offsets), rtol=1e-9)
-    ref = [structural_similarity(f, r, data_range=2.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-           for r, f in zip(real, fake)]
+    ref = [
+        structural_similarity(f, r, data_range=2.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        for r, f in zip(real, fake)
+    ]
     np.testing.assert_allclose(means["ssim"], np.mean(ref), rtol=1e-6)
-    stacked, _ = paired_metrics(np.stack(real)[:, None], np.stack(real)[:, None], metrics=("ssim", "nmse"))  # (N, 1, H, W)
+    stacked, _ = paired_metrics(
+        np.stack(real)[:, None], np.stack(real)[:, None], metrics=("ssim", "nmse")
+    )  # (N, 1, H, W)
     assert stacked == {"ssim": pytest.approx(1.0, abs=1e-12), "nmse": 0.0}
     with pytest.raises(DataError, match="pairs"):
         paired_metrics(real, fake[:2])

@@ -1,4 +1,5 @@
 """medlsdm.metrics.overlap (Dice) by hand and against SciPy."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,6 @@ from medlsdm.errors import DataError
 from medlsdm.metrics.overlap import dice_per_class, mean_dice
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 
 def test_dice_hand_computed_and_absent_class():

@@ -1,4 +1,5 @@
 """medlsdm.metrics.paper_conventions: each reference-code convention against a hand-computed case."""
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,14 @@ def test_paper_ssim_is_the_mean_of_per_slice_skimage_values():
     rng = np.random.default_rng(1)
     x = rng.uniform(-1, 1, (1, 4, 16, 13))
     y = np.clip(x + rng.normal(0, 0.3, x.shape), -1, 1)
-    ref = np.mean([structural_similarity(x[0, d], y[0, d], data_range=255, gaussian_weights=True, sigma=1.5,
-                                         use_sample_covariance=False) for d in range(4)])
+    ref = np.mean(
+        [
+            structural_similarity(
+                x[0, d], y[0, d], data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            )
+            for d in range(4)
+        ]
+    )
     assert paper_ssim(x, y) == pytest.approx(ref, abs=1e-6)
     with pytest.raises(DataError, match="shapes differ"):
         paper_ssim(x, y[:, :3])
@@ -58,7 +65,7 @@ def test_paper_ssim_is_the_mean_of_per_slice_skimage_values():
 
 def test_paper_fid_hand_computed_mean_term_vanishes():
     real = np.array([[-1.0], [1.0]])  # mean 0, variance 2
-    syn = np.array([[9.0], [11.0]])   # mean 10, variance 2
+    syn = np.array([[9.0], [11.0]])  # mean 10, variance 2
     assert paper_fid(real, syn) == pytest.approx(0.0, abs=1e-12)
     t = paper_convention_table(real_features=real, synthetic_features=syn)
     assert t["fid_2d"]["ours"] == pytest.approx(100.0) and t["fid_2d"]["paper"] == pytest.approx(0.0, abs=1e-12)

@@ -1,4 +1,5 @@
 """medlsdm.metrics.privacy with controls: a near-copy is flagged, a fresh rendering of a training anatomy is not."""
+
 from __future__ import annotations
 
 import logging

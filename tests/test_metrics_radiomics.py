@@ -1,4 +1,5 @@
 """medlsdm.metrics.radiomics: FRD against frd-score itself, a set with itself, a set with other texture, the cache."""
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ def test_frd_matches_frd_scores_normalisation_and_distance():
     zb = frd_module.z_score_normalize(rb, 0, 1, replace_nan=False, base_distribution=ra, handle_std_zero=False)
     keep = np.isfinite(za).all(0) & np.isfinite(zb).all(0)
     assert keep.tolist() == [True, True, True, False, True]
-    ref = frd_module.calculate_frechet_distance(za[:, keep].mean(0), np.cov(za[:, keep], rowvar=False),
-                                                zb[:, keep].mean(0), np.cov(zb[:, keep], rowvar=False))
+    ref = frd_module.calculate_frechet_distance(
+        za[:, keep].mean(0), np.cov(za[:, keep], rowvar=False), zb[:, keep].mean(0), np.cov(zb[:, keep], rowvar=False)
+    )
     assert ours == pytest.approx(float(ref), rel=1e-4)
 
 
@@ -67,8 +69,9 @@ def test_frd_end_to_end_equals_frd_score_compute_frd(tmp_path):
         (tmp_path / name).mkdir()
         for i, v in enumerate(vols):
             sitk.WriteImage(sitk.GetImageFromArray(v[0]), str(tmp_path / name / f"{i}.nii.gz"))
-    ref = frd_score.compute_frd([str(tmp_path / "real"), str(tmp_path / "syn")], image_types=["Original"],
-                                num_workers=1, frd_version="v1")
+    ref = frd_score.compute_frd(
+        [str(tmp_path / "real"), str(tmp_path / "syn")], image_types=["Original"], num_workers=1, frd_version="v1"
+    )
     ours = frd([radiomics_features(v) for v in sets["real"]], [radiomics_features(v) for v in sets["syn"]])
     assert math.log(ours) == pytest.approx(float(ref), abs=1e-3)
 

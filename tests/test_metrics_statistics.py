@@ -1,4 +1,5 @@
 """medlsdm.metrics.statistics: coverage in simulation, scipy's bootstrap as reference, paired controls."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,10 @@ def test_bootstrap_ci_covers_the_known_mean_at_about_the_nominal_rate():
         covered += low <= 3.0 <= high
     assert 0.88 <= covered / reps <= 0.99
     # negative control: a 50 % interval must cover far less often
-    covered50 = sum(lo <= 3.0 <= hi for lo, hi in
-                    (bootstrap_ci(rng.normal(3.0, 2.0, size=30), level=0.5, seed=r) for r in range(reps)))
+    covered50 = sum(
+        lo <= 3.0 <= hi
+        for lo, hi in (bootstrap_ci(rng.normal(3.0, 2.0, size=30), level=0.5, seed=r) for r in range(reps))
+    )
     assert 0.35 <= covered50 / reps <= 0.65
 
 
@@ -27,8 +30,9 @@ def test_bootstrap_ci_matches_scipy_percentile_bootstrap():
     x = np.random.default_rng(1).gamma(2.0, size=40)
     for stat in (np.mean, np.median):
         low, high = bootstrap_ci(x, stat=stat, n_boot=20000, seed=3)
-        ref = scipy.stats.bootstrap((x,), stat, n_resamples=20000, method="percentile",
-                                    random_state=np.random.default_rng(4)).confidence_interval
+        ref = scipy.stats.bootstrap(
+            (x,), stat, n_resamples=20000, method="percentile", random_state=np.random.default_rng(4)
+        ).confidence_interval
         width = ref.high - ref.low
         assert low == pytest.approx(ref.low, abs=0.05 * width) and high == pytest.approx(ref.high, abs=0.05 * width)
 
@@ -83,8 +87,12 @@ def _coverage(n_seeds: int, sd_seed: float, reps: int = 200) -> tuple[float, flo
         case = rng.normal(0, 0.1, 12)
         a = 0.72 + case + rng.normal(0, sd_seed, (n_seeds, 1)) + rng.normal(0, 0.02, (n_seeds, 12))
         b = 0.70 + case + rng.normal(0, sd_seed, (n_seeds, 1)) + rng.normal(0, 0.02, (n_seeds, 12))
-        for k, (lo, hi) in enumerate((hierarchical_bootstrap_ci(a, b, n_boot=500, seed=r),
-                                      paired_bootstrap_ci(a.mean(0), b.mean(0), n_boot=500, seed=r))):
+        for k, (lo, hi) in enumerate(
+            (
+                hierarchical_bootstrap_ci(a, b, n_boot=500, seed=r),
+                paired_bootstrap_ci(a.mean(0), b.mean(0), n_boot=500, seed=r),
+            )
+        ):
             hits[k] += lo <= 0.02 <= hi
     return tuple(hits / reps)
 
@@ -92,7 +100,7 @@ def _coverage(n_seeds: int, sd_seed: float, reps: int = 200) -> tuple[float, flo
 def test_hierarchical_bootstrap_covers_a_known_gain_where_the_case_only_one_does_not():
     hierarchical, case_only = _coverage(n_seeds=5, sd_seed=0.03)
     assert hierarchical >= 0.85  # nominal 0.95; the percentile method is a little narrow with 5 networks
-    assert case_only <= 0.6      # negative control: judge seeds vary the mean, the case-only interval ignores it
+    assert case_only <= 0.6  # negative control: judge seeds vary the mean, the case-only interval ignores it
     hierarchical, case_only = _coverage(n_seeds=5, sd_seed=0.0)
     assert hierarchical >= 0.85 and case_only >= 0.85  # without a seed effect both hold it
 
@@ -108,7 +116,13 @@ def test_hierarchical_bootstrap_resamples_generators_when_given_them():
     hits = np.zeros(2)
     for r in range(100):
         case = rng.normal(0, 0.1, 12)
-        a = 0.72 + case + rng.normal(0, 0.03, (4, 1, 1)) + rng.normal(0, 0.01, (4, 2, 1)) + rng.normal(0, 0.02, (4, 2, 12))
+        a = (
+            0.72
+            + case
+            + rng.normal(0, 0.03, (4, 1, 1))
+            + rng.normal(0, 0.01, (4, 2, 1))
+            + rng.normal(0, 0.02, (4, 2, 12))
+        )
         b = 0.70 + case + rng.normal(0, 0.01, (2, 1)) + rng.normal(0, 0.02, (2, 12))
         for k, arm in enumerate((a, a.reshape(8, 12))):
             lo, hi = hierarchical_bootstrap_ci(arm, b, n_boot=300, seed=r)

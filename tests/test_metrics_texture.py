@@ -1,6 +1,7 @@
 """Texture measures (medlsdm.metrics.texture) against closed-form cases, with controls: white noise
 of a known sd gives that sd and its analytic share of power above half Nyquist; a blurred copy fails
 both; smooth shading does not inflate the noise; identical sets give ratio 1."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,7 +56,9 @@ def test_values_rounded_to_whole_hu_keep_their_noise_level():
     rng = np.random.default_rng(7)
     for sd in (0.009, 0.0105, 0.012):
         noisy = clean + rng.normal(0, sd, clean.shape)
-        assert noise_level(np.round(noisy, 3), labels == 2) == pytest.approx(np.hypot(sd, 0.001 / np.sqrt(12)), rel=0.03)
+        assert noise_level(np.round(noisy, 3), labels == 2) == pytest.approx(
+            np.hypot(sd, 0.001 / np.sqrt(12)), rel=0.03
+        )
     values = rng.normal(0, 1.0, 100_000)
     assert robust_sd(values) == pytest.approx(1.0, rel=0.01)
     assert robust_sd(np.concatenate([values, np.full(2000, 50.0)])) == pytest.approx(1.0, rel=0.01)  # 2 % outliers
@@ -135,4 +138,6 @@ def test_ratios_identical_sets_give_one_and_a_blurred_set_fails():
     assert again["noise_ratio"] == pytest.approx(1, abs=0.05) and again["hf_power_ratio"] == pytest.approx(1, abs=0.05)
     blurred = texture_ratios([ndimage.gaussian_filter(v, 1.0) for v in vols], labs, vols, labs, [2, 3])
     assert blurred["noise_ratio"] < 0.3 and blurred["hf_power_ratio"] < 0.1
-    assert ratio([1.0, np.nan, 3.0], [2.0]) == 1.0 and np.isnan(ratio([np.nan], [1.0])) and np.isnan(ratio([1.0], [0.0]))
+    assert (
+        ratio([1.0, np.nan, 3.0], [2.0]) == 1.0 and np.isnan(ratio([np.nan], [1.0])) and np.isnan(ratio([1.0], [0.0]))
+    )

@@ -1,4 +1,5 @@
 """The nnU-Net raw format: the ``nnunet`` adapter (in) and ``write_nnunet_dataset`` / ``synthesize --format nnunet`` (out)."""
+
 import json
 import re
 
@@ -116,7 +117,9 @@ def test_write_nnunet_dataset_round_trip(tmp_path):
     classes = ClassTable(("background", "liver", "tumour"), (0, 1, 2))
     affine = np.array([[1.5, 0, 0, -10.0], [0, 1.5, 0, 4.0], [0, 0, 3.0, 7.0], [0, 0, 0, 1]])
     rng = np.random.default_rng(0)
-    cases = [(rng.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32), rng.integers(0, 3, (4, 8, 8)), affine) for _ in range(3)]
+    cases = [
+        (rng.uniform(-1, 1, (1, 4, 8, 8)).astype(np.float32), rng.integers(0, 3, (4, 8, 8)), affine) for _ in range(3)
+    ]
     out = tmp_path / "Dataset501_Synthetic"
     ids = write_nnunet_dataset(out, cases, classes=classes, channel_name="CT", prefix="syn")
     assert ids == ["syn_000", "syn_001", "syn_002"]
@@ -151,8 +154,23 @@ def test_cli_synthesize_nnunet(tiny_pipeline, tmp_path):
         lab[2:6, 4:12, 4:12] = value
         write_nifti(tmp_path / "labels" / name, lab, np.diag([5.5, 5.5, 6.0, 1.0]), kind="label")
     out = tmp_path / "Dataset502_MedLSDM"
-    code = cli.main(["synthesize", "--pipeline", str(tmp_path / "run" / "pipeline"), "--labels", str(tmp_path / "labels"),
-                     "--out-dir", str(out), "--steps", "2", "--num-per-label", "2", "--format", "nnunet"])
+    code = cli.main(
+        [
+            "synthesize",
+            "--pipeline",
+            str(tmp_path / "run" / "pipeline"),
+            "--labels",
+            str(tmp_path / "labels"),
+            "--out-dir",
+            str(out),
+            "--steps",
+            "2",
+            "--num-per-label",
+            "2",
+            "--format",
+            "nnunet",
+        ]
+    )
     assert code == 0
     meta, labels = check_nnunet_naming(out)
     assert labels == ["medlsdm_000", "medlsdm_001", "medlsdm_002", "medlsdm_003"]
@@ -167,8 +185,21 @@ def test_cli_synthesize_nnunet(tiny_pipeline, tmp_path):
 
 def test_cli_preprocess_nnunet(tmp_path):
     root = _nnunet_raw(tmp_path / "raw", cases=[f"liver_{i:03d}" for i in range(5)])
-    code = cli.main(["preprocess", "--dataset", "nnunet", "--data-root", str(root), "--out-dir", str(tmp_path / "data"),
-                     "--spacing", "3,1.5,1.5", "--block-shape", "4,8,8"])
+    code = cli.main(
+        [
+            "preprocess",
+            "--dataset",
+            "nnunet",
+            "--data-root",
+            str(root),
+            "--out-dir",
+            str(tmp_path / "data"),
+            "--spacing",
+            "3,1.5,1.5",
+            "--block-shape",
+            "4,8,8",
+        ]
+    )
     assert code == 0
     manifest = load_manifest(tmp_path / "data")
     assert manifest.dataset == "nnunet" and manifest.classes == ["background", "liver", "tumour"]

@@ -4,6 +4,7 @@ The run is the session's ``smoke_run`` (``conftest.py``): the notebooks run once
 through the real runner; each test here checks one notebook's outputs against the numbers
 of ``PROFILES["smoke"]`` (never a copy of them). Tests that write into the run work on a copy.
 """
+
 import json
 
 import nbformat
@@ -58,8 +59,14 @@ def test_the_notebook_checks_see_an_error_and_a_skipped_cell(tmp_path):
     nb = nbformat.v4.new_notebook()
     ok = nbformat.v4.new_code_cell("x = 1", execution_count=1)
     bad = nbformat.v4.new_code_cell("load(data_root)\nmore()", execution_count=2)
-    bad.outputs = [nbformat.v4.new_output("error", ename="FileNotFoundError", evalue="/missing",
-                                          traceback=["\x1b[0;31mTraceback\x1b[0m", "FileNotFoundError: /missing"])]
+    bad.outputs = [
+        nbformat.v4.new_output(
+            "error",
+            ename="FileNotFoundError",
+            evalue="/missing",
+            traceback=["\x1b[0;31mTraceback\x1b[0m", "FileNotFoundError: /missing"],
+        )
+    ]
     nb.cells = [ok, bad, nbformat.v4.new_code_cell("after = 2")]
     nbformat.write(nb, tmp_path / "01_x.ipynb")
     (error,) = error_outputs(tmp_path / "01_x.ipynb")
@@ -113,7 +120,9 @@ def _painting_residual_psnr(run):
     means = sums / np.maximum(np.bincount(train_labels.ravel(), minlength=k), 1)
     painted = means[labels][:, None].astype(np.float32)
     residual = torch.as_tensor(images - painted)
-    pooled = F.interpolate(F.avg_pool3d(residual, factor), size=residual.shape[2:], mode="trilinear", align_corners=False)
+    pooled = F.interpolate(
+        F.avg_pool3d(residual, factor), size=residual.shape[2:], mode="trilinear", align_corners=False
+    )
     out = painted + pooled.numpy()
     body = labels > 0
     mse = [np.mean((images[i, 0][body[i]].astype(np.float64) - out[i, 0][body[i]]) ** 2) for i in range(len(images))]
@@ -181,10 +190,14 @@ def test_04_synthesis(smoke_run):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
     split = json.loads((smoke_run.data / "split.json").read_text())
     samples = sorted(smoke_run.samples.glob("*.nii.gz"))
-    assert [s.name for s in samples] == [f"{c}_syn{k}.nii.gz" for c in split["test"][: p["n_test"]] for k in range(p["n_samples"])]
+    assert [s.name for s in samples] == [
+        f"{c}_syn{k}.nii.gz" for c in split["test"][: p["n_test"]] for k in range(p["n_samples"])
+    ]
     for path in samples:  # the synthetic volume sits on its label map's grid
         case = path.name.split("_syn")[0]
-        np.testing.assert_allclose(nib.load(path).affine, nib.load(smoke_run.data / "labels" / f"{case}.nii.gz").affine, atol=1e-5)
+        np.testing.assert_allclose(
+            nib.load(path).affine, nib.load(smoke_run.data / "labels" / f"{case}.nii.gz").affine, atol=1e-5
+        )
 
 
 def test_05_evaluation(smoke_run):
@@ -214,19 +227,37 @@ def test_05_evaluation(smoke_run):
     assert set(m["dice_per_class"]["synthetic"]) == set(classes[1:])
     # memorisation with controls: the copies are always flagged (the threshold lies above them)
     pc = m["privacy_controls"]
-    assert pc["positive_flagged"] == 1.0 and 0 <= pc["negative_flagged"] <= 1 and pc["negative_control_kind"] == "oracle"
+    assert (
+        pc["positive_flagged"] == 1.0 and 0 <= pc["negative_flagged"] <= 1 and pc["negative_control_kind"] == "oracle"
+    )
     assert set(pc["synthetic_flagged"]) == {"from_train_maps", "from_test_maps"}
     aug = m["augmentation"]
-    assert aug["n_small"] == p["n_small"] and aug["n_extra"] == {**{k: p["n_new"] for k in (
-        "oracle", "oracle_autoencoded", "synthetic")}, "lesion_edits": p["n_small"]} and list(aug["arms"]) == [
-        "real_small", "real_small_oracle", "real_small_oracle_autoencoded", "real_small_synthetic",
-        "real_small_lesion_edits", "real_all"]
+    assert (
+        aug["n_small"] == p["n_small"]
+        and aug["n_extra"]
+        == {**{k: p["n_new"] for k in ("oracle", "oracle_autoencoded", "synthetic")}, "lesion_edits": p["n_small"]}
+        and list(aug["arms"])
+        == [
+            "real_small",
+            "real_small_oracle",
+            "real_small_oracle_autoencoded",
+            "real_small_synthetic",
+            "real_small_lesion_edits",
+            "real_all",
+        ]
+    )
     # lesion augmentation: lesion Dice gain on the test cases with a lesion, beside the all-real control
     la = m["lesion_augmentation"]
-    assert la["n_edits"] == p["n_small"] and set(la["lesions_found"]) == {"real_small", "real_small_lesion_edits", "real_all"}
+    assert la["n_edits"] == p["n_small"] and set(la["lesions_found"]) == {
+        "real_small",
+        "real_small_lesion_edits",
+        "real_all",
+    }
     assert la["n_lesion_cases"] < 2 or la["gain_ci"][0] <= la["gain"] <= la["gain_ci"][1]
     assert "lesion_augmentation" not in aug and m["settings"]["lesion_edit_steps"] == 10
-    assert p["lesion_augmentation"] is True and "skipped" not in la  # the smoke profile runs the arm whatever the judge finds
+    assert (
+        p["lesion_augmentation"] is True and "skipped" not in la
+    )  # the smoke profile runs the arm whatever the judge finds
     assert aug["gain_ci"][0] <= aug["gain"] <= aug["gain_ci"][1] and isinstance(aug["bar_holds"], bool)
     assert aug["oracle_gain_ci"][0] <= aug["oracle_gain"] <= aug["oracle_gain_ci"][1] and aug["mix"] == 0.5
     assert "fraction_of_oracle_gain" in aug
@@ -235,8 +266,13 @@ def test_05_evaluation(smoke_run):
     assert set(m["paper_conventions"]) == {"psnr", "ssim", "fid_2d", "dice"}
     assert m["paper_conventions"]["psnr"] == pytest.approx(m["psnr"] - 20 * np.log10(2), abs=1e-3)
     folder = synthetic_folder(smoke_run, **{k: p[k] for k in ("scheduler", "steps", "guidance_scale", "seed")})
-    assert sorted(f.name for f in (folder / "test").iterdir()) == [f"{c}_syn0.nii.gz" for c in sorted(split["test"][: p["n_test"]])]
-    assert len(list((folder / "train").iterdir())) == p["n_train_maps"] and len(list((folder / "new").iterdir())) == p["n_new"]
+    assert sorted(f.name for f in (folder / "test").iterdir()) == [
+        f"{c}_syn0.nii.gz" for c in sorted(split["test"][: p["n_test"]])
+    ]
+    assert (
+        len(list((folder / "train").iterdir())) == p["n_train_maps"]
+        and len(list((folder / "new").iterdir())) == p["n_new"]
+    )
     for name in ("05_real_vs_synthetic", "05_dice_per_class", "05_segmentation", "05_privacy"):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000
 
@@ -293,7 +329,9 @@ def test_07_whole_volume(smoke_run):
     # the bar: windowed less one pass (paired by seed); beside it each mode's gap in excess of the oracle's
     for key in ("seam_gap", "seam_gap_windowed", "seam_gap_one_pass", "seam_gap_oracle"):
         gap = m[key]
-        assert gap["ci"][0] <= gap["gap"] <= gap["ci"][1] and gap["n_volumes"] == (p["n_oracle"] if key.endswith("oracle") else p["n_samples"])
+        assert gap["ci"][0] <= gap["gap"] <= gap["ci"][1] and gap["n_volumes"] == (
+            p["n_oracle"] if key.endswith("oracle") else p["n_samples"]
+        )
         assert gap["passes"] == (gap["ci"][0] <= 0) and gap["n_border"] >= 1 and gap["n_centre"] >= 1
     assert set(m["mean_error"]) == {"windowed", "one pass", "oracle via VQ-GAN"}
     assert set(m["border_slices"]).isdisjoint(m["centre_slices"])
@@ -301,7 +339,9 @@ def test_07_whole_volume(smoke_run):
     assert 1 <= len(m["edit_cases"]) <= p["n_edit"] and m["edit_outside_max_abs"] <= 1e-4
     assert len(m["edit_lesion_mean"]) == len(m["edit_cases"]) and all(-1 <= v <= 1 for v in m["edit_lesion_mean"])
     if m["oracle_lesion_range"] is not None:
-        assert m["oracle_lesion_range"][0] <= m["oracle_lesion_range"][1] and len(m["edit_lesion_in_range"]) == len(m["edit_cases"])
+        assert m["oracle_lesion_range"][0] <= m["oracle_lesion_range"][1] and len(m["edit_lesion_in_range"]) == len(
+            m["edit_cases"]
+        )
     assert 0 <= m["edit_lesion_dice"] <= 1 and m["segnet"]["steps"] == p["segnet_steps"] and m["seconds"] > 0
     for name in ("07_whole_scan", "07_windowed_vs_one_pass", "07_seam_check", "07_lesion_before_after"):
         assert (smoke_run.figures / f"{name}.png").stat().st_size > 1000

@@ -1,5 +1,6 @@
 """The oracle comparison (medlsdm.evaluation.oracle): factor estimators and the generator-vs-oracle statistics,
 with a perfect sampler (a second oracle draw) as positive control and a collapsed one as negative control."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,7 @@ def _labels(m=6, seed=0):
     labels[:, :, 1:11, 1:11] = NAMES.index("soft_tissue")
     for i in range(m):
         a = rng.integers(2, 4)
-        labels[i, :, 2:2 + a + 3, 2:8] = NAMES.index("liver")
+        labels[i, :, 2 : 2 + a + 3, 2:8] = NAMES.index("liver")
         labels[i, :, 7:10, 8:11] = NAMES.index("aorta")
     return labels
 
@@ -68,7 +69,11 @@ def test_a_perfect_sampler_passes_and_a_collapsed_one_fails():
     assert 0.6 < res["diversity_ratio"] < 1.6 and 0.6 < res["diversity_reference"] < 1.6
     assert {"aorta_mean", "liver_mean"} <= set(res["counted"])  # raw == reconstructed: every varying factor preserved
     assert min(res["factor_ks_p"].values()) > 0.01
-    assert all(0.5 < res[k][f] < 2.0 for k in ("factor_spread_ratio", "factor_spread_reference") for f in ("aorta_mean", "liver_mean"))
+    assert all(
+        0.5 < res[k][f] < 2.0
+        for k in ("factor_spread_ratio", "factor_spread_reference")
+        for f in ("aorta_mean", "liver_mean")
+    )
     collapsed = np.repeat(perfect[:, :1], 4, axis=1)  # negative control: the same output for every seed
     bad = compare_with_oracle(collapsed, oracle, oracle, labels, NAMES, "torso-ct")
     assert bad["diversity_ratio"] == 0.0 and bad["factor_spread_ratio"]["aorta_mean"] == 0.0
@@ -151,7 +156,11 @@ def test_texture_splits_into_autoencoder_and_diffusion(torso_renders):
         assert res[key] == pytest.approx(res[f"{key}_autoencoder"] * res[f"{key}_diffusion"])
         assert res[f"{key}_autoencoder"] < 1 and res[f"{key}_diffusion"] < 1
     assert set(res["noise_level"]) == {"synthetic", "oracle", "oracle via the autoencoder"}
-    assert res["noise_level"]["synthetic"] < res["noise_level"]["oracle via the autoencoder"] < res["noise_level"]["oracle"]
+    assert (
+        res["noise_level"]["synthetic"]
+        < res["noise_level"]["oracle via the autoencoder"]
+        < res["noise_level"]["oracle"]
+    )
     assert "the larger departure from 1 is the diffusion model's" in texture_sentence(res)
     with pytest.raises(DataError, match="even number"):
         texture_vs_oracle(samples, oracle_raw[:, :3], labels, NAMES, "torso-ct")
@@ -165,8 +174,11 @@ def test_texture_classes_of_each_dataset():
 def test_spread_sentence_follows_the_numbers():
     from medlsdm.evaluation.oracle import spread_sentence
 
-    judged = {"counted": ["bone_mean", "liver_mean"], "factor_spread_ratio": {"bone_mean": 0.2, "liver_mean": 0.9, "noise": 0.1},
-              "factor_spread_reference": {"bone_mean": 0.9, "liver_mean": 1.1, "noise": 1.0}}
+    judged = {
+        "counted": ["bone_mean", "liver_mean"],
+        "factor_spread_ratio": {"bone_mean": 0.2, "liver_mean": 0.9, "noise": 0.1},
+        "factor_spread_reference": {"bone_mean": 0.9, "liver_mean": 1.1, "noise": 1.0},
+    }
     text = spread_sentence(judged)
     assert "bone_mean 0.20" in text and "bone_mean varies less than 0.5×" in text and "liver_mean varies" not in text
     judged["factor_spread_ratio"]["bone_mean"] = 0.7

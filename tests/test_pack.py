@@ -1,5 +1,6 @@
 """medlsdm pack / medlsdm run --from-pack: a smoke run packed, verified, unpacked elsewhere and
 notebook 04 run from it; tampered and unsafe packs refused before anything is written."""
+
 import io
 import json
 import logging
@@ -46,11 +47,20 @@ def test_pack_holds_what_04_to_07_read_with_a_model_card_and_hashes(smoke_pack, 
     manifest = json.loads(files[MANIFEST])
     assert set(files) - {MANIFEST} == set(manifest["files"])
     assert smoke_pack.stat().st_size < 30e6  # the issue's bar for a quick run (quick: 25.5 MB); smoke is far below
-    assert {"README.md", "metrics.json", "data/manifest.json", "data/split.json", "data/cases.h5",
-            "raw/torso-ct/phantom.json", "pipeline/model_index.json", "pipeline/unet/config.json",
-            "pipeline/vqgan/diffusion_pytorch_model.safetensors"} <= set(files)
+    assert {
+        "README.md",
+        "metrics.json",
+        "data/manifest.json",
+        "data/split.json",
+        "data/cases.h5",
+        "raw/torso-ct/phantom.json",
+        "pipeline/model_index.json",
+        "pipeline/unet/config.json",
+        "pipeline/vqgan/diffusion_pytorch_model.safetensors",
+    } <= set(files)
     assert not any(n.startswith(("vqgan/", "diffusion/", "cardiac/", "samples/", "executed/")) for n in files)
     import hashlib
+
     for name, entry in manifest["files"].items():
         assert hashlib.sha256(files[name]).hexdigest() == entry["sha256"] and len(files[name]) == entry["bytes"]
     # no path of the source run inside: the oracle finds its phantom record relative to the data
@@ -60,7 +70,11 @@ def test_pack_holds_what_04_to_07_read_with_a_model_card_and_hashes(smoke_pack, 
     # the model card: Hugging Face front matter, and the run's numbers in the text
     card = files["README.md"].decode()
     front = yaml.safe_load(card.split("---\n")[1])
-    assert front["license"] == "apache-2.0" and "medlsdm" in front["tags"] and front["datasets"] == ["medlsdm torso-ct phantom"]
+    assert (
+        front["license"] == "apache-2.0"
+        and "medlsdm" in front["tags"]
+        and front["datasets"] == ["medlsdm torso-ct phantom"]
+    )
     m02 = smoke_run.read_metrics()["02_vqgan"]
     assert f"{m02['psnr']:.2f}" in card and "## Intended use" in card and "## Limits" in card
     assert "Not for diagnosis" in card
@@ -83,7 +97,9 @@ def test_weights_stored_as_measured(smoke_pack, smoke_run):
 
 def test_round_trip_runs_notebook_04_from_the_pack(smoke_pack, tmp_path):
     new = tmp_path / "class" / "run"
-    assert main(["run", "--from-pack", str(smoke_pack), "--run-dir", str(new), "--only", "04", "--profile", "smoke"]) == 0
+    assert (
+        main(["run", "--from-pack", str(smoke_pack), "--run-dir", str(new), "--only", "04", "--profile", "smoke"]) == 0
+    )
     assert (new / "executed" / "04_synthesis.ipynb").is_file()
     metrics = read_json(new / "metrics.json")
     assert {"01_preprocessing", "03_diffusion", "04_synthesis"} <= set(metrics)
@@ -91,6 +107,7 @@ def test_round_trip_runs_notebook_04_from_the_pack(smoke_pack, tmp_path):
     manifest = load_manifest(new / "data")
     assert len(list((new / "data" / "images").glob("*.nii.gz"))) == len(manifest.cases)
     from medlsdm.pipelines.loading import load_pipeline
+
     assert {str(p.dtype) for p in load_pipeline(new).unet.parameters()} == {"torch.float32"}
     # the same pack again into the same folder: used as it is
     assert unpack_run(smoke_pack, new).root == new.resolve()
@@ -108,19 +125,22 @@ def test_unpacked_run_holds_the_verified_bytes(smoke_pack, tmp_path):
     assert not list(tmp_path.glob(".run.unpack-*"))  # no staging folder left
 
 
-@pytest.mark.parametrize("change, message", [
-    ("byte", "does not match its sha256"),
-    ("traversal", "climbs out of the pack"),
-    ("absolute", "is an absolute path"),
-    ("symlink", "is a link"),
-    ("hardlink", "is a link"),
-    ("code", "is a code file"),
-    ("pickle", "is a code file"),
-    ("unlisted", "is not listed in pack.json"),
-    ("other", "is not a file a pack holds"),
-    ("missing", "missing from the pack"),
-    ("no manifest", "no pack.json"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("byte", "does not match its sha256"),
+        ("traversal", "climbs out of the pack"),
+        ("absolute", "is an absolute path"),
+        ("symlink", "is a link"),
+        ("hardlink", "is a link"),
+        ("code", "is a code file"),
+        ("pickle", "is a code file"),
+        ("unlisted", "is not listed in pack.json"),
+        ("other", "is not a file a pack holds"),
+        ("missing", "missing from the pack"),
+        ("no manifest", "no pack.json"),
+    ],
+)
 def test_unsafe_or_tampered_pack_is_refused_before_anything_is_written(smoke_pack, tmp_path, change, message):
     files = _members(smoke_pack)
     extra = []
@@ -134,7 +154,9 @@ def test_unsafe_or_tampered_pack_is_refused_before_anything_is_written(smoke_pac
         files[str(tmp_path / "evil.json")] = b"{}"
     elif change in ("symlink", "hardlink"):
         info = tarfile.TarInfo("raw/torso-ct/phantom.json" if change == "hardlink" else "data/labels.json")
-        info.type, info.linkname = (tarfile.SYMTYPE, "/etc/passwd") if change == "symlink" else (tarfile.LNKTYPE, "README.md")
+        info.type, info.linkname = (
+            (tarfile.SYMTYPE, "/etc/passwd") if change == "symlink" else (tarfile.LNKTYPE, "README.md")
+        )
         extra.append(info)
         if change == "hardlink":
             del files["raw/torso-ct/phantom.json"]
@@ -169,7 +191,9 @@ def test_corrupt_archive_is_refused(smoke_pack, tmp_path):
         verify_pack(bad)
 
 
-def test_from_pack_refuses_training_notebooks_and_a_run_dir_holding_another_run(smoke_pack, smoke_run, tmp_path, caplog):
+def test_from_pack_refuses_training_notebooks_and_a_run_dir_holding_another_run(
+    smoke_pack, smoke_run, tmp_path, caplog
+):
     new = tmp_path / "new"
     with caplog.at_level(logging.ERROR):
         assert main(["run", "--from-pack", str(smoke_pack), "--run-dir", str(new), "--only", "03,04"]) == 2
@@ -182,6 +206,7 @@ def test_from_pack_refuses_training_notebooks_and_a_run_dir_holding_another_run(
     assert [p.name for p in other.iterdir()] == ["metrics.json"]
     with pytest.raises(ConfigError, match="01 rewrites the data"):
         from medlsdm.runner import run_notebooks
+
         run_notebooks("smoke", tmp_path / "x", only=["01"], from_pack=smoke_pack)
 
 
@@ -197,9 +222,14 @@ def test_pack_refuses_a_run_without_a_pipeline(tmp_path):
 def test_card_bars_follow_the_numbers():
     from medlsdm.model_card import bars
 
-    metrics = {"02_vqgan": {"psnr": 27.0, "latent_ablation": {"own_minus_other": 3.0},
-                            "body": {"VQ-GAN": {"psnr": 26.0}, "painting + pooled residual": {"psnr": 25.0}}},
-               "07_whole_volume": {"seam_gap": {"gap": 0.01, "passes": True}}}
+    metrics = {
+        "02_vqgan": {
+            "psnr": 27.0,
+            "latent_ablation": {"own_minus_other": 3.0},
+            "body": {"VQ-GAN": {"psnr": 26.0}, "painting + pooled residual": {"psnr": 25.0}},
+        },
+        "07_whole_volume": {"seam_gap": {"gap": 0.01, "passes": True}},
+    }
     rows = {row[0]: row[3] for row in bars(metrics)}
     assert rows["02 VQ-GAN reconstruction, body PSNR (dB), held-out split"] is True
     assert rows["02 decoder uses its latent: PSNR own − another case's latent (dB)"] is True
@@ -229,11 +259,14 @@ def _consistent(files, name, data):
     return files
 
 
-@pytest.mark.parametrize("change, message", [
-    ("external link", "cases.h5: torso_000/image is a link"),
-    ("foreign class", "model_index.json: component 'unet' is"),
-    ("case path", "is not images/<id>.nii.gz"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("external link", "cases.h5: torso_000/image is a link"),
+        ("foreign class", "model_index.json: component 'unet' is"),
+        ("case path", "is not images/<id>.nii.gz"),
+    ],
+)
 def test_a_consistent_but_unsafe_pack_is_refused_before_the_run_dir_appears(smoke_pack, tmp_path, change, message):
     import h5py
 

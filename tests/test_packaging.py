@@ -1,4 +1,5 @@
 """pyproject.toml (the pip truth), environment.yml and binder/ describe the same packages."""
+
 import re
 import tomllib
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The per-dataset paper profiles equal the settings table in data_cards/paper_settings.md, row for row."""
+
 import ast
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def expected_values():
     """``{(profile, notebook, key): value}`` from the table's **ours** column."""
     values = {}
     for profile, nb, key, ours, *_ in table_rows():
-        for name in (PAPER_3D if profile == "all" else (profile,)):
+        for name in PAPER_3D if profile == "all" else (profile,):
             assert (name, nb, key) not in values, f"two rows for {name} {nb} {key}"
             values[(name, nb, key)] = ast.literal_eval(ours)
     return values
@@ -39,8 +40,13 @@ def test_table_is_parsed():
 def test_profile_equals_the_table(profile):
     expected = {k: v for k, v in expected_values().items() if k[0] == profile}
     notebooks = set(PROFILES[profile]) | (set(PAPER_TRAINING) if profile in PAPER_3D else set())
-    actual = {(profile, nb, key): value for nb in sorted(notebooks)
-              for key, value in (paper_training_parameters(profile, nb) if profile in PAPER_3D else PROFILES[profile][nb]).items()}
+    actual = {
+        (profile, nb, key): value
+        for nb in sorted(notebooks)
+        for key, value in (
+            paper_training_parameters(profile, nb) if profile in PAPER_3D else PROFILES[profile][nb]
+        ).items()
+    }
     assert sorted(set(actual) - set(expected)) == [], "profile settings without a row in the table"
     assert sorted(set(expected) - set(actual)) == [], "table rows without the setting in the profile"
     differ = {k: (actual[k], expected[k]) for k in expected if actual[k] != expected[k]}

@@ -1,4 +1,5 @@
 """Tests of medlsdm.data.phantom: files, geometry, intensities, noise, factors, re-renders, determinism, errors."""
+
 from __future__ import annotations
 
 import json
@@ -369,7 +370,9 @@ def test_mr_factors_change_what_they_should():
     f = dict(gain=1.0, blood_signal=0.9, bias_strength=0.2, slice_gain_spread=0.0, noise_rel=0.02)
     low, label, _, _ = render_case("cardiac-2d", 0, 0, shape, appearance_seed=0, factors=f)
     high = render_case("cardiac-2d", 0, 0, shape, appearance_seed=0, factors={**f, "blood_signal": 1.1})[0]
-    core = {n: ndimage.binary_erosion(label == CARDIAC.index(n), CUBE[..., 1:2]) for n in ("lv_blood_pool", "myocardium")}
+    core = {
+        n: ndimage.binary_erosion(label == CARDIAC.index(n), CUBE[..., 1:2]) for n in ("lv_blood_pool", "myocardium")
+    }
     assert high[core["lv_blood_pool"]].mean() > 1.15 * low[core["lv_blood_pool"]].mean()
     assert abs(high[core["myocardium"]].mean() / low[core["myocardium"]].mean() - 1) < 0.03  # negative control
     g = dict(gain=0.9, bias_strength=0.1, coil_gradient=0.001, fat_signal=1.0, noise_rel=0.02)
@@ -403,8 +406,12 @@ def test_render_anatomy_with_given_factors():
 
 @pytest.mark.parametrize(
     "factors, match",
-    [({"contrast": 1.5}, "outside its range"), ({"phase": "venous"}, "must be one of"),
-     ({"dose": 1.0}, "unknown torso-ct factor"), ({"steatosis": "high"}, "must be a number")],
+    [
+        ({"contrast": 1.5}, "outside its range"),
+        ({"phase": "venous"}, "must be one of"),
+        ({"dose": 1.0}, "unknown torso-ct factor"),
+        ({"steatosis": "high"}, "must be a number"),
+    ],
 )
 def test_bad_factors(factors, match):
     with pytest.raises(ConfigError, match=match):
@@ -428,7 +435,9 @@ def test_load_factors_errors(tmp_path):
 def test_factors_do_not_depend_on_the_grid(kind):
     for appearance_seed in (None, 2):
         small = render_case(kind, 1, 0, SMALL[kind], appearance_seed=appearance_seed)[3]
-        smaller = render_case(kind, 1, 0, tuple(max(n // 2, 8) for n in SMALL[kind]), appearance_seed=appearance_seed)[3]
+        smaller = render_case(kind, 1, 0, tuple(max(n // 2, 8) for n in SMALL[kind]), appearance_seed=appearance_seed)[
+            3
+        ]
         assert small == smaller
 
 
@@ -444,7 +453,9 @@ def test_own_factors_are_stratified_in_runs_of_cases(kind):
     numeric = [f for f in FACTOR_TABLES[kind] if not f.choices and f.name not in ("contrast", "oral_contrast_hu")]
 
     def twelfths(factors, spec):
-        return np.sort(((np.array([d[spec.name] for d in factors]) - spec.low) / (spec.high - spec.low) * 12).astype(int))
+        return np.sort(
+            ((np.array([d[spec.name] for d in factors]) - spec.low) / (spec.high - spec.low) * 12).astype(int)
+        )
 
     for group in range(3):
         own = [_appearance(kind, 5, i, None, None)[0] for i in range(12 * group, 12 * group + STRATUM_CASES)]

@@ -1,5 +1,6 @@
 """The phantom oracle (medlsdm.data.phantom.oracle): re-renders of a run's anatomies preprocessed
 as the run was, a scan of a case several blocks deep, and anatomies the run has never seen."""
+
 import numpy as np
 import pytest
 
@@ -44,7 +45,6 @@ def test_new_anatomies_are_not_cases_of_the_run(phantom_data):
         new_anatomies(phantom_data, 1, first_index=3)
 
 
-
 @pytest.fixture(scope="module")
 def tiny_phantom_run(tmp_path_factory):
     from medlsdm.data.phantom import make_phantom
@@ -52,7 +52,9 @@ def tiny_phantom_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("phantom")
     make_phantom("torso-ct", root / "raw", 2, seed=0, shape=(32, 32, 16))
-    prepare_dataset("torso-ct", root / "raw", root / "data", spacing=[12.0, 11.0, 11.0], block_shape=[16, 32, 32], n_cases=2)
+    prepare_dataset(
+        "torso-ct", root / "raw", root / "data", spacing=[12.0, 11.0, 11.0], block_shape=[16, 32, 32], n_cases=2
+    )
     return root / "data"
 
 

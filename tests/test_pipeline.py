@@ -1,5 +1,6 @@
 """MedLSDMPipeline: every listed scheduler on 5-D latents, save/load, guidance, label checks,
 initial latents, latent output and step-end callbacks."""
+
 import json
 
 import numpy as np
@@ -68,6 +69,7 @@ def _old_format(folder, num_groups=None):
     """Rewrite a saved pipeline as saved before the API renames: ``latent_scale`` in
     model_index.json, VQ-GAN config ``decoder`` and weights ``decoder_net.*``, UNet config
     ``num_groups``."""
+
     def rewrite(path, fn):
         config = json.loads(path.read_text())
         fn(config)
@@ -134,7 +136,9 @@ def test_guidance_zero_runs_only_the_unconditional_branch(pipe, labels):
     pipe.scheduler.set_timesteps(4)
     with torch.no_grad():
         for t in pipe.scheduler.timesteps:
-            pred_cond, pred_uncond = pipe.unet(torch.cat([latents] * 2), t, torch.cat([cond, null_condition(cond)])).sample.chunk(2)
+            pred_cond, pred_uncond = pipe.unet(
+                torch.cat([latents] * 2), t, torch.cat([cond, null_condition(cond)])
+            ).sample.chunk(2)
             latents = pipe.scheduler.step(pred_uncond + 0.0 * (pred_cond - pred_uncond), t, latents).prev_sample
         doubled = pipe.decode_latents(latents, labels)
     # batch 2 vs batch 4 through the same weights: equal up to float32 rounding
@@ -175,8 +179,12 @@ def test_initial_latents(pipe, labels):
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     noise = torch.randn(LATENT_SHAPE, generator=torch.Generator().manual_seed(5))
     first = pipe(labels, num_inference_steps=4, latents=noise, output_type="pt").images
-    np.testing.assert_array_equal(pipe(labels, num_inference_steps=4, latents=noise.clone(), output_type="pt").images, first)
-    assert not torch.allclose(first, pipe(labels, num_inference_steps=4, latents=-noise, output_type="pt").images, atol=1e-3)
+    np.testing.assert_array_equal(
+        pipe(labels, num_inference_steps=4, latents=noise.clone(), output_type="pt").images, first
+    )
+    assert not torch.allclose(
+        first, pipe(labels, num_inference_steps=4, latents=-noise, output_type="pt").images, atol=1e-3
+    )
     # the generator's own noise, given as latents, reproduces the generator's sample
     drawn = randn_tensor(LATENT_SHAPE, generator=torch.Generator().manual_seed(0))
     np.testing.assert_array_equal(pipe(labels, num_inference_steps=4, latents=drawn).images, run(pipe, labels).images)
@@ -206,7 +214,9 @@ def test_callback_on_step_end_can_replace_the_latents(pipe, labels):
     def halve(p, i, t, tensors):
         return {"latents": tensors["latents"] * 0.5}
 
-    assert not torch.allclose(run(pipe, labels, output_type="latent", callback_on_step_end=halve).images, plain, atol=1e-3)
+    assert not torch.allclose(
+        run(pipe, labels, output_type="latent", callback_on_step_end=halve).images, plain, atol=1e-3
+    )
     with pytest.raises(ConfigError, match=r"callback_on_step_end_tensor_inputs must be among \['latents'\]"):
         run(pipe, labels, callback_on_step_end=observe, callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
 
@@ -227,7 +237,9 @@ def test_labels_that_do_not_fit_are_refused(pipe, tmp_path):
         run(pipe, torch.zeros(6, 16, 16, dtype=torch.long))
     with pytest.raises(DataError, match="3-D"):
         run(pipe, torch.zeros(1, 1, 8, 16, 16, dtype=torch.long)[0, 0, 0])
-    path = write_nifti(tmp_path / "coarse.nii.gz", np.zeros((8, 16, 16), np.uint8), np.diag([11.0, 11.0, 12.0, 1.0]), kind="label")
+    path = write_nifti(
+        tmp_path / "coarse.nii.gz", np.zeros((8, 16, 16), np.uint8), np.diag([11.0, 11.0, 12.0, 1.0]), kind="label"
+    )
     with pytest.raises(DataError, match="coarse.nii.gz.*spacing"):
         run(pipe, path)
     with pytest.raises(DataError, match="integer"):

@@ -1,6 +1,7 @@
 """Editing real volumes: ``pipe.edit`` keeps the volume outside the mask (exactly, beyond the soft
 border), equals plain synthesis with a full mask, replaces the latent outside the mask by the real
 latent noised to the next timestep; the mask and paste helpers and ``insert_lesion``."""
+
 import numpy as np
 import pytest
 import torch
@@ -52,8 +53,9 @@ def test_empty_mask_returns_the_input_exactly(pipe, image, labels):
 def test_full_mask_equals_plain_synthesis(pipe, image, labels, scheduler_cls):
     pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
     out = edit(pipe, image, labels, torch.ones(SHAPE, dtype=torch.bool), guidance_scale=2.0)
-    plain = pipe(labels, num_inference_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(0),
-                 output_type="pt").images
+    plain = pipe(
+        labels, num_inference_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
     torch.testing.assert_close(out, plain, atol=1e-6, rtol=0)  # the same operations: equal up to float rounding
 
 
@@ -86,8 +88,10 @@ def test_the_latent_outside_is_the_real_one_noised_to_the_next_timestep(pipe, im
     real latent itself."""
     mask = box_mask()
     seen_unet, seen_decode = [], []
-    hooks = [pipe.unet.register_forward_pre_hook(lambda m, args: seen_unet.append((args[0].clone(), int(args[1])))),
-             pipe.vqgan.quantizer.register_forward_pre_hook(lambda m, args: seen_decode.append(args[0].clone()))]
+    hooks = [
+        pipe.unet.register_forward_pre_hook(lambda m, args: seen_unet.append((args[0].clone(), int(args[1])))),
+        pipe.vqgan.quantizer.register_forward_pre_hook(lambda m, args: seen_decode.append(args[0].clone())),
+    ]
     try:
         edit(pipe, image, labels, mask, num_inference_steps=4, dilate=0)
     finally:
@@ -127,7 +131,9 @@ def test_insert_lesion_geometry():
     new, mask = insert_lesion(labels, (10, 15, 15), 3, organ_class=2, lesion_class=5)
     d, h, w = np.nonzero(mask)
     assert np.all((d - 10) ** 2 + (h - 15) ** 2 + (w - 15) ** 2 <= 9)
-    assert mask.sum() == sum(1 for i in range(-3, 4) for j in range(-3, 4) for k in range(-3, 4) if i * i + j * j + k * k <= 9)
+    assert mask.sum() == sum(
+        1 for i in range(-3, 4) for j in range(-3, 4) for k in range(-3, 4) if i * i + j * j + k * k <= 9
+    )
     assert np.array_equal(new == 5, mask) and np.array_equal(new[~mask], labels[~mask])
     # clipped to the organ: a lesion at its edge keeps to it
     _, edge = insert_lesion(labels, (3, 15, 15), 3, organ_class=2, lesion_class=5)

@@ -1,6 +1,7 @@
 """Whole-volume synthesis in overlapping depth windows: where the windows lie and how they are
 weighted, the averaged prediction against a hand computation, one window = one pass, deep label
 maps keep their depth and affine, the UNet and decoder only ever see windows, block_shape."""
+
 import json
 
 import numpy as np
@@ -47,15 +48,18 @@ def test_window_starts_and_weights():
     np.testing.assert_allclose(last, [third, 2 * third, 1, 1, 1, 1])
     # regular neighbours' ramps sum to 1; the blend of a constant is that constant
     parts = [torch.full((1, 1, 6, 2, 2), 3.0) for _ in range(3)]
-    torch.testing.assert_close(blend_windows(parts, [0, 4, 8], [first, middle, last], 14), torch.full((1, 1, 14, 2, 2), 3.0))
+    torch.testing.assert_close(
+        blend_windows(parts, [0, 4, 8], [first, middle, last], 14), torch.full((1, 1, 14, 2, 2), 3.0)
+    )
 
 
 def test_tiled_with_identity_and_upsampling_returns_the_whole():
     x = torch.randn(2, 3, 20, 4, 4, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(tiled(lambda a, b: x[:, :, a:b], 20, 6, 2), x)
     up = torch.nn.functional.interpolate(x, scale_factor=(4, 1, 1))
-    torch.testing.assert_close(tiled(lambda a, b: torch.nn.functional.interpolate(x[:, :, a:b], scale_factor=(4, 1, 1)),
-                                     20, 6, 2, scale=4), up)
+    torch.testing.assert_close(
+        tiled(lambda a, b: torch.nn.functional.interpolate(x[:, :, a:b], scale_factor=(4, 1, 1)), 20, 6, 2, scale=4), up
+    )
     calls = []
     tiled(lambda a, b: calls.append((a, b)) or x[:, :, a:b], 20, None, 0)
     assert calls == [(0, 20)]
@@ -86,11 +90,35 @@ def test_window_average_equals_the_hand_computation(pipe, guidance_scale):
     toy = toy_pipeline(pipe)
     labels = deep_labels(56)  # latent depth 14; window 24 label slices = 6 latent, overlap 8 = 2 latent: starts 0, 4, 8
     noise = torch.randn(1, 4, 14, 4, 4, generator=torch.Generator().manual_seed(3))
-    out = toy(labels, num_inference_steps=1, latents=noise, output_type="latent", window=24, overlap=8,
-              guidance_scale=guidance_scale, window_batch_size=2).images
+    out = toy(
+        labels,
+        num_inference_steps=1,
+        latents=noise,
+        output_type="latent",
+        window=24,
+        overlap=8,
+        guidance_scale=guidance_scale,
+        window_batch_size=2,
+    ).images
     # by hand: each slice's position in its window(s), weights 1/3, 2/3 on the ramps
-    expected = torch.tensor([0, 1, 2, 3, 2 / 3 * 4 + 1 / 3 * 0, 1 / 3 * 5 + 2 / 3 * 1, 2, 3,
-                             2 / 3 * 4 + 1 / 3 * 0, 1 / 3 * 5 + 2 / 3 * 1, 2, 3, 4, 5])
+    expected = torch.tensor(
+        [
+            0,
+            1,
+            2,
+            3,
+            2 / 3 * 4 + 1 / 3 * 0,
+            1 / 3 * 5 + 2 / 3 * 1,
+            2,
+            3,
+            2 / 3 * 4 + 1 / 3 * 0,
+            1 / 3 * 5 + 2 / 3 * 1,
+            2,
+            3,
+            4,
+            5,
+        ]
+    )
     if guidance_scale != 1.0:  # uncond + s (cond - uncond) = position + 1 - s
         expected = expected + 1 - guidance_scale
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -117,8 +145,10 @@ def test_three_blocks_deep_gives_that_depth_with_its_affine(pipe, tmp_path):
     affine[:3, 3] = [-40, 12, 7]
     path = write_nifti(tmp_path / "deep.nii.gz", deep_labels(3 * BLOCK)[0].numpy(), affine, kind="label")
     seen_unet, seen_decoder = [], []
-    hooks = [pipe.unet.register_forward_pre_hook(lambda m, args: seen_unet.append(args[0].shape[2])),
-             pipe.vqgan.decoder.register_forward_pre_hook(lambda m, args: seen_decoder.append(args[0].shape[2]))]
+    hooks = [
+        pipe.unet.register_forward_pre_hook(lambda m, args: seen_unet.append(args[0].shape[2])),
+        pipe.vqgan.decoder.register_forward_pre_hook(lambda m, args: seen_decoder.append(args[0].shape[2])),
+    ]
     try:
         out = run(pipe, path, window=BLOCK, overlap=4, guidance_scale=2.0)
     finally:
@@ -144,7 +174,9 @@ def test_window_arguments_are_checked(pipe):
 
 
 def test_block_shape_is_saved_and_old_pipelines_load_without_it(pipe, tmp_path):
-    with_block = MedLSDMPipeline(pipe.vqgan, pipe.unet, pipe.scheduler, spacing=[6.0, 5.5, 5.5], block_shape=(8, 16, 16))
+    with_block = MedLSDMPipeline(
+        pipe.vqgan, pipe.unet, pipe.scheduler, spacing=[6.0, 5.5, 5.5], block_shape=(8, 16, 16)
+    )
     with_block.save_pretrained(tmp_path / "new")
     assert MedLSDMPipeline.from_pretrained(tmp_path / "new").config.block_shape == [8, 16, 16]
     with_block.save_pretrained(tmp_path / "old")

@@ -1,4 +1,5 @@
 """End-to-end tests of medlsdm.data.prepare on fixture files and on a phantom."""
+
 import json
 import re
 
@@ -48,7 +49,13 @@ def _world_centroid(label, affine, value=1):
 def test_prepare_end_to_end(autopet_root, tmp_path):
     out = tmp_path / "data"
     manifest = prepare_dataset(
-        "autopet", autopet_root, out, spacing=(6.0, 2.0, 2.0), block_shape=(4, 16, 16), n_cases=4, seed=1,
+        "autopet",
+        autopet_root,
+        out,
+        spacing=(6.0, 2.0, 2.0),
+        block_shape=(4, 16, 16),
+        n_cases=4,
+        seed=1,
         labels="lesion",
     )
     assert manifest == load_manifest(out)
@@ -96,7 +103,9 @@ def test_prepare_end_to_end(autopet_root, tmp_path):
 
 def test_blocks_per_case_and_stale_files(autopet_root, tmp_path):
     out = tmp_path / "data"
-    manifest = prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), blocks_per_case=2, labels="lesion")
+    manifest = prepare_dataset(
+        "autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), blocks_per_case=2, labels="lesion"
+    )
     ids = [c.case_id for c in manifest.cases]
     assert ids[:2] == ["PETCT_a_s1_b0", "PETCT_a_s1_b1"] and len(ids) == 10
     first, second = manifest.cases[:2]
@@ -106,8 +115,14 @@ def test_blocks_per_case_and_stale_files(autopet_root, tmp_path):
     _, a1 = read_nifti(out / second.image)
     np.testing.assert_allclose(dhw_to_world(a1, (0, 0, 0)), dhw_to_world(a0, (7, 0, 0)), atol=1e-4)
     # rerun with fewer cases: files of the previous run that are not in the new one go away
-    prepare_dataset("autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), n_cases=3, labels="lesion")
-    assert sorted(p.name for p in (out / "images").iterdir()) == ["PETCT_a_s1.nii.gz", "PETCT_a_s2.nii.gz", "PETCT_b_s1.nii.gz"]
+    prepare_dataset(
+        "autopet", autopet_root, out, spacing=(2.0, 3.0, 3.0), block_shape=(4, 8, 8), n_cases=3, labels="lesion"
+    )
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        "PETCT_a_s1.nii.gz",
+        "PETCT_a_s2.nii.gz",
+        "PETCT_b_s1.nii.gz",
+    ]
 
 
 def test_bad_file_stops_before_any_output(autopet_root, tmp_path):
@@ -122,13 +137,31 @@ def test_bad_file_stops_before_any_output(autopet_root, tmp_path):
 
 def test_parameter_errors(autopet_root, tmp_path):
     with pytest.raises(DataError, match="only 5"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), n_cases=9, labels="lesion")
+        prepare_dataset(
+            "autopet",
+            autopet_root,
+            tmp_path / "o",
+            spacing=(4, 2, 2),
+            block_shape=(4, 8, 8),
+            n_cases=9,
+            labels="lesion",
+        )
     with pytest.raises(ConfigError, match="spacing"):
         prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2), block_shape=(4, 8, 8), labels="lesion")
     with pytest.raises(ConfigError, match="block_shape"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(0, 8, 8), labels="lesion")
+        prepare_dataset(
+            "autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(0, 8, 8), labels="lesion"
+        )
     with pytest.raises(ConfigError, match="fractions"):
-        prepare_dataset("autopet", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8), fractions=(1, 1, 0), labels="lesion")
+        prepare_dataset(
+            "autopet",
+            autopet_root,
+            tmp_path / "o",
+            spacing=(4, 2, 2),
+            block_shape=(4, 8, 8),
+            fractions=(1, 1, 0),
+            labels="lesion",
+        )
     assert not (tmp_path / "o").exists()
     with pytest.raises(ConfigError, match="unknown dataset"):
         prepare_dataset("nope", autopet_root, tmp_path / "o", spacing=(4, 2, 2), block_shape=(4, 8, 8))
@@ -142,7 +175,9 @@ def test_load_manifest_missing(tmp_path):
 
 def test_manifest_round_trips_and_keeps_keys_it_does_not_know(autopet_root, tmp_path):
     out = tmp_path / "data"
-    manifest = prepare_dataset("autopet", autopet_root, out, spacing=(6, 2, 2), block_shape=(4, 8, 8), n_cases=2, labels="lesion")
+    manifest = prepare_dataset(
+        "autopet", autopet_root, out, spacing=(6, 2, 2), block_shape=(4, 8, 8), n_cases=2, labels="lesion"
+    )
     text = (out / "manifest.json").read_text()
     assert load_manifest(out) == manifest and load_manifest(out).to_dict() == json.loads(text)
     assert json.dumps(manifest.to_dict(), indent=2) + "\n" == text  # the file is to_dict() as it was written
@@ -158,12 +193,15 @@ def test_manifest_round_trips_and_keeps_keys_it_does_not_know(autopet_root, tmp_
     assert again.to_dict() == {**old, "preprocessing": "resample"}
 
 
-@pytest.mark.parametrize("content, problem", [
-    ("[1]", "not a medlsdm manifest (no 'cases' list)"),
-    ('{"cases": []}', "no 'dataset', 'classes', 'spacing'"),
-    ('{"dataset": "x", "cases": [1]}', "case 0 is not a JSON object"),
-    ("{", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("[1]", "not a medlsdm manifest (no 'cases' list)"),
+        ('{"cases": []}', "no 'dataset', 'classes', 'spacing'"),
+        ('{"dataset": "x", "cases": [1]}', "case 0 is not a JSON object"),
+        ("{", "not valid JSON"),
+    ],
+)
 def test_load_manifest_names_the_file_and_the_problem(tmp_path, content, problem):
     (tmp_path / "manifest.json").write_text(content)
     with pytest.raises(DataError, match=re.escape(problem)) as info:
@@ -212,8 +250,19 @@ def test_cli_preprocess_nifti_options(tmp_path, caplog):
     from medlsdm import cli
 
     root = _nifti_folder(tmp_path / "raw")
-    args = ["preprocess", "--dataset", "nifti", "--data-root", str(root), "--out-dir", str(tmp_path / "data"),
-            "--spacing", "4,2,2", "--block-shape", "4,8,8"]
+    args = [
+        "preprocess",
+        "--dataset",
+        "nifti",
+        "--data-root",
+        str(root),
+        "--out-dir",
+        str(tmp_path / "data"),
+        "--spacing",
+        "4,2,2",
+        "--block-shape",
+        "4,8,8",
+    ]
     assert cli.main(args + ["--modality", "MR", "--num-classes", "4", "--percentiles", "1,99"]) == 0
     manifest = load_manifest(tmp_path / "data")
     assert manifest.modality == "MR" and manifest.classes == ["background", "class_1", "class_2", "class_3"]
@@ -235,8 +284,17 @@ def test_cli_preprocess_nifti_options(tmp_path, caplog):
 
 def test_prepare_paper_handling(tmp_path):
     root = _nifti_folder(tmp_path / "raw")
-    manifest = prepare_dataset("nifti", root, tmp_path / "data", spacing=(6, 6, 6), block_shape=(2, 8, 8),
-                               preprocessing="paper", modality="MR", num_classes=4, seed=3)
+    manifest = prepare_dataset(
+        "nifti",
+        root,
+        tmp_path / "data",
+        spacing=(6, 6, 6),
+        block_shape=(2, 8, 8),
+        preprocessing="paper",
+        modality="MR",
+        num_classes=4,
+        seed=3,
+    )
     assert manifest.preprocessing == "paper" and manifest.normalisation["method"] == "minmax_per_block"
     assert manifest.spacing == [4.0, 2.0, 2.0]  # the native spacing (median), not the asked 6 mm
     ids = [c.case_id for c in manifest.cases]
@@ -245,12 +303,29 @@ def test_prepare_paper_handling(tmp_path):
     for entry in manifest.cases:
         image, label, _ = store[entry.case_id]
         assert image.min() == -1.0 and image.max() == pytest.approx(1.0, abs=1e-6) and label.any()
-    again = prepare_dataset("nifti", root, tmp_path / "data2", spacing=(6, 6, 6), block_shape=(2, 8, 8),
-                            preprocessing="paper", modality="MR", num_classes=4, seed=3)
+    again = prepare_dataset(
+        "nifti",
+        root,
+        tmp_path / "data2",
+        spacing=(6, 6, 6),
+        block_shape=(2, 8, 8),
+        preprocessing="paper",
+        modality="MR",
+        num_classes=4,
+        seed=3,
+    )
     assert [c.case_id for c in again.cases] == ids  # same seed, same blocks
     with pytest.raises(ConfigError, match="option preprocessing"):
-        prepare_dataset("nifti", root, tmp_path / "d3", spacing=(6, 6, 6), block_shape=(2, 8, 8),
-                        preprocessing="monai", modality="MR", num_classes=4)
+        prepare_dataset(
+            "nifti",
+            root,
+            tmp_path / "d3",
+            spacing=(6, 6, 6),
+            block_shape=(2, 8, 8),
+            preprocessing="monai",
+            modality="MR",
+            num_classes=4,
+        )
 
 
 def _snapshot(folder):
@@ -263,7 +338,9 @@ def test_a_crafted_manifest_deletes_nothing_outside_the_folder(autopet_root, tmp
     victim.write_bytes(b"keep me")
     out = tmp_path / "data"
     out.mkdir()
-    (out / "manifest.json").write_text('{"cases": [{"image": "../victim/notes.nii.gz", "label": "../victim/notes.nii.gz"}]}')
+    (out / "manifest.json").write_text(
+        '{"cases": [{"image": "../victim/notes.nii.gz", "label": "../victim/notes.nii.gz"}]}'
+    )
     prepare_dataset("autopet", autopet_root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8), n_cases=2, labels="lesion")
     assert victim.read_bytes() == b"keep me"
     assert len(load_manifest(out).cases) == 2
@@ -297,6 +374,7 @@ def test_a_failing_preprocess_leaves_the_old_folder_and_no_temporary_files(autop
             if len(calls) == 3:
                 raise KeyboardInterrupt() if where == "interrupt" else OSError(errno.ENOSPC, "No space left on device")
             return real(*args, **kwargs)
+
         return wrapped
 
     if where == "hdf5":
@@ -317,13 +395,21 @@ def test_too_many_classes_and_too_large_volumes_are_refused_before_any_output(tm
     out = tmp_path / "data"
     with pytest.raises(ConfigError, match="301 classes, more than the 256"):
         prepare_dataset("nifti", root, out, spacing=(4, 2, 2), block_shape=(4, 8, 8), modality="MR", num_classes=301)
-    with pytest.raises(ConfigError, match=r"spacing \[0.01, 0.01, 0.01\] mm.*case_0.nii.gz.*GiB.*MAX_VOLUME_BYTES") as info:
-        prepare_dataset("nifti", root, out, spacing=(0.01, 0.01, 0.01), block_shape=(4, 8, 8), modality="MR", num_classes=4)
+    with pytest.raises(
+        ConfigError, match=r"spacing \[0.01, 0.01, 0.01\] mm.*case_0.nii.gz.*GiB.*MAX_VOLUME_BYTES"
+    ) as info:
+        prepare_dataset(
+            "nifti", root, out, spacing=(0.01, 0.01, 0.01), block_shape=(4, 8, 8), modality="MR", num_classes=4
+        )
     assert str(root / "images" / "case_0.nii.gz") in str(info.value)
     with pytest.raises(ConfigError, match="block_shape"):
-        prepare_dataset("nifti", root, out, spacing=(4, 2, 2), block_shape=(4, 40000, 40000), modality="MR", num_classes=4)
+        prepare_dataset(
+            "nifti", root, out, spacing=(4, 2, 2), block_shape=(4, 40000, 40000), modality="MR", num_classes=4
+        )
     with pytest.raises(ConfigError, match="spacing must be three positive numbers"):
-        prepare_dataset("nifti", root, out, spacing=(4, float("nan"), 2), block_shape=(4, 8, 8), modality="MR", num_classes=4)
+        prepare_dataset(
+            "nifti", root, out, spacing=(4, float("nan"), 2), block_shape=(4, 8, 8), modality="MR", num_classes=4
+        )
     args = ["preprocess", "--dataset", "nifti", "--data-root", str(root), "--out-dir", str(out), "--modality", "MR"]
     assert cli.main(args + ["--num-classes", "301", "--spacing", "4,2,2", "--block-shape", "4,8,8"]) == 2
     assert "301 classes" in caplog.text
@@ -339,8 +425,16 @@ def test_the_manifest_names_no_folder_outside_the_dataset_root(autopet_root, tmp
         nib.save(nib.load(str(seg)), str(labels / f"{seg.parent.parent.name}_{seg.parent.name}.nii.gz"))
     classes = tmp_path / "classes.txt"
     classes.write_text("0 background\n1 liver\n")
-    manifest = prepare_dataset("autopet", autopet_root, tmp_path / "data", spacing=(4, 2, 2), block_shape=(4, 8, 8),
-                               n_cases=2, labels_dir=labels, classes_file=classes)
+    manifest = prepare_dataset(
+        "autopet",
+        autopet_root,
+        tmp_path / "data",
+        spacing=(4, 2, 2),
+        block_shape=(4, 8, 8),
+        n_cases=2,
+        labels_dir=labels,
+        classes_file=classes,
+    )
     assert manifest.cases[0].source_label == "PETCT_a_s1.nii.gz"
     assert manifest.cases[0].source_image == "PETCT_a/s1/CTres.nii.gz"
     assert "Secret-Study-Folder" not in (tmp_path / "data" / "manifest.json").read_text()

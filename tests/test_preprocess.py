@@ -1,4 +1,5 @@
 """Tests of medlsdm.data.preprocess against closed forms and independent references."""
+
 import numpy as np
 import pytest
 
@@ -90,7 +91,9 @@ def test_crop_then_pad_and_pad_then_crop():
     target = (5, 6, 4)
     cropped = crop_or_pad(array, target, pad_value=-1)
     offset = crop_or_pad_offset(array.shape, target)
-    np.testing.assert_array_equal(cropped, array[offset[0] : offset[0] + 5, offset[1] : offset[1] + 6, offset[2] : offset[2] + 4])
+    np.testing.assert_array_equal(
+        cropped, array[offset[0] : offset[0] + 5, offset[1] : offset[1] + 6, offset[2] : offset[2] + 4]
+    )
     back = crop_or_pad(cropped, array.shape, pad_value=-1)
     inside = np.zeros(array.shape, bool)
     inside[offset[0] : offset[0] + 5, offset[1] : offset[1] + 6, offset[2] : offset[2] + 4] = True
@@ -120,7 +123,7 @@ def test_depth_blocks():
     assert depth_block_starts(10, 4) == [0, 4, 6]
     assert depth_block_starts(10, 4, stride=3) == [0, 3, 6]
     assert depth_block_starts(8, 4) == [0, 4]
-    blocks = [array[s:s + 4] for s in depth_block_starts(10, 4)]
+    blocks = [array[s : s + 4] for s in depth_block_starts(10, 4)]
     assert [b[:, 0, 0].tolist() for b in blocks] == [[0, 1, 2, 3], [4, 5, 6, 7], [6, 7, 8, 9]]  # the end covered
     assert select_block_starts(10, 4) == [3]
     assert select_block_starts(10, 4, 3) == [0, 3, 6]
@@ -136,8 +139,6 @@ def test_remap_labels():
         remap_labels(np.array([[[0, 3, 9, 5]]]), table, "seg.nii.gz")
 
 
-
-
 def test_preprocess_case_geometry():
     """A labelled box keeps its world position through the whole chain."""
     shape = (8, 20, 18)
@@ -148,8 +149,14 @@ def test_preprocess_case_geometry():
     affine[:3, 3] = (-5, 7, 12)
     table = ClassTable(("bg", "x"), (0, 3))
     blocks = preprocess_case(
-        image, label, affine, classes=table, normalisation={"method": "ct_window", "window": [-1000, 1000]},
-        spacing=(2.0, 2.0, 2.0), block_shape=(16, 8, 8), n_blocks=1,
+        image,
+        label,
+        affine,
+        classes=table,
+        normalisation={"method": "ct_window", "window": [-1000, 1000]},
+        spacing=(2.0, 2.0, 2.0),
+        block_shape=(16, 8, 8),
+        n_blocks=1,
     )
     (block,) = blocks
     assert block.image.shape == (1, 16, 8, 8) and block.label.shape == (16, 8, 8)
@@ -162,8 +169,14 @@ def test_preprocess_case_geometry():
     # padded depth is background and -1
     assert np.all(block.image[0, 0] == -1) and np.all(block.label[0] == 0)
     many = preprocess_case(
-        image, label, affine, classes=table, normalisation={"method": "ct_window", "window": [-1000, 1000]},
-        spacing=(1.0, 2.0, 2.0), block_shape=(8, 8, 8), n_blocks=3,
+        image,
+        label,
+        affine,
+        classes=table,
+        normalisation={"method": "ct_window", "window": [-1000, 1000]},
+        spacing=(1.0, 2.0, 2.0),
+        block_shape=(8, 8, 8),
+        n_blocks=3,
     )
     assert [b.start for b in many] == [0, 7, 14]
     np.testing.assert_allclose(dhw_to_world(many[1].affine, (0, 0, 0)), dhw_to_world(many[0].affine, (7, 0, 0)))
@@ -183,9 +196,13 @@ def test_preprocess_case_samples_the_right_world_points():
     image = field(world).astype(np.float32)
     label = np.zeros(shape, np.int64)
     (block,) = preprocess_case(
-        image, label, affine, classes=ClassTable(("bg",), (0,)),
+        image,
+        label,
+        affine,
+        classes=ClassTable(("bg",), (0,)),
         normalisation={"method": "ct_window", "window": [-1000, 1000]},
-        spacing=(2.0, 1.5, 2.0), block_shape=(6, 10, 6),
+        spacing=(2.0, 1.5, 2.0),
+        block_shape=(6, 10, 6),
     )
     out_world = dhw_to_world(block.affine, np.stack(_grid(block.label.shape), axis=-1))
     np.testing.assert_allclose(block.image[0], field(out_world) / 1000.0, atol=1e-5)
@@ -220,16 +237,21 @@ def test_preprocess_case_paper_closed_form():
     label[8:10, 4:6, 4:6] = 5  # foreground only in slices 8 and 9
     affine = np.diag([0.8, 0.7, 3.0, 1.0])  # W, H, D spacings 0.8, 0.7 and 3 mm
     table = ClassTable(("background", "organ"), (0, 5))
-    blocks = preprocess_case_paper(image, label, affine, classes=table, block_shape=(4, 6, 6),
-                                   rng=np.random.default_rng(1))
+    blocks = preprocess_case_paper(
+        image, label, affine, classes=table, block_shape=(4, 6, 6), rng=np.random.default_rng(1)
+    )
     assert blocks and all(b.start + 4 > 8 and b.start <= 9 for b in blocks)  # empty blocks skipped
     for block in blocks:
         # native spacing, centred 6x6 crop starting at in-plane index 2: the affine moves by 2 voxels
         np.testing.assert_allclose(block.affine[:3, :3], affine[:3, :3])
         np.testing.assert_allclose(block.affine[:3, 3], [2 * 0.8, 2 * 0.7, block.start * 3.0])
-        source = image[block.start:block.start + 4, 2:8, 2:8]
+        source = image[block.start : block.start + 4, 2:8, 2:8]
         expected = (source - source.min()) / (source.max() - source.min()) * 2 - 1
         np.testing.assert_allclose(block.image[0], expected, atol=1e-6)
         assert set(np.unique(block.label)) <= {0, 1} and block.label.dtype == np.int64
-    assert preprocess_case_paper(image, np.zeros_like(label), affine, classes=table, block_shape=(4, 6, 6),
-                                 rng=np.random.default_rng(1)) == []
+    assert (
+        preprocess_case_paper(
+            image, np.zeros_like(label), affine, classes=table, block_shape=(4, 6, 6), rng=np.random.default_rng(1)
+        )
+        == []
+    )

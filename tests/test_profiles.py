@@ -4,6 +4,7 @@ Each notebook's parameters cell (read by papermill's parser, as ``medlsdm run`` 
 must give every key of ``PROFILES["quick"][nb]`` the profile's value; keys the profile does
 not set keep the notebook's own default.
 """
+
 import json
 import re
 
@@ -56,7 +57,8 @@ def test_a_changed_missing_or_retyped_value_is_reported(tmp_path):
         assert parameters_cell_mismatches(_edited(NB02, folder, "steps", line), quick) == expected, line
     changed_list = _edited(NB02, tmp_path, "channels", "channels = [16, 32, 32]")
     assert parameters_cell_mismatches(changed_list, quick) == [
-        "channels: the parameters cell says [16, 32, 32], the profile [16, 32, 64]"]
+        "channels: the parameters cell says [16, 32, 32], the profile [16, 32, 64]"
+    ]
 
 
 def _as_default(value):

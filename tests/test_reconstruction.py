@@ -1,4 +1,5 @@
 """Latent ablation and the painting baselines (medlsdm.evaluation.reconstruction), with controls."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,18 @@ from medlsdm.training.vqgan import drop_labels, load_vqgan, train_vqgan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = dict(crop_shape=(8, 8, 8), batch_size=4, channels=(8, 8), num_embeddings=16, embedding_dim=4,
-            norm_num_groups=4, restart_after=2, progress=False, lr=1e-2, warmup_steps=2)
+TINY = dict(
+    crop_shape=(8, 8, 8),
+    batch_size=4,
+    channels=(8, 8),
+    num_embeddings=16,
+    embedding_dim=4,
+    norm_num_groups=4,
+    restart_after=2,
+    progress=False,
+    lr=1e-2,
+    warmup_steps=2,
+)
 
 
 def _cases(n=4, seed=0):
@@ -79,7 +90,9 @@ def test_painting_baselines_closed_form():
     # a residual constant per 2x2x2 block is recovered exactly by painting + pooled residual
     # only where the upsampling is exact (constant residual everywhere)
     shifted = painted + 0.1
-    assert np.allclose(painting_baselines(shifted, labels, means, factor=2)["painting + pooled residual"], shifted, atol=1e-6)
+    assert np.allclose(
+        painting_baselines(shifted, labels, means, factor=2)["painting + pooled residual"], shifted, atol=1e-6
+    )
 
 
 def test_reconstruction_vs_baselines_table(trained):
@@ -120,8 +133,12 @@ def test_baseline_sentence_follows_the_numbers():
     base = {"psnr": 25.56, "ssim": 0.784}
     both = baseline_sentence({"VQ-GAN": {"psnr": 27.05, "ssim": 0.797}, "painting + pooled residual": base})
     assert "VQ-GAN beats painting + pooled residual" in both and "PSNR 27.05 > 25.56" in both
-    one = baseline_sentence({"VQ-GAN": {"psnr": 26.40, "ssim": 0.728, "noise_ratio": 0.57, "hf_power_ratio": 0.74},
-                             "painting + pooled residual": base})
+    one = baseline_sentence(
+        {
+            "VQ-GAN": {"psnr": 26.40, "ssim": 0.728, "noise_ratio": 0.57, "hf_power_ratio": 0.74},
+            "painting + pooled residual": base,
+        }
+    )
     assert "does not beat" in one and "SSIM 0.728 ≤ 0.784" in one
     assert "0.57× the originals' noise level (below 0.7–1.3)" in one and "(inside 0.5–2.0)" in one
     nan = baseline_sentence({"VQ-GAN": {"psnr": 27.0, "ssim": float("nan")}, "painting + pooled residual": base})
@@ -159,8 +176,9 @@ def test_evaluate_reconstruction(tmp_path):
         image = (label - 1.0 + rng.normal(0, 0.05, label.shape)).clip(-1, 1).astype(np.float32)[None]
         store[f"c{i}"] = (image, label, np.eye(4))
     torch.manual_seed(0)
-    model = VQGAN(channels=(8, 8, 8), num_embeddings=8, embedding_dim=4, norm_num_groups=4,
-                  decoder_type="spade", num_classes=3)
+    model = VQGAN(
+        channels=(8, 8, 8), num_embeddings=8, embedding_dim=4, norm_num_groups=4, decoder_type="spade", num_classes=3
+    )
     codebook = model.quantizer.codebook.clone()
     res = evaluate_reconstruction(model, store, ["c0", "c1"])
     assert torch.equal(model.quantizer.codebook, codebook) and model.training  # untouched
@@ -202,7 +220,9 @@ def test_reconstruct_spade_needs_and_uses_the_label_maps():
     from medlsdm.models import VQGAN
 
     torch.manual_seed(0)
-    model = VQGAN(3, channels=(8, 8), num_embeddings=8, embedding_dim=4, norm_num_groups=4, decoder_type="spade", num_classes=3)
+    model = VQGAN(
+        3, channels=(8, 8), num_embeddings=8, embedding_dim=4, norm_num_groups=4, decoder_type="spade", num_classes=3
+    )
     rng = np.random.default_rng(4)
     images = [rng.uniform(-1, 1, (1, 4, 6, 5)).astype(np.float32)]  # 5: padded to 6
     labels = [rng.integers(0, 3, (4, 6, 5))]

@@ -1,4 +1,5 @@
 """Atomic writes and the run directory's shared files."""
+
 import json
 import os
 import subprocess

@@ -1,4 +1,5 @@
 """The runner and CLI: notebook discovery, parameter checks, failures named by notebook and cell."""
+
 import json
 import re
 from pathlib import Path
@@ -21,8 +22,16 @@ from medlsdm.runner import (
 
 
 def test_parse_overrides_literals_and_strings():
-    got = parse_overrides(["n_cases=4", "spacing=[1.0, 2.0, 2.0]", "dataset=breast-mr", "interactive=True", "data_root=None"])
-    assert got == {"n_cases": 4, "spacing": [1.0, 2.0, 2.0], "dataset": "breast-mr", "interactive": True, "data_root": None}
+    got = parse_overrides(
+        ["n_cases=4", "spacing=[1.0, 2.0, 2.0]", "dataset=breast-mr", "interactive=True", "data_root=None"]
+    )
+    assert got == {
+        "n_cases": 4,
+        "spacing": [1.0, 2.0, 2.0],
+        "dataset": "breast-mr",
+        "interactive": True,
+        "data_root": None,
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["oops"])
 
@@ -103,8 +112,16 @@ def test_unknown_profile_refused():
 @pytest.mark.notebook
 def test_failing_notebook_names_notebook_and_cell(tmp_path):
     with pytest.raises(NotebookError) as info:
-        run_notebooks("smoke", tmp_path / "run", only=["01"],
-                      overrides={"dataset": "nifti", "dataset_options": {"modality": "CT", "num_classes": 2}, "data_root": str(tmp_path / "missing")})
+        run_notebooks(
+            "smoke",
+            tmp_path / "run",
+            only=["01"],
+            overrides={
+                "dataset": "nifti",
+                "dataset_options": {"modality": "CT", "num_classes": 2},
+                "data_root": str(tmp_path / "missing"),
+            },
+        )
     message = str(info.value)
     assert "01_preprocessing" in message and "cell" in message and "missing" in message
     assert (tmp_path / "run" / "executed" / "01_preprocessing.ipynb").exists()
@@ -121,17 +138,20 @@ def test_default_notebooks_dir_is_the_repository_folder():
     assert [p.stem for p in find_notebooks()] == list(NOTEBOOKS.values())  # all six are there
 
 
-@pytest.mark.parametrize("only, param, message", [
-    ("01", "n_cases=sixty", "-p n_cases='sixty': 01_preprocessing.ipynb expects int (default 60), got str"),
-    ("01", "spacing=6", "-p spacing=6: 01_preprocessing.ipynb expects list (default [6.0, 5.5, 5.5]), got int"),
-    ("01", "spacing=[6.0, -1, 5.5]", "expects list of float >= 0"),
-    ("01", "n_cases=-3", "expects int >= 0"),
-    ("01", "interactive=1", "expects bool"),
-    ("04", "guidance_scale=1e999", "expects a finite float"),
-    ("05", "n_test='all'", "expects int (the profile's value 2)"),
-    ("01", "run_dir='elsewhere'", "give it with --run-dir"),
-    ("01", "profile='paper'", "give it with --profile"),
-])
+@pytest.mark.parametrize(
+    "only, param, message",
+    [
+        ("01", "n_cases=sixty", "-p n_cases='sixty': 01_preprocessing.ipynb expects int (default 60), got str"),
+        ("01", "spacing=6", "-p spacing=6: 01_preprocessing.ipynb expects list (default [6.0, 5.5, 5.5]), got int"),
+        ("01", "spacing=[6.0, -1, 5.5]", "expects list of float >= 0"),
+        ("01", "n_cases=-3", "expects int >= 0"),
+        ("01", "interactive=1", "expects bool"),
+        ("04", "guidance_scale=1e999", "expects a finite float"),
+        ("05", "n_test='all'", "expects int (the profile's value 2)"),
+        ("01", "run_dir='elsewhere'", "give it with --run-dir"),
+        ("01", "profile='paper'", "give it with --profile"),
+    ],
+)
 def test_cli_run_checks_parameter_values_before_any_kernel_starts(tmp_path, caplog, only, param, message):
     code = cli.main(["run", "--profile", "smoke", "--run-dir", str(tmp_path / "run"), "--only", only, "-p", param])
     assert code == 2 and message in caplog.text
@@ -175,15 +195,17 @@ def test_a_lane_takes_the_cores_the_other_lane_frees(tmp_path):
     import os
 
     out = tmp_path / "threads.json"
-    long_lane = ("import json, os, time\n"
-                 "from medlsdm.training.cores import free_threads, follow_free_cores\n"
-                 "import torch\n"
-                 "first = (free_threads(), torch.get_num_threads())\n"
-                 "deadline = time.time() + 60\n"
-                 "while free_threads() != os.cpu_count() and time.time() < deadline:\n"
-                 "    time.sleep(0.2)\n"
-                 "follow_free_cores()\n"
-                 f"json.dump([first, [free_threads(), torch.get_num_threads()]], open({str(out)!r}, 'w'))")
+    long_lane = (
+        "import json, os, time\n"
+        "from medlsdm.training.cores import free_threads, follow_free_cores\n"
+        "import torch\n"
+        "first = (free_threads(), torch.get_num_threads())\n"
+        "deadline = time.time() + 60\n"
+        "while free_threads() != os.cpu_count() and time.time() < deadline:\n"
+        "    time.sleep(0.2)\n"
+        "follow_free_cores()\n"
+        f"json.dump([first, [free_threads(), torch.get_num_threads()]], open({str(out)!r}, 'w'))"
+    )
     folder = _notebooks(tmp_path / "nb", {"01": "import time\ntime.sleep(3)", "06": long_lane})
     run_notebooks("smoke", tmp_path / "run", only=["01", "06"], notebooks_dir=folder, jobs=2)
     (first_free, first_torch), (then_free, then_torch) = json.loads(out.read_text())
@@ -203,9 +225,26 @@ def test_run_streams_progress_and_ctrl_c_with_two_jobs_prints_one_line(tmp_path)
 
     folder = _sleeping_notebooks(tmp_path / "nb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "medlsdm.cli", "run", "--profile", "smoke", "--run-dir", str(tmp_path / "run"),
-         "--notebooks", str(folder), "--only", "01,06", "--jobs", "2"],
-        stderr=subprocess.PIPE, text=True, start_new_session=True)  # its own process group, as in a terminal
+        [
+            sys.executable,
+            "-m",
+            "medlsdm.cli",
+            "run",
+            "--profile",
+            "smoke",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--notebooks",
+            str(folder),
+            "--only",
+            "01,06",
+            "--jobs",
+            "2",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # its own process group, as in a terminal
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
     reader.start()

@@ -1,4 +1,5 @@
 """The segmentation network and its training/evaluation helpers (tiny, CPU)."""
+
 from __future__ import annotations
 
 import math
@@ -49,7 +50,9 @@ def test_segnet_shapes_and_features(tmp_path):
         SegNet(spatial_dims=1)
     net.save_pretrained(tmp_path / "segnet")
     again = SegNet.from_pretrained(tmp_path / "segnet")
-    with torch.no_grad():  # two instances with the same weights: float32 rounding only (CPU kernels differ in the last bits)
+    with (
+        torch.no_grad()
+    ):  # two instances with the same weights: float32 rounding only (CPU kernels differ in the last bits)
         torch.testing.assert_close(again(x), net.eval()(x), atol=1e-5, rtol=1e-5)
 
 
@@ -60,7 +63,8 @@ def test_dice_ce_loss():
     wrong = torch.roll(perfect, 1, dims=1)
     assert float(dice_ce_loss(wrong, target)) > 1.0
     assert float(dice_ce_loss(wrong, target, dice_weight=0)) == pytest.approx(
-        float(torch.nn.functional.cross_entropy(wrong, target)))
+        float(torch.nn.functional.cross_entropy(wrong, target))
+    )
 
 
 def test_crops_and_flips_keep_image_and_label_aligned():
@@ -91,8 +95,16 @@ def test_class_balance_weights():
 
 def test_training_decreases_loss_and_evaluates():
     images, labels = _toy_cases()
-    kw = dict(num_classes=3, steps=40, batch_size=2, lr=1e-2, channels=(8, 8), norm_num_groups=4,
-              crop_shape=(8, 8, 8), progress=False)
+    kw = dict(
+        num_classes=3,
+        steps=40,
+        batch_size=2,
+        lr=1e-2,
+        channels=(8, 8),
+        norm_num_groups=4,
+        crop_shape=(8, 8, 8),
+        progress=False,
+    )
     fit = train_segnet(images, labels, seed=0, **kw)
     model, h = fit.model, fit.loss_history
     assert len(h) == 40 and np.mean(h[-5:]) < 0.6 * np.mean(h[:5])
@@ -161,9 +173,16 @@ def test_the_result_holds_what_the_loop_chose(monkeypatch):
 def test_case_scores_keep_the_lesion_apart_and_seeds_average_per_case():
     names = ["background", "liver", "kidney", "lesion"]
     assert lesion_classes(names) == ["lesion"] and lesion_classes(["bg", "Tumour core", "liver"]) == ["Tumour core"]
-    dice = {"per_case": [{"liver": 0.8, "kidney": 0.6, "lesion": 0.0}, {"liver": 1.0, "kidney": float("nan"), "lesion": float("nan")}]}
+    dice = {
+        "per_case": [
+            {"liver": 0.8, "kidney": 0.6, "lesion": 0.0},
+            {"liver": 1.0, "kidney": float("nan"), "lesion": float("nan")},
+        ]
+    }
     scores = case_scores(dice, names)
-    assert scores["organ"] == pytest.approx([0.7, 1.0]) and scores["lesion"][0] == 0.0 and math.isnan(scores["lesion"][1])
+    assert (
+        scores["organ"] == pytest.approx([0.7, 1.0]) and scores["lesion"][0] == 0.0 and math.isnan(scores["lesion"][1])
+    )
     avg = average_over_seeds([[0.2, float("nan")], [0.4, float("nan")]])
     assert avg[0] == pytest.approx(0.3) and math.isnan(avg[1])
 
@@ -173,8 +192,18 @@ def test_segnet_early_stopping_keeps_the_best_validation_weights(one_thread):
 
     images = [make_case(i)[0][None] for i in range(3)]
     labels = [make_case(i)[1] for i in range(3)]
-    fit = train_segnet(images[:2], labels[:2], num_classes=3, steps=6, eval_every=2, val_images=images[2:],
-                       val_labels=labels[2:], channels=(4, 8), norm_num_groups=4, progress=False)
+    fit = train_segnet(
+        images[:2],
+        labels[:2],
+        num_classes=3,
+        steps=6,
+        eval_every=2,
+        val_images=images[2:],
+        val_labels=labels[2:],
+        channels=(4, 8),
+        norm_num_groups=4,
+        progress=False,
+    )
     steps, scores = zip(*fit.val_history)
     assert steps == (2, 4, 6) and fit.best_step == steps[int(np.argmax(scores))]
     with pytest.raises(ConfigError, match="val_images and val_labels"):

@@ -1,4 +1,5 @@
 """medlsdm.settings: the stages' typed settings, the one source of the trainers' and evaluate_run's defaults."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Tests of medlsdm.data.splits: deterministic, patient-level, fractions respected."""
+
 import json
 
 import pytest

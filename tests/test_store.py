@@ -1,4 +1,5 @@
 """Tests of medlsdm.data.store: round trip, lazy reading, atomic writing."""
+
 import pickle
 
 import numpy as np

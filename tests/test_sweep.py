@@ -1,4 +1,5 @@
 """Parameter sweeps: value parsing, checks before any run, and a real sweep of notebook 04."""
+
 import csv
 import signal
 import subprocess
@@ -33,9 +34,15 @@ def test_values_split_at_top_level_commas_only():
     assert split_top_level("'a,b', (1, 2) ,3") == ["'a,b'", "(1, 2)", "3"]
     with pytest.raises(ConfigError, match="unbalanced"):
         split_top_level("[1,2")
-    got = parse_sweep(["spacing=[8,8,8],[6.0,6,6]", "dataset=torso-ct,breast-mr", "guidance_scale=0,1.5", "data_root=None"])
-    assert got == {"spacing": [[8, 8, 8], [6.0, 6, 6]], "dataset": ["torso-ct", "breast-mr"],
-                   "guidance_scale": [0, 1.5], "data_root": [None]}
+    got = parse_sweep(
+        ["spacing=[8,8,8],[6.0,6,6]", "dataset=torso-ct,breast-mr", "guidance_scale=0,1.5", "data_root=None"]
+    )
+    assert got == {
+        "spacing": [[8, 8, 8], [6.0, 6, 6]],
+        "dataset": ["torso-ct", "breast-mr"],
+        "guidance_scale": [0, 1.5],
+        "data_root": [None],
+    }
 
 
 @pytest.mark.parametrize("bad", [["seed"], ["seed="], ["=1,2"], ["seed=1,", "x=1"], ["seed=1", "seed=2"], []])
@@ -46,7 +53,10 @@ def test_malformed_sweeps_are_refused(bad):
 
 def test_names_and_types_checked_against_the_parameters_cell():
     assert check_sweep_values(NB01, {"seed": [0, 1], "spacing": [(8, 8, 8)], "data_root": ["/x", None]}) == {
-        "seed": [0, 1], "spacing": [[8, 8, 8]], "data_root": ["/x", None]}
+        "seed": [0, 1],
+        "spacing": [[8, 8, 8]],
+        "data_root": ["/x", None],
+    }
     with pytest.raises(ConfigError, match="valid parameters.*n_cases"):
         check_sweep_values(NB01, {"n_casess": [1, 2]})
     with pytest.raises(ConfigError, match="expects int.*got float"):
@@ -96,10 +106,22 @@ def test_earlier_notebooks_must_have_run(tmp_path):
 def test_table_rows_and_plot_with_two_parameters(tmp_path):
     metrics = {"psnr": 20.0, "nested": {"dice": 0.5, "per_class": [1, 2]}, "name": "x", "steps": 7}
     row = table_row({"guidance_scale": 1.0, "steps": 10}, metrics)
-    assert row == {"guidance_scale": 1.0, "steps": 10, "psnr": 20.0, "nested.dice": 0.5, "name": "x", "metrics.steps": 7}
+    assert row == {
+        "guidance_scale": 1.0,
+        "steps": 10,
+        "psnr": 20.0,
+        "nested.dice": 0.5,
+        "name": "x",
+        "metrics.steps": 7,
+    }
     assert flatten_scalars({"a": {"b": {"c": 1}}, "l": [1]}) == {"a.b.c": 1}
-    assert combination_name({"spacing": [8.0, 8.0, 8.0], "dataset": "breast-mr"}) == "spacing=8.0-8.0-8.0_dataset=breast-mr"
-    rows = [{"guidance_scale": g, "steps": s, "psnr": g + s, "dice": 0.1 * g} for g in (0.0, 1.0, 2.0) for s in (10, 25)]
+    assert (
+        combination_name({"spacing": [8.0, 8.0, 8.0], "dataset": "breast-mr"})
+        == "spacing=8.0-8.0-8.0_dataset=breast-mr"
+    )
+    rows = [
+        {"guidance_scale": g, "steps": s, "psnr": g + s, "dice": 0.1 * g} for g in (0.0, 1.0, 2.0) for s in (10, 25)
+    ]
     plot_sweep(rows, ["guidance_scale", "steps"], tmp_path / "p.png", title="t")
     with Image.open(tmp_path / "p.png") as im:
         assert im.size[0] > 600 and im.size[1] > 250
@@ -108,7 +130,9 @@ def test_table_rows_and_plot_with_two_parameters(tmp_path):
 
 
 def test_cli_refuses_unknown_parameter_before_running(tmp_path, caplog):
-    code = cli.main(["sweep", "--only", "01", "-p", "bogus=1,2", "--run-dir", str(tmp_path / "run"), "--profile", "smoke"])
+    code = cli.main(
+        ["sweep", "--only", "01", "-p", "bogus=1,2", "--run-dir", str(tmp_path / "run"), "--profile", "smoke"]
+    )
     assert code == 2
     assert "bogus" in caplog.text and "n_cases" in caplog.text
     assert not (tmp_path / "run").exists()
@@ -121,8 +145,24 @@ def test_sweep_of_notebook_04_on_a_finished_run(smoke_run_copy):
     afterwards. Two papermill runs of notebook 04 (the cheapest notebook that reads a model)."""
     run = smoke_run_copy
     before = run.metrics_path.read_text()
-    assert cli.main(["sweep", "--only", "04", "-p", "guidance_scale=0,2", "-p", "steps=2", "--run-dir", str(run.root),
-                     "--profile", "smoke"]) == 0
+    assert (
+        cli.main(
+            [
+                "sweep",
+                "--only",
+                "04",
+                "-p",
+                "guidance_scale=0,2",
+                "-p",
+                "steps=2",
+                "--run-dir",
+                str(run.root),
+                "--profile",
+                "smoke",
+            ]
+        )
+        == 0
+    )
 
     assert run.metrics_path.read_text() == before
     sweeps = run.root / "sweeps"
@@ -177,8 +217,9 @@ def test_a_killed_sweep_leaves_the_runs_own_metrics(tmp_path, how):
     _notebook(folder / "01_preprocessing.ipynb", "run_dir = 'r'\nprofile = 'quick'\nseed = 0")
     run = RunDir(tmp_path / "run")
     run.update_metrics("01_preprocessing", {"seed": 7})
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_SWEEP, str(run.root), str(folder), how],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SWEEP, str(run.root), str(folder), how], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "running"
     if how == "SIGTERM":
         proc.send_signal(signal.SIGTERM)
@@ -198,9 +239,18 @@ def test_a_sweep_waits_for_no_one(tmp_path, monkeypatch):
     folder.mkdir()
     _notebook(folder / "01_preprocessing.ipynb", "run_dir = 'r'\nprofile = 'quick'\nseed = 0")
     root = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom medlsdm.rundir import RunDir\n"
-                               "with RunDir(sys.argv[1]).writing('medlsdm run'):\n print('held', flush=True)\n"
-                               " time.sleep(60)", str(root)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom medlsdm.rundir import RunDir\n"
+            "with RunDir(sys.argv[1]).writing('medlsdm run'):\n print('held', flush=True)\n"
+            " time.sleep(60)",
+            str(root),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         monkeypatch.setattr("medlsdm.sweep.run_notebook", lambda *a, **k: pytest.fail("ran"))

@@ -1,4 +1,5 @@
 """Synthesis helpers, the class-intensity check and the ``medlsdm synthesize`` command."""
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -53,11 +54,17 @@ def test_synthesize_files_keeps_affine_and_no_source_header(tiny_pipeline, tmp_p
     a0, a1 = (np.asarray(nib.load(p).dataobj) for p in written[:2])
     assert not np.allclose(a0, a1)  # different seeds per sample
     # same seed, same volume, whether sampled alone or in a batch of 4 (a list of files here)
-    again = synthesize_files(tiny_pipeline, [tmp_path / "labels" / "a.nii.gz"], tmp_path / "again", steps=2, batch_size=1)
+    again = synthesize_files(
+        tiny_pipeline, [tmp_path / "labels" / "a.nii.gz"], tmp_path / "again", steps=2, batch_size=1
+    )
     np.testing.assert_allclose(np.asarray(nib.load(again[0]).dataobj), a0, atol=1e-5)
     with pytest.raises(ConfigError, match="3 generators for 2 samples"):
-        tiny_pipeline(tmp_path / "labels" / "a.nii.gz", num_inference_steps=1, num_per_label=2,
-                      generator=[torch.Generator() for _ in range(3)])
+        tiny_pipeline(
+            tmp_path / "labels" / "a.nii.gz",
+            num_inference_steps=1,
+            num_per_label=2,
+            generator=[torch.Generator() for _ in range(3)],
+        )
 
 
 def test_bad_label_map_stops_before_any_sampling(tiny_pipeline, tmp_path):
@@ -77,10 +84,33 @@ def test_bad_label_map_stops_before_any_sampling(tiny_pipeline, tmp_path):
 def test_cli_synthesize(tiny_pipeline, tmp_path, caplog):
     tiny_pipeline.save_pretrained(tmp_path / "pipe")
     label = _label_file(tmp_path, "lab.nii.gz", np.diag([5.5, 5.5, 6.0, 1.0]))
-    code = cli.main(["synthesize", "--pipeline", str(tmp_path / "pipe"), "--labels", str(label),
-                     "--out-dir", str(tmp_path / "out"), "--scheduler", "unipc", "--steps", "3"])
+    code = cli.main(
+        [
+            "synthesize",
+            "--pipeline",
+            str(tmp_path / "pipe"),
+            "--labels",
+            str(label),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--scheduler",
+            "unipc",
+            "--steps",
+            "3",
+        ]
+    )
     assert code == 0 and (tmp_path / "out" / "lab_syn0.nii.gz").exists()
-    code = cli.main(["synthesize", "--pipeline", str(tmp_path / "nothing"), "--labels", str(label), "--out-dir", str(tmp_path / "o")])
+    code = cli.main(
+        [
+            "synthesize",
+            "--pipeline",
+            str(tmp_path / "nothing"),
+            "--labels",
+            str(label),
+            "--out-dir",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "model_index.json missing" in caplog.text
 
 
@@ -101,8 +131,13 @@ def test_cli_synthesize_deep_label_maps_in_windows_of_the_block(tiny_pipeline, t
 
     from medlsdm.pipelines.pipeline_medlsdm import MedLSDMPipeline
 
-    pipe = MedLSDMPipeline(tiny_pipeline.vqgan, tiny_pipeline.unet, DDIMScheduler.from_config(tiny_pipeline.scheduler.config),
-                           spacing=[6.0, 5.5, 5.5], block_shape=[8, 16, 16])
+    pipe = MedLSDMPipeline(
+        tiny_pipeline.vqgan,
+        tiny_pipeline.unet,
+        DDIMScheduler.from_config(tiny_pipeline.scheduler.config),
+        spacing=[6.0, 5.5, 5.5],
+        block_shape=[8, 16, 16],
+    )
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(tmp_path / "pipe")
     deep = torch.randint(0, 3, (24, 16, 16), generator=torch.Generator().manual_seed(0))
@@ -112,8 +147,10 @@ def test_cli_synthesize_deep_label_maps_in_windows_of_the_block(tiny_pipeline, t
     assert cli.main(args + ["--out-dir", str(tmp_path / "one"), "--one-pass"]) == 0
     windowed, one = (np.asarray(nib.load(tmp_path / d / "deep_syn0.nii.gz").dataobj) for d in ("windowed", "one"))
     assert windowed.shape == one.shape == (16, 16, 24)  # (x, y, z) on disk
-    expected = {d: pipe(deep, num_inference_steps=2, generator=torch.Generator().manual_seed(0), window=w).images[0, 0]
-                for d, w in (("windowed", 8), ("one", None))}
+    expected = {
+        d: pipe(deep, num_inference_steps=2, generator=torch.Generator().manual_seed(0), window=w).images[0, 0]
+        for d, w in (("windowed", 8), ("one", None))
+    }
     # written as float32 NIfTI, (D, H, W) -> (x, y, z); another pipeline instance: float32 rounding
     np.testing.assert_allclose(windowed.transpose(2, 1, 0), expected["windowed"], atol=1e-5)
     np.testing.assert_allclose(one.transpose(2, 1, 0), expected["one"], atol=1e-5)
@@ -136,13 +173,16 @@ def test_samples_per_map_does_not_depend_on_batching(tiny_pipeline, one_thread):
     assert np.abs(big[:, 0] - big[:, 1]).max() > 1e-3  # negative control: two seeds differ
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--steps", "0"], "steps (--steps) must be a whole number >= 1, got 0"),
-    (["--steps", "-3"], "steps (--steps) must be a whole number >= 1, got -3"),
-    (["--guidance", "nan"], "guidance_scale (--guidance) must be a finite number, got nan"),
-    (["--guidance", "inf"], "guidance_scale (--guidance) must be a finite number, got inf"),
-    (["--labels-twice"], "would both be written as a_syn<k>.nii.gz"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--steps", "0"], "steps (--steps) must be a whole number >= 1, got 0"),
+        (["--steps", "-3"], "steps (--steps) must be a whole number >= 1, got -3"),
+        (["--guidance", "nan"], "guidance_scale (--guidance) must be a finite number, got nan"),
+        (["--guidance", "inf"], "guidance_scale (--guidance) must be a finite number, got inf"),
+        (["--labels-twice"], "would both be written as a_syn<k>.nii.gz"),
+    ],
+)
 def test_cli_synthesize_refuses_bad_arguments_before_loading_the_pipeline(tmp_path, caplog, extra, message):
     affine = np.diag([5.5, 5.5, 6.0, 1.0])
     labels = tmp_path / "labels"
@@ -150,19 +190,32 @@ def test_cli_synthesize_refuses_bad_arguments_before_loading_the_pipeline(tmp_pa
     if extra == ["--labels-twice"]:
         _label_file(labels, "a.nii", affine)  # two inputs, one output name
         extra = []
-    code = cli.main(["synthesize", "--pipeline", str(tmp_path / "no-pipeline"), "--labels", str(labels),
-                     "--out-dir", str(tmp_path / "out")] + extra)
+    code = cli.main(
+        [
+            "synthesize",
+            "--pipeline",
+            str(tmp_path / "no-pipeline"),
+            "--labels",
+            str(labels),
+            "--out-dir",
+            str(tmp_path / "out"),
+        ]
+        + extra
+    )
     assert code == 2 and message in caplog.text
     assert "model_index.json" not in caplog.text and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--steps", "0"], "steps (--steps) must be a whole number >= 1, got 0"),
-    (["--guidance", "nan"], "guidance_scale (--guidance) must be a finite number, got nan"),
-    (["--n-test", "-1"], "n_test (--n-test) must be >= 1, got -1"),
-    (["--judge-steps", "0"], "judge_steps (--judge-steps) must be >= 1, got 0"),
-    (["--judge-seeds", "0"], "judge_seeds (--judge-seeds) must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--steps", "0"], "steps (--steps) must be a whole number >= 1, got 0"),
+        (["--guidance", "nan"], "guidance_scale (--guidance) must be a finite number, got nan"),
+        (["--n-test", "-1"], "n_test (--n-test) must be >= 1, got -1"),
+        (["--judge-steps", "0"], "judge_steps (--judge-steps) must be >= 1, got 0"),
+        (["--judge-seeds", "0"], "judge_seeds (--judge-seeds) must be >= 1, got 0"),
+    ],
+)
 def test_cli_evaluate_refuses_bad_arguments_before_any_work(tmp_path, caplog, extra, message):
     """Issue 25 (Build: CLI values checked before any work): `medlsdm evaluate` refuses them
     before the pipeline loads, the run directory is taken or a sample folder is made."""
@@ -175,7 +228,11 @@ def test_cli_evaluate_refuses_bad_arguments_before_any_work(tmp_path, caplog, ex
 
 def test_synthesize_files_refuses_bad_arguments(tiny_pipeline, tmp_path):
     label = _label_file(tmp_path / "labels", "a.nii.gz", np.diag([5.5, 5.5, 6.0, 1.0]))
-    for kwargs, message in [({"steps": 0}, "steps"), ({"steps": 2.5}, "steps"), ({"guidance_scale": float("nan")}, "guidance")]:
+    for kwargs, message in [
+        ({"steps": 0}, "steps"),
+        ({"steps": 2.5}, "steps"),
+        ({"guidance_scale": float("nan")}, "guidance"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             synthesize_files(tiny_pipeline, label, tmp_path / "out", **{"steps": 2, **kwargs})
     with pytest.raises(DataError, match="a.nii.gz and .*a.nii.gz would both be written"):

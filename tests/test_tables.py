@@ -1,4 +1,5 @@
 """Tests of medlsdm.tables: the one number formatter and Markdown tables."""
+
 import numpy as np
 import torch
 

@@ -1,4 +1,5 @@
 """Tests of medlsdm.training: log, crops, checkpoint/resume, two processes."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def make_store(n=4, shape=(12, 16, 16), seed=0):
     for i in range(n):
         label = np.zeros(shape, dtype=np.int64)
         c = rng.integers(2, shape[1] - 6, size=3)
-        label[:, c[1]:c[1] + 5, c[2]:c[2] + 5] = 1
+        label[:, c[1] : c[1] + 5, c[2] : c[2] + 5] = 1
         label[: shape[0] // 2, 2:5, 2:5] = 2
         image = (label * 0.6 - 0.8 + rng.normal(0, 0.05, shape)).clip(-1, 1).astype(np.float32)[None]
         store[f"case_{i}"] = (image, label, np.eye(4))
@@ -35,9 +36,20 @@ def make_store(n=4, shape=(12, 16, 16), seed=0):
 
 
 SPLIT = {"train": ["case_0", "case_1", "case_2"], "val": ["case_3"], "test": []}
-TINY = dict(crop_shape=(8, 8, 8), batch_size=2, channels=(8, 8, 8), num_embeddings=16, embedding_dim=4,
-            norm_num_groups=4, disc_channels=4, disc_layers=1, gan_weight_2d=1.0, gan_weight_3d=1.0, restart_after=2,
-            progress=False)
+TINY = dict(
+    crop_shape=(8, 8, 8),
+    batch_size=2,
+    channels=(8, 8, 8),
+    num_embeddings=16,
+    embedding_dim=4,
+    norm_num_groups=4,
+    disc_channels=4,
+    disc_layers=1,
+    gan_weight_2d=1.0,
+    gan_weight_3d=1.0,
+    restart_after=2,
+    progress=False,
+)
 
 
 def test_csv_log_append_new_column_truncate(tmp_path):
@@ -103,7 +115,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     assert float(log[-1]["l1"]) == pytest.approx(full["last"]["l1"], abs=1e-6)
     again = train_vqgan(tmp_path / "resumed", store=store, split=SPLIT, steps=4, **params)  # nothing left to train
     assert again["steps_this_run"] == 0 and again["last"]["l1"] == pytest.approx(full["last"]["l1"], abs=1e-6)
-    assert full["val"] and again["val"] == pytest.approx(full["val"], rel=1e-5)  # from the log (6 digits): what 06 prints
+    assert full["val"] and again["val"] == pytest.approx(
+        full["val"], rel=1e-5
+    )  # from the log (6 digits): what 06 prints
     assert not any(k.startswith("val_") for k in again["last"])
     model = load_vqgan(tmp_path / "resumed")
     assert model.config.decoder_type == "spade" and not model.training
@@ -128,7 +142,9 @@ def test_resume_with_a_changed_setting_or_input_is_refused_or_retrains(tmp_path)
     with pytest.raises(ConfigError, match="input split"):
         train_vqgan(tmp_path, store=store, split={**SPLIT, "val": []}, steps=4, lr=1e-3, **params)
     saved = json.loads((tmp_path / "vqgan" / "train_params.json").read_text())
-    assert saved["lr"] == 1e-3 and saved["steps"] == 3 and _state(tmp_path)["step"] == 3  # the refused runs wrote nothing
+    assert (
+        saved["lr"] == 1e-3 and saved["steps"] == 3 and _state(tmp_path)["step"] == 3
+    )  # the refused runs wrote nothing
     again = train_vqgan(tmp_path, store=store, split=SPLIT, steps=2, lr=2e-3, on_change="retrain", **params)
     assert again["steps_this_run"] == 2 and again["retrained_because"] == ["lr: 0.001 -> 0.002"]
     assert _state(tmp_path)["fingerprint"]["settings"]["lr"] == 2e-3
@@ -156,7 +172,9 @@ def test_a_planted_pickle_is_refused_without_running_it(tmp_path):
     assert not marker.exists()
     assert (folder / "checkpoint-9999999.pt").exists()  # refused, not silently removed
     # a checkpoint of the old format (numpy random state pickled) is refused the same way; resume=False retrains
-    torch.save({"format": 1, "step": 9999999, "rng": [{"numpy": np.random.get_state()}]}, folder / "checkpoint-9999999.pt")
+    torch.save(
+        {"format": 1, "step": 9999999, "rng": [{"numpy": np.random.get_state()}]}, folder / "checkpoint-9999999.pt"
+    )
     with pytest.raises(DataError, match="refused.*numpy.*before checkpoint format 2.*resume=False"):
         train_vqgan(tmp_path, store=make_store(), split=SPLIT, steps=1, **TINY)
     train_vqgan(tmp_path, store=make_store(), split=SPLIT, steps=1, resume=False, **TINY)
@@ -178,9 +196,18 @@ def test_a_non_finite_loss_stops_training_before_any_checkpoint(tmp_path):
         trainer.optimizer_step("m")
         return {"loss": float(loss.detach())}
 
-    trainer = Trainer(models={"m": model}, optimizers={"m": torch.optim.SGD(model.parameters(), lr=0.01)},
-                      step_fn=step_fn, dataset=Numbers(), out_dir=tmp_path, max_steps=4, checkpoint_every=1,
-                      keep_checkpoints=2, log_every=1, progress=False)
+    trainer = Trainer(
+        models={"m": model},
+        optimizers={"m": torch.optim.SGD(model.parameters(), lr=0.01)},
+        step_fn=step_fn,
+        dataset=Numbers(),
+        out_dir=tmp_path,
+        max_steps=4,
+        checkpoint_every=1,
+        keep_checkpoints=2,
+        log_every=1,
+        progress=False,
+    )
     with pytest.raises(TrainingError, match=r"loss is not finite at step 3 \(nan.*checkpoint-0000002.pt, is kept"):
         trainer.fit()
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [1, 2]  # none written or pruned
@@ -189,7 +216,7 @@ def test_a_non_finite_loss_stops_training_before_any_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())  # the NaN never reached the weights
 
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import hashlib, os, sys
     sys.path.insert(0, {tests!r})
     from test_training import SPLIT, TINY, make_store
@@ -209,7 +236,7 @@ SCRIPT = textwrap.dedent('''
              for n, m in trainers[0].unwrap(name).state_dict().items()}}
     digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in state.values())).hexdigest()
     open(os.path.join(run, f"rank{{rank}}.txt"), "w").write(digest)
-''')
+""")
 
 
 @pytest.mark.timeout(240)
@@ -220,9 +247,24 @@ def test_two_processes_write_one_checkpoint(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""}
     # on CPU, --multi_gpu makes accelerate start the processes with torchrun; the Trainer then
     # picks the gloo backend (``--cpu`` alone would start a single process without MPI)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(29500 + os.getpid() % 1000), str(script), str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(29500 + os.getpid() % 1000),
+        str(script),
+        str(run),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=230)
     assert proc.returncode == 0, proc.stderr[-4000:]
     folder = run / "vqgan" / "checkpoints"

@@ -1,4 +1,5 @@
 """The latent denoiser: shapes, conditioning, null condition and condition dropout."""
+
 import json
 
 import pytest
@@ -10,9 +11,17 @@ from medlsdm.models.unet import SemanticUNet, SemanticUNetOutput, drop_condition
 
 def tiny(spatial_dims=3, conditioning="spade", num_classes=3, norm_num_groups=4):
     torch.manual_seed(0)
-    return SemanticUNet(spatial_dims=spatial_dims, in_channels=4, out_channels=4, num_classes=num_classes,
-                        channels=(8, 16), attention_levels=(False, True), norm_num_groups=norm_num_groups,
-                        num_heads=2, conditioning=conditioning)
+    return SemanticUNet(
+        spatial_dims=spatial_dims,
+        in_channels=4,
+        out_channels=4,
+        num_classes=num_classes,
+        channels=(8, 16),
+        attention_levels=(False, True),
+        norm_num_groups=norm_num_groups,
+        num_heads=2,
+        conditioning=conditioning,
+    )
 
 
 def randomize_zero_inits(model):
@@ -149,8 +158,17 @@ def test_extra_condition_channels():
     with pytest.raises(ConfigError, match="extra condition"):
         semantic_condition(labels, 4, edges[:, :, :16])
     torch.manual_seed(0)
-    model = SemanticUNet(spatial_dims=2, in_channels=3, out_channels=3, num_classes=4, channels=(8, 16),
-                         attention_levels=(False, True), norm_num_groups=4, num_heads=2, extra_condition_channels=1)
+    model = SemanticUNet(
+        spatial_dims=2,
+        in_channels=3,
+        out_channels=3,
+        num_classes=4,
+        channels=(8, 16),
+        attention_levels=(False, True),
+        norm_num_groups=4,
+        num_heads=2,
+        extra_condition_channels=1,
+    )
     randomize_zero_inits(model)
     x = torch.randn(2, 3, 8, 8)
     out = model(x, 5, cond).sample
@@ -174,9 +192,17 @@ def test_label_encoder_pools_an_image_resolution_map_to_the_latent_size():
 
 def encoded(label_encoder_channels=5, num_classes=3):
     torch.manual_seed(0)
-    model = SemanticUNet(spatial_dims=3, in_channels=4, out_channels=4, num_classes=num_classes, channels=(8, 16),
-                         attention_levels=(False, True), norm_num_groups=4, num_heads=2,
-                         label_encoder_channels=label_encoder_channels)
+    model = SemanticUNet(
+        spatial_dims=3,
+        in_channels=4,
+        out_channels=4,
+        num_classes=num_classes,
+        channels=(8, 16),
+        attention_levels=(False, True),
+        norm_num_groups=4,
+        num_heads=2,
+        label_encoder_channels=label_encoder_channels,
+    )
     randomize_zero_inits(model)
     return model
 

@@ -1,4 +1,5 @@
 """Figures and the orthogonal-slice viewer."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -71,7 +72,9 @@ def test_static_fallback_and_widget(volume):
     image, label = volume
     fig = viz.slice_viewer({"a": (image, label)}, interactive=False, num_classes=3)
     assert isinstance(fig, Figure) and len(panels(fig)) == 3 and colorbar_labels(fig) == ["intensity (normalised)"]
-    box = viz.slice_viewer({"real": (image, label), "synthetic": (-image, label)}, interactive=True, num_classes=3, spacing=(2, 1, 1))
+    box = viz.slice_viewer(
+        {"real": (image, label), "synthetic": (-image, label)}, interactive=True, num_classes=3, spacing=(2, 1, 1)
+    )
     sliders = box.children[0].children
     img = box.children[2]
     first = img.value
@@ -98,7 +101,9 @@ def test_histograms_and_fractions(volume):
     ax = viz.plot_class_fractions(np.array([[10, 0, 5], [8, 1, 6]]), ["bg", "a", "b"]).axes[0]
     heights = [bar.get_height() for bar in ax.patches]
     np.testing.assert_allclose(heights, [(10 / 15 + 8 / 15) / 2, (0 + 1 / 15) / 2, (5 / 15 + 6 / 15) / 2], rtol=1e-12)
-    ax = viz.plot_split({"train": ["x", "y"], "val": ["z"], "test": ["w"]}, {"x": "p1", "y": "p1", "z": "p2", "w": "p3"}).axes[0]
+    ax = viz.plot_split(
+        {"train": ["x", "y"], "val": ["z"], "test": ["w"]}, {"x": "p1", "y": "p1", "z": "p2", "w": "p3"}
+    ).axes[0]
     assert [bar.get_height() for bar in ax.patches] == [2, 1, 1, 1, 1, 1]  # cases, then patients per split
     assert [t.get_text() for t in ax.get_xticklabels()] == ["train", "val", "test"]
 
@@ -128,8 +133,13 @@ def test_slice_grid_wraps_at_six_panels_a_row_with_contours_on_every_row(volume)
     label contours, the column titles follow their cases, one colour bar serves all rows."""
     image, label = volume
     ids = [f"case_{i}" for i in range(12)]
-    fig = viz.plot_slice_grid({"real": [image] * 12, "synthetic": [-image] * 12}, col_titles=ids, labels=[label] * 12,
-                              class_names=["background", "organ", "tumour"], spacing=(6.0, 5.5, 4.0))
+    fig = viz.plot_slice_grid(
+        {"real": [image] * 12, "synthetic": [-image] * 12},
+        col_titles=ids,
+        labels=[label] * 12,
+        class_names=["background", "organ", "tumour"],
+        spacing=(6.0, 5.5, 4.0),
+    )
     rows = rows_of(fig)
     assert [len(r) for r in rows] == [6, 6, 6, 6]
     assert all(len(contours(ax)) == 1 for r in rows for ax in r)
@@ -147,8 +157,9 @@ def test_slice_grid_axes_in_mm_and_contours_where_the_labels_are(volume):
     """With a spacing, the axes read in mm over the slice's physical extent; the contour lies
     on the label's border in those coordinates."""
     image, label = volume  # class 2 at h 3..8, w 4..11
-    fig = viz.plot_slice_grid({"real": [image], "synthetic": [image]}, labels=[label], spacing=(6.0, 5.0, 2.0),
-                              class_names=["bg", "a", "b"])
+    fig = viz.plot_slice_grid(
+        {"real": [image], "synthetic": [image]}, labels=[label], spacing=(6.0, 5.0, 2.0), class_names=["bg", "a", "b"]
+    )
     top, bottom = rows_of(fig)
     assert top[0].get_ylabel() == "real\ny (mm)" and bottom[0].get_ylabel() == "synthetic\ny (mm)"
     assert bottom[0].get_xlabel() == "x (mm)" and top[0].get_xlabel() == ""  # the x label under the grid only
@@ -166,9 +177,14 @@ def test_orthogonal_legend_colorbars_in_hu_and_mm(volume):
     with its colour bar; the label fill is light enough to see the image (alpha ≤ 0.2), with
     contours; a class legend names the classes drawn."""
     image, label = volume
-    fig = viz.plot_orthogonal({"raw": (image * 1000, label), "preprocessed": (image, label)}, spacing=(6.0, 5.5, 5.5),
-                              window={"raw": (-1000, 1000)}, class_names=["background", "liver", "lesion"],
-                              units={"raw": "HU"}, hu=(-1000.0, 1000.0))
+    fig = viz.plot_orthogonal(
+        {"raw": (image * 1000, label), "preprocessed": (image, label)},
+        spacing=(6.0, 5.5, 5.5),
+        window={"raw": (-1000, 1000)},
+        class_names=["background", "liver", "lesion"],
+        units={"raw": "HU"},
+        hu=(-1000.0, 1000.0),
+    )
     rows = rows_of(fig)
     assert [len(r) for r in rows] == [3, 3]
     assert [ax.get_xlabel() for ax in rows[0]] == ["x (mm)", "x (mm)", "y (mm)"]
@@ -184,8 +200,12 @@ def test_orthogonal_legend_colorbars_in_hu_and_mm(volume):
     fig = viz.plot_orthogonal({"a": (image, label)}, overlay=False, class_names=["background", "liver", "lesion"])
     assert not fig.legends and not any(contours(ax) for ax in panels(fig))
     # real and reconstruction share one bar; the error row has its own colours, unit and bar
-    fig = viz.plot_orthogonal({"real": (image, None), "reconstruction": (image, None), "|error|": (image * 0, None)},
-                              window={"|error|": (0, 0.5)}, cmap={"|error|": "magma"}, units={"|error|": "|error|"})
+    fig = viz.plot_orthogonal(
+        {"real": (image, None), "reconstruction": (image, None), "|error|": (image * 0, None)},
+        window={"|error|": (0, 0.5)},
+        cmap={"|error|": "magma"},
+        units={"|error|": "|error|"},
+    )
     assert colorbar_labels(fig) == ["intensity (normalised)", "|error|"]
     assert rows_of(fig)[2][0].images[0].get_cmap().name == "magma"
 
@@ -220,8 +240,9 @@ def test_plot_edit_outlines_the_region_and_shows_the_difference(volume):
 def test_class_values_every_bar_visible_and_labelled():
     """The background bar is black, not transparent (nor tab10's grey, the 8th class's colour);
     every bar carries its value, 0 included."""
-    fig = viz.plot_class_values({"background": 0.0, "liver": 0.02, "lesion": 0.05}, ["background", "liver", "lesion"],
-                                ylabel="|Δ mean|")
+    fig = viz.plot_class_values(
+        {"background": 0.0, "liver": 0.02, "lesion": 0.05}, ["background", "liver", "lesion"], ylabel="|Δ mean|"
+    )
     ax = fig.axes[0]
     assert [bar.get_facecolor()[3] for bar in ax.patches] == [1.0, 1.0, 1.0]
     np.testing.assert_allclose(ax.patches[0].get_facecolor()[:3], (0.0, 0.0, 0.0))

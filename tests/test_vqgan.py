@@ -1,4 +1,5 @@
 """Tests of medlsdm.models (blocks, VQ-GAN, vector quantiser, discriminators)."""
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,9 @@ def test_bad_inputs_raise_medlsdm_errors():
 
 
 def test_latent_normalisation_standardises_each_channel_and_inverts():
-    z = torch.randn(6, 3, 2, 4, 4) * torch.tensor([0.3, 1.0, 2.0]).view(1, 3, 1, 1, 1) + torch.tensor([1.0, 0.0, -2.0]).view(1, 3, 1, 1, 1)
+    z = torch.randn(6, 3, 2, 4, 4) * torch.tensor([0.3, 1.0, 2.0]).view(1, 3, 1, 1, 1) + torch.tensor(
+        [1.0, 0.0, -2.0]
+    ).view(1, 3, 1, 1, 1)
     per_channel = tiny(**latent_normalization(z, "channel"))
     x = per_channel.to_diffusion(z)
     torch.testing.assert_close(x.mean((0, 2, 3, 4)), torch.zeros(3), atol=1e-5, rtol=0)
@@ -73,7 +76,9 @@ def test_latent_normalisation_standardises_each_channel_and_inverts():
 
 
 def test_save_load_round_trip(tmp_path):
-    model = tiny(decoder_type="spade", num_classes=3, scaling_factor=0.5, latents_mean=[0.1, -0.2], latents_std=[1.5, 0.5])
+    model = tiny(
+        decoder_type="spade", num_classes=3, scaling_factor=0.5, latents_mean=[0.1, -0.2], latents_std=[1.5, 0.5]
+    )
     x = torch.rand(2, 1, 8, 8, 8) * 2 - 1
     labels = torch.randint(0, 3, (2, 8, 8, 8))
     model.train()
@@ -115,8 +120,9 @@ def test_folder_saved_in_the_old_format_loads(tmp_path):
     assert loaded.config.decoder_type == "spade" and "decoder" not in loaded.config  # not the default "normal"
     assert isinstance(loaded.decoder, torch.nn.Module) and loaded.config.scaling_factor == 1.0
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x, labels).reconstruction, model(x, labels).reconstruction,
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            loaded(x, labels).reconstruction, model(x, labels).reconstruction, atol=1e-5, rtol=1e-4
+        )
     # a checkpoint's plain state dict with the old keys loads too (torch's load_state_dict)
     fresh = tiny(decoder_type="spade", num_classes=3)
     fresh.load_state_dict(old)
@@ -133,7 +139,9 @@ def test_decode_quantizes_unless_told_not_to():
     zq, _, _ = model.quantize(z, update=False)
     with torch.no_grad():
         snapped = model.decode(z, labels=labels).sample
-        torch.testing.assert_close(snapped, model.decode(zq, force_not_quantize=True, labels=labels).sample, atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            snapped, model.decode(zq, force_not_quantize=True, labels=labels).sample, atol=1e-6, rtol=0
+        )
         raw = model.decode(z, force_not_quantize=True, labels=labels).sample
         assert (raw - snapped).abs().max() > 1e-3  # z is not a code: decoding it as it is differs
         x = torch.rand(1, 1, 8, 8, 8) * 2 - 1
@@ -206,12 +214,15 @@ def test_first_training_batch_initialises_codebook():
     assert q.codebook.shape == (6, 3) and q.codebook.abs().max() <= rows.abs().max() + 1e-5
 
 
-@pytest.mark.parametrize("indices,k,perplexity,usage", [
-    ([0, 0, 0, 0], 4, 1.0, 0.25),
-    ([0, 1, 2, 3], 4, 4.0, 1.0),
-    ([0, 0, 1, 1], 8, 2.0, 0.25),
-    ([2, 2, 2, 5], 8, 2 ** 0.8112781244591328, 0.25),  # H = 0.8113 bits
-])
+@pytest.mark.parametrize(
+    "indices,k,perplexity,usage",
+    [
+        ([0, 0, 0, 0], 4, 1.0, 0.25),
+        ([0, 1, 2, 3], 4, 4.0, 1.0),
+        ([0, 0, 1, 1], 8, 2.0, 0.25),
+        ([2, 2, 2, 5], 8, 2**0.8112781244591328, 0.25),  # H = 0.8113 bits
+    ],
+)
 def test_usage_and_perplexity_closed_form(indices, k, perplexity, usage):
     stats = VectorQuantizerEMA.code_stats(torch.tensor(indices), k)
     assert float(stats["perplexity"]) == pytest.approx(perplexity, rel=1e-5)

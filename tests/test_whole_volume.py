@@ -1,6 +1,7 @@
 """Whole-volume seam statistics (medlsdm.evaluation.whole_volume), on controlled cases: a perfect
 sampler (another oracle draw) shows no seam, an artificial discontinuity at the window borders
 does. (The phantom scan several blocks deep is tested in test_phantom_oracle.py.)"""
+
 import numpy as np
 import pytest
 
@@ -11,7 +12,32 @@ from medlsdm.evaluation import whole_volume as wv
 def test_seam_slices_of_the_pipeline_default_windows():
     # 96 slices, windows of 32 overlapping by 8, VQ-GAN 4x: starts 0, 24, 48, 64 (the last moved back)
     border, centre = wv.seam_slices(96, 32, 8, 4)
-    assert border.tolist() == [22, 23, 24, 25, 30, 31, 32, 33, 46, 47, 48, 49, 54, 55, 56, 57, 62, 63, 64, 65, 78, 79, 80, 81]
+    assert border.tolist() == [
+        22,
+        23,
+        24,
+        25,
+        30,
+        31,
+        32,
+        33,
+        46,
+        47,
+        48,
+        49,
+        54,
+        55,
+        56,
+        57,
+        62,
+        63,
+        64,
+        65,
+        78,
+        79,
+        80,
+        81,
+    ]
     assert centre.tolist() == [14, 15, 16, 17, 38, 39, 40, 41]  # the middles at 64 and 80 fall on borders
     with pytest.raises(ConfigError, match="one window"):
         wv.seam_slices(32, 32, 8, 4)
@@ -28,14 +54,18 @@ def test_slice_errors_and_statistics_closed_form():
     stats = wv.slice_statistics(vols, label, ["background", "liver"], dataset=None)
     np.testing.assert_allclose(stats["body_mean"][:, :3], [[0.1] * 3, [-0.3] * 3], rtol=1e-6)
     np.testing.assert_allclose(stats["body_std"][:, :3], 0, atol=1e-6)
-    np.testing.assert_allclose(stats["liver_mean"][:, :3], [[0.1] * 3, [-0.3] * 3], rtol=1e-6)  # a factor estimator per slice
+    np.testing.assert_allclose(
+        stats["liver_mean"][:, :3], [[0.1] * 3, [-0.3] * 3], rtol=1e-6
+    )  # a factor estimator per slice
     np.testing.assert_allclose(wv.oracle_errors(np.stack([ref, ref, ref]), label)[:, :3], 0)
 
 
 def _oracle_like(n, rng, depth=96):
     """Volumes along depth: a smooth anatomy profile plus independent per-draw appearance and noise."""
     profile = np.sin(np.linspace(0, 6, depth))[:, None, None] * 0.3
-    return (profile + rng.normal(0, 0.05, (n, 1, 1, 1)) + rng.normal(0, 0.1, (n, depth, 8, 8)))[:, None].astype(np.float32)
+    return (profile + rng.normal(0, 0.05, (n, 1, 1, 1)) + rng.normal(0, 0.1, (n, depth, 8, 8)))[:, None].astype(
+        np.float32
+    )
 
 
 def test_a_perfect_sampler_has_no_seam_and_a_discontinuity_at_a_border_is_found():
@@ -64,7 +94,9 @@ def test_excess_errors_remove_what_the_anatomy_leaves_open():
     spread[border] = 0.2
 
     def draws(n):
-        return (rng.normal(0, 1, (n, 1, 1, 1)) * spread[:, None, None] + rng.normal(0, 0.05, (n, 96, 8, 8)))[:, None].astype(np.float32)
+        return (rng.normal(0, 1, (n, 1, 1, 1)) * spread[:, None, None] + rng.normal(0, 0.05, (n, 96, 8, 8)))[
+            :, None
+        ].astype(np.float32)
 
     oracle, samples = draws(16), draws(10)
     mean = oracle.mean(0)

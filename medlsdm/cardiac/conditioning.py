@@ -1,4 +1,5 @@
 """Conditioning modes of the cardiac ablation: what each model sees of the label and edge maps."""
+
 from __future__ import annotations
 
 import logging
@@ -59,7 +60,6 @@ def make_condition(labels, edges, mode: str, num_classes: int = len(CLASS_NAMES)
         edges: ``(B, 1, H, W)`` edge maps in {0, 1}.
         mode: one of :data:`MODES`.
     """
-
 
     labels, edges = condition_inputs(torch.as_tensor(labels).long(), torch.as_tensor(edges, dtype=torch.float32), mode)
     return semantic_condition(labels, num_classes, edges)

@@ -33,6 +33,7 @@ holds only what is specific to the cardiac data.
 Arrays: a slice is ``(1, H, W)`` float32 in [-1, 1] (image), ``(H, W)`` int64 (label),
 ``(1, H, W)`` float32 in {0, 1} (edges); ``H = W = size``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,8 +69,14 @@ log = logging.getLogger(__name__)
 EDGE_DEFAULTS = dict(sigma=1.5, low=0.15, high=0.3)
 
 
-def canny_edges(image: np.ndarray, sigma: float = EDGE_DEFAULTS["sigma"], low: float | None = EDGE_DEFAULTS["low"],
-                high: float | None = EDGE_DEFAULTS["high"], *, use_quantiles: bool = False) -> np.ndarray:
+def canny_edges(
+    image: np.ndarray,
+    sigma: float = EDGE_DEFAULTS["sigma"],
+    low: float | None = EDGE_DEFAULTS["low"],
+    high: float | None = EDGE_DEFAULTS["high"],
+    *,
+    use_quantiles: bool = False,
+) -> np.ndarray:
     """Canny edge map of a 2-D image: ``skimage.feature.canny`` with documented settings.
 
     Canny's steps: (1) Gaussian smoothing with ``sigma`` pixels, which removes the noise
@@ -123,9 +130,17 @@ def _window(array: np.ndarray, start: Sequence[int], size: int, pad_value) -> np
     return out
 
 
-def slice_case(image: np.ndarray, label: np.ndarray, affine: np.ndarray, *, size: int, fov_mm: float,
-               percentiles: Sequence[float] = (0.5, 99.5), classes=None,
-               label_path: str | os.PathLike | None = None) -> list[tuple[int, CardiacSlice]]:
+def slice_case(
+    image: np.ndarray,
+    label: np.ndarray,
+    affine: np.ndarray,
+    *,
+    size: int,
+    fov_mm: float,
+    percentiles: Sequence[float] = (0.5, 99.5),
+    classes=None,
+    label_path: str | os.PathLike | None = None,
+) -> list[tuple[int, CardiacSlice]]:
     """Preprocess one short-axis volume into ``size × size`` slices.
 
     Steps: remap labels to the 4 classes → slice axis (largest spacing) first → normalise
@@ -152,7 +167,9 @@ def slice_case(image: np.ndarray, label: np.ndarray, affine: np.ndarray, *, size
     if classes.num_classes != len(CLASS_NAMES):
         raise ConfigError(f"the cardiac model needs the {len(CLASS_NAMES)} classes {CLASS_NAMES}, got {classes.names}")
     if image.shape != label.shape or image.ndim != 3:
-        raise DataError(f"{label_path or 'label'}: expected (D, H, W) image and label of one shape, got {image.shape} and {label.shape}")
+        raise DataError(
+            f"{label_path or 'label'}: expected (D, H, W) image and label of one shape, got {image.shape} and {label.shape}"
+        )
     label = remap_labels(label, classes, label_path).astype(np.uint8)
     axis = int(np.argmax(spacing_dhw(affine)))
     image, _ = _permute_axes(image, affine, axis)
@@ -175,16 +192,34 @@ def slice_case(image: np.ndarray, label: np.ndarray, affine: np.ndarray, *, size
     out = []
     for d in range(image.shape[0]):
         if label[d].any():
-            out.append((d, CardiacSlice(image[d][None].astype(np.float32), label[d].astype(np.int64),
-                                        shift_affine(affine, (d, 0, 0)))))
+            out.append(
+                (
+                    d,
+                    CardiacSlice(
+                        image[d][None].astype(np.float32), label[d].astype(np.int64), shift_affine(affine, (d, 0, 0))
+                    ),
+                )
+            )
     return out
 
 
-def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", data_root: str | os.PathLike | None = None,
-                    n_subjects: int | None = None, views: Sequence[str] = ("SA",), size: int = 64, fov_mm: float = 128.0,
-                    edge_sigma: float = EDGE_DEFAULTS["sigma"], edge_low: float = EDGE_DEFAULTS["low"],
-                    edge_high: float = EDGE_DEFAULTS["high"], percentiles: Sequence[float] = (0.5, 99.5),
-                    fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def prepare_cardiac(
+    out_dir: str | os.PathLike,
+    *,
+    dataset: str = "cardiac-2d",
+    data_root: str | os.PathLike | None = None,
+    n_subjects: int | None = None,
+    views: Sequence[str] = ("SA",),
+    size: int = 64,
+    fov_mm: float = 128.0,
+    edge_sigma: float = EDGE_DEFAULTS["sigma"],
+    edge_low: float = EDGE_DEFAULTS["low"],
+    edge_high: float = EDGE_DEFAULTS["high"],
+    percentiles: Sequence[float] = (0.5, 99.5),
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Preprocess a cardiac dataset into ``out_dir/data/``: slices, edge maps, split, manifest.
 
     With ``dataset="cardiac-2d"`` and no ``data_root``, ``n_subjects`` phantom cases are
@@ -217,8 +252,6 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
         A summary: counts of subjects, cases and slices per split, settings, ``seconds``.
     """
 
-
-
     start = time.perf_counter()
     cardiac = RunDir(out_dir)  # laid out as a run directory: raw/, data/, vqgan/
     if dataset not in ("cardiac-2d", "mnms"):
@@ -243,16 +276,32 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
     validate_cases(cases, adapter)
 
     edge = dict(sigma=float(edge_sigma), low=float(edge_low), high=float(edge_high))
-    attrs = {"dataset": dataset, "views": views, "size": int(size), "fov_mm": float(fov_mm), "pixel_mm": float(fov_mm) / int(size),
-             "edges": edge, "classes": list(CLASS_NAMES), "percentiles": list(percentiles)}
+    attrs = {
+        "dataset": dataset,
+        "views": views,
+        "size": int(size),
+        "fov_mm": float(fov_mm),
+        "pixel_mm": float(fov_mm) / int(size),
+        "edges": edge,
+        "classes": list(CLASS_NAMES),
+        "percentiles": list(percentiles),
+    }
     data = cardiac.data
     records, case_rows = [], []
     with SliceStore(data / "slices.h5", "w", size=int(size), attrs=attrs) as store:
         for case in tqdm(cases, desc="slices", disable=not progress, leave=False):
             image, affine = adapter.read_image(case)
             label, _ = adapter.read_label(case)
-            slices = slice_case(image, label, affine, size=int(size), fov_mm=fov_mm, percentiles=percentiles,
-                                classes=adapter.classes, label_path=case.label)
+            slices = slice_case(
+                image,
+                label,
+                affine,
+                size=int(size),
+                fov_mm=fov_mm,
+                percentiles=percentiles,
+                classes=adapter.classes,
+                label_path=case.label,
+            )
             for index, item in slices:
                 slice_id = f"{case.case_id}_s{index:02d}"
                 store.add(slice_id, case.case_id, case.patient_id, index, item, canny_edges(item.image, **edge))
@@ -262,12 +311,26 @@ def prepare_cardiac(out_dir: str | os.PathLike, *, dataset: str = "cardiac-2d", 
         raise DataError(f"{data_root}: no slice with foreground in any of the {len(cases)} cases")
     split = make_split(records, fractions=fractions, seed=seed)
     save_split(cardiac.split_path, split)
-    manifest = {**attrs, "spacing": [attrs["pixel_mm"]] * 2, "slices": "slices.h5", "n_slices": len(records),
-                "cases": case_rows}
+    manifest = {
+        **attrs,
+        "spacing": [attrs["pixel_mm"]] * 2,
+        "slices": "slices.h5",
+        "n_slices": len(records),
+        "cases": case_rows,
+    }
     write_json(cardiac.manifest_path, manifest)
     patients = {p for _, p in records}
-    summary = {"dataset": dataset, "views": views, "n_subjects": len(patients), "n_cases": len(cases), "n_slices": len(records),
-               **{f"n_{k}": len(v) for k, v in split.items()}, "size": int(size), "pixel_mm": attrs["pixel_mm"],
-               "edges": edge, "seconds": round(time.perf_counter() - start, 2)}
+    summary = {
+        "dataset": dataset,
+        "views": views,
+        "n_subjects": len(patients),
+        "n_cases": len(cases),
+        "n_slices": len(records),
+        **{f"n_{k}": len(v) for k, v in split.items()},
+        "size": int(size),
+        "pixel_mm": attrs["pixel_mm"],
+        "edges": edge,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
     log.info("cardiac slices: %s", summary)
     return summary

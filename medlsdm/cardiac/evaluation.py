@@ -1,4 +1,5 @@
 """Evaluate synthetic cardiac slices against the real slices their conditions came from."""
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,9 @@ from .store import CLASS_NAMES
 log = logging.getLogger(__name__)
 
 
-def evaluate_samples(real: np.ndarray, fake: np.ndarray, *, labels: np.ndarray | None = None, segnet=None,
-                     inception=None) -> dict[str, Any]:
+def evaluate_samples(
+    real: np.ndarray, fake: np.ndarray, *, labels: np.ndarray | None = None, segnet=None, inception=None
+) -> dict[str, Any]:
     """Compare synthetic slices with the real slices their conditions came from.
 
     Paired, per slice then averaged (:func:`medlsdm.metrics.image.paired_metrics`, as the 3-D
@@ -43,18 +45,22 @@ def evaluate_samples(real: np.ndarray, fake: np.ndarray, *, labels: np.ndarray |
     if segnet is not None:
         out["fd_seg"] = segnet_feature_distance(segnet, real, fake, batch_size=32)
         if labels is not None:
-            out["dice"] = evaluate_dice(segnet, fake, labels, num_classes=len(CLASS_NAMES), class_names=CLASS_NAMES)["mean"]
+            out["dice"] = evaluate_dice(segnet, fake, labels, num_classes=len(CLASS_NAMES), class_names=CLASS_NAMES)[
+                "mean"
+            ]
     out["fid"] = None
     if inception is not None:
-        out["fid"] = frechet_distance_from_features(inception_features(inception, real), inception_features(inception, fake))
+        out["fid"] = frechet_distance_from_features(
+            inception_features(inception, real), inception_features(inception, fake)
+        )
     return out
 
 
-def ablation_table(results: Mapping[str, Mapping[str, Any]], keys: Sequence[str] = ("ssim", "nmse", "fd_seg", "dice")) -> str:
+def ablation_table(
+    results: Mapping[str, Mapping[str, Any]], keys: Sequence[str] = ("ssim", "nmse", "fd_seg", "dice")
+) -> str:
     """A Markdown table: one row per mode (or reference), one column per metric."""
 
     arrows = {"ssim": "↑", "nmse": "↓", "fd_seg": "↓", "dice": "↑", "fid": "↓"}
-    rows = [[name] + [format_number(row.get(k)) for k in keys]
-            for name, row in results.items()]
+    rows = [[name] + [format_number(row.get(k)) for k in keys] for name, row in results.items()]
     return markdown_table(["condition"] + [f"{k} {arrows.get(k, '')}" for k in keys], rows)
-

@@ -1,4 +1,5 @@
 """The HDF5 store of preprocessed cardiac slices and their edge maps."""
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,15 @@ class SliceStore(H5Store):
     hint = "run the preprocessing of notebook 06 first"
     required = ("images", "labels", "edges", "affines", "slice_ids")
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r", *, size: int | None = None,
-                 attrs: Mapping[str, Any] | None = None, compression: str = "gzip"):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        mode: str = "r",
+        *,
+        size: int | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        compression: str = "gzip",
+    ):
         if mode == "w" and (size is None or int(size) < 1):
             raise ConfigError("SliceStore(mode='w') needs the slice size")
         super().__init__(path, mode)
@@ -81,34 +89,53 @@ class SliceStore(H5Store):
             f, s = self._file, int(size)
             for key, value in (attrs or {}).items():
                 f.attrs[key] = json.dumps(value)
-            shapes = {"images": ((1, s, s), np.float32), "labels": ((s, s), np.uint8),
-                      "edges": ((1, s, s), np.uint8), "affines": ((4, 4), np.float64)}
+            shapes = {
+                "images": ((1, s, s), np.float32),
+                "labels": ((s, s), np.uint8),
+                "edges": ((1, s, s), np.uint8),
+                "affines": ((4, 4), np.float64),
+            }
             for name, (shape, dtype) in shapes.items():
-                f.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(1, *shape),
-                                 compression=None if name == "affines" else compression,
-                                 shuffle=name == "images")
+                f.create_dataset(
+                    name,
+                    shape=(0, *shape),
+                    maxshape=(None, *shape),
+                    dtype=dtype,
+                    chunks=(1, *shape),
+                    compression=None if name == "affines" else compression,
+                    shuffle=name == "images",
+                )
             for name in ("slice_ids", "case_ids", "patient_ids"):
                 f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,))
             f.create_dataset("slice_index", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(256,))
             self._index = {}
 
     # ------------------------------------------------------------------ writing
-    def add(self, slice_id: str, case_id: str, patient_id: str, slice_index: int, item: CardiacSlice,
-            edges: np.ndarray) -> None:
+    def add(
+        self, slice_id: str, case_id: str, patient_id: str, slice_index: int, item: CardiacSlice, edges: np.ndarray
+    ) -> None:
         """Append one slice with its edge map ``(H, W)`` or ``(1, H, W)`` (bool or 0/1)."""
         f, n = self._writable(), len(self._index)
         if slice_id in self._index:
             raise DataError(f"{slice_id}: already in the store")
-        values = {"images": np.asarray(item.image, np.float32), "labels": np.asarray(item.label),
-                  "edges": np.asarray(edges).reshape(1, *np.shape(item.label)).astype(np.uint8),
-                  "affines": np.asarray(item.affine, np.float64)}
+        values = {
+            "images": np.asarray(item.image, np.float32),
+            "labels": np.asarray(item.label),
+            "edges": np.asarray(edges).reshape(1, *np.shape(item.label)).astype(np.uint8),
+            "affines": np.asarray(item.affine, np.float64),
+        }
         for name, value in values.items():
             if value.shape != f[name].shape[1:]:
                 raise DataError(f"{slice_id}: {name} has shape {value.shape}, the store holds {f[name].shape[1:]}")
         if values["labels"].min() < 0 or values["labels"].max() >= len(CLASS_NAMES):
             raise DataError(f"{slice_id}: class indices must lie in 0 … {len(CLASS_NAMES) - 1}")
-        for name, value in {**values, "slice_ids": slice_id, "case_ids": case_id, "patient_ids": patient_id,
-                            "slice_index": int(slice_index)}.items():
+        for name, value in {
+            **values,
+            "slice_ids": slice_id,
+            "case_ids": case_id,
+            "patient_ids": patient_id,
+            "slice_index": int(slice_index),
+        }.items():
             f[name].resize(n + 1, axis=0)
             f[name][n] = value
         self._index[slice_id] = n
@@ -159,11 +186,16 @@ class SliceStore(H5Store):
     @property
     def attrs(self) -> dict[str, Any]:
         """The attributes recorded by the writer."""
-        return {k: (json.loads(v) if isinstance(v, str) else v.item() if hasattr(v, "item") else v)
-                for k, v in self._h5().attrs.items()}
+        return {
+            k: (json.loads(v) if isinstance(v, str) else v.item() if hasattr(v, "item") else v)
+            for k, v in self._h5().attrs.items()
+        }
 
     def stack(self, keys: Sequence[int | str]) -> dict[str, np.ndarray]:
         """``{"images" (N, 1, S, S), "labels" (N, S, S), "edges" (N, 1, S, S)}`` of the given slices."""
         items = [self[k] for k in keys]
-        return {"images": np.stack([s.image for s in items]), "labels": np.stack([s.label for s in items]),
-                "edges": np.stack([self.edges(k) for k in keys])}
+        return {
+            "images": np.stack([s.image for s in items]),
+            "labels": np.stack([s.label for s in items]),
+            "edges": np.stack([self.edges(k) for k in keys]),
+        }

@@ -1,4 +1,5 @@
 """Train the cardiac VQ-VAE and one latent diffusion model per conditioning mode; sample them."""
+
 from __future__ import annotations
 
 import logging
@@ -25,13 +26,22 @@ log = logging.getLogger(__name__)
 #: :func:`medlsdm.training.vqgan.train_vqgan` settings that make the 2-D VQ-GAN a VQ-VAE on whole
 #: slices: no discriminators, no perceptual loss, 3 latent channels (the paper's 32×32×3).
 VQVAE_DEFAULTS: dict[str, Any] = dict(
-    crop_shape=None, gan_weight_2d=0.0, gan_weight_3d=0.0, perceptual_weight=0.0, perceptual_weights=None,
-    decoder_type="normal", embedding_dim=3, channels=(16, 32, 64), num_embeddings=256, batch_size=16,
+    crop_shape=None,
+    gan_weight_2d=0.0,
+    gan_weight_3d=0.0,
+    perceptual_weight=0.0,
+    perceptual_weights=None,
+    decoder_type="normal",
+    embedding_dim=3,
+    channels=(16, 32, 64),
+    num_embeddings=256,
+    batch_size=16,
 )
 
 
-def train_vqvae(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping[str, Sequence[str]],
-                **params: Any) -> dict[str, Any]:
+def train_vqvae(
+    cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping[str, Sequence[str]], **params: Any
+) -> dict[str, Any]:
     """Train the 2-D VQ-VAE on whole training slices into ``cardiac_dir/vqgan/model``.
 
     :func:`medlsdm.training.vqgan.train_vqgan` with :data:`VQVAE_DEFAULTS` (``params`` override them).
@@ -48,8 +58,9 @@ def mode_dir(cardiac_dir: str | os.PathLike, mode: str) -> Path:
     return Path(cardiac_dir) / "ldm" / mode_slug(mode)
 
 
-def train_mode(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping[str, Sequence[str]], mode: str,
-               **params: Any) -> dict[str, Any]:
+def train_mode(
+    cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping[str, Sequence[str]], mode: str, **params: Any
+) -> dict[str, Any]:
     """Train the latent diffusion model of one conditioning mode.
 
     :func:`medlsdm.training.diffusion.train_diffusion` on the slices, with the edge map as
@@ -61,10 +72,17 @@ def train_mode(cardiac_dir: str | os.PathLike, store: SliceStore, split: Mapping
     """
 
     folder = mode_dir(cardiac_dir, mode)
-    summary = train_diffusion(cardiac_dir, store=store, split=split, extra_condition=store.edges,
-                              condition_fn=partial(condition_inputs, mode=mode), out_dir=folder,
-                              pipeline_dir=folder / "pipeline", pipeline_config={"conditioning_mode": mode},
-                              **{"appearance_swaps": 0, **params})
+    summary = train_diffusion(
+        cardiac_dir,
+        store=store,
+        split=split,
+        extra_condition=store.edges,
+        condition_fn=partial(condition_inputs, mode=mode),
+        out_dir=folder,
+        pipeline_dir=folder / "pipeline",
+        pipeline_config={"conditioning_mode": mode},
+        **{"appearance_swaps": 0, **params},
+    )
     return summary
 
 
@@ -87,8 +105,18 @@ def load_mode_pipeline(cardiac_dir: str | os.PathLike, mode: str, device="cpu"):
     return pipe
 
 
-def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str | None = None, *, num_inference_steps: int = 50,
-               guidance_scale: float = 1.0, seed: int = 0, batch_size: int = 32, scheduler: str = "ddim") -> np.ndarray:
+def synthesize(
+    pipe,
+    labels: np.ndarray,
+    edges: np.ndarray,
+    mode: str | None = None,
+    *,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 32,
+    scheduler: str = "ddim",
+) -> np.ndarray:
     """Synthetic slices ``(N, 1, H, W)`` in [-1, 1] from label maps ``(N, H, W)`` and edge maps
     ``(N, 1, H, W)``, through the pipeline of ``mode`` (which sees them as :func:`condition_inputs`).
 
@@ -104,7 +132,6 @@ def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str | None = N
         seed: seed of the initial noise (one generator for all batches, in order).
     """
 
-
     mode = pipe.config.conditioning_mode if mode is None else mode
     if mode is None:
         raise ConfigError("this pipeline records no conditioning mode (pipe.config.conditioning_mode): give mode")
@@ -113,8 +140,12 @@ def synthesize(pipe, labels: np.ndarray, edges: np.ndarray, mode: str | None = N
     generator = torch.Generator().manual_seed(int(seed))
     out = []
     for i in range(0, len(labels), batch_size):
-        res = pipe(torch.as_tensor(labels[i:i + batch_size]), num_inference_steps=num_inference_steps,
-                   guidance_scale=guidance_scale, generator=generator, extra_condition=edges[i:i + batch_size])
+        res = pipe(
+            torch.as_tensor(labels[i : i + batch_size]),
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            extra_condition=edges[i : i + batch_size],
+        )
         out.append(res.images)
     return np.concatenate(out).astype(np.float32)
-

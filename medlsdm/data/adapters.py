@@ -26,6 +26,7 @@ name               mod.   layout under ``root``
 Normalisation: CT uses a fixed HU window (default -1000 … 1000 HU), MR clips at intensity
 percentiles (default 0.5 … 99.5) of each volume; both map to [-1, 1].
 """
+
 from __future__ import annotations
 
 import inspect
@@ -105,10 +106,16 @@ class NiftiFolder(FolderAdapter):
         if modality is None or str(modality).upper() not in MODALITIES:
             raise ConfigError(f"dataset 'nifti' needs option modality='CT' or 'MR' (--modality), got {modality!r}")
         self.modality = str(modality).upper()
-        given = [k for k, v in (("classes", classes), ("num_classes", num_classes), ("classes_file", classes_file)) if v is not None]
+        given = [
+            k
+            for k, v in (("classes", classes), ("num_classes", num_classes), ("classes_file", classes_file))
+            if v is not None
+        ]
         if len(given) != 1:
-            raise ConfigError("dataset 'nifti' needs exactly one of the options classes=ClassTable(...), "
-                              f"num_classes=K (--num-classes) or classes_file (--classes-file); got {given or 'none'}")
+            raise ConfigError(
+                "dataset 'nifti' needs exactly one of the options classes=ClassTable(...), "
+                f"num_classes=K (--num-classes) or classes_file (--classes-file); got {given or 'none'}"
+            )
         if classes_file is not None:
             classes = read_class_table(classes_file)
         if classes is None:
@@ -133,7 +140,9 @@ def anatomy_classes(dataset: str, labels_dir, classes_file) -> ClassTable:
     return read_class_table(classes_file)
 
 
-def user_label_files(labels_dir: str | os.PathLike, case_ids: Sequence[str], suffixes: Sequence[str] = ("",)) -> list[Path]:
+def user_label_files(
+    labels_dir: str | os.PathLike, case_ids: Sequence[str], suffixes: Sequence[str] = ("",)
+) -> list[Path]:
     """The label map of each case in a user's folder: ``<case_id><suffix>.nii[.gz]``.
 
     Args:
@@ -177,18 +186,30 @@ class AutoPET(DatasetAdapter):
     """
 
     name, modality, classes = "autopet", "CT", tables.AUTOPET
-    layout = "<root>/PETCT_xxx/<study>/CTres.nii.gz (or CT.nii.gz) + SEG.nii.gz [+ <labels_dir>/PETCT_xxx_<study>.nii.gz]"
+    layout = (
+        "<root>/PETCT_xxx/<study>/CTres.nii.gz (or CT.nii.gz) + SEG.nii.gz [+ <labels_dir>/PETCT_xxx_<study>.nii.gz]"
+    )
 
-    def __init__(self, *, labels: str = "anatomy", labels_dir: str | os.PathLike | None = None,
-                 classes_file: str | os.PathLike | None = None, merge_lesion: bool = False, image: str = "CTres",
-                 **kwargs):
+    def __init__(
+        self,
+        *,
+        labels: str = "anatomy",
+        labels_dir: str | os.PathLike | None = None,
+        classes_file: str | os.PathLike | None = None,
+        merge_lesion: bool = False,
+        image: str = "CTres",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.labels = check_choice(self.name, "labels", labels, ("anatomy", "lesion"))
         self.image = check_choice(self.name, "image", image, ("CTres", "CT"))
         self.labels_dir, self.merge_lesion = labels_dir, bool(merge_lesion)
         if labels == "lesion":
-            given = [k for k, v in (("labels_dir", labels_dir), ("classes_file", classes_file),
-                                    ("merge_lesion", merge_lesion)) if v]
+            given = [
+                k
+                for k, v in (("labels_dir", labels_dir), ("classes_file", classes_file), ("merge_lesion", merge_lesion))
+                if v
+            ]
             if given:
                 raise ConfigError(f"dataset 'autopet': option(s) {given} apply to labels='anatomy', not 'lesion'")
             self.empty_labels_ok = True  # the release's negative controls: studies without a lesion
@@ -196,7 +217,9 @@ class AutoPET(DatasetAdapter):
         table = anatomy_classes(self.name, labels_dir, classes_file)
         if self.merge_lesion:
             if image != "CTres":
-                raise ConfigError("dataset 'autopet': option merge_lesion needs image='CTres' (SEG.nii.gz is on its grid)")
+                raise ConfigError(
+                    "dataset 'autopet': option merge_lesion needs image='CTres' (SEG.nii.gz is on its grid)"
+                )
             if "lesion" in table.names:
                 raise ConfigError(f"{classes_file}: already has a class 'lesion'; do not set option merge_lesion")
             table = ClassTable(table.names + ("lesion",), table.source_values + (max(table.source_values) + 1,))
@@ -211,7 +234,11 @@ class AutoPET(DatasetAdapter):
                 continue
             for study in subdirs(patient):
                 needs_seg = self.labels == "lesion" or self.merge_lesion
-                files = pair_in(study, f"{self.image}.nii.gz", "SEG.nii.gz") if needs_seg else (study / f"{self.image}.nii.gz",)
+                files = (
+                    pair_in(study, f"{self.image}.nii.gz", "SEG.nii.gz")
+                    if needs_seg
+                    else (study / f"{self.image}.nii.gz",)
+                )
                 if not files[0].is_file():
                     raise DataError(f"{study}: missing {files[0]}")
                 studies.append((safe_id(f"{patient.name}_{study.name}"), patient.name, files[0], files[-1]))
@@ -231,8 +258,10 @@ class AutoPET(DatasetAdapter):
         seg = case.image.parent / "SEG.nii.gz"
         lesion, lesion_affine = read_nifti(seg, kind="label")
         if lesion.shape != label.shape or not np.allclose(lesion_affine, affine, rtol=1e-4, atol=1e-3):
-            raise DataError(f"{seg}: lesion mask grid {lesion.shape} differs from the anatomical labels {case.label} "
-                            f"{label.shape}; make the anatomical labels on the CTres grid")
+            raise DataError(
+                f"{seg}: lesion mask grid {lesion.shape} differs from the anatomical labels {case.label} "
+                f"{label.shape}; make the anatomical labels on the CTres grid"
+            )
         label[lesion > 0] = self.classes.source_values[-1]
         return label, affine
 
@@ -259,23 +288,35 @@ class SynthRAD2023(DatasetAdapter):
     IMAGES = {"mr": ("MR", ("Task1",)), "cbct": ("CT", ("Task2",)), "ct": ("CT", ("Task1", "Task2"))}
     SUBJECT = re.compile(r"^[12][BP][A-Z]\d{3}$")
 
-    def __init__(self, *, image: str = "mr", tasks: Sequence[str] | None = None,
-                 regions: Sequence[str] = ("brain", "pelvis"), labels: str = "anatomy",
-                 labels_dir: str | os.PathLike | None = None, classes_file: str | os.PathLike | None = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        image: str = "mr",
+        tasks: Sequence[str] | None = None,
+        regions: Sequence[str] = ("brain", "pelvis"),
+        labels: str = "anatomy",
+        labels_dir: str | os.PathLike | None = None,
+        classes_file: str | os.PathLike | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.image = check_choice(self.name, "image", image, tuple(self.IMAGES))
         self.modality, allowed = self.IMAGES[image]
         self.tasks = tuple(tasks) if tasks is not None else allowed
         wrong = [t for t in self.tasks if t not in allowed]
         if wrong:
-            raise ConfigError(f"dataset 'synthrad2023': option tasks {wrong} have no {image!r} image (tasks with it: {list(allowed)})")
+            raise ConfigError(
+                f"dataset 'synthrad2023': option tasks {wrong} have no {image!r} image (tasks with it: {list(allowed)})"
+            )
         self.regions = tuple(check_choice(self.name, "regions", r, ("brain", "pelvis")) for r in regions)
         self.labels = check_choice(self.name, "labels", labels, ("anatomy", "body"))
         self.labels_dir = labels_dir
         if self.labels == "anatomy":
             self.classes = anatomy_classes(self.name, labels_dir, classes_file)
         elif labels_dir is not None or classes_file is not None:
-            raise ConfigError("dataset 'synthrad2023': options labels_dir/classes_file apply to labels='anatomy', not 'body'")
+            raise ConfigError(
+                "dataset 'synthrad2023': options labels_dir/classes_file apply to labels='anatomy', not 'body'"
+            )
 
     def find_cases(self, root: str | os.PathLike) -> list[Case]:
         root = check_root(root, self.layout)
@@ -307,8 +348,17 @@ class SynthRAD2023(DatasetAdapter):
 
 ADAPTERS: dict[str, type[DatasetAdapter]] = {
     cls.name: cls
-    for cls in (TorsoCTPhantom, BreastMRPhantom, Cardiac2DPhantom, NiftiFolder, NNUNetRaw, AutoPET, SynthRAD2023,
-                DukeBreast, MnMs)
+    for cls in (
+        TorsoCTPhantom,
+        BreastMRPhantom,
+        Cardiac2DPhantom,
+        NiftiFolder,
+        NNUNetRaw,
+        AutoPET,
+        SynthRAD2023,
+        DukeBreast,
+        MnMs,
+    )
 }
 
 

@@ -4,6 +4,7 @@ A :class:`ClassTable` maps the label values found in a dataset's files
 (``source_values``) to contiguous class indices ``0 … K-1`` (index 0 is always
 background). Inside the package, labels are always these contiguous indices (int64).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,9 +50,7 @@ def _contiguous(*names: str) -> ClassTable:
     return ClassTable(tuple(names), tuple(range(len(names))))
 
 
-TORSO_CT = _contiguous(
-    "background", "soft_tissue", "fat", "lung", "liver", "kidney", "bone", "aorta", "lesion"
-)
+TORSO_CT = _contiguous("background", "soft_tissue", "fat", "lung", "liver", "kidney", "bone", "aorta", "lesion")
 BREAST_MR = _contiguous("background", "breast", "fibroglandular", "vessel")
 CARDIAC = _contiguous("background", "lv_blood_pool", "myocardium", "rv")
 AUTOPET = _contiguous("background", "lesion")

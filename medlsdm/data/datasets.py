@@ -2,6 +2,7 @@
 and the checks every case passes before any work starts (:func:`validate_cases`).
 The adapters of the supported datasets are in :mod:`medlsdm.data.adapters`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -80,14 +81,14 @@ class DatasetAdapter:
     is_phantom: bool = False
     empty_labels_ok: bool = False
 
-    def __init__(
-        self, *, window: Sequence[float] = (-1000.0, 1000.0), percentiles: Sequence[float] = (0.5, 99.5)
-    ):
+    def __init__(self, *, window: Sequence[float] = (-1000.0, 1000.0), percentiles: Sequence[float] = (0.5, 99.5)):
         self.window = tuple(float(v) for v in window)
         self.percentiles = tuple(float(v) for v in percentiles)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r}, classes={self.classes.num_classes})"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r}, classes={self.classes.num_classes})"
+        )
 
     @property
     def normalisation(self) -> dict:
@@ -144,7 +145,9 @@ def pair_folders(root: Path, images: str = "images", labels: str = "labels") -> 
     for sub in (images, labels):
         folder = root / sub
         if not folder.is_dir():
-            raise DataError(f"{folder}: folder not found (expected {root}/{images}/ and {root}/{labels}/ with NIfTI files)")
+            raise DataError(
+                f"{folder}: folder not found (expected {root}/{images}/ and {root}/{labels}/ with NIfTI files)"
+            )
         found[sub] = nifti_files(folder)
     image_files, label_files = found[images], found[labels]
     if not image_files and not label_files:
@@ -152,7 +155,9 @@ def pair_folders(root: Path, images: str = "images", labels: str = "labels") -> 
     unpaired = [str(image_files[k]) + " has no label" for k in sorted(set(image_files) - set(label_files))]
     unpaired += [str(label_files[k]) + " has no image" for k in sorted(set(label_files) - set(image_files))]
     if unpaired:
-        raise DataError(f"{root}: unpaired files (image and label must share the file name):\n  " + "\n  ".join(unpaired))
+        raise DataError(
+            f"{root}: unpaired files (image and label must share the file name):\n  " + "\n  ".join(unpaired)
+        )
     return [(k, image_files[k], label_files[k]) for k in sorted(image_files)]
 
 
@@ -187,8 +192,10 @@ def _check_case(case: Case, adapter: DatasetAdapter) -> dict:
         )
     background = adapter.classes.source_values[0]
     if values == [background] and not adapter.empty_labels_ok:
-        raise DataError(f"{case.label}: the label map is all background (value {background}), no labelled "
-                        "structure to condition on; fix the file or remove the case")
+        raise DataError(
+            f"{case.label}: the label map is all background (value {background}), no labelled "
+            "structure to condition on; fix the file or remove the case"
+        )
     return {"shape": list(image.shape), "spacing": list(spacing_dhw(image_affine)), "label_values": values}
 
 
@@ -225,9 +232,7 @@ def validate_cases(cases: Sequence[Case], adapter: DatasetAdapter, *, max_errors
     if errors:
         shown = errors[:max_errors]
         more = f"\n  … and {len(errors) - max_errors} more" if len(errors) > max_errors else ""
-        raise DataError(
-            f"{len(errors)} of {len(cases)} cases failed validation:\n  " + "\n  ".join(shown) + more
-        )
+        raise DataError(f"{len(errors)} of {len(cases)} cases failed validation:\n  " + "\n  ".join(shown) + more)
     logger.info("validated %d cases of %s", len(cases), adapter.name)
     return info
 

@@ -7,6 +7,7 @@ standard attributes: slices sorted along the normal of ``ImageOrientationPatient
 intensities are ``pixel * RescaleSlope + RescaleIntercept``. DICOM world coordinates are LPS;
 the affine returned is RAS (nibabel's), as :mod:`medlsdm.data.io` describes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,9 @@ def dicom_files(folder: str | os.PathLike) -> list[Path]:
     """The DICOM files directly in ``folder`` (``*.dcm``, or files with the DICOM preamble), sorted."""
 
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and is_visible(p) and (p.suffix.lower() == ".dcm" or is_dicom(p)))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and is_visible(p) and (p.suffix.lower() == ".dcm" or is_dicom(p))
+    )
 
 
 def read_headers(folder: str | os.PathLike) -> list:
@@ -82,8 +84,10 @@ def series_affine(headers: list) -> np.ndarray:
     if len(headers) > 1:
         steps = np.diff(positions @ normal)
         if steps.min() <= 1e-3 or not np.allclose(steps, steps.mean(), rtol=0.01, atol=0.01):
-            raise DataError(f"{Path(first.filename).parent}: uneven slice positions along the normal "
-                            f"(steps {np.round(np.unique(np.round(steps, 3)), 3).tolist()} mm): a missing or duplicate slice")
+            raise DataError(
+                f"{Path(first.filename).parent}: uneven slice positions along the normal "
+                f"(steps {np.round(np.unique(np.round(steps, 3)), 3).tolist()} mm): a missing or duplicate slice"
+            )
         slice_step = (positions[-1] - positions[0]) / (len(headers) - 1)
     else:
         slice_step = normal * float(first.get("SliceThickness", 1.0) or 1.0)

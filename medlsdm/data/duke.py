@@ -13,6 +13,7 @@ series the masks were drawn on) is taken. The masks are placed on the series gri
 the world coordinates of both files (the NRRD ``space directions``/``space origin``, the
 DICOM position/orientation), so they need not be stored in the same axis order.
 """
+
 from __future__ import annotations
 
 import logging
@@ -93,8 +94,9 @@ def read_seg_nrrd(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.nd
     return segments, affine
 
 
-def place_on_grid(mask_xyz: np.ndarray, mask_affine: np.ndarray, shape_xyz: tuple, affine: np.ndarray,
-                  path: Path) -> np.ndarray:
+def place_on_grid(
+    mask_xyz: np.ndarray, mask_affine: np.ndarray, shape_xyz: tuple, affine: np.ndarray, path: Path
+) -> np.ndarray:
     """Put a mask on another voxel grid that it shares voxels with (axes may be permuted or flipped).
 
     Raises:
@@ -102,11 +104,20 @@ def place_on_grid(mask_xyz: np.ndarray, mask_affine: np.ndarray, shape_xyz: tupl
     """
     to_mask = np.linalg.inv(mask_affine) @ affine  # image voxel index → mask voxel index
     if not np.allclose(to_mask, np.rint(to_mask), atol=0.05) or abs(abs(np.linalg.det(to_mask[:3, :3])) - 1) > 0.05:
-        raise DataError(f"{path}: the segmentation does not lie on the voxel grid of the image series "
-                        f"(image voxel → segmentation voxel: {np.round(to_mask, 3).tolist()})")
+        raise DataError(
+            f"{path}: the segmentation does not lie on the voxel grid of the image series "
+            f"(image voxel → segmentation voxel: {np.round(to_mask, 3).tolist()})"
+        )
     to_mask = np.rint(to_mask)
-    return ndimage.affine_transform(mask_xyz.astype(np.uint8), to_mask[:3, :3], offset=to_mask[:3, 3],
-                                    output_shape=tuple(shape_xyz), order=0, mode="constant", cval=0).astype(bool)
+    return ndimage.affine_transform(
+        mask_xyz.astype(np.uint8),
+        to_mask[:3, :3],
+        offset=to_mask[:3, 3],
+        output_shape=tuple(shape_xyz),
+        order=0,
+        mode="constant",
+        cval=0,
+    ).astype(bool)
 
 
 class DukeBreast(DatasetAdapter):
@@ -123,14 +134,25 @@ class DukeBreast(DatasetAdapter):
     """
 
     name, modality = "duke_breast", "MR"
-    layout = ("<root>/Duke-Breast-Cancer-MRI/Breast_MRI_xxx/<study>/<series>/*.dcm + <root>/Segmentation_Masks_NRRD/"
-              "Breast_MRI_xxx/Segmentation_Breast_MRI_xxx_{Breast,Dense_and_Vessels}.seg.nrrd")
+    layout = (
+        "<root>/Duke-Breast-Cancer-MRI/Breast_MRI_xxx/<study>/<series>/*.dcm + <root>/Segmentation_Masks_NRRD/"
+        "Breast_MRI_xxx/Segmentation_Breast_MRI_xxx_{Breast,Dense_and_Vessels}.seg.nrrd"
+    )
 
-    def __init__(self, *, class_table: str = "paper", dicom_dir: str = "Duke-Breast-Cancer-MRI",
-                 seg_dir: str = "Segmentation_Masks_NRRD", series: str = "pre", **kwargs):
+    def __init__(
+        self,
+        *,
+        class_table: str = "paper",
+        dicom_dir: str = "Duke-Breast-Cancer-MRI",
+        seg_dir: str = "Segmentation_Masks_NRRD",
+        series: str = "pre",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if class_table not in CLASS_TABLES:
-            raise ConfigError(f"dataset 'duke_breast': option class_table must be one of {list(CLASS_TABLES)}, got {class_table!r}")
+            raise ConfigError(
+                f"dataset 'duke_breast': option class_table must be one of {list(CLASS_TABLES)}, got {class_table!r}"
+            )
         self.class_table, self.classes = class_table, CLASS_TABLES[class_table]
         self.dicom_dir, self.seg_dir, self.series = dicom_dir, seg_dir, str(series).lower()
 
@@ -150,13 +172,17 @@ class DukeBreast(DatasetAdapter):
         if not matching:
             raise DataError(f"{patient}: no DICOM series with {n_slices} slices, the slice count of {seg}")
         if len(matching) > 1:
-
-            described = [f for f in matching
-                         if self.series in str(pydicom.dcmread(dicom_files(f)[0], stop_before_pixels=True)
-                                               .get("SeriesDescription", "")).lower()]
+            described = [
+                f
+                for f in matching
+                if self.series
+                in str(pydicom.dcmread(dicom_files(f)[0], stop_before_pixels=True).get("SeriesDescription", "")).lower()
+            ]
             if len(described) != 1:
-                raise DataError(f"{patient}: {len(matching)} series have {n_slices} slices and {len(described)} of them "
-                                f"have {self.series!r} in SeriesDescription; set option series to pick one")
+                raise DataError(
+                    f"{patient}: {len(matching)} series have {n_slices} slices and {len(described)} of them "
+                    f"have {self.series!r} in SeriesDescription; set option series to pick one"
+                )
             matching = described
         return matching[0]
 
@@ -200,8 +226,10 @@ class DukeBreast(DatasetAdapter):
         if not kinds["vessel"] or not kinds["fgt"]:
             raise DataError(f"{dv_file}: expected segments named like 'Vessels' and 'Dense', found {sorted(segments)}")
         order = ("fgt", "vessel")  # vessels win where the two overlap
-        value = {"fgt": self.classes.names.index("fibroglandular") if self.class_table == "full" else None,
-                 "vessel": self.classes.names.index("vessel")}
+        value = {
+            "fgt": self.classes.names.index("fibroglandular") if self.class_table == "full" else None,
+            "vessel": self.classes.names.index("vessel"),
+        }
         for kind in order:
             if value[kind] is None:
                 continue  # paper table: fibroglandular tissue stays breast

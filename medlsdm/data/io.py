@@ -16,6 +16,7 @@ Affine convention (one rule everywhere in ``medlsdm``)
 
 Spacings and shapes are given in ``(D, H, W)`` order in millimetres (:func:`spacing_dhw`).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -46,16 +47,7 @@ MAX_VOLUME_BYTES = 8 * 2**30
 
 # Everything nibabel / gzip / zlib raise on a file that is not a (complete) NIfTI, both
 # when the header is loaded and lazily when the data are read.
-READ_ERRORS = (
-    ImageFileError,
-    HeaderDataError,
-    ImageDataError,
-    OSError,
-    EOFError,
-    ValueError,
-    zlib.error,
-    struct.error,
-)
+READ_ERRORS = (ImageFileError, HeaderDataError, ImageDataError, OSError, EOFError, ValueError, zlib.error, struct.error)
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
@@ -127,21 +119,23 @@ def _load_xyz(path: Path, frame: int | None, kind: str) -> tuple[np.ndarray, np.
             )
     else:
         if len(shape) != 4:
-            raise DataError(f"{path}: expected a 4-D (x, y, z, t) volume to take frame {frame}, got shape {tuple(shape)}")
+            raise DataError(
+                f"{path}: expected a 4-D (x, y, z, t) volume to take frame {frame}, got shape {tuple(shape)}"
+            )
         if not 0 <= frame < shape[3]:
             raise DataError(f"{path}: frame {frame} out of range (the file has {shape[3]} frames)")
         index = (slice(None), slice(None), slice(None), frame)
     dtype = np.dtype(img.get_data_dtype())
     if dtype.kind not in "biuf":
-        raise DataError(f"{path}: voxel type {dtype} (RGB, complex or structured) is not supported; "
-                        "expected one scalar integer or float value per voxel")
+        raise DataError(
+            f"{path}: voxel type {dtype} (RGB, complex or structured) is not supported; "
+            "expected one scalar integer or float value per voxel"
+        )
     check_size(path, shape[:3], 4 if kind == "image" else 8)
     try:
         data = np.asarray(img.dataobj[index])
     except READ_ERRORS as exc:
-        raise DataError(
-            f"{path}: truncated or corrupt NIfTI data ({type(exc).__name__}: {exc})"
-        ) from None
+        raise DataError(f"{path}: truncated or corrupt NIfTI data ({type(exc).__name__}: {exc})") from None
     if str(path).lower().endswith(".gz"):
         _verify_gzip(path)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
@@ -228,9 +222,7 @@ def _label_dtype(array: np.ndarray) -> type:
     return np.int32
 
 
-def write_nifti(
-    path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, *, kind: str = "image"
-) -> Path:
+def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, *, kind: str = "image") -> Path:
     """Write a ``(D, H, W)`` array (or ``(1, D, H, W)``) as NIfTI, atomically.
 
     The header is built fresh (no text fields such as ``descrip`` or ``aux_file`` are copied

@@ -2,6 +2,7 @@
 
 One-hot encoding for the networks is :func:`medlsdm.models.blocks.one_hot`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,9 +27,7 @@ def unique_ints(label: np.ndarray) -> np.ndarray:
     return np.unique(label)
 
 
-def remap_labels(
-    label: np.ndarray, table: ClassTable, path: str | os.PathLike | None = None
-) -> np.ndarray:
+def remap_labels(label: np.ndarray, table: ClassTable, path: str | os.PathLike | None = None) -> np.ndarray:
     """Map a dataset's label values to contiguous class indices ``0 … K-1``.
 
     Args:

@@ -1,5 +1,6 @@
 """The M&Ms cardiac MR adapter: M&Ms-1 (4-D short-axis cines with ED/ES ground truth) and M&Ms-2
 (per-phase 3-D short- and long-axis files listed in ``dataset_information.csv``)."""
+
 from __future__ import annotations
 
 import csv
@@ -39,8 +40,10 @@ class MnMs(DatasetAdapter):
     """
 
     name, modality, classes = "mnms", "MR", tables.MNMS
-    layout = ("M&Ms-1: <root>/Training/Labeled/<code>/<code>_sa.nii.gz + <code>_sa_gt.nii.gz; M&Ms-2: "
-              "<root>/dataset_information.csv + <root>/dataset/<id>/<id>_SA_ED.nii.gz + <id>_SA_ED_gt.nii.gz …")
+    layout = (
+        "M&Ms-1: <root>/Training/Labeled/<code>/<code>_sa.nii.gz + <code>_sa_gt.nii.gz; M&Ms-2: "
+        "<root>/dataset_information.csv + <root>/dataset/<id>/<id>_SA_ED.nii.gz + <id>_SA_ED_gt.nii.gz …"
+    )
     CSV = "dataset_information.csv"
 
     def __init__(self, *, subsets: Sequence[str] | None = None, views: Sequence[str] = ("SA",), **kwargs):
@@ -51,7 +54,6 @@ class MnMs(DatasetAdapter):
     @staticmethod
     def labelled_frames(gt_path: Path) -> dict[str, int]:
         """``{"ED": t, "ES": t}`` from the non-empty frames of a 4-D ground truth file."""
-
 
         try:
             data = np.asanyarray(nib.load(str(gt_path)).dataobj)
@@ -80,8 +82,10 @@ class MnMs(DatasetAdapter):
         if (root / self.CSV).is_file():
             return self._find_mnms2(root)
         if self.views != ("SA",):
-            raise ConfigError(f"dataset 'mnms': option views={list(self.views)} needs M&Ms-2 "
-                              f"({root / self.CSV} not found); M&Ms-1 has short axis only")
+            raise ConfigError(
+                f"dataset 'mnms': option views={list(self.views)} needs M&Ms-2 "
+                f"({root / self.CSV} not found); M&Ms-1 has short axis only"
+            )
         cases = []
         for subject in tqdm(self._subjects(root, ("Training/Labeled",)), desc="mnms frames", leave=False):
             code = subject.name

@@ -13,6 +13,7 @@ Naming rules (nnU-Net v2 ``dataset_format.md``): a case identifier, then ``_XXXX
 4-digit channel index, then ``file_ending``; the label file is the identifier alone. Labels
 are consecutive integers with background 0.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,8 +79,9 @@ class NNUNetRaw(DatasetAdapter):
     name = "nnunet"
     layout = "<root>/dataset.json + <root>/imagesTr/<case>_0000.nii.gz + <root>/labelsTr/<case>.nii.gz"
 
-    def __init__(self, *, channel: int = 0, modality: str | None = None, classes_file: str | os.PathLike | None = None,
-                 **kwargs):
+    def __init__(
+        self, *, channel: int = 0, modality: str | None = None, classes_file: str | os.PathLike | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
             raise ConfigError(f"dataset 'nnunet': option channel must be an integer >= 0, got {channel!r}")
@@ -121,8 +123,11 @@ class NNUNetRaw(DatasetAdapter):
                 raise DataError(f"{folder}: folder not found (expected layout: {self.layout})")
 
         def files(folder: Path) -> dict[str, Path]:
-            return {p.name[: -len(ending)]: p for p in sorted(folder.iterdir())
-                    if is_visible(p) and p.is_file() and p.name.endswith(ending)}
+            return {
+                p.name[: -len(ending)]: p
+                for p in sorted(folder.iterdir())
+                if is_visible(p) and p.is_file() and p.name.endswith(ending)
+            }
 
         labels, image_of, image_cases = files(folders["labelsTr"]), {}, set()
         for key, path in files(folders["imagesTr"]).items():
@@ -135,15 +140,21 @@ class NNUNetRaw(DatasetAdapter):
                 image_of[case] = path
         wanted = "" if v1 else f"_{self.channel:04d}"
         problems = [f"{labels[k]} has no image {k}{wanted}{ending}" for k in sorted(set(labels) - set(image_of))]
-        problems += [f"images of case {k} in {folders['imagesTr']} have no label {k}{ending}"
-                     for k in sorted(image_cases - set(labels))]
+        problems += [
+            f"images of case {k} in {folders['imagesTr']} have no label {k}{ending}"
+            for k in sorted(image_cases - set(labels))
+        ]
         if problems:
             raise DataError(f"{root}: unpaired nnU-Net files:\n  " + "\n  ".join(problems))
         if not labels:
             raise DataError(f"{root}: no {ending} files in labelsTr/ (expected layout: {self.layout})")
         if meta.get("numTraining") not in (None, len(labels)):
-            logger.warning("%s: numTraining is %s but labelsTr/ holds %d cases", root / DATASET_JSON,
-                           meta["numTraining"], len(labels))
+            logger.warning(
+                "%s: numTraining is %s but labelsTr/ holds %d cases",
+                root / DATASET_JSON,
+                meta["numTraining"],
+                len(labels),
+            )
         return [Case(safe_id(k), safe_id(k), image_of[k], labels[k], frame=self.frame) for k in sorted(labels)]
 
     def read_label(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
@@ -172,8 +183,15 @@ class NNUNetWriter:
         name: the dataset name written into ``dataset.json``.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, *, classes: ClassTable, channel_name: str, prefix: str = "case",
-                 name: str = "medlsdm synthetic"):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        *,
+        classes: ClassTable,
+        channel_name: str,
+        prefix: str = "case",
+        name: str = "medlsdm synthetic",
+    ):
         self.out_dir = Path(out_dir)
         self.images, self.labels = self.out_dir / "imagesTr", self.out_dir / "labelsTr"
         for folder in (self.images, self.labels):
@@ -195,8 +213,10 @@ class NNUNetWriter:
         if tuple(spatial) != tuple(label.shape):
             raise DataError(f"case {self.count}: image shape {tuple(spatial)} differs from label shape {label.shape}")
         if label.size and (label.min() < 0 or label.max() >= self.classes.num_classes):
-            raise DataError(f"case {self.count}: label indices {int(label.min())}…{int(label.max())} outside "
-                            f"0…{self.classes.num_classes - 1} ({list(self.classes.names)})")
+            raise DataError(
+                f"case {self.count}: label indices {int(label.min())}…{int(label.max())} outside "
+                f"0…{self.classes.num_classes - 1} ({list(self.classes.names)})"
+            )
         case = nnunet_case_name(self.prefix, self.count)
         write_nifti(self.images / f"{case}_0000.nii.gz", image, affine, kind="image")
         write_nifti(self.labels / f"{case}.nii.gz", label.astype(np.int64), affine, kind="label")
@@ -221,8 +241,14 @@ class NNUNetWriter:
         return path
 
 
-def write_nnunet_dataset(out_dir: str | os.PathLike, cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], *,
-                         classes: ClassTable, channel_name: str, prefix: str = "case") -> list[str]:
+def write_nnunet_dataset(
+    out_dir: str | os.PathLike,
+    cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    classes: ClassTable,
+    channel_name: str,
+    prefix: str = "case",
+) -> list[str]:
     """Write ``(image, label, affine)`` triples as an nnU-Net v2 raw dataset (:class:`NNUNetWriter`).
 
     Args:
@@ -239,4 +265,3 @@ def write_nnunet_dataset(out_dir: str | os.PathLike, cases: Iterable[tuple[np.nd
     ids = [writer.add(image, label, affine) for image, label, affine in cases]
     writer.close()
     return ids
-

@@ -16,6 +16,7 @@ is complete (:func:`medlsdm.atomic.save_pretrained_atomic`), so a failure at any
 the old folder as it was.
 An ``out_dir`` holding anything else than these outputs is refused before any work.
 """
+
 from __future__ import annotations
 
 import logging
@@ -131,8 +132,9 @@ def _from_dict(cls, values: dict, where: str):
     missing = [name for name in required if name not in values]
     if missing:
         raise DataError(f"{where}: no {', '.join(map(repr, missing))}; not a complete medlsdm manifest, {_RERUN}")
-    return cls(**{k: v for k, v in values.items() if k in names},
-               extra={k: v for k, v in values.items() if k not in names})
+    return cls(
+        **{k: v for k, v in values.items() if k in names}, extra={k: v for k, v in values.items() if k not in names}
+    )
 
 
 def _to_dict(obj) -> dict[str, Any]:
@@ -144,7 +146,9 @@ def _check_parameters(spacing, block_shape, n_cases, blocks_per_case):
         spacing = [float(v) for v in spacing]
         block_shape = [int(v) for v in block_shape]
     except (TypeError, ValueError):
-        raise ConfigError(f"spacing and block_shape must be sequences of numbers, got {spacing!r}, {block_shape!r}") from None
+        raise ConfigError(
+            f"spacing and block_shape must be sequences of numbers, got {spacing!r}, {block_shape!r}"
+        ) from None
     if len(spacing) != 3 or not all(math.isfinite(v) and v > 0 for v in spacing):
         raise ConfigError(f"spacing must be three positive numbers (D, H, W) in mm, got {spacing}")
     if len(block_shape) != 3 or min(block_shape) < 1:
@@ -180,11 +184,15 @@ def check_out_dir(out_dir: Path, data_root: Path) -> None:
     foreign = [p for p in out_dir.iterdir() if p.name not in OUTPUTS and not _is_temporary(p)]
     for sub in ("images", "labels"):
         if (out_dir / sub).is_dir():
-            foreign += [p for p in (out_dir / sub).iterdir()
-                        if not (p.is_file() and (p.name.endswith(".nii.gz") or _is_temporary(p)))]
+            foreign += [
+                p
+                for p in (out_dir / sub).iterdir()
+                if not (p.is_file() and (p.name.endswith(".nii.gz") or _is_temporary(p)))
+            ]
     if foreign:
         raise ConfigError(
-            f"out_dir {out_dir}: holds {foreign[0]}" + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "")
+            f"out_dir {out_dir}: holds {foreign[0]}"
+            + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "")
             + ", not written by medlsdm preprocess; preprocess replaces the whole folder, so give a new or empty --out-dir"
         )
 
@@ -264,8 +272,10 @@ def prepare_dataset(
         raise ConfigError(f"option preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
     adapter = get_adapter(dataset, **adapter_kwargs)
     if adapter.classes.num_classes > MAX_CLASSES:
-        raise ConfigError(f"dataset {adapter.name!r}: {adapter.classes.num_classes} classes, more than the {MAX_CLASSES} "
-                          "that uint8 label maps hold; check option num_classes (--num-classes) or the class table file")
+        raise ConfigError(
+            f"dataset {adapter.name!r}: {adapter.classes.num_classes} classes, more than the {MAX_CLASSES} "
+            "that uint8 label maps hold; check option num_classes (--num-classes) or the class table file"
+        )
     data_root, out_dir = Path(data_root).expanduser(), Path(out_dir).expanduser()
     check_out_dir(out_dir, data_root)
 
@@ -280,9 +290,19 @@ def prepare_dataset(
     built = {}
 
     def build(folder):
-        built["manifest"] = _write_dataset(Path(folder), adapter, cases, data_root, source_info, spacing=spacing,
-                                           block_shape=block_shape, fractions=fractions, seed=seed,
-                                           blocks_per_case=int(blocks_per_case), preprocessing=preprocessing)
+        built["manifest"] = _write_dataset(
+            Path(folder),
+            adapter,
+            cases,
+            data_root,
+            source_info,
+            spacing=spacing,
+            block_shape=block_shape,
+            fractions=fractions,
+            seed=seed,
+            blocks_per_case=int(blocks_per_case),
+            preprocessing=preprocessing,
+        )
 
     save_pretrained_atomic(SimpleNamespace(save_pretrained=build), out_dir)  # built aside, swapped in whole
     manifest = built["manifest"]
@@ -290,18 +310,42 @@ def prepare_dataset(
     return manifest
 
 
-def _write_dataset(out_dir: Path, adapter, cases: list[Case], data_root: Path, source_info: dict, *,
-                   spacing: list[float], block_shape: list[int], fractions, seed: int, blocks_per_case: int,
-                   preprocessing: str) -> Manifest:
+def _write_dataset(
+    out_dir: Path,
+    adapter,
+    cases: list[Case],
+    data_root: Path,
+    source_info: dict,
+    *,
+    spacing: list[float],
+    block_shape: list[int],
+    fractions,
+    seed: int,
+    blocks_per_case: int,
+    preprocessing: str,
+) -> Manifest:
     """Preprocess every case into the (new, empty) folder ``out_dir``; write split and manifest."""
-    normalisation = adapter.normalisation if preprocessing == "resample" else {"method": "minmax_per_block", "range": [-1.0, 1.0]}
+    normalisation = (
+        adapter.normalisation if preprocessing == "resample" else {"method": "minmax_per_block", "range": [-1.0, 1.0]}
+    )
     entries = []
     store = CaseStore(out_dir / STORE, mode="w")
     try:
         for index, case in enumerate(tqdm(cases, desc=f"preprocess {adapter.name}")):
             rng = np.random.default_rng([int(seed), index]) if preprocessing == "paper" else None
-            entries += _process_case(case, adapter, out_dir, data_root, source_info[case.case_id],
-                                     normalisation, spacing, block_shape, blocks_per_case, store, rng)
+            entries += _process_case(
+                case,
+                adapter,
+                out_dir,
+                data_root,
+                source_info[case.case_id],
+                normalisation,
+                spacing,
+                block_shape,
+                blocks_per_case,
+                store,
+                rng,
+            )
         store.close()
     except BaseException:
         store.abort()
@@ -333,8 +377,16 @@ def _write_dataset(out_dir: Path, adapter, cases: list[Case], data_root: Path, s
 
 
 def _process_case(
-    case: Case, adapter, out_dir: Path, data_root: Path, info: dict, normalisation: dict,
-    spacing: list[float], block_shape: list[int], blocks_per_case: int, store: CaseStore,
+    case: Case,
+    adapter,
+    out_dir: Path,
+    data_root: Path,
+    info: dict,
+    normalisation: dict,
+    spacing: list[float],
+    block_shape: list[int],
+    blocks_per_case: int,
+    store: CaseStore,
     rng: np.random.Generator | None = None,
 ) -> list[dict]:
     """Preprocess one case and write its blocks; returns their manifest entries.
@@ -344,12 +396,20 @@ def _process_case(
     image, affine = adapter.read_image(case)
     label, _ = adapter.read_label(case)
     if rng is not None:
-        blocks = preprocess_case_paper(image, label, affine, classes=adapter.classes, block_shape=block_shape,
-                                       rng=rng, label_path=case.label)
+        blocks = preprocess_case_paper(
+            image, label, affine, classes=adapter.classes, block_shape=block_shape, rng=rng, label_path=case.label
+        )
     else:
         blocks = preprocess_case(
-            image, label, affine, classes=adapter.classes, normalisation=normalisation,
-            spacing=spacing, block_shape=block_shape, n_blocks=blocks_per_case, label_path=case.label,
+            image,
+            label,
+            affine,
+            classes=adapter.classes,
+            normalisation=normalisation,
+            spacing=spacing,
+            block_shape=block_shape,
+            n_blocks=blocks_per_case,
+            label_path=case.label,
         )
     del image, label
     entries = []

@@ -11,6 +11,7 @@ true position in world coordinates:
 
 :func:`preprocess_case` chains them for one case.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,18 +53,10 @@ def resampled_shape(
     """
     spacing = _as_triple(spacing, "spacing")
     target_spacing = _as_triple(target_spacing, "target_spacing")
-    return tuple(
-        int(np.floor((n - 1) * s / t + 1e-6)) + 1 for n, s, t in zip(shape, spacing, target_spacing)
-    )
+    return tuple(int(np.floor((n - 1) * s / t + 1e-6)) + 1 for n, s, t in zip(shape, spacing, target_spacing))
 
 
-def resample(
-    array: np.ndarray,
-    spacing: Sequence[float],
-    target_spacing: Sequence[float],
-    *,
-    order: int,
-) -> np.ndarray:
+def resample(array: np.ndarray, spacing: Sequence[float], target_spacing: Sequence[float], *, order: int) -> np.ndarray:
     """Resample a ``(D, H, W)`` array to a new voxel size.
 
     Output voxel ``i`` (per axis) samples the input at index ``i * target_spacing / spacing``
@@ -95,9 +88,7 @@ def resample(
     )
 
 
-def resampled_affine(
-    affine: np.ndarray, spacing: Sequence[float], target_spacing: Sequence[float]
-) -> np.ndarray:
+def resampled_affine(affine: np.ndarray, spacing: Sequence[float], target_spacing: Sequence[float]) -> np.ndarray:
     """The affine of :func:`resample`'s output (same origin, scaled voxel axes).
 
     Args:
@@ -105,9 +96,7 @@ def resampled_affine(
         spacing: input voxel size (mm), ``(D, H, W)``.
         target_spacing: output voxel size (mm), ``(D, H, W)``.
     """
-    zoom_dhw = np.array(_as_triple(target_spacing, "target_spacing")) / np.array(
-        _as_triple(spacing, "spacing")
-    )
+    zoom_dhw = np.array(_as_triple(target_spacing, "target_spacing")) / np.array(_as_triple(spacing, "spacing"))
     new = np.array(affine, dtype=np.float64)
     new[:3, :3] = new[:3, :3] * zoom_dhw[::-1]  # columns are x = W, y = H, z = D
     return new
@@ -246,8 +235,6 @@ def depth_block_starts(size: int, depth: int, stride: int | None = None) -> list
     if starts[-1] != size - depth:
         starts.append(size - depth)
     return starts
-
-
 
 
 @dataclass
@@ -439,9 +426,17 @@ def preprocess_case_paper(
         block_label = label[start:stop].astype(np.int64)
         if not block_label.any():
             continue
-        blocks.append(CaseBlock(image=minmax_to_unit(image[None, start:stop]), label=block_label,
-                                affine=shift_affine(affine, (start, 0, 0)), start=start))
+        blocks.append(
+            CaseBlock(
+                image=minmax_to_unit(image[None, start:stop]),
+                label=block_label,
+                affine=shift_affine(affine, (start, 0, 0)),
+                start=start,
+            )
+        )
     if not blocks:
-        logger.warning("%s: every depth block is background; the case gives no block",
-                       label_path if label_path is not None else "a case")
+        logger.warning(
+            "%s: every depth block is background; the case gives no block",
+            label_path if label_path is not None else "a case",
+        )
     return blocks

@@ -5,6 +5,7 @@ several blocks) land in the same set, so the test set never contains a patient s
 training. The split depends only on the set of patients, the fractions and the seed: patients
 are sorted, then shuffled with ``numpy.random.default_rng(seed)``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,9 @@ def check_fractions(fractions: Sequence[float]) -> np.ndarray:
     """(train, val, test) fractions as an array; ConfigError unless non-negative and summing to 1."""
     f = np.asarray(fractions, dtype=np.float64)
     if f.shape != (3,) or (f < 0).any() or not np.isclose(f.sum(), 1.0, atol=1e-6):
-        raise ConfigError(f"fractions must be three non-negative numbers (train, val, test) summing to 1, got {tuple(fractions)}")
+        raise ConfigError(
+            f"fractions must be three non-negative numbers (train, val, test) summing to 1, got {tuple(fractions)}"
+        )
     return f
 
 

@@ -17,6 +17,7 @@ Example::
     with CaseStore(path) as store:
         image, label, affine = store["case_000"]
 """
+
 from __future__ import annotations
 
 import os
@@ -154,7 +155,9 @@ class CaseStore(H5Store):
         affine = np.asarray(affine, dtype=np.float64)
         where = f"{self.path}, case {case_id}"
         if image.ndim != 4 or image.shape[0] != 1 or image.shape[1:] != label.shape:
-            raise DataError(f"{where}: expected image (1, D, H, W) and label (D, H, W), got {image.shape} and {label.shape}")
+            raise DataError(
+                f"{where}: expected image (1, D, H, W) and label (D, H, W), got {image.shape} and {label.shape}"
+            )
         if affine.shape != (4, 4):
             raise DataError(f"{where}: affine must be 4x4, got {affine.shape}")
         if label.size and (label.min() < 0 or label.max() >= MAX_CLASSES):

@@ -8,6 +8,7 @@ the pipeline's samples; :func:`augmentation_experiment` trains the judge
 :func:`lesion_edits` makes the lesion augmentation's set: the real-small cases with a lesion
 inserted by :meth:`MedLSDMPipeline.edit`, scored by the lesion Dice they add.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,13 +53,25 @@ def augmentation_extras(run: RunDir, pipe, new_synthetic: Cases) -> dict[str, Ca
 
     oracle = new_anatomy_oracle(run, new_synthetic.ids)
     coded = reconstruct(pipe.vqgan, oracle.images, oracle.labels).images
-    return {"oracle": oracle, "oracle_autoencoded": Cases(oracle.ids, list(coded), oracle.labels, oracle.affines),
-            "synthetic": new_synthetic}
+    return {
+        "oracle": oracle,
+        "oracle_autoencoded": Cases(oracle.ids, list(coded), oracle.labels, oracle.affines),
+        "synthetic": new_synthetic,
+    }
 
 
-def lesion_edits(pipe, cases: Cases, class_names: Sequence[str], spacing: Sequence[float], *, organ: str = "liver",
-                 radius_mm: Sequence[float] = LESION_RADIUS_MM, scheduler: str = "ddim", steps: int = 10,
-                 seed: int = 0) -> Cases:
+def lesion_edits(
+    pipe,
+    cases: Cases,
+    class_names: Sequence[str],
+    spacing: Sequence[float],
+    *,
+    organ: str = "liver",
+    radius_mm: Sequence[float] = LESION_RADIUS_MM,
+    scheduler: str = "ddim",
+    steps: int = 10,
+    seed: int = 0,
+) -> Cases:
     """The lesion augmentation's extra set: each case that has ``organ``, once more, with a
     spherical lesion inserted deep in that organ by :meth:`MedLSDMPipeline.edit`
     (:func:`medlsdm.evaluation.edits.edit_with_lesion`; radius uniform in ``radius_mm``, edit
@@ -71,17 +84,36 @@ def lesion_edits(pipe, cases: Cases, class_names: Sequence[str], spacing: Sequen
     """
 
     missing = [c for c in ("lesion", organ) if c not in class_names]
-    keep = [i for i, lab in enumerate(cases.labels) if not missing and (np.asarray(lab) == class_names.index(organ)).any()]
+    keep = [
+        i for i, lab in enumerate(cases.labels) if not missing and (np.asarray(lab) == class_names.index(organ)).any()
+    ]
     if missing or not keep:
-        raise DataError(f"lesion edits: {f'no class {missing}' if missing else f'no case has a voxel of {organ!r}'} "
-                        f"(classes {list(class_names)})")
+        raise DataError(
+            f"lesion edits: {f'no class {missing}' if missing else f'no case has a voxel of {organ!r}'} "
+            f"(classes {list(class_names)})"
+        )
     use_scheduler(pipe, scheduler)
     radii = np.random.default_rng(seed).uniform(*radius_mm, size=len(cases))
-    edits = {i: edit_with_lesion(pipe, cases.images[i], cases.labels[i], organ_class=class_names.index(organ),
-                                 lesion_class=class_names.index("lesion"), radius_mm=float(radii[i]), spacing=spacing,
-                                 steps=steps, seed=seed + i) for i in keep}
-    return Cases([f"{cases.ids[i]}+lesion" for i in keep], [edits[i]["edited"].astype(np.float32) for i in keep],
-                 [edits[i]["labels"] for i in keep], [cases.affines[i] for i in keep])
+    edits = {
+        i: edit_with_lesion(
+            pipe,
+            cases.images[i],
+            cases.labels[i],
+            organ_class=class_names.index(organ),
+            lesion_class=class_names.index("lesion"),
+            radius_mm=float(radii[i]),
+            spacing=spacing,
+            steps=steps,
+            seed=seed + i,
+        )
+        for i in keep
+    }
+    return Cases(
+        [f"{cases.ids[i]}+lesion" for i in keep],
+        [edits[i]["edited"].astype(np.float32) for i in keep],
+        [edits[i]["labels"] for i in keep],
+        [cases.affines[i] for i in keep],
+    )
 
 
 def lesion_arm_skipped(setting: bool | None, real_all: Mapping[str, Any], class_names: Sequence[str]) -> str | None:
@@ -97,15 +129,18 @@ def lesion_arm_skipped(setting: bool | None, real_all: Mapping[str, Any], class_
     if setting is False:
         return "lesion_augmentation=False"
     if setting is None and not sum(real_all["lesions_found"]):
-        return (f"the judge trained on all real cases (the arm's positive control) found 0 of "
-                f"{real_all['lesions_total'][0]} test lesions in each of its {len(real_all['lesions_found'])} seeds, so "
-                "every arm's lesion gain would be 0 by construction; set lesion_augmentation=True to run it anyway, "
-                "or give the judge a recipe that finds lesions")
+        return (
+            f"the judge trained on all real cases (the arm's positive control) found 0 of "
+            f"{real_all['lesions_total'][0]} test lesions in each of its {len(real_all['lesions_found'])} seeds, so "
+            "every arm's lesion gain would be 0 by construction; set lesion_augmentation=True to run it anyway, "
+            "or give the judge a recipe that finds lesions"
+        )
     return None
 
 
-def lesion_gain(arm: Mapping[str, Any], base: Mapping[str, Any], test: Cases, class_names: Sequence[str], *,
-                seed: int = 0) -> dict[str, Any]:
+def lesion_gain(
+    arm: Mapping[str, Any], base: Mapping[str, Any], test: Cases, class_names: Sequence[str], *, seed: int = 0
+) -> dict[str, Any]:
     """Lesion Dice gain of an arm over ``base`` (both :func:`medlsdm.evaluation.cases.dice_over_seeds` on
     ``test``), on the test cases whose label map holds a lesion (there the Dice is defined
     whatever is predicted), with its hierarchical-bootstrap CI over those cases and the judge
@@ -116,16 +151,30 @@ def lesion_gain(arm: Mapping[str, Any], base: Mapping[str, Any], test: Cases, cl
     if not cols:
         return {"lesion_gain": math.nan, "lesion_gain_ci": None, "n_lesion_cases": 0}
     a, b = (np.asarray(d["lesion_by_seed"], float)[:, cols] for d in (arm, base))
-    return {"lesion_gain": float(a.mean() - b.mean()),
-            "lesion_gain_ci": list(hierarchical_bootstrap_ci(a, b, seed=seed)) if len(cols) >= 2 else None,
-            "lesion_per_case": (a.mean(0) - b.mean(0)).tolist(), "n_lesion_cases": len(cols),
-            "lesions_total": list(arm["lesions_total"])}
+    return {
+        "lesion_gain": float(a.mean() - b.mean()),
+        "lesion_gain_ci": list(hierarchical_bootstrap_ci(a, b, seed=seed)) if len(cols) >= 2 else None,
+        "lesion_per_case": (a.mean(0) - b.mean(0)).tolist(),
+        "n_lesion_cases": len(cols),
+        "lesions_total": list(arm["lesions_total"]),
+    }
 
 
-def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mapping[str, Cases], class_names: Sequence[str],
-                            real_all: Mapping[str, Any], *, n_small: int = 4, seeds: Sequence[int] = (0, 1),
-                            options: Mapping[str, Any] | None = None, seed: int = 0, progress: bool = True,
-                            lesion_skipped: str | None = None) -> dict[str, Any]:
+def augmentation_experiment(
+    train: Cases,
+    val: Cases,
+    test: Cases,
+    extras: Mapping[str, Cases],
+    class_names: Sequence[str],
+    real_all: Mapping[str, Any],
+    *,
+    n_small: int = 4,
+    seeds: Sequence[int] = (0, 1),
+    options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    lesion_skipped: str | None = None,
+) -> dict[str, Any]:
     """Does synthetic data from *new* anatomies help a judge trained on few real cases, and how
     much could it?
 
@@ -148,8 +197,10 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
 
     small = train.head(n_small)
     if len(small) < 1 or not extras or min(len(c) for c in extras.values()) < 1:
-        raise DataError(f"augmentation: needs training cases and extra volumes, got {len(small)} and "
-                        f"{ {k: len(c) for k, c in extras.items()} }")
+        raise DataError(
+            f"augmentation: needs training cases and extra volumes, got {len(small)} and "
+            f"{ {k: len(c) for k, c in extras.items()} }"
+        )
     k = len(class_names)
     dice = {}
     for name, extra in {"real_small": None, **{f"real_small_{n}": c for n, c in extras.items()}}.items():
@@ -157,32 +208,62 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
         dice[name] = dice_over_seeds([f.model for f in fits], test, class_names)
     dice["real_all"] = dict(real_all)
     base = np.asarray(dice["real_small"]["organ"])
-    gains = {name: {"gain": float(np.mean(np.asarray(d["organ"]) - base)),
-                    "gain_ci": list(hierarchical_bootstrap_ci(d["organ_by_seed"], dice["real_small"]["organ_by_seed"],
-                                                              seed=seed)),
-                    "per_case": (np.asarray(d["organ"]) - base).tolist()}
-             for name, d in dice.items() if name != "real_small"}
-    lesion = {name: lesion_gain(d, dice["real_small"], test, class_names, seed=seed)
-              for name, d in dice.items() if name != "real_small"}
-    arms = {name: {"mean": nan_mean(d["organ"]), "lesion": nan_mean(d["lesion"]),
-                   "sd_seeds": mean_sd(d["organ_per_seed"])[1] if len(d["organ_per_seed"]) > 1 else math.nan,
-                   "per_case": d["organ"], "lesions_found": list(d["lesions_found"]), **gains.get(name, {}),
-                   **lesion.get(name, {})}
-            for name, d in dice.items()}
-    out = {"arms": arms, "n_small": len(small), "n_extra": {name: len(c) for name, c in extras.items()},
-           "mix": float({**JUDGE_DEFAULTS, **(options or {})}["mix"])}
+    gains = {
+        name: {
+            "gain": float(np.mean(np.asarray(d["organ"]) - base)),
+            "gain_ci": list(
+                hierarchical_bootstrap_ci(d["organ_by_seed"], dice["real_small"]["organ_by_seed"], seed=seed)
+            ),
+            "per_case": (np.asarray(d["organ"]) - base).tolist(),
+        }
+        for name, d in dice.items()
+        if name != "real_small"
+    }
+    lesion = {
+        name: lesion_gain(d, dice["real_small"], test, class_names, seed=seed)
+        for name, d in dice.items()
+        if name != "real_small"
+    }
+    arms = {
+        name: {
+            "mean": nan_mean(d["organ"]),
+            "lesion": nan_mean(d["lesion"]),
+            "sd_seeds": mean_sd(d["organ_per_seed"])[1] if len(d["organ_per_seed"]) > 1 else math.nan,
+            "per_case": d["organ"],
+            "lesions_found": list(d["lesions_found"]),
+            **gains.get(name, {}),
+            **lesion.get(name, {}),
+        }
+        for name, d in dice.items()
+    }
+    out = {
+        "arms": arms,
+        "n_small": len(small),
+        "n_extra": {name: len(c) for name, c in extras.items()},
+        "mix": float({**JUDGE_DEFAULTS, **(options or {})}["mix"]),
+    }
     if "real_small_lesion_edits" in lesion:
         edits, control = lesion["real_small_lesion_edits"], lesion["real_all"]
         out["lesion_augmentation"] = {
-            "gain": edits["lesion_gain"], "gain_ci": edits["lesion_gain_ci"], "per_case": edits.get("lesion_per_case"),
-            "n_lesion_cases": edits["n_lesion_cases"], "n_edits": len(extras["lesion_edits"]),
-            "control_gain": control["lesion_gain"], "control_gain_ci": control["lesion_gain_ci"],
-            "lesions_found": {name: list(dice[name]["lesions_found"])
-                              for name in ("real_small", "real_small_lesion_edits", "real_all")},
-            "lesions_total": int(dice["real_small"]["lesions_total"][0])}
+            "gain": edits["lesion_gain"],
+            "gain_ci": edits["lesion_gain_ci"],
+            "per_case": edits.get("lesion_per_case"),
+            "n_lesion_cases": edits["n_lesion_cases"],
+            "n_edits": len(extras["lesion_edits"]),
+            "control_gain": control["lesion_gain"],
+            "control_gain_ci": control["lesion_gain_ci"],
+            "lesions_found": {
+                name: list(dice[name]["lesions_found"])
+                for name in ("real_small", "real_small_lesion_edits", "real_all")
+            },
+            "lesions_total": int(dice["real_small"]["lesions_total"][0]),
+        }
     elif lesion_skipped:
-        out["lesion_augmentation"] = {"skipped": lesion_skipped, "lesions_total": int(real_all["lesions_total"][0]),
-                                      "lesions_found": {"real_all": list(real_all["lesions_found"])}}
+        out["lesion_augmentation"] = {
+            "skipped": lesion_skipped,
+            "lesions_total": int(real_all["lesions_total"][0]),
+            "lesions_found": {"real_all": list(real_all["lesions_found"])},
+        }
     syn, orc = gains.get("real_small_synthetic"), gains.get("real_small_oracle")
     if syn is not None:
         out.update(gain=syn["gain"], gain_ci=syn["gain_ci"], gain_per_case=syn["per_case"])
@@ -191,8 +272,10 @@ def augmentation_experiment(train: Cases, val: Cases, test: Cases, extras: Mappi
     if syn is not None and orc is not None:
         out["fraction_of_oracle_gain"] = syn["gain"] / orc["gain"] if orc["gain"] > 0 else math.nan
         out["bar_holds"] = bool(out["fraction_of_oracle_gain"] >= AUGMENTATION_BAR and syn["gain_ci"][0] > 0)
-        out["bar"] = (f">= {AUGMENTATION_BAR:.0%} of the oracle arm's gain recovered and the CI of the synthetic "
-                      "arm's gain above 0")
+        out["bar"] = (
+            f">= {AUGMENTATION_BAR:.0%} of the oracle arm's gain recovered and the CI of the synthetic "
+            "arm's gain above 0"
+        )
     return out
 
 
@@ -208,22 +291,34 @@ def benchmark_sentence(aug: Mapping[str, Any] | None, path: str | os.PathLike = 
     def gain(a: Mapping[str, Any]) -> str:
         return f"{a['gain']:+.3f} [{a['gain_ci'][0]:+.3f}, {a['gain_ci'][1]:+.3f}]"
 
-    pairs = {arm: (a, bench["arms"][arm]) for arm, a in aug["arms"].items()
-             if "gain" in a and "gain" in bench["arms"].get(arm, {})}
+    pairs = {
+        arm: (a, bench["arms"][arm])
+        for arm, a in aug["arms"].items()
+        if "gain" in a and "gain" in bench["arms"].get(arm, {})
+    }
     if not pairs:
         return f"The benchmark ({path.name}) measured none of this run's arms."
     generators = max(b["generators"] or 0 for _, b in pairs.values())
     seeds = max(b["judge_seeds"] for _, b in pairs.values())
-    said = [f"This run (one generator) beside `benchmarks/results/{path.stem}.md` ({generators} generators × {seeds} judge "
-            f"seeds, judge {bench['judge']}, {bench['written'][:10]}), gains over real-small: "
-            + "; ".join(f"{arm.replace('_', ' ')} {gain(a)} here, {gain(b)} there" for arm, (a, b) in pairs.items()) + "."]
+    said = [
+        f"This run (one generator) beside `benchmarks/results/{path.stem}.md` ({generators} generators × {seeds} judge "
+        f"seeds, judge {bench['judge']}, {bench['written'][:10]}), gains over real-small: "
+        + "; ".join(f"{arm.replace('_', ' ')} {gain(a)} here, {gain(b)} there" for arm, (a, b) in pairs.items())
+        + "."
+    ]
 
     def verdict(a: Mapping[str, Any]) -> str:
         return "helps" if a["gain_ci"][0] > 0 else "hurts" if a["gain_ci"][1] < 0 else "no clear effect"
 
-    differ = [f"{arm.replace('_', ' ')} ({verdict(a)} here, {verdict(b)} there)" for arm, (a, b) in pairs.items()
-              if verdict(a) != verdict(b)]
-    said.append(f"Their verdicts differ for {'; '.join(differ)}: one generator and this judge's budget do not show what "
-                "the next training or a converged judge gives." if differ else
-                "Every arm gets the same verdict (helps, hurts, or no clear effect) in both.")
+    differ = [
+        f"{arm.replace('_', ' ')} ({verdict(a)} here, {verdict(b)} there)"
+        for arm, (a, b) in pairs.items()
+        if verdict(a) != verdict(b)
+    ]
+    said.append(
+        f"Their verdicts differ for {'; '.join(differ)}: one generator and this judge's budget do not show what "
+        "the next training or a converged judge gives."
+        if differ
+        else "Every arm gets the same verdict (helps, hurts, or no clear effect) in both."
+    )
     return " ".join(said)

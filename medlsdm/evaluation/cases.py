@@ -7,6 +7,7 @@ both use, so that neither imports the other.
 - :func:`train_judges` — one judge per seed (:func:`medlsdm.training.judge.train_judge`).
 - :func:`dice_over_seeds` — every judge's Dice on a set, per case and per judge, lesions apart.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,9 @@ class Cases:
         return Cases(self.ids[:n], self.images[:n], self.labels[:n], self.affines[:n])
 
     def __add__(self, other: "Cases") -> "Cases":
-        return Cases(self.ids + other.ids, self.images + other.images, self.labels + other.labels,
-                     self.affines + other.affines)
+        return Cases(
+            self.ids + other.ids, self.images + other.images, self.labels + other.labels, self.affines + other.affines
+        )
 
 
 def read_cases(image_paths: Sequence[os.PathLike], label_paths: Sequence[os.PathLike], ids: Sequence[str]) -> Cases:
@@ -52,8 +54,9 @@ def read_cases(image_paths: Sequence[os.PathLike], label_paths: Sequence[os.Path
         image, affine = read_nifti(image_path, kind="image")
         label, label_affine = read_nifti(label_path, kind="label")
         if image.shape != label.shape or not np.allclose(affine, label_affine, atol=1e-3):
-            raise DataError(f"{image_path}: not on the grid of its label map {label_path} "
-                            f"(shape {image.shape} vs {label.shape})")
+            raise DataError(
+                f"{image_path}: not on the grid of its label map {label_path} (shape {image.shape} vs {label.shape})"
+            )
         images.append(image[None].astype(np.float32))
         labels.append(label)
         affines.append(affine)
@@ -62,19 +65,40 @@ def read_cases(image_paths: Sequence[os.PathLike], label_paths: Sequence[os.Path
 
 def real_cases(run: RunDir, ids: Sequence[str]) -> Cases:
     """The run's preprocessed real cases (``RUN/data/images`` and ``labels``)."""
-    return read_cases([run.data / "images" / f"{c}.nii.gz" for c in ids],
-                      [run.data / "labels" / f"{c}.nii.gz" for c in ids], ids)
+    return read_cases(
+        [run.data / "images" / f"{c}.nii.gz" for c in ids], [run.data / "labels" / f"{c}.nii.gz" for c in ids], ids
+    )
 
 
-def train_judges(cases: Cases, val: Cases, num_classes: int, *, seeds: Sequence[int], options: Mapping[str, Any],
-                 progress: bool, extra: Cases | None = None) -> list:
+def train_judges(
+    cases: Cases,
+    val: Cases,
+    num_classes: int,
+    *,
+    seeds: Sequence[int],
+    options: Mapping[str, Any],
+    progress: bool,
+    extra: Cases | None = None,
+) -> list:
     """One judge per seed (:func:`medlsdm.training.judge.train_judge`: a
     :class:`~medlsdm.training.judge.JudgeFit` each), each stopped early on the validation cases;
     ``extra`` cases fill the judge's ``mix`` share of every batch."""
 
     more = {} if extra is None else {"extra_images": extra.images, "extra_labels": extra.labels}
-    return [train_judge(cases.images, cases.labels, num_classes=num_classes, seed=int(s), val_images=val.images,
-                        val_labels=val.labels, progress=progress, **more, **dict(options)) for s in seeds]
+    return [
+        train_judge(
+            cases.images,
+            cases.labels,
+            num_classes=num_classes,
+            seed=int(s),
+            val_images=val.images,
+            val_labels=val.labels,
+            progress=progress,
+            **more,
+            **dict(options),
+        )
+        for s in seeds
+    ]
 
 
 def dice_over_seeds(models: Sequence, cases: Cases, class_names: Sequence[str]) -> dict[str, Any]:

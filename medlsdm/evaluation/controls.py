@@ -8,6 +8,7 @@
   features and, when ``frd-score`` is installed, the Fréchet Radiomics Distance, each beside
   its real-vs-real reference (validation vs test) and, on phantoms, oracle-vs-real.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,14 +31,23 @@ log = logging.getLogger(__name__)
 NEGATIVE_CONTROLS = {
     "oracle": "oracle re-renders of the training anatomies (same label map, new appearance)",
     "held_out": "held-out real volumes (no oracle for real data: other patients, so an easier control "
-                "than a re-render of the same anatomy)",
+    "than a re-render of the same anatomy)",
 }
 
 
-def memorisation_controls(data_dir: str | os.PathLike, train_ids: Sequence[str], train_images: Sequence[np.ndarray],
-                          synthetic: Mapping[str, Sequence[np.ndarray]], held_out_images: Sequence[np.ndarray], *,
-                          seed: int = 0, shift: Sequence[float] = (0.0, 1.0, 1.0), noise_std: float = 0.02,
-                          quantile: float = 0.05, negative_control: str = "oracle") -> dict[str, Any]:
+def memorisation_controls(
+    data_dir: str | os.PathLike,
+    train_ids: Sequence[str],
+    train_images: Sequence[np.ndarray],
+    synthetic: Mapping[str, Sequence[np.ndarray]],
+    held_out_images: Sequence[np.ndarray],
+    *,
+    seed: int = 0,
+    shift: Sequence[float] = (0.0, 1.0, 1.0),
+    noise_std: float = 0.02,
+    quantile: float = 0.05,
+    negative_control: str = "oracle",
+) -> dict[str, Any]:
     """:func:`medlsdm.metrics.privacy.memorisation_with_controls` with this run's controls.
 
     Positive control: every training volume through :func:`copy_control` (``shift`` voxels,
@@ -75,8 +85,12 @@ def memorisation_controls(data_dir: str | os.PathLike, train_ids: Sequence[str],
         except ConfigError as err:
             log.info("memorisation: %s; the held-out real volumes are the negative control", err)
     result = memorisation_with_controls(dict(synthetic), list(train_images), positive, negative, quantile=quantile)
-    return {**result, "negative_control": NEGATIVE_CONTROLS[kind], "negative_control_kind": kind,
-            "positive_control": f"training volumes shifted by {tuple(shift)} voxels plus noise of sd {noise_std}"}
+    return {
+        **result,
+        "negative_control": NEGATIVE_CONTROLS[kind],
+        "negative_control_kind": kind,
+        "positive_control": f"training volumes shifted by {tuple(shift)} voxels plus noise of sd {noise_std}",
+    }
 
 
 #: The spacing (mm) handed to the radiomics extraction: frd-score resamples every volume to 2 mm,
@@ -97,9 +111,16 @@ def frd_status() -> str:
     return "available"
 
 
-def distances_with_references(model, sets: Mapping[str, Sequence[np.ndarray]], pairs: Mapping[str, tuple[str, str]], *,
-                              frd: bool = True, spacing: Sequence[float] = FRD_GRID_SPACING,
-                              cache_dir: str | os.PathLike | None = None, seed: int = 0) -> dict[str, Any]:
+def distances_with_references(
+    model,
+    sets: Mapping[str, Sequence[np.ndarray]],
+    pairs: Mapping[str, tuple[str, str]],
+    *,
+    frd: bool = True,
+    spacing: Sequence[float] = FRD_GRID_SPACING,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """KID on segmentation features and FRD for named pairs of volume sets.
 
     Each pair ``name → (reference set, other set)`` is measured the same way, so the
@@ -124,9 +145,11 @@ def distances_with_references(model, sets: Mapping[str, Sequence[np.ndarray]], p
     """
     needed = sorted({s for pair in pairs.values() for s in pair})
     features = {s: segnet_features(model, sets[s], batch_size=4) for s in needed}
-    out: dict[str, Any] = {"kid": {name: kid(features[a], features[b], seed=seed, standardize=True)
-                                   for name, (a, b) in pairs.items()},
-                           "frd": None, "frd_skipped": None}
+    out: dict[str, Any] = {
+        "kid": {name: kid(features[a], features[b], seed=seed, standardize=True) for name, (a, b) in pairs.items()},
+        "frd": None,
+        "frd_skipped": None,
+    }
     status = frd_status() if frd else "skipped: frd=False"
     if status != "available":
         out["frd_skipped"] = status

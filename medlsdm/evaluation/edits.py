@@ -9,6 +9,7 @@ segmentation network finds it.
 Arrays follow the package convention: volumes ``(1, D, H, W)`` float32 in [-1, 1], label maps
 ``(D, H, W)`` int64.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -36,9 +37,20 @@ def lesion_site(label: np.ndarray, organ_class: int, spacing: Sequence[float] | 
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(depth)), organ.shape))
 
 
-def edit_with_lesion(pipe, image: np.ndarray, label: np.ndarray, *, organ_class: int, lesion_class: int,
-                     radius_mm: float, spacing: Sequence[float], steps: int, seed: int = 0,
-                     soft_border: float | None = None, guidance_scale: float = 1.0) -> dict:
+def edit_with_lesion(
+    pipe,
+    image: np.ndarray,
+    label: np.ndarray,
+    *,
+    organ_class: int,
+    lesion_class: int,
+    radius_mm: float,
+    spacing: Sequence[float],
+    steps: int,
+    seed: int = 0,
+    soft_border: float | None = None,
+    guidance_scale: float = 1.0,
+) -> dict:
     """Insert a spherical lesion deep inside an organ of a real volume's label map and edit the volume.
 
     :func:`lesion_site` places it, :func:`medlsdm.pipelines.editing.insert_lesion` draws it,
@@ -62,9 +74,22 @@ def edit_with_lesion(pipe, image: np.ndarray, label: np.ndarray, *, organ_class:
     radius = float(radius_mm) / np.asarray(spacing, float)
     new_labels, mask = insert_lesion(label, centre, radius, organ_class, lesion_class)
     border = float(pipe.vqgan.downsample_factor if soft_border is None else soft_border)
-    out = pipe.edit(image, new_labels, mask, num_inference_steps=steps, guidance_scale=guidance_scale,
-                    generator=torch.Generator().manual_seed(seed), soft_border=border)
-    return {"edited": np.asarray(out.images[0]), "labels": new_labels, "mask": mask, "centre": centre, "soft_border": border}
+    out = pipe.edit(
+        image,
+        new_labels,
+        mask,
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        generator=torch.Generator().manual_seed(seed),
+        soft_border=border,
+    )
+    return {
+        "edited": np.asarray(out.images[0]),
+        "labels": new_labels,
+        "mask": mask,
+        "centre": centre,
+        "soft_border": border,
+    }
 
 
 def outside_max_abs(edited: np.ndarray, real: np.ndarray, mask: np.ndarray, soft_border: float) -> float:
@@ -85,8 +110,13 @@ def region_means(volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> 
     return np.asarray(out)
 
 
-def lesion_detection(predictions: Sequence[np.ndarray], labels: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                     lesion_class: int, num_classes: int) -> dict:
+def lesion_detection(
+    predictions: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    lesion_class: int,
+    num_classes: int,
+) -> dict:
     """Does a segmentation network find inserted lesions?
 
     Per volume: the Dice of the lesion class (predicted vs the edited label map, every lesion
@@ -109,6 +139,9 @@ def lesion_detection(predictions: Sequence[np.ndarray], labels: Sequence[np.ndar
         mask = np.asarray(mask, bool)
         recall.append(float((np.asarray(pred)[mask] == lesion_class).mean()) if mask.any() else float("nan"))
     finite = lambda v: [x for x in v if np.isfinite(x)]  # noqa: E731
-    return {"dice": dice, "recall": recall,
-            "dice_mean": float(np.mean(finite(dice))) if finite(dice) else float("nan"),
-            "recall_mean": float(np.mean(finite(recall))) if finite(recall) else float("nan")}
+    return {
+        "dice": dice,
+        "recall": recall,
+        "dice_mean": float(np.mean(finite(dice))) if finite(dice) else float("nan"),
+        "recall_mean": float(np.mean(finite(recall))) if finite(recall) else float("nan"),
+    }

@@ -2,6 +2,7 @@
 (MedicalNet), LPIPS, and the Fréchet distance in a segmentation network's feature space.
 The weights of the feature networks are read from local files (nothing is downloaded).
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,8 +55,9 @@ def available_feature_metrics(weights: dict | None) -> dict[str, str]:
     weights = dict(weights or {})
     unknown = sorted(set(weights) - {k for need in FEATURE_METRIC_WEIGHTS.values() for k in need})
     if unknown:
-        raise DataError(f"available_feature_metrics: unknown weight name(s) {unknown}; "
-                        "known: inception, medicalnet, vgg16, lpips")
+        raise DataError(
+            f"available_feature_metrics: unknown weight name(s) {unknown}; known: inception, medicalnet, vgg16, lpips"
+        )
     for name, path in weights.items():
         if path is not None and not Path(path).is_file():
             raise DataError(f"{path}: {name} weights file not found")
@@ -88,7 +90,7 @@ def batched_features(fn, images, *, batch_size: int, device) -> np.ndarray:
     """
     out = []
     for i in range(0, len(images), batch_size):
-        batch = images[i:i + batch_size]
+        batch = images[i : i + batch_size]
         if isinstance(batch, (np.ndarray, torch.Tensor)):
             x = torch.as_tensor(batch, dtype=torch.float32)
         else:
@@ -115,20 +117,34 @@ def inception_features(inception, slices, *, batch_size: int = 16, device=None) 
     """Pool3 features ``(N, 2048)`` of 2-D slices ``(N, 1, H, W)`` in [-1, 1]: each slice is
     mapped to [0, 1], repeated to RGB (as FID does for grey images) and given to the network
     (which resizes it). ``device``: default the network's."""
-    return batched_features(lambda x: inception(((x.clamp(-1, 1) + 1) / 2).repeat(1, 3, 1, 1)), slices,
-                            batch_size=batch_size, device=_device(inception, device))
+    return batched_features(
+        lambda x: inception(((x.clamp(-1, 1) + 1) / 2).repeat(1, 3, 1, 1)),
+        slices,
+        batch_size=batch_size,
+        device=_device(inception, device),
+    )
 
 
-def inception_slice_features(inception, volumes, orientation: str, *, slice_step: int = 1,
-                             batch_size: int = 16, device="cpu") -> np.ndarray:
+def inception_slice_features(
+    inception, volumes, orientation: str, *, slice_step: int = 1, batch_size: int = 16, device="cpu"
+) -> np.ndarray:
     """:func:`inception_features` ``(S, 2048)`` of the 2-D slices of volumes in [-1, 1] along
     ``orientation`` (every ``slice_step``-th)."""
-    return inception_features(inception, _slice_set(volumes, orientation, slice_step), batch_size=batch_size,
-                              device=device)
+    return inception_features(
+        inception, _slice_set(volumes, orientation, slice_step), batch_size=batch_size, device=device
+    )
 
 
-def fid_2d(real, fake, inception, *, orientations=("axial", "coronal", "sagittal"), slice_step: int = 1,
-           batch_size: int = 16, device="cpu") -> dict[str, float]:
+def fid_2d(
+    real,
+    fake,
+    inception,
+    *,
+    orientations=("axial", "coronal", "sagittal"),
+    slice_step: int = 1,
+    batch_size: int = 16,
+    device="cpu",
+) -> dict[str, float]:
     """FID between the 2-D slices of real and synthetic volumes, per orientation.
 
     Slices (every ``slice_step``-th) of all volumes of a set form one image set; both sets
@@ -176,13 +192,22 @@ def fid_3d(real, fake, medicalnet, device="cpu") -> float:
     exactly by :func:`frechet_distance`) and the estimate is strongly biased upward; compare
     only values computed with the same numbers of volumes.
     """
-    return frechet_distance_from_features(medicalnet_features(medicalnet, real, device),
-                                          medicalnet_features(medicalnet, fake, device))
+    return frechet_distance_from_features(
+        medicalnet_features(medicalnet, real, device), medicalnet_features(medicalnet, fake, device)
+    )
 
 
 @torch.no_grad()
-def lpips_slices(real, fake, lpips_model, *, orientations=("axial", "coronal", "sagittal"),
-                 slice_step: int = 1, batch_size: int = 16, device="cpu") -> dict[str, float]:
+def lpips_slices(
+    real,
+    fake,
+    lpips_model,
+    *,
+    orientations=("axial", "coronal", "sagittal"),
+    slice_step: int = 1,
+    batch_size: int = 16,
+    device="cpu",
+) -> dict[str, float]:
     """Mean LPIPS between corresponding slices of paired volumes (``real[i]`` ↔ ``fake[i]``,
     e.g. a real case and the volume synthesised from its label map), per orientation.
 
@@ -201,7 +226,7 @@ def lpips_slices(real, fake, lpips_model, *, orientations=("axial", "coronal", "
             if sr.shape != sf.shape:
                 raise DataError(f"lpips_slices: paired volumes differ in shape, {tuple(sr.shape)} vs {tuple(sf.shape)}")
             for i in range(0, len(sr), batch_size):
-                a, b = sr[i:i + batch_size].to(device), sf[i:i + batch_size].to(device)
+                a, b = sr[i : i + batch_size].to(device), sf[i : i + batch_size].to(device)
                 values.append(lpips_model(a, b).double().cpu())
         out[o] = float(torch.cat(values).mean())
     return out
@@ -216,8 +241,12 @@ def segnet_features(model, images, device=None, batch_size: int = 1) -> np.ndarr
     was_training = model.training
     model.eval()
     try:
-        return batched_features(lambda x: model.features(pad_to_multiple(x, model.downsample_factor)[0]), images,
-                                batch_size=batch_size, device=_device(model, device))
+        return batched_features(
+            lambda x: model.features(pad_to_multiple(x, model.downsample_factor)[0]),
+            images,
+            batch_size=batch_size,
+            device=_device(model, device),
+        )
     finally:
         model.train(was_training)
 
@@ -230,5 +259,6 @@ def segnet_feature_distance(model, real, fake, device=None, batch_size: int = 1)
     features come from a small network trained on this run's data, so the number only
     compares models evaluated with the *same* segmentation network and set sizes.
     """
-    return frechet_distance_from_features(segnet_features(model, real, device, batch_size),
-                                          segnet_features(model, fake, device, batch_size))
+    return frechet_distance_from_features(
+        segnet_features(model, real, device, batch_size), segnet_features(model, fake, device, batch_size)
+    )

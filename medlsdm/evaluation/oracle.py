@@ -11,6 +11,7 @@ intensity estimates the contrast phase; the classes per dataset are
 :data:`~medlsdm.data.phantom.oracle.FACTOR_CLASSES`), so they apply equally to real,
 re-rendered and synthetic volumes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,9 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
     return inner if inner.sum() >= 8 else mask
 
 
-def factor_estimates(volumes: Sequence[np.ndarray], labels: Sequence[np.ndarray], class_names: Sequence[str],
-                     dataset: str | None = None) -> dict[str, np.ndarray]:
+def factor_estimates(
+    volumes: Sequence[np.ndarray], labels: Sequence[np.ndarray], class_names: Sequence[str], dataset: str | None = None
+) -> dict[str, np.ndarray]:
     """Estimate the hidden factors of each volume from the volume and its label map.
 
     Estimators: ``<class>_mean`` (mean intensity inside the class, eroded by one voxel
@@ -83,7 +85,9 @@ def factor_estimates(volumes: Sequence[np.ndarray], labels: Sequence[np.ndarray]
     return out
 
 
-def factor_preservation(originals: Mapping[str, np.ndarray], reconstructions: Mapping[str, np.ndarray]) -> dict[str, float]:
+def factor_preservation(
+    originals: Mapping[str, np.ndarray], reconstructions: Mapping[str, np.ndarray]
+) -> dict[str, float]:
     """Pearson correlation of each estimator on originals and on their reconstructions.
 
     An autoencoder *preserves* a factor when the correlation is high (≥ 0.9): only such
@@ -107,9 +111,16 @@ def _flat(volumes: np.ndarray, labels: np.ndarray) -> tuple[list[np.ndarray], li
     return [v for per_map in volumes for v in per_map], [lab for lab in labels for _ in range(volumes.shape[1])]
 
 
-def compare_with_oracle(samples: np.ndarray, oracle: np.ndarray, oracle_raw: np.ndarray, labels: np.ndarray,
-                        class_names: Sequence[str], dataset: str | None = None, *,
-                        preserved_min: float = 0.9) -> dict:
+def compare_with_oracle(
+    samples: np.ndarray,
+    oracle: np.ndarray,
+    oracle_raw: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    dataset: str | None = None,
+    *,
+    preserved_min: float = 0.9,
+) -> dict:
     """Compare a generator's samples with oracle re-renders of the same label maps.
 
     ``oracle`` are the oracle re-renders passed through the VQ-GAN (the best the latent
@@ -145,29 +156,39 @@ def compare_with_oracle(samples: np.ndarray, oracle: np.ndarray, oracle_raw: np.
     samples, oracle, oracle_raw, labels = (np.asarray(a) for a in (samples, oracle, oracle_raw, labels))
     r = oracle.shape[1]
     if r < 4 or r % 2 or oracle_raw.shape != oracle.shape:
-        raise DataError(f"compare_with_oracle: needs an even number >= 4 of oracle re-renders per map "
-                        f"(raw and reconstructed alike), got {oracle.shape} and {oracle_raw.shape}")
+        raise DataError(
+            f"compare_with_oracle: needs an even number >= 4 of oracle re-renders per map "
+            f"(raw and reconstructed alike), got {oracle.shape} and {oracle_raw.shape}"
+        )
     if samples.shape[0] != oracle.shape[0] or len(labels) != samples.shape[0]:
-        raise DataError(f"compare_with_oracle: {samples.shape[0]} sample sets, {oracle.shape[0]} oracle sets, "
-                        f"{len(labels)} label maps")
+        raise DataError(
+            f"compare_with_oracle: {samples.shape[0]} sample sets, {oracle.shape[0]} oracle sets, "
+            f"{len(labels)} label maps"
+        )
     masks = list(labels > 0)
-    half_a, half_b = oracle[:, : r // 2], oracle[:, r // 2:]
-    estimates = {name: factor_estimates(*_flat(v, labels), class_names, dataset)
-                 for name, v in (("synthetic", samples), ("oracle", oracle), ("oracle_raw", oracle_raw))}
+    half_a, half_b = oracle[:, : r // 2], oracle[:, r // 2 :]
+    estimates = {
+        name: factor_estimates(*_flat(v, labels), class_names, dataset)
+        for name, v in (("synthetic", samples), ("oracle", oracle), ("oracle_raw", oracle_raw))
+    }
     estimates["oracle_a"] = factor_estimates(*_flat(half_a, labels), class_names, dataset)
     estimates["oracle_b"] = factor_estimates(*_flat(half_b, labels), class_names, dataset)
     # estimators measurable here: the class is in enough label maps
     usable = [f for f in estimates["oracle"] if all(np.isfinite(est[f]).sum() >= 2 for est in estimates.values())]
     finite = {k: {f: est[f][np.isfinite(est[f])] for f in usable} for k, est in estimates.items()}
-    preserved = factor_preservation({f: estimates["oracle_raw"][f] for f in usable}, {f: estimates["oracle"][f] for f in usable})
+    preserved = factor_preservation(
+        {f: estimates["oracle_raw"][f] for f in usable}, {f: estimates["oracle"][f] for f in usable}
+    )
     counted = [f for f, c in preserved.items() if np.isfinite(c) and c >= preserved_min]
     comparison = factor_comparison(finite["synthetic"], finite["oracle"])
     reference = factor_comparison(finite["oracle_a"], finite["oracle_b"])
     per_map = {"synthetic": samples.shape[1], "oracle": r, "oracle_a": r // 2, "oracle_b": r // 2}
 
     def spread_ratio(a: str, b: str) -> dict[str, float]:
-        spreads = {f: (within_map_spread(estimates[a][f], per_map[a]), within_map_spread(estimates[b][f], per_map[b]))
-                   for f in usable}
+        spreads = {
+            f: (within_map_spread(estimates[a][f], per_map[a]), within_map_spread(estimates[b][f], per_map[b]))
+            for f in usable
+        }
         return {f: num / den if den > 0 else float("nan") for f, (num, den) in spreads.items()}
 
     return {
@@ -186,8 +207,15 @@ def compare_with_oracle(samples: np.ndarray, oracle: np.ndarray, oracle_raw: np.
     }
 
 
-def texture_vs_oracle(samples: np.ndarray, oracle_raw: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                      dataset: str | None = None, *, autoencoded: np.ndarray | None = None) -> dict:
+def texture_vs_oracle(
+    samples: np.ndarray,
+    oracle_raw: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    dataset: str | None = None,
+    *,
+    autoencoded: np.ndarray | None = None,
+) -> dict:
     """Texture of a generator's samples against **raw** oracle re-renders of the same label maps.
 
     :func:`~medlsdm.metrics.texture.texture_values` (noise level in the :func:`texture_classes`,
@@ -213,11 +241,15 @@ def texture_vs_oracle(samples: np.ndarray, oracle_raw: np.ndarray, labels: np.nd
 
     labels, r = np.asarray(labels), np.shape(oracle_raw)[1]
     if r < 2 or r % 2 or len(samples) != len(labels) or len(oracle_raw) != len(labels):
-        raise DataError(f"texture_vs_oracle: {len(samples)} sample sets, oracle {np.shape(oracle_raw)} (an even number "
-                        f"of re-renders per map), {len(labels)} label maps")
+        raise DataError(
+            f"texture_vs_oracle: {len(samples)} sample sets, oracle {np.shape(oracle_raw)} (an even number "
+            f"of re-renders per map), {len(labels)} label maps"
+        )
     classes = texture_classes(class_names, dataset)
     if not classes:
-        log.warning("texture_vs_oracle: no homogeneous class of %s in %s: the noise ratios are NaN", dataset, list(class_names))
+        log.warning(
+            "texture_vs_oracle: no homogeneous class of %s in %s: the noise ratios are NaN", dataset, list(class_names)
+        )
     sets = {"synthetic": samples, "oracle": oracle_raw}
     if autoencoded is not None:
         sets["oracle via the autoencoder"] = autoencoded
@@ -226,7 +258,7 @@ def texture_vs_oracle(samples: np.ndarray, oracle_raw: np.ndarray, labels: np.nd
     out = {}
     for key, measure in (("noise_ratio", "noise"), ("hf_power_ratio", "hf_power")):
         out[key] = ratio(values["synthetic"][measure], values["oracle"][measure])
-        out[f"{key}_reference"] = ratio(halves[measure][:, : r // 2], halves[measure][:, r // 2:])
+        out[f"{key}_reference"] = ratio(halves[measure][:, : r // 2], halves[measure][:, r // 2 :])
         if autoencoded is not None:
             out[f"{key}_autoencoder"] = ratio(values["oracle via the autoencoder"][measure], values["oracle"][measure])
             out[f"{key}_diffusion"] = ratio(values["synthetic"][measure], values["oracle via the autoencoder"][measure])
@@ -244,13 +276,17 @@ def texture_sentence(texture: Mapping) -> str:
     for key, label in (("noise_ratio", "Noise level"), ("hf_power_ratio", "High-frequency power")):
         value, ref = texture[key], texture[f"{key}_reference"]
         (lo, hi), place = TARGETS[key], where(value, key)
-        line = (f"{label}: the samples have {value:.2f}× the raw oracle's, {place} the target {lo}–{hi} "
-                f"(oracle half against half: {ref:.2f}×, {where(ref, key)} it).")
+        line = (
+            f"{label}: the samples have {value:.2f}× the raw oracle's, {place} the target {lo}–{hi} "
+            f"(oracle half against half: {ref:.2f}×, {where(ref, key)} it)."
+        )
         ae, diff = texture.get(f"{key}_autoencoder"), texture.get(f"{key}_diffusion")
         if ae is not None and np.isfinite(ae) and np.isfinite(diff) and ae > 0 and diff > 0:
             larger = "the autoencoder's" if abs(np.log(ae)) >= abs(np.log(diff)) else "the diffusion model's"
-            line += (f" The autoencoder alone gives {ae:.2f}× and the diffusion model {diff:.2f}× on top of it: "
-                     f"the larger departure from 1 is {larger}.")
+            line += (
+                f" The autoencoder alone gives {ae:.2f}× and the diffusion model {diff:.2f}× on top of it: "
+                f"the larger departure from 1 is {larger}."
+            )
         lines.append(line)
     return "\n".join(lines)
 
@@ -267,24 +303,41 @@ def spread_sentence(judged: Mapping) -> str:
     if not counted:
         return "No factor is counted (the autoencoder keeps none at r ≥ 0.9): the spread cannot be judged here."
     ratios = {f: judged["factor_spread_ratio"][f] for f in counted}
-    parts = [f"{f} {r:.2f} (oracle half against half {judged['factor_spread_reference'][f]:.2f})" for f, r in ratios.items()]
+    parts = [
+        f"{f} {r:.2f} (oracle half against half {judged['factor_spread_reference'][f]:.2f})" for f, r in ratios.items()
+    ]
     low = [f for f, r in ratios.items() if not r >= SPREAD_MIN]
-    verdict = (f"every counted factor varies with the noise at least {SPREAD_MIN} as much as in the oracle: the samples "
-               "draw their appearance from their noise." if not low else
-               f"{', '.join(low)} {'varies' if len(low) == 1 else 'vary'} less than {SPREAD_MIN}× as much as in the "
-               "oracle: for a given label map the model mostly reads these factors off the map instead of drawing "
-               "them from its noise, so the samples of one map look more alike than real patients with that anatomy would.")
+    verdict = (
+        f"every counted factor varies with the noise at least {SPREAD_MIN} as much as in the oracle: the samples "
+        "draw their appearance from their noise."
+        if not low
+        else f"{', '.join(low)} {'varies' if len(low) == 1 else 'vary'} less than {SPREAD_MIN}× as much as in the "
+        "oracle: for a given label map the model mostly reads these factors off the map instead of drawing "
+        "them from its noise, so the samples of one map look more alike than real patients with that anatomy would."
+    )
     said = f"Within-map spread, samples over oracle: {'; '.join(parts)}. So {verdict}"
     diversity = judged.get("diversity_ratio")
     if low and diversity is not None and diversity >= SPREAD_MIN:
-        said += (f" The diversity ratio ({diversity:.2f}) does not contradict this: it counts every difference between "
-                 "two samples of a map, texture and noise included, so it stays high while the organs' appearance is fixed.")
+        said += (
+            f" The diversity ratio ({diversity:.2f}) does not contradict this: it counts every difference between "
+            "two samples of a map, texture and noise included, so it stays high while the organs' appearance is fixed."
+        )
     return said
 
 
-def scheduler_distributions(pipe, labels: np.ndarray, settings: Sequence[Sequence], oracle: np.ndarray,
-                            class_names: Sequence[str], dataset: str | None = None, *, factors: Sequence[str],
-                            n_samples: int = 4, guidance_scale: float = 1.0, seed: int = 0) -> dict[str, dict]:
+def scheduler_distributions(
+    pipe,
+    labels: np.ndarray,
+    settings: Sequence[Sequence],
+    oracle: np.ndarray,
+    class_names: Sequence[str],
+    dataset: str | None = None,
+    *,
+    factors: Sequence[str],
+    n_samples: int = 4,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+) -> dict[str, dict]:
     """Judge samplers on distributions, not on paired errors from one noise.
 
     For each ``(scheduler, steps)``: ``n_samples`` samples per label map, their diversity ratio
@@ -304,8 +357,6 @@ def scheduler_distributions(pipe, labels: np.ndarray, settings: Sequence[Sequenc
         "w1_reference": {…}}}``.
     """
 
-
-
     def w1(a, b):
         a, b = np.asarray(a), np.asarray(b)
         return float(wasserstein_distance(a[np.isfinite(a)], b[np.isfinite(b)]))
@@ -318,7 +369,9 @@ def scheduler_distributions(pipe, labels: np.ndarray, settings: Sequence[Sequenc
         for name, steps in settings:
             use_scheduler(pipe, name)
             start = time.perf_counter()
-            samples = samples_per_map(pipe, labels, n_samples, steps=int(steps), guidance_scale=guidance_scale, seed=seed)
+            samples = samples_per_map(
+                pipe, labels, n_samples, steps=int(steps), guidance_scale=guidance_scale, seed=seed
+            )
             seconds = (time.perf_counter() - start) / (len(labels) * n_samples)
             est = factor_estimates(*_flat(samples, labels), class_names, dataset)
             if reference is None:  # the first setting is the reference

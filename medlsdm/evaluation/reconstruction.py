@@ -1,4 +1,5 @@
 """VQ-GAN reconstruction quality on held-out cases, beside the baseline of the same compression."""
+
 from __future__ import annotations
 
 import logging
@@ -49,7 +50,9 @@ class Reconstruction(NamedTuple):
 
 
 @torch.no_grad()
-def reconstruct(model, images, labels=None, *, batch_size: int = 1, device: str | torch.device | None = None) -> Reconstruction:
+def reconstruct(
+    model, images, labels=None, *, batch_size: int = 1, device: str | torch.device | None = None
+) -> Reconstruction:
     """VQ-GAN reconstructions of 2-D slices or 3-D volumes: encode → nearest codes → decode.
 
     Sizes not divisible by the model's downsampling factor are edge-padded for the model and
@@ -72,14 +75,21 @@ def reconstruct(model, images, labels=None, *, batch_size: int = 1, device: str 
     recons, indices = [], []
     try:
         for i in range(0, len(images), batch_size):
-            x = torch.stack([torch.as_tensor(np.asarray(v, np.float32)) for v in images[i:i + batch_size]])
+            x = torch.stack([torch.as_tensor(np.asarray(v, np.float32)) for v in images[i : i + batch_size]])
             xp, crop = pad_to_multiple(x.to(device, param.dtype), factor)
             lab = None
             if spade and labels is not None:
-                lab = torch.stack([torch.as_tensor(np.asarray(v, np.int64)) for v in labels[i:i + batch_size]])
+                lab = torch.stack([torch.as_tensor(np.asarray(v, np.int64)) for v in labels[i : i + batch_size]])
                 lab = pad_to_multiple(lab[:, None].float().to(device), factor)[0][:, 0].long()
             zq, idx, _ = model.quantize(model.encode(xp).latents, update=False)
-            recons.append(model.decode(zq, force_not_quantize=True, labels=lab).sample[tuple(crop)].clamp(-1, 1).float().cpu().numpy())
+            recons.append(
+                model.decode(zq, force_not_quantize=True, labels=lab)
+                .sample[tuple(crop)]
+                .clamp(-1, 1)
+                .float()
+                .cpu()
+                .numpy()
+            )
             indices.append(idx.cpu().numpy().astype(np.int64))
     finally:
         model.train(was_training)
@@ -87,8 +97,14 @@ def reconstruct(model, images, labels=None, *, batch_size: int = 1, device: str 
 
 
 @torch.no_grad()
-def evaluate_reconstruction(model, store, case_ids: Iterable[str], data_range: float = 2.0,
-                            device: str | torch.device | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_reconstruction(
+    model,
+    store,
+    case_ids: Iterable[str],
+    data_range: float = 2.0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Reconstruct whole cases with the VQ-GAN and compare with the naive baseline.
 
     Volumes whose sizes are not divisible by the model's downsampling factor are padded
@@ -137,8 +153,13 @@ def evaluate_reconstruction(model, store, case_ids: Iterable[str], data_range: f
     stats = VectorQuantizerEMA.code_stats(torch.cat(all_indices), model.config.num_embeddings)
     mean = {k: float(np.mean([c[k] for c in per_case.values()])) for k in next(iter(per_case.values()))}
     mean["psnr_gain"] = mean["psnr"] - mean["baseline_psnr"]
-    return {**mean, "usage": float(stats["usage"]), "perplexity": float(stats["perplexity"]),
-            "n_cases": len(case_ids), "per_case": per_case}
+    return {
+        **mean,
+        "usage": float(stats["usage"]),
+        "perplexity": float(stats["perplexity"]),
+        "n_cases": len(case_ids),
+        "per_case": per_case,
+    }
 
 
 @torch.no_grad()
@@ -185,7 +206,7 @@ def latent_ablation(model, images, labels, *, masks=None, seed: int = 0, data_ra
         example = {}
         for name, zs in variants.items():
             for i, z in enumerate(zs):
-                lab = labels[i:i + 1] if spade else None
+                lab = labels[i : i + 1] if spade else None
                 recon = model.decode(z, force_not_quantize=True, labels=lab).sample[0, 0].clamp(-1, 1)
                 per_case[name].append(psnr(recon, images[i, 0], data_range=data_range, mask=masks[i]))
                 if i == 0:
@@ -233,8 +254,9 @@ def body_masks(labels) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstruction_vs_baselines(model, images, labels, class_means, *, data_range: float = 2.0,
-                                noise_classes: Sequence[int] | None = None) -> dict[str, dict[str, Any]]:
+def reconstruction_vs_baselines(
+    model, images, labels, class_means, *, data_range: float = 2.0, noise_classes: Sequence[int] | None = None
+) -> dict[str, dict[str, Any]]:
     """PSNR and SSIM inside the body of the VQ-GAN's reconstructions and of the
     :func:`painting_baselines`, on the same cases, and with ``noise_classes`` their texture.
 
@@ -254,8 +276,10 @@ def reconstruction_vs_baselines(model, images, labels, class_means, *, data_rang
     """
 
     images, labels = np.asarray(images, np.float32), np.asarray(labels, np.int64)
-    outputs = {"VQ-GAN": reconstruct(model, images, labels).images,
-               **painting_baselines(images, labels, class_means, factor=model.downsample_factor)}
+    outputs = {
+        "VQ-GAN": reconstruct(model, images, labels).images,
+        **painting_baselines(images, labels, class_means, factor=model.downsample_factor),
+    }
     masks = list(body_masks(labels))
     metrics = ("psnr", "ssim") if min(labels.shape[1:]) >= gaussian_kernel().numel() else ("psnr",)
     table = {}
@@ -268,8 +292,9 @@ def reconstruction_vs_baselines(model, images, labels, class_means, *, data_rang
     return table
 
 
-def baseline_sentence(table: Mapping[str, Mapping[str, Any]], model: str = "VQ-GAN",
-                      baseline: str = "painting + pooled residual") -> str:
+def baseline_sentence(
+    table: Mapping[str, Mapping[str, Any]], model: str = "VQ-GAN", baseline: str = "painting + pooled residual"
+) -> str:
     """Whether ``model`` beats ``baseline`` on **both** PSNR and SSIM inside the body, and its
     texture against the originals when the table has it, in words chosen from the numbers of
     :func:`reconstruction_vs_baselines`."""
@@ -278,11 +303,15 @@ def baseline_sentence(table: Mapping[str, Mapping[str, Any]], model: str = "VQ-G
     wins = {k: m[k] > b[k] for k in ("psnr", "ssim")}  # NaN compares False: no win claimed
     verdict = "beats" if all(wins.values()) else "does not beat"
     digits = {"psnr": 2, "ssim": 3}
-    detail = ", ".join(f"{k.upper()} {m[k]:.{n}f} {'>' if wins[k] else '≤' if m[k] <= b[k] else 'vs'} {b[k]:.{n}f}"
-                       for k, n in digits.items())
+    detail = ", ".join(
+        f"{k.upper()} {m[k]:.{n}f} {'>' if wins[k] else '≤' if m[k] <= b[k] else 'vs'} {b[k]:.{n}f}"
+        for k, n in digits.items()
+    )
     text = f"The {model} {verdict} {baseline} inside the body on both PSNR and SSIM ({detail})."
     if "noise_ratio" in m:
-        parts = [f"{m[k]:.2f}× the originals' {label} ({where(m[k], k)} {TARGETS[k][0]}–{TARGETS[k][1]})"
-                 for k, label in (("noise_ratio", "noise level"), ("hf_power_ratio", "high-frequency power"))]
+        parts = [
+            f"{m[k]:.2f}× the originals' {label} ({where(m[k], k)} {TARGETS[k][0]}–{TARGETS[k][1]})"
+            for k, label in (("noise_ratio", "noise level"), ("hf_power_ratio", "high-frequency power"))
+        ]
         text += f" Its reconstructions have {parts[0]} and {parts[1]}."
     return text

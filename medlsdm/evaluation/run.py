@@ -22,6 +22,7 @@ Only the test split measures; every choice (early stopping, thresholds) uses val
 the controls. :func:`evaluate_run` runs the steps and writes ``"05_evaluation"`` into
 ``metrics.json``; :func:`results_tables` turns it into the Markdown tables both entry points show.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,10 +70,13 @@ def pipeline_digest(pipe) -> str:
     """sha256 of what a pipeline samples with: its VQ-GAN and UNet (configs and weights), its
     training schedule and the spacing / block shape it records. Keys the synthetic-volume cache."""
 
-    schedule = {k: pipe.scheduler.config.get(k) for k in ("prediction_type", "num_train_timesteps", "beta_schedule",
-                                                         "beta_start", "beta_end")}
-    return json_digest([module_digest(pipe.vqgan, pipe.unet), schedule,
-                        {k: pipe.config.get(k) for k in ("spacing", "block_shape")}])
+    schedule = {
+        k: pipe.scheduler.config.get(k)
+        for k in ("prediction_type", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end")
+    }
+    return json_digest(
+        [module_digest(pipe.vqgan, pipe.unet), schedule, {k: pipe.config.get(k) for k in ("spacing", "block_shape")}]
+    )
 
 
 def match_pipeline(folder: Path, digest: str) -> None:
@@ -84,15 +88,30 @@ def match_pipeline(folder: Path, digest: str) -> None:
         return
     stale = sorted(folder.glob("*/*_syn*.nii.gz"))
     if stale:
-        log.warning("%s: %d synthetic volume(s) made by other pipeline weights (%s, now %s): synthesised afresh",
-                    folder, len(stale), (old or "unknown")[:12], digest[:12])
+        log.warning(
+            "%s: %d synthetic volume(s) made by other pipeline weights (%s, now %s): synthesised afresh",
+            folder,
+            len(stale),
+            (old or "unknown")[:12],
+            digest[:12],
+        )
     for path in stale:
         path.unlink()
     write_json(stamp, {"pipeline_digest": digest})
 
 
-def synthetic_cases(run: RunDir, pipe, ids: Sequence[str], folder: Path, *, scheduler: str, steps: int,
-                    guidance_scale: float, seed: int, label_dir: Path | None = None) -> Cases:
+def synthetic_cases(
+    run: RunDir,
+    pipe,
+    ids: Sequence[str],
+    folder: Path,
+    *,
+    scheduler: str,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    label_dir: Path | None = None,
+) -> Cases:
     """Synthetic volumes ``folder/<id>_syn0.nii.gz`` from the label maps ``label_dir/<id>.nii.gz``
     (default ``RUN/data/labels``); the missing ones are synthesised first (with
     :func:`medlsdm.pipelines.synthesis.synthesize_files`)."""
@@ -135,9 +154,19 @@ def new_anatomy_labels(run: RunDir, n: int) -> tuple[list[str], Path] | None:
     return new.ids, folder
 
 
-def synthetic_sets(run: RunDir, pipe, split: Mapping[str, Sequence[str]], *, n_test: int | None = None,
-                   n_train_maps: int | None = None, n_new: int = 0, scheduler: str = "ddim", steps: int = 50,
-                   guidance_scale: float = 1.0, seed: int = 0) -> tuple[dict[str, Cases | None], Path]:
+def synthetic_sets(
+    run: RunDir,
+    pipe,
+    split: Mapping[str, Sequence[str]],
+    *,
+    n_test: int | None = None,
+    n_train_maps: int | None = None,
+    n_new: int = 0,
+    scheduler: str = "ddim",
+    steps: int = 50,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+) -> tuple[dict[str, Cases | None], Path]:
     """Synthetic volumes in ``folder = synthetic_folder(...)``: ``test`` from the first ``n_test``
     test label maps (all: ``None``), ``train`` from the first ``n_train_maps`` training label maps
     (for the memorisation check; all: ``None``), ``new`` from ``n_new`` new anatomies (for the
@@ -152,9 +181,11 @@ def synthetic_sets(run: RunDir, pipe, split: Mapping[str, Sequence[str]], *, n_t
         match_pipeline(folder, pipeline_digest(pipe))
     sets: dict[str, Cases | None] = {
         "test": synthetic_cases(run, pipe, list(split["test"])[:n_test], folder / "test", seed=seed, **settings),
-        "train": synthetic_cases(run, pipe, list(split["train"])[:n_train_maps], folder / "train", seed=seed + 1,
-                                 **settings),
-        "new": None}
+        "train": synthetic_cases(
+            run, pipe, list(split["train"])[:n_train_maps], folder / "train", seed=seed + 1, **settings
+        ),
+        "new": None,
+    }
     new = new_anatomy_labels(run, n_new) if n_new else None
     if new is not None:
         sets["new"] = synthetic_cases(run, pipe, new[0], folder / "new", seed=seed + 2, label_dir=new[1], **settings)
@@ -191,17 +222,31 @@ class SegmentationResult:
         and stopped each seed."""
         real = self.dice["real_test"]
         total = sum(real["lesions_total"])
-        return {"network": self.fits[0].network_name, "dice_real_test": nan_mean(real["organ"]),
-                "lesion_dice_real_test": nan_mean(real["lesion"]),
-                "lesion_detection_rate": sum(real["lesions_found"]) / total if total else math.nan,
-                "lesions_per_seed": int(real["lesions_total"][0]) if real["lesions_total"] else 0,
-                "best_steps": [f.best_step for f in self.fits], "stopped_steps": [f.stopped_step for f in self.fits],
-                "max_steps": self.fits[0].max_steps, "seconds": [round(f.seconds, 1) for f in self.fits]}
+        return {
+            "network": self.fits[0].network_name,
+            "dice_real_test": nan_mean(real["organ"]),
+            "lesion_dice_real_test": nan_mean(real["lesion"]),
+            "lesion_detection_rate": sum(real["lesions_found"]) / total if total else math.nan,
+            "lesions_per_seed": int(real["lesions_total"][0]) if real["lesions_total"] else 0,
+            "best_steps": [f.best_step for f in self.fits],
+            "stopped_steps": [f.stopped_step for f in self.fits],
+            "max_steps": self.fits[0].max_steps,
+            "seconds": [round(f.seconds, 1) for f in self.fits],
+        }
 
 
-def segmentation_experiment(train: Cases, val: Cases, test: Cases, synthetic_test: Cases, class_names: Sequence[str], *,
-                            seeds: Sequence[int] = (0, 1), options: Mapping[str, Any] | None = None,
-                            oracle_test: Cases | None = None, progress: bool = True) -> SegmentationResult:
+def segmentation_experiment(
+    train: Cases,
+    val: Cases,
+    test: Cases,
+    synthetic_test: Cases,
+    class_names: Sequence[str],
+    *,
+    seeds: Sequence[int] = (0, 1),
+    options: Mapping[str, Any] | None = None,
+    oracle_test: Cases | None = None,
+    progress: bool = True,
+) -> SegmentationResult:
     """Train the judge on the real training cases, once per seed, each stopped early on the
     validation cases; Dice on the real test volumes, on the synthetic volumes made from the same
     label maps and (on phantoms, ``oracle_test``) on oracle re-renders of them: the Dice a perfect
@@ -212,8 +257,9 @@ def segmentation_experiment(train: Cases, val: Cases, test: Cases, synthetic_tes
     return SegmentationResult(fits, {name: dice_over_seeds(models, cases, class_names) for name, cases in sets.items()})
 
 
-def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[str, Any] | None = None,
-                      slice_step: int = 1) -> dict[str, Any]:
+def feature_distances(
+    real: Cases, synthetic: Cases, segnet, weights: Mapping[str, Any] | None = None, slice_step: int = 1
+) -> dict[str, Any]:
     """FID on 2-D slices (per orientation, InceptionV3), 3-D FID (MedicalNet) and LPIPS (per
     orientation, paired slices) when local weight files are given (``weights``, see
     :func:`medlsdm.evaluation.features.available_feature_metrics`); a metric without weights
@@ -222,35 +268,46 @@ def feature_distances(real: Cases, synthetic: Cases, segnet, weights: Mapping[st
 
     status = available_feature_metrics(dict(weights or {}))
     if min(len(real), len(synthetic)) < 2:  # a covariance needs two samples; paired LPIPS does not
-        status.update({m: "skipped (needs >= 2 volumes per set)" for m in ("fid_2d", "fid_3d", "segnet_fd")
-                       if status[m] == "available"})
+        status.update(
+            {
+                m: "skipped (needs >= 2 volumes per set)"
+                for m in ("fid_2d", "fid_3d", "segnet_fd")
+                if status[m] == "available"
+            }
+        )
     out: dict[str, Any] = {"fd_seg": None, "fid": None, "fid_3d": None, "lpips": None}
     if status["segnet_fd"] == "available":
         out["fd_seg"] = segnet_feature_distance(segnet, real.images, synthetic.images)
     if status["fid_2d"] == "available":
-
         out["fid"] = fid_2d(real.images, synthetic.images, load_inception(weights["inception"]), slice_step=slice_step)
     if status["fid_3d"] == "available":
-
         out["fid_3d"] = fid_3d(real.images, synthetic.images, load_medicalnet(weights["medicalnet"]))
     if status["lpips"] == "available":
-
-        out["lpips"] = lpips_slices(real.images, synthetic.images, load_lpips(weights["vgg16"], weights["lpips"]),
-                                    slice_step=slice_step)
+        out["lpips"] = lpips_slices(
+            real.images, synthetic.images, load_lpips(weights["vgg16"], weights["lpips"]), slice_step=slice_step
+        )
     out["skipped"] = {m: s for m, s in status.items() if s != "available"}
     return out
 
 
-def memorisation(run: RunDir, train: Cases, synthetic: Mapping[str, Cases], held_out: Cases, *, seed: int = 0,
-                 negative_control: str = "oracle") -> dict[str, Any]:
+def memorisation(
+    run: RunDir,
+    train: Cases,
+    synthetic: Mapping[str, Cases],
+    held_out: Cases,
+    *,
+    seed: int = 0,
+    negative_control: str = "oracle",
+) -> dict[str, Any]:
     """:func:`medlsdm.evaluation.controls.memorisation_controls` on the run's cases: synthetic
     volumes from training and from test label maps judged against a threshold that the
     controls set (copies flagged, oracle re-renders — or, on real data or with
     ``negative_control="held_out"``, held-out volumes — not)."""
 
     sets = {name: cases.images for name, cases in synthetic.items() if cases is not None and len(cases)}
-    return memorisation_controls(run.data, train.ids, train.images, sets, held_out.images, seed=seed,
-                                 negative_control=negative_control)
+    return memorisation_controls(
+        run.data, train.ids, train.images, sets, held_out.images, seed=seed, negative_control=negative_control
+    )
 
 
 def oracle_cases(run: RunDir, cases: Cases, *, seed: int = 0) -> Cases | None:
@@ -264,8 +321,17 @@ def oracle_cases(run: RunDir, cases: Cases, *, seed: int = 0) -> Cases | None:
     return Cases(list(cases.ids), images, list(cases.labels), list(cases.affines))
 
 
-def distances(run: RunDir, model, test: Cases, synthetic_test: Cases, val: Cases, oracle: Cases | None, *,
-              frd: bool = True, seed: int = 0) -> dict[str, Any]:
+def distances(
+    run: RunDir,
+    model,
+    test: Cases,
+    synthetic_test: Cases,
+    val: Cases,
+    oracle: Cases | None,
+    *,
+    frd: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
     """KID (segmentation features, bootstrap CI) and FRD of synthetic vs real test volumes beside
     the real-vs-real reference (real test vs validation) and oracle vs real test
     (:func:`medlsdm.evaluation.controls.distances_with_references`; radiomics features cached in
@@ -284,11 +350,15 @@ def paper_conventions(model, test: Cases, synthetic_test: Cases, num_classes: in
     network's features (no Inception weights offline), and Dice of the network's predictions on
     the synthetic volumes against their label maps."""
 
-    return paper_convention_table(real=test.images, synthetic=synthetic_test.images,
-                                  real_features=segnet_features(model, test.images, batch_size=4),
-                                  synthetic_features=segnet_features(model, synthetic_test.images, batch_size=4),
-                                  pred_labels=predict(model, synthetic_test.images), true_labels=synthetic_test.labels,
-                                  num_classes=num_classes)
+    return paper_convention_table(
+        real=test.images,
+        synthetic=synthetic_test.images,
+        real_features=segnet_features(model, test.images, batch_size=4),
+        synthetic_features=segnet_features(model, synthetic_test.images, batch_size=4),
+        pred_labels=predict(model, synthetic_test.images),
+        true_labels=synthetic_test.labels,
+        num_classes=num_classes,
+    )
 
 
 def model_info(run: RunDir, pipe=None) -> dict[str, Any]:
@@ -314,11 +384,27 @@ def evaluate_run(run_dir: str | os.PathLike, **params: Any) -> dict[str, Any]:
     return _evaluate_run(run_dir, **with_defaults("evaluate_run", EvaluationSettings, params))
 
 
-def _evaluate_run(run_dir: str | os.PathLike, *, scheduler: str, steps: int, guidance_scale: float, seed: int,
-                  n_test: int | None, judge_seeds: int, judge_options: Mapping[str, Any],
-                  n_train_maps: int | None, augment: bool, n_small: int, n_new: int, lesion_augmentation: bool | None,
-                  lesion_edit_steps: int, frd: bool, weights: Mapping[str, Any] | None, progress: bool,
-                  negative_control: str) -> dict[str, Any]:
+def _evaluate_run(
+    run_dir: str | os.PathLike,
+    *,
+    scheduler: str,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    n_test: int | None,
+    judge_seeds: int,
+    judge_options: Mapping[str, Any],
+    n_train_maps: int | None,
+    augment: bool,
+    n_small: int,
+    n_new: int,
+    lesion_augmentation: bool | None,
+    lesion_edit_steps: int,
+    frd: bool,
+    weights: Mapping[str, Any] | None,
+    progress: bool,
+    negative_control: str,
+) -> dict[str, Any]:
 
     start = time.perf_counter()
     available_feature_metrics(dict(weights or {}))  # a mistyped weight path fails before any work
@@ -327,8 +413,9 @@ def _evaluate_run(run_dir: str | os.PathLike, *, scheduler: str, steps: int, gui
     class_names, split = manifest.classes, load_split(run.split_path)
     pipe = load_pipeline(run.root)
     settings = dict(scheduler=scheduler, steps=steps, guidance_scale=guidance_scale, seed=seed)
-    syn, _ = synthetic_sets(run, pipe, split, n_test=n_test, n_train_maps=n_train_maps,
-                            n_new=n_new if augment else 0, **settings)
+    syn, _ = synthetic_sets(
+        run, pipe, split, n_test=n_test, n_train_maps=n_train_maps, n_new=n_new if augment else 0, **settings
+    )
     train, val, test = real_cases(run, split["train"]), real_cases(run, split["val"]), real_cases(run, syn["test"].ids)
     judge_kw = dict(seeds=list(range(seed, seed + judge_seeds)), options=judge_options, progress=progress)
     oracle = oracle_cases(run, test, seed=seed + 2)
@@ -337,20 +424,62 @@ def _evaluate_run(run_dir: str | os.PathLike, *, scheduler: str, steps: int, gui
     extras = augmentation_extras(run, pipe, syn["new"]) if syn.get("new") is not None else None
     lesion_skipped = lesion_arm_skipped(lesion_augmentation, seg.dice["real_test"], class_names)
     if extras and lesion_skipped is None:
-        extras["lesion_edits"] = lesion_edits(pipe, train.head(n_small), class_names, manifest.spacing,
-                                              scheduler=scheduler, steps=lesion_edit_steps, seed=seed)
-    aug = (augmentation_experiment(train, val, test, extras, class_names, seg.dice["real_test"], n_small=n_small,
-                                   seed=seed, lesion_skipped=lesion_skipped, **judge_kw) if extras else None)
+        extras["lesion_edits"] = lesion_edits(
+            pipe,
+            train.head(n_small),
+            class_names,
+            manifest.spacing,
+            scheduler=scheduler,
+            steps=lesion_edit_steps,
+            seed=seed,
+        )
+    aug = (
+        augmentation_experiment(
+            train,
+            val,
+            test,
+            extras,
+            class_names,
+            seg.dice["real_test"],
+            n_small=n_small,
+            seed=seed,
+            lesion_skipped=lesion_skipped,
+            **judge_kw,
+        )
+        if extras
+        else None
+    )
     features = feature_distances(test, syn["test"], seg.models[0], weights)
-    privacy = memorisation(run, train, {"from_train_maps": syn["train"], "from_test_maps": syn["test"]},
-                           val + test, seed=seed, negative_control=negative_control)
+    privacy = memorisation(
+        run,
+        train,
+        {"from_train_maps": syn["train"], "from_test_maps": syn["test"]},
+        val + test,
+        seed=seed,
+        negative_control=negative_control,
+    )
     dist = distances(run, seg.models[0], test, syn["test"], val, oracle, frd=frd, seed=seed)
     result = evaluation_metrics(
-        quality=quality, segmentation=seg, features=features, privacy=privacy, dist=dist, augmentation=aug,
+        quality=quality,
+        segmentation=seg,
+        features=features,
+        privacy=privacy,
+        dist=dist,
+        augmentation=aug,
         conventions=paper_conventions(seg.models[0], test, syn["test"], len(class_names)),
-        model_info=model_info(run, pipe), seconds=time.perf_counter() - start,
-        settings={**settings, "judge_seeds": judge_seeds, "judge_options": dict(judge_options or {}), "n_small": n_small,
-                  "n_new": n_new, "augment": augment, "n_train_maps": n_train_maps,
-                  "lesion_augmentation": lesion_augmentation, "lesion_edit_steps": lesion_edit_steps})
+        model_info=model_info(run, pipe),
+        seconds=time.perf_counter() - start,
+        settings={
+            **settings,
+            "judge_seeds": judge_seeds,
+            "judge_options": dict(judge_options or {}),
+            "n_small": n_small,
+            "n_new": n_new,
+            "augment": augment,
+            "n_train_maps": n_train_maps,
+            "lesion_augmentation": lesion_augmentation,
+            "lesion_edit_steps": lesion_edit_steps,
+        },
+    )
     run.update_metrics(METRICS_KEYS["05"], result)
     return result

@@ -1,4 +1,5 @@
 """Apply a trained segmentation network: predictions and Dice against label maps."""
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict(model: SegNet, images, *, device: str | torch.device | None = None, batch_size: int = 4) -> list[np.ndarray]:
+def predict(
+    model: SegNet, images, *, device: str | torch.device | None = None, batch_size: int = 4
+) -> list[np.ndarray]:
     """Class maps of whole cases (edge-padded to a size the network accepts and cropped back).
 
     Consecutive cases of the same shape go through the network ``batch_size`` at a time: on
@@ -53,8 +56,9 @@ def predict(model: SegNet, images, *, device: str | torch.device | None = None, 
     return out
 
 
-def evaluate_dice(model: SegNet, images, labels, num_classes: int,
-                  class_names: Sequence[str] | None = None) -> dict[str, Any]:
+def evaluate_dice(
+    model: SegNet, images, labels, num_classes: int, class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Dice of the network's predictions per foreground class, averaged over cases.
 
     Per case, :func:`medlsdm.metrics.overlap.dice_per_class` (background excluded; a class absent
@@ -70,8 +74,12 @@ def evaluate_dice(model: SegNet, images, labels, num_classes: int,
     return score_predictions(predict(model, images), labels, num_classes, class_names)
 
 
-def score_predictions(preds: Sequence[np.ndarray], labels: Sequence[np.ndarray], num_classes: int,
-                      class_names: Sequence[str] | None = None) -> dict[str, Any]:
+def score_predictions(
+    preds: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """:func:`evaluate_dice` of predictions already made (one class map per case)."""
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
     if len(names) != num_classes:
@@ -89,8 +97,13 @@ def score_predictions(preds: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         else:
             per_class[names[c]] = math.nan
             absent.append(names[c])
-    return {"per_class": per_class, "mean": mean_dice(per_class), "per_case": per_case,
-            "absent": absent, "n_cases": len(per_case)}
+    return {
+        "per_class": per_class,
+        "mean": mean_dice(per_class),
+        "per_case": per_case,
+        "absent": absent,
+        "n_cases": len(per_case),
+    }
 
 
 #: Substrings of class names reported apart from the organ mean (small, rare targets whose

@@ -4,6 +4,7 @@
 headline number with its per-case values and a bootstrap 95 % CI; :func:`results_tables` turns
 the entry into the Markdown tables both entry points show.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,10 +35,19 @@ def with_ci(per_case: Mapping[str, Sequence[float]], *, seed: int = 0) -> dict[s
     return out
 
 
-def evaluation_metrics(*, quality: Mapping[str, Any], segmentation, features: Mapping[str, Any],
-                       privacy: Mapping[str, Any], dist: Mapping[str, Any], augmentation: Mapping[str, Any] | None,
-                       conventions: Mapping[str, Any], model_info: Mapping[str, Any], settings: Mapping[str, Any],
-                       seconds: float) -> dict[str, Any]:
+def evaluation_metrics(
+    *,
+    quality: Mapping[str, Any],
+    segmentation,
+    features: Mapping[str, Any],
+    privacy: Mapping[str, Any],
+    dist: Mapping[str, Any],
+    augmentation: Mapping[str, Any] | None,
+    conventions: Mapping[str, Any],
+    model_info: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
     """The ``"05_evaluation"`` entry of ``metrics.json``: every headline number with its per-case
     values (``per_case``) and bootstrap 95 % CI over cases (``ci``); Dice is the organ mean
     (lesions apart, ``dice_lesion_*``), averaged over the ``judge_seeds`` networks, with the
@@ -62,32 +72,54 @@ def evaluation_metrics(*, quality: Mapping[str, Any], segmentation, features: Ma
     kid = dist["kid"]
     frd = dist["frd"] or {}
     mem = privacy["synthetic"]
-    out.update({
-        "dice_per_class": {name: d["per_class"] for name, d in dice.items()},
-        "judge": segmentation.summary(), "judge_seeds": len(segmentation.fits),
-        "fd_seg": features["fd_seg"], "fid": features["fid"], "fid_3d": features["fid_3d"], "lpips": features["lpips"],
-        "skipped": {**features["skipped"], **({"frd": dist["frd_skipped"]} if dist["frd_skipped"] else {})},
-        "kid": kid["synthetic"]["kid"], "kid_ci": kid["synthetic"]["ci"], "kid_reference": kid["reference"]["kid"],
-        "kid_reference_ci": kid["reference"]["ci"], "kid_oracle": kid.get("oracle", {}).get("kid"),
-        "frd": frd.get("synthetic"), "frd_reference": frd.get("reference"), "frd_oracle": frd.get("oracle"),
-        "frd_skipped": dist["frd_skipped"],
-        "privacy_controls": {
-            "threshold": privacy["threshold"], "rule": privacy["rule"], "metric": privacy["metric"],
-            "positive_flagged": privacy["positive_flagged"], "negative_flagged": privacy["negative_flagged"],
-            "positive_control": privacy["positive_control"], "negative_control": privacy["negative_control"],
-            "negative_control_kind": privacy["negative_control_kind"],
-            "synthetic_flagged": {name: c["fraction_flagged"] for name, c in mem.items()},
-            "distances": {"positive": privacy["positive"]["nn_distance"], "negative": privacy["negative"]["nn_distance"],
-                          **{name: c["nn_distance"] for name, c in mem.items()}},
-        },
-        "augmentation": None if augmentation is None else
-            {k: v for k, v in augmentation.items() if k != "lesion_augmentation"},
-        "lesion_augmentation": (augmentation or {}).get("lesion_augmentation"),
-        "paper_conventions": {name: row["paper"] for name, row in conventions.items()},
-        "paper_conventions_table": dict(conventions),
-        "per_case": per_case, "ci": with_ci(per_case), "n_test": len(quality["per_case"]),
-        "settings": dict(settings), "seconds": round(float(seconds), 2),
-    })
+    out.update(
+        {
+            "dice_per_class": {name: d["per_class"] for name, d in dice.items()},
+            "judge": segmentation.summary(),
+            "judge_seeds": len(segmentation.fits),
+            "fd_seg": features["fd_seg"],
+            "fid": features["fid"],
+            "fid_3d": features["fid_3d"],
+            "lpips": features["lpips"],
+            "skipped": {**features["skipped"], **({"frd": dist["frd_skipped"]} if dist["frd_skipped"] else {})},
+            "kid": kid["synthetic"]["kid"],
+            "kid_ci": kid["synthetic"]["ci"],
+            "kid_reference": kid["reference"]["kid"],
+            "kid_reference_ci": kid["reference"]["ci"],
+            "kid_oracle": kid.get("oracle", {}).get("kid"),
+            "frd": frd.get("synthetic"),
+            "frd_reference": frd.get("reference"),
+            "frd_oracle": frd.get("oracle"),
+            "frd_skipped": dist["frd_skipped"],
+            "privacy_controls": {
+                "threshold": privacy["threshold"],
+                "rule": privacy["rule"],
+                "metric": privacy["metric"],
+                "positive_flagged": privacy["positive_flagged"],
+                "negative_flagged": privacy["negative_flagged"],
+                "positive_control": privacy["positive_control"],
+                "negative_control": privacy["negative_control"],
+                "negative_control_kind": privacy["negative_control_kind"],
+                "synthetic_flagged": {name: c["fraction_flagged"] for name, c in mem.items()},
+                "distances": {
+                    "positive": privacy["positive"]["nn_distance"],
+                    "negative": privacy["negative"]["nn_distance"],
+                    **{name: c["nn_distance"] for name, c in mem.items()},
+                },
+            },
+            "augmentation": None
+            if augmentation is None
+            else {k: v for k, v in augmentation.items() if k != "lesion_augmentation"},
+            "lesion_augmentation": (augmentation or {}).get("lesion_augmentation"),
+            "paper_conventions": {name: row["paper"] for name, row in conventions.items()},
+            "paper_conventions_table": dict(conventions),
+            "per_case": per_case,
+            "ci": with_ci(per_case),
+            "n_test": len(quality["per_case"]),
+            "settings": dict(settings),
+            "seconds": round(float(seconds), 2),
+        }
+    )
     return out
 
 
@@ -102,67 +134,159 @@ def results_tables(m: Mapping[str, Any]) -> dict[str, str]:
     three slice orientations), ``dice`` (per class), ``summary`` (each headline number with its
     95 % CI), ``controls`` (memorisation), ``distances`` (KID, FRD beside their references),
     ``augmentation`` and ``conventions`` (the paper's metric conventions)."""
+
     def fmt(value, digits: int = 4) -> str:
         return format_number(value, digits, missing="skipped")
 
     def mean_of(values):
         return float(np.mean(list(values.values()))) if isinstance(values, Mapping) else values
 
-    tables = {"quality": markdown_table(
-        ["dataset", "decoder", "#channels", "FID ↓", "3D-FID ↓", "LPIPS ↓", "SSIM ↑", "RMSE ↓", "PSNR ↑"],
-        [[m["dataset"], m["decoder"], m["channels"], fmt(mean_of(m["fid"])), fmt(m["fid_3d"]),
-          fmt(mean_of(m["lpips"])), fmt(m["ssim"]), fmt(m["rmse"]), fmt(m["psnr"])]])}
+    tables = {
+        "quality": markdown_table(
+            ["dataset", "decoder", "#channels", "FID ↓", "3D-FID ↓", "LPIPS ↓", "SSIM ↑", "RMSE ↓", "PSNR ↑"],
+            [
+                [
+                    m["dataset"],
+                    m["decoder"],
+                    m["channels"],
+                    fmt(mean_of(m["fid"])),
+                    fmt(m["fid_3d"]),
+                    fmt(mean_of(m["lpips"])),
+                    fmt(m["ssim"]),
+                    fmt(m["rmse"]),
+                    fmt(m["psnr"]),
+                ]
+            ],
+        )
+    }
     columns = list(m["dice_per_class"])
-    rows = [[name] + [fmt(m["dice_per_class"][c][name], 3) for c in columns] for name in m["dice_per_class"][columns[0]]]
+    rows = [
+        [name] + [fmt(m["dice_per_class"][c][name], 3) for c in columns] for name in m["dice_per_class"][columns[0]]
+    ]
     rows.append(["**organ mean**"] + [fmt(m[f"dice_{c}"], 3) for c in columns])
     tables["dice"] = markdown_table(["class"] + [c.replace("_", " ") for c in columns], rows)
-    summary = [[key.replace("_", " "), fmt(m[key], 3), f"± {fmt(m.get(key + '_sd_seeds'), 2)}" if key + "_sd_seeds" in m else "",
-                _ci(m, key)] for key in ("ssim", "psnr", "rmse", "dice_real_test", "dice_synthetic", "dice_oracle",
-                                          "dice_lesion_real_test", "dice_lesion_synthetic") if key in m]
+    summary = [
+        [
+            key.replace("_", " "),
+            fmt(m[key], 3),
+            f"± {fmt(m.get(key + '_sd_seeds'), 2)}" if key + "_sd_seeds" in m else "",
+            _ci(m, key),
+        ]
+        for key in (
+            "ssim",
+            "psnr",
+            "rmse",
+            "dice_real_test",
+            "dice_synthetic",
+            "dice_oracle",
+            "dice_lesion_real_test",
+            "dice_lesion_synthetic",
+        )
+        if key in m
+    ]
     summary.append(["Dice synthetic / real test", fmt(m["dice_ratio"], 3), "", ""])
     if m.get("dice_ratio_oracle") is not None:
         summary.append(["Dice oracle / real test (perfect synthesis)", fmt(m["dice_ratio_oracle"], 3), "", ""])
-    tables["summary"] = markdown_table([f"measure (n = {m['n_test']} test cases)", "mean",
-                                        f"sd over {m['judge_seeds']} seeds", "95 % CI over cases"], summary)
+    tables["summary"] = markdown_table(
+        [f"measure (n = {m['n_test']} test cases)", "mean", f"sd over {m['judge_seeds']} seeds", "95 % CI over cases"],
+        summary,
+    )
     pc = m["privacy_controls"]
-    tables["controls"] = markdown_table(["set", "flagged as copies"], [
-        ["positive control (copies)", f"{pc['positive_flagged']:.0%}"],
-        [f"negative control ({pc['negative_control_kind']})", f"{pc['negative_flagged']:.0%}"],
-        *[[f"synthetic {name.replace('_', ' ')}", f"{v:.0%}"] for name, v in pc["synthetic_flagged"].items()]])
-    tables["distances"] = markdown_table(["distance", "synthetic vs real test", "real vs real (val vs test)", "oracle vs real test"], [
-        ["KID (segmentation features)", f"{fmt(m['kid'])} {_pair(m['kid_ci'])}",
-         f"{fmt(m['kid_reference'])} {_pair(m['kid_reference_ci'])}", fmt(m["kid_oracle"])],
-        ["FRD (radiomics)", fmt(m["frd"]), fmt(m["frd_reference"]), fmt(m["frd_oracle"])]])
+    tables["controls"] = markdown_table(
+        ["set", "flagged as copies"],
+        [
+            ["positive control (copies)", f"{pc['positive_flagged']:.0%}"],
+            [f"negative control ({pc['negative_control_kind']})", f"{pc['negative_flagged']:.0%}"],
+            *[[f"synthetic {name.replace('_', ' ')}", f"{v:.0%}"] for name, v in pc["synthetic_flagged"].items()],
+        ],
+    )
+    tables["distances"] = markdown_table(
+        ["distance", "synthetic vs real test", "real vs real (val vs test)", "oracle vs real test"],
+        [
+            [
+                "KID (segmentation features)",
+                f"{fmt(m['kid'])} {_pair(m['kid_ci'])}",
+                f"{fmt(m['kid_reference'])} {_pair(m['kid_reference_ci'])}",
+                fmt(m["kid_oracle"]),
+            ],
+            ["FRD (radiomics)", fmt(m["frd"]), fmt(m["frd_reference"]), fmt(m["frd_oracle"])],
+        ],
+    )
     aug = m["augmentation"]
     if aug:
-        arms = [[name.replace("_", " "), fmt(a["mean"], 3), fmt(a["sd_seeds"], 2),
-                 fmt(a["gain"], 3) if "gain" in a else "– (baseline)", _pair(a.get("gain_ci")), fmt(a["lesion"], 3),
-                 f"{fmt(a['lesion_gain'], 3)} {_pair(a.get('lesion_gain_ci'))}" if "lesion_gain" in a else "– (baseline)",
-                 ", ".join(map(str, a["lesions_found"]))]
-                for name, a in aug["arms"].items()]
+        arms = [
+            [
+                name.replace("_", " "),
+                fmt(a["mean"], 3),
+                fmt(a["sd_seeds"], 2),
+                fmt(a["gain"], 3) if "gain" in a else "– (baseline)",
+                _pair(a.get("gain_ci")),
+                fmt(a["lesion"], 3),
+                f"{fmt(a['lesion_gain'], 3)} {_pair(a.get('lesion_gain_ci'))}"
+                if "lesion_gain" in a
+                else "– (baseline)",
+                ", ".join(map(str, a["lesions_found"])),
+            ]
+            for name, a in aug["arms"].items()
+        ]
         tables["augmentation"] = markdown_table(
-            ["arm", "organ Dice (real test)", "sd over seeds", "gain over real small", "95 % CI (cases and seeds)",
-             "lesion Dice", "lesion gain [95 % CI]", "lesions found (per seed)"], arms)
+            [
+                "arm",
+                "organ Dice (real test)",
+                "sd over seeds",
+                "gain over real small",
+                "95 % CI (cases and seeds)",
+                "lesion Dice",
+                "lesion gain [95 % CI]",
+                "lesions found (per seed)",
+            ],
+            arms,
+        )
     reported = {"dice": f"{PAPER['dice_synthetic']} synthetic, {PAPER['dice_real']} real ({PAPER['dataset']})"}
-    rows = [[CONVENTION_LABELS.get(name, name), fmt(row["ours"]), fmt(row["paper"]), row["convention"], reported.get(name, "–")]
-            for name, row in m["paper_conventions_table"].items()]
-    rows.append([CONVENTION_LABELS["fid_3d"], fmt(m.get("fid_3d")), "–", FID_3D_CONVENTION,
-                 f"{PAPER['fid_3d']} ({PAPER['dataset']})"])
-    tables["conventions"] = markdown_table(["metric", "ours", "as the paper's code", "what the convention does",
-                                            "the paper reports (abstract)"], rows)
+    rows = [
+        [
+            CONVENTION_LABELS.get(name, name),
+            fmt(row["ours"]),
+            fmt(row["paper"]),
+            row["convention"],
+            reported.get(name, "–"),
+        ]
+        for name, row in m["paper_conventions_table"].items()
+    ]
+    rows.append(
+        [
+            CONVENTION_LABELS["fid_3d"],
+            fmt(m.get("fid_3d")),
+            "–",
+            FID_3D_CONVENTION,
+            f"{PAPER['fid_3d']} ({PAPER['dataset']})",
+        ]
+    )
+    tables["conventions"] = markdown_table(
+        ["metric", "ours", "as the paper's code", "what the convention does", "the paper reports (abstract)"], rows
+    )
     return tables
 
 
 #: The numbers of the Med-LSDM abstract: Tang, Seyam & Yang, "Towards 3D Semantic Image Synthesis
 #: for Medical Imaging", arXiv:2507.00206 (2025).
-PAPER = {"source": "Tang, Seyam & Yang, *Towards 3D Semantic Image Synthesis for Medical Imaging* (Med-LSDM), "
-                   "arXiv:2507.00206", "dataset": "Duke Breast", "dice_synthetic": 0.70964,
-         "dice_real": 0.71496, "fid_3d": 0.0054}
+PAPER = {
+    "source": "Tang, Seyam & Yang, *Towards 3D Semantic Image Synthesis for Medical Imaging* (Med-LSDM), "
+    "arXiv:2507.00206",
+    "dataset": "Duke Breast",
+    "dice_synthetic": 0.70964,
+    "dice_real": 0.71496,
+    "fid_3d": 0.0054,
+}
 #: Row names of the conventions table that need saying what they are computed on.
-CONVENTION_LABELS = {"fid_2d": "FID convention, on the segmentation network's features (not Inception: no weights offline)",
-                     "fid_3d": "3D-FID (MedicalNet features)"}
-FID_3D_CONVENTION = ("the reference code's 1000×2048 feature buffer is allocated with np.empty and keeps its unfilled "
-                     "rows when there are fewer than 1000 volumes: statistics of uninitialised memory")
+CONVENTION_LABELS = {
+    "fid_2d": "FID convention, on the segmentation network's features (not Inception: no weights offline)",
+    "fid_3d": "3D-FID (MedicalNet features)",
+}
+FID_3D_CONVENTION = (
+    "the reference code's 1000×2048 feature buffer is allocated with np.empty and keeps its unfilled "
+    "rows when there are fewer than 1000 volumes: statistics of uninitialised memory"
+)
 
 
 def _pair(ci) -> str:
@@ -173,8 +297,11 @@ def plot_memorisation(check: Mapping[str, Any]):
     """Nearest-training distances of the controls and of each synthetic set of a
     :func:`medlsdm.evaluation.run.memorisation` result, with the threshold the controls set."""
 
-    sets = {"positive control": check["positive"]["nn_distance"], "negative control": check["negative"]["nn_distance"],
-            **{f"synthetic {k.replace('_', ' ')}": c["nn_distance"] for k, c in check["synthetic"].items()}}
+    sets = {
+        "positive control": check["positive"]["nn_distance"],
+        "negative control": check["negative"]["nn_distance"],
+        **{f"synthetic {k.replace('_', ' ')}": c["nn_distance"] for k, c in check["synthetic"].items()},
+    }
     fig, ax = plt.subplots(figsize=(7, 3))
     for name, values in sets.items():
         ax.hist(values, bins=20, alpha=0.5, label=name)
@@ -190,15 +317,21 @@ def judge_sentence(judge: Mapping[str, Any], dice: Mapping[str, Mapping[str, Any
     :func:`medlsdm.evaluation.cases.dice_over_seeds`."""
     seeds = len(judge["best_steps"])
     early = sum(b < judge["max_steps"] for b in judge["best_steps"])
-    said = [f"The judge ({judge['network']}, {seeds} seeds) scores an organ Dice of {judge['dice_real_test']:.3f} "
-            f"on the real test volumes, lesion Dice {format_number(judge['lesion_dice_real_test'], 3)}, and touches "
-            f"{format_number(judge['lesion_detection_rate'], 2)} of the {judge['lesions_per_seed']} test lesions."]
+    said = [
+        f"The judge ({judge['network']}, {seeds} seeds) scores an organ Dice of {judge['dice_real_test']:.3f} "
+        f"on the real test volumes, lesion Dice {format_number(judge['lesion_dice_real_test'], 3)}, and touches "
+        f"{format_number(judge['lesion_detection_rate'], 2)} of the {judge['lesions_per_seed']} test lesions."
+    ]
     if early:
-        said.append(f"Early stopping chose a step before the last in {early} of {seeds} seeds (best steps "
-                    f"{judge['best_steps']}, stopped at {judge['stopped_steps']} of at most {judge['max_steps']}).")
+        said.append(
+            f"Early stopping chose a step before the last in {early} of {seeds} seeds (best steps "
+            f"{judge['best_steps']}, stopped at {judge['stopped_steps']} of at most {judge['max_steps']})."
+        )
     else:
-        said.append(f"Every seed was still improving at its last step ({judge['max_steps']}): the judge is budget-bound, "
-                    "and a longer run would score higher.")
+        said.append(
+            f"Every seed was still improving at its last step ({judge['max_steps']}): the judge is budget-bound, "
+            "and a longer run would score higher."
+        )
     real = nan_mean(dice["real_test"]["organ"])
     parts = [f"synthetic volumes of the same label maps {nan_mean(dice['synthetic']['organ']) / real:.3f}"]
     if "oracle" in dice:
@@ -219,37 +352,56 @@ def augmentation_verdict(aug: Mapping[str, Any] | None) -> str:
         a = arms[name]
         return f"{a['gain']:+.3f} [{a['gain_ci'][0]:+.3f}, {a['gain_ci'][1]:+.3f}]"
 
-    said = [f"Over {aug['n_small']} real cases alone (organ Dice {arms['real_small']['mean']:.3f}), all real cases gain "
-            f"{gain('real_all')}."]
+    said = [
+        f"Over {aug['n_small']} real cases alone (organ Dice {arms['real_small']['mean']:.3f}), all real cases gain "
+        f"{gain('real_all')}."
+    ]
     oracle = arms.get("real_small_oracle")
     if oracle is not None:
         sees = oracle["gain_ci"][0] > 0
-        said.append(f"Perfect renders of {aug['n_extra']['oracle']} new anatomies gain {gain('real_small_oracle')}: "
-                    + ("the experiment can see a benefit of new anatomy." if sees else
-                       "even perfect synthesis shows no benefit distinguishable from zero here, so this experiment "
-                       "cannot judge the generator's usefulness (too few test cases, judge seeds or steps, or new "
-                       "anatomy adds nothing the real cases lack)."))
+        said.append(
+            f"Perfect renders of {aug['n_extra']['oracle']} new anatomies gain {gain('real_small_oracle')}: "
+            + (
+                "the experiment can see a benefit of new anatomy."
+                if sees
+                else "even perfect synthesis shows no benefit distinguishable from zero here, so this experiment "
+                "cannot judge the generator's usefulness (too few test cases, judge seeds or steps, or new "
+                "anatomy adds nothing the real cases lack)."
+            )
+        )
     if "real_small_oracle_autoencoded" in arms:
         said.append(f"Through the autoencoder they gain {gain('real_small_oracle_autoencoded')}.")
     synthetic = arms["real_small_synthetic"]
     oracle_sees = oracle is not None and oracle["gain_ci"][0] > 0
     fraction = aug.get("fraction_of_oracle_gain")
-    said.append(f"The synthetic volumes gain {gain('real_small_synthetic')}"
-                + (f", {format_number(fraction, 2)} of the oracle arm's gain." if oracle_sees and fraction is not None
-                   and math.isfinite(fraction) else "."))
+    said.append(
+        f"The synthetic volumes gain {gain('real_small_synthetic')}"
+        + (
+            f", {format_number(fraction, 2)} of the oracle arm's gain."
+            if oracle_sees and fraction is not None and math.isfinite(fraction)
+            else "."
+        )
+    )
     per_case = aug.get("gain_per_case") or []
     if per_case:
         worse = sum(g < 0 for g in per_case)
         said.append(f"{worse} of the {len(per_case)} test cases score lower with them than without.")
     encoded = arms.get("real_small_oracle_autoencoded")
     lo, hi = synthetic["gain_ci"]
-    if (encoded is not None and synthetic["gain"] < 0 and encoded["gain"] < 0 and lo <= encoded["gain"] <= hi
-            and not oracle_sees):
-        said.append("The oracle renders through the autoencoder lose about as much "
-                    f"({encoded['gain']:+.3f} against {synthetic['gain']:+.3f}): whatever passes through this VQ-GAN "
-                    "(its texture, its blur) likely costs the judge more than new anatomy gives it, and the synthetic "
-                    "volumes carry that cost. Synthetic data does not help here; with an oracle arm at zero, this "
-                    "experiment cannot say whether a better generator would.")
+    if (
+        encoded is not None
+        and synthetic["gain"] < 0
+        and encoded["gain"] < 0
+        and lo <= encoded["gain"] <= hi
+        and not oracle_sees
+    ):
+        said.append(
+            "The oracle renders through the autoencoder lose about as much "
+            f"({encoded['gain']:+.3f} against {synthetic['gain']:+.3f}): whatever passes through this VQ-GAN "
+            "(its texture, its blur) likely costs the judge more than new anatomy gives it, and the synthetic "
+            "volumes carry that cost. Synthetic data does not help here; with an oracle arm at zero, this "
+            "experiment cannot say whether a better generator would."
+        )
     if "bar_holds" in aug:
         said.append(f"The bar ({aug['bar']}) {'holds' if aug['bar_holds'] else 'does **not** hold'}.")
     return " ".join(said)
@@ -261,34 +413,51 @@ def lesion_augmentation_sentence(la: Mapping[str, Any] | None) -> str:
     found a lesion, whether the control shows the experiment can see a lesion gain, and the bar.
     ``la``: the ``lesion_augmentation`` of :func:`medlsdm.evaluation.augmentation.augmentation_experiment`."""
     if not la:
-        return ("The lesion augmentation did not run (lesion_augmentation=False, no lesion class in the data, or no "
-                "augmentation experiment).")
+        return (
+            "The lesion augmentation did not run (lesion_augmentation=False, no lesion class in the data, or no "
+            "augmentation experiment)."
+        )
     if "skipped" in la:
         return f"The lesion augmentation arm did not run: {la['skipped']}. Its bar is not met: it was not measured."
     if not la["n_lesion_cases"]:
         return "No test case holds a lesion, so the lesion augmentation cannot be scored here."
 
     def gain(value, ci) -> str:
-        return f"{value:+.3f} " + (f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "(no CI: fewer than 2 test cases with a lesion)")
+        return f"{value:+.3f} " + (
+            f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "(no CI: fewer than 2 test cases with a lesion)"
+        )
 
     found, total = la["lesions_found"], la["lesions_total"]
-    said = [f"{la['n_edits']} real-small volumes with a lesion inserted by `pipe.edit` change the lesion Dice on the "
-            f"{la['n_lesion_cases']} test cases with a lesion by {gain(la['gain'], la['gain_ci'])}; the control, all real "
-            f"cases with their lesions, by {gain(la['control_gain'], la['control_gain_ci'])}.",
-            f"Test lesions found (of {total}, per judge seed): real small {found['real_small']}, with the edits "
-            f"{found['real_small_lesion_edits']}, all real {found['real_all']}."]
+    said = [
+        f"{la['n_edits']} real-small volumes with a lesion inserted by `pipe.edit` change the lesion Dice on the "
+        f"{la['n_lesion_cases']} test cases with a lesion by {gain(la['gain'], la['gain_ci'])}; the control, all real "
+        f"cases with their lesions, by {gain(la['control_gain'], la['control_gain_ci'])}.",
+        f"Test lesions found (of {total}, per judge seed): real small {found['real_small']}, with the edits "
+        f"{found['real_small_lesion_edits']}, all real {found['real_all']}.",
+    ]
     control_sees = bool(la["control_gain_ci"]) and la["control_gain_ci"][0] > 0
     holds = bool(la["gain_ci"]) and la["gain_ci"][0] > 0
     if not any(sum(v) for v in found.values()):
-        said.append("No judge in any of these arms found a lesion, so every lesion gain is zero by construction: "
-                    "at this judge's budget the experiment cannot see lesion augmentation at all.")
+        said.append(
+            "No judge in any of these arms found a lesion, so every lesion gain is zero by construction: "
+            "at this judge's budget the experiment cannot see lesion augmentation at all."
+        )
     elif not control_sees:
-        said.append("Even more real lesions give no gain distinguishable from zero, so this experiment cannot judge "
-                    "the edits either way.")
+        said.append(
+            "Even more real lesions give no gain distinguishable from zero, so this experiment cannot judge "
+            "the edits either way."
+        )
     else:
-        said.append("More real lesions help this judge, so the experiment can see a lesion gain; the edits "
-                    + ("give one too." if holds else "do not give one distinguishable from zero."
-                       if la["gain_ci"] and la["gain_ci"][1] > 0 else "give none."))
+        said.append(
+            "More real lesions help this judge, so the experiment can see a lesion gain; the edits "
+            + (
+                "give one too."
+                if holds
+                else "do not give one distinguishable from zero."
+                if la["gain_ci"] and la["gain_ci"][1] > 0
+                else "give none."
+            )
+        )
     said.append(f"The bar (a lesion gain with its CI above 0) {'holds' if holds else 'does **not** hold'}.")
     return " ".join(said)
 
@@ -302,8 +471,10 @@ def distance_sentence(m: Mapping[str, Any]) -> str:
     if m.get("frd") is not None and m.get("frd_reference"):
         ratio = m["frd"] / m["frd_reference"]
         far = ratio > 2
-        text = (f"Radiomics features put the synthetic volumes {ratio:.1f}× as far from the real test volumes as real "
-                f"validation volumes are (FRD {m['frd']:.0f} against {m['frd_reference']:.0f})")
+        text = (
+            f"Radiomics features put the synthetic volumes {ratio:.1f}× as far from the real test volumes as real "
+            f"validation volumes are (FRD {m['frd']:.0f} against {m['frd_reference']:.0f})"
+        )
         if m.get("frd_oracle") is not None:
             text += f"; oracle re-renders of the same label maps sit at {m['frd_oracle']:.0f}"
             if m["frd_oracle"] <= m["frd_reference"] < m["frd"]:
@@ -312,22 +483,30 @@ def distance_sentence(m: Mapping[str, Any]) -> str:
     if m.get("kid") is not None and m.get("kid_ci") is not None and m.get("kid_reference") is not None:
         lo, hi = m["kid_ci"]
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            said.append(f"KID on the segmentation network's features is {m['kid']:+.2f} against {m['kid_reference']:+.2f} "
-                        "for two real sets, without a CI (too few volumes): it cannot say whether the sets differ.")
+            said.append(
+                f"KID on the segmentation network's features is {m['kid']:+.2f} against {m['kid_reference']:+.2f} "
+                "for two real sets, without a CI (too few volumes): it cannot say whether the sets differ."
+            )
             return " ".join(said)
         blind = lo <= 0 <= hi or lo <= m["kid_reference"] <= hi
-        said.append(f"KID on the segmentation network's features {'does not separate' if blind else 'separates'} them: "
-                    f"{m['kid']:+.2f} [{lo:+.2f}, {hi:+.2f}] against {m['kid_reference']:+.2f} for two real sets.")
+        said.append(
+            f"KID on the segmentation network's features {'does not separate' if blind else 'separates'} them: "
+            f"{m['kid']:+.2f} [{lo:+.2f}, {hi:+.2f}] against {m['kid_reference']:+.2f} for two real sets."
+        )
         ref, ora = m["kid_reference"], m.get("kid_oracle")
         if m["kid"] < ref and ora is not None and ora < ref:
-            said.append(f"The synthetic set scores below two real sets ({m['kid']:+.2f} against {ref:+.2f}) not because it is "
-                        "more real than real data: it is made from the test label maps themselves, so it shares the test "
-                        "set's anatomy, which the validation set does not; oracle re-renders of the same maps score "
-                        f"{ora:+.2f} too.")
+            said.append(
+                f"The synthetic set scores below two real sets ({m['kid']:+.2f} against {ref:+.2f}) not because it is "
+                "more real than real data: it is made from the test label maps themselves, so it shares the test "
+                "set's anatomy, which the validation set does not; oracle re-renders of the same maps score "
+                f"{ora:+.2f} too."
+            )
         if blind and far:
-            said.append("The two disagree because they look at different things: a network trained to segment "
-                        "likely responds to anatomy, which the label maps fix, while radiomics measure intensity "
-                        "and texture; here FRD is the realism measure and KID an anatomy check.")
+            said.append(
+                "The two disagree because they look at different things: a network trained to segment "
+                "likely responds to anatomy, which the label maps fix, while radiomics measure intensity "
+                "and texture; here FRD is the realism measure and KID an anatomy check."
+            )
     return " ".join(said) or "No offline distance was computed."
 
 
@@ -337,12 +516,16 @@ def lesion_sentence(judge: Mapping[str, Any], lesion_dice: Mapping[str, float]) 
     <medlsdm.evaluation.run.SegmentationResult.summary>`; ``lesion_dice``: the mean lesion Dice per set."""
     sets = {k: float(v) for k, v in lesion_dice.items() if v is not None}
     values = ", ".join(f"{k.replace('_', ' ')} {format_number(v, 3)}" for k, v in sets.items())
-    said = (f"Lesion Dice: {values}; the judge touches {format_number(judge['lesion_detection_rate'], 2)} of the "
-            f"{judge['lesions_per_seed']} test lesions. ")
+    said = (
+        f"Lesion Dice: {values}; the judge touches {format_number(judge['lesion_detection_rate'], 2)} of the "
+        f"{judge['lesions_per_seed']} test lesions. "
+    )
     if not judge["lesion_detection_rate"] and all(not v for v in sets.values() if math.isfinite(v)):
-        said += (f"These zeros are not noise: no judge at this budget ({judge['max_steps']} steps) finds a lesion at all, "
-                 "in real volumes or synthetic ones, so lesion Dice cannot compare the sets here: the judge, not the "
-                 "generator, sets these zeros.")
+        said += (
+            f"These zeros are not noise: no judge at this budget ({judge['max_steps']} steps) finds a lesion at all, "
+            "in real volumes or synthetic ones, so lesion Dice cannot compare the sets here: the judge, not the "
+            "generator, sets these zeros."
+        )
     elif sets.get("real_test") and math.isfinite(sets.get("synthetic", math.nan)):
         said += f"Synthetic over real: {sets['synthetic'] / sets['real_test']:.2f}."
     return said
@@ -351,8 +534,11 @@ def lesion_sentence(judge: Mapping[str, Any], lesion_dice: Mapping[str, float]) 
 def _distances(pc: Mapping[str, Any]) -> dict[str, list[float]]:
     if "distances" in pc:
         return dict(pc["distances"])
-    return {"positive": pc["positive"]["nn_distance"], "negative": pc["negative"]["nn_distance"],
-            **{k: c["nn_distance"] for k, c in pc["synthetic"].items()}}
+    return {
+        "positive": pc["positive"]["nn_distance"],
+        "negative": pc["negative"]["nn_distance"],
+        **{k: c["nn_distance"] for k, c in pc["synthetic"].items()},
+    }
 
 
 def memorisation_sentence(pc: Mapping[str, Any]) -> str:
@@ -361,52 +547,81 @@ def memorisation_sentence(pc: Mapping[str, Any]) -> str:
     :func:`medlsdm.evaluation.run.memorisation` result or the ``privacy_controls`` entry."""
     flagged = pc.get("synthetic_flagged") or {k: c["fraction_flagged"] for k, c in pc["synthetic"].items()}
     works = pc["positive_flagged"] == 1 and pc["negative_flagged"] == 0
-    said = (f"The check flags {pc['positive_flagged']:.0%} of the copies and {pc['negative_flagged']:.0%} of the "
-            f"negative control ({pc['negative_control_kind']}): "
-            + ("it can fail, and it does not cry wolf. " if works else "**its controls do not behave, so its verdict on "
-               "the synthetic volumes means little.** "))
+    said = (
+        f"The check flags {pc['positive_flagged']:.0%} of the copies and {pc['negative_flagged']:.0%} of the "
+        f"negative control ({pc['negative_control_kind']}): "
+        + (
+            "it can fail, and it does not cry wolf. "
+            if works
+            else "**its controls do not behave, so its verdict on the synthetic volumes means little.** "
+        )
+    )
     dist = _distances(pc)
     neg = float(np.median(dist["negative"]))
-    parts = [f"{k.replace('_', ' ')} {v:.0%} flagged (median distance {float(np.median(dist[k])):.3f})" for k, v in flagged.items()]
-    said += (f"Synthetic volumes: {'; '.join(parts)}, against a threshold of {pc['threshold']:.3f} and a median of "
-             f"{neg:.3f} for the negative control.") if "threshold" in pc else f"Synthetic volumes: {'; '.join(parts)}."
+    parts = [
+        f"{k.replace('_', ' ')} {v:.0%} flagged (median distance {float(np.median(dist[k])):.3f})"
+        for k, v in flagged.items()
+    ]
+    said += (
+        (
+            f"Synthetic volumes: {'; '.join(parts)}, against a threshold of {pc['threshold']:.3f} and a median of "
+            f"{neg:.3f} for the negative control."
+        )
+        if "threshold" in pc
+        else f"Synthetic volumes: {'; '.join(parts)}."
+    )
     if works and not any(flagged.values()):
-        said += " None is closer to a training volume than fresh renderings of the same anatomy would be: no copies found."
+        said += (
+            " None is closer to a training volume than fresh renderings of the same anatomy would be: no copies found."
+        )
     return said
 
 
 def paper_sentence(m: Mapping[str, Any]) -> str:
     """Our Dice ratio and 3D-FID beside the Med-LSDM abstract's, and why they are not the same numbers."""
     ratio = PAPER["dice_synthetic"] / PAPER["dice_real"]
-    said = (f"The abstract of {PAPER['source']} reports Dice {PAPER['dice_synthetic']} with synthetic against {PAPER['dice_real']} with "
-            f"real images on {PAPER['dataset']} (ratio {ratio:.3f}), and a 3D-FID of {PAPER['fid_3d']}. Here the ratio is "
-            f"{m['dice_ratio']:.3f}")
+    said = (
+        f"The abstract of {PAPER['source']} reports Dice {PAPER['dice_synthetic']} with synthetic against {PAPER['dice_real']} with "
+        f"real images on {PAPER['dataset']} (ratio {ratio:.3f}), and a 3D-FID of {PAPER['fid_3d']}. Here the ratio is "
+        f"{m['dice_ratio']:.3f}"
+    )
     if m.get("dice_ratio_oracle") is not None:
         said += f", and {m['dice_ratio_oracle']:.3f} for perfect synthesis (oracle re-renders)"
     said += f", on {m.get('dataset', 'this dataset')}, with the organ classes only."
     conv = m.get("paper_conventions_table", {}).get("dice")
     if conv:
-        said += (f" The first judge network's Dice on the synthetic volumes, every foreground class counted, is "
-                 f"{conv['ours']:.3f}; pooled with the background as the paper's code did, {conv['paper']:.3f}: background agreement lifts every set toward 1 and "
-                 "squeezes any ratio toward 1, so the paper's ratio and ours are not the same measurement.")
+        said += (
+            f" The first judge network's Dice on the synthetic volumes, every foreground class counted, is "
+            f"{conv['ours']:.3f}; pooled with the background as the paper's code did, {conv['paper']:.3f}: background agreement lifts every set toward 1 and "
+            "squeezes any ratio toward 1, so the paper's ratio and ours are not the same measurement."
+        )
     fid3 = m.get("fid_3d")
-    said += (f" Our 3D-FID is {'skipped (no MedicalNet weights offline)' if fid3 is None else format(fid3, '.4g')}; the "
-             f"paper's {PAPER['fid_3d']} is not comparable with any value: its code computed the statistics over a buffer "
-             "with uninitialised rows, on another dataset.")
+    said += (
+        f" Our 3D-FID is {'skipped (no MedicalNet weights offline)' if fid3 is None else format(fid3, '.4g')}; the "
+        f"paper's {PAPER['fid_3d']} is not comparable with any value: its code computed the statistics over a buffer "
+        "with uninitialised rows, on another dataset."
+    )
     return said
 
 
 def takeaways_05(m: Mapping[str, Any]) -> str:
     """The closing cell of notebook 05, from its ``"05_evaluation"`` entry."""
     ci = m["ci"]
-    lines = [f"Judge Dice (organs, {m['n_test']} test cases): real {m['dice_real_test']:.3f} {_pair(ci.get('dice_real_test'))}, "
-             f"synthetic {m['dice_synthetic']:.3f} {_pair(ci.get('dice_synthetic'))}"
-             + (f", oracle {m['dice_oracle']:.3f} {_pair(ci.get('dice_oracle'))}" if "dice_oracle" in m else "")
-             + f"; synthetic over real {m['dice_ratio']:.3f}.",
-             lesion_sentence(m["judge"], {k: m[f"dice_lesion_{k}"] for k in ("real_test", "synthetic", "oracle")
-                                          if f"dice_lesion_{k}" in m}), augmentation_verdict(m["augmentation"]),
-             lesion_augmentation_sentence(m.get("lesion_augmentation")), memorisation_sentence(m["privacy_controls"]),
-             distance_sentence(m), paper_sentence(m)]
+    lines = [
+        f"Judge Dice (organs, {m['n_test']} test cases): real {m['dice_real_test']:.3f} {_pair(ci.get('dice_real_test'))}, "
+        f"synthetic {m['dice_synthetic']:.3f} {_pair(ci.get('dice_synthetic'))}"
+        + (f", oracle {m['dice_oracle']:.3f} {_pair(ci.get('dice_oracle'))}" if "dice_oracle" in m else "")
+        + f"; synthetic over real {m['dice_ratio']:.3f}.",
+        lesion_sentence(
+            m["judge"],
+            {k: m[f"dice_lesion_{k}"] for k in ("real_test", "synthetic", "oracle") if f"dice_lesion_{k}" in m},
+        ),
+        augmentation_verdict(m["augmentation"]),
+        lesion_augmentation_sentence(m.get("lesion_augmentation")),
+        memorisation_sentence(m["privacy_controls"]),
+        distance_sentence(m),
+        paper_sentence(m),
+    ]
     return "**Takeaways**\n\n" + "\n".join(f"- {line}" for line in lines)
 
 
@@ -417,8 +632,12 @@ def quality_sentence(quality: Mapping[str, Any]) -> str:
     ci = with_ci(per_case)
     worst = min(quality["per_case"], key=lambda c: quality["per_case"][c]["ssim"])
     best = max(quality["per_case"], key=lambda c: quality["per_case"][c]["ssim"])
-    said = (f"Over {len(quality['per_case'])} test cases: SSIM {quality['ssim']:.3f} {_pair(ci['ssim'])}, PSNR "
-            f"{quality['psnr']:.2f} dB {_pair(ci['psnr'])}; from {worst} (SSIM {quality['per_case'][worst]['ssim']:.3f}) "
-            f"to {best} ({quality['per_case'][best]['ssim']:.3f}). ")
-    return said + ("A sample can score low here and still be right: the real volume is one draw of the many images its "
-                   "label map allows, so these numbers rank closeness to that one patient, not realism.")
+    said = (
+        f"Over {len(quality['per_case'])} test cases: SSIM {quality['ssim']:.3f} {_pair(ci['ssim'])}, PSNR "
+        f"{quality['psnr']:.2f} dB {_pair(ci['psnr'])}; from {worst} (SSIM {quality['per_case'][worst]['ssim']:.3f}) "
+        f"to {best} ({quality['per_case'][best]['ssim']:.3f}). "
+    )
+    return said + (
+        "A sample can score low here and still be right: the real volume is one draw of the many images its "
+        "label map allows, so these numbers rank closeness to that one patient, not realism."
+    )

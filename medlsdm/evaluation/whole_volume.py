@@ -18,6 +18,7 @@ Edits of real volumes are measured in :mod:`medlsdm.evaluation.edits`.
 Arrays follow the package convention: volumes ``(1, D, H, W)`` float32 in [-1, 1] (stacks
 ``(N, 1, D, H, W)``), label maps ``(D, H, W)`` int64.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,12 +58,22 @@ def resolve_windows(pipe, window: int | None, overlap: int | None) -> tuple[int,
     if window is None:
         raise ConfigError("the pipeline does not record its training block_shape: give window")
     f = pipe.vqgan.downsample_factor
-    size, shared = latent_windows(window, overlap, f, f * pipe.unet.downsampling)  # checks them, fills the default overlap
+    size, shared = latent_windows(
+        window, overlap, f, f * pipe.unet.downsampling
+    )  # checks them, fills the default overlap
     return size * f, shared * f
 
 
-def sample_volumes(pipe, label: np.ndarray, n_samples: int, *, steps: int, seed: int = 0,
-                   window: int | None = None, overlap: int | None = None) -> tuple[np.ndarray, float]:
+def sample_volumes(
+    pipe,
+    label: np.ndarray,
+    n_samples: int,
+    *,
+    steps: int,
+    seed: int = 0,
+    window: int | None = None,
+    overlap: int | None = None,
+) -> tuple[np.ndarray, float]:
     """``n_samples`` volumes of one label map, sample ``k`` with seed ``seed + k``, and the
     seconds per volume.
 
@@ -76,14 +87,23 @@ def sample_volumes(pipe, label: np.ndarray, n_samples: int, *, steps: int, seed:
     """
 
     start = time.perf_counter()
-    out = [pipe(label, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed + k),
-                window=window, overlap=overlap).images[0] for k in range(int(n_samples))]
+    out = [
+        pipe(
+            label,
+            num_inference_steps=steps,
+            generator=torch.Generator().manual_seed(seed + k),
+            window=window,
+            overlap=overlap,
+        ).images[0]
+        for k in range(int(n_samples))
+    ]
     return np.stack([np.asarray(o) for o in out]), (time.perf_counter() - start) / max(int(n_samples), 1)
 
 
 # ------------------------------------------------------------------------ per-slice statistics
-def slice_statistics(volumes: np.ndarray, label: np.ndarray, class_names: Sequence[str],
-                     dataset: str | None = None) -> dict[str, np.ndarray]:
+def slice_statistics(
+    volumes: np.ndarray, label: np.ndarray, class_names: Sequence[str], dataset: str | None = None
+) -> dict[str, np.ndarray]:
     """Statistics of every axial slice of each volume: inside the body and the factor estimators.
 
     ``body_mean`` / ``body_std``: mean and std of the slice inside the body (``label > 0``);
@@ -108,7 +128,7 @@ def slice_statistics(volumes: np.ndarray, label: np.ndarray, class_names: Sequen
         if body[z].any():
             values = x[:, z][:, body[z]]
             out["body_mean"][:, z], out["body_std"][:, z] = values.mean(1), values.std(1)
-        factors = factor_estimates([v[z:z + 1] for v in x], [label[z:z + 1]] * n, class_names, dataset)
+        factors = factor_estimates([v[z : z + 1] for v in x], [label[z : z + 1]] * n, class_names, dataset)
         for name, values in factors.items():
             out.setdefault(name, np.full((n, depth), np.nan))[:, z] = values
     return out
@@ -151,7 +171,7 @@ def oracle_errors(oracle: np.ndarray, label: np.ndarray) -> np.ndarray:
     if r < 2:
         raise DataError(f"oracle_errors: needs at least 2 re-renders, got {r}")
     total = oracle.sum(0)
-    return np.concatenate([slice_errors(oracle[k:k + 1], (total - oracle[k]) / (r - 1), label) for k in range(r)])
+    return np.concatenate([slice_errors(oracle[k : k + 1], (total - oracle[k]) / (r - 1), label) for k in range(r)])
 
 
 def excess_errors(errors: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -211,13 +231,23 @@ def seam_slices(depth: int, window: int, overlap: int, factor: int) -> tuple[np.
     near_middle = np.min(np.abs(z[:, None] - middles[None]), axis=1) <= f / 2
     centre = near_middle & ~near_border
     if not centre.any():
-        raise ConfigError(f"windows of {window} slices overlapping by {overlap} leave no window centre away from "
-                          "the borders; use a longer window or a shorter overlap")
+        raise ConfigError(
+            f"windows of {window} slices overlapping by {overlap} leave no window centre away from "
+            "the borders; use a longer window or a shorter overlap"
+        )
     return np.flatnonzero(near_border), np.flatnonzero(centre)
 
 
-def seam_gap(errors: np.ndarray, border: Sequence[int], centre: Sequence[int], *, baseline: np.ndarray | None = None,
-             n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+def seam_gap(
+    errors: np.ndarray,
+    border: Sequence[int],
+    centre: Sequence[int],
+    *,
+    baseline: np.ndarray | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """Mean per-slice error at border slices minus at centre slices, with a bootstrap CI; with
     ``baseline``, that gap less the same gap of the baseline (a difference in differences).
 
@@ -269,13 +299,21 @@ def seam_gap(errors: np.ndarray, border: Sequence[int], centre: Sequence[int], *
         gaps[k] = gap(rows, base_rows, rng.integers(0, len(b), len(b)), rng.integers(0, len(c), len(c)))
     low, high = np.quantile(gaps, [(1 - level) / 2, (1 + level) / 2])
     shift = (0.0, 0.0) if base is None else (base[:, b].mean(), base[:, c].mean())
-    return {"gap": float(gap(*every)), "ci": [float(low), float(high)], "border": float(errors[:, b].mean() - shift[0]),
-            "centre": float(errors[:, c].mean() - shift[1]), "passes": bool(low <= 0), "n_volumes": int(n),
-            "n_border": len(b), "n_centre": len(c)}
+    return {
+        "gap": float(gap(*every)),
+        "ci": [float(low), float(high)],
+        "border": float(errors[:, b].mean() - shift[0]),
+        "centre": float(errors[:, c].mean() - shift[1]),
+        "passes": bool(low <= 0),
+        "n_volumes": int(n),
+        "n_border": len(b),
+        "n_centre": len(c),
+    }
 
 
-def oracle_band(stats: Mapping[str, np.ndarray], *, n_boot: int = 1000, level: float = 0.95,
-                seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+def oracle_band(
+    stats: Mapping[str, np.ndarray], *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, dict[str, np.ndarray]]:
     """Per slice, the oracle's mean, its bootstrap CI (over re-renders) and its range.
 
     Args:
@@ -299,9 +337,15 @@ def oracle_band(stats: Mapping[str, np.ndarray], *, n_boot: int = 1000, level: f
     return out
 
 
-def plot_seam_check(stats: Mapping[str, Mapping[str, np.ndarray]], band: Mapping[str, Mapping[str, np.ndarray]],
-                    border: Sequence[int], centre: Sequence[int], *, statistics: Sequence[str] | None = None,
-                    spacing: float | None = None):
+def plot_seam_check(
+    stats: Mapping[str, Mapping[str, np.ndarray]],
+    band: Mapping[str, Mapping[str, np.ndarray]],
+    border: Sequence[int],
+    centre: Sequence[int],
+    *,
+    statistics: Sequence[str] | None = None,
+    spacing: float | None = None,
+):
     """Per-slice statistics along depth: samples against the oracle band, window borders marked.
 
     Args:
@@ -332,10 +376,14 @@ def plot_seam_check(stats: Mapping[str, Mapping[str, np.ndarray]], band: Mapping
         for i in border:
             ax.axvspan(z[i] - 0.5 * (spacing or 1.0), z[i] + 0.5 * (spacing or 1.0), color="tab:red", alpha=0.08, lw=0)
         for i in centre:
-            ax.axvspan(z[i] - 0.5 * (spacing or 1.0), z[i] + 0.5 * (spacing or 1.0), color="tab:green", alpha=0.08, lw=0)
+            ax.axvspan(
+                z[i] - 0.5 * (spacing or 1.0), z[i] + 0.5 * (spacing or 1.0), color="tab:green", alpha=0.08, lw=0
+            )
         ax.set_ylabel(name, fontsize=8)
     axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
     axes[-1, 0].set_xlabel("depth (mm)" if spacing else "slice")
-    axes[0, 0].set_title("per slice: samples against the oracle (red: window borders, green: window centres)", fontsize=9)
+    axes[0, 0].set_title(
+        "per slice: samples against the oracle (red: window borders, green: window centres)", fontsize=9
+    )
     fig.tight_layout()
     return fig

@@ -5,6 +5,7 @@ true conditional distribution — which the phantoms can sample ("oracle re-rend
 metrics against the one real volume reward the conditional mean instead; these functions
 measure the distribution.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -60,12 +61,18 @@ def diversity(samples: Sequence[ArrayLike], mask: ArrayLike | None = None) -> fl
         raise DataError(f"diversity: samples have different shapes {sorted(shapes)}")
     m = _mask_like(mask, arrays[0].shape, "diversity")
     flat = np.stack([a[m] for a in arrays])
-    return float(np.mean([math.sqrt(np.mean((flat[i] - flat[j]) ** 2))
-                          for i, j in itertools.combinations(range(len(flat)), 2)]))
+    return float(
+        np.mean([math.sqrt(np.mean((flat[i] - flat[j]) ** 2)) for i, j in itertools.combinations(range(len(flat)), 2)])
+    )
 
 
-def diversity_ratio(samples_per_map: Sequence[Sequence[ArrayLike]], oracle_per_map: Sequence[Sequence[ArrayLike]],
-                    masks: Sequence[ArrayLike | None] | None = None, *, return_per_map: bool = False):
+def diversity_ratio(
+    samples_per_map: Sequence[Sequence[ArrayLike]],
+    oracle_per_map: Sequence[Sequence[ArrayLike]],
+    masks: Sequence[ArrayLike | None] | None = None,
+    *,
+    return_per_map: bool = False,
+):
     """Mean over label maps of ``diversity(samples) / diversity(oracle)``.
 
     ``ratio = (1/M) Σ_m diversity(samples_m, mask_m) / diversity(oracle_m, mask_m)`` for the
@@ -86,8 +93,10 @@ def diversity_ratio(samples_per_map: Sequence[Sequence[ArrayLike]], oracle_per_m
         the mean ratio, or ``(mean ratio, [ratio per map])``.
     """
     if len(samples_per_map) != len(oracle_per_map) or not samples_per_map:
-        raise DataError(f"diversity_ratio: needs the same, non-zero number of label maps, got "
-                        f"{len(samples_per_map)} synthetic and {len(oracle_per_map)} oracle")
+        raise DataError(
+            f"diversity_ratio: needs the same, non-zero number of label maps, got "
+            f"{len(samples_per_map)} synthetic and {len(oracle_per_map)} oracle"
+        )
     masks = [None] * len(samples_per_map) if masks is None else list(masks)
     if len(masks) != len(samples_per_map):
         raise DataError(f"diversity_ratio: {len(masks)} masks for {len(samples_per_map)} label maps")
@@ -101,8 +110,9 @@ def diversity_ratio(samples_per_map: Sequence[Sequence[ArrayLike]], oracle_per_m
     return (value, ratios) if return_per_map else value
 
 
-def factor_comparison(synthetic: Mapping[str, Sequence[float]],
-                      oracle: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
+def factor_comparison(
+    synthetic: Mapping[str, Sequence[float]], oracle: Mapping[str, Sequence[float]]
+) -> dict[str, dict[str, float]]:
     """Per hidden factor: 1-Wasserstein distance and two-sample Kolmogorov–Smirnov test.
 
     Each factor is estimated from every synthetic volume and every oracle re-render (e.g.
@@ -119,7 +129,9 @@ def factor_comparison(synthetic: Mapping[str, Sequence[float]],
         ``{factor: {"w1", "ks", "ks_p", "n_synthetic", "n_oracle"}}``.
     """
     if set(synthetic) != set(oracle):
-        raise DataError(f"factor_comparison: the factors differ: synthetic {sorted(synthetic)}, oracle {sorted(oracle)}")
+        raise DataError(
+            f"factor_comparison: the factors differ: synthetic {sorted(synthetic)}, oracle {sorted(oracle)}"
+        )
     out = {}
     for name in synthetic:
         a, b = _array(synthetic[name]).ravel(), _array(oracle[name]).ravel()
@@ -127,8 +139,13 @@ def factor_comparison(synthetic: Mapping[str, Sequence[float]],
             if v.size < 2 or not np.all(np.isfinite(v)):
                 raise DataError(f"factor_comparison: factor {name!r} needs >= 2 finite {side} values, got {v.tolist()}")
         ks = scipy.stats.ks_2samp(a, b)
-        out[name] = {"w1": float(scipy.stats.wasserstein_distance(a, b)), "ks": float(ks.statistic),
-                     "ks_p": float(ks.pvalue), "n_synthetic": int(a.size), "n_oracle": int(b.size)}
+        out[name] = {
+            "w1": float(scipy.stats.wasserstein_distance(a, b)),
+            "ks": float(ks.statistic),
+            "ks_p": float(ks.pvalue),
+            "n_synthetic": int(a.size),
+            "n_oracle": int(b.size),
+        }
     return out
 
 
@@ -213,8 +230,13 @@ def paint_labels(labels: ArrayLike, means: ArrayLike) -> np.ndarray:
     return mu[y].astype(np.float32)
 
 
-def painting_r2(images: Sequence[ArrayLike], labels: Sequence[ArrayLike], train_images: Sequence[ArrayLike],
-                train_labels: Sequence[ArrayLike], masks: Sequence[ArrayLike | None] | None = None) -> float:
+def painting_r2(
+    images: Sequence[ArrayLike],
+    labels: Sequence[ArrayLike],
+    train_images: Sequence[ArrayLike],
+    train_labels: Sequence[ArrayLike],
+    masks: Sequence[ArrayLike | None] | None = None,
+) -> float:
     """Fraction of the voxel variance that label painting explains: ``R² = 1 − SSE / SST``.
 
     The class means come from the *training* images (:func:`class_means`); each evaluated

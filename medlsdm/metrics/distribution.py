@@ -1,4 +1,5 @@
 """Distances between two sets of samples (feature vectors): Fréchet distance, MMD and KID."""
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,9 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     s1, s2 = np.atleast_2d(np.asarray(sigma1, dtype=np.float64)), np.atleast_2d(np.asarray(sigma2, dtype=np.float64))
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise DataError(f"frechet_distance: shapes do not agree: mu {mu1.shape}, {mu2.shape}; "
-                        f"sigma {s1.shape}, {s2.shape}")
+        raise DataError(
+            f"frechet_distance: shapes do not agree: mu {mu1.shape}, {mu2.shape}; sigma {s1.shape}, {s2.shape}"
+        )
     for name, a in (("mu1", mu1), ("mu2", mu2), ("sigma1", s1), ("sigma2", s2)):
         if not np.all(np.isfinite(a)):
             raise DataError(f"frechet_distance: {name} has NaN or Inf values")
@@ -102,8 +104,9 @@ def frechet_distance_from_features(features1: ArrayLike, features2: ArrayLike, *
     f2 = np.asarray(features2.detach().cpu() if isinstance(features2, torch.Tensor) else features2, dtype=np.float64)
     f1, f2 = (f[:, None] if f.ndim == 1 else f for f in (f1, f2))
     if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
-        raise DataError(f"frechet_distance_from_features: need (N1, d) and (N2, d) features, "
-                        f"got {f1.shape} and {f2.shape}")
+        raise DataError(
+            f"frechet_distance_from_features: need (N1, d) and (N2, d) features, got {f1.shape} and {f2.shape}"
+        )
     n1, n2, d = f1.shape[0], f2.shape[0], f1.shape[1]
     if min(n1, n2) < 2:
         raise DataError(f"frechet_distance_from_features: need N >= 2 samples per set, got {n1} and {n2}")
@@ -174,8 +177,9 @@ def mmd(x: ArrayLike, y: ArrayLike, *, bandwidth: float | None = None) -> float:
 def _mmd2_unbiased(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
     """``mean_{i≠j} kxx + mean_{i≠j} kyy − 2 mean kxy`` from the three kernel matrices."""
     n, m = len(kxx), len(kyy)
-    return float((kxx.sum() - np.trace(kxx)) / (n * (n - 1))
-                 + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    )
 
 
 def _bootstrap_mmd2(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
@@ -198,8 +202,15 @@ def _bootstrap_mmd2(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray, n_boot: i
     return within(w, kxx, n) + within(v, kyy, m) - 2 * cross
 
 
-def kid(features1: ArrayLike, features2: ArrayLike, *, n_boot: int = 1000, level: float = 0.95,
-        seed: int = 0, standardize: bool = False) -> dict[str, float | list[float]]:
+def kid(
+    features1: ArrayLike,
+    features2: ArrayLike,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    standardize: bool = False,
+) -> dict[str, float | list[float]]:
     """Kernel Inception Distance: unbiased MMD² with the cubic polynomial kernel, with a bootstrap CI.
 
     ``k(a, b) = (a·b / d + 1)³`` for ``d``-dimensional features (Bińkowski et al. 2018), and

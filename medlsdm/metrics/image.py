@@ -6,6 +6,7 @@ of 1 for PSNR — 6 dB off — and ``data_range=255`` with a 3-D window summing 
 SSIM.) SSIM here matches ``skimage.metrics.structural_similarity(x, y, data_range=…,
 gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -151,9 +152,14 @@ def nmse(x: ArrayLike, y: ArrayLike) -> float:
 PAIRED_METRICS = ("ssim", "psnr", "rmse", "nmse")
 
 
-def paired_metrics(real: Sequence[ArrayLike], synthetic: Sequence[ArrayLike], *, data_range: float = 2.0,
-                   metrics: Sequence[str] = PAIRED_METRICS,
-                   masks: Sequence[ArrayLike] | None = None) -> tuple[dict[str, float], list[dict[str, float]]]:
+def paired_metrics(
+    real: Sequence[ArrayLike],
+    synthetic: Sequence[ArrayLike],
+    *,
+    data_range: float = 2.0,
+    metrics: Sequence[str] = PAIRED_METRICS,
+    masks: Sequence[ArrayLike] | None = None,
+) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Image metrics of each pair ``synthetic[i]`` against ``real[i]`` (2-D slices or 3-D
     volumes) and their means over the pairs.
 
@@ -164,9 +170,12 @@ def paired_metrics(real: Sequence[ArrayLike], synthetic: Sequence[ArrayLike], *,
     Returns:
         ``({metric: mean}, [{metric: value} per pair])``.
     """
-    fns = {"ssim": lambda s, r, m: ssim(s, r, data_range=data_range, mask=m),
-           "psnr": lambda s, r, m: psnr(s, r, data_range=data_range, mask=m),
-           "rmse": lambda s, r, m: rmse(s, r, mask=m), "nmse": lambda s, r, m: nmse(s, r)}
+    fns = {
+        "ssim": lambda s, r, m: ssim(s, r, data_range=data_range, mask=m),
+        "psnr": lambda s, r, m: psnr(s, r, data_range=data_range, mask=m),
+        "rmse": lambda s, r, m: rmse(s, r, mask=m),
+        "nmse": lambda s, r, m: nmse(s, r),
+    }
     unknown = sorted(set(metrics) - set(fns))
     if unknown:
         raise DataError(f"paired_metrics: unknown metric(s) {unknown}; known: {list(PAIRED_METRICS)}")
@@ -183,8 +192,9 @@ def paired_metrics(real: Sequence[ArrayLike], synthetic: Sequence[ArrayLike], *,
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor, data_range: float,
-                 mask: torch.Tensor | None = None) -> tuple[float, float]:
+def _ssim_and_cs(
+    x: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor, data_range: float, mask: torch.Tensor | None = None
+) -> tuple[float, float]:
     """Mean SSIM and mean contrast-structure term ``(2σxy + C2) / (σx² + σy² + C2)`` over the
     positions where the window fits (same statistics as :func:`ssim`), or over those of
     them in ``mask`` (given at the size of the valid region)."""
@@ -208,9 +218,16 @@ def _halve(x: torch.Tensor) -> torch.Tensor:
     return pool(x[None, None], 2)[0, 0]
 
 
-def ms_ssim(x: ArrayLike, y: ArrayLike, *, data_range: float, sigma: float = 1.5,
-            scales: int | None = None, weights: Iterable[float] | None = None,
-            return_terms: bool = False):
+def ms_ssim(
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    data_range: float,
+    sigma: float = 1.5,
+    scales: int | None = None,
+    weights: Iterable[float] | None = None,
+    return_terms: bool = False,
+):
     """Multi-scale SSIM (Wang et al. 2003) of two 2-D or 3-D images.
 
     At scales ``j = 1 … M`` (the image halved by 2× average pooling between scales) it
@@ -258,8 +275,10 @@ def ms_ssim(x: ArrayLike, y: ArrayLike, *, data_range: float, sigma: float = 1.5
         w = list(MS_SSIM_WEIGHTS[:scales])
         w = [v / sum(w) for v in w]
     if not 1 <= scales <= fit:
-        raise DataError(f"ms_ssim: {scales} scales do not fit an image of shape {tuple(xt.shape)} "
-                        f"(at most {fit} with a {win}-voxel window)")
+        raise DataError(
+            f"ms_ssim: {scales} scales do not fit an image of shape {tuple(xt.shape)} "
+            f"(at most {fit} with a {win}-voxel window)"
+        )
     cs_terms, ssim_terms = [], []
     for j in range(scales):
         s, cs = _ssim_and_cs(xt, yt, kernel, data_range)
@@ -273,9 +292,13 @@ def ms_ssim(x: ArrayLike, y: ArrayLike, *, data_range: float, sigma: float = 1.5
     return value
 
 
-def class_intensity_error(synthetic: Sequence[np.ndarray], real: Sequence[np.ndarray],
-                          labels: Sequence[np.ndarray], class_names: Sequence[str],
-                          percentiles: tuple[float, float] = (0.5, 99.5)) -> dict[str, float]:
+def class_intensity_error(
+    synthetic: Sequence[np.ndarray],
+    real: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    percentiles: tuple[float, float] = (0.5, 99.5),
+) -> dict[str, float]:
     """Per class: |mean synthetic − mean real| inside the class, over the real intensity range.
 
     Means are pooled over all volumes (voxels of a class in every label map); the range is

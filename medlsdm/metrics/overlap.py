@@ -1,4 +1,5 @@
 """Overlap of label maps: Dice per class, background excluded from the mean."""
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,9 @@ def dice_per_class(pred: ArrayLike, target: ArrayLike, num_classes: int) -> dict
         if not np.issubdtype(a.dtype, np.integer):
             raise DataError(f"dice_per_class: {name} must hold integer class indices, got {a.dtype}")
         if a.size and (a.min() < 0 or a.max() >= num_classes):
-            raise DataError(f"dice_per_class: {name} values must lie in [0, {num_classes - 1}], "
-                            f"found [{a.min()}, {a.max()}]")
+            raise DataError(
+                f"dice_per_class: {name} values must lie in [0, {num_classes - 1}], found [{a.min()}, {a.max()}]"
+            )
     p, t = p.ravel().astype(np.int64), t.ravel().astype(np.int64)
     n_pred = np.bincount(p, minlength=num_classes)
     n_true = np.bincount(t, minlength=num_classes)

@@ -4,6 +4,7 @@ Each function computes a number the way the original code did (see ``REFERENCE.m
 defect this package does not repeat; :func:`paper_convention_table` puts both side by side
 with a line saying what the convention does to the number. Use them only for that comparison.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,11 +24,11 @@ log = logging.getLogger(__name__)
 CONVENTIONS = {
     "psnr": "peak 1 on [-1, 1] data (10·log10(1/MSE)) instead of the range 2: 20·log10(2) = 6.02 dB lower",
     "ssim": "data_range=255 on [-1, 1] data, per axial slice: C1 = 6.5 and C2 = 58.5 swamp the local "
-            "statistics and push SSIM toward 1 (higher)",
+    "statistics and push SSIM toward 1 (higher)",
     "fid_2d": "the real mean used for both sets: the mean term ‖μ_real − μ_syn‖² vanishes, so a shifted "
-              "synthetic distribution is not counted (lower)",
+    "synthetic distribution is not counted (lower)",
     "dice": "one-hot over all classes with background pooled in: equals the fraction of agreeing voxels, "
-            "dominated by background (higher)",
+    "dominated by background (higher)",
 }
 
 
@@ -85,10 +86,17 @@ def paper_dice(pred: ArrayLike, target: ArrayLike, num_classes: int) -> float:
     return float(2 * (p1 * t1).sum() / (p1.sum() + t1.sum()))
 
 
-def paper_convention_table(*, real: Sequence[ArrayLike] | None = None, synthetic: Sequence[ArrayLike] | None = None,
-                           real_features: ArrayLike | None = None, synthetic_features: ArrayLike | None = None,
-                           pred_labels: Sequence[ArrayLike] | None = None, true_labels: Sequence[ArrayLike] | None = None,
-                           num_classes: int | None = None, data_range: float = 2.0) -> dict[str, dict[str, Any]]:
+def paper_convention_table(
+    *,
+    real: Sequence[ArrayLike] | None = None,
+    synthetic: Sequence[ArrayLike] | None = None,
+    real_features: ArrayLike | None = None,
+    synthetic_features: ArrayLike | None = None,
+    pred_labels: Sequence[ArrayLike] | None = None,
+    true_labels: Sequence[ArrayLike] | None = None,
+    num_classes: int | None = None,
+    data_range: float = 2.0,
+) -> dict[str, dict[str, Any]]:
     """Our number and the reference code's number of each metric, side by side.
 
     Every part is optional: images give ``psnr`` and ``ssim`` (ours: :func:`paired_metrics`
@@ -120,14 +128,20 @@ def paper_convention_table(*, real: Sequence[ArrayLike] | None = None, synthetic
     if (real_features is None) != (synthetic_features is None):
         raise DataError("paper_convention_table: give both real and synthetic features, or neither")
     if real_features is not None:
-        row("fid_2d", frechet_distance_from_features(real_features, synthetic_features),
-            paper_fid(real_features, synthetic_features))
+        row(
+            "fid_2d",
+            frechet_distance_from_features(real_features, synthetic_features),
+            paper_fid(real_features, synthetic_features),
+        )
     if (pred_labels is None) != (true_labels is None):
         raise DataError("paper_convention_table: give both predicted and reference label maps, or neither")
     if pred_labels is not None:
         if num_classes is None or len(pred_labels) != len(true_labels) or not pred_labels:
             raise DataError("paper_convention_table: Dice needs num_classes and paired, non-empty label maps")
         ours_dice = [mean_dice(dice_per_class(p, t, num_classes)) for p, t in zip(pred_labels, true_labels)]
-        row("dice", mean_dice(dict(enumerate(ours_dice))),  # the mean over cases with a defined Dice
-            np.mean([paper_dice(p, t, num_classes) for p, t in zip(pred_labels, true_labels)]))
+        row(
+            "dice",
+            mean_dice(dict(enumerate(ours_dice))),  # the mean over cases with a defined Dice
+            np.mean([paper_dice(p, t, num_classes) for p, t in zip(pred_labels, true_labels)]),
+        )
     return out

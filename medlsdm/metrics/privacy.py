@@ -9,6 +9,7 @@ be. The check reports how its own controls fare, so it can fail. (A threshold ta
 smallest distance of a real unseen volume to the training set cannot be validated: nothing
 shows it would flag a copy or pass a fresh rendering of a training anatomy.)
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,11 +54,18 @@ def _shifted_views(x: torch.Tensor, m: int):
     for dz in range(-m, m + 1):
         for dy in range(-m, m + 1):
             for dx in range(-m, m + 1):
-                yield x[:, m + dz:d - m + dz, m + dy:h - m + dy, m + dx:w - m + dx]
+                yield x[:, m + dz : d - m + dz, m + dy : h - m + dy, m + dx : w - m + dx]
 
 
-def nearest_distances(query: Sequence[ArrayLike], train: Sequence[ArrayLike], *, metric: str = "rmse",
-                      downsample: int = 2, max_shift: int = 0, data_range: float = 2.0) -> tuple[list[float], list[int]]:
+def nearest_distances(
+    query: Sequence[ArrayLike],
+    train: Sequence[ArrayLike],
+    *,
+    metric: str = "rmse",
+    downsample: int = 2,
+    max_shift: int = 0,
+    data_range: float = 2.0,
+) -> tuple[list[float], list[int]]:
     """Distance of every query volume to its nearest training volume, and that volume's index.
 
     With ``max_shift = m > 0`` the distance is the smallest over every shift of the query by
@@ -93,15 +101,21 @@ def nearest_distances(query: Sequence[ArrayLike], train: Sequence[ArrayLike], *,
         if metric == "rmse":
             d = torch.cdist(qp.flatten(1), t_pooled.flatten(1)) / math.sqrt(t_pooled[0].numel())
         else:
-            d = torch.tensor([[1.0 - ssim(x, y, data_range=data_range) for y in t_pooled] for x in qp],
-                             dtype=torch.float64)
+            d = torch.tensor(
+                [[1.0 - ssim(x, y, data_range=data_range) for y in t_pooled] for x in qp], dtype=torch.float64
+            )
         best = d if best is None else torch.minimum(best, d)
     dmin, idx = best.min(1)
     return dmin.tolist(), idx.tolist()
 
 
-def copy_control(volume: ArrayLike, *, shift: Sequence[float] = (0.0, 1.0, 1.0), noise_std: float = 0.01,
-                 rng: np.random.Generator | int | None = 0) -> np.ndarray:
+def copy_control(
+    volume: ArrayLike,
+    *,
+    shift: Sequence[float] = (0.0, 1.0, 1.0),
+    noise_std: float = 0.01,
+    rng: np.random.Generator | int | None = 0,
+) -> np.ndarray:
     """A positive control for the memorisation check: ``volume`` shifted a little, plus noise.
 
     The volume is shifted by ``shift`` voxels along ``(D, H, W)`` (linear interpolation,
@@ -128,8 +142,9 @@ def copy_control(volume: ArrayLike, *, shift: Sequence[float] = (0.0, 1.0, 1.0),
     return out.reshape(np.shape(volume))
 
 
-def memorisation_threshold(positive_distances: Sequence[float], negative_distances: Sequence[float], *,
-                           quantile: float = 0.05) -> float:
+def memorisation_threshold(
+    positive_distances: Sequence[float], negative_distances: Sequence[float], *, quantile: float = 0.05
+) -> float:
     """The distance below which a volume counts as a copy, from the two controls.
 
     Rule: the midpoint between the largest positive-control distance (copies) and the
@@ -147,19 +162,33 @@ def memorisation_threshold(positive_distances: Sequence[float], negative_distanc
     """
     pos, neg = np.asarray(positive_distances, dtype=np.float64), np.asarray(negative_distances, dtype=np.float64)
     if pos.size == 0 or neg.size == 0:
-        raise DataError(f"memorisation_threshold: needs both controls, got {pos.size} positive and {neg.size} negative distances")
+        raise DataError(
+            f"memorisation_threshold: needs both controls, got {pos.size} positive and {neg.size} negative distances"
+        )
     if not 0 <= quantile < 1:
         raise DataError(f"memorisation_threshold: quantile must lie in [0, 1), got {quantile}")
     top, low = float(pos.max()), float(np.quantile(neg, quantile))
     if top >= low:
-        log.warning("memorisation_threshold: controls overlap (largest copy distance %.4g >= %g-quantile of renderings "
-                    "%.4g): the distance cannot separate a copy from a fresh rendering", top, quantile, low)
+        log.warning(
+            "memorisation_threshold: controls overlap (largest copy distance %.4g >= %g-quantile of renderings "
+            "%.4g): the distance cannot separate a copy from a fresh rendering",
+            top,
+            quantile,
+            low,
+        )
     return (top + low) / 2
 
 
-def memorisation_check(synthetic: Sequence[ArrayLike], train: Sequence[ArrayLike], threshold: float, *,
-                       metric: str = "rmse", downsample: int = 2, max_shift: int = 1,
-                       data_range: float = 2.0) -> dict[str, Any]:
+def memorisation_check(
+    synthetic: Sequence[ArrayLike],
+    train: Sequence[ArrayLike],
+    threshold: float,
+    *,
+    metric: str = "rmse",
+    downsample: int = 2,
+    max_shift: int = 1,
+    data_range: float = 2.0,
+) -> dict[str, Any]:
     """Flag every volume whose nearest training volume is closer than ``threshold``.
 
     Args:
@@ -173,17 +202,32 @@ def memorisation_check(synthetic: Sequence[ArrayLike], train: Sequence[ArrayLike
         ``{"threshold", "nn_distance", "nn_index", "flagged" (bool per volume),
         "n_flagged", "fraction_flagged"}``.
     """
-    dist, idx = nearest_distances(synthetic, train, metric=metric, downsample=downsample, max_shift=max_shift,
-                                  data_range=data_range)
+    dist, idx = nearest_distances(
+        synthetic, train, metric=metric, downsample=downsample, max_shift=max_shift, data_range=data_range
+    )
     flagged = [d < threshold for d in dist]
-    return {"threshold": float(threshold), "nn_distance": dist, "nn_index": idx, "flagged": flagged,
-            "n_flagged": int(sum(flagged)), "fraction_flagged": float(np.mean(flagged))}
+    return {
+        "threshold": float(threshold),
+        "nn_distance": dist,
+        "nn_index": idx,
+        "flagged": flagged,
+        "n_flagged": int(sum(flagged)),
+        "fraction_flagged": float(np.mean(flagged)),
+    }
 
 
-def memorisation_with_controls(synthetic: dict[str, Sequence[ArrayLike]], train: Sequence[ArrayLike],
-                               positive: Sequence[ArrayLike], negative: Sequence[ArrayLike], *, quantile: float = 0.05,
-                               metric: str = "rmse", downsample: int = 2, max_shift: int = 1,
-                               data_range: float = 2.0) -> dict[str, Any]:
+def memorisation_with_controls(
+    synthetic: dict[str, Sequence[ArrayLike]],
+    train: Sequence[ArrayLike],
+    positive: Sequence[ArrayLike],
+    negative: Sequence[ArrayLike],
+    *,
+    quantile: float = 0.05,
+    metric: str = "rmse",
+    downsample: int = 2,
+    max_shift: int = 1,
+    data_range: float = 2.0,
+) -> dict[str, Any]:
     """The memorisation check with its threshold set, and judged, by controls.
 
     The controls' nearest-training distances set :func:`memorisation_threshold`; then the
@@ -209,8 +253,15 @@ def memorisation_with_controls(synthetic: dict[str, Sequence[ArrayLike]], train:
     neg_d, _ = nearest_distances(negative, train, **kw)
     threshold = memorisation_threshold(pos_d, neg_d, quantile=quantile)
     pos, neg = (memorisation_check(v, train, threshold, **kw) for v in (positive, negative))
-    return {"threshold": threshold, "metric": metric, "downsample": int(downsample), "max_shift": int(max_shift),
-            "rule": f"midpoint of max(positive) and the {quantile}-quantile of negative nearest-training distances",
-            "positive": pos, "negative": neg, "positive_flagged": pos["fraction_flagged"],
-            "negative_flagged": neg["fraction_flagged"],
-            "synthetic": {name: memorisation_check(v, train, threshold, **kw) for name, v in synthetic.items()}}
+    return {
+        "threshold": threshold,
+        "metric": metric,
+        "downsample": int(downsample),
+        "max_shift": int(max_shift),
+        "rule": f"midpoint of max(positive) and the {quantile}-quantile of negative nearest-training distances",
+        "positive": pos,
+        "negative": neg,
+        "positive_flagged": pos["fraction_flagged"],
+        "negative_flagged": neg["fraction_flagged"],
+        "synthetic": {name: memorisation_check(v, train, threshold, **kw) for name, v in synthetic.items()},
+    }

@@ -6,6 +6,7 @@ so FRD runs offline. Extraction takes about 1 s for a 32×64×64 volume on one c
 ``image_types=("Original",)`` (frd-score's default adds LoG and wavelet images and is far
 slower), hence the per-volume cache.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,8 +36,9 @@ def _frd_module():
         import radiomics  # noqa: F401, PLC0415  (optional; frd-score imports it lazily and does not declare it)
         from frd_score import frd  # noqa: PLC0415
     except ImportError as err:
-        raise ConfigError(f"FRD needs the packages frd-score and pyradiomics-bhklab "
-                          f"(pip install 'medlsdm[radiomics]'): {err}") from None
+        raise ConfigError(
+            f"FRD needs the packages frd-score and pyradiomics-bhklab (pip install 'medlsdm[radiomics]'): {err}"
+        ) from None
     logging.getLogger("radiomics").setLevel(logging.ERROR)
     return frd
 
@@ -47,8 +49,9 @@ def _extractor(image_types: tuple[str, ...]):
     return frd.get_feature_extractor(frd_version=frd.FRD_VERSION_V1, image_dim=3, image_types=list(image_types))
 
 
-def _cache_key(image: np.ndarray, mask: np.ndarray | None, spacing: tuple[float, ...],
-               image_types: tuple[str, ...]) -> str:
+def _cache_key(
+    image: np.ndarray, mask: np.ndarray | None, spacing: tuple[float, ...], image_types: tuple[str, ...]
+) -> str:
     import frd_score  # noqa: PLC0415  (optional: medlsdm[radiomics])
     import radiomics  # noqa: PLC0415
 
@@ -60,9 +63,14 @@ def _cache_key(image: np.ndarray, mask: np.ndarray | None, spacing: tuple[float,
     return h.hexdigest()
 
 
-def radiomics_features(volume: ArrayLike, mask: ArrayLike | None = None, *, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                       image_types: Sequence[str] = DEFAULT_IMAGE_TYPES,
-                       cache_dir: str | os.PathLike | None = None) -> dict[str, float]:
+def radiomics_features(
+    volume: ArrayLike,
+    mask: ArrayLike | None = None,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    image_types: Sequence[str] = DEFAULT_IMAGE_TYPES,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict[str, float]:
     """Radiomics features of one volume, extracted exactly as ``frd-score`` (v1, 3-D) does.
 
     The volume (and mask) are written to a temporary NIfTI file and passed to
@@ -120,8 +128,9 @@ def radiomics_features(volume: ArrayLike, mask: ArrayLike | None = None, *, spac
             itk.SetSpacing(spacing[::-1])  # SimpleITK counts axes x, y, z
             files.append(str(Path(tmp) / f"{name}.nii.gz"))
             sitk.WriteImage(itk, files[-1])
-        result = frd.process_image_mask_pair(tuple(files), feature_extractor=_extractor(image_types),
-                                             frd_version=frd.FRD_VERSION_V1)
+        result = frd.process_image_mask_pair(
+            tuple(files), feature_extractor=_extractor(image_types), frd_version=frd.FRD_VERSION_V1
+        )
     if result is None:
         raise DataError("radiomics_features: frd-score extracted no features (mask with at most one voxel)")
     features = {k: float(v) for k, v in result[1].items()}
@@ -137,12 +146,15 @@ def feature_matrix(features: Sequence[Mapping[str, float]]) -> tuple[np.ndarray,
     names = list(features[0])
     for i, f in enumerate(features):
         if list(f) != names:
-            raise DataError(f"feature_matrix: volume {i} has other features than volume 0 "
-                            f"({sorted(set(f) ^ set(names))[:5]} …)")
+            raise DataError(
+                f"feature_matrix: volume {i} has other features than volume 0 ({sorted(set(f) ^ set(names))[:5]} …)"
+            )
     return np.array([[f[n] for n in names] for f in features], dtype=np.float64), names
 
 
-def frd(features_a: ArrayLike | Sequence[Mapping[str, float]], features_b: ArrayLike | Sequence[Mapping[str, float]]) -> float:
+def frd(
+    features_a: ArrayLike | Sequence[Mapping[str, float]], features_b: ArrayLike | Sequence[Mapping[str, float]]
+) -> float:
     """Fréchet distance of two sets of radiomics features, normalised as ``frd-score`` v1 does.
 
     As ``frd_score.frd.calculate_feature_statistics`` (v1): features are cast to float32;
@@ -158,8 +170,10 @@ def frd(features_a: ArrayLike | Sequence[Mapping[str, float]], features_b: Array
         features_a: reference set, ``(N_a, d)`` array or a list of :func:`radiomics_features` dicts.
         features_b: the other set, same features.
     """
-    fa, fb = (feature_matrix(f)[0] if not isinstance(f, (np.ndarray, torch.Tensor)) else np.asarray(f)
-              for f in (features_a, features_b))
+    fa, fb = (
+        feature_matrix(f)[0] if not isinstance(f, (np.ndarray, torch.Tensor)) else np.asarray(f)
+        for f in (features_a, features_b)
+    )
     if fa.ndim != 2 or fb.ndim != 2 or fa.shape[1] != fb.shape[1]:
         raise DataError(f"frd: need (N, d) feature sets with the same d, got {fa.shape} and {fb.shape}")
     fa, fb = (f.astype(np.float32)[~np.isnan(f).any(axis=1)] for f in (fa, fb))

@@ -3,6 +3,7 @@
 Two-sample tests and 1-D distances are scipy's (``scipy.stats.ks_2samp``,
 ``scipy.stats.wasserstein_distance``); they are not wrapped here.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,14 @@ def _values(values: Sequence[float] | np.ndarray, name: str, minimum: int = 2) -
     return a
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, *, stat: Callable = np.mean, n_boot: int = 2000,
-                 level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    *,
+    stat: Callable = np.mean,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of ``stat(values)``.
 
     ``n_boot`` resamples of the ``n`` values are drawn with replacement (one
@@ -52,8 +59,9 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, *, stat: Callable = np.me
     resamples = a[rng.integers(0, a.size, size=(int(n_boot), a.size))]
     stats = np.asarray(stat(resamples, axis=1), dtype=np.float64)
     if stats.shape != (int(n_boot),):
-        raise DataError(f"bootstrap_ci: stat(resamples, axis=1) must return one number per resample, "
-                        f"got shape {stats.shape}")
+        raise DataError(
+            f"bootstrap_ci: stat(resamples, axis=1) must return one number per resample, got shape {stats.shape}"
+        )
     return _percentile_interval(stats, level)
 
 
@@ -70,8 +78,14 @@ def _percentile_interval(stats: np.ndarray, level: float) -> tuple[float, float]
     return float(low), float(high)
 
 
-def paired_bootstrap_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, n_boot: int = 2000,
-                        level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def paired_bootstrap_ci(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the mean paired difference ``mean(a − b)``.
 
     Pairs ``(a[i], b[i])`` (the same case measured in two arms) are resampled together, so the
@@ -106,10 +120,17 @@ def hierarchical_bootstrap_ci(a, b, *, n_boot: int = 2000, level: float = 0.95, 
     another mean: with few seeds and a noisy judge its interval is too narrow.
     """
     x, y = (np.asarray(v, dtype=float) for v in (a, b))
-    if (x.ndim not in (2, 3) or y.ndim not in (2, 3) or x.shape[-1] != y.shape[-1] or x.shape[-1] < 2
-            or not np.isfinite([*x.flat, *y.flat]).all()):
-        raise DataError(f"hierarchical_bootstrap_ci: needs two finite (networks, cases) or (generators, networks, cases) "
-                        f"arrays over the same >= 2 cases, got shapes {x.shape} and {y.shape}")
+    if (
+        x.ndim not in (2, 3)
+        or y.ndim not in (2, 3)
+        or x.shape[-1] != y.shape[-1]
+        or x.shape[-1] < 2
+        or not np.isfinite([*x.flat, *y.flat]).all()
+    ):
+        raise DataError(
+            f"hierarchical_bootstrap_ci: needs two finite (networks, cases) or (generators, networks, cases) "
+            f"arrays over the same >= 2 cases, got shapes {x.shape} and {y.shape}"
+        )
     _check_resampling("hierarchical_bootstrap_ci", n_boot, level)
     rng = np.random.default_rng(seed)
     n_cases = x.shape[-1]
@@ -130,8 +151,7 @@ def mean_sd(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1))
 
 
-def summarise(values: Sequence[float] | np.ndarray, *, n_boot: int = 2000, level: float = 0.95,
-              seed: int = 0) -> dict:
+def summarise(values: Sequence[float] | np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     """One number per case summarised for ``metrics.json``.
 
     Returns:

@@ -16,6 +16,7 @@ same ratio between two disjoint halves of the reference (what "1.0 within noise"
   ``cutoff`` (in units of the Nyquist frequency; default 0.5, half Nyquist), inside the body
   (a window tapered to 0 at the body's edge), per body voxel.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence
@@ -88,7 +89,7 @@ def robust_sd(values, clip: float = 4.0) -> float:
     scale = MAD_TO_SD * np.median(np.abs(v - centre))
     kept = v[np.abs(v - centre) <= clip * scale]
     z = special.ndtr(clip) - special.ndtr(-clip)
-    truncated = np.sqrt(1 - 2 * clip * np.exp(-clip ** 2 / 2) / np.sqrt(2 * np.pi) / z)
+    truncated = np.sqrt(1 - 2 * clip * np.exp(-(clip**2) / 2) / np.sqrt(2 * np.pi) / z)
     return float(kept.std() / truncated)
 
 
@@ -114,8 +115,9 @@ def noise_level(volume, mask, *, axes: Sequence[int] | None = None, erosion: int
     return robust_sd(d) / np.sqrt(2.0) if d.size >= min_pairs else float("nan")
 
 
-def noise_levels(volume, labels, classes: Iterable[int], *, axes: Sequence[int] | None = None, erosion: int = 2,
-                 min_pairs: int = 20) -> dict:
+def noise_levels(
+    volume, labels, classes: Iterable[int], *, axes: Sequence[int] | None = None, erosion: int = 2, min_pairs: int = 20
+) -> dict:
     """:func:`noise_level` in each class of a label map, and ``"pooled"`` over all of them (the
     robust sd of every class's centred differences together, / √2).
 
@@ -160,14 +162,15 @@ def _slice_powers(volume, mask, taper: float, min_voxels: float):
     x, m = _squeeze(volume, np.ones(np.shape(volume), bool) if mask is None else mask)
     for xs, ms in zip(x.reshape(-1, *x.shape[-2:]), m.reshape(-1, *m.shape[-2:])):
         w = np.ones(ms.shape) if mask is None else body_window(ms, taper)
-        n = float((w ** 2).sum())
+        n = float((w**2).sum())
         if n >= min_voxels:
             windowed = (xs - (w * xs).sum() / w.sum()) * w
             yield np.abs(np.fft.fft2(windowed)) ** 2 / windowed.size, n
 
 
-def hf_power(volume, mask=None, *, cutoff: float = 0.5, relative: bool = False, taper: float = 3.0,
-             min_voxels: float = 16) -> float:
+def hf_power(
+    volume, mask=None, *, cutoff: float = 0.5, relative: bool = False, taper: float = 3.0, min_voxels: float = 16
+) -> float:
     """In-plane power above ``cutoff`` inside the body, over the axial slices.
 
     Each slice (the last two axes) is *windowed* by its mask: values minus their weighted mean,
@@ -211,8 +214,9 @@ def hf_power(volume, mask=None, *, cutoff: float = 0.5, relative: bool = False, 
     return above / total if relative else above / n
 
 
-def radial_power_spectrum(volume, mask=None, *, bins: int = 16, taper: float = 3.0,
-                          min_voxels: float = 16) -> tuple[np.ndarray, np.ndarray]:
+def radial_power_spectrum(
+    volume, mask=None, *, bins: int = 16, taper: float = 3.0, min_voxels: float = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """The radially averaged in-plane power spectrum, windowed as in :func:`hf_power`.
 
     Returns:
@@ -231,8 +235,9 @@ def radial_power_spectrum(volume, mask=None, *, bins: int = 16, taper: float = 3
         return (edges[:-1] + edges[1:]) / 2, sums / counts * (pixels / n if n else np.nan)
 
 
-def texture_values(volumes: Sequence[np.ndarray], labels: Sequence[np.ndarray], noise_classes: Iterable[int], *,
-                   cutoff: float = 0.5) -> dict[str, np.ndarray]:
+def texture_values(
+    volumes: Sequence[np.ndarray], labels: Sequence[np.ndarray], noise_classes: Iterable[int], *, cutoff: float = 0.5
+) -> dict[str, np.ndarray]:
     """Both measures on each volume: ``"noise"`` (:func:`noise_levels` pooled over ``noise_classes``)
     and ``"hf_power"`` (:func:`hf_power`, absolute, inside the body ``labels > 0``).
 
@@ -261,8 +266,9 @@ def ratio(values, reference) -> float:
     return float(a.mean() / b.mean())
 
 
-def texture_ratios(volumes, labels, reference, reference_labels, noise_classes: Iterable[int], *,
-                   cutoff: float = 0.5) -> dict[str, float]:
+def texture_ratios(
+    volumes, labels, reference, reference_labels, noise_classes: Iterable[int], *, cutoff: float = 0.5
+) -> dict[str, float]:
     """``{"noise_ratio", "hf_power_ratio"}``: :func:`texture_values` of ``volumes`` over those of
     ``reference`` (:func:`ratio`). 1 is the reference's texture; a blurred set scores far below.
     Applied to two disjoint halves of one set (e.g. oracle re-renders), it gives the spread

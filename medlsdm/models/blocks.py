@@ -4,6 +4,7 @@ Every block takes ``spatial_dims`` (2 or 3) first, so the 3-D VQ-GAN and the 2-D
 model are built from the same code. Tensors are channels-first: ``(B, C, H, W)`` or
 ``(B, C, D, H, W)``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,14 @@ class Conv3d(nn.Conv3d):
         return super().forward(x)
 
 
-def conv_nd(spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3,
-            stride: int = 1, padding: int | None = None) -> nn.Module:
+def conv_nd(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 3,
+    stride: int = 1,
+    padding: int | None = None,
+) -> nn.Module:
     """A 2-D or 3-D convolution; ``padding`` defaults to ``kernel_size // 2`` ("same" for odd kernels)."""
     if spatial_dims not in (2, 3):
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
@@ -56,9 +63,7 @@ def group_norm(num_channels: int, num_groups: int, affine: bool = True) -> nn.Gr
     """:class:`GroupNorm32` with ``min(num_groups, num_channels)`` groups (must divide ``num_channels``)."""
     groups = min(num_groups, num_channels)
     if num_channels % groups:
-        raise ConfigError(
-            f"norm_num_groups={num_groups} does not divide the channel count {num_channels}"
-        )
+        raise ConfigError(f"norm_num_groups={num_groups} does not divide the channel count {num_channels}")
     return GroupNorm32(groups, num_channels, eps=1e-6, affine=affine)
 
 
@@ -70,8 +75,7 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         labels = labels[:, 0]
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise DataError(
-            f"label values must lie in [0, {num_classes - 1}], found "
-            f"[{int(labels.min())}, {int(labels.max())}]"
+            f"label values must lie in [0, {num_classes - 1}], found [{int(labels.min())}, {int(labels.max())}]"
         )
     out = F.one_hot(labels.long(), num_classes)
     return out.movedim(-1, 1).float()
@@ -104,13 +108,12 @@ class SPADE(nn.Module):
         num_groups: GroupNorm groups.
     """
 
-    def __init__(self, spatial_dims: int, num_channels: int, label_channels: int,
-                 hidden_channels: int = 32, num_groups: int = 8):
+    def __init__(
+        self, spatial_dims: int, num_channels: int, label_channels: int, hidden_channels: int = 32, num_groups: int = 8
+    ):
         super().__init__()
         self.norm = group_norm(num_channels, num_groups, affine=False)
-        self.shared = nn.Sequential(
-            conv_nd(spatial_dims, label_channels, hidden_channels, 3), nn.ReLU()
-        )
+        self.shared = nn.Sequential(conv_nd(spatial_dims, label_channels, hidden_channels, 3), nn.ReLU())
         self.gamma = conv_nd(spatial_dims, hidden_channels, num_channels, 3)
         self.beta = conv_nd(spatial_dims, hidden_channels, num_channels, 3)
 
@@ -137,8 +140,9 @@ class LabelEncoder(nn.Module):
         hidden_channels: widths of the hidden convolutions (the original: 64, 128).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
-                 hidden_channels: tuple[int, ...] = (64, 128)):
+    def __init__(
+        self, spatial_dims: int, in_channels: int, out_channels: int, hidden_channels: tuple[int, ...] = (64, 128)
+    ):
         super().__init__()
         widths = (in_channels, *hidden_channels, out_channels)
         self.convs = nn.ModuleList(conv_nd(spatial_dims, a, b, 3) for a, b in zip(widths[:-1], widths[1:]))
@@ -175,10 +179,18 @@ class ResBlock(nn.Module):
         zero_init_out: start the second convolution at zero, so the block starts as its skip.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
-                 norm_num_groups: int = 8, label_channels: int | None = None,
-                 spade_hidden_channels: int = 32, time_channels: int | None = None,
-                 dropout: float = 0.0, zero_init_out: bool = False):
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        norm_num_groups: int = 8,
+        label_channels: int | None = None,
+        spade_hidden_channels: int = 32,
+        time_channels: int | None = None,
+        dropout: float = 0.0,
+        zero_init_out: bool = False,
+    ):
         super().__init__()
         self.spade = label_channels is not None
         if self.spade:
@@ -195,14 +207,15 @@ class ResBlock(nn.Module):
             nn.init.zeros_(self.conv2.weight)
             nn.init.zeros_(self.conv2.bias)
         self.skip = (
-            nn.Identity() if in_channels == out_channels
-            else conv_nd(spatial_dims, in_channels, out_channels, 1)
+            nn.Identity() if in_channels == out_channels else conv_nd(spatial_dims, in_channels, out_channels, 1)
         )
 
     def _norm(self, norm: nn.Module, x: torch.Tensor, seg: torch.Tensor | None) -> torch.Tensor:
         return norm(x, seg) if self.spade else norm(x)
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor | None = None, temb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, seg: torch.Tensor | None = None, temb: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.conv1(F.silu(self._norm(self.norm1, x, seg)))
         if self.time_proj is not None:
             h = h + self.time_proj(F.silu(temb)).view(h.shape[0], -1, *(1,) * (h.ndim - 2))

@@ -1,4 +1,5 @@
 """Config helpers for models saved by older versions of medlsdm (diffusers ``ConfigMixin``)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

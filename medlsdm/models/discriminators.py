@@ -4,6 +4,7 @@ A PatchGAN (Isola et al. 2017) scores overlapping patches instead of the whole i
 stride-2 4×4 convolutions, then two stride-1 3×3 convolutions down to one logit per patch.
 It returns every intermediate feature map too, for the feature-matching loss.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,34 +32,41 @@ class PatchDiscriminator(ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, channels: int = 64,
-                 num_layers: int = 3, norm_num_groups: int = 8):
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        channels: int = 64,
+        num_layers: int = 3,
+        norm_num_groups: int = 8,
+    ):
         super().__init__()
         if num_layers < 1:
             raise ConfigError(f"num_layers must be >= 1, got {num_layers}")
-        layers: list[nn.Module] = [nn.Sequential(
-            conv_nd(spatial_dims, in_channels, channels, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2),
-        )]
+        layers: list[nn.Module] = [
+            nn.Sequential(conv_nd(spatial_dims, in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2))
+        ]
         prev = channels
         for i in range(1, num_layers):
-            ch = channels * min(2 ** i, 8)
-            layers.append(nn.Sequential(
-                conv_nd(spatial_dims, prev, ch, 4, stride=2, padding=1),
-                group_norm(ch, norm_num_groups),
-                nn.LeakyReLU(0.2),
-            ))
+            ch = channels * min(2**i, 8)
+            layers.append(
+                nn.Sequential(
+                    conv_nd(spatial_dims, prev, ch, 4, stride=2, padding=1),
+                    group_norm(ch, norm_num_groups),
+                    nn.LeakyReLU(0.2),
+                )
+            )
             prev = ch
-        ch = channels * min(2 ** num_layers, 8)
-        layers.append(nn.Sequential(
-            conv_nd(spatial_dims, prev, ch, 3), group_norm(ch, norm_num_groups), nn.LeakyReLU(0.2),
-        ))
+        ch = channels * min(2**num_layers, 8)
+        layers.append(
+            nn.Sequential(conv_nd(spatial_dims, prev, ch, 3), group_norm(ch, norm_num_groups), nn.LeakyReLU(0.2))
+        )
         layers.append(conv_nd(spatial_dims, ch, 1, 3))
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of every layer; the last entry is the patch logits ``(B, 1, *patches)``."""
-        need = 2 ** self.config.num_layers
+        need = 2**self.config.num_layers
         if x.ndim != self.config.spatial_dims + 2 or any(s < need for s in x.shape[2:]):
             raise DataError(
                 f"{type(self).__name__}: expected (B, C, *spatial) with {self.config.spatial_dims} "

@@ -1,5 +1,6 @@
 """The vector quantiser of the VQ-GAN (:mod:`medlsdm.models.vqgan`): an EMA codebook with
 restarts of dead codes, and the codebook's usage and perplexity."""
+
 from __future__ import annotations
 
 import torch
@@ -38,8 +39,15 @@ class VectorQuantizerEMA(nn.Module):
             (``0`` turns restarting off).
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, decay: float = 0.99,
-                 commitment_cost: float = 0.25, epsilon: float = 1e-5, restart_after: int = 20):
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        decay: float = 0.99,
+        commitment_cost: float = 0.25,
+        epsilon: float = 1e-5,
+        restart_after: int = 20,
+    ):
         super().__init__()
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim

@@ -18,6 +18,7 @@ as much as the rest of the level, and a CPU laptop is the target.
 Spatial sizes must be divisible by ``2 ** (len(channels) - 1)`` (:func:`medlsdm.evaluation.segmentation.predict`
 pads whole cases for you).
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,17 +44,25 @@ class SegNet(ModelMixin, ConfigMixin):
     """
 
     @register_to_config
-    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, num_classes: int = 2,
-                 channels: tuple[int, ...] = (16, 32, 64), num_res_blocks: int = 1,
-                 norm_num_groups: int = 8):
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        channels: tuple[int, ...] = (16, 32, 64),
+        num_res_blocks: int = 1,
+        norm_num_groups: int = 8,
+    ):
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         if num_classes < 2:
             raise ConfigError(f"num_classes must be >= 2 (background + one class), got {num_classes}")
         if len(channels) < 1 or min(channels) < 1 or num_res_blocks < 1:
-            raise ConfigError(f"need at least one level of positive channels and num_res_blocks >= 1, "
-                              f"got channels={channels}, num_res_blocks={num_res_blocks}")
+            raise ConfigError(
+                f"need at least one level of positive channels and num_res_blocks >= 1, "
+                f"got channels={channels}, num_res_blocks={num_res_blocks}"
+            )
         channels = tuple(int(c) for c in channels)
         g = norm_num_groups
         self.conv_in = conv_nd(spatial_dims, in_channels, channels[0], 3)
@@ -89,8 +98,7 @@ class SegNet(ModelMixin, ConfigMixin):
         dims = self.config.spatial_dims
         if x.ndim != dims + 2 or x.shape[1] != self.config.in_channels:
             raise DataError(
-                f"SegNet expects (B, {self.config.in_channels}, {'D, ' if dims == 3 else ''}H, W), "
-                f"got {tuple(x.shape)}"
+                f"SegNet expects (B, {self.config.in_channels}, {'D, ' if dims == 3 else ''}H, W), got {tuple(x.shape)}"
             )
         f = self.downsample_factor
         if any(s % f for s in x.shape[2:]):

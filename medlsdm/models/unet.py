@@ -19,6 +19,7 @@ middle and decoder blocks; with ``"concat"`` it is concatenated to the input lat
 SPADE model built with ``label_encoder_channels`` first encodes the condition with a small
 convolutional net of that width (Med-LSDM's ``SegConv3D``) and area-averages the encoding.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,10 @@ def semantic_condition(labels: torch.Tensor, num_classes: int, extra: torch.Tens
     parts = [onehot]
     if extra is not None:
         if extra.shape[0] != onehot.shape[0] or extra.shape[2:] != onehot.shape[2:]:
-            raise ConfigError(f"extra condition of shape {tuple(extra.shape)} does not match the label maps "
-                              f"{tuple(labels.shape)}: expected (B, E, *spatial) with the same B and spatial size")
+            raise ConfigError(
+                f"extra condition of shape {tuple(extra.shape)} does not match the label maps "
+                f"{tuple(labels.shape)}: expected (B, E, *spatial) with the same B and spatial size"
+            )
         parts.append(extra.to(device=onehot.device, dtype=onehot.dtype))
     return torch.cat(parts + [torch.zeros_like(onehot[:, :1])], dim=1)
 
@@ -82,8 +85,6 @@ def drop_condition(condition: torch.Tensor, p: float, generator: torch.Generator
     return torch.where(drop.to(condition.device).view(shape), null_condition(condition), condition)
 
 
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention over all spatial positions (PyTorch scaled-dot-product)."""
 
@@ -107,10 +108,6 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.contiguous().unbind(1)
         h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, C/heads)
         return x + self.proj(h.transpose(-1, -2).reshape(x.shape))
-
-
-
-
 
 
 @dataclass
@@ -177,11 +174,14 @@ class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
             raise ConfigError("attention_levels needs one entry per level of channels")
         self.downsampling = 2 ** (len(channels) - 1)
         if label_encoder_channels is not None and (conditioning != "spade" or label_encoder_channels < 1):
-            raise ConfigError(f"label_encoder_channels={label_encoder_channels!r} needs conditioning='spade' "
-                              f"(got {conditioning!r}) and a width >= 1")
+            raise ConfigError(
+                f"label_encoder_channels={label_encoder_channels!r} needs conditioning='spade' "
+                f"(got {conditioning!r}) and a width >= 1"
+            )
         cond_ch = num_classes + extra_condition_channels + 1
-        self.label_encoder = (LabelEncoder(spatial_dims, cond_ch, label_encoder_channels)
-                              if label_encoder_channels is not None else None)
+        self.label_encoder = (
+            LabelEncoder(spatial_dims, cond_ch, label_encoder_channels) if label_encoder_channels is not None else None
+        )
         spade_ch = (label_encoder_channels or cond_ch) if conditioning == "spade" else None
         time_ch = 4 * channels[0]
         self.time_proj = Timesteps(channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
@@ -190,18 +190,32 @@ class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
         self.conv_in = conv_nd(spatial_dims, in_channels + extra_in, channels[0])
 
         def block(cin, cout, spade):
-            return ResBlock(spatial_dims, cin, cout, norm_num_groups, spade_ch if spade else None,
-                            time_channels=time_ch, dropout=dropout, zero_init_out=True)
+            return ResBlock(
+                spatial_dims,
+                cin,
+                cout,
+                norm_num_groups,
+                spade_ch if spade else None,
+                time_channels=time_ch,
+                dropout=dropout,
+                zero_init_out=True,
+            )
 
         def attention(level):
-            return SelfAttention(spatial_dims, channels[level], num_heads, norm_num_groups) if attention_levels[level] else nn.Identity()
+            return (
+                SelfAttention(spatial_dims, channels[level], num_heads, norm_num_groups)
+                if attention_levels[level]
+                else nn.Identity()
+            )
 
         self.down_blocks = nn.ModuleList()
         self.down_attn = nn.ModuleList()
         self.downsamplers = nn.ModuleList()
         prev = channels[0]
         for level, ch in enumerate(channels):
-            self.down_blocks.append(nn.ModuleList([block(prev if i == 0 else ch, ch, False) for i in range(num_res_blocks)]))
+            self.down_blocks.append(
+                nn.ModuleList([block(prev if i == 0 else ch, ch, False) for i in range(num_res_blocks)])
+            )
             self.down_attn.append(attention(level))
             self.downsamplers.append(Downsample(spatial_dims, ch) if level < len(channels) - 1 else nn.Identity())
             prev = ch
@@ -224,8 +238,9 @@ class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, condition: torch.Tensor,
-                return_dict: bool = True) -> SemanticUNetOutput | tuple[torch.Tensor]:
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor | int, condition: torch.Tensor, return_dict: bool = True
+    ) -> SemanticUNetOutput | tuple[torch.Tensor]:
         """Predict noise (or velocity) for ``sample`` at ``timestep``.
 
         Args:
@@ -244,8 +259,10 @@ class SemanticUNet(RenamedConfigMixin, ModelMixin, ConfigMixin):
             raise ConfigError(f"latent size {tuple(sample.shape[2:])} must be divisible by {self.downsampling}")
         expected = cfg.num_classes + cfg.extra_condition_channels + 1
         if condition.shape[1] != expected:
-            raise ConfigError(f"condition has {condition.shape[1]} channels, expected num_classes + "
-                              f"extra_condition_channels + 1 = {expected}")
+            raise ConfigError(
+                f"condition has {condition.shape[1]} channels, expected num_classes + "
+                f"extra_condition_channels + 1 = {expected}"
+            )
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(sample.shape[0])
         temb = self.time_embedding(self.time_proj(t).to(sample.dtype))
         condition = condition.to(sample.dtype)

@@ -13,6 +13,7 @@ Entry points used by the latent diffusion model (those of diffusers' ``VQModel``
     x_hat = vqgan.decode(z, labels=labels).sample        # snap to the codebook and decode
     x_hat = vqgan.decode(zq, force_not_quantize=True, labels=labels).sample  # decode codes as they are
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,8 +67,17 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Mirror of :class:`Encoder`; with ``label_channels`` every norm is a :class:`SPADE`."""
 
-    def __init__(self, spatial_dims, out_channels, channels, num_res_blocks, embedding_dim,
-                 num_groups, label_channels=None, spade_hidden_channels=32):
+    def __init__(
+        self,
+        spatial_dims,
+        out_channels,
+        channels,
+        num_res_blocks,
+        embedding_dim,
+        num_groups,
+        label_channels=None,
+        spade_hidden_channels=32,
+    ):
         super().__init__()
         rev = list(reversed(channels))
         self.spade = label_channels is not None
@@ -191,11 +201,15 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
         self.downsample_factor = 2 ** (len(channels) - 1)
         self.encoder_net = Encoder(spatial_dims, in_channels, channels, num_res_blocks, embedding_dim, norm_num_groups)
         self.quantizer = VectorQuantizerEMA(
-            num_embeddings, embedding_dim, decay=ema_decay, commitment_cost=commitment_cost,
-            restart_after=restart_after,
+            num_embeddings, embedding_dim, decay=ema_decay, commitment_cost=commitment_cost, restart_after=restart_after
         )
         self.decoder = Decoder(
-            spatial_dims, out_channels, channels, num_res_blocks, embedding_dim, norm_num_groups,
+            spatial_dims,
+            out_channels,
+            channels,
+            num_res_blocks,
+            embedding_dim,
+            norm_num_groups,
             label_channels=num_classes if decoder_type == "spade" else None,
             spade_hidden_channels=spade_hidden_channels,
         )
@@ -205,7 +219,7 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
     def _rename_legacy_keys(state_dict, prefix: str = "") -> None:
         old = prefix + "decoder_net."
         for key in [k for k in state_dict if k.startswith(old)]:
-            state_dict[prefix + "decoder." + key[len(old):]] = state_dict.pop(key)
+            state_dict[prefix + "decoder." + key[len(old) :]] = state_dict.pop(key)
 
     def _fix_state_dict_keys_on_load(self, state_dict) -> None:  # diffusers' from_pretrained
         super()._fix_state_dict_keys_on_load(state_dict)
@@ -235,8 +249,10 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
         if self.config.decoder_type != "spade":
             return None
         if labels is None:
-            raise ConfigError("this VQ-GAN has a SPADE decoder: pass labels, class indices (B, *spatial) "
-                              "or one-hot (B, num_classes, *spatial)")
+            raise ConfigError(
+                "this VQ-GAN has a SPADE decoder: pass labels, class indices (B, *spatial) "
+                "or one-hot (B, num_classes, *spatial)"
+            )
         if not labels.is_floating_point():
             labels = one_hot(labels, self.config.num_classes)
         if labels.shape[1] != self.config.num_classes:
@@ -280,8 +296,14 @@ class VQGAN(RenamedConfigMixin, ModelMixin, ConfigMixin):
         return self.quantizer(z, update=update)
 
     @apply_forward_hook
-    def decode(self, h: torch.Tensor, force_not_quantize: bool = False, return_dict: bool = True, *,
-               labels: torch.Tensor | None = None) -> DecoderOutput | tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self,
+        h: torch.Tensor,
+        force_not_quantize: bool = False,
+        return_dict: bool = True,
+        *,
+        labels: torch.Tensor | None = None,
+    ) -> DecoderOutput | tuple[torch.Tensor, torch.Tensor]:
         """Decode a latent to an image, as diffusers' ``VQModel.decode`` (plus ``labels``).
 
         Args:

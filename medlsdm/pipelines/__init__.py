@@ -7,6 +7,7 @@
 - :mod:`~medlsdm.pipelines.windows` — overlapping depth windows for whole volumes.
 - :mod:`~medlsdm.pipelines.editing` — edits of real volumes: ``insert_lesion``, masks, paste-back.
 """
+
 from .pipeline_medlsdm import MedLSDMPipeline, MedLSDMPipelineOutput
 
 __all__ = ["MedLSDMPipeline", "MedLSDMPipelineOutput"]

@@ -8,6 +8,7 @@ mask on the latent grid, and pasting the synthesis back with a soft border.
 
 Masks are ``True`` where the volume is synthesised and ``False`` where the real volume is kept.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -20,8 +21,13 @@ from scipy import ndimage
 from ..errors import ConfigError
 
 
-def insert_lesion(labels: np.ndarray | torch.Tensor, centre_vox: Sequence[int], radius_vox: float | Sequence[float],
-                  organ_class: int, lesion_class: int) -> tuple[np.ndarray, np.ndarray]:
+def insert_lesion(
+    labels: np.ndarray | torch.Tensor,
+    centre_vox: Sequence[int],
+    radius_vox: float | Sequence[float],
+    organ_class: int,
+    lesion_class: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """A spherical lesion inside an organ of a label map.
 
     Args:
@@ -44,8 +50,10 @@ def insert_lesion(labels: np.ndarray | torch.Tensor, centre_vox: Sequence[int], 
         raise ConfigError(f"lesion radius must be positive, got {radius_vox}")
     at_centre = int(labels[tuple(np.round(centre).astype(int))])
     if at_centre != organ_class:
-        raise ConfigError(f"lesion centre {tuple(centre_vox)} is not inside the organ (class {organ_class}): "
-                          f"the label map has class {at_centre} there")
+        raise ConfigError(
+            f"lesion centre {tuple(centre_vox)} is not inside the organ (class {organ_class}): "
+            f"the label map has class {at_centre} there"
+        )
     grid = np.ogrid[tuple(slice(0, s) for s in labels.shape)]
     inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radius)) <= 1.0
     mask = inside & (labels == organ_class)

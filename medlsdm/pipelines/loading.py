@@ -11,6 +11,7 @@ and :func:`check_model_folder` refuse, with a :class:`~medlsdm.errors.DataError`
   :data:`~medlsdm.pipelines.synthesis.SCHEDULERS`), or a component config whose ``_class_name``
   is not the one named there.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -59,8 +60,10 @@ def refuse_code_files(folder: str | os.PathLike) -> None:
         for name in sorted(dirs + files):
             if name.lower().endswith(UNSAFE_SUFFIXES):
                 path = Path(root) / name
-                raise DataError(f"{path}: a {path.suffix} file in a model folder can run code when loaded; "
-                                "medlsdm loads safetensors weights only: remove it (or use a folder medlsdm saved)")
+                raise DataError(
+                    f"{path}: a {path.suffix} file in a model folder can run code when loaded; "
+                    "medlsdm loads safetensors weights only: remove it (or use a folder medlsdm saved)"
+                )
 
 
 def _component_config(folder: Path, name: str, class_name: str) -> None:
@@ -103,8 +106,9 @@ def check_pipeline_folder(folder: str | os.PathLike) -> None:
         if key in _META_KEYS or (key in arguments and key not in allowed and not _is_component_spec(value)):
             continue  # diffusers' bookkeeping or a pipeline setting (spacing, block_shape …)
         if key not in allowed:
-            raise DataError(f"{index_path}: unexpected entry {key!r}: {value!r}; a pipeline folder names only "
-                            f"{', '.join(allowed)}")
+            raise DataError(
+                f"{index_path}: unexpected entry {key!r}: {value!r}; a pipeline folder names only {', '.join(allowed)}"
+            )
         if not _is_component_spec(value) or tuple(value) not in allowed[key]:
             names = ", ".join(sorted(f"{lib}.{cls}" for lib, cls in allowed[key]))
             raise DataError(f"{index_path}: component {key!r} is {value!r}; allowed: {names}")
@@ -136,7 +140,9 @@ def load_pipeline_dir(folder: str | os.PathLike, device: str | torch.device = "c
     folder = Path(folder)
     recover_folder(folder)
     if not (folder / "model_index.json").is_file():
-        raise DataError(f"{folder}: no trained pipeline here (model_index.json missing); run notebook 03_diffusion_training first")
+        raise DataError(
+            f"{folder}: no trained pipeline here (model_index.json missing); run notebook 03_diffusion_training first"
+        )
     check_pipeline_folder(folder)
     pipe = MedLSDMPipeline.from_pretrained(folder, local_files_only=True).to(device)
     pipe.set_progress_bar_config(disable=True)

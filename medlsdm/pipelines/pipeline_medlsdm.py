@@ -21,6 +21,7 @@ scheduler takes one step on the whole latent — and decodes in overlapping tile
 that of ``window_batch_size`` windows whatever the depth. :meth:`MedLSDMPipeline.edit`
 keeps a real volume outside a mask and synthesises inside it (:mod:`.editing`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -87,17 +88,31 @@ class MedLSDMPipeline(DiffusionPipeline):
     _callback_tensor_inputs = ["latents"]
     _output_types = ("np", "pt", "latent")
 
-    def __init__(self, vqgan: VQGAN, unet: SemanticUNet, scheduler, latent_scale: float | None = None,
-                 spacing: list | None = None, block_shape: list | None = None, conditioning_mode: str | None = None):
+    def __init__(
+        self,
+        vqgan: VQGAN,
+        unet: SemanticUNet,
+        scheduler,
+        latent_scale: float | None = None,
+        spacing: list | None = None,
+        block_shape: list | None = None,
+        conditioning_mode: str | None = None,
+    ):
         super().__init__()
         if latent_scale is not None:
-            warnings.warn("MedLSDMPipeline: latent_scale is deprecated, the scale is now vqgan.config.scaling_factor "
-                          "(save an old pipeline again to update it)", FutureWarning, stacklevel=2)
+            warnings.warn(
+                "MedLSDMPipeline: latent_scale is deprecated, the scale is now vqgan.config.scaling_factor "
+                "(save an old pipeline again to update it)",
+                FutureWarning,
+                stacklevel=2,
+            )
             register_config_values(vqgan, scaling_factor=float(latent_scale))
         self.register_modules(vqgan=vqgan, unet=unet, scheduler=scheduler)
-        self.register_to_config(spacing=list(spacing) if spacing is not None else None,
-                                block_shape=[int(v) for v in block_shape] if block_shape is not None else None,
-                                conditioning_mode=conditioning_mode)
+        self.register_to_config(
+            spacing=list(spacing) if spacing is not None else None,
+            block_shape=[int(v) for v in block_shape] if block_shape is not None else None,
+            conditioning_mode=conditioning_mode,
+        )
 
     # -- inputs --------------------------------------------------------------------------
     def load_labels(self, labels: LabelInput) -> tuple[torch.Tensor, list[np.ndarray | None]]:
@@ -137,12 +152,18 @@ class MedLSDMPipeline(DiffusionPipeline):
         if array.ndim != cfg.spatial_dims:
             raise DataError(f"{name}: expected a {cfg.spatial_dims}-D label map, got shape {array.shape}")
         if any(s % factor for s in array.shape):
-            raise DataError(f"{name}: shape {array.shape} must be divisible by {factor} (VQ-GAN × UNet downsampling); crop or pad it")
+            raise DataError(
+                f"{name}: shape {array.shape} must be divisible by {factor} (VQ-GAN × UNet downsampling); crop or pad it"
+            )
         if array.min() < 0 or array.max() >= cfg.num_classes:
-            raise DataError(f"{name}: class indices must lie in 0…{cfg.num_classes - 1} (the pipeline's classes), found {int(array.min())}…{int(array.max())}")
+            raise DataError(
+                f"{name}: class indices must lie in 0…{cfg.num_classes - 1} (the pipeline's classes), found {int(array.min())}…{int(array.max())}"
+            )
         trained = self.config.spacing
         if spacing is not None and trained is not None and not np.allclose(spacing, trained, rtol=0.1):
-            raise DataError(f"{name}: voxel spacing {np.round(spacing, 2).tolist()} mm differs from the training spacing {trained} mm; preprocess it first (medlsdm preprocess)")
+            raise DataError(
+                f"{name}: voxel spacing {np.round(spacing, 2).tolist()} mm differs from the training spacing {trained} mm; preprocess it first (medlsdm preprocess)"
+            )
 
     # -- sampling ------------------------------------------------------------------------
     @torch.no_grad()
@@ -210,10 +231,20 @@ class MedLSDMPipeline(DiffusionPipeline):
             raise ConfigError(f"output_type must be one of {list(self._output_types)}, got {output_type!r}")
         unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if unknown:
-            raise ConfigError(f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}")
-        plan, affines = self._plan(labels, num_per_label=num_per_label, extra_condition=extra_condition,
-                                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                   generator=generator, window=window, overlap=overlap, window_batch_size=window_batch_size)
+            raise ConfigError(
+                f"callback_on_step_end_tensor_inputs must be among {self._callback_tensor_inputs}, got {unknown}"
+            )
+        plan, affines = self._plan(
+            labels,
+            num_per_label=num_per_label,
+            extra_condition=extra_condition,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            window=window,
+            overlap=overlap,
+            window_batch_size=window_batch_size,
+        )
         latents = self._initial_latents(plan, latents)
 
         def step_end(i, t, latents):
@@ -283,9 +314,17 @@ class MedLSDMPipeline(DiffusionPipeline):
             raise ConfigError(f"edit output_type must be 'np' or 'pt', got {output_type!r}")
         if int(dilate) < 0 or (soft_border is not None and soft_border < 0):
             raise ConfigError(f"dilate ({dilate}) and soft_border ({soft_border}) must be >= 0")
-        plan, affines = self._plan(labels, num_per_label=1, extra_condition=extra_condition,
-                                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                   generator=generator, window=window, overlap=overlap, window_batch_size=window_batch_size)
+        plan, affines = self._plan(
+            labels,
+            num_per_label=1,
+            extra_condition=extra_condition,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            window=window,
+            overlap=overlap,
+            window_batch_size=window_batch_size,
+        )
         images = self._load_images(image, plan.label_maps)
         masks = self._load_masks(mask, plan.label_maps)
         device, f = self.unet.device, self.vqgan.downsample_factor
@@ -293,11 +332,14 @@ class MedLSDMPipeline(DiffusionPipeline):
         inside = latent_mask(masks.to(device), f, int(dilate))
         timesteps = self.scheduler.timesteps
         noise = randn_tensor(known.shape, generator=plan.generator, dtype=torch.float32).to(device, known.dtype)
-        latents = torch.where(inside, noise * self.scheduler.init_noise_sigma,
-                              self.scheduler.add_noise(known, noise, timesteps[:1]))
+        latents = torch.where(
+            inside, noise * self.scheduler.init_noise_sigma, self.scheduler.add_noise(known, noise, timesteps[:1])
+        )
 
         def keep_outside(i, t, latents):
-            real = known if i == len(timesteps) - 1 else self.scheduler.add_noise(known, noise, timesteps[i + 1:i + 2])
+            real = (
+                known if i == len(timesteps) - 1 else self.scheduler.add_noise(known, noise, timesteps[i + 1 : i + 2])
+            )
             return torch.where(inside, latents, real)
 
         synthetic = decode_tiles(self.vqgan, self._denoise(latents, plan, keep_outside), plan)
@@ -306,9 +348,19 @@ class MedLSDMPipeline(DiffusionPipeline):
         return self._output(edited, plan.label_maps, affines, output_type, return_dict)
 
     # -- the parts -----------------------------------------------------------------------
-    def _plan(self, labels: LabelInput, *, num_per_label: int, extra_condition, num_inference_steps: int,
-              guidance_scale: float, generator, window: int | None, overlap: int | None,
-              window_batch_size: int) -> tuple[SamplingPlan, list[np.ndarray | None]]:
+    def _plan(
+        self,
+        labels: LabelInput,
+        *,
+        num_per_label: int,
+        extra_condition,
+        num_inference_steps: int,
+        guidance_scale: float,
+        generator,
+        window: int | None,
+        overlap: int | None,
+        window_batch_size: int,
+    ) -> tuple[SamplingPlan, list[np.ndarray | None]]:
         """The preamble of :meth:`__call__` and :meth:`edit`: the call's arguments checked and
         made into a :class:`~.plan.SamplingPlan` (label maps repeated ``num_per_label`` times),
         the scheduler's timesteps set; with the label maps' affines."""
@@ -322,8 +374,15 @@ class MedLSDMPipeline(DiffusionPipeline):
             extra = torch.as_tensor(extra_condition, dtype=torch.float32)
             extra = (extra[None] if extra.ndim == label_maps.ndim else extra).repeat_interleave(num_per_label, dim=0)
         self.scheduler.set_timesteps(num_inference_steps, device=self.unet.device)
-        plan = SamplingPlan(label_maps, windows=windows, extra=extra, num_inference_steps=num_inference_steps,
-                            guidance_scale=guidance_scale, generator=generator, window_batch_size=window_batch_size)
+        plan = SamplingPlan(
+            label_maps,
+            windows=windows,
+            extra=extra,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            window_batch_size=window_batch_size,
+        )
         return plan, affines
 
     def _initial_latents(self, plan: SamplingPlan, latents: torch.Tensor | None) -> torch.Tensor:
@@ -331,18 +390,24 @@ class MedLSDMPipeline(DiffusionPipeline):
         factor, label_maps, generator = self.vqgan.downsample_factor, plan.label_maps, plan.generator
         shape = (label_maps.shape[0], self.unet.config.in_channels, *(s // factor for s in label_maps.shape[1:]))
         if isinstance(generator, list) and len(generator) != shape[0]:
-            raise ConfigError(f"{len(generator)} generators for {shape[0]} samples; give one per sample or a single one")
+            raise ConfigError(
+                f"{len(generator)} generators for {shape[0]} samples; give one per sample or a single one"
+            )
         if latents is None:
             latents = randn_tensor(shape, generator=generator, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
-            raise ConfigError(f"latents of shape {tuple(latents.shape)} do not fit these label maps: expected {shape} "
-                              f"(samples, UNet in_channels, label map size / {factor})")
+            raise ConfigError(
+                f"latents of shape {tuple(latents.shape)} do not fit these label maps: expected {shape} "
+                f"(samples, UNet in_channels, label map size / {factor})"
+            )
         return latents.to(self.unet.device, self.unet.dtype) * self.scheduler.init_noise_sigma
 
     def _denoise(self, latents: torch.Tensor, plan: SamplingPlan, step_end) -> torch.Tensor:
         """Run the scheduler's timesteps (set by :meth:`_plan`); ``step_end(i, t, latents)`` may replace the latents."""
         # stochastic schedulers (DDPM, DDIM with eta > 0) draw their noise from the plan's generator
-        step_kwargs = {"generator": plan.generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        step_kwargs = (
+            {"generator": plan.generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        )
         calls = self._unet_calls(latents, plan)
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_in = self.scheduler.scale_model_input(latents, t)
@@ -361,8 +426,8 @@ class MedLSDMPipeline(DiffusionPipeline):
         label_maps, extra = plan.label_maps, plan.extra
 
         def condition(batch):
-            lab = torch.cat([label_maps[:, s * f:(s + calls.size) * f] for s in batch]).to(latents.device)
-            ext = None if extra is None else torch.cat([extra[:, :, s * f:(s + calls.size) * f] for s in batch])
+            lab = torch.cat([label_maps[:, s * f : (s + calls.size) * f] for s in batch]).to(latents.device)
+            ext = None if extra is None else torch.cat([extra[:, :, s * f : (s + calls.size) * f] for s in batch])
             cond = semantic_condition(lab, num_classes, ext).to(latents.dtype)
             return cond if encoded else area_average(cond, (calls.size, *latents.shape[3:]))
 
@@ -373,7 +438,7 @@ class MedLSDMPipeline(DiffusionPipeline):
         """The guided UNet prediction for the whole latent, window predictions blended."""
         preds = []
         for batch, cond in zip(calls.batches, calls.conditions):
-            x = torch.cat([latents[:, :, s:s + calls.size] for s in batch])
+            x = torch.cat([latents[:, :, s : s + calls.size] for s in batch])
             preds += self._guided(x, t, cond() if callable(cond) else cond, plan.guidance_scale).split(latents.shape[0])
         if len(preds) == 1:
             return preds[0]
@@ -384,7 +449,9 @@ class MedLSDMPipeline(DiffusionPipeline):
         unconditional one only, else both (a doubled batch)."""
         if guidance_scale in (0.0, 1.0):
             return self.unet(x, t, cond if guidance_scale == 1.0 else null_condition(cond)).sample
-        pred_cond, pred_uncond = self.unet(torch.cat([x, x]), t, torch.cat([cond, null_condition(cond)])).sample.chunk(2)
+        pred_cond, pred_uncond = self.unet(torch.cat([x, x]), t, torch.cat([cond, null_condition(cond)])).sample.chunk(
+            2
+        )
         return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
 
     def _load_images(self, image, label_maps: torch.Tensor) -> torch.Tensor:
@@ -396,9 +463,15 @@ class MedLSDMPipeline(DiffusionPipeline):
         spatial = tuple(label_maps.shape[1:])
         while tensor.ndim < len(spatial) + 2:
             tensor = tensor[None]
-        if tuple(tensor.shape[2:]) != spatial or tensor.shape[1] != 1 or tensor.shape[0] not in (1, label_maps.shape[0]):
-            raise DataError(f"image of shape {tuple(tensor.shape)} does not fit the label maps {tuple(label_maps.shape)}: "
-                            f"expected (B, 1, {', '.join(map(str, spatial))})")
+        if (
+            tuple(tensor.shape[2:]) != spatial
+            or tensor.shape[1] != 1
+            or tensor.shape[0] not in (1, label_maps.shape[0])
+        ):
+            raise DataError(
+                f"image of shape {tuple(tensor.shape)} does not fit the label maps {tuple(label_maps.shape)}: "
+                f"expected (B, 1, {', '.join(map(str, spatial))})"
+            )
         if not torch.isfinite(tensor).all():
             raise DataError("image holds NaN or Inf values")
         return tensor.expand(label_maps.shape[0], *tensor.shape[1:])
@@ -409,7 +482,9 @@ class MedLSDMPipeline(DiffusionPipeline):
         if tensor.ndim == label_maps.ndim - 1:
             tensor = tensor[None]
         if tuple(tensor.shape[1:]) != tuple(label_maps.shape[1:]) or tensor.shape[0] not in (1, label_maps.shape[0]):
-            raise DataError(f"mask of shape {tuple(tensor.shape)} does not fit the label maps {tuple(label_maps.shape)}")
+            raise DataError(
+                f"mask of shape {tuple(tensor.shape)} does not fit the label maps {tuple(label_maps.shape)}"
+            )
         return (tensor != 0).expand(label_maps.shape[0], *tensor.shape[1:])
 
     def _output(self, images, label_maps, affines, output_type: str, return_dict: bool):
@@ -419,8 +494,9 @@ class MedLSDMPipeline(DiffusionPipeline):
             return images, label_maps, affines
         return MedLSDMPipelineOutput(images=images, labels=label_maps, affines=affines)
 
-    def decode_latents(self, latents: torch.Tensor, label_maps: torch.Tensor, window: int | None = None,
-                       overlap: int | None = None) -> torch.Tensor:
+    def decode_latents(
+        self, latents: torch.Tensor, label_maps: torch.Tensor, window: int | None = None, overlap: int | None = None
+    ) -> torch.Tensor:
         """Diffusion-space latents → images in [-1, 1] (unscale, snap to codebook, decode).
 
         Args:

@@ -5,6 +5,7 @@ The pipeline checks a call's arguments once and turns them into a :class:`Sampli
 label maps it conditions on, the scheduler steps, the guidance scale, the generator and the
 depth windows in *latent* slices. Denoising, encoding (for edits) and decoding read it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,14 +33,17 @@ def latent_windows(window: int | None, overlap: int | None, factor: int, step: i
         return None
     window = int(window)
     if window < step or window % step:
-        raise ConfigError(f"window={window} label slices must be a positive multiple of {step} "
-                          f"(VQ-GAN × UNet downsampling)")
+        raise ConfigError(
+            f"window={window} label slices must be a positive multiple of {step} (VQ-GAN × UNet downsampling)"
+        )
     if overlap is None:
         overlap = max(factor, window // 4 // factor * factor) if factor < window else 0
     overlap = int(overlap)
     if overlap % factor or not 0 <= overlap < window:
-        raise ConfigError(f"overlap={overlap} label slices must be a multiple of {factor} (the VQ-GAN's "
-                          f"downsampling) in 0…{window - 1} (less than the window)")
+        raise ConfigError(
+            f"overlap={overlap} label slices must be a multiple of {factor} (the VQ-GAN's "
+            f"downsampling) in 0…{window - 1} (less than the window)"
+        )
     return window // factor, overlap // factor
 
 
@@ -85,7 +89,7 @@ def decode_tiles(vqgan, latents: torch.Tensor, plan: SamplingPlan) -> torch.Tens
     f = vqgan.downsample_factor
 
     def decode(start, stop):
-        labels = plan.label_maps[:, start * f:stop * f].to(z.device)
+        labels = plan.label_maps[:, start * f : stop * f].to(z.device)
         return vqgan.decode(z[:, :, start:stop].to(vqgan.dtype), labels=labels).sample
 
     size, overlap = plan.windows if plan.windows is not None else (None, 0)

@@ -9,6 +9,7 @@
 Whether a synthetic volume follows its label map is measured by
 :func:`medlsdm.metrics.image.class_intensity_error`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,15 +77,20 @@ def check_output_names(files: Sequence[Path]) -> None:
     for path in files:
         other = seen.setdefault(_stem(path), path)
         if other is not path:
-            raise DataError(f"{other} and {path} would both be written as {_stem(path)}_syn<k>.nii.gz; "
-                            "rename or remove one of them")
+            raise DataError(
+                f"{other} and {path} would both be written as {_stem(path)}_syn<k>.nii.gz; rename or remove one of them"
+            )
 
 
 def check_sampling(steps, guidance_scale) -> None:
     """Refuse a step count below 1 or a guidance scale that is not a finite number (``--steps``, ``--guidance``)."""
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ConfigError(f"steps (--steps) must be a whole number >= 1, got {steps!r}")
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
+    if (
+        isinstance(guidance_scale, bool)
+        or not isinstance(guidance_scale, numbers.Real)
+        or not math.isfinite(guidance_scale)
+    ):
         raise ConfigError(f"guidance_scale (--guidance) must be a finite number, got {guidance_scale!r}")
 
 
@@ -92,15 +98,28 @@ def block_window(pipe) -> int | None:
     """The depth of the pipeline's training block (its ``block_shape``), or ``None`` (unknown)."""
     block_shape = pipe.config.get("block_shape")
     if block_shape is None:
-        log.info("the pipeline does not record its training block_shape: label maps are synthesised in one pass "
-                 "(give a window to synthesise deep ones in windows)")
+        log.info(
+            "the pipeline does not record its training block_shape: label maps are synthesised in one pass "
+            "(give a window to synthesise deep ones in windows)"
+        )
         return None
     return int(block_shape[0])
 
 
-def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
-                     steps: int = 50, guidance_scale: float = 1.0, seed: int = 0, num_per_label: int = 1,
-                     batch_size: int = 4, nnunet=None, window: int | None = None, overlap: int | None = None) -> list[Path]:
+def synthesize_files(
+    pipe,
+    labels: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    steps: int = 50,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+    num_per_label: int = 1,
+    batch_size: int = 4,
+    nnunet=None,
+    window: int | None = None,
+    overlap: int | None = None,
+) -> list[Path]:
     """Synthesise ``num_per_label`` volumes per label-map file into ``out_dir``.
 
     Every argument and label map is checked (steps, guidance, output names, classes, shape,
@@ -134,8 +153,15 @@ def synthesize_files(pipe, labels: str | os.PathLike | Sequence[str | os.PathLik
     with tqdm(total=len(files), desc="synthesize", unit="label map") as bar:
         for _, batch in batches:
             generators = [torch.Generator().manual_seed(seed + k) for _ in batch for k in range(num_per_label)]
-            out = pipe(batch, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators,
-                       num_per_label=num_per_label, window=window, overlap=overlap)
+            out = pipe(
+                batch,
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                generator=generators,
+                num_per_label=num_per_label,
+                window=window,
+                overlap=overlap,
+            )
             for i, (image, affine) in enumerate(zip(out.images, out.affines)):
                 if nnunet is not None:
                     case = nnunet.add(image[0], read_nifti(batch[i // num_per_label], kind="label")[0], affine)
@@ -165,14 +191,21 @@ def denoising_snapshots(pipe, labels, *, steps: int, n_snapshots: int = 6, guida
         return {}
 
     label_maps, _ = pipe.load_labels(labels)
-    pipe(label_maps, num_inference_steps=steps, guidance_scale=guidance_scale, output_type="latent",
-         generator=torch.Generator().manual_seed(seed), callback_on_step_end=keep_latents)
+    pipe(
+        label_maps,
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(seed),
+        callback_on_step_end=keep_latents,
+    )
     with torch.no_grad():
         return [(i, t, pipe.decode_latents(z, label_maps).cpu().numpy()) for i, t, z in latents]
 
 
-def samples_per_map(pipe, labels, n_samples: int, *, steps: int, guidance_scale: float = 1.0, seed: int = 0,
-                    batch_size: int = 8) -> np.ndarray:
+def samples_per_map(
+    pipe, labels, n_samples: int, *, steps: int, guidance_scale: float = 1.0, seed: int = 0, batch_size: int = 8
+) -> np.ndarray:
     """``n_samples`` samples of every label map; sample ``k`` of each map starts from the noise
     of a generator seeded with ``seed + k`` (so a sample does not depend on the batching).
 
@@ -186,9 +219,14 @@ def samples_per_map(pipe, labels, n_samples: int, *, steps: int, guidance_scale:
     per_call = max(1, int(batch_size) // int(n_samples))
     out = []
     for i in range(0, len(labels), per_call):
-        chunk = labels[i:i + per_call]
+        chunk = labels[i : i + per_call]
         generators = [torch.Generator().manual_seed(seed + k) for _ in chunk for k in range(n_samples)]
-        images = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generators,
-                      num_per_label=n_samples).images
+        images = pipe(
+            chunk,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=generators,
+            num_per_label=n_samples,
+        ).images
         out.append(np.asarray(images).reshape(len(chunk), n_samples, *np.shape(images)[1:]))
     return np.concatenate(out)

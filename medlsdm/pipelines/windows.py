@@ -12,6 +12,7 @@ neighbour, ``1/(overlap+1), 2/(overlap+1), …`` (no ramp at the volume's ends):
 neighbours' ramps sum to 1, and the slices nearest a window's border, which see the least
 context, count least ("feathering"; MultiDiffusion, Bar-Tal et al. 2023, is the uniform case).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,13 +56,14 @@ def window_weights(starts: list[int], window: int, overlap: int, length: int) ->
         if start > 0:
             w[:overlap] = ramp
         if start + size < length:
-            w[size - overlap:] = torch.minimum(w[size - overlap:], ramp.flip(0))
+            w[size - overlap :] = torch.minimum(w[size - overlap :], ramp.flip(0))
         weights.append(w.float())
     return weights
 
 
-def blend_windows(parts: list[torch.Tensor], starts: list[int], weights: list[torch.Tensor], length: int,
-                  dim: int = 2) -> torch.Tensor:
+def blend_windows(
+    parts: list[torch.Tensor], starts: list[int], weights: list[torch.Tensor], length: int, dim: int = 2
+) -> torch.Tensor:
     """Weighted mean of overlapping windows along ``dim``.
 
     Args:
@@ -80,12 +82,13 @@ def blend_windows(parts: list[torch.Tensor], starts: list[int], weights: list[to
     for part, start, w in zip(parts, starts, weights):
         w = w.to(total.device, total.dtype)
         total.narrow(dim, start, len(w)).add_(part * w.view(view))
-        norm[start:start + len(w)] += w
+        norm[start : start + len(w)] += w
     return total / norm.view(view)
 
 
-def tiled(fn: Callable[[int, int], torch.Tensor], length: int, window: int | None, overlap: int,
-          scale: float = 1.0) -> torch.Tensor:
+def tiled(
+    fn: Callable[[int, int], torch.Tensor], length: int, window: int | None, overlap: int, scale: float = 1.0
+) -> torch.Tensor:
     """Apply ``fn`` to overlapping depth tiles of an input and blend its outputs.
 
     Args:
@@ -126,5 +129,5 @@ def window_calls(length: int, windows: tuple[int, int] | None, batch_size: int) 
     if int(batch_size) < 1:
         raise ConfigError(f"window_batch_size must be >= 1, got {batch_size}")
     size = min(window, length)
-    batches = [starts[k:k + int(batch_size)] for k in range(0, len(starts), int(batch_size))]
+    batches = [starts[k : k + int(batch_size)] for k in range(0, len(starts), int(batch_size))]
     return WindowCalls(starts, size, window_weights(starts, size, overlap, length), batches)

@@ -11,6 +11,7 @@ The assumption, to be stated wherever it is used: a case's class means are indep
 its anatomy (true of the phantoms by construction; for real data, e.g. organ intensity against
 age or body size, it is an approximation).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,9 @@ def class_mean_table(images: np.ndarray, labels: np.ndarray, num_classes: int) -
     return np.where(present, means, 0.0), present
 
 
-def swap_class_means(images, labels, copies: int, *, num_classes: int | None = None, seed: int = 0,
-                     keep_classes=(0,)) -> tuple[np.ndarray, np.ndarray]:
+def swap_class_means(
+    images, labels, copies: int, *, num_classes: int | None = None, seed: int = 0, keep_classes=(0,)
+) -> tuple[np.ndarray, np.ndarray]:
     """Copies of every case with the class means of another, randomly drawn, case.
 
     Copy ``j`` of case ``a`` takes a partner ``b ≠ a`` (uniformly, seeded); every class ``k``

@@ -11,6 +11,7 @@
 - Digests (sha256) of files, data stores and models: the fingerprint's inputs, and the key of
   caches of what a model made (``medlsdm.evaluation.run``'s synthetic volumes).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,13 @@ def rng_state(generator: torch.Generator) -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": [version, list(mt), gauss],
-        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "generator": generator.get_state(),
     }
@@ -55,7 +61,9 @@ def set_rng_state(state: Mapping[str, Any], generator: torch.Generator) -> None:
     version, mt, gauss = state["python"]
     random.setstate((version, tuple(mt), gauss))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
     if "cuda" in state and torch.cuda.is_available():
@@ -95,13 +103,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: refused: it holds Python objects that only a full unpickling would restore, and unpickling "
             f"can run code ({reason}). Checkpoints of medlsdm before checkpoint format {CHECKPOINT_FORMAT} are such "
             f"files: delete {path.parent} or train afresh (resume=False; notebooks 02/03: "
-            f"-p \"training_options={{'resume': False}}\")") from None
+            f"-p \"training_options={{'resume': False}}\")"
+        ) from None
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{path}: unreadable checkpoint ({exc})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise DataError(f"{path}: checkpoint format {found!r}, this version reads format {CHECKPOINT_FORMAT}: "
-                        "train afresh (resume=False)")
+        raise DataError(
+            f"{path}: checkpoint format {found!r}, this version reads format {CHECKPOINT_FORMAT}: "
+            "train afresh (resume=False)"
+        )
     return state
 
 
@@ -114,8 +125,12 @@ def fingerprint(settings: Mapping[str, Any], exclude: Iterable[str] = (), **inpu
     """``{"settings": ..., "inputs": ...}``: ``settings`` less the ``exclude`` keys, and the
     digests of the inputs (``None``: no such input)."""
     exclude = set(exclude)
-    return _plain({"settings": {k: v for k, v in settings.items() if k not in exclude},
-                   "inputs": {k: v for k, v in inputs.items() if v is not None}})
+    return _plain(
+        {
+            "settings": {k: v for k, v in settings.items() if k not in exclude},
+            "inputs": {k: v for k, v in inputs.items() if v is not None},
+        }
+    )
 
 
 def fingerprint_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
@@ -143,10 +158,15 @@ def check_fingerprint(path: Path, state: Mapping[str, Any], new: Mapping[str, An
         raise ConfigError(
             f"{path} (step {state['step']}) was trained with other settings or inputs: {'; '.join(changes)}. "
             "Resuming would continue that model under the new settings. Start afresh with resume=False "
-            "(or on_change='retrain'; notebooks 02/03: -p on_change=retrain), or keep the old settings.")
+            "(or on_change='retrain'; notebooks 02/03: -p on_change=retrain), or keep the old settings."
+        )
     if changes:
-        log.warning("%s (step %d) was trained with other settings or inputs: %s; on_change='retrain': training afresh",
-                    path, state["step"], "; ".join(changes))
+        log.warning(
+            "%s (step %d) was trained with other settings or inputs: %s; on_change='retrain': training afresh",
+            path,
+            state["step"],
+            "; ".join(changes),
+        )
     return changes
 
 
@@ -198,8 +218,11 @@ def module_digest(*modules: Any) -> str:
     for module in modules:
         config = getattr(module, "config", None)
         if config is not None:
-            h.update(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")},
-                                sort_keys=True, default=str).encode())
+            h.update(
+                json.dumps(
+                    {k: v for k, v in dict(config).items() if not k.startswith("_")}, sort_keys=True, default=str
+                ).encode()
+            )
         for key, value in module.state_dict().items():
             h.update(key.encode())
             _update(h, value)

@@ -7,6 +7,7 @@ file per lane still running, names it in :data:`LANES_ENV`, and the training loo
 :func:`follow_free_cores` every few steps to take ``cpu_count // running lanes`` threads.
 Outside such a run (the variable unset) nothing changes.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -3,6 +3,7 @@
 So a run is reproducible and resumable without saving any data-loader state:
 :class:`~medlsdm.training.trainer.Trainer` asks for indices derived from the step.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,14 @@ class RandomCropDataset(SeededDataset):
         cache: keep every case in memory after its first read (fast; the cases must fit).
     """
 
-    def __init__(self, store: Mapping, case_ids: Sequence[str], crop_shape: Sequence[int] | None,
-                 seed: int = 0, cache: bool = True):
+    def __init__(
+        self,
+        store: Mapping,
+        case_ids: Sequence[str],
+        crop_shape: Sequence[int] | None,
+        seed: int = 0,
+        cache: bool = True,
+    ):
         self.store = store
         self.case_ids = list(case_ids)
         if not self.case_ids:
@@ -94,8 +101,10 @@ class RandomCropDataset(SeededDataset):
         if self.crop_shape is None:
             return torch.from_numpy(image.copy()), torch.from_numpy(label.copy())
         window = random_window(rng, image.shape[1:], self.crop_shape)
-        return (torch.from_numpy(np.ascontiguousarray(image[(slice(None), *window)])),
-                torch.from_numpy(np.ascontiguousarray(label[window])))
+        return (
+            torch.from_numpy(np.ascontiguousarray(image[(slice(None), *window)])),
+            torch.from_numpy(np.ascontiguousarray(label[window])),
+        )
 
 
 def _store_name(store: Any) -> str:

@@ -14,6 +14,7 @@
    :class:`~medlsdm.training.trainer.Trainer` (accelerate, resume, atomic checkpoints). The EMA
    weights go into the saved :class:`~medlsdm.pipelines.pipeline_medlsdm.MedLSDMPipeline`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,8 +55,17 @@ DIFFUSION_DEFAULTS: dict[str, Any] = defaults(DiffusionSettings)
 
 #: Settings of :data:`DIFFUSION_DEFAULTS` that leave the weights as they are; a checkpoint's
 #: fingerprint holds the others.
-DIFFUSION_BOOKKEEPING = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "resume", "on_change",
-                         "progress", "sample_every", "sample_steps")
+DIFFUSION_BOOKKEEPING = (
+    "steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "resume",
+    "on_change",
+    "progress",
+    "sample_every",
+    "sample_steps",
+)
 
 
 def _describe(fn: Callable | None) -> str | None:
@@ -69,12 +79,13 @@ def _describe(fn: Callable | None) -> str | None:
 
 
 @torch.no_grad()
-def encode_latents(vqgan, store: Mapping, case_ids: Sequence[str], *, batch_size: int = 4,
-                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def encode_latents(
+    vqgan, store: Mapping, case_ids: Sequence[str], *, batch_size: int = 4, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pre-quantisation latents ``(N, C, d, h, w)`` and label maps ``(N, D, H, W)`` of cases."""
     latents, labels = [], []
     for i in range(0, len(case_ids), batch_size):
-        images, labs, _ = stack_cases(store, case_ids[i:i + batch_size])
+        images, labs, _ = stack_cases(store, case_ids[i : i + batch_size])
         latents.append(vqgan.encode(torch.as_tensor(images).to(device, vqgan.dtype)).latents.float().cpu())
         labels.append(torch.as_tensor(labs))
     return torch.cat(latents), torch.cat(labels)
@@ -93,20 +104,27 @@ def latent_normalization(latents: torch.Tensor, mode: str = "channel") -> dict[s
     """
     if mode == "channel":
         dims = [d for d in range(latents.ndim) if d != 1]
-        return dict(scaling_factor=1.0, latents_mean=latents.mean(dims).tolist(), latents_std=latents.std(dims).tolist())
+        return dict(
+            scaling_factor=1.0, latents_mean=latents.mean(dims).tolist(), latents_std=latents.std(dims).tolist()
+        )
     if mode == "global":
         return dict(scaling_factor=float(1.0 / latents.std()), latents_mean=None, latents_std=None)
     raise ConfigError(f"latent_norm must be 'channel' or 'global', got {mode!r}")
 
 
-def make_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
-                   prediction_type: str = "epsilon"):
+def make_scheduler(
+    num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2", prediction_type: str = "epsilon"
+):
     """The training scheduler: diffusers ``DDPMScheduler`` (cosine schedule by default)."""
 
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ConfigError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
-    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                         prediction_type=prediction_type, clip_sample=False)
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule=beta_schedule,
+        prediction_type=prediction_type,
+        clip_sample=False,
+    )
 
 
 def snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -137,8 +155,17 @@ def pooled_error(error: torch.Tensor, factor: int = 4) -> torch.Tensor:
     return pool(error, factor).pow(2).mean() * factor ** (error.ndim - 2)
 
 
-def diffusion_loss(unet, scheduler, latents, condition, *, cond_drop_prob: float, generator: torch.Generator,
-                   snr_gamma: float | None = None, lowres_weight: float = 0.0):
+def diffusion_loss(
+    unet,
+    scheduler,
+    latents,
+    condition,
+    *,
+    cond_drop_prob: float,
+    generator: torch.Generator,
+    snr_gamma: float | None = None,
+    lowres_weight: float = 0.0,
+):
     """The denoising loss of one batch: MSE between the prediction and its target.
 
     ``condition``: the UNet's condition ``(B, K + E + 1, *spatial)`` of the batch
@@ -163,16 +190,23 @@ def diffusion_loss(unet, scheduler, latents, condition, *, cond_drop_prob: float
     return ((pred - target.float()).pow(2).flatten(1).mean(1) * snr_weights(scheduler, t, snr_gamma)).mean() + lowres
 
 
-def latent_conditions(labels: torch.Tensor, extra: torch.Tensor | None, num_classes: int, size: Sequence[int],
-                      chunk: int = 16) -> torch.Tensor:
+def latent_conditions(
+    labels: torch.Tensor, extra: torch.Tensor | None, num_classes: int, size: Sequence[int], chunk: int = 16
+) -> torch.Tensor:
     """:func:`~medlsdm.models.unet.semantic_condition` of label maps ``(N, *spatial)`` (and extra
     channels ``(N, E, *spatial)``) :func:`~medlsdm.models.unet.area_average`-d to the latent's
     ``size``, once before training instead of at every step (a fifth of a quick step: 0.37 -> 0.30 s);
     ``chunk`` maps at a time, so the full-resolution one-hot maps are never all in memory."""
 
-    return torch.cat([area_average(semantic_condition(labels[i:i + chunk], num_classes,
-                                                      None if extra is None else extra[i:i + chunk]), size)
-                      for i in range(0, len(labels), chunk)])
+    return torch.cat(
+        [
+            area_average(
+                semantic_condition(labels[i : i + chunk], num_classes, None if extra is None else extra[i : i + chunk]),
+                size,
+            )
+            for i in range(0, len(labels), chunk)
+        ]
+    )
 
 
 def _with_appearance_swaps(vqgan, store, train_ids, latents, labels, copies: int, num_classes: int, seed: int):
@@ -187,12 +221,18 @@ def _with_appearance_swaps(vqgan, store, train_ids, latents, labels, copies: int
     return torch.cat([latents, more]), torch.cat([labels, more_labels])
 
 
-def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
-                    split: Mapping[str, Sequence[str]] | None = None,
-                    extra_condition: Mapping | Callable[[str], Any] | None = None,
-                    condition_fn: Callable | None = None,
-                    out_dir: str | os.PathLike | None = None, pipeline_dir: str | os.PathLike | None = None,
-                    pipeline_config: Mapping[str, Any] | None = None, **params: Any) -> dict[str, Any]:
+def train_diffusion(
+    run_dir: str | os.PathLike,
+    *,
+    store: Mapping | None = None,
+    split: Mapping[str, Sequence[str]] | None = None,
+    extra_condition: Mapping | Callable[[str], Any] | None = None,
+    condition_fn: Callable | None = None,
+    out_dir: str | os.PathLike | None = None,
+    pipeline_dir: str | os.PathLike | None = None,
+    pipeline_config: Mapping[str, Any] | None = None,
+    **params: Any,
+) -> dict[str, Any]:
     """Train the latent diffusion model of a run and save the pipeline to ``RUN/pipeline``.
 
     Reads the VQ-GAN (``RUN/vqgan/model``), ``RUN/data/cases.h5`` and ``split.json``;
@@ -226,7 +266,6 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         The trainer summary plus ``latent_scale``, ``final_loss`` and ``pipeline_dir``.
     """
 
-
     p = with_defaults("train_diffusion", DiffusionSettings, params)
     run = RunDir(run_dir)
     manifest = load_manifest(run.data)
@@ -234,9 +273,14 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     split = split if split is not None else load_split(run.split_path)
     vqgan = load_vqgan(run.root)
     vqgan.requires_grad_(False)
-    made_by = fingerprint({**p, "condition_fn": _describe(condition_fn)}, DIFFUSION_BOOKKEEPING,
-                          manifest=file_digest(run.manifest_path), cases=store_digest(store, split["train"]),
-                          split=json_digest(split), vqgan=module_digest(vqgan))
+    made_by = fingerprint(
+        {**p, "condition_fn": _describe(condition_fn)},
+        DIFFUSION_BOOKKEEPING,
+        manifest=file_digest(run.manifest_path),
+        cases=store_digest(store, split["train"]),
+        split=json_digest(split),
+        vqgan=module_digest(vqgan),
+    )
 
     if extra_condition is not None and not callable(extra_condition):
         extra_condition = extra_condition.__getitem__
@@ -251,18 +295,33 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     latents, labels = encode_latents(vqgan, store, list(split["train"]))
     if p["appearance_swaps"]:
         if extra_condition is not None:
-            raise ConfigError("train_diffusion: appearance_swaps does not apply to models with extra condition channels")
-        latents, labels = _with_appearance_swaps(vqgan, store, list(split["train"]), latents, labels,
-                                                 int(p["appearance_swaps"]), len(manifest.classes), p["seed"])
+            raise ConfigError(
+                "train_diffusion: appearance_swaps does not apply to models with extra condition channels"
+            )
+        latents, labels = _with_appearance_swaps(
+            vqgan,
+            store,
+            list(split["train"]),
+            latents,
+            labels,
+            int(p["appearance_swaps"]),
+            len(manifest.classes),
+            p["seed"],
+        )
     labels, extras = conditions(split["train"] * (1 + int(p["appearance_swaps"])), labels)
     stats = latent_normalization(latents, p["latent_norm"])
     register_config_values(vqgan, **stats)  # saved with the pipeline's VQ-GAN
     latent_scale = stats["scaling_factor"]
-    log.info("%d training latents of shape %s, normalised: %s", len(latents), tuple(latents.shape[1:]), p["latent_norm"])
+    log.info(
+        "%d training latents of shape %s, normalised: %s", len(latents), tuple(latents.shape[1:]), p["latent_norm"]
+    )
     num_classes = len(manifest.classes)
     if p["label_encoder_channels"] is None:  # the UNet reads the condition only area-averaged: average it once
-        dataset = LatentDataset(vqgan.to_diffusion(latents), latent_conditions(labels, extras, num_classes, latents.shape[2:]),
-                                seed=p["seed"])
+        dataset = LatentDataset(
+            vqgan.to_diffusion(latents),
+            latent_conditions(labels, extras, num_classes, latents.shape[2:]),
+            seed=p["seed"],
+        )
 
         def batch_condition(cond):
             return cond
@@ -271,14 +330,22 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
         def batch_condition(lab, extra=None):
             return semantic_condition(lab, num_classes, extra)
+
     scheduler = make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"])
 
     torch.manual_seed(p["seed"])
     unet = SemanticUNet(
-        spatial_dims=latents.ndim - 2, in_channels=latents.shape[1], out_channels=latents.shape[1],
-        num_classes=num_classes, channels=tuple(p["channels"]),
-        attention_levels=tuple(p["attention_levels"]), num_res_blocks=p["num_res_blocks"],
-        norm_num_groups=p["norm_num_groups"], num_heads=p["num_heads"], conditioning=p["conditioning"], dropout=p["dropout"],
+        spatial_dims=latents.ndim - 2,
+        in_channels=latents.shape[1],
+        out_channels=latents.shape[1],
+        num_classes=num_classes,
+        channels=tuple(p["channels"]),
+        attention_levels=tuple(p["attention_levels"]),
+        num_res_blocks=p["num_res_blocks"],
+        norm_num_groups=p["norm_num_groups"],
+        num_heads=p["num_heads"],
+        conditioning=p["conditioning"],
+        dropout=p["dropout"],
         extra_condition_channels=0 if extras is None else extras.shape[1],
         label_encoder_channels=p["label_encoder_channels"],
     )
@@ -290,9 +357,16 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
     def step_fn(trainer: Trainer, batch) -> dict[str, float]:
         z, *condition = batch
-        loss = diffusion_loss(trainer.models["unet"], scheduler, z, batch_condition(*condition),
-                              cond_drop_prob=p["cond_drop_prob"], generator=trainer.generator, snr_gamma=p["snr_gamma"],
-                              lowres_weight=p["lowres_weight"])
+        loss = diffusion_loss(
+            trainer.models["unet"],
+            scheduler,
+            z,
+            batch_condition(*condition),
+            cond_drop_prob=p["cond_drop_prob"],
+            generator=trainer.generator,
+            snr_gamma=p["snr_gamma"],
+            lowres_weight=p["lowres_weight"],
+        )
         trainer.backward(loss)
         trainer.optimizer_step("unet")
         if trainer.accelerator.sync_gradients:
@@ -302,8 +376,14 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     def make_pipeline(trainer: Trainer) -> MedLSDMPipeline:
         ema_unet = SemanticUNet.from_config(trainer.unwrap("unet").config)
         ema.copy_to(ema_unet.parameters())
-        pipe = MedLSDMPipeline(vqgan, ema_unet.eval(), make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"]),
-                               spacing=manifest.spacing, block_shape=manifest.block_shape, **(pipeline_config or {}))
+        pipe = MedLSDMPipeline(
+            vqgan,
+            ema_unet.eval(),
+            make_scheduler(p["num_train_timesteps"], p["beta_schedule"], p["prediction_type"]),
+            spacing=manifest.spacing,
+            block_shape=manifest.block_shape,
+            **(pipeline_config or {}),
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -315,8 +395,12 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         pipe = make_pipeline(trainer)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         lab, extra = conditions(sample_ids, torch.as_tensor(stack_cases(store, sample_ids)[1]))
-        out = pipe(lab, num_inference_steps=p["sample_steps"], generator=torch.Generator().manual_seed(p["seed"]),
-                   extra_condition=extra)
+        out = pipe(
+            lab,
+            num_inference_steps=p["sample_steps"],
+            generator=torch.Generator().manual_seed(p["seed"]),
+            extra_condition=extra,
+        )
         with atomic_path(out_dir / f"samples-{trainer.step:07d}.npz") as tmp:
             np.savez_compressed(tmp, images=out.images, labels=out.labels, case_ids=np.array(sample_ids))
         return {}
@@ -324,15 +408,26 @@ def train_diffusion(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     out_dir = Path(out_dir) if out_dir is not None else run.diffusion
     pipeline_dir = Path(pipeline_dir) if pipeline_dir is not None else run.pipeline
     trainer = stage_trainer(
-        p, out_dir=out_dir, fingerprint=made_by, models={"unet": unet}, optimizers={"unet": optimizer},
-        schedulers=schedulers, step_fn=step_fn, dataset=dataset, extra_state={"ema": ema},
-        val_fn=sample_fn if p["sample_every"] else None, val_every=p["sample_every"], fresh_outputs=("samples-*.npz",),
+        p,
+        out_dir=out_dir,
+        fingerprint=made_by,
+        models={"unet": unet},
+        optimizers={"unet": optimizer},
+        schedulers=schedulers,
+        step_fn=step_fn,
+        dataset=dataset,
+        extra_state={"ema": ema},
+        val_fn=sample_fn if p["sample_every"] else None,
+        val_every=p["sample_every"],
+        fresh_outputs=("samples-*.npz",),
     )
     summary = trainer.fit()
     if trainer.is_main_process:  # the parameters beside the pipeline they made, never before
         save_pretrained_atomic(make_pipeline(trainer), pipeline_dir)
-        write_json(out_dir / "train_params.json", {**jsonable(p), "latent_scale": latent_scale,
-                                                   "steps": summary["steps"], "fingerprint": made_by})
+        write_json(
+            out_dir / "train_params.json",
+            {**jsonable(p), "latent_scale": latent_scale, "steps": summary["steps"], "fingerprint": made_by},
+        )
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
     summary.update(latent_scale=latent_scale, final_loss=summary["last"].get("loss"), pipeline_dir=str(pipeline_dir))

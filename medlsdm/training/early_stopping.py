@@ -8,6 +8,7 @@ logs into a run folder), these networks train in minutes, in memory, as measurin
 ``patience`` evaluations without a better one, and ends every fit the same way: the best weights
 restored, the model in eval mode, one log line, and what it chose returned as a :class:`FitResult`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,9 +51,17 @@ class FitResult:
     seconds: float = 0.0
 
 
-def fit_early_stopping(model: nn.Module, train_step: Callable[[int], float], *, max_steps: int,
-                       validate: Callable[[nn.Module], float] | None = None, eval_every: int = 0,
-                       patience: int | None = None, progress: bool = True, desc: str = "train") -> FitResult:
+def fit_early_stopping(
+    model: nn.Module,
+    train_step: Callable[[int], float],
+    *,
+    max_steps: int,
+    validate: Callable[[nn.Module], float] | None = None,
+    eval_every: int = 0,
+    patience: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> FitResult:
     """Train ``model`` for up to ``max_steps`` steps, keeping the weights of its best validation.
 
     Args:
@@ -94,10 +103,23 @@ def fit_early_stopping(model: nn.Module, train_step: Callable[[int], float], *, 
     if best is not None:
         model.load_state_dict(best[2])
     model.eval()
-    fit = FitResult(model=model, max_steps=steps, stopped_step=done, loss_history=history, val_history=val_history,
-                    best_step=None if best is None else best[1], best_score=None if best is None else best[0],
-                    seconds=time.perf_counter() - t0)
-    log.info("%s: %d of %d steps in %.1f s, final loss %.4f%s", desc, done, steps, fit.seconds,
-             history[-1] if history else math.nan,
-             "" if best is None else f", best validation {fit.best_score:.4f} at step {fit.best_step}")
+    fit = FitResult(
+        model=model,
+        max_steps=steps,
+        stopped_step=done,
+        loss_history=history,
+        val_history=val_history,
+        best_step=None if best is None else best[1],
+        best_score=None if best is None else best[0],
+        seconds=time.perf_counter() - t0,
+    )
+    log.info(
+        "%s: %d of %d steps in %.1f s, final loss %.4f%s",
+        desc,
+        done,
+        steps,
+        fit.seconds,
+        history[-1] if history else math.nan,
+        "" if best is None else f", best validation {fit.best_score:.4f} at step {fit.best_step}",
+    )
     return fit

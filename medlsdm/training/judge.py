@@ -39,6 +39,7 @@ Every random choice depends on ``seed`` only: initial weights, then per sample `
 the case, the crop and whether it is centred on a class (``numpy.random.default_rng([seed, i])``),
 and the augmentation's own random state (seeded once).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,20 +60,41 @@ from .segnet import class_balance_weights, dice_ce_loss, validation_dice
 
 #: The two recipes: what differs between them (:func:`train_judge` documents each key).
 RECIPES: dict[str, dict[str, Any]] = {
-    "basicunet": dict(features=(16, 32, 64, 128, 256, 16), lr=3e-3, class_balance=0.0, augment=True, foreground=1 / 3,
-                      channels_last=False),
-    "segnet": dict(features=(8, 16, 32, 64), lr=5e-3, class_balance=0.5, augment=False, foreground=0.0,
-                   channels_last=True),
+    "basicunet": dict(
+        features=(16, 32, 64, 128, 256, 16),
+        lr=3e-3,
+        class_balance=0.0,
+        augment=True,
+        foreground=1 / 3,
+        channels_last=False,
+    ),
+    "segnet": dict(
+        features=(8, 16, 32, 64), lr=5e-3, class_balance=0.5, augment=False, foreground=0.0, channels_last=True
+    ),
 }
 #: What the network is called in ``metrics.json`` and the notebook.
-NETWORK_NAMES = {"basicunet": "MONAI BasicUNet + DiceCELoss (nnU-Net recipe)",
-                 "segnet": "medlsdm SegNet + class-balanced CE + Dice"}
+NETWORK_NAMES = {
+    "basicunet": "MONAI BasicUNet + DiceCELoss (nnU-Net recipe)",
+    "segnet": "medlsdm SegNet + class-balanced CE + Dice",
+}
 #: The quick profile's judge (``benchmarks/results/judge.md``: at 250 steps SegNet scores higher than
 #: BasicUNet in a third of the time; 200 steps is what the demo's 20 minutes leave each of notebook
 #: 05's ten networks). A recipe's own values (``None`` here) apply unless given.
 JUDGE_DEFAULTS: dict[str, Any] = dict(
-    network="segnet", crop_shape=(16, 32, 32), batch_size=2, max_steps=200, eval_every=100, patience=2, mix=0.5,
-    features=None, lr=None, class_balance=None, augment=None, foreground=None, channels_last=None)
+    network="segnet",
+    crop_shape=(16, 32, 32),
+    batch_size=2,
+    max_steps=200,
+    eval_every=100,
+    patience=2,
+    mix=0.5,
+    features=None,
+    lr=None,
+    class_balance=None,
+    augment=None,
+    foreground=None,
+    channels_last=None,
+)
 
 
 @dataclass
@@ -93,8 +115,9 @@ class Judge(nn.Module):
     def __init__(self, num_classes: int, features: Sequence[int] = RECIPES["basicunet"]["features"]):
 
         super().__init__()
-        self.unet = BasicUNet(spatial_dims=3, in_channels=1, out_channels=int(num_classes),
-                              features=tuple(int(f) for f in features))
+        self.unet = BasicUNet(
+            spatial_dims=3, in_channels=1, out_channels=int(num_classes), features=tuple(int(f) for f in features)
+        )
         self.num_classes = int(num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,15 +136,23 @@ def augmentation(seed: int):
     voxel, p 0.1), brightness ×(0.75-1.25) (p 0.15), contrast about the mean (p 0.15), gamma
     0.7-1.5 (p 0.15)."""
 
-    aug = T.Compose([
-        T.RandAffined(keys=["image", "label"], prob=0.2, scale_range=(0.15, 0.15, 0.15), rotate_range=(0.26, 0.0, 0.0),
-                      mode=("bilinear", "nearest"), padding_mode="border"),
-        T.RandGaussianNoised(keys=["image"], prob=0.15, std=0.05),
-        T.RandGaussianSmoothd(keys=["image"], prob=0.1, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
-        T.RandScaleIntensityd(keys=["image"], prob=0.15, factors=0.25),
-        T.RandScaleIntensityFixedMeand(keys=["image"], prob=0.15, factors=0.25),
-        T.RandAdjustContrastd(keys=["image"], prob=0.15, gamma=(0.7, 1.5)),
-    ])
+    aug = T.Compose(
+        [
+            T.RandAffined(
+                keys=["image", "label"],
+                prob=0.2,
+                scale_range=(0.15, 0.15, 0.15),
+                rotate_range=(0.26, 0.0, 0.0),
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            ),
+            T.RandGaussianNoised(keys=["image"], prob=0.15, std=0.05),
+            T.RandGaussianSmoothd(keys=["image"], prob=0.1, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+            T.RandScaleIntensityd(keys=["image"], prob=0.15, factors=0.25),
+            T.RandScaleIntensityFixedMeand(keys=["image"], prob=0.15, factors=0.25),
+            T.RandAdjustContrastd(keys=["image"], prob=0.15, gamma=(0.7, 1.5)),
+        ]
+    )
     aug.set_random_state(seed=int(seed))
     return aug
 
@@ -146,8 +177,10 @@ class _Crops:
         if small:
             raise DataError(f"case(s) {small[:5]} smaller than crop_shape {crop}")
         # voxel indices per foreground class, only when crops are centred on classes
-        self.voxels = [{int(c): np.flatnonzero(lb == c) for c in np.unique(lb) if c > 0} if self.foreground > 0 else {}
-                       for lb in labels]
+        self.voxels = [
+            {int(c): np.flatnonzero(lb == c) for c in np.unique(lb) if c > 0} if self.foreground > 0 else {}
+            for lb in labels
+        ]
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         k = int(rng.integers(len(self.images)))
@@ -171,8 +204,19 @@ def judge_network(network: str, num_classes: int, features: Sequence[int]) -> nn
     return SegNet(spatial_dims=3, in_channels=1, num_classes=num_classes, channels=tuple(int(f) for f in features))
 
 
-def train_judge(images, labels, *, num_classes: int, val_images, val_labels, extra_images=None, extra_labels=None,
-                seed: int = 0, progress: bool = True, **options) -> JudgeFit:
+def train_judge(
+    images,
+    labels,
+    *,
+    num_classes: int,
+    val_images,
+    val_labels,
+    extra_images=None,
+    extra_labels=None,
+    seed: int = 0,
+    progress: bool = True,
+    **options,
+) -> JudgeFit:
     """Train a judge (:data:`RECIPES`) on random crops of labelled cases, with early stopping on validation.
 
     Args:
@@ -197,7 +241,6 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
         ``loss_history`` and ``seconds``.
     """
 
-
     unknown = sorted(set(options) - set(JUDGE_DEFAULTS))
     if unknown:
         raise ConfigError(f"train_judge: unknown option(s) {unknown}; valid: {sorted(JUDGE_DEFAULTS)}")
@@ -208,7 +251,9 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
     opt.update({k: v if options.get(k) is None else options[k] for k, v in RECIPES[network].items()})
     steps, batch, every = int(opt["max_steps"]), int(opt["batch_size"]), int(opt["eval_every"])
     if steps < 1 or batch < 1 or every < 1 or int(opt["patience"]) < 1 or not float(opt["lr"]) > 0:
-        raise ConfigError(f"train_judge: max_steps, batch_size, eval_every and patience must be >= 1 and lr > 0, got {opt}")
+        raise ConfigError(
+            f"train_judge: max_steps, batch_size, eval_every and patience must be >= 1 and lr > 0, got {opt}"
+        )
     torch.manual_seed(int(seed))
     layout = torch.channels_last_3d if opt["channels_last"] else torch.contiguous_format
     model = judge_network(network, num_classes, opt["features"]).to(memory_format=layout)
@@ -260,6 +305,14 @@ def train_judge(images, labels, *, num_classes: int, val_images, val_labels, ext
     def validation(model) -> float:
         return validation_dice(model, val_images, val_labels, num_classes)
 
-    fit = fit_early_stopping(model, train_step, max_steps=steps, validate=validation, eval_every=every,
-                             patience=int(opt["patience"]), progress=progress, desc="train judge")
+    fit = fit_early_stopping(
+        model,
+        train_step,
+        max_steps=steps,
+        validate=validation,
+        eval_every=every,
+        patience=int(opt["patience"]),
+        progress=progress,
+        desc="train judge",
+    )
     return JudgeFit(**vars(fit), network_name=NETWORK_NAMES[network])

@@ -1,4 +1,5 @@
 """The training loss log: an append-only CSV file that survives crashes and resumes."""
+
 from __future__ import annotations
 
 import csv
@@ -74,5 +75,3 @@ class CSVLog:
         kept = [r for r in rows if r.get("step", "") == "" or int(float(r["step"])) <= step]
         if len(kept) != len(rows):
             self._rewrite(fields, kept)
-
-

@@ -11,6 +11,7 @@ PatchGAN on the volume; ``w_d(step)`` is 0 before ``disc_start`` steps (delayed 
 after. Nothing is downloaded: the perceptual loss is on only when the user passes a local
 VGG16 weights file (see :class:`PerceptualLoss`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,9 @@ def disc_weight(step: int, disc_start: int) -> float:
     return 0.0 if step < disc_start else 1.0
 
 
-def random_slices(x: torch.Tensor, generator: torch.Generator | None = None,
-                  indices: torch.Tensor | None = None) -> torch.Tensor:
+def random_slices(
+    x: torch.Tensor, generator: torch.Generator | None = None, indices: torch.Tensor | None = None
+) -> torch.Tensor:
     """One random depth slice per volume: ``(B, C, D, H, W)`` → ``(B, C, H, W)``.
 
     Pass the same ``indices`` (or the same seeded ``generator``) to slice a real and a
@@ -151,10 +153,20 @@ class VQGANLoss(nn.Module):
         disc_layers: stride-2 layers of each discriminator.
     """
 
-    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, l1_weight: float = 4.0,
-                 perceptual_weight: float = 4.0, perceptual_weights: str | os.PathLike | None = None,
-                 gan_weight_2d: float = 1.0, gan_weight_3d: float = 1.0, feat_weight: float = 4.0,
-                 disc_start: int = 10_000, disc_channels: int = 64, disc_layers: int = 3):
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        l1_weight: float = 4.0,
+        perceptual_weight: float = 4.0,
+        perceptual_weights: str | os.PathLike | None = None,
+        gan_weight_2d: float = 1.0,
+        gan_weight_3d: float = 1.0,
+        feat_weight: float = 4.0,
+        disc_start: int = 10_000,
+        disc_channels: int = 64,
+        disc_layers: int = 3,
+    ):
         super().__init__()
         self.spatial_dims = spatial_dims
         self.l1_weight = l1_weight
@@ -171,10 +183,8 @@ class VQGANLoss(nn.Module):
             self.perceptual = PerceptualLoss(perceptual_weights)
             self.perceptual_weight = perceptual_weight
             log.info("perceptual loss on: VGG16 features from %s", perceptual_weights)
-        self.disc2d = (PatchDiscriminator(2, in_channels, disc_channels, disc_layers)
-                       if self.gan_weight_2d > 0 else None)
-        self.disc3d = (PatchDiscriminator(3, in_channels, disc_channels, disc_layers)
-                       if self.gan_weight_3d > 0 else None)
+        self.disc2d = PatchDiscriminator(2, in_channels, disc_channels, disc_layers) if self.gan_weight_2d > 0 else None
+        self.disc3d = PatchDiscriminator(3, in_channels, disc_channels, disc_layers) if self.gan_weight_3d > 0 else None
 
     @property
     def has_discriminators(self) -> bool:
@@ -189,9 +199,16 @@ class VQGANLoss(nn.Module):
         idx = torch.randint(0, x.shape[2], (x.shape[0],), generator=generator)
         return random_slices(x, indices=idx), random_slices(x_hat, indices=idx)
 
-    def generator_loss(self, x: torch.Tensor, x_hat: torch.Tensor, commitment: torch.Tensor,
-                       step: int, disc2d: nn.Module | None = None, disc3d: nn.Module | None = None,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def generator_loss(
+        self,
+        x: torch.Tensor,
+        x_hat: torch.Tensor,
+        commitment: torch.Tensor,
+        step: int,
+        disc2d: nn.Module | None = None,
+        disc3d: nn.Module | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total generator loss and its parts (floats, for the log).
 
         ``disc2d`` / ``disc3d`` override the submodules (pass the plain, frozen modules when
@@ -226,9 +243,15 @@ class VQGANLoss(nn.Module):
         logs["loss_g"] = loss.item()
         return loss, logs
 
-    def discriminator_loss(self, x: torch.Tensor, x_hat: torch.Tensor, step: int,
-                           disc2d: nn.Module | None = None, disc3d: nn.Module | None = None,
-                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def discriminator_loss(
+        self,
+        x: torch.Tensor,
+        x_hat: torch.Tensor,
+        step: int,
+        disc2d: nn.Module | None = None,
+        disc3d: nn.Module | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Hinge loss of the discriminators (``x_hat`` is detached here), times the delayed-start weight."""
         disc2d = disc2d if disc2d is not None else self.disc2d
         disc3d = disc3d if disc3d is not None else self.disc3d

@@ -1,4 +1,5 @@
 """The learning-rate schedule of the VQ-GAN and diffusion trainers."""
+
 from __future__ import annotations
 
 import math

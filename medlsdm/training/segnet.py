@@ -25,6 +25,7 @@ Example::
     model = train_segnet(images, labels, num_classes=9, steps=250, seed=0).model
     scores = evaluate_dice(model, *stack_cases(store, split["test"])[:2], num_classes=9)
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -41,8 +42,14 @@ from .datasets import random_window
 from .early_stopping import FitResult, fit_early_stopping
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, dice_weight: float = 1.0,
-                 class_weights: torch.Tensor | None = None, smooth: float = 1e-5) -> torch.Tensor:
+def dice_ce_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    dice_weight: float = 1.0,
+    class_weights: torch.Tensor | None = None,
+    smooth: float = 1e-5,
+) -> torch.Tensor:
     """Cross-entropy (optionally class-weighted) + soft Dice loss.
 
     The soft Dice is computed per foreground class over the whole batch (voxels of all
@@ -88,8 +95,13 @@ def class_balance_weights(labels: Sequence[np.ndarray], num_classes: int, power:
     return torch.tensor(w / (w * freq).sum(), dtype=torch.float32)
 
 
-def _crop_and_flip(image: np.ndarray, label: np.ndarray, crop: tuple[int, ...] | None,
-                   flip_axes: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _crop_and_flip(
+    image: np.ndarray,
+    label: np.ndarray,
+    crop: tuple[int, ...] | None,
+    flip_axes: Sequence[int],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     if crop is not None:
         window = random_window(rng, label.shape, crop)
         image, label = image[(slice(None), *window)], label[window]
@@ -107,13 +119,29 @@ def validation_dice(model, images, labels, num_classes: int) -> float:
     return score if np.isfinite(score) else -1.0
 
 
-def train_segnet(images, labels, *, num_classes: int | None = None, steps: int = 250, batch_size: int = 2,
-                 lr: float = 5e-3, seed: int = 0, crop_shape: Sequence[int] | None = None,
-                 augment: bool = False, flip_axes: Sequence[int] | None = None,
-                 channels: Sequence[int] = (8, 16, 32, 64), num_res_blocks: int = 1,
-                 norm_num_groups: int = 8, dice_weight: float = 1.0, class_balance: float = 0.5,
-                 val_images=None, val_labels=None, eval_every: int = 0,
-                 progress: bool = True, device: str | torch.device = "cpu") -> FitResult:
+def train_segnet(
+    images,
+    labels,
+    *,
+    num_classes: int | None = None,
+    steps: int = 250,
+    batch_size: int = 2,
+    lr: float = 5e-3,
+    seed: int = 0,
+    crop_shape: Sequence[int] | None = None,
+    augment: bool = False,
+    flip_axes: Sequence[int] | None = None,
+    channels: Sequence[int] = (8, 16, 32, 64),
+    num_res_blocks: int = 1,
+    norm_num_groups: int = 8,
+    dice_weight: float = 1.0,
+    class_balance: float = 0.5,
+    val_images=None,
+    val_labels=None,
+    eval_every: int = 0,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> FitResult:
     """Train a :class:`SegNet` on random crops of labelled cases (Dice + cross-entropy, Adam).
 
     Every random choice depends only on ``seed``: the initial weights, and for each sample
@@ -196,9 +224,14 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
         raise ConfigError("train_segnet: give both val_images and val_labels, or neither")
 
     torch.manual_seed(seed)
-    model = SegNet(spatial_dims=spatial_dims, in_channels=1, num_classes=int(num_classes),
-                   channels=tuple(int(c) for c in channels), num_res_blocks=int(num_res_blocks),
-                   norm_num_groups=int(norm_num_groups)).to(device)
+    model = SegNet(
+        spatial_dims=spatial_dims,
+        in_channels=1,
+        num_classes=int(num_classes),
+        channels=tuple(int(c) for c in channels),
+        num_res_blocks=int(num_res_blocks),
+        norm_num_groups=int(norm_num_groups),
+    ).to(device)
     weights = class_balance_weights(labels, int(num_classes), class_balance) if class_balance else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 
@@ -220,5 +253,12 @@ def train_segnet(images, labels, *, num_classes: int | None = None, steps: int =
     def validation(model) -> float:
         return validation_dice(model, val_images, val_labels, int(num_classes))
 
-    return fit_early_stopping(model, train_step, max_steps=int(steps), validate=validation if validate else None,
-                              eval_every=int(eval_every), progress=progress, desc="train segnet")
+    return fit_early_stopping(
+        model,
+        train_step,
+        max_steps=int(steps),
+        validate=validation if validate else None,
+        eval_every=int(eval_every),
+        progress=progress,
+        desc="train segnet",
+    )

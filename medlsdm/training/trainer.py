@@ -16,6 +16,7 @@ Several processes: ``accelerate launch --multi_gpu --num_processes N script.py``
 gloo backend on the CPU (``accelerate launch --cpu`` alone starts a single process unless
 MPI is set up).
 """
+
 from __future__ import annotations
 
 import logging
@@ -143,9 +144,13 @@ class Trainer:
             raise ConfigError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
         if on_change not in ON_CHANGE:
             raise ConfigError(f"on_change must be one of {ON_CHANGE}, got {on_change!r}")
-        for name, value in (("max_steps", max_steps), ("batch_size", batch_size),
-                            ("gradient_accumulation_steps", gradient_accumulation_steps),
-                            ("log_every", log_every), ("keep_checkpoints", keep_checkpoints)):
+        for name, value in (
+            ("max_steps", max_steps),
+            ("batch_size", batch_size),
+            ("gradient_accumulation_steps", gradient_accumulation_steps),
+            ("log_every", log_every),
+            ("keep_checkpoints", keep_checkpoints),
+        ):
             if int(value) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -162,9 +167,7 @@ class Trainer:
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
         self.accelerator = Accelerator(
-            mixed_precision=mixed_precision,
-            gradient_accumulation_steps=int(gradient_accumulation_steps),
-            **kwargs,
+            mixed_precision=mixed_precision, gradient_accumulation_steps=int(gradient_accumulation_steps), **kwargs
         )
         acc = self.accelerator
         self.out_dir = Path(out_dir)
@@ -206,10 +209,8 @@ class Trainer:
         if len(names) + len(optimizers) == 1:
             prepared = (prepared,)
         self.models = dict(zip(names, prepared[: len(names)]))
-        self.optimizers = dict(zip(optimizers, prepared[len(names):]))
-        self._opt_params = {
-            n: [p for g in opt.param_groups for p in g["params"]] for n, opt in self.optimizers.items()
-        }
+        self.optimizers = dict(zip(optimizers, prepared[len(names) :]))
+        self._opt_params = {n: [p for g in opt.param_groups for p in g["params"]] for n, opt in self.optimizers.items()}
 
     # -- helpers for step functions ------------------------------------------------------
     @property
@@ -237,7 +238,8 @@ class Trainer:
             raise TrainingError(
                 f"{self.out_dir}: the loss is not finite at step {self.step + 1} ({float(loss.detach().float().mean())} "
                 f"on process {self.accelerator.process_index}); training stopped ({last}). "
-                "Try a lower lr, max_grad_norm, mixed_precision='no', or check the data")
+                "Try a lower lr, max_grad_norm, mixed_precision='no', or check the data"
+            )
         self.accelerator.backward(loss)
 
     def optimizer_step(self, name: str) -> float | None:
@@ -310,8 +312,12 @@ class Trainer:
         if state.get("num_processes") == acc.num_processes:
             set_rng_state(state["rng"][acc.process_index], self.generator)
         else:
-            log.warning("%s was written by %s process(es), now %d: random states are reseeded",
-                        path, state.get("num_processes"), acc.num_processes)
+            log.warning(
+                "%s was written by %s process(es), now %d: random states are reseeded",
+                path,
+                state.get("num_processes"),
+                acc.num_processes,
+            )
             self._seed(offset=self.step)
 
     def _seed(self, offset: int = 0) -> None:
@@ -330,20 +336,31 @@ class Trainer:
             self.load_checkpoint(path, state)
             log.info("resumed from %s (step %d of %d)", path, self.step, self.max_steps)
             if self.step >= self.max_steps:
-                log.warning("%s is at step %d >= max_steps=%d: nothing to train (resume=False starts afresh)",
-                            path, self.step, self.max_steps)
+                log.warning(
+                    "%s is at step %d >= max_steps=%d: nothing to train (resume=False starts afresh)",
+                    path,
+                    self.step,
+                    self.max_steps,
+                )
             if acc.is_main_process:
                 self.log.truncate_after(self.step)
                 rows = self.log.read()  # a rerun with nothing left to train still reports the last losses
-                last = {k: float(v) for k, v in (rows[-1] if rows else {}).items()
-                        if v not in ("", None) and k not in ("step", "seconds")}
+                last = {
+                    k: float(v)
+                    for k, v in (rows[-1] if rows else {}).items()
+                    if v not in ("", None) and k not in ("step", "seconds")
+                }
                 self.last_val = {k: v for k, v in last.items() if k.startswith("val_")}  # and validation
                 self.last_logs = {k: v for k, v in last.items() if not k.startswith("val_")}
         else:
             stale = [p for pattern in self.fresh_outputs for p in self.out_dir.glob(pattern)]
             if acc.is_main_process and (found or stale or self.log.path.exists()):
-                log.info("starting afresh: removing %d old checkpoint(s), %d other output(s) and the log in %s",
-                         len(found), len(stale), self.out_dir)
+                log.info(
+                    "starting afresh: removing %d old checkpoint(s), %d other output(s) and the log in %s",
+                    len(found),
+                    len(stale),
+                    self.out_dir,
+                )
                 for path in [p for _, p in found] + stale:
                     path.unlink(missing_ok=True)
                 self.log.path.unlink(missing_ok=True)
@@ -352,12 +369,19 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def _loader(self):
-        sampler = StepBatches(self.step, self.batch_size, self.accumulation,
-                               self.accelerator.process_index, self.accelerator.num_processes)
+        sampler = StepBatches(
+            self.step,
+            self.batch_size,
+            self.accumulation,
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
+        )
         # its own generator: creating the iterator must not consume the global torch RNG,
         # or a resumed run would draw different random numbers than an uninterrupted one
         return torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.seed + self.step),
         )
@@ -387,7 +411,9 @@ class Trainer:
         acc = self.accelerator
         self._start()
         start_step = self.step
-        bar = tqdm(total=self.max_steps, initial=self.step, desc="train", disable=not (self.progress and acc.is_main_process))
+        bar = tqdm(
+            total=self.max_steps, initial=self.step, desc="train", disable=not (self.progress and acc.is_main_process)
+        )
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         t0 = time.perf_counter()
@@ -437,4 +463,3 @@ class Trainer:
             "val": self.last_val,
             "retrained_because": self.changes,
         }
-

@@ -1,6 +1,7 @@
 """VQ-GAN training (notebook 02): random crops of the run's case store, the
 VQ-GAN step (generator, then discriminators from ``disc_start``), ``RUN/vqgan/model``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -92,8 +93,13 @@ def vqgan_step(trainer: Trainer, batch, loss_fn, label_dropout: float = 0.0) -> 
     plain = {n: trainer.unwrap(n) if n in trainer.models else None for n in ("disc2d", "disc3d")}
     with frozen(*plain.values()):
         loss_g, logs = loss_fn.generator_loss(
-            x, out.reconstruction, out.commitment_loss, trainer.step,
-            disc2d=plain["disc2d"], disc3d=plain["disc3d"], generator=trainer.generator,
+            x,
+            out.reconstruction,
+            out.commitment_loss,
+            trainer.step,
+            disc2d=plain["disc2d"],
+            disc3d=plain["disc3d"],
+            generator=trainer.generator,
         )
     trainer.backward(loss_g)
     norm = trainer.optimizer_step("generator")
@@ -103,8 +109,11 @@ def vqgan_step(trainer: Trainer, batch, loss_fn, label_dropout: float = 0.0) -> 
     logs["perplexity"] = float(out.perplexity)
     if loss_fn.has_discriminators and trainer.step >= loss_fn.disc_start:
         loss_d, dlogs = loss_fn.discriminator_loss(
-            x, out.reconstruction, trainer.step,
-            disc2d=trainer.models.get("disc2d"), disc3d=trainer.models.get("disc3d"),
+            x,
+            out.reconstruction,
+            trainer.step,
+            disc2d=trainer.models.get("disc2d"),
+            disc3d=trainer.models.get("disc3d"),
             generator=trainer.generator,
         )
         trainer.backward(loss_d)
@@ -122,9 +131,22 @@ VQGAN_DEFAULTS: dict[str, Any] = defaults(VQGANSettings)
 
 #: Settings of :data:`VQGAN_DEFAULTS` that leave the weights as they are (or, ``perceptual_weights``,
 #: enter the fingerprint by their content): a checkpoint's fingerprint holds the others.
-VQGAN_BOOKKEEPING = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "val_every", "val_cases", "resume",
-                     "on_change", "progress", "num_threads", "num_workers", "require_perceptual",
-                     "gradient_checkpointing", "perceptual_weights")
+VQGAN_BOOKKEEPING = (
+    "steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "val_every",
+    "val_cases",
+    "resume",
+    "on_change",
+    "progress",
+    "num_threads",
+    "num_workers",
+    "require_perceptual",
+    "gradient_checkpointing",
+    "perceptual_weights",
+)
 
 
 def _case_store(path: Path):
@@ -132,9 +154,14 @@ def _case_store(path: Path):
     return CaseStore(path)
 
 
-def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
-                split: Mapping[str, Sequence[str]] | None = None, num_classes: int | None = None,
-                **params: Any) -> dict[str, Any]:
+def train_vqgan(
+    run_dir: str | os.PathLike,
+    *,
+    store: Mapping | None = None,
+    split: Mapping[str, Sequence[str]] | None = None,
+    num_classes: int | None = None,
+    **params: Any,
+) -> dict[str, Any]:
     """Train the VQ-GAN of a run on random crops of its training cases.
 
     Reads ``RUN/data/cases.h5`` and ``RUN/data/split.json`` (written by notebook 01) unless
@@ -169,13 +196,14 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
     p = with_defaults("train_vqgan", VQGANSettings, params)
     if p["require_perceptual"] and p["perceptual_weight"] and p["perceptual_weights"] is None:
-        raise ConfigError("train_vqgan: this profile trains with the perceptual loss (require_perceptual=True) but "
-                          "perceptual_weights is None; give a local VGG16 weights file (perceptual_weights=...)")
+        raise ConfigError(
+            "train_vqgan: this profile trains with the perceptual loss (require_perceptual=True) but "
+            "perceptual_weights is None; give a local VGG16 weights file (perceptual_weights=...)"
+        )
     run = RunDir(run_dir)
     if store is None:
         store = _case_store(run.store_path)
     if split is None:
-
         split = load_split(run.split_path)
     train_ids = list(split.get("train", []))
     val_ids = list(split.get("val", []))[: int(p["val_cases"])]
@@ -190,20 +218,32 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
     torch.manual_seed(p["seed"])  # identical initial weights on every process
     model = VQGAN(
-        spatial_dims=spatial_dims, channels=tuple(p["channels"]), num_res_blocks=p["num_res_blocks"],
-        embedding_dim=p["embedding_dim"], num_embeddings=p["num_embeddings"],
-        norm_num_groups=p["norm_num_groups"], decoder_type=p["decoder_type"], num_classes=num_classes or 0,
-        spade_hidden_channels=p["spade_hidden_channels"], commitment_cost=p["commitment_cost"],
-        ema_decay=p["ema_decay"], restart_after=p["restart_after"],
+        spatial_dims=spatial_dims,
+        channels=tuple(p["channels"]),
+        num_res_blocks=p["num_res_blocks"],
+        embedding_dim=p["embedding_dim"],
+        num_embeddings=p["num_embeddings"],
+        norm_num_groups=p["norm_num_groups"],
+        decoder_type=p["decoder_type"],
+        num_classes=num_classes or 0,
+        spade_hidden_channels=p["spade_hidden_channels"],
+        commitment_cost=p["commitment_cost"],
+        ema_decay=p["ema_decay"],
+        restart_after=p["restart_after"],
     )
     if p["gradient_checkpointing"]:
         model.enable_gradient_checkpointing()
     loss_fn = VQGANLoss(
-        spatial_dims=spatial_dims, l1_weight=p["l1_weight"], perceptual_weight=p["perceptual_weight"],
+        spatial_dims=spatial_dims,
+        l1_weight=p["l1_weight"],
+        perceptual_weight=p["perceptual_weight"],
         perceptual_weights=p["perceptual_weights"],
-        gan_weight_2d=p["gan_weight_2d"], gan_weight_3d=p["gan_weight_3d"],
-        feat_weight=p["feat_weight"], disc_start=p["disc_start"],
-        disc_channels=p["disc_channels"], disc_layers=p["disc_layers"],
+        gan_weight_2d=p["gan_weight_2d"],
+        gan_weight_3d=p["gan_weight_3d"],
+        feat_weight=p["feat_weight"],
+        disc_start=p["disc_start"],
+        disc_channels=p["disc_channels"],
+        disc_layers=p["disc_layers"],
     )
     if not loss_fn.has_discriminators:
         log.info("adversarial losses off: gan_weight_2d = gan_weight_3d = 0")
@@ -211,7 +251,7 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
         log.info("adversarial losses start at step %s, after this run's %s steps", p["disc_start"], p["steps"])
     models: dict[str, nn.Module] = {"vqgan": model}
     optimizers: dict[str, torch.optim.Optimizer] = {
-        "generator": torch.optim.Adam(model.parameters(), lr=p["lr"], betas=tuple(p["betas"])),
+        "generator": torch.optim.Adam(model.parameters(), lr=p["lr"], betas=tuple(p["betas"]))
     }
     schedulers = {"generator": lr_scheduler(optimizers["generator"], p["lr_schedule"], p["steps"], p["warmup_steps"])}
     discs = {"disc2d": loss_fn.disc2d, "disc3d": loss_fn.disc3d}
@@ -219,7 +259,8 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     if discs:
         models.update(discs)
         optimizers["discriminator"] = torch.optim.Adam(
-            [q for d in discs.values() for q in d.parameters()], lr=p["disc_lr"], betas=tuple(p["betas"]))
+            [q for d in discs.values() for q in d.parameters()], lr=p["disc_lr"], betas=tuple(p["betas"])
+        )
 
     def val_fn(trainer: Trainer) -> dict[str, float]:
         if not val_ids:
@@ -229,13 +270,26 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
     vgg = p["perceptual_weights"] if p["perceptual_weight"] and p["perceptual_weights"] is not None else None
     made_by = fingerprint(
-        {**p, "num_classes": num_classes}, VQGAN_BOOKKEEPING, manifest=file_digest(run.manifest_path),
-        cases=store_digest(store, train_ids), split=json_digest(split), perceptual_weights=vgg and file_digest(vgg))
+        {**p, "num_classes": num_classes},
+        VQGAN_BOOKKEEPING,
+        manifest=file_digest(run.manifest_path),
+        cases=store_digest(store, train_ids),
+        split=json_digest(split),
+        perceptual_weights=vgg and file_digest(vgg),
+    )
     out_dir = run.vqgan
     trainer = stage_trainer(
-        p, out_dir=out_dir, fingerprint=made_by, models=models, optimizers=optimizers, schedulers=schedulers,
-        step_fn=make_vqgan_step(loss_fn, p["label_dropout"]), dataset=dataset, num_workers=p["num_workers"],
-        val_fn=val_fn if val_ids else None, val_every=p["val_every"],
+        p,
+        out_dir=out_dir,
+        fingerprint=made_by,
+        models=models,
+        optimizers=optimizers,
+        schedulers=schedulers,
+        step_fn=make_vqgan_step(loss_fn, p["label_dropout"]),
+        dataset=dataset,
+        num_workers=p["num_workers"],
+        val_fn=val_fn if val_ids else None,
+        val_every=p["val_every"],
     )
     loss_fn.to(trainer.device)  # the perceptual network (the discriminators are prepared already)
     with torch_threads(p["num_threads"]):
@@ -243,8 +297,10 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
     model_dir = run.vqgan_model
     if trainer.is_main_process:  # the parameters beside the model they made, never before
         save_pretrained_atomic(trainer.unwrap("vqgan"), model_dir)
-        write_json(out_dir / "train_params.json", {**jsonable(p), "num_classes": num_classes, "steps": summary["steps"],
-                                                   "fingerprint": made_by})
+        write_json(
+            out_dir / "train_params.json",
+            {**jsonable(p), "num_classes": num_classes, "steps": summary["steps"], "fingerprint": made_by},
+        )
     trainer.accelerator.wait_for_everyone()
     summary["model_dir"] = str(model_dir)
     trainer.accelerator.end_training()
@@ -253,7 +309,6 @@ def train_vqgan(run_dir: str | os.PathLike, *, store: Mapping | None = None,
 
 def _num_classes(run, store, train_ids: Sequence[str]) -> int:
     if run.manifest_path.is_file():
-
         classes = load_manifest(run.data).classes
         if classes:
             return len(classes)

@@ -4,6 +4,7 @@ Bars and curves of classes take :func:`medlsdm.viz.slices.class_colors` (the lab
 colours, the background grey), so a class has one colour in every figure; a chart with one
 panel per item wraps at :data:`~medlsdm.viz.slices.MAX_COLUMNS` panels a row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,9 +27,16 @@ def panel_grid(n: int, width: float, height: float):
     return fig, list(axes.ravel()[:n])
 
 
-def plot_class_histograms(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], class_names: Sequence[str], *,
-                          bins=80, value_range=(-1.0, 1.0), xlabel="intensity (normalised)",
-                          hu: tuple[float, float] | None = None):
+def plot_class_histograms(
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    *,
+    bins=80,
+    value_range=(-1.0, 1.0),
+    xlabel="intensity (normalised)",
+    hu: tuple[float, float] | None = None,
+):
     """Intensity histogram of each class, pooled over the given cases; with ``hu`` (the window
     that maps to [-1, 1], :func:`~medlsdm.viz.slices.hu_window`) a second x scale in HU on top."""
 
@@ -42,7 +50,16 @@ def plot_class_histograms(images: Sequence[np.ndarray], labels: Sequence[np.ndar
         values = np.concatenate([img.reshape(-1)[lab.reshape(-1) == k] for img, lab in zip(images, labels)])
         if values.size == 0:
             continue
-        ax.hist(values, bins=bins, range=value_range, histtype="step", density=True, color=colors[k], label=name, linewidth=1.4)
+        ax.hist(
+            values,
+            bins=bins,
+            range=value_range,
+            histtype="step",
+            density=True,
+            color=colors[k],
+            label=name,
+            linewidth=1.4,
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
     ax.set_yscale("log")
@@ -97,14 +114,14 @@ def plot_split(split: Mapping[str, Sequence[str]], patient_of: Mapping[str, str]
     return fig
 
 
-def plot_training_log(csv_path, keys: Sequence[str], *, title: str | None = None, log_y: bool = True,
-                      ylabel: str | None = None):
+def plot_training_log(
+    csv_path, keys: Sequence[str], *, title: str | None = None, log_y: bool = True, ylabel: str | None = None
+):
     """Curves of the given columns of a training ``log.csv`` against the step.
 
     ``csv_path`` may also be ``{name: log.csv}`` to compare runs: one curve per run and
     column, labelled with the run's name (and the column's, when there are several).
     """
-
 
     logs = csv_path if isinstance(csv_path, Mapping) else {None: csv_path}
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -128,8 +145,13 @@ def plot_training_log(csv_path, keys: Sequence[str], *, title: str | None = None
     return fig
 
 
-def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], *, ylabel: str, title: str | None = None,
-                      ylim: tuple[float, float] | None = None):
+def plot_grouped_bars(
+    groups: Mapping[str, Mapping[str, float]],
+    *,
+    ylabel: str,
+    title: str | None = None,
+    ylim: tuple[float, float] | None = None,
+):
     """Bars per category, one colour per group: ``{group: {category: value}}`` (NaN: no bar)."""
 
     categories = list(next(iter(groups.values())))
@@ -149,8 +171,13 @@ def plot_grouped_bars(groups: Mapping[str, Mapping[str, float]], *, ylabel: str,
     return fig
 
 
-def plot_factor_histograms(estimates: Mapping[str, Mapping[str, Sequence[float]]], factors: Sequence[str], *,
-                           sets: Sequence[str] = ("oracle", "synthetic"), bins: int = 12):
+def plot_factor_histograms(
+    estimates: Mapping[str, Mapping[str, Sequence[float]]],
+    factors: Sequence[str],
+    *,
+    sets: Sequence[str] = ("oracle", "synthetic"),
+    bins: int = 12,
+):
     """One panel per factor estimator: the distribution of its values in each set (e.g. the
     oracle re-renders and the synthetic samples of the same label maps), overlaid."""
     fig, axes = panel_grid(len(factors), 3.0, 2.6)
@@ -167,8 +194,13 @@ def plot_factor_histograms(estimates: Mapping[str, Mapping[str, Sequence[float]]
     return fig
 
 
-def plot_within_map_spread(estimates: Mapping[str, Mapping[str, Sequence[float]]], per_map: Mapping[str, int],
-                           factors: Sequence[str], *, sets: Sequence[str] = ("oracle", "synthetic")):
+def plot_within_map_spread(
+    estimates: Mapping[str, Mapping[str, Sequence[float]]],
+    per_map: Mapping[str, int],
+    factors: Sequence[str],
+    *,
+    sets: Sequence[str] = ("oracle", "synthetic"),
+):
     """One panel per factor: each label map's values (x: the map) of every set side by side, so
     one sees whether a map's samples spread as far as its oracle re-renders or sit on one value.
 

@@ -7,6 +7,7 @@ aspect is right for anisotropic voxels. Label maps are drawn as a light fill and
 per class, so the image stays visible under them. At most :data:`MAX_COLUMNS` panels a row:
 wider grids wrap into blocks.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,7 +67,9 @@ def take_slice(volume: np.ndarray, view: str, index: int | None = None) -> np.nd
     return plane[::-1]
 
 
-def slice_extent(shape2d: Sequence[int], view: str, spacing: Sequence[float] | None) -> tuple[float, float, float, float]:
+def slice_extent(
+    shape2d: Sequence[int], view: str, spacing: Sequence[float] | None
+) -> tuple[float, float, float, float]:
     """``(left, right, bottom, top)`` of a :func:`take_slice` slice in mm (in voxels without a
     spacing): a position reads as the distance from the volume's first voxel edge."""
     d, h, w = spacing if spacing is not None else (1.0, 1.0, 1.0)
@@ -80,12 +83,27 @@ def slice_position(index: Sequence[int], view: str, spacing: Sequence[float] | N
     over :func:`slice_extent` (mm, or voxels without a spacing)."""
     d, h, w = spacing if spacing is not None else (1.0, 1.0, 1.0)
     i, j, k = (int(v) for v in index)
-    return {"axial": ((k + 0.5) * w, (j + 0.5) * h), "coronal": ((k + 0.5) * w, (i + 0.5) * d),
-            "sagittal": ((j + 0.5) * h, (i + 0.5) * d)}[view]
+    return {
+        "axial": ((k + 0.5) * w, (j + 0.5) * h),
+        "coronal": ((k + 0.5) * w, (i + 0.5) * d),
+        "sagittal": ((j + 0.5) * h, (i + 0.5) * d),
+    }[view]
 
 
-def draw_slice(ax, image2d, label2d=None, *, num_classes=None, alpha=0.12, vmin=-1.0, vmax=1.0, cmap="gray",
-               extent=None, contours=True, linewidth=0.8):
+def draw_slice(
+    ax,
+    image2d,
+    label2d=None,
+    *,
+    num_classes=None,
+    alpha=0.12,
+    vmin=-1.0,
+    vmax=1.0,
+    cmap="gray",
+    extent=None,
+    contours=True,
+    linewidth=0.8,
+):
     """Draw an image with an optional label overlay on ``ax``; returns the image's artist.
 
     The overlay is a fill of opacity ``alpha`` and (``contours``) one contour per class in its
@@ -103,8 +121,14 @@ def draw_slice(ax, image2d, label2d=None, *, num_classes=None, alpha=0.12, vmin=
             ax.imshow(rgba, extent=extent, interpolation="nearest")
         if contours:
             for c in np.unique(lab[lab > 0]):
-                ax.contour((lab == c).astype(float), levels=[0.5], colors=[colors[c][:3]], linewidths=linewidth,
-                           extent=extent, origin="upper")
+                ax.contour(
+                    (lab == c).astype(float),
+                    levels=[0.5],
+                    colors=[colors[c][:3]],
+                    linewidths=linewidth,
+                    extent=extent,
+                    origin="upper",
+                )
     return image
 
 
@@ -112,8 +136,15 @@ def outline(ax, mask2d, extent, *, color=EDIT_COLOR, linewidth=1.2, linestyle="-
     """The contour of a boolean mask on ``ax`` (nothing when the slice misses the mask)."""
     mask2d = np.asarray(mask2d, bool)
     if mask2d.any():
-        ax.contour(mask2d.astype(float), levels=[0.5], colors=[color], linewidths=linewidth, linestyles=linestyle,
-                   extent=extent, origin="upper")
+        ax.contour(
+            mask2d.astype(float),
+            levels=[0.5],
+            colors=[color],
+            linewidths=linewidth,
+            linestyles=linestyle,
+            extent=extent,
+            origin="upper",
+        )
 
 
 def mm_axes(ax, view: str, *, xlabel: bool = True, ylabel: bool = True, prefix: str = "") -> None:
@@ -137,8 +168,9 @@ def no_axes(ax, ylabel: str = "") -> None:
         ax.set_ylabel(ylabel, fontsize=9)
 
 
-def add_colorbar(fig, image, axes, label: str, *, hu: tuple[float, float] | None = None, difference: bool = False,
-                 rows: int = 1):
+def add_colorbar(
+    fig, image, axes, label: str, *, hu: tuple[float, float] | None = None, difference: bool = False, rows: int = 1
+):
     """A colour bar for ``image`` beside ``axes``, labelled with its unit; with ``hu`` (the window
     that maps to [-1, 1], see :func:`hu_window`) a second scale in HU (ΔHU for a ``difference``);
     ``rows``: how many rows of panels it spans (keeps it slim)."""
@@ -201,8 +233,13 @@ def plot_orthogonal(
 
     rows = list(volumes.items())
     num_classes = num_classes or (len(class_names) if class_names else None)
-    fig, axes = plt.subplots(len(rows), len(views), figsize=(3.4 * len(views) + 0.8, 3.1 * len(rows) + 0.4),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(rows),
+        len(views),
+        figsize=(3.4 * len(views) + 0.8, 3.1 * len(rows) + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
     present, bars = set(), []  # bars: [key, image, axes] of consecutive rows sharing a colour bar
     for r, (name, (image, label)) in enumerate(rows):
         vmin, vmax = _per_row(window, name, (-1.0, 1.0))
@@ -210,8 +247,16 @@ def plot_orthogonal(
         for c, view in enumerate(views):
             lab = take_slice(label, view, indices[c]) if (label is not None and overlay) else None
             plane = take_slice(image, view, indices[c])
-            im = draw_slice(axes[r, c], plane, lab, num_classes=num_classes, vmin=vmin, vmax=vmax,
-                            cmap=_per_row(cmap, name, "gray"), extent=slice_extent(plane.shape, view, row_spacing))
+            im = draw_slice(
+                axes[r, c],
+                plane,
+                lab,
+                num_classes=num_classes,
+                vmin=vmin,
+                vmax=vmax,
+                cmap=_per_row(cmap, name, "gray"),
+                extent=slice_extent(plane.shape, view, row_spacing),
+            )
             present |= set() if lab is None else set(np.unique(lab).tolist())
             axes[r, c].set_title(f"{name} — {view}" if len(views) > 1 else name, fontsize=9)
             if row_spacing is not None:
@@ -285,8 +330,9 @@ def plot_slice_grid(
     ncols = max(len(v) for v in rows.values())
     blocks, per = wrap_columns(ncols, max_columns)
     nrows = blocks * len(names)
-    fig, axes = plt.subplots(nrows, per, figsize=(2.2 * per + 1.2, 2.2 * nrows + 0.5), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        nrows, per, figsize=(2.2 * per + 1.2, 2.2 * nrows + 0.5), squeeze=False, layout="constrained"
+    )
     present, bars = set(), []  # bars: [key, image, axes] of consecutive rows sharing a colour bar
     for b in range(blocks):
         for r, name in enumerate(names):
@@ -304,8 +350,16 @@ def plot_slice_grid(
                 if overlays is not None and name in overlays:
                     lab = overlays[name][c]
                 lab = None if lab is None else take_slice(as_3d(lab), view)
-                image = draw_slice(ax, plane, lab, num_classes=num_classes, vmin=lo, vmax=hi, cmap=row_cmap,
-                                   extent=slice_extent(plane.shape, view, spacing))
+                image = draw_slice(
+                    ax,
+                    plane,
+                    lab,
+                    num_classes=num_classes,
+                    vmin=lo,
+                    vmax=hi,
+                    cmap=row_cmap,
+                    extent=slice_extent(plane.shape, view, spacing),
+                )
                 present |= set() if lab is None else set(np.unique(lab).tolist())
                 if col_titles is not None and r == min(i for i, n in enumerate(names) if c < len(rows[n])):
                     ax.set_title(col_titles[c], fontsize=9)
@@ -356,14 +410,23 @@ def plot_edit(
     diff = after - before
     span = float(np.abs(diff).max()) or 1e-6
     if window is None:
-        box = tuple(slice(None) if zoom_mm is None else
-                    slice(max(0, int(c - zoom_mm / 2 / s)), int(c + zoom_mm / 2 / s) + 1)
-                    for c, s in zip(centre, spacing if spacing is not None else (1.0, 1.0, 1.0)))
+        box = tuple(
+            slice(None) if zoom_mm is None else slice(max(0, int(c - zoom_mm / 2 / s)), int(c + zoom_mm / 2 / s) + 1)
+            for c, s in zip(centre, spacing if spacing is not None else (1.0, 1.0, 1.0))
+        )
         window = tuple(float(v) for v in np.percentile(np.concatenate([before[box], after[box]]), [1, 99]))
-    rows = [("before", before, "gray", window), ("after", after, "gray", window),
-            ("after − before", diff, "RdBu_r", (-span, span))]
-    fig, axes = plt.subplots(len(rows), len(views), figsize=(3.4 * len(views) + 0.8, 3.1 * len(rows) + 0.4),
-                             squeeze=False, layout="constrained")
+    rows = [
+        ("before", before, "gray", window),
+        ("after", after, "gray", window),
+        ("after − before", diff, "RdBu_r", (-span, span)),
+    ]
+    fig, axes = plt.subplots(
+        len(rows),
+        len(views),
+        figsize=(3.4 * len(views) + 0.8, 3.1 * len(rows) + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
     for r, (name, volume, cmap, (lo, hi)) in enumerate(rows):
         for c, view in enumerate(views):
             ax, index = axes[r, c], centre[VIEWS.index(view)]
@@ -382,8 +445,19 @@ def plot_edit(
                 no_axes(ax)
         if r != 0:  # before and after share one grey colour bar
             unit = "after − before (normalised)" if r == 2 else NORMALISED
-            add_colorbar(fig, image, axes[:2, :].ravel().tolist() if r == 1 else axes[r, :], unit, hu=hu,
-                         difference=r == 2, rows=2 if r == 1 else 1)
-    fig.legend(handles=[Line2D([], [], color=EDIT_COLOR, lw=1.5, label=region)],
-               loc="outside lower center", fontsize=7, frameon=False)
+            add_colorbar(
+                fig,
+                image,
+                axes[:2, :].ravel().tolist() if r == 1 else axes[r, :],
+                unit,
+                hu=hu,
+                difference=r == 2,
+                rows=2 if r == 1 else 1,
+            )
+    fig.legend(
+        handles=[Line2D([], [], color=EDIT_COLOR, lw=1.5, label=region)],
+        loc="outside lower center",
+        fontsize=7,
+        frameon=False,
+    )
     return fig

@@ -1,6 +1,7 @@
 """Viewers: the ipywidgets 8 orthogonal-slice viewer (a static figure when ``interactive=False``:
 papermill, CI), the ipyniivue 3-D viewer (ships its JavaScript, works offline) and the optional
 itkwidgets one, shown only when ``interactive=True``."""
+
 from __future__ import annotations
 
 import io
@@ -45,15 +46,27 @@ def slice_viewer(
     ``window`` may give each row its own grey-value window; ``class_names``, ``units`` and ``hu``
     add a class legend and colour bars (see :func:`~medlsdm.viz.slices.plot_orthogonal`).
     """
-    options = dict(spacing=spacing, num_classes=num_classes, class_names=class_names, window=window, views=views,
-                   units=units, hu=hu)
+    options = dict(
+        spacing=spacing,
+        num_classes=num_classes,
+        class_names=class_names,
+        window=window,
+        views=views,
+        units=units,
+        hu=hu,
+    )
     if not interactive:
         return plot_orthogonal(volumes, **options)
 
     shape = next(iter(volumes.values()))[0].shape
     sliders = [
-        w.IntSlider(value=shape[VIEWS.index(view)] // 2, min=0, max=shape[VIEWS.index(view)] - 1,
-                    description=view, continuous_update=False)
+        w.IntSlider(
+            value=shape[VIEWS.index(view)] // 2,
+            min=0,
+            max=shape[VIEWS.index(view)] - 1,
+            description=view,
+            continuous_update=False,
+        )
         for view in views
     ]
     toggle = w.Checkbox(value=True, description="label overlay")
@@ -86,10 +99,8 @@ def show(obj) -> None:
     """Display a viewer: a matplotlib figure inline, or a widget through IPython."""
 
     if isinstance(obj, Figure):
-
         plt.show()
     else:
-
         display(obj)
 
 

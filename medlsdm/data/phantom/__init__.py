@@ -88,6 +88,7 @@ from ``np.random.SeedSequence([seed, index, kind_id])`` (anatomy and the case's 
 appearance; an oracle re-render ``k`` from ``[seed, index, kind_id, ORACLE_TAG, k]``), never
 from global state, and not on how many cases are made.
 """
+
 from __future__ import annotations
 
 from .common import PHANTOM_KINDS, Anatomy, Factor
@@ -103,6 +104,16 @@ from .render import (
 )
 
 __all__ = [
-    "PHANTOM_KINDS", "FACTOR_TABLES", "Anatomy", "Factor", "generate_case", "draw_anatomy", "draw_factors",
-    "render_anatomy", "render_case", "oracle_rerenders", "make_phantom", "load_factors",
+    "PHANTOM_KINDS",
+    "FACTOR_TABLES",
+    "Anatomy",
+    "Factor",
+    "generate_case",
+    "draw_anatomy",
+    "draw_factors",
+    "render_anatomy",
+    "render_case",
+    "oracle_rerenders",
+    "make_phantom",
+    "load_factors",
 ]

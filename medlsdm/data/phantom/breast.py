@@ -4,6 +4,7 @@
 fibroglandular tissue, changes the label map, so it is anatomy); :func:`render_breast` draws
 the image from the factors of :data:`BREAST_FACTORS` and fresh fields and noise.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,14 @@ logger = logging.getLogger(__name__)
 # rendered but labelled background. Breast: fat-saturated T1 pre-contrast (as the Duke
 # segmentations); cardiac: bSSFP cine.
 BREAST_TISSUES = {
-    "air": (0.0, 0.0), "breast_fat": (150.0, 0.08), "fibroglandular": (480.0, 0.08),
-    "vessel": (1000.0, 0.05), "thorax_fat": (140.0, 0.08), "muscle": (330.0, 0.05),
-    "lung": (30.0, 0.3), "heart": (450.0, 0.06),
+    "air": (0.0, 0.0),
+    "breast_fat": (150.0, 0.08),
+    "fibroglandular": (480.0, 0.08),
+    "vessel": (1000.0, 0.05),
+    "thorax_fat": (140.0, 0.08),
+    "muscle": (330.0, 0.05),
+    "lung": (30.0, 0.3),
+    "heart": (450.0, 0.06),
 }
 
 
@@ -44,12 +50,30 @@ BREAST_TISSUE_CLASS = {"breast_fat": "breast", "fibroglandular": "fibroglandular
 
 BREAST_FACTORS = (
     Factor("gain", 0.88, 1.08, "", "U(0.88, 1.08)", "multiplies the whole image (receiver gain)"),
-    Factor("bias_strength", 0.08, 0.22, "", "U(0.08, 0.22)",
-           "std of the log of the smooth multiplicative bias field (correlation length 150 mm)"),
-    Factor("coil_gradient", 0.0005, 0.0015, "1/mm", "U(0.0005, 0.0015)",
-           "log-intensity gain per mm toward the breast coil (anterior)"),
-    Factor("fat_signal", 0.75, 1.3, "", "U(0.75, 1.3)",
-           "multiplies the fat signal (how incomplete the fat suppression is), before its uneven field"),
+    Factor(
+        "bias_strength",
+        0.08,
+        0.22,
+        "",
+        "U(0.08, 0.22)",
+        "std of the log of the smooth multiplicative bias field (correlation length 150 mm)",
+    ),
+    Factor(
+        "coil_gradient",
+        0.0005,
+        0.0015,
+        "1/mm",
+        "U(0.0005, 0.0015)",
+        "log-intensity gain per mm toward the breast coil (anterior)",
+    ),
+    Factor(
+        "fat_signal",
+        0.75,
+        1.3,
+        "",
+        "U(0.75, 1.3)",
+        "multiplies the fat signal (how incomplete the fat suppression is), before its uneven field",
+    ),
     Factor("noise_rel", 0.015, 0.03, "", "U(0.015, 0.03)", "Rician noise std as a fraction of 500", scale="fine"),
 )
 """Hidden appearance factors of ``breast-mr`` (density and vessel count are anatomy: they change the label map)."""
@@ -88,8 +112,12 @@ def breast_anatomy(streams, shape) -> Anatomy:
         asym = rp.uniform(0.92, 1.08)
         r_u = min(62 * size * asym, 0.45 * thorax["a"])
         breasts[side] = dict(
-            uc=side * rp.uniform(68, 92), wc=rp.uniform(-12, 12), ru=r_u, rw=r_u * rp.uniform(0.9, 1.1),
-            depth=min(rp.uniform(70, 105) * size * asym, room + 10), k=rp.uniform(1.6, 2.6),
+            uc=side * rp.uniform(68, 92),
+            wc=rp.uniform(-12, 12),
+            ru=r_u,
+            rw=r_u * rp.uniform(0.9, 1.1),
+            depth=min(rp.uniform(70, 105) * size * asym, room + 10),
+            k=rp.uniform(1.6, 2.6),
         )
     density = rp.uniform(0.08, 0.45)  # fraction of breast tissue that is fibroglandular
     central = rp.uniform(0.8, 1.6)  # how strongly the FGT gathers behind the nipple
@@ -117,8 +145,12 @@ def breast_anatomy(streams, shape) -> Anatomy:
     inner = (u / (thorax["a"] - m)) ** 2 + (tv / (thorax["b"] - m)) ** 2 <= 1
     for side in (-1, 1):
         la, lb = lung_ab[0] * thorax["a"], lung_ab[1] * thorax["b"]
-        tissue[inner & (((u - side * 0.5 * thorax["a"]) / la) ** 2 + ((tv + 0.1 * thorax["b"]) / lb) ** 2 <= 1)] = T("lung")
-    tissue[inner & (((u - heart["uc"]) / heart["a"]) ** 2 + ((tv - 0.35 * thorax["b"]) / heart["b"]) ** 2 <= 1)] = T("heart")
+        tissue[inner & (((u - side * 0.5 * thorax["a"]) / la) ** 2 + ((tv + 0.1 * thorax["b"]) / lb) ** 2 <= 1)] = T(
+            "lung"
+        )
+    tissue[inner & (((u - heart["uc"]) / heart["a"]) ** 2 + ((tv - 0.35 * thorax["b"]) / heart["b"]) ** 2 <= 1)] = T(
+        "heart"
+    )
 
     breast = np.zeros(shape, bool)
     centrality = np.zeros(shape, np.float32)  # 1 on the breast's axis, 0 at its skin
@@ -144,7 +176,13 @@ def breast_anatomy(streams, shape) -> Anatomy:
         nipple = np.array([br["uc"], base + br["depth"] + 20.0, br["wc"]])
         for _ in range(n):
             phi = rx.uniform(0, 2 * np.pi)
-            start = np.array([br["uc"] + 0.75 * br["ru"] * np.cos(phi), base + rx.uniform(0, 15), br["wc"] + 0.75 * br["rw"] * np.sin(phi)])
+            start = np.array(
+                [
+                    br["uc"] + 0.75 * br["ru"] * np.cos(phi),
+                    base + rx.uniform(0, 15),
+                    br["wc"] + 0.75 * br["rw"] * np.sin(phi),
+                ]
+            )
             steps = int(rx.uniform(0.6, 1.0) * np.linalg.norm(nipple - start))
             heading = (nipple - start) / np.linalg.norm(nipple - start)
             wander = np.cumsum(rx.standard_normal((steps, 3)) * 0.08, axis=0)

@@ -4,6 +4,7 @@
 label map, so it is anatomy); :func:`render_cardiac` draws the image from the factors of
 :data:`CARDIAC_FACTORS` and fresh fields and noise.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,23 +32,52 @@ logger = logging.getLogger(__name__)
 
 
 CARDIAC_TISSUES = {
-    "air": (0.0, 0.0), "lv_blood": (800.0, 0.04), "myocardium": (250.0, 0.05),
-    "papillary": (270.0, 0.05), "rv_blood": (780.0, 0.04), "rv_wall": (260.0, 0.05),
-    "body": (330.0, 0.08), "fat": (650.0, 0.05), "lung": (60.0, 0.3),
+    "air": (0.0, 0.0),
+    "lv_blood": (800.0, 0.04),
+    "myocardium": (250.0, 0.05),
+    "papillary": (270.0, 0.05),
+    "rv_blood": (780.0, 0.04),
+    "rv_wall": (260.0, 0.05),
+    "body": (330.0, 0.08),
+    "fat": (650.0, 0.05),
+    "lung": (60.0, 0.3),
 }
 
 
-CARDIAC_TISSUE_CLASS = {"lv_blood": "lv_blood_pool", "papillary": "lv_blood_pool", "myocardium": "myocardium", "rv_blood": "rv"}
+CARDIAC_TISSUE_CLASS = {
+    "lv_blood": "lv_blood_pool",
+    "papillary": "lv_blood_pool",
+    "myocardium": "myocardium",
+    "rv_blood": "rv",
+}
 
 
 CARDIAC_FACTORS = (
     Factor("gain", 0.85, 1.15, "", "U(0.85, 1.15)", "multiplies the whole image (receiver gain)"),
-    Factor("blood_signal", 0.85, 1.15, "", "U(0.85, 1.15)",
-           "multiplies the LV and RV blood signal (bSSFP blood brightness varies with flow and field)"),
-    Factor("bias_strength", 0.1, 0.3, "", "U(0.1, 0.3)",
-           "std of the log of the smooth in-plane bias field (correlation length 120 mm)"),
-    Factor("slice_gain_spread", 0.0, 0.05, "", "U(0, 0.05)",
-           "per-slice gains 1 + spread × U(−1, 1) (the gains themselves are drawn with the noise)"),
+    Factor(
+        "blood_signal",
+        0.85,
+        1.15,
+        "",
+        "U(0.85, 1.15)",
+        "multiplies the LV and RV blood signal (bSSFP blood brightness varies with flow and field)",
+    ),
+    Factor(
+        "bias_strength",
+        0.1,
+        0.3,
+        "",
+        "U(0.1, 0.3)",
+        "std of the log of the smooth in-plane bias field (correlation length 120 mm)",
+    ),
+    Factor(
+        "slice_gain_spread",
+        0.0,
+        0.05,
+        "",
+        "U(0, 0.05)",
+        "per-slice gains 1 + spread × U(−1, 1) (the gains themselves are drawn with the noise)",
+    ),
     Factor("noise_rel", 0.02, 0.04, "", "U(0.02, 0.04)", "Rician noise std as a fraction of 800", scale="fine"),
 )
 """Hidden appearance factors of ``cardiac-2d`` (the phase, end-diastole or end-systole, is anatomy)."""
@@ -97,8 +127,10 @@ def cardiac_anatomy(streams, shape) -> Anatomy:
     rv_extent = rp.uniform(0.65, 0.85)
     papillary = [(rp.uniform(-2.6, -1.8), rp.uniform(3, 4.5)), (rp.uniform(1.8, 2.6), rp.uniform(3, 4.5))]
     body = dict(a=rp.uniform(150, 180), b=rp.uniform(105, 125), back=rp.uniform(30, 50))
-    lungs = [(d_lung_l, rp.uniform(65, 80), rp.uniform(38, 48), rp.uniform(60, 75)),
-             (d_lung_r, rp.uniform(80, 95), rp.uniform(35, 45), rp.uniform(55, 70))]
+    lungs = [
+        (d_lung_l, rp.uniform(65, 80), rp.uniform(38, 48), rp.uniform(60, 75)),
+        (d_lung_r, rp.uniform(80, 95), rp.uniform(35, 45), rp.uniform(55, 70)),
+    ]
     fat_t = rp.uniform(4, 8)
     deform_mm = rp.uniform(1.0, 2.5)
 

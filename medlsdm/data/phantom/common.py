@@ -1,4 +1,5 @@
 """What the three phantom kinds share: their tables, argument checks, random streams and fields."""
+
 from __future__ import annotations
 
 import logging
@@ -122,8 +123,9 @@ def anatomy_streams(kind: str, seed: int, index: int, detail_seed: int | None = 
     return streams
 
 
-def appearance_streams(kind: str, seed: int, index: int, appearance_seed: int | None = None, *,
-                       stratified: bool = True):
+def appearance_streams(
+    kind: str, seed: int, index: int, appearance_seed: int | None = None, *, stratified: bool = True
+):
     """The appearance's generators ``(factors, noise)``: one draws the hidden factors, the other textures, fields and noise.
 
     Args:
@@ -261,8 +263,9 @@ def draw_uniform_factors(table: Sequence[Factor], rng: np.random.Generator) -> d
     return {f.name: float(rng.uniform(f.low, f.high)) for f in table}
 
 
-def grid_spacing(kind: str, rng: np.random.Generator, shape: Sequence[int],
-                 z_extent_mm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def grid_spacing(
+    kind: str, rng: np.random.Generator, shape: Sequence[int], z_extent_mm: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw the default-grid spacing; return (field of view mm, spacing mm) for ``shape``.
 
     Args:

@@ -1,5 +1,6 @@
 """A phantom dataset on disk: :func:`make_phantom` writes ``images/`` and ``labels/`` (NIfTI) and
 ``phantom.json`` (what was made, each case's hidden factors); :func:`load_factors` reads the factors."""
+
 from __future__ import annotations
 
 import logging
@@ -80,8 +81,13 @@ def make_phantom(
     pairs = [(out_dir / "images" / f"{c}.nii.gz", out_dir / "labels" / f"{c}.nii.gz") for c in ids]
     record_path = out_dir / "phantom.json"
     record = {
-        "generator": "medlsdm.data.phantom", "version": PHANTOM_VERSION, "kind": kind,
-        "n_cases": n_cases, "seed": seed, "shape": list(shape), "cases": ids,
+        "generator": "medlsdm.data.phantom",
+        "version": PHANTOM_VERSION,
+        "kind": kind,
+        "n_cases": n_cases,
+        "seed": seed,
+        "shape": list(shape),
+        "cases": ids,
     }
     old = read_json(record_path) if record_path.exists() else None
     if old is not None and not isinstance(old, dict):

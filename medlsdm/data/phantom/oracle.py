@@ -13,6 +13,7 @@ The phantom's hidden factors are described here too: :data:`FACTOR_CLASSES`,
 :data:`NOISE_CLASS` and :data:`TEXTURE_CLASSES` name, per dataset, the classes whose intensity
 and texture follow them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,8 +73,9 @@ def phantom_source(data_dir: str | Path) -> dict:
     root = manifest.data_root
     record = None if root is None else Path(data_dir) / root / "phantom.json"  # an absolute root stays as it is
     if record is None or not record.is_file():
-        raise ConfigError(f"{root}: not a phantom dataset (no phantom.json); "
-                          "oracle re-renders exist only for the procedural phantoms")
+        raise ConfigError(
+            f"{root}: not a phantom dataset (no phantom.json); oracle re-renders exist only for the procedural phantoms"
+        )
     return {**read_json(record), "manifest": manifest}
 
 
@@ -82,8 +84,13 @@ def phantom_index(entry: CaseEntry) -> int:
     return int(Path(entry.source_image).name.split(".")[0].rsplit("_", 1)[1])
 
 
-def preprocess_like_run(manifest: Manifest, image_xyz: np.ndarray, label_xyz: np.ndarray, affine: np.ndarray,
-                        block_shape: Sequence[int] | None = None):
+def preprocess_like_run(
+    manifest: Manifest,
+    image_xyz: np.ndarray,
+    label_xyz: np.ndarray,
+    affine: np.ndarray,
+    block_shape: Sequence[int] | None = None,
+):
     """One phantom rendering (``(x, y, z)`` arrays as the phantom makes them) preprocessed
     exactly as notebook 01 preprocessed the run's cases (canonical orientation, resampling,
     normalisation, crop/pad, depth block; the manifest's settings, or another ``block_shape``,
@@ -91,9 +98,15 @@ def preprocess_like_run(manifest: Manifest, image_xyz: np.ndarray, label_xyz: np
 
     image, aff = canonical_dhw(image_xyz, affine)
     label, _ = canonical_dhw(np.asarray(label_xyz).astype(np.int64), affine)
-    return preprocess_case(image, label, aff, classes=get_adapter(manifest.dataset).classes,
-                           normalisation=manifest.normalisation, spacing=manifest.spacing,
-                           block_shape=manifest.block_shape if block_shape is None else block_shape)[0]
+    return preprocess_case(
+        image,
+        label,
+        aff,
+        classes=get_adapter(manifest.dataset).classes,
+        normalisation=manifest.normalisation,
+        spacing=manifest.spacing,
+        block_shape=manifest.block_shape if block_shape is None else block_shape,
+    )[0]
 
 
 def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, seed: int = 0) -> np.ndarray:
@@ -128,14 +141,17 @@ def oracle_samples(data_dir: str | Path, case_ids: Sequence[str], n: int, *, see
                 raise DataError(f"{data_dir}: no case {cid!r} in the manifest")
             index = phantom_index(entries[cid])
             stored_label = np.asarray(store[cid][1])
-            label, affine, images, _ = oracle_rerenders(source["kind"], source["seed"], index,
-                                                        [seed * 10_000 + k for k in range(n)], source.get("shape"))
+            label, affine, images, _ = oracle_rerenders(
+                source["kind"], source["seed"], index, [seed * 10_000 + k for k in range(n)], source.get("shape")
+            )
             renders = []
             for image in images:
                 block = preprocess_like_run(manifest, image, label, affine)
                 if not np.array_equal(block.label, stored_label):
-                    raise DataError(f"{cid}: the re-rendered label map differs from the stored one; "
-                                    "rerun notebook 01 (the phantom or the preprocessing changed)")
+                    raise DataError(
+                        f"{cid}: the re-rendered label map differs from the stored one; "
+                        "rerun notebook 01 (the phantom or the preprocessing changed)"
+                    )
                 renders.append(block.image)
             out.append(np.stack(renders))
     return np.stack(out).astype(np.float32)
@@ -197,13 +213,21 @@ def deep_scan(data_dir: str | Path, case_id: str, n_blocks: int, n_oracle: int, 
     z_extent = float(depth * manifest.spacing[0])
     own = draw_anatomy(source["kind"], source["seed"], index, source.get("shape"))
     shape = (*own.label.shape[:2], int(np.ceil(z_extent / own.spacing[2])))
-    label, affine, images, _ = oracle_rerenders(source["kind"], source["seed"], index,
-                                                [seed * 10_000 + k for k in range(int(n_oracle))], shape,
-                                                z_extent_mm=z_extent)
+    label, affine, images, _ = oracle_rerenders(
+        source["kind"],
+        source["seed"],
+        index,
+        [seed * 10_000 + k for k in range(int(n_oracle))],
+        shape,
+        z_extent_mm=z_extent,
+    )
     blocks = [preprocess_like_run(manifest, image, label, affine, block_shape=[depth, *block[1:]]) for image in images]
-    log.info("%s: a scan of %.0f mm along z (%d slices) and %d oracle re-renders", case_id, z_extent, depth, len(blocks))
-    return DeepScan(case_id, blocks[0].label, np.stack([b.image for b in blocks]).astype(np.float32),
-                    blocks[0].affine, z_extent)
+    log.info(
+        "%s: a scan of %.0f mm along z (%d slices) and %d oracle re-renders", case_id, z_extent, depth, len(blocks)
+    )
+    return DeepScan(
+        case_id, blocks[0].label, np.stack([b.image for b in blocks]).astype(np.float32), blocks[0].affine, z_extent
+    )
 
 
 class NewAnatomies(NamedTuple):
@@ -244,8 +268,10 @@ def new_anatomies(data_dir: str | Path, n: int, *, first_index: int | None = Non
     if int(n) < 1:
         raise ConfigError(f"new_anatomies: n must be >= 1, got {n}")
     if start < n_cases:
-        raise ConfigError(f"new_anatomies: first_index {start} is a case of the run (the phantom has {n_cases} cases); "
-                          f"use an index >= {n_cases}")
+        raise ConfigError(
+            f"new_anatomies: first_index {start} is a case of the run (the phantom has {n_cases} cases); "
+            f"use an index >= {n_cases}"
+        )
     ids, images, labels, affines = [], [], [], []
     for index in range(start, start + int(n)):
         image, label, affine, _ = render_case(source["kind"], source["seed"], index, source.get("shape"))

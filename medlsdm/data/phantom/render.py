@@ -1,5 +1,6 @@
 """Drawing and rendering phantom cases of every kind: anatomy, hidden appearance factors, images
 (the kinds' own modules: :mod:`.torso`, :mod:`.breast`, :mod:`.cardiac`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ class _Kind:
 _KINDS = {
     "torso-ct": _Kind(torso_anatomy, TORSO_FACTORS, draw_torso_factors, render_torso),
     "breast-mr": _Kind(breast_anatomy, BREAST_FACTORS, partial(draw_uniform_factors, BREAST_FACTORS), render_breast),
-    "cardiac-2d": _Kind(cardiac_anatomy, CARDIAC_FACTORS, partial(draw_uniform_factors, CARDIAC_FACTORS), render_cardiac),
+    "cardiac-2d": _Kind(
+        cardiac_anatomy, CARDIAC_FACTORS, partial(draw_uniform_factors, CARDIAC_FACTORS), render_cardiac
+    ),
 }
 
 
@@ -44,8 +47,15 @@ FACTOR_TABLES: dict[str, tuple[Factor, ...]] = {kind: spec.factors for kind, spe
 """Each kind's hidden appearance factors: name, range, distribution, effect, spatial scale."""
 
 
-def draw_anatomy(kind: str, seed: int, index: int, shape: Sequence[int] | None = None, *,
-                 z_extent_mm: float | None = None, detail_seed: int | None = None) -> Anatomy:
+def draw_anatomy(
+    kind: str,
+    seed: int,
+    index: int,
+    shape: Sequence[int] | None = None,
+    *,
+    z_extent_mm: float | None = None,
+    detail_seed: int | None = None,
+) -> Anatomy:
     """Draw the anatomy of one case (step 1 of 2): label map, tissue map, affine.
 
     Args:
@@ -77,8 +87,9 @@ def draw_anatomy(kind: str, seed: int, index: int, shape: Sequence[int] | None =
     if z_extent_mm is None:
         return _KINDS[kind].anatomy(streams, shape)
     if kind != "torso-ct" or not float(z_extent_mm) > 0:
-        raise ConfigError(f"z_extent_mm={z_extent_mm!r}: a positive field of view along z (mm), for torso-ct only "
-                          f"(got kind {kind!r})")
+        raise ConfigError(
+            f"z_extent_mm={z_extent_mm!r}: a positive field of view along z (mm), for torso-ct only (got kind {kind!r})"
+        )
     return _KINDS[kind].anatomy(streams, shape, float(z_extent_mm))
 
 
@@ -128,8 +139,14 @@ def _appearance(kind: str, seed: int, index: int, appearance_seed: int | None, f
 
 
 def render_case(
-    kind: str, seed: int, index: int, shape: Sequence[int] | None = None, *,
-    appearance_seed: int | None = None, factors: Mapping | None = None, z_extent_mm: float | None = None,
+    kind: str,
+    seed: int,
+    index: int,
+    shape: Sequence[int] | None = None,
+    *,
+    appearance_seed: int | None = None,
+    factors: Mapping | None = None,
+    z_extent_mm: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Draw one case's anatomy and render it; with ``appearance_seed``, an oracle re-render.
 
@@ -162,7 +179,12 @@ def render_case(
 
 
 def oracle_rerenders(
-    kind: str, seed: int, index: int, appearance_seeds: Sequence[int], shape: Sequence[int] | None = None, *,
+    kind: str,
+    seed: int,
+    index: int,
+    appearance_seeds: Sequence[int],
+    shape: Sequence[int] | None = None,
+    *,
     z_extent_mm: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[dict]]:
     """Render one label map several times with fresh factors, noise and unlabelled anatomy:
@@ -198,7 +220,9 @@ def oracle_rerenders(
     return label, affine, images, factor_list
 
 
-def generate_case(kind: str, seed: int, index: int, shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def generate_case(
+    kind: str, seed: int, index: int, shape: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generate one phantom case in memory (its own appearance; :func:`render_case` also returns the factors).
 
     Args:

@@ -6,6 +6,7 @@ renal medulla, lesion rims and necrotic cores, all labelled as their surrounding
 :func:`render_torso` turns the tissue map into HU from the hidden per-case factors of
 :data:`TORSO_FACTORS` (drawn by :func:`draw_torso_factors`) and fresh texture and noise.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,8 +65,15 @@ TORSO_TISSUES = {
 
 
 DEFAULT_TISSUE = {
-    "background": "air", "soft_tissue": "visceral", "fat": "fat", "lung": "lung", "liver": "liver",
-    "kidney": "kidney_cortex", "bone": "bone", "aorta": "aorta", "lesion": "lesion_solid",
+    "background": "air",
+    "soft_tissue": "visceral",
+    "fat": "fat",
+    "lung": "lung",
+    "liver": "liver",
+    "kidney": "kidney_cortex",
+    "bone": "bone",
+    "aorta": "aorta",
+    "lesion": "lesion_solid",
 }
 """The tissue a class is drawn as before the unlabelled anatomy refines it."""
 
@@ -80,14 +88,33 @@ and at least 3 voxels across on the quick grid (5.5-6 mm), so a segmentation net
 
 
 TORSO_FACTORS = (
-    Factor("phase", 0, 0, "", "non-contrast 25 %, arterial 25 %, portal-venous 50 %",
-           "which enhancement column of TORSO_TISSUES applies", choices=CONTRAST_PHASES),
-    Factor("contrast", 0.0, 1.0, "", "0 for non-contrast (where it has no effect), else U(0.3, 1) (dose, bolus timing)",
-           "adds contrast × enhancement: arterial aorta +320, cortex +160, medulla +40, liver +20; "
-           "portal-venous aorta +160, cortex +140, medulla +130, liver +60, hepatic vessels +170 HU"),
+    Factor(
+        "phase",
+        0,
+        0,
+        "",
+        "non-contrast 25 %, arterial 25 %, portal-venous 50 %",
+        "which enhancement column of TORSO_TISSUES applies",
+        choices=CONTRAST_PHASES,
+    ),
+    Factor(
+        "contrast",
+        0.0,
+        1.0,
+        "",
+        "0 for non-contrast (where it has no effect), else U(0.3, 1) (dose, bolus timing)",
+        "adds contrast × enhancement: arterial aorta +320, cortex +160, medulla +40, liver +20; "
+        "portal-venous aorta +160, cortex +140, medulla +130, liver +60, hepatic vessels +170 HU",
+    ),
     Factor("steatosis", 0.0, 1.0, "", "U(0, 1)", "liver parenchyma −80 × steatosis HU (vessels and lesions unchanged)"),
-    Factor("bone_hu", 300.0, 700.0, "HU", "U(300, 700)",
-           "mean HU of the vertebra (bone mineral density); ribs get 0.8 × bone_hu"),
+    Factor(
+        "bone_hu",
+        300.0,
+        700.0,
+        "HU",
+        "U(300, 700)",
+        "mean HU of the vertebra (bone mineral density); ribs get 0.8 × bone_hu",
+    ),
     Factor("oral_contrast_hu", 0.0, 350.0, "HU", "0 with p 0.7, else U(150, 350)", "added to bowel contents"),
     Factor("noise_hu", 8.0, 25.0, "HU", "U(8, 25)", "std of the correlated (band-pass) CT noise", scale="fine"),
 )
@@ -137,25 +164,44 @@ def torso_anatomy(streams, shape, z_extent_mm: float | None = None) -> Anatomy:
     w_base_r = rp.uniform(-5, 15)
     for side in (-1, 1):
         lungs[side] = dict(
-            uc=side * a * rp.uniform(0.46, 0.54), vc=rp.uniform(-10, 5),
-            ru=a * rp.uniform(0.30, 0.36), rv=b * rp.uniform(0.58, 0.68),
-            base=w_base_r - (0.0 if side < 0 else rp.uniform(8, 20)), h=rp.uniform(22, 35),
+            uc=side * a * rp.uniform(0.46, 0.54),
+            vc=rp.uniform(-10, 5),
+            ru=a * rp.uniform(0.30, 0.36),
+            rv=b * rp.uniform(0.58, 0.68),
+            base=w_base_r - (0.0 if side < 0 else rp.uniform(8, 20)),
+            h=rp.uniform(22, 35),
         )
-    heart = dict(uc=rp.uniform(5, 25), vc=rp.uniform(10, 30), a=rp.uniform(50, 62), b=rp.uniform(42, 52), c=rp.uniform(55, 70))
+    heart = dict(
+        uc=rp.uniform(5, 25), vc=rp.uniform(10, 30), a=rp.uniform(50, 62), b=rp.uniform(42, 52), c=rp.uniform(55, 70)
+    )
     heart["wc"] = lungs[1]["base"] + lungs[1]["h"] + 0.6 * heart["c"]
     # liver (right side, under the right dome) and its left lobe
-    liver = dict(uc=-a * rp.uniform(0.40, 0.50), vc=rp.uniform(-10, 15), a=a * rp.uniform(0.40, 0.46),
-                 b=b * rp.uniform(0.62, 0.74), c=rp.uniform(75, 95))
+    liver = dict(
+        uc=-a * rp.uniform(0.40, 0.50),
+        vc=rp.uniform(-10, 15),
+        a=a * rp.uniform(0.40, 0.46),
+        b=b * rp.uniform(0.62, 0.74),
+        c=rp.uniform(75, 95),
+    )
     liver["wc"] = lungs[-1]["base"] + lungs[-1]["h"] - 0.8 * liver["c"]
-    lobe = dict(uc=a * rp.uniform(0.0, 0.12), vc=b * rp.uniform(0.25, 0.38), a=a * rp.uniform(0.28, 0.38),
-                b=b * rp.uniform(0.22, 0.32), c=liver["c"] * rp.uniform(0.35, 0.5))
+    lobe = dict(
+        uc=a * rp.uniform(0.0, 0.12),
+        vc=b * rp.uniform(0.25, 0.38),
+        a=a * rp.uniform(0.28, 0.38),
+        b=b * rp.uniform(0.22, 0.32),
+        c=liver["c"] * rp.uniform(0.35, 0.5),
+    )
     lobe["wc"] = liver["wc"] + liver["c"] * rp.uniform(0.25, 0.4)
     # kidneys: posterior, beside the spine, the right one a little lower
     kidneys = {}
     for side in (-1, 1):
         kidneys[side] = dict(
-            uc=side * rp.uniform(62, 78), vc=v_sp + rp.uniform(-8, 4), ru=rp.uniform(22, 27), rv=rp.uniform(17, 21),
-            rw=rp.uniform(45, 55), wc=lungs[1]["base"] - rp.uniform(55, 70) - (rp.uniform(8, 18) if side < 0 else 0.0),
+            uc=side * rp.uniform(62, 78),
+            vc=v_sp + rp.uniform(-8, 4),
+            ru=rp.uniform(22, 27),
+            rv=rp.uniform(17, 21),
+            rw=rp.uniform(45, 55),
+            wc=lungs[1]["base"] - rp.uniform(55, 70) - (rp.uniform(8, 18) if side < 0 else 0.0),
             tilt=np.deg2rad(rp.uniform(8, 18)),
         )
 
@@ -313,7 +359,9 @@ def _ribs(ra, tissue, soft, u, v, w, a_w, b_v, p, t, back_b, lowest_lung_base) -
     """Ribs: bands in the muscular wall, descending anteriorly, missing in front (cartilage) and at the spine."""
     pitch, height, slope = ra.uniform(24, 30), ra.uniform(7, 10), ra.uniform(0.25, 0.4)
     first = lowest_lung_base - ra.uniform(40, 60)
-    shell = (superellipse(u, v, a_w - t - 3, b_v - t - 3, p) <= 1) & (superellipse(u, v, a_w - t - 11, b_v - t - 11, p) > 1)
+    shell = (superellipse(u, v, a_w - t - 3, b_v - t - 3, p) <= 1) & (
+        superellipse(u, v, a_w - t - 11, b_v - t - 11, p) > 1
+    )
     along = w + slope * (v + back_b) - first  # height above the lowest rib, along the ribs' slope
     level = (along >= 0) & (np.mod(along, pitch) < height) & (w > first - 30)
     front = np.abs(np.arctan2(u, v)) < 0.55
@@ -334,8 +382,14 @@ def draw_torso_factors(rng: np.random.Generator) -> dict:
     oral_given, oral_hu = rng.random() < 0.3, float(rng.uniform(150.0, 350.0))  # both always drawn
     oral = oral_hu if oral_given else 0.0
     noise_hu = float(rng.uniform(8.0, 25.0))
-    return {"phase": phase, "contrast": 0.0 if phase == "non-contrast" else contrast, "steatosis": steatosis,
-            "bone_hu": bone_hu, "oral_contrast_hu": oral, "noise_hu": noise_hu}
+    return {
+        "phase": phase,
+        "contrast": 0.0 if phase == "non-contrast" else contrast,
+        "steatosis": steatosis,
+        "bone_hu": bone_hu,
+        "oral_contrast_hu": oral,
+        "noise_hu": noise_hu,
+    }
 
 
 def tissue_hu(factors: dict) -> np.ndarray:
@@ -343,7 +397,9 @@ def tissue_hu(factors: dict) -> np.ndarray:
     hu = np.array([spec[1] for spec in TORSO_TISSUES.values()], np.float32)
     phase = CONTRAST_PHASES.index(factors["phase"])
     if phase > 0:
-        hu += np.float32(factors["contrast"]) * np.array([spec[3][phase - 1] for spec in TORSO_TISSUES.values()], np.float32)
+        hu += np.float32(factors["contrast"]) * np.array(
+            [spec[3][phase - 1] for spec in TORSO_TISSUES.values()], np.float32
+        )
     hu[TISSUE_NAMES.index("liver")] -= np.float32(STEATOSIS_HU * factors["steatosis"])
     hu[TISSUE_NAMES.index("bowel_fluid")] += np.float32(factors["oral_contrast_hu"])
     hu[TISSUE_NAMES.index("bone")] = factors["bone_hu"]

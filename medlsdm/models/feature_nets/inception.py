@@ -16,6 +16,7 @@ file loads strictly. Get the file once where internet is available (it is the on
 
 and pass its path to :func:`load_inception`.
 """
+
 from __future__ import annotations
 
 import os
@@ -214,8 +215,19 @@ class InceptionV3Features(nn.Module):
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, 3, stride=2)
-        for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c",
-                     "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"):
+        for name in (
+            "Mixed_5b",
+            "Mixed_5c",
+            "Mixed_5d",
+            "Mixed_6a",
+            "Mixed_6b",
+            "Mixed_6c",
+            "Mixed_6d",
+            "Mixed_6e",
+            "Mixed_7a",
+            "Mixed_7b",
+            "Mixed_7c",
+        ):
             x = getattr(self, name)(x)
         return x.mean(dim=(2, 3))
 
@@ -238,7 +250,6 @@ def load_inception(path: str | os.PathLike, resize_to: int | None = 299) -> Ince
         model.load_state_dict(fill_bn_counters(model, state), strict=True)
     except RuntimeError as exc:
         raise DataError(
-            f"{path}: not pytorch-fid's InceptionV3 state_dict (pt_inception-2015-12-05-*.pth): "
-            f"{str(exc)[:500]}"
+            f"{path}: not pytorch-fid's InceptionV3 state_dict (pt_inception-2015-12-05-*.pth): {str(exc)[:500]}"
         ) from None
     return model.eval().requires_grad_(False)

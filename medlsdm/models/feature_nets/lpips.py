@@ -13,6 +13,7 @@ Two files, nothing downloaded:
 * the linear heads in the ``lpips`` package's format, ``lpips/weights/v0.1/vgg.pth``: keys
   ``lin0.model.1.weight`` … ``lin4.model.1.weight`` of shapes ``(1, C, 1, 1)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -89,8 +90,7 @@ def load_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike) -> LPIP
     lins = read_state_dict(lin_path, "LPIPS linear heads")
     lins = {k: v for k, v in lins.items() if k.startswith("lin")}
     if "lin0.model.1.weight" not in lins:
-        raise DataError(f"{lin_path}: no key 'lin0.model.1.weight'; expected the lpips package's "
-                        "weights/v0.1/vgg.pth")
+        raise DataError(f"{lin_path}: no key 'lin0.model.1.weight'; expected the lpips package's weights/v0.1/vgg.pth")
     model = LPIPS(width=net[0].out_channels / 64)
     model.net = net
     try:

@@ -15,6 +15,7 @@ the last stage, 512 numbers per volume.
 The weights are not downloaded here; get them from the MedicalNet release (Tencent/MedicalNet
 on GitHub; the files are on its linked drives) and pass the path to :func:`load_medicalnet`.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,7 @@ class BasicBlock3d(nn.Module):
     subsampling padded with zero channels (no parameters).
     """
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1, dilation: int = 1,
-                 shortcut: str = "B"):
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, dilation: int = 1, shortcut: str = "B"):
         super().__init__()
         self.conv1 = _conv3(in_channels, channels, stride, dilation)
         self.bn1 = nn.BatchNorm3d(channels)
@@ -57,7 +57,8 @@ class BasicBlock3d(nn.Module):
         if stride != 1 or in_channels != channels:
             if shortcut == "B":
                 self.downsample = nn.Sequential(
-                    nn.Conv3d(in_channels, channels, 1, stride=stride, bias=False), nn.BatchNorm3d(channels))
+                    nn.Conv3d(in_channels, channels, 1, stride=stride, bias=False), nn.BatchNorm3d(channels)
+                )
             else:
                 self.pad_channels = channels - in_channels
 

@@ -6,6 +6,7 @@ The weights file is a ``torch.save``-d state_dict of torchvision's ``vgg16().fea
 
     torch.save(torchvision.models.vgg16(weights="IMAGENET1K_V1").features.state_dict(), "vgg16_features.pt")
 """
+
 from __future__ import annotations
 
 import os

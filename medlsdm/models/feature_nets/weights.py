@@ -1,4 +1,5 @@
 """Reading feature-network weights from a local file: the one state-dict loader of medlsdm."""
+
 from __future__ import annotations
 
 from pathlib import Path
