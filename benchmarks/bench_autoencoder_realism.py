@@ -171,7 +171,8 @@ def train(work: Path, dataset: str, option: str, seed: int) -> dict:
         x, y, _ = stack_cases(store, split["held_out"])
     model = load_vqgan(out)
     means = class_means(train_x, train_y, len(classes))
-    # a class no training block holds (AAL regions of the held-out slab only) is painted with the mean of the labelled voxels
+    # a class no training block holds (AAL regions of the held-out slab only) is painted with the mean of the
+    # labelled voxels
     means[np.isnan(means)] = train_x[:, 0][train_y > 0].mean()
     with torch.no_grad():
         table = reconstruction_vs_baselines(model, x, y, means)
@@ -215,16 +216,21 @@ def report(rows: list[dict]) -> str:
     lines = [
         "# Which autoencoder keeps texture and thin structures on the quick budget?",
         "",
-        f"Written by `benchmarks/bench_autoencoder_realism.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
+        "Written by `benchmarks/bench_autoencoder_realism.py` on "
+        f"{datetime.datetime.now().isoformat(timespec='seconds')}: "
         f"{platform.machine()}, torch {torch.__version__}. Held-out blocks: the phantom's validation split; the head's "
-        f"axial slab {HEAD_HELD_OUT_SLAB} (ch2 T1 + AAL, {HEAD_SPACING[0]:g} mm, tiles of {HEAD_TILE_MM} mm, the other slabs "
+        f"axial slab {HEAD_HELD_OUT_SLAB} (ch2 T1 + AAL, {HEAD_SPACING[0]:g} mm, tiles of {HEAD_TILE_MM} mm, the "
+        "other slabs "
         "train). PSNR / SSIM inside the labelled region; noise (in the homogeneous classes of "
-        "`medlsdm.data.phantom.oracle.TEXTURE_CLASSES`; the head: every labelled region) and HF power (in-plane, above half "
-        "Nyquist, inside the labelled region): reconstruction over original (1 keeps the texture; a blur is far below); thin bone: contrast of one-voxel-thin bone against its "
+        "`medlsdm.data.phantom.oracle.TEXTURE_CLASSES`; the head: every labelled region) and HF power (in-plane, "
+        "above half "
+        "Nyquist, inside the labelled region): reconstruction over original (1 keeps the texture; a blur is far "
+        "below); thin bone: contrast of one-voxel-thin bone against its "
         "surroundings, reconstruction over original; ablation: own − another case's codes (dB). Train seconds "
         "are comparable only between rows run on otherwise idle cores.",
         "",
-        "| dataset | option | seed | steps | train s | PSNR | SSIM | painting + pooled residual PSNR / SSIM | beats it on both | "
+        "| dataset | option | seed | steps | train s | PSNR | SSIM | painting + pooled residual PSNR / SSIM | beats "
+        "it on both | "
         "noise ratio | HF power ratio | thin bone | ablation dB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -234,7 +240,8 @@ def report(rows: list[dict]) -> str:
         both = b["psnr"] > base["psnr"] and b["ssim"] > base["ssim"]
         lines.append(
             f"| {r['dataset']} | {r['option']} | {r['seed']} | {r['settings']['steps']} | {r['train_seconds']} | "
-            f"{b['psnr']:.2f} | {b['ssim']:.3f} | {base['psnr']:.2f} / {base['ssim']:.3f} | {'yes' if both else 'no'} | "
+            f"{b['psnr']:.2f} | {b['ssim']:.3f} | {base['psnr']:.2f} / {base['ssim']:.3f} | "
+            f"{'yes' if both else 'no'} | "
             f"{t['noise_ratio']:.2f} | {t['hf_power_ratio']:.2f} | {t['thin_bone']:.2f} | "
             f"{r['ablation_own_minus_other']:.1f} |"
         )

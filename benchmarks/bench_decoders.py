@@ -121,9 +121,11 @@ def report(rows: list[dict]) -> str:
     for r in rows:
         a, b = r["ablation"], r["body"]
         lines.append(
-            f"| {r['option']} | {r['seed']} | {r['steps']} | {r['train_seconds']} | {a['own']:.2f} | {a['other']:.2f} | "
+            f"| {r['option']} | {r['seed']} | {r['steps']} | {r['train_seconds']} | {a['own']:.2f} | "
+            f"{a['other']:.2f} | "
             f"{a['random']:.2f} | {a['own_minus_other']:.2f} | {b['VQ-GAN']['psnr']:.2f} | {b['VQ-GAN']['ssim']:.3f} | "
-            f"{b['average-pool']['psnr']:.2f} | {b['painting']['psnr']:.2f} | {b['painting + pooled residual']['psnr']:.2f} |"
+            f"{b['average-pool']['psnr']:.2f} | {b['painting']['psnr']:.2f} | "
+            f"{b['painting + pooled residual']['psnr']:.2f} |"
         )
     lines += ["", "Raw numbers:", "", "```json", json.dumps(rows, indent=1), "```", ""]
     return "\n".join(lines)

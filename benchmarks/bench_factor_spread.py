@@ -16,8 +16,8 @@ N copies of every training case with another training case's class means,
 instead of 0.1), ``lowres-1`` (``lowres_weight=1``: a multiscale loss that weights the
 coarse, organ-mean part of the error 65× more, :func:`medlsdm.training.diffusion.pooled_error`).
 
-    python benchmarks/bench_factor_spread.py --data RUN/data --vqgan RUN/vqgan --work /tmp/fs train --option swap-3 --seed 0
-    python benchmarks/bench_factor_spread.py --work /tmp/fs report   # benchmarks/results/factor_spread.md
+    python benchmarks/bench_factor_spread.py --data RUN/data --vqgan RUN/vqgan --work W train --option swap-3 --seed 0
+    python benchmarks/bench_factor_spread.py --work W report  # W: a work folder; writes results/factor_spread.md
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def report(rows: list[dict], note: str = "") -> str:
         "",
         f"Written by `benchmarks/bench_judge.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
         f"{platform.machine()}, one thread per network, quick torso phantom (36 training, 12 validation, 12 test "
-        "cases), 16×32×32 crops in batches of 2, each network kept at its best validation Dice (checked 5 times). Organ: mean Dice of the "
+        "cases), 16×32×32 crops in batches of 2, each network kept at its best validation Dice (checked 5 times). "
+        "Organ: mean Dice of the "
         "foreground classes but the lesion, per test case, then averaged; lesions found: test lesions (connected "
         "components) the prediction touches. Seconds include the validation passes; rows that ran beside another "
         "job are slower by up to ~1.4x." + (f" {note}" if note else ""),

@@ -262,12 +262,14 @@ def _report(results: list[dict], args) -> str:
     for r in results:
         if "error" in r:
             lines.append(
-                f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | | | | error: {r['error']} | | | | | |"
+                f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | | | | error: {r['error']} | "
+                "| | | | |"
             )
             continue
         each = ", ".join(f"{t:.1f}" for t in r["times"])
         lines.append(
-            f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | {r['num_classes']} | {'×'.join(map(str, r['input']))} | "
+            f"| {r['profile']} | {r['model']} | {'×'.join(map(str, r['shape']))} | {r['num_classes']} | "
+            f"{'×'.join(map(str, r['input']))} | "
             f"{r['trainable_params'] / 1e6:.2f} | {each} | {r['peak_rss_mib'] / 1024:.2f} | "
             f"{r['activations_mib'] / 1024:.2f} | {r['static_mib'] / 1024:.2f} | {r['gpu_estimate_mib'] / 1024:.2f} | "
             f"{r.get('gpu_estimate_profile_batch_mib', r['gpu_estimate_mib']) / 1024:.2f} |"

@@ -39,7 +39,8 @@ CHILD = textwrap.dedent("""
     prepare_dataset("torso-ct", raw, out, spacing=p["spacing"], block_shape=p["block_shape"], n_cases=n)
     traced_mb = tracemalloc.get_traced_memory()[1] / 2**20
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n": n, "seconds": seconds, "peak_mb": peak_mb, "traced_mb": traced_mb, "block_shape": manifest.block_shape}))
+    row = {"n": n, "seconds": seconds, "peak_mb": peak_mb, "traced_mb": traced_mb, "block_shape": manifest.block_shape}
+    print(json.dumps(row))
 """)
 
 
@@ -70,14 +71,16 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}. "
         f"Phantom torso CT at grid {tuple(args.shape)} (x, y, z) → `paper` profile block "
-        f"{rows[0]['block_shape']} (D, H, W). Generation of {max(args.cases)} phantom cases: {gen_seconds:.1f} s (not counted).",
+        f"{rows[0]['block_shape']} (D, H, W). Generation of {max(args.cases)} phantom cases: {gen_seconds:.1f} s "
+        "(not counted).",
         "",
         "| cases | seconds | cases / s | peak of traced allocations (MB) | peak RSS of the process (MB) |",
         "|------:|--------:|----------:|--------------------------------:|-----------------------------:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['n']} | {r['seconds']:.2f} | {r['n'] / r['seconds']:.2f} | {r['traced_mb']:.1f} | {r['peak_mb']:.0f} |"
+            f"| {r['n']} | {r['seconds']:.2f} | {r['n'] / r['seconds']:.2f} | {r['traced_mb']:.1f} | "
+            f"{r['peak_mb']:.0f} |"
         )
     first, last = rows[0], rows[-1]
     ratio = last["traced_mb"] / first["traced_mb"]

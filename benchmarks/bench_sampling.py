@@ -92,7 +92,8 @@ def main() -> None:
         "# Sampling benchmark",
         "",
         f"Machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads. "
-        f"Reference: {settings[0][0].upper()}-{settings[0][1]}. Run `{run}`: {len(labels)} test label maps of shape {tuple(labels.shape[1:])}, one batch, same initial noise.",
+        f"Reference: {settings[0][0].upper()}-{settings[0][1]}. Run `{run}`: {len(labels)} test label maps of shape "
+        f"{tuple(labels.shape[1:])}, one batch, same initial noise.",
         "",
         "| scheduler | steps | s / volume | speed-up vs reference | RMSE to reference | class-intensity error (mean) |",
         "|---|--:|--:|--:|--:|--:|",

@@ -135,16 +135,20 @@ def report(rows: list[dict]) -> str:
     lines = [
         "# Sampler variants: texture and within-map spread of the samples",
         "",
-        f"Written by `benchmarks/bench_sampling_texture.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
+        "Written by `benchmarks/bench_sampling_texture.py` on "
+        f"{datetime.datetime.now().isoformat(timespec='seconds')}: "
         f"{platform.machine()}, torch {torch.__version__}. One trained quick run (notebooks 01-03), its first "
-        f"{rows[0]['n_maps']} validation label maps × {N_SAMPLES} samples against {N_ORACLE} oracle re-renders per map. "
+        f"{rows[0]['n_maps']} validation label maps × {N_SAMPLES} samples against {N_ORACLE} oracle re-renders per "
+        "map. "
         "Noise: the noise level in the homogeneous classes, samples over raw re-renders (1 right), = AE × diffusion "
         "(re-renders through the autoencoder over raw, times samples over those). Latent roughness: mean squared "
         "Laplacian of the sampled latents over that of the encoded re-renders. Spread: within-map sd of a factor, "
         "samples over oracle; counted factors in bold.",
         "",
-        f"Oracle half against half: noise {tex['noise_ratio_reference']:.2f}, HF power {tex['hf_power_ratio_reference']:.2f}; "
-        f"the autoencoder alone: noise {tex['noise_ratio_autoencoder']:.2f}, HF power {tex['hf_power_ratio_autoencoder']:.2f}; "
+        f"Oracle half against half: noise {tex['noise_ratio_reference']:.2f}, HF power "
+        f"{tex['hf_power_ratio_reference']:.2f}; "
+        f"the autoencoder alone: noise {tex['noise_ratio_autoencoder']:.2f}, HF power "
+        f"{tex['hf_power_ratio_autoencoder']:.2f}; "
         "spread " + ", ".join(f"{f} {rows[0]['factor_spread_reference'][f]:.2f}" for f in factors) + ".",
         "",
         "| variant | s | noise (diffusion) | HF power | latent roughness | diversity | "

@@ -143,13 +143,15 @@ def main() -> None:
         f"process per configuration. Random-weight pipeline of the quick size (latent 8 channels, block "
         f"{'×'.join(map(str, BLOCK))} → latent 8×{BLOCK[0] // 4}×{BLOCK[1] // 4}×{BLOCK[2] // 4}, UNet channels "
         f"32/64/128 with attention on the lower two levels), DDIM-{steps}, guidance 1, batch 1. Windowed: "
-        f"windows of one block ({BLOCK[0]} slices), overlap 8 slices, one window per UNet call, decoding in the same tiles. "
+        f"windows of one block ({BLOCK[0]} slices), overlap 8 slices, one window per UNet call, decoding in the "
+        "same tiles. "
         f"Load average (1 min) {load_before:.1f} before the run, {load_after:.1f} after.",
         "",
         "Peak RSS is `ru_maxrss` of the process; *Δ peak* is its increase during sampling (over the "
         "peak after building the model, which is the same for every configuration).",
         "",
-        "| depth (blocks × slices) | mode | steps | UNet calls (window depth, latent) | s | s / block | peak RSS MB | Δ peak MB | Δ peak vs 1 block |",
+        "| depth (blocks × slices) | mode | steps | UNet calls (window depth, latent) | s | s / block | peak RSS MB "
+        "| Δ peak MB | Δ peak vs 1 block |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for (d, m), r in results.items():

@@ -6,7 +6,7 @@ them, with the whole demo's seconds (install included, timed by the caller), int
 header's stated quick time and the README's total are within 25 % of this record.
 
     git clone . /tmp/fresh && cd /tmp/fresh && start=$(date +%s) && make demo && echo $(( $(date +%s) - start ))
-    python benchmarks/demo_times.py --run /tmp/fresh/runs/demo --total SECONDS --commit $(git -C /tmp/fresh rev-parse --short HEAD)
+    python benchmarks/demo_times.py --run /tmp/fresh/runs/demo --total SECONDS --commit COMMIT
 """
 
 from __future__ import annotations

@@ -153,7 +153,10 @@ def _sweeps_html(run: RunDir) -> str:
         img = ""
         if plot.exists():
             data = base64.b64encode(plot.read_bytes()).decode()
-            img = f'<p><img alt="sweep plot of {esc(table.stem)}" style="max-width:100%" src="data:image/png;base64,{data}"></p>'
+            img = (
+                f'<p><img alt="sweep plot of {esc(table.stem)}" style="max-width:100%" '
+                f'src="data:image/png;base64,{data}"></p>'
+            )
         parts.append(
             f'<h3 id="sweep-{esc(table.stem)}">{esc(table.stem)}</h3>\n{img}\n'
             f'<div style="overflow-x:auto"><table>\n<tr>{head}</tr>\n{body}\n</table></div>'
@@ -173,7 +176,8 @@ def _index_html(run: RunDir, pages: list[Path], metrics: dict[str, Any]) -> str:
             for name, value in (_metric_rows(values) if isinstance(values, dict) else [(key, values)])
         )
         tables.append(
-            f'<h3 id="metrics-{esc(key)}">{esc(key)}</h3>\n<table>\n<tr><th>metric</th><th>value</th></tr>\n{rows}\n</table>'
+            f'<h3 id="metrics-{esc(key)}">{esc(key)}</h3>\n'
+            f"<table>\n<tr><th>metric</th><th>value</th></tr>\n{rows}\n</table>"
         )
     return f"""<!DOCTYPE html>
 <html lang="en">

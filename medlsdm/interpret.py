@@ -50,7 +50,8 @@ def class_balance_sentence(class_fraction: Mapping[str, float]) -> str:
     (big, f_big), small = ranked[0], ranked[-2:][::-1]
     ratio = f_big / small[0][1] if small[0][1] > 0 else math.inf
     said = (
-        f"{big[0].upper()}{big[1:]} fills {100 * f_big:.1f} % of the voxels, {small[0][0]} {100 * small[0][1]:.2f} % and "
+        f"{big[0].upper()}{big[1:]} fills {100 * f_big:.1f} % of the voxels, {small[0][0]} {100 * small[0][1]:.2f} "
+        "% and "
         f"{small[1][0]} {100 * small[1][1]:.2f} %: the smallest class has {ratio:.0f}× fewer voxels than the largest."
     )
     if ratio >= 100:
@@ -73,7 +74,10 @@ def split_sentence(split: Mapping[str, Sequence[str]], patient_of: Mapping[str, 
     counts = ", ".join(f"{len(ids)} {name}" for name, ids in split.items())
     said = f"{n_cases} cases of {n_patients} patients: {counts}. "
     if shared:
-        said += f"**{len(shared)} patients appear in two splits** ({', '.join(shared[:5])}): the test set would measure memory."
+        said += (
+            f"**{len(shared)} patients appear in two splits** ({', '.join(shared[:5])}): "
+            "the test set would measure memory."
+        )
     else:
         said += "No patient appears in two splits."
         if n_patients == n_cases:
@@ -95,7 +99,10 @@ def painting_sentence(painting_r2: float) -> str:
     if painting_r2 > 0.95:
         said += " That is almost nothing: on this data a generator that paints its labels would look excellent."
     elif painting_r2 < 0.3:
-        said += " The label map fixes little of the image: paired metrics against the one real volume will be low for any model."
+        said += (
+            " The label map fixes little of the image: "
+            "paired metrics against the one real volume will be low for any model."
+        )
     return said
 
 
@@ -103,7 +110,8 @@ def takeaways_01(m: Mapping) -> str:
     """The closing cell of notebook 01, from its ``"01_preprocessing"`` entry."""
     return bullets(
         [
-            f"{m['n_cases']} {m['dataset']} cases, preprocessed to blocks of {m['block_shape']} voxels at {m['spacing']} mm, "
+            f"{m['n_cases']} {m['dataset']} cases, preprocessed to blocks of {m['block_shape']} voxels at "
+            f"{m['spacing']} mm, "
             f"split {m['n_train']} / {m['n_val']} / {m['n_test']} (train / validation / test) by patient.",
             class_balance_sentence(m["class_fraction"]),
             painting_sentence(m["painting_r2"]),
@@ -236,7 +244,8 @@ def takeaways_03(result: Mapping, losses: Sequence[float] | None = None) -> str:
     """The closing cell of notebook 03, from its ``"03_diffusion"`` entry (and the logged losses)."""
     lines = [
         f"{result['steps']} steps of a {result['conditioning']}-conditioned UNet with {result['prediction_type']} "
-        f"in {result['train_seconds']:.0f} s; final loss {result['final_loss']:.3f} against about 1 for predicting zero."
+        f"in {result['train_seconds']:.0f} s; final loss {result['final_loss']:.3f} against about 1 for predicting "
+        "zero."
     ]
     if losses is not None:
         lines.append(loss_sentence(losses, result["prediction_type"]))
@@ -312,7 +321,8 @@ def ablation_sentence(scores: Mapping[str, Mapping[str, float]], ceiling: Mappin
         helps = both["ssim"] > sem["ssim"] and both["nmse"] < sem["nmse"]
         said.append(
             f"Adding the edge map to the semantic map {'raises' if both['ssim'] > sem['ssim'] else 'does not raise'} "
-            f"SSIM ({sem['ssim']:.3f} → {both['ssim']:.3f}) and {'lowers' if both['nmse'] < sem['nmse'] else 'does not lower'} "
+            f"SSIM ({sem['ssim']:.3f} → {both['ssim']:.3f}) and "
+            f"{'lowers' if both['nmse'] < sem['nmse'] else 'does not lower'} "
             f"NMSE ({sem['nmse']:.3f} → {both['nmse']:.3f})"
             + (": the edges carry what four classes cannot (lungs, chest wall, exact outlines)." if helps else ".")
         )
@@ -362,7 +372,8 @@ def takeaways_06(result: Mapping) -> str:
         [
             f"{result['n_slices']} slices of {result['size']}×{result['size']} pixels ({result['dataset']}); "
             f"{result['n_test_slices']} held-out slices judge {len(scores)} models trained alike.",
-            f"Closest to the real slices on SSIM: {best} ({scores[best]['ssim']:.3f}; the VQ-VAE ceiling {ceiling['ssim']:.3f}).",
+            f"Closest to the real slices on SSIM: {best} ({scores[best]['ssim']:.3f}; the VQ-VAE ceiling "
+            f"{ceiling['ssim']:.3f}).",
             ablation_sentence(scores, ceiling),
             f"FID: {result['fid']}.",
         ]

@@ -58,7 +58,10 @@ def paired_sentence(paired: Mapping[str, Mapping[str, float]]) -> str:
     the conditional mean, and the oracle through the autoencoder (who owns the gap)."""
     syn = paired["synthetic"]["ssim"]
     if "oracle re-render" not in paired:
-        return f"The samples score SSIM {syn:.3f} against the real volumes; with no oracle there is nothing to read it against."
+        return (
+            f"The samples score SSIM {syn:.3f} against the real volumes; "
+            "with no oracle there is nothing to read it against."
+        )
     ora, mean = paired["oracle re-render"]["ssim"], paired["oracle mean"]["ssim"]
     said = (
         f"SSIM against the real volume of the same label map: samples {syn:.3f}, a perfect sampler (an oracle "
@@ -77,7 +80,10 @@ def paired_sentence(paired: Mapping[str, Mapping[str, float]]) -> str:
             f"{100 * min(max(share, 0), 1):.0f} % (oracle through it: {ae:.3f}) and the diffusion model the rest."
         )
     elif syn >= ora:
-        said += "The samples match the real volumes at least as well as a perfect sampler: suspect blur or a copied appearance."
+        said += (
+            "The samples match the real volumes at least as well as a perfect sampler: "
+            "suspect blur or a copied appearance."
+        )
     return said
 
 
@@ -153,7 +159,10 @@ def scheduler_sentence(schedulers: Mapping[str, Mapping]) -> str:
         + ". "
     )
     if worse:
-        said += f"{', '.join(worse)} {'lands' if len(worse) == 1 else 'land'} further from the oracle than the reference (> 1.25×)."
+        said += (
+            f"{', '.join(worse)} {'lands' if len(worse) == 1 else 'land'} "
+            "further from the oracle than the reference (> 1.25×)."
+        )
     else:
         said += "No faster solver lands further from the oracle than the reference (within 1.25×)"
         n = ref.get("n_samples")
@@ -230,7 +239,8 @@ def edit_sentence(outside_max: float, inserted: Sequence[float], lesion_range: S
     )
     if brighter or darker:
         said += (
-            f"; {brighter} {'is' if brighter == 1 else 'are'} brighter and {darker} darker. Lesions are a rare class in "
+            f"; {brighter} {'is' if brighter == 1 else 'are'} brighter and {darker} darker. Lesions are a rare "
+            "class in "
             "training, which likely leaves their intensity poorly learnt."
         )
     else:

@@ -206,7 +206,8 @@ def model_card(
             if phantom
             else ""
         ),
-        f"- Cases: {len(manifest.cases)} blocks, split {split} (patient-level, seed {'?' if manifest.seed is None else manifest.seed})",
+        f"- Cases: {len(manifest.cases)} blocks, split {split} (patient-level, seed "
+        f"{'?' if manifest.seed is None else manifest.seed})",
         f"- Classes: {', '.join(manifest.classes)}",
         f"- Spacing {manifest.spacing} mm (D, H, W), blocks of {manifest.block_shape} voxels, "
         f"intensities {json.dumps(manifest.normalisation)}",
@@ -244,7 +245,8 @@ def model_card(
             "- Trained on a procedural phantom, not on patients: its volumes are not clinical images and say nothing "
             "about a real scanner, population or disease."
             if phantom
-            else "- Trained on the dataset above only; this pack holds its preprocessed cases: check the dataset's licence "
+            else "- Trained on the dataset above only; this pack holds its preprocessed cases: "
+            "check the dataset's licence "
             "and data card before sharing the pack or samples."
         ),
         "- Not for diagnosis, treatment or any clinical decision; not validated for any clinical use.",
@@ -272,7 +274,8 @@ def _precision(precision: Mapping[str, Any]) -> str:
     return (
         f"Weights are stored as float16 where a sample drawn with float16-rounded weights stays within "
         f"{precision.get('tolerance_db')} dB PSNR of the float32 sample ({len(check.get('maps', []))} test label maps, "
-        f"{check.get('scheduler')}-{check.get('steps')}, seed {check.get('seed')}); they load as float32.\n\n{table}\n\n"
+        f"{check.get('scheduler')}-{check.get('steps')}, seed {check.get('seed')}); they load as "
+        f"float32.\n\n{table}\n\n"
         f"As stored, together: {precision.get('as_stored', {}).get('psnr_db')} dB. Images: {images.get('stored')} "
         f"(largest rounding error {images.get('max_abs_error', float('nan')):.2e} of the [-1, 1] range; "
         f"tolerance {images.get('tolerance')})."

@@ -192,7 +192,8 @@ def test_notebook_runs_in_jupyterlab(notebook, workspace, lab, browser):
         seconds = time.perf_counter() - start
         page.wait_for_timeout(1000)
         page.evaluate(
-            "() => { const n = document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer'); if (n) n.scrollTop = 0; }"
+            "() => { const n = document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer');"
+            " if (n) n.scrollTop = 0; }"
         )
         full_page_screenshot(page, ARTIFACTS / f"{stem}.png")
 
@@ -257,7 +258,8 @@ def test_report_renders_offline(tmp_path, browser):
         page.goto(page_path.as_uri())
         page.wait_for_selector(".medlsdm-slice-viewer img.widget-image", timeout=60000)
         page.wait_for_function(
-            "() => [...document.images].length > 0 && [...document.images].every(i => i.complete && i.naturalWidth > 0)",
+            "() => [...document.images].length > 0 && [...document.images].every(i => i.complete && i.naturalWidth "
+            "> 0)",
             timeout=30000,
         )
         figures = page.eval_on_selector_all("img", "els => els.filter(e => e.src.startsWith('data:image/png')).length")

@@ -12,7 +12,7 @@ from evaluation_utils import AFFINE, make_case
 from medlsdm.errors import DataError
 from medlsdm.evaluation.augmentation import EXTRA_SETS, augmentation_experiment, lesion_arm_skipped
 from medlsdm.evaluation.cases import Cases
-from medlsdm.evaluation.summary import augmentation_verdict, lesion_augmentation_sentence
+from medlsdm.evaluation.sentences import augmentation_verdict, lesion_augmentation_sentence
 
 
 def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):

@@ -1,5 +1,5 @@
 """The package's layout rules, checked on its source: layers import only downwards, no module
-imports another module's private name, no module is over 450 lines, the README lists every module."""
+imports another module's private name, no module is over MAX_LINES lines, the README lists every module."""
 
 import ast
 from pathlib import Path
@@ -85,6 +85,12 @@ def layer_violations(path: Path, module: str | None = None) -> list[str]:
     return found
 
 
+#: An alarm, not a rule to split by: a module this long most likely holds two ideas, and is split by them
+#: (as evaluation/summary.py into summary and sentences). Lines as `ruff format` lays them out, which made
+#: the package about 14 % longer than the hand layout the earlier cap of 450 counted.
+MAX_LINES = 600
+
+
 def _modules():
     return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.stat().st_size > 2000)
 
@@ -93,7 +99,7 @@ def _modules():
 def test_module_respects_the_layers_and_size(path):
     assert layer_of(_module_name(path)) is not None, f"{path.name} is in no layer: add it to LAYERS"
     assert layer_violations(path) == []
-    assert len(path.read_text().splitlines()) <= 450
+    assert len(path.read_text().splitlines()) <= MAX_LINES
 
 
 def test_the_checker_catches_violations(tmp_path):

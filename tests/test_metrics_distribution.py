@@ -1,4 +1,5 @@
-"""medlsdm.metrics.distribution (Fréchet distance, MMD, KID) against SciPy, direct NumPy computations and closed forms."""
+"""medlsdm.metrics.distribution (Fréchet distance, MMD, KID) against SciPy, direct NumPy computations and closed
+forms."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""medlsdm.metrics.image (PSNR, SSIM, MS-SSIM, RMSE, NMSE, paired metrics) against scikit-image, SciPy and closed forms."""
+"""medlsdm.metrics.image (PSNR, SSIM, MS-SSIM, RMSE, NMSE, paired metrics) against scikit-image, SciPy and closed
+forms."""
 
 from __future__ import annotations
 

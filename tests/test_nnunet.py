@@ -1,4 +1,5 @@
-"""The nnU-Net raw format: the ``nnunet`` adapter (in) and ``write_nnunet_dataset`` / ``synthesize --format nnunet`` (out)."""
+"""The nnU-Net raw format: the ``nnunet`` adapter (in) and ``write_nnunet_dataset`` / ``synthesize --format
+nnunet`` (out)."""
 
 import json
 import re

@@ -168,7 +168,8 @@ def slice_case(
         raise ConfigError(f"the cardiac model needs the {len(CLASS_NAMES)} classes {CLASS_NAMES}, got {classes.names}")
     if image.shape != label.shape or image.ndim != 3:
         raise DataError(
-            f"{label_path or 'label'}: expected (D, H, W) image and label of one shape, got {image.shape} and {label.shape}"
+            f"{label_path or 'label'}: expected (D, H, W) image and label of one shape, got {image.shape} and "
+            f"{label.shape}"
         )
     label = remap_labels(label, classes, label_path).astype(np.uint8)
     axis = int(np.argmax(spacing_dhw(affine)))

@@ -93,7 +93,8 @@ def check_size(where, shape, itemsize: int) -> None:
     if size > MAX_VOLUME_BYTES:
         raise DataError(
             f"{where}: the header gives shape {tuple(int(n) for n in shape)}, {format_bytes(size)} as {itemsize}-byte "
-            f"voxels, over medlsdm's limit of {format_bytes(MAX_VOLUME_BYTES)} per volume (medlsdm.data.io.MAX_VOLUME_BYTES)"
+            f"voxels, over medlsdm's limit of {format_bytes(MAX_VOLUME_BYTES)} per volume "
+            "(medlsdm.data.io.MAX_VOLUME_BYTES)"
         )
 
 

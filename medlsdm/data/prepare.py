@@ -193,7 +193,8 @@ def check_out_dir(out_dir: Path, data_root: Path) -> None:
         raise ConfigError(
             f"out_dir {out_dir}: holds {foreign[0]}"
             + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "")
-            + ", not written by medlsdm preprocess; preprocess replaces the whole folder, so give a new or empty --out-dir"
+            + ", not written by medlsdm preprocess; preprocess replaces the whole folder, so give a new or "
+            "empty --out-dir"
         )
 
 

@@ -40,7 +40,8 @@ BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "au
 
 
 def new_anatomy_oracle(run: RunDir, ids: Sequence[str]) -> Cases:
-    """The oracle renders of new anatomies :func:`medlsdm.evaluation.run.new_anatomy_labels` wrote, with their label maps."""
+    """The oracle renders of new anatomies :func:`medlsdm.evaluation.run.new_anatomy_labels` wrote, with their
+    label maps."""
     folder = run.eval_samples / "new_anatomies"
     return read_cases([folder / "oracle" / f"{c}.nii.gz" for c in ids], [folder / f"{c}.nii.gz" for c in ids], ids)
 
@@ -183,7 +184,8 @@ def augmentation_experiment(
     ``extras`` (:func:`augmentation_extras`: oracle renders, oracle renders through the
     autoencoder, synthetic volumes of the same new anatomies; the judge's ``mix`` share of every
     batch comes from the extra set) and ``real_all`` (``real_all``: the judge of
-    :func:`medlsdm.evaluation.run.segmentation_experiment` on the real test cases). Per test case the organ Dice averaged
+    :func:`medlsdm.evaluation.run.segmentation_experiment` on the real test cases). Per test case the organ Dice
+    averaged
     over seeds; each gain is the paired difference to ``real_small``, its CI resampling the test
     cases and each arm's judge seeds together
     (:func:`~medlsdm.metrics.statistics.hierarchical_bootstrap_ci`). ``fraction_of_oracle_gain``:

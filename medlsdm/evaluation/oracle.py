@@ -50,7 +50,8 @@ def factor_estimates(
 
     Estimators: ``<class>_mean`` (mean intensity inside the class, eroded by one voxel
     in-plane, so partial volume with neighbours barely counts) for each class of
-    :data:`~medlsdm.data.phantom.oracle.FACTOR_CLASSES` ``[dataset]`` present in the class table, and ``noise`` (std of the
+    :data:`~medlsdm.data.phantom.oracle.FACTOR_CLASSES` ``[dataset]`` present in the class table, and ``noise``
+    (std of the
     volume minus its Gaussian blur of 1 voxel inside :data:`~medlsdm.data.phantom.oracle.NOISE_CLASS`). A volume without
     the class gets NaN for that estimator.
 

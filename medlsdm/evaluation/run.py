@@ -311,7 +311,8 @@ def memorisation(
 
 
 def oracle_cases(run: RunDir, cases: Cases, *, seed: int = 0) -> Cases | None:
-    """One oracle re-render of each case's anatomy (:func:`medlsdm.data.phantom.oracle.oracle_samples`); ``None`` on real data."""
+    """One oracle re-render of each case's anatomy (:func:`medlsdm.data.phantom.oracle.oracle_samples`); ``None``
+    on real data."""
 
     try:
         images = list(oracle_samples(run.data, cases.ids, 1, seed=seed)[:, 0])

@@ -1,4 +1,5 @@
-"""The conditional distribution p(image | label map) against an oracle: diversity, hidden-factor distributions, label painting.
+"""The conditional distribution p(image | label map) against an oracle: diversity, hidden-factor distributions,
+label painting.
 
 A label-conditioned generator should produce, for one label map, images as varied as the
 true conditional distribution — which the phantoms can sample ("oracle re-renders"). Paired

@@ -1,4 +1,5 @@
-"""Fréchet Radiomics Distance (FRD): radiomics features of each volume (``frd-score``'s extraction, cached), their Fréchet distance.
+"""Fréchet Radiomics Distance (FRD): radiomics features of each volume (``frd-score``'s extraction, cached), their
+Fréchet distance.
 
 Needs the optional packages ``frd-score`` and ``pyradiomics-bhklab`` (which provides
 ``radiomics``; ``pip install "medlsdm[radiomics]"``). No neural-network weights are needed,

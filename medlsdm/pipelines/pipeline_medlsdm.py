@@ -153,16 +153,19 @@ class MedLSDMPipeline(DiffusionPipeline):
             raise DataError(f"{name}: expected a {cfg.spatial_dims}-D label map, got shape {array.shape}")
         if any(s % factor for s in array.shape):
             raise DataError(
-                f"{name}: shape {array.shape} must be divisible by {factor} (VQ-GAN × UNet downsampling); crop or pad it"
+                f"{name}: shape {array.shape} must be divisible by {factor} (VQ-GAN × UNet downsampling); crop or "
+                "pad it"
             )
         if array.min() < 0 or array.max() >= cfg.num_classes:
             raise DataError(
-                f"{name}: class indices must lie in 0…{cfg.num_classes - 1} (the pipeline's classes), found {int(array.min())}…{int(array.max())}"
+                f"{name}: class indices must lie in 0…{cfg.num_classes - 1} (the pipeline's classes), found "
+                f"{int(array.min())}…{int(array.max())}"
             )
         trained = self.config.spacing
         if spacing is not None and trained is not None and not np.allclose(spacing, trained, rtol=0.1):
             raise DataError(
-                f"{name}: voxel spacing {np.round(spacing, 2).tolist()} mm differs from the training spacing {trained} mm; preprocess it first (medlsdm preprocess)"
+                f"{name}: voxel spacing {np.round(spacing, 2).tolist()} mm differs from the training spacing "
+                f"{trained} mm; preprocess it first (medlsdm preprocess)"
             )
 
     # -- sampling ------------------------------------------------------------------------

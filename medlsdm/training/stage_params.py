@@ -3,7 +3,8 @@
 :class:`~medlsdm.training.trainer.Trainer` that runs it.
 
 Both stages' settings (:mod:`medlsdm.settings`) use the same names for what the loop needs (``steps``,
-``batch_size``, ``checkpoint_every`` …); :func:`stage_trainer` passes those, and the stage passes what is its own (models, step function,
+``batch_size``, ``checkpoint_every`` …); :func:`stage_trainer` passes those, and the stage passes what is its own
+(models, step function,
 validation, extra state).
 """
 

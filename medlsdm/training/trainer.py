@@ -236,7 +236,8 @@ class Trainer:
             found = list_checkpoints(self.checkpoint_dir)
             last = f"the last good checkpoint, {found[-1][1]}, is kept" if found else "there is no checkpoint yet"
             raise TrainingError(
-                f"{self.out_dir}: the loss is not finite at step {self.step + 1} ({float(loss.detach().float().mean())} "
+                f"{self.out_dir}: the loss is not finite at step {self.step + 1} "
+                f"({float(loss.detach().float().mean())} "
                 f"on process {self.accelerator.process_index}); training stopped ({last}). "
                 "Try a lower lr, max_grad_norm, mixed_precision='no', or check the data"
             )

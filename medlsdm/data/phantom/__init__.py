@@ -48,7 +48,8 @@ noise and anatomy that varies between cases. Three kinds:
     double oblique like a real short-axis plan (slice axis closest to the S-I axis), and the RV
     lies toward the patient's right/anterior in world coordinates. Bias field, per-slice gain,
     Rician noise. Appearance factors (:data:`~medlsdm.data.phantom.cardiac.CARDIAC_FACTORS`):
-    gain, blood signal, bias-field strength, spread of the slice gains, noise level. Labels: :data:`~medlsdm.data.classes.CARDIAC`. Image float32, label uint8.
+    gain, blood signal, bias-field strength, spread of the slice gains, noise level. Labels:
+    :data:`~medlsdm.data.classes.CARDIAC`. Image float32, label uint8.
 
 Two steps: anatomy, then appearance. Every case is drawn as an anatomy (:func:`draw_anatomy`:
 label map, tissue map, affine; from ``(kind, seed, index, shape)`` alone) rendered with hidden

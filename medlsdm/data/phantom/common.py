@@ -126,7 +126,8 @@ def anatomy_streams(kind: str, seed: int, index: int, detail_seed: int | None = 
 def appearance_streams(
     kind: str, seed: int, index: int, appearance_seed: int | None = None, *, stratified: bool = True
 ):
-    """The appearance's generators ``(factors, noise)``: one draws the hidden factors, the other textures, fields and noise.
+    """The appearance's generators ``(factors, noise)``: one draws the hidden factors, the other textures, fields
+    and noise.
 
     Args:
         kind, seed, index: the case.

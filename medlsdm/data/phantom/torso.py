@@ -61,7 +61,8 @@ TORSO_TISSUES = {
     "lesion_rim": ("lesion", 25.0, 6.0, (60.0, 20.0)),  # the outer 15 % of the radius; rim enhancement, arterial
     "lesion_core": ("lesion", 0.0, 4.0, (0.0, 0.0)),  # necrosis
 }
-"""Tissues of the torso phantom: ``name: (class, non-contrast HU, texture std HU, (arterial, portal-venous) enhancement HU at contrast 1)``."""
+"""Tissues of the torso phantom: ``name: (class, non-contrast HU, texture std HU, (arterial, portal-venous)
+enhancement HU at contrast 1)``."""
 
 
 DEFAULT_TISSUE = {
