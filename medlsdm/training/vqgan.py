@@ -122,8 +122,6 @@ def vqgan_step(trainer: Trainer, batch, loss_fn, label_dropout: float = 0.0) -> 
     return logs
 
 
-#: Defaults of :func:`train_vqgan`: the quick profile's (``PROFILES["quick"]["02"]``, which is
-#: also notebook 02's parameters cell), so ``train_vqgan(run)`` trains what the demo trains.
 #: :class:`~medlsdm.settings.VQGANSettings` as a dict: what ``train_vqgan()`` trains (the quick profile's
 #: settings). The published ones (constant lr 3e-4, betas (0.5, 0.9), 256×256×32 blocks …) are
 #: ``PROFILES["paper"]["02"]``.
