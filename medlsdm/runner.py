@@ -44,7 +44,6 @@ from papermill.exceptions import PapermillExecutionError
 from traitlets import CaselessStrEnum
 
 from .errors import ConfigError, NotebookError
-from .pack import FROM_PACK_DEFAULT, check_from_pack, unpack_run
 from .profiles import NOTEBOOKS, notebook_parameters
 from .rundir import RunDir
 from .training.cores import LANES_ENV
@@ -363,6 +362,9 @@ def run_notebooks(
     """
 
     overrides = dict(overrides or {})
+    # here, not at the top: pack loads torch and diffusers (about 3.5 s), which only --from-pack needs
+    from .pack import FROM_PACK_DEFAULT, check_from_pack, unpack_run  # noqa: PLC0415
+
     only = FROM_PACK_DEFAULT if from_pack is not None and only is None else only
     paths = find_notebooks(notebooks_dir, only)
     if from_pack is not None:
