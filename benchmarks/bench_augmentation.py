@@ -15,6 +15,8 @@ generators, then judge seeds within them, then the test cases
     python benchmarks/bench_augmentation.py --work /tmp/ba report   # benchmarks/results/augmentation.md and .json
 
 ``arms --arms real_small,real_small_oracle,real_all`` measures the generator-free arms alone;
+``real_small_borrowed_codes`` (a SPADE decoder only) is a control of the diffusion model: each new
+anatomy decoded from the codes of a real-small case (:func:`borrowed_codes`), no diffusion model;
 ``--judge-options '{"max_steps": 1000}'`` sets the judge (default: notebook 05's quick judge).
 Judges train on one thread; rows are appended to ``WORK/rows.jsonl`` as they finish.
 """
@@ -42,6 +44,7 @@ ARMS = (
     "real_small_oracle",
     "real_small_oracle_autoencoded",
     "real_small_synthetic",
+    "real_small_borrowed_codes",
     "real_small_lesion_edits",
     "real_all",
 )
@@ -49,12 +52,36 @@ ARMS = (
 GENERATOR_FREE = ("real_small", "real_small_oracle", "real_all")
 
 
-def train(work: Path, generator_seed: int) -> None:
-    """Notebooks 01 (data, seed 0 for every generator) and 02-03 (``seed`` = the generator seed)."""
-    run = work / "runs" / f"g{generator_seed}"
-    medlsdm = [sys.executable, "-m", "medlsdm.cli", "run", "--profile", "quick", "--run-dir", str(run)]
+def train(work: Path, generator_seed: int, decoder: str = "normal") -> None:
+    """Notebooks 01 (data, seed 0 for every generator) and 02-03 (``seed`` = the generator seed,
+    notebook 02's ``decoder_type`` = ``decoder``), one notebook at a time."""
+    run = work / "runs" / (f"g{generator_seed}" + ("" if decoder == "normal" else f"-{decoder}"))
+    medlsdm = [sys.executable, "-m", "medlsdm.cli", "run", "--profile", "quick", "--run-dir", str(run), "--jobs", "1"]
     subprocess.run(medlsdm + ["--only", "01"], check=True)
-    subprocess.run(medlsdm + ["--only", "02,03", "-p", f"seed={generator_seed}"], check=True)
+    subprocess.run(
+        medlsdm + ["--only", "02", "-p", f"seed={generator_seed}", "-p", f"decoder_type={decoder}"], check=True
+    )
+    subprocess.run(medlsdm + ["--only", "03", "-p", f"seed={generator_seed}"], check=True)
+
+
+def borrowed_codes(vqgan, new, real):
+    """The new anatomies ``new`` decoded by a SPADE ``vqgan`` from the codes of the real cases ``real``
+    (new anatomy ``i`` from real case ``i mod len(real)``; every block one shape): what the decoder
+    makes of a label map without the diffusion model."""
+    import torch
+
+    from medlsdm.evaluation.cases import Cases
+
+    if vqgan.config.decoder_type != "spade":
+        raise SystemExit("real_small_borrowed_codes needs a SPADE decoder: a normal one ignores the new label map")
+    images = []
+    with torch.no_grad():
+        for i, label in enumerate(new.labels):
+            x = torch.as_tensor(np.asarray(real.images[i % len(real.images)], np.float32))[None]
+            z = vqgan.quantize(vqgan.encode(x).latents, update=False)[0]
+            lab = torch.as_tensor(np.asarray(label, np.int64).reshape(x.shape[2:]))[None]
+            images.append(vqgan.decode(z, force_not_quantize=True, labels=lab).sample[0].clamp(-1, 1).numpy())
+    return Cases(new.ids, images, new.labels, new.affines)
 
 
 def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], options: dict, generator: int) -> None:
@@ -78,12 +105,16 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     classes = manifest.classes
     train_cases, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     small = train_cases.head(p["n_small"])
+    decoder = None  # the generator's VQ-GAN decoder (notebook 02's decoder_type)
     if set(names) <= set(GENERATOR_FREE):  # no generator needed: the oracle renders alone
         extras = {"oracle": aug_ev.new_anatomy_oracle(run, ev.new_anatomy_labels(run, p["n_new"])[0])}
     else:
         pipe = load_pipeline(run.root)
+        decoder = pipe.vqgan.config.decoder_type
         syn, _ = ev.synthetic_sets(run, pipe, split, n_test=0, n_train_maps=0, n_new=p["n_new"], seed=0)
         extras = aug_ev.augmentation_extras(run, pipe, syn["new"])
+        if "real_small_borrowed_codes" in names:
+            extras["borrowed_codes"] = borrowed_codes(pipe.vqgan, syn["new"], small)
         if "real_small_lesion_edits" in names:  # notebook 05's lesion edits
             extras["lesion_edits"] = aug_ev.lesion_edits(pipe, small, classes, manifest.spacing, seed=0)
     for name in names:
@@ -98,6 +129,7 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
                 {
                     "run": str(run_dir),
                     "generator": None if name in GENERATOR_FREE else generator,
+                    "decoder": None if name in GENERATOR_FREE else decoder,
                     "arm": name,
                     "judge_seed": seed,
                     "options": options,
@@ -137,6 +169,9 @@ def summary(rows: list[dict]) -> dict:
     which notebook 05 prints beside its own one-generator numbers)."""
     from medlsdm.metrics.statistics import hierarchical_bootstrap_ci
 
+    decoders = {r.get("decoder") or "normal" for r in rows if r["arm"] not in GENERATOR_FREE}
+    if len(decoders) > 1:
+        raise SystemExit(f"rows of generators with decoders {sorted(decoders)}: report each from its own --work folder")
     measured = [a for a in ARMS if any(r["arm"] == a for r in rows)]
     base = pooled(rows, "real_small") if "real_small" in measured else None
     arms = {}
@@ -173,6 +208,7 @@ def summary(rows: list[dict]) -> dict:
         "written": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": platform.machine(),
         "judge": rows[0]["options"],
+        "decoder": decoders.pop() if decoders else None,
         "arms": arms,
         "fraction_of_oracle_gain": share,
     }
@@ -189,9 +225,9 @@ def report(rows: list[dict], note: str = "") -> str:
         "# Augmentation arms pooled over generator and judge seeds",
         "",
         f"Written by `benchmarks/bench_augmentation.py` on {s['written']}: {s['machine']}, quick profile, test "
-        f"split (12 cases). Judge: {s['judge']}. Gain: organ Dice over real-small, per test case (lesion gain: "
-        "lesion Dice, on the test cases with a lesion); CI: 95 % bootstrap over generators, judge seeds within "
-        "them, and cases." + (f" {note}" if note else ""),
+        f"split (12 cases). Judge: {s['judge']}. Generators' VQ-GAN decoder: {s['decoder']}. Gain: organ Dice "
+        "over real-small, per test case (lesion gain: lesion Dice, on the test cases with a lesion); CI: 95 % "
+        "bootstrap over generators, judge seeds within them, and cases." + (f" {note}" if note else ""),
         "",
         "| arm | generators | judge seeds | organ Dice | gain over real-small [95 % CI] | lesion Dice | "
         "lesion gain [95 % CI] | lesions found | best / stopped steps | s per judge |",
@@ -227,6 +263,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
     t.add_argument("--generator-seed", type=int, required=True)
+    t.add_argument("--decoder", choices=("normal", "spade"), default="normal", help="notebook 02's decoder_type")
     a = sub.add_parser("arms")
     a.add_argument("--run", type=Path, required=True)
     a.add_argument("--arms", default=",".join(ARMS))
@@ -240,7 +277,7 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.cmd == "train":
-        train(args.work, args.generator_seed)
+        train(args.work, args.generator_seed, args.decoder)
     elif args.cmd == "arms":
         names = args.arms.split(",")
         unknown = sorted(set(names) - set(ARMS))

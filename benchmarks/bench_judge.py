@@ -33,6 +33,8 @@ RECIPES = {
     "segnet": {"network": "segnet"},
     # exploratory: crops centred on a class a third of the time, inverse-frequency class weights
     "segnet-lesion": {"network": "segnet", "foreground": 1 / 3, "class_balance": 1.0},
+    # exploratory: the same crops, square-root inverse-frequency weights (the SegNet recipe's own)
+    "segnet-lesion-sqrt": {"network": "segnet", "foreground": 1 / 3, "class_balance": 0.5},
 }
 
 

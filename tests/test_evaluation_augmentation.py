@@ -142,8 +142,8 @@ def test_lesion_edits_insert_a_lesion_in_the_organ_and_keep_the_rest(tiny_pipeli
         lesion_edits(tiny_pipeline, Cases(["b"], [image[None]], [plain], [AFFINE]), names, (6.0, 5.5, 5.5))
 
 
-def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one(tmp_path):
-    from medlsdm.evaluation.augmentation import BENCHMARK, benchmark_sentence
+def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one_of_its_decoder(tmp_path):
+    from medlsdm.evaluation.augmentation import BENCHMARKS, benchmark_sentence
 
     def arm(gain, lo, hi, **kw):
         return {"gain": gain, "gain_ci": [lo, hi], **kw}
@@ -166,9 +166,11 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one(tmp_path):
     }
     path = tmp_path / "augmentation.json"
     path.write_text(json.dumps(bench))
-    said = benchmark_sentence(aug, path)
+    paths = {"normal": path, "spade": tmp_path / "augmentation_spade.json"}
+    said = benchmark_sentence(aug, "normal", paths)
     assert (
-        "(3 generators × 2 judge seeds" in said
+        "(one generator, normal decoder)" in said
+        and "(3 generators with the same decoder × 2 judge seeds" in said
         and "real small oracle -0.030 [-0.070, +0.010] here, +0.050 [+0.030, +0.070] there" in said
     )
     verdicts = said.split("Their verdicts differ for ")[1]
@@ -179,8 +181,28 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one(tmp_path):
     bench["arms"]["real_small_oracle"] = arm(-0.01, -0.03, 0.02, generators=None, judge_seeds=2)
     bench["arms"]["real_small_synthetic"] = arm(-0.04, -0.06, -0.01, generators=3, judge_seeds=2)
     path.write_text(json.dumps(bench))
-    assert "Every arm gets the same verdict (helps, hurts, or no clear effect) in both." in benchmark_sentence(
-        aug, path
+    said = benchmark_sentence(aug, "normal", paths)
+    assert "Every arm gets the same verdict (helps, hurts, or no clear effect) in both." in said
+    assert "With the spade decoder" not in said  # no benchmark of the other decoder: nothing said of it
+    # the other decoder's generator arms follow, from its own file (the generator-free arms are the same in both)
+    spade = {
+        **bench,
+        "arms": {**bench["arms"], "real_small_synthetic": arm(0.04, 0.02, 0.06, generators=3, judge_seeds=2)},
+    }
+    paths["spade"].write_text(json.dumps(spade))
+    said = benchmark_sentence(aug, "normal", paths)
+    assert said.endswith(
+        "With the spade decoder (`benchmarks/results/augmentation_spade.md`, 3 generators): "
+        "real small synthetic +0.040 [+0.020, +0.060]."
     )
-    assert "missing" in benchmark_sentence(aug, tmp_path / "none.json") and "missing" in benchmark_sentence(None, path)
-    assert BENCHMARK.name == "augmentation.json" and BENCHMARK.parent.name == "results"
+    assert "(one generator, spade decoder) beside `benchmarks/results/augmentation_spade.md`" in benchmark_sentence(
+        aug, "spade", paths
+    )
+    assert "augmentation_spade.json missing" in benchmark_sentence(
+        aug, "spade", {**paths, "spade": tmp_path / "x" / "augmentation_spade.json"}
+    )
+    assert "missing" in benchmark_sentence(None, "normal", paths)
+    assert {d: (p.name, p.parent.name) for d, p in BENCHMARKS.items()} == {
+        "normal": ("augmentation.json", "results"),
+        "spade": ("augmentation_spade.json", "results"),
+    }

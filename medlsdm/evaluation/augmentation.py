@@ -35,8 +35,12 @@ AUGMENTATION_BAR = 0.5
 EXTRA_SETS = ("oracle", "oracle_autoencoded", "synthetic", "lesion_edits")
 #: Radius range of the lesions :func:`lesion_edits` inserts: the phantom's own (``data_cards/phantom.md``).
 LESION_RADIUS_MM = (10.0, 20.0)
-#: The arms pooled over generator and judge seeds, as ``benchmarks/bench_augmentation.py report`` writes them.
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "augmentation.json"
+#: The arms pooled over generator and judge seeds, as ``benchmarks/bench_augmentation.py report`` writes them,
+#: one file per VQ-GAN decoder of the generators (notebook 02's ``decoder_type``).
+BENCHMARKS = {
+    decoder: Path(__file__).resolve().parents[2] / "benchmarks" / "results" / name
+    for decoder, name in (("normal", "augmentation.json"), ("spade", "augmentation_spade.json"))
+}
 
 
 def new_anatomy_oracle(run: RunDir, ids: Sequence[str]) -> Cases:
@@ -281,18 +285,22 @@ def augmentation_experiment(
     return out
 
 
-def benchmark_sentence(aug: Mapping[str, Any] | None, path: str | os.PathLike = BENCHMARK) -> str:
-    """This run's augmentation gains (one generator, this notebook's judge) beside the benchmark's
-    (``path``: the arms pooled over its generator and judge seeds), each with its CI, and whether
-    the two give an arm the same verdict: helps (CI above 0), hurts (CI below 0), or no clear effect."""
-    path = Path(path)
+def _gain(a: Mapping[str, Any]) -> str:
+    return f"{a['gain']:+.3f} [{a['gain_ci'][0]:+.3f}, {a['gain_ci'][1]:+.3f}]"
+
+
+def benchmark_sentence(
+    aug: Mapping[str, Any] | None, decoder: str = "normal", paths: Mapping[str, os.PathLike] = BENCHMARKS
+) -> str:
+    """This run's augmentation gains (one generator, this notebook's judge) beside the benchmark of
+    generators with the same VQ-GAN ``decoder`` (``paths[decoder]``: the arms pooled over its generator
+    and judge seeds), each with its CI, and whether the two give an arm the same verdict: helps (CI
+    above 0), hurts (CI below 0), or no clear effect; then what the benchmark of the other decoder
+    measured, where there is one."""
+    path = Path(paths[decoder])
     if not aug or not path.is_file():
         return f"No benchmark to set beside this run ({path.name} missing, or the augmentation experiment did not run)."
     bench = json.loads(path.read_text())
-
-    def gain(a: Mapping[str, Any]) -> str:
-        return f"{a['gain']:+.3f} [{a['gain_ci'][0]:+.3f}, {a['gain_ci'][1]:+.3f}]"
-
     pairs = {
         arm: (a, bench["arms"][arm])
         for arm, a in aug["arms"].items()
@@ -303,9 +311,10 @@ def benchmark_sentence(aug: Mapping[str, Any] | None, path: str | os.PathLike = 
     generators = max(b["generators"] or 0 for _, b in pairs.values())
     seeds = max(b["judge_seeds"] for _, b in pairs.values())
     said = [
-        f"This run (one generator) beside `benchmarks/results/{path.stem}.md` ({generators} generators × {seeds} judge "
-        f"seeds, judge {bench['judge']}, {bench['written'][:10]}), gains over real-small: "
-        + "; ".join(f"{arm.replace('_', ' ')} {gain(a)} here, {gain(b)} there" for arm, (a, b) in pairs.items())
+        f"This run (one generator, {decoder} decoder) beside `benchmarks/results/{path.stem}.md` ({generators} "
+        f"generators with the same decoder × {seeds} judge seeds, judge {bench['judge']}, {bench['written'][:10]}), "
+        "gains over real-small: "
+        + "; ".join(f"{arm.replace('_', ' ')} {_gain(a)} here, {_gain(b)} there" for arm, (a, b) in pairs.items())
         + "."
     ]
 
@@ -323,4 +332,16 @@ def benchmark_sentence(aug: Mapping[str, Any] | None, path: str | os.PathLike = 
         if differ
         else "Every arm gets the same verdict (helps, hurts, or no clear effect) in both."
     )
+    for other, other_path in paths.items():
+        other_path = Path(other_path)
+        if other == decoder or not other_path.is_file():
+            continue
+        arms = {k: a for k, a in json.loads(other_path.read_text())["arms"].items() if "gain" in a and a["generators"]}
+        if arms:
+            said.append(
+                f"With the {other} decoder (`benchmarks/results/{other_path.stem}.md`, "
+                f"{max(a['generators'] for a in arms.values())} generators): "
+                + "; ".join(f"{k.replace('_', ' ')} {_gain(a)}" for k, a in arms.items())
+                + "."
+            )
     return " ".join(said)
