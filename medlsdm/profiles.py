@@ -120,12 +120,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         # 60 phantom cases: 36 train, 12 validation, 12 test (enough test cases for a confidence interval)
         "01": dict(dataset="torso-ct", n_cases=60, block_shape=[32, 64, 64], spacing=[6.0, 5.5, 5.5]),
-        # The SPADE decoder (Med-LSDM's: it also reads the label map): with it, synthetic volumes help a segmentation
-        # network, with the normal one they do not (benchmarks/results/augmentation_spade.md, augmentation.md). Both
-        # PatchGANs (hinge + feature matching, 16 channels wide) from step 500 of 1500: L1 alone erases the texture
-        # (benchmarks/results/autoencoder_realism.md)
+        # The normal decoder (it reads only its latent) with both PatchGANs (hinge + feature matching, 16 channels wide)
+        # from step 500 of 1500: L1 alone erases the texture (benchmarks/results/autoencoder_realism.md)
         "02": dict(
-            decoder_type="spade",
+            decoder_type="normal",
             label_dropout=0.0,
             compare_decoder=False,
             steps=1500,
@@ -141,11 +139,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             disc_channels=16,
         ),
         # Appearance swaps (3 copies of each training case with another case's class means, medlsdm.training.augment):
-        # the model can no longer read a case's appearance off its label map (benchmarks/results/factor_spread.md).
-        # 1000 steps (the benchmark's generators: 1500): the SPADE decoder's steps cost 1.4x the normal one's, and
-        # with it the diffusion model adds nothing measurable to the augmentation (augmentation_spade.md)
+        # the model can no longer read a case's appearance off its label map (benchmarks/results/factor_spread.md)
         "03": dict(
-            steps=1000,
+            steps=1500,
             batch_size=4,
             lr=1e-3,
             channels=[32, 64, 128],
