@@ -238,7 +238,8 @@ def test_04_exercise_own_label_map(smoke_run, tmp_path):
 def test_05_exercises(smoke_run_copy):
     """05.1-05.4 in one run, each outcome under its own key: a new UniPC-10 synthetic folder, the
     held-out volumes as the negative control (the threshold moves; the positive control is the
-    same), one judge per arm, and twice the smoke profile's new anatomies (24 is twice quick's 12)."""
+    same), one judge per arm, and twice the smoke profile's new anatomies (24 is twice quick's 12);
+    05.5 is the smoke profile's own decoder."""
     run = smoke_run_copy
     base = metrics(run, "05_evaluation")
     n_new = 2 * base["settings"]["n_new"]
@@ -263,6 +264,10 @@ def test_05_exercises(smoke_run_copy):
     assert m["settings"]["n_new"] == n_new
     assert len(list((run.eval_samples / "unipc-10-g1-s0" / "new").glob("*.nii.gz"))) == n_new
     assert m["augmentation"]["arms"].keys() == base["augmentation"]["arms"].keys()
+
+    # 05.5: the smoke profile's VQ-GAN is already the SPADE decoder (-p decoder_type=spade), and its arms exist
+    assert metrics(run, "02_vqgan")["decoder"] == "spade"
+    assert {"real_small_oracle_autoencoded", "real_small_synthetic"} <= base["augmentation"]["arms"].keys()
 
 
 def test_06_exercises(smoke_run_copy, tmp_path):
