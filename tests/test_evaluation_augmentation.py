@@ -187,13 +187,18 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one_of_its_decod
     # the other decoder's generator arms follow, from its own file (the generator-free arms are the same in both)
     spade = {
         **bench,
-        "arms": {**bench["arms"], "real_small_synthetic": arm(0.04, 0.02, 0.06, generators=3, judge_seeds=2)},
+        "arms": {
+            **bench["arms"],
+            "real_small_synthetic": arm(0.04, 0.02, 0.06, generators=3, judge_seeds=2),
+            "real_small_borrowed_codes": arm(0.05, 0.03, 0.07, generators=3, judge_seeds=2),
+        },
     }
     paths["spade"].write_text(json.dumps(spade))
     said = benchmark_sentence(aug, "normal", paths)
     assert said.endswith(
         "With the spade decoder (`benchmarks/results/augmentation_spade.md`, 3 generators): "
-        "real small synthetic +0.040 [+0.020, +0.060]."
+        "real small synthetic +0.040 [+0.020, +0.060]; real small borrowed codes (new anatomies decoded from a "
+        "real case's codes: no diffusion model) +0.050 [+0.030, +0.070]."
     )
     assert "(one generator, spade decoder) beside `benchmarks/results/augmentation_spade.md`" in benchmark_sentence(
         aug, "spade", paths

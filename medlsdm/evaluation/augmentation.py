@@ -285,6 +285,10 @@ def augmentation_experiment(
     return out
 
 
+#: What a benchmark-only arm is, where :func:`benchmark_sentence` names it.
+_GLOSS = {"real_small_borrowed_codes": " (new anatomies decoded from a real case's codes: no diffusion model)"}
+
+
 def _gain(a: Mapping[str, Any]) -> str:
     return f"{a['gain']:+.3f} [{a['gain_ci'][0]:+.3f}, {a['gain_ci'][1]:+.3f}]"
 
@@ -341,7 +345,7 @@ def benchmark_sentence(
             said.append(
                 f"With the {other} decoder (`benchmarks/results/{other_path.stem}.md`, "
                 f"{max(a['generators'] for a in arms.values())} generators): "
-                + "; ".join(f"{k.replace('_', ' ')} {_gain(a)}" for k, a in arms.items())
+                + "; ".join(f"{k.replace('_', ' ')}{_GLOSS.get(k, '')} {_gain(a)}" for k, a in arms.items())
                 + "."
             )
     return " ".join(said)
