@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from worker import append_row, write_report  # noqa: E402  (benchmarks/worker.py)
 
+from medlsdm.profiles import notebook_parameters  # noqa: E402
+
 ARMS = (
     "real_small",
     "real_small_oracle",
@@ -52,10 +54,10 @@ ARMS = (
 GENERATOR_FREE = ("real_small", "real_small_oracle", "real_all")
 
 
-def train(work: Path, generator_seed: int, decoder: str = "normal") -> None:
+def train(work: Path, generator_seed: int, decoder: str) -> None:
     """Notebooks 01 (data, seed 0 for every generator) and 02-03 (``seed`` = the generator seed,
     notebook 02's ``decoder_type`` = ``decoder``), one notebook at a time."""
-    run = work / "runs" / (f"g{generator_seed}" + ("" if decoder == "normal" else f"-{decoder}"))
+    run = work / "runs" / f"g{generator_seed}-{decoder}"
     medlsdm = [sys.executable, "-m", "medlsdm.cli", "run", "--profile", "quick", "--run-dir", str(run), "--jobs", "1"]
     subprocess.run(medlsdm + ["--only", "01"], check=True)
     subprocess.run(
@@ -94,7 +96,6 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     from medlsdm.evaluation import run as ev
     from medlsdm.evaluation.cases import dice_over_seeds, real_cases, train_judges
     from medlsdm.pipelines.loading import load_pipeline
-    from medlsdm.profiles import notebook_parameters
     from medlsdm.rundir import RunDir
 
     torch.set_num_threads(1)
@@ -105,12 +106,12 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     classes = manifest.classes
     train_cases, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     small = train_cases.head(p["n_small"])
-    decoder = None  # the generator's VQ-GAN decoder (notebook 02's decoder_type)
+    generator_settings = None  # the generator's decoder and steps (aug_ev.generator_settings)
     if set(names) <= set(GENERATOR_FREE):  # no generator needed: the oracle renders alone
         extras = {"oracle": aug_ev.new_anatomy_oracle(run, ev.new_anatomy_labels(run, p["n_new"])[0])}
     else:
         pipe = load_pipeline(run.root)
-        decoder = pipe.vqgan.config.decoder_type
+        generator_settings = aug_ev.generator_settings(run, pipe)
         syn, _ = ev.synthetic_sets(run, pipe, split, n_test=0, n_train_maps=0, n_new=p["n_new"], seed=0)
         extras = aug_ev.augmentation_extras(run, pipe, syn["new"])
         if "real_small_borrowed_codes" in names:
@@ -129,7 +130,7 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
                 {
                     "run": str(run_dir),
                     "generator": None if name in GENERATOR_FREE else generator,
-                    "decoder": None if name in GENERATOR_FREE else decoder,
+                    "generator_settings": None if name in GENERATOR_FREE else generator_settings,
                     "arm": name,
                     "judge_seed": seed,
                     "options": options,
@@ -144,6 +145,11 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
                     "seconds": round(time.perf_counter() - t0, 1),
                 },
             )
+
+
+def generator_of(row: dict) -> dict:
+    """The generator settings of a row (rows written before they were recorded name the decoder only)."""
+    return row.get("generator_settings") or {"decoder": row.get("decoder") or "normal"}
 
 
 def pooled(rows: list[dict], arm: str, key: str = "organ") -> np.ndarray:
@@ -169,9 +175,9 @@ def summary(rows: list[dict]) -> dict:
     which notebook 05 prints beside its own one-generator numbers)."""
     from medlsdm.metrics.statistics import hierarchical_bootstrap_ci
 
-    decoders = {r.get("decoder") or "normal" for r in rows if r["arm"] not in GENERATOR_FREE}
-    if len(decoders) > 1:
-        raise SystemExit(f"rows of generators with decoders {sorted(decoders)}: report each from its own --work folder")
+    settings = {json.dumps(generator_of(r), sort_keys=True) for r in rows if r["arm"] not in GENERATOR_FREE}
+    if len(settings) > 1:
+        raise SystemExit(f"rows of generators with other settings {sorted(settings)}: report each from its own --work")
     measured = [a for a in ARMS if any(r["arm"] == a for r in rows)]
     base = pooled(rows, "real_small") if "real_small" in measured else None
     arms = {}
@@ -208,7 +214,7 @@ def summary(rows: list[dict]) -> dict:
         "written": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": platform.machine(),
         "judge": rows[0]["options"],
-        "decoder": decoders.pop() if decoders else None,
+        "generator": json.loads(settings.pop()) if settings else None,
         "arms": arms,
         "fraction_of_oracle_gain": share,
     }
@@ -225,7 +231,7 @@ def report(rows: list[dict], note: str = "") -> str:
         "# Augmentation arms pooled over generator and judge seeds",
         "",
         f"Written by `benchmarks/bench_augmentation.py` on {s['written']}: {s['machine']}, quick profile, test "
-        f"split (12 cases). Judge: {s['judge']}. Generators' VQ-GAN decoder: {s['decoder']}. Gain: organ Dice "
+        f"split (12 cases). Judge: {s['judge']}. Generators: {s['generator']}. Gain: organ Dice "
         "over real-small, per test case (lesion gain: lesion Dice, on the test cases with a lesion); CI: 95 % "
         "bootstrap over generators, judge seeds within them, and cases." + (f" {note}" if note else ""),
         "",
@@ -263,7 +269,12 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
     t.add_argument("--generator-seed", type=int, required=True)
-    t.add_argument("--decoder", choices=("normal", "spade"), default="normal", help="notebook 02's decoder_type")
+    t.add_argument(
+        "--decoder",
+        choices=("normal", "spade"),
+        default=notebook_parameters("quick", "02")["decoder_type"],
+        help="notebook 02's decoder_type (default: the quick profile's)",
+    )
     a = sub.add_parser("arms")
     a.add_argument("--run", type=Path, required=True)
     a.add_argument("--arms", default=",".join(ARMS))

@@ -148,6 +148,9 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one_of_its_decod
     def arm(gain, lo, hi, **kw):
         return {"gain": gain, "gain_ci": [lo, hi], **kw}
 
+    def generator(decoder, steps=1000):
+        return {"decoder": decoder, "vqgan_steps": steps, "disc_start": steps // 3, "diffusion_steps": steps}
+
     aug = {
         "arms": {
             "real_small": {},
@@ -158,6 +161,7 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one_of_its_decod
     bench = {
         "written": "2026-12-07T07:00:00",
         "judge": {"network": "basicunet"},
+        "generator": generator("normal"),
         "arms": {
             "real_small": {"generators": None, "judge_seeds": 2},
             "real_small_oracle": arm(0.05, 0.03, 0.07, generators=None, judge_seeds=2),
@@ -167,10 +171,10 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one_of_its_decod
     path = tmp_path / "augmentation.json"
     path.write_text(json.dumps(bench))
     paths = {"normal": path, "spade": tmp_path / "augmentation_spade.json"}
-    said = benchmark_sentence(aug, "normal", paths)
+    said = benchmark_sentence(aug, generator("normal"), paths)
     assert (
-        "(one generator, normal decoder)" in said
-        and "(3 generators with the same decoder × 2 judge seeds" in said
+        "(one generator: normal decoder, 1000 VQ-GAN steps (PatchGANs from 333), 1000 diffusion steps)" in said
+        and "(3 generators with the same settings × 2 judge seeds" in said
         and "real small oracle -0.030 [-0.070, +0.010] here, +0.050 [+0.030, +0.070] there" in said
     )
     verdicts = said.split("Their verdicts differ for ")[1]
@@ -178,15 +182,23 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one_of_its_decod
         "real small oracle (no clear effect here, helps there); "
         "real small synthetic (hurts here, no clear effect there):"
     )
+    # a benchmark of generators trained otherwise says how; one that did not record it says so
+    said = benchmark_sentence(aug, generator("normal", 600), paths)
+    assert "(3 generators with the same decoder but normal decoder, 1000 VQ-GAN steps (PatchGANs from 333)" in said
+    path.write_text(json.dumps({**bench, "generator": None}))
+    assert "generators with the same decoder, other settings not recorded" in benchmark_sentence(
+        aug, generator("normal"), paths
+    )
     bench["arms"]["real_small_oracle"] = arm(-0.01, -0.03, 0.02, generators=None, judge_seeds=2)
     bench["arms"]["real_small_synthetic"] = arm(-0.04, -0.06, -0.01, generators=3, judge_seeds=2)
     path.write_text(json.dumps(bench))
-    said = benchmark_sentence(aug, "normal", paths)
+    said = benchmark_sentence(aug, generator("normal"), paths)
     assert "Every arm gets the same verdict (helps, hurts, or no clear effect) in both." in said
     assert "With the spade decoder" not in said  # no benchmark of the other decoder: nothing said of it
     # the other decoder's generator arms follow, from its own file (the generator-free arms are the same in both)
     spade = {
         **bench,
+        "generator": generator("spade", 1500),
         "arms": {
             **bench["arms"],
             "real_small_synthetic": arm(0.04, 0.02, 0.06, generators=3, judge_seeds=2),
@@ -194,20 +206,43 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one_of_its_decod
         },
     }
     paths["spade"].write_text(json.dumps(spade))
-    said = benchmark_sentence(aug, "normal", paths)
+    said = benchmark_sentence(aug, generator("normal"), paths)
     assert said.endswith(
-        "With the spade decoder (`benchmarks/results/augmentation_spade.md`, 3 generators): "
-        "real small synthetic +0.040 [+0.020, +0.060]; real small borrowed codes (new anatomies decoded from a "
-        "real case's codes: no diffusion model) +0.050 [+0.030, +0.070]."
+        "With the spade decoder (`benchmarks/results/augmentation_spade.md`, 3 generators: spade decoder, 1500 "
+        "VQ-GAN steps (PatchGANs from 500), 1500 diffusion steps): real small synthetic +0.040 [+0.020, +0.060]; "
+        "real small borrowed codes (new anatomies decoded from a real case's codes: no diffusion model) "
+        "+0.050 [+0.030, +0.070]."
     )
-    assert "(one generator, spade decoder) beside `benchmarks/results/augmentation_spade.md`" in benchmark_sentence(
-        aug, "spade", paths
+    assert (
+        "spade decoder, 1000 VQ-GAN steps (PatchGANs from 333), 1000 diffusion steps) beside `benchmarks/"
+        "results/augmentation_spade.md`" in benchmark_sentence(aug, generator("spade"), paths)
     )
     assert "augmentation_spade.json missing" in benchmark_sentence(
-        aug, "spade", {**paths, "spade": tmp_path / "x" / "augmentation_spade.json"}
+        aug, generator("spade"), {**paths, "spade": tmp_path / "x" / "augmentation_spade.json"}
     )
-    assert "missing" in benchmark_sentence(None, "normal", paths)
+    assert "missing" in benchmark_sentence(None, generator("normal"), paths)
     assert {d: (p.name, p.parent.name) for d, p in BENCHMARKS.items()} == {
         "normal": ("augmentation.json", "results"),
         "spade": ("augmentation_spade.json", "results"),
     }
+
+
+def test_generator_settings_are_read_from_the_run(tmp_path):
+    """The decoder from the pipeline, the steps from each trainer's train_params.json; None where a
+    run lacks one (a run unpacked from a pack without them)."""
+    from medlsdm.evaluation.augmentation import generator_settings
+    from medlsdm.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    pipe = SimpleNamespace(vqgan=SimpleNamespace(config=SimpleNamespace(decoder_type="spade")))
+    run.vqgan.mkdir(parents=True)
+    (run.vqgan / "train_params.json").write_text(json.dumps({"steps": 1000, "disc_start": 333, "lr": 1e-3}))
+    assert generator_settings(run, pipe) == {
+        "decoder": "spade",
+        "vqgan_steps": 1000,
+        "disc_start": 333,
+        "diffusion_steps": None,
+    }
+    run.diffusion.mkdir(parents=True)
+    (run.diffusion / "train_params.json").write_text(json.dumps({"steps": 1500}))
+    assert generator_settings(run, pipe)["diffusion_steps"] == 1500

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import read_json
 from ..errors import DataError
 from ..metrics.statistics import hierarchical_bootstrap_ci, mean_sd
 from ..pipelines.synthesis import use_scheduler
@@ -293,14 +294,43 @@ def _gain(a: Mapping[str, Any]) -> str:
     return f"{a['gain']:+.3f} [{a['gain_ci'][0]:+.3f}, {a['gain_ci'][1]:+.3f}]"
 
 
+def generator_settings(run: RunDir, pipe) -> dict[str, Any]:
+    """What a benchmark of the augmentation arms records of each generator: the VQ-GAN's decoder
+    (``pipe``'s) and training steps (notebook 02: ``steps``, ``disc_start``) and the diffusion model's
+    (notebook 03), from the run's ``train_params.json`` files (None where a run lacks them, e.g. one
+    unpacked from a pack)."""
+    vqgan, diffusion = (
+        read_json(path) if (path := folder / "train_params.json").is_file() else {}
+        for folder in (run.vqgan, run.diffusion)
+    )
+    return {
+        "decoder": pipe.vqgan.config.decoder_type,
+        "vqgan_steps": vqgan.get("steps"),
+        "disc_start": vqgan.get("disc_start"),
+        "diffusion_steps": diffusion.get("steps"),
+    }
+
+
+def _generator(settings: Mapping[str, Any]) -> str:
+    def steps(key: str) -> str:
+        return f"{settings[key]}" if settings.get(key) is not None else "?"
+
+    return (
+        f"{settings['decoder']} decoder, {steps('vqgan_steps')} VQ-GAN steps (PatchGANs from {steps('disc_start')}), "
+        f"{steps('diffusion_steps')} diffusion steps"
+    )
+
+
 def benchmark_sentence(
-    aug: Mapping[str, Any] | None, decoder: str = "normal", paths: Mapping[str, os.PathLike] = BENCHMARKS
+    aug: Mapping[str, Any] | None, generator: Mapping[str, Any], paths: Mapping[str, os.PathLike] = BENCHMARKS
 ) -> str:
     """This run's augmentation gains (one generator, this notebook's judge) beside the benchmark of
-    generators with the same VQ-GAN ``decoder`` (``paths[decoder]``: the arms pooled over its generator
-    and judge seeds), each with its CI, and whether the two give an arm the same verdict: helps (CI
-    above 0), hurts (CI below 0), or no clear effect; then what the benchmark of the other decoder
-    measured, where there is one."""
+    generators with the same VQ-GAN decoder (``paths[generator["decoder"]]``: the arms pooled over its
+    generator and judge seeds), each with its CI, and whether the two give an arm the same verdict:
+    helps (CI above 0), hurts (CI below 0), or no clear effect; the benchmark's generator settings where
+    they differ from this run's (``generator``, :func:`generator_settings`); then what the benchmark of
+    the other decoder measured, where there is one."""
+    decoder = generator["decoder"]
     path = Path(paths[decoder])
     if not aug or not path.is_file():
         return f"No benchmark to set beside this run ({path.name} missing, or the augmentation experiment did not run)."
@@ -314,10 +344,18 @@ def benchmark_sentence(
         return f"The benchmark ({path.name}) measured none of this run's arms."
     generators = max(b["generators"] or 0 for _, b in pairs.values())
     seeds = max(b["judge_seeds"] for _, b in pairs.values())
+    theirs = bench.get("generator")
+    same = (
+        "the same settings"
+        if theirs == dict(generator)
+        else f"the same decoder but {_generator(theirs)}"
+        if theirs
+        else "the same decoder, other settings not recorded"
+    )
     said = [
-        f"This run (one generator, {decoder} decoder) beside `benchmarks/results/{path.stem}.md` ({generators} "
-        f"generators with the same decoder × {seeds} judge seeds, judge {bench['judge']}, {bench['written'][:10]}), "
-        "gains over real-small: "
+        f"This run (one generator: {_generator(generator)}) beside `benchmarks/results/{path.stem}.md` "
+        f"({generators} generators with {same} × {seeds} judge seeds, judge {bench['judge']}, "
+        f"{bench['written'][:10]}), gains over real-small: "
         + "; ".join(f"{arm.replace('_', ' ')} {_gain(a)} here, {_gain(b)} there" for arm, (a, b) in pairs.items())
         + "."
     ]
@@ -340,11 +378,13 @@ def benchmark_sentence(
         other_path = Path(other_path)
         if other == decoder or not other_path.is_file():
             continue
-        arms = {k: a for k, a in json.loads(other_path.read_text())["arms"].items() if "gain" in a and a["generators"]}
+        other_bench = json.loads(other_path.read_text())
+        arms = {k: a for k, a in other_bench["arms"].items() if "gain" in a and a["generators"]}
         if arms:
+            settings = f": {_generator(other_bench['generator'])}" if other_bench.get("generator") else ""
             said.append(
                 f"With the {other} decoder (`benchmarks/results/{other_path.stem}.md`, "
-                f"{max(a['generators'] for a in arms.values())} generators): "
+                f"{max(a['generators'] for a in arms.values())} generators{settings}): "
                 + "; ".join(f"{k.replace('_', ' ')}{_GLOSS.get(k, '')} {_gain(a)}" for k, a in arms.items())
                 + "."
             )
