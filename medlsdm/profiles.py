@@ -120,13 +120,16 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         # 60 phantom cases: 36 train, 12 validation, 12 test (enough test cases for a confidence interval)
         "01": dict(dataset="torso-ct", n_cases=60, block_shape=[32, 64, 64], spacing=[6.0, 5.5, 5.5]),
-        # The normal decoder (it reads only its latent) with both PatchGANs (hinge + feature matching, 16 channels wide)
-        # from step 500 of 1500: L1 alone erases the texture (benchmarks/results/autoencoder_realism.md)
+        # The SPADE decoder (Med-LSDM's: it also reads the label map): with it, synthetic volumes help a segmentation
+        # network, with the normal one they do not (benchmarks/results/augmentation_spade*.md, augmentation.md). Its
+        # steps cost 1.4x (vqgan_decoders.md), so 1000 of them (the normal decoder had 1500: held-out SSIM 0.859-0.882
+        # at 1000 against 0.808, SOLUTIONS 02.1). Both PatchGANs (hinge + feature matching, 16 channels wide) from
+        # step 333: L1 alone erases the texture (benchmarks/results/autoencoder_realism.md)
         "02": dict(
-            decoder_type="normal",
+            decoder_type="spade",
             label_dropout=0.0,
             compare_decoder=False,
-            steps=1500,
+            steps=1000,
             crop_shape=[16, 32, 32],
             batch_size=2,
             lr=1e-3,
@@ -135,13 +138,15 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             num_embeddings=512,
             gan_weight_2d=0.1,
             gan_weight_3d=0.1,
-            disc_start=500,
+            disc_start=333,
             disc_channels=16,
         ),
         # Appearance swaps (3 copies of each training case with another case's class means, medlsdm.training.augment):
-        # the model can no longer read a case's appearance off its label map (benchmarks/results/factor_spread.md)
+        # the model can no longer read a case's appearance off its label map (benchmarks/results/factor_spread.md).
+        # 1000 steps (was 1500) pay for the SPADE decoder's: with it the diffusion model adds nothing measurable to
+        # the augmentation (the no-diffusion control of benchmarks/results/augmentation_spade*.md)
         "03": dict(
-            steps=1500,
+            steps=1000,
             batch_size=4,
             lr=1e-3,
             channels=[32, 64, 128],

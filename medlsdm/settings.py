@@ -34,7 +34,7 @@ class VQGANSettings:
     embedding_dim: int = 8
     num_embeddings: int = 512
     norm_num_groups: int = 8
-    decoder_type: str = "normal"  # "normal" (reads only its latent) or "spade" (also reads the label map)
+    decoder_type: str = "spade"  # "normal" (reads only its latent) or "spade" (also reads the label map)
     label_dropout: float = 0.0  # spade only: fraction of samples decoded without their label map
     spade_hidden_channels: int = 16
     restart_after: int = 20  # passes before an unused code restarts (0: never)
@@ -48,11 +48,11 @@ class VQGANSettings:
     gan_weight_2d: float = 0.1  # slice PatchGAN (both 0: no discriminators)
     gan_weight_3d: float = 0.1  # volume PatchGAN
     feat_weight: float = 4.0
-    disc_start: int = 500
+    disc_start: int = 333
     disc_channels: int = 16
     disc_layers: int = 3
     # optimisation
-    steps: int = 1500
+    steps: int = 1000
     lr: float = 1e-3
     lr_schedule: str = "cosine"
     warmup_steps: int = 20
@@ -100,7 +100,7 @@ class DiffusionSettings:
     appearance_swaps: int = 3  # copies of each training case with another case's class means
     lowres_weight: float = 0.0  # weight of the 4× average-pooled prediction's squared error (0: off)
     # optimisation
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 4
     lr: float = 1e-3
     lr_schedule: str = "constant"

@@ -46,10 +46,10 @@ def test_a_changed_missing_or_retyped_value_is_reported(tmp_path):
     quick = notebook_parameters("quick", "02")
     assert parameters_cell_mismatches(NB02, quick) == []
     cases = {
-        "steps = 600": ["steps: the parameters cell says 600, the profile 1500"],
-        "steps = 1500.0": ["steps: the parameters cell says 1500.0, the profile 1500"],  # float for int
-        "steps = 3 * 500": ["steps: the parameters cell's default '3 * 500' is not a literal"],
-        None: ["steps: the profile sets 1500; the parameters cell does not declare it"],
+        "steps = 600": ["steps: the parameters cell says 600, the profile 1000"],
+        "steps = 1000.0": ["steps: the parameters cell says 1000.0, the profile 1000"],  # float for int
+        "steps = 2 * 500": ["steps: the parameters cell's default '2 * 500' is not a literal"],
+        None: ["steps: the profile sets 1000; the parameters cell does not declare it"],
     }
     for i, (line, expected) in enumerate(cases.items()):
         folder = tmp_path / str(i)
