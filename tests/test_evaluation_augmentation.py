@@ -184,9 +184,9 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one_of_its_decod
     )
     # a benchmark of generators trained otherwise says how; one that did not record it says so
     said = benchmark_sentence(aug, generator("normal", 600), paths)
-    assert "(3 generators with the same decoder but normal decoder, 1000 VQ-GAN steps (PatchGANs from 333)" in said
+    assert "(3 generators with other settings: normal decoder, 1000 VQ-GAN steps (PatchGANs from 333)" in said
     path.write_text(json.dumps({**bench, "generator": None}))
-    assert "generators with the same decoder, other settings not recorded" in benchmark_sentence(
+    assert "generators with the same decoder, other settings not recorded; × 2 judge seeds" in benchmark_sentence(
         aug, generator("normal"), paths
     )
     bench["arms"]["real_small_oracle"] = arm(-0.01, -0.03, 0.02, generators=None, judge_seeds=2)

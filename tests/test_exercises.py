@@ -240,7 +240,7 @@ def test_05_exercises(smoke_run_copy):
     """05.1-05.4 in one run, each outcome under its own key: a new UniPC-10 synthetic folder, the
     held-out volumes as the negative control (the threshold moves; the positive control is the
     same), one judge per arm, and twice the smoke profile's new anatomies (24 is twice quick's 12);
-    05.5 is the smoke profile's own decoder."""
+    05.5 retrains 02-03 with the normal decoder."""
     run = smoke_run_copy
     base = metrics(run, "05_evaluation")
     n_new = 2 * base["settings"]["n_new"]
@@ -266,9 +266,14 @@ def test_05_exercises(smoke_run_copy):
     assert len(list((run.eval_samples / "unipc-10-g1-s0" / "new").glob("*.nii.gz"))) == n_new
     assert m["augmentation"]["arms"].keys() == base["augmentation"]["arms"].keys()
 
-    # 05.5: the smoke profile's VQ-GAN is already the SPADE decoder (-p decoder_type=spade), and its arms exist
+    # 05.5: the normal decoder reaches 05's arms, and the benchmark sentence names the decoder and its benchmark
     assert metrics(run, "02_vqgan")["decoder"] == "spade"
-    assert {"real_small_oracle_autoencoded", "real_small_synthetic"} <= base["augmentation"]["arms"].keys()
+    run_notebooks("smoke", run.root, only=["02", "03", "05"], overrides={"decoder_type": "normal"})
+    assert metrics(run, "02_vqgan")["decoder"] == "normal"
+    arms = metrics(run, "05_evaluation")["augmentation"]["arms"]
+    assert {"real_small_oracle_autoencoded", "real_small_synthetic"} <= arms.keys()
+    executed = (run.executed / "05_evaluation.ipynb").read_text()
+    assert "normal decoder" in executed and "benchmarks/results/augmentation.md" in executed
 
 
 def test_06_exercises(smoke_run_copy, tmp_path):

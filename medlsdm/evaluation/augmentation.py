@@ -348,9 +348,9 @@ def benchmark_sentence(
     same = (
         "the same settings"
         if theirs == dict(generator)
-        else f"the same decoder but {_generator(theirs)}"
+        else f"other settings: {_generator(theirs)};"
         if theirs
-        else "the same decoder, other settings not recorded"
+        else "the same decoder, other settings not recorded;"
     )
     said = [
         f"This run (one generator: {_generator(generator)}) beside `benchmarks/results/{path.stem}.md` "
