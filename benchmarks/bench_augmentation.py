@@ -11,7 +11,7 @@ generators, then judge seeds within them, then the test cases
 ``real_all`` need no generator and are measured once per judge seed.
 
     python benchmarks/bench_augmentation.py --work /tmp/ba train --generator-seed 1
-    python benchmarks/bench_augmentation.py --work /tmp/ba arms --run /tmp/ba/runs/g1 --judge-seeds 0,1
+    python benchmarks/bench_augmentation.py --work /tmp/ba arms --run /tmp/ba/runs/g1-spade --judge-seeds 0,1
     python benchmarks/bench_augmentation.py --work /tmp/ba report   # benchmarks/results/augmentation.md and .json
 
 ``arms --arms real_small,real_small_oracle,real_all`` measures the generator-free arms alone;
@@ -176,8 +176,10 @@ def summary(rows: list[dict]) -> dict:
     from medlsdm.metrics.statistics import hierarchical_bootstrap_ci
 
     settings = {json.dumps(generator_of(r), sort_keys=True) for r in rows if r["arm"] not in GENERATOR_FREE}
-    if len(settings) > 1:
-        raise SystemExit(f"rows of generators with other settings {sorted(settings)}: report each from its own --work")
+    judges = {json.dumps(r["options"], sort_keys=True) for r in rows}
+    for what, found in (("generators", settings), ("judges", judges)):
+        if len(found) > 1:
+            raise SystemExit(f"rows of {what} with other settings {sorted(found)}: report each from its own --work")
     measured = [a for a in ARMS if any(r["arm"] == a for r in rows)]
     base = pooled(rows, "real_small") if "real_small" in measured else None
     arms = {}

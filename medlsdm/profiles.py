@@ -122,9 +122,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "01": dict(dataset="torso-ct", n_cases=60, block_shape=[32, 64, 64], spacing=[6.0, 5.5, 5.5]),
         # The SPADE decoder (Med-LSDM's: it also reads the label map): with it, synthetic volumes help a segmentation
         # network, with the normal one they do not (benchmarks/results/augmentation_spade*.md, augmentation.md). Its
-        # steps cost 1.4x (vqgan_decoders.md), so 1000 of them (the normal decoder had 1500: held-out SSIM 0.859-0.882
-        # at 1000 against 0.808, SOLUTIONS 02.1). Both PatchGANs (hinge + feature matching, 16 channels wide) from
-        # step 333: L1 alone erases the texture (benchmarks/results/autoencoder_realism.md)
+        # steps cost 1.4x (vqgan_decoders.md), so 1000 of them (the normal decoder had 1500; held-out SSIM 0.853-0.882
+        # at 1000 against 0.808-0.831, SOLUTIONS 02.1). Both PatchGANs (hinge + feature matching, 16 channels wide)
+        # from step 333: L1 alone erases the texture (benchmarks/results/autoencoder_realism.md)
         "02": dict(
             decoder_type="spade",
             label_dropout=0.0,
