@@ -11,7 +11,6 @@ inserted by :meth:`MedLSDMPipeline.edit`, scored by the lesion Dice they add.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -334,7 +333,7 @@ def benchmark_sentence(
     path = Path(paths[decoder])
     if not aug or not path.is_file():
         return f"No benchmark to set beside this run ({path.name} missing, or the augmentation experiment did not run)."
-    bench = json.loads(path.read_text())
+    bench = read_json(path)
     pairs = {
         arm: (a, bench["arms"][arm])
         for arm, a in aug["arms"].items()
@@ -378,7 +377,7 @@ def benchmark_sentence(
         other_path = Path(other_path)
         if other == decoder or not other_path.is_file():
             continue
-        other_bench = json.loads(other_path.read_text())
+        other_bench = read_json(other_path)
         arms = {k: a for k, a in other_bench["arms"].items() if "gain" in a and a["generators"]}
         if arms:
             settings = f": {_generator(other_bench['generator'])}" if other_bench.get("generator") else ""
