@@ -106,6 +106,7 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     classes = manifest.classes
     train_cases, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     small = train_cases.head(p["n_small"])
+    phantom = aug_ev.phantom_version(run)  # the data's version, recorded in every row
     generator_settings = None  # the generator's decoder and steps (aug_ev.generator_settings)
     if set(names) <= set(GENERATOR_FREE):  # no generator needed: the oracle renders alone
         extras = {"oracle": aug_ev.new_anatomy_oracle(run, ev.new_anatomy_labels(run, p["n_new"])[0])}
@@ -132,6 +133,7 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
                     "generator": None if name in GENERATOR_FREE else generator,
                     "generator_settings": None if name in GENERATOR_FREE else generator_settings,
                     "arm": name,
+                    "phantom": phantom,
                     "judge_seed": seed,
                     "options": options,
                     "organ": dice["organ"],
@@ -177,7 +179,8 @@ def summary(rows: list[dict]) -> dict:
 
     settings = {json.dumps(generator_of(r), sort_keys=True) for r in rows if r["arm"] not in GENERATOR_FREE}
     judges = {json.dumps(r["options"], sort_keys=True) for r in rows}
-    for what, found in (("generators", settings), ("judges", judges)):
+    phantoms = {json.dumps(r.get("phantom")) for r in rows}  # rows written before it was recorded: null
+    for what, found in (("generators", settings), ("judges", judges), ("phantom versions", phantoms)):
         if len(found) > 1:
             raise SystemExit(f"rows of {what} with other settings {sorted(found)}: report each from its own --work")
     measured = [a for a in ARMS if any(r["arm"] == a for r in rows)]
@@ -216,6 +219,7 @@ def summary(rows: list[dict]) -> dict:
         "written": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": platform.machine(),
         "judge": rows[0]["options"],
+        "phantom": json.loads(phantoms.pop()),
         "generator": json.loads(settings.pop()) if settings else None,
         "arms": arms,
         "fraction_of_oracle_gain": share,
@@ -233,7 +237,8 @@ def report(rows: list[dict], note: str = "") -> str:
         "# Augmentation arms pooled over generator and judge seeds",
         "",
         f"Written by `benchmarks/bench_augmentation.py` on {s['written']}: {s['machine']}, quick profile, test "
-        f"split (12 cases). Judge: {s['judge']}. Generators: {s['generator']}. Gain: organ Dice "
+        f"split (12 cases), phantom version {s['phantom']}. Judge: {s['judge']}. Generators: {s['generator']}. "
+        "Gain: organ Dice "
         "over real-small, per test case (lesion gain: lesion Dice, on the test cases with a lesion); CI: 95 % "
         "bootstrap over generators, judge seeds within them, and cases." + (f" {note}" if note else ""),
         "",

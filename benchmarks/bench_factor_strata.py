@@ -26,13 +26,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from medlsdm.data.phantom import _appearance  # noqa: E402
 from medlsdm.data.phantom.common import appearance_streams  # noqa: E402
-from medlsdm.data.phantom.torso import TORSO_FACTORS, draw_torso_factors  # noqa: E402
+from medlsdm.data.phantom.render import _appearance  # noqa: E402
+from medlsdm.data.phantom.torso import STEATOSIS_QUANTILES, TORSO_FACTORS, draw_torso_factors  # noqa: E402
 from medlsdm.data.splits import make_split  # noqa: E402
 
-#: The numeric torso factors drawn uniformly in a range (prior mean and sd from the range).
-UNIFORM = {"steatosis": (0.0, 1.0), "bone_hu": (300.0, 700.0), "noise_hu": (8.0, 25.0)}
+#: The numeric torso factors, each as the U(0, 1) number it was drawn from (prior mean 1/2, sd 1/√12):
+#: bone density and noise drawn uniformly in a range, steatosis through its quantile function.
+UNIFORM = {
+    "steatosis": lambda v: np.interp(v, STEATOSIS_QUANTILES[1], STEATOSIS_QUANTILES[0]),
+    "bone_hu": lambda v: (v - 300.0) / 400.0,
+    "noise_hu": lambda v: (v - 8.0) / 17.0,
+}
 
 
 def cohort_errors(seed: int, n_cases: int) -> dict[str, dict[str, float]]:
@@ -45,10 +50,7 @@ def cohort_errors(seed: int, n_cases: int) -> dict[str, dict[str, float]]:
     }
     out = {}
     for name, factors in draws.items():
-        out[name] = {
-            f: (np.mean([d[f] for d in factors]) - (lo + hi) / 2) / ((hi - lo) / np.sqrt(12))
-            for f, (lo, hi) in UNIFORM.items()
-        }
+        out[name] = {f: (np.mean([unit(d[f]) for d in factors]) - 0.5) * np.sqrt(12) for f, unit in UNIFORM.items()}
     return out
 
 

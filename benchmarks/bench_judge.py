@@ -33,14 +33,18 @@ RECIPES = {
     "segnet": {"network": "segnet"},
     # exploratory: crops centred on a class a third of the time, inverse-frequency class weights
     "segnet-lesion": {"network": "segnet", "foreground": 1 / 3, "class_balance": 1.0},
-    # exploratory: the same crops, square-root inverse-frequency weights (the SegNet recipe's own)
+    # the SegNet recipe (square-root inverse-frequency weights) with nnU-Net's foreground oversampling:
+    # the lesion judge of the benchmarks (a third of the crops centred on a class)
     "segnet-lesion-sqrt": {"network": "segnet", "foreground": 1 / 3, "class_balance": 0.5},
+    # exploratory: the BasicUNet recipe with square-root inverse-frequency weights in its DiceCELoss
+    "basicunet-sqrt": {"network": "basicunet", "class_balance": 0.5},
 }
 
 
 def measure(run_dir: Path, work: Path, recipe: str, steps: int, seed: int) -> None:
     import torch
 
+    from medlsdm.atomic import read_json
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
     from medlsdm.evaluation.cases import dice_over_seeds, real_cases
@@ -50,6 +54,7 @@ def measure(run_dir: Path, work: Path, recipe: str, steps: int, seed: int) -> No
 
     torch.set_num_threads(1)
     run = RunDir(run_dir)
+    phantom = read_json(run.root / "raw" / "torso-ct" / "phantom.json")["version"]
     classes, split = load_manifest(run.data).classes, load_split(run.split_path)
     train, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     every = max(1, steps // 5)
@@ -70,6 +75,7 @@ def measure(run_dir: Path, work: Path, recipe: str, steps: int, seed: int) -> No
         work,
         {
             "recipe": recipe,
+            "phantom": phantom,
             "steps": steps,
             "seed": seed,
             "seconds": round(seconds, 1),
@@ -89,19 +95,21 @@ def report(rows: list[dict], note: str = "") -> str:
         "# Judge networks side by side",
         "",
         f"Written by `benchmarks/bench_judge.py` on {datetime.datetime.now().isoformat(timespec='seconds')}: "
-        f"{platform.machine()}, one thread per network, quick torso phantom (36 training, 12 validation, 12 test "
-        "cases), 16×32×32 crops in batches of 2, each network kept at its best validation Dice (checked 5 times). "
-        "Organ: mean Dice of the "
-        "foreground classes but the lesion, per test case, then averaged; lesions found: test lesions (connected "
+        f"{platform.machine()}, one thread per network, quick torso phantom of the version in the first column (36 "
+        "training, 12 validation, 12 test cases), 16×32×32 crops in batches of 2, each network kept at its best "
+        "validation Dice (checked 5 times). Organ: mean Dice of the foreground classes but the lesion, per test "
+        "case, then averaged; lesions found: test lesions (connected "
         "components) the prediction touches. Seconds include the validation passes; rows that ran beside another "
         "job are slower by up to ~1.4x." + (f" {note}" if note else ""),
         "",
-        "| recipe | steps | seconds | best step | organ Dice (test) | lesion Dice | lesions found | kidney | aorta |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| phantom | recipe | steps | seed | seconds | best step | organ Dice (test) | lesion Dice | lesions found | "
+        "kidney | aorta |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["recipe"], r["steps"])):
+    for r in sorted(rows, key=lambda r: (-r["phantom"], r["recipe"], r["steps"], r["seed"])):
         lines.append(
-            f"| {r['recipe']} | {r['steps']} | {r['seconds']:.0f} | {r['best_step']} | {r['organ']:.3f} | "
+            f"| {r['phantom']} | {r['recipe']} | {r['steps']} | {r['seed']} | {r['seconds']:.0f} | {r['best_step']} | "
+            f"{r['organ']:.3f} | "
             f"{r['lesion']:.3f} | {r['lesions_found']}/{r['lesions_total']} | {r['per_class']['kidney']:.2f} | "
             f"{r['per_class']['aorta']:.2f} |"
         )

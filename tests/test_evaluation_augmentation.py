@@ -185,6 +185,11 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one_of_its_decod
     # a benchmark of generators trained otherwise says how; one that did not record it says so
     said = benchmark_sentence(aug, generator("normal", 600), paths)
     assert "(3 generators with other settings: normal decoder, 1000 VQ-GAN steps (PatchGANs from 333)" in said
+    # ... and on other data: a benchmark measured on an older phantom says which
+    path.write_text(json.dumps({**bench, "generator": {**generator("normal"), "phantom": 4}}))
+    said = benchmark_sentence(aug, {**generator("normal"), "phantom": 5}, paths)
+    assert "(one generator: normal decoder, 1000 VQ-GAN steps (PatchGANs from 333), 1000 diffusion steps, " in said
+    assert "phantom version 5)" in said and "other settings: normal decoder" in said and "phantom version 4;" in said
     path.write_text(json.dumps({**bench, "generator": None}))
     assert "generators with the same decoder, other settings not recorded; × 2 judge seeds" in benchmark_sentence(
         aug, generator("normal"), paths
@@ -242,7 +247,16 @@ def test_generator_settings_are_read_from_the_run(tmp_path):
         "vqgan_steps": 1000,
         "disc_start": 333,
         "diffusion_steps": None,
+        "phantom": None,  # no manifest: no data to name
     }
     run.diffusion.mkdir(parents=True)
     (run.diffusion / "train_params.json").write_text(json.dumps({"steps": 1500}))
     assert generator_settings(run, pipe)["diffusion_steps"] == 1500
+    # the data: the phantom generator's version, from phantom.json in the manifest's data root
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    run.data.mkdir(parents=True)
+    run.manifest_path.write_text(json.dumps({"data_root": str(raw)}))
+    assert generator_settings(run, pipe)["phantom"] is None  # real data: no phantom.json
+    (raw / "phantom.json").write_text(json.dumps({"version": 5, "complete": True}))
+    assert generator_settings(run, pipe)["phantom"] == 5

@@ -337,6 +337,18 @@ def test_torso_phase_and_contrast():
     assert 0.2 < np.mean([d["oral_contrast_hu"] > 0 for d in draws]) < 0.4
 
 
+def test_torso_steatosis_follows_the_population_prior():
+    """Unenhanced liver HU (60 − 80 × steatosis) at or below 40 in 6.2 % of cases, the prevalence of
+    moderate-to-severe steatosis at unenhanced CT (Boyce et al. 2010); 70 % of livers lose at most 8 HU."""
+    from medlsdm.data.phantom.torso import STEATOSIS_HU, TORSO_TISSUES
+
+    steatosis = np.array([draw_factors("torso-ct", np.random.default_rng(s))["steatosis"] for s in range(4000)])
+    liver = TORSO_TISSUES["liver"][1] - STEATOSIS_HU * steatosis
+    assert abs(np.mean(liver <= 40.0) - 0.062) < 0.015  # binomial sd 0.004
+    assert abs(np.mean(steatosis <= 0.1) - 0.70) < 0.03
+    assert steatosis.min() >= 0.0 and steatosis.max() <= 1.0 and steatosis.max() > 0.8  # the whole range occurs
+
+
 def _core_mean(image, label, name):
     core = ndimage.binary_erosion(label == TORSO_CT.index(name), CUBE)
     return float(image[core].mean())
@@ -449,13 +461,17 @@ def test_own_factors_are_stratified_in_runs_of_cases(kind):
 
     from medlsdm.data.phantom.common import STRATUM_CASES, UnitDraws, stratified_units
     from medlsdm.data.phantom.render import _appearance
+    from medlsdm.data.phantom.torso import STEATOSIS_QUANTILES
 
     numeric = [f for f in FACTOR_TABLES[kind] if not f.choices and f.name not in ("contrast", "oral_contrast_hu")]
 
     def twelfths(factors, spec):
-        return np.sort(
-            ((np.array([d[spec.name] for d in factors]) - spec.low) / (spec.high - spec.low) * 12).astype(int)
-        )
+        values = np.array([d[spec.name] for d in factors])
+        if kind == "torso-ct" and spec.name == "steatosis":  # drawn through its quantile function: back to units
+            units = np.interp(values, STEATOSIS_QUANTILES[1], STEATOSIS_QUANTILES[0])
+        else:
+            units = (values - spec.low) / (spec.high - spec.low)
+        return np.sort((units * 12).astype(int))
 
     for group in range(3):
         own = [_appearance(kind, 5, i, None, None)[0] for i in range(12 * group, 12 * group + STRATUM_CASES)]

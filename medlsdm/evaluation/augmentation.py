@@ -297,7 +297,8 @@ def generator_settings(run: RunDir, pipe) -> dict[str, Any]:
     """What a benchmark of the augmentation arms records of each generator: the VQ-GAN's decoder
     (``pipe``'s) and training steps (notebook 02: ``steps``, ``disc_start``) and the diffusion model's
     (notebook 03), from the run's ``train_params.json`` files (None where a run lacks them, e.g. one
-    unpacked from a pack)."""
+    unpacked from a pack), and the data: ``phantom``, the version of the phantom generator that made
+    the run's data (its ``phantom.json``; None on real data)."""
     vqgan, diffusion = (
         read_json(path) if (path := folder / "train_params.json").is_file() else {}
         for folder in (run.vqgan, run.diffusion)
@@ -307,16 +308,27 @@ def generator_settings(run: RunDir, pipe) -> dict[str, Any]:
         "vqgan_steps": vqgan.get("steps"),
         "disc_start": vqgan.get("disc_start"),
         "diffusion_steps": diffusion.get("steps"),
+        "phantom": phantom_version(run),
     }
+
+
+def phantom_version(run: RunDir) -> int | None:
+    """The version of the phantom generator that made the run's data (``phantom.json`` in the data
+    root of its manifest), or None for real data or a run whose data root is gone."""
+    if not run.manifest_path.is_file():
+        return None
+    record = Path(read_json(run.manifest_path).get("data_root") or "") / "phantom.json"
+    return read_json(record).get("version") if record.is_file() else None
 
 
 def _generator(settings: Mapping[str, Any]) -> str:
     def steps(key: str) -> str:
         return f"{settings[key]}" if settings.get(key) is not None else "?"
 
+    data = f", phantom version {settings['phantom']}" if settings.get("phantom") is not None else ""
     return (
         f"{settings['decoder']} decoder, {steps('vqgan_steps')} VQ-GAN steps (PatchGANs from {steps('disc_start')}), "
-        f"{steps('diffusion_steps')} diffusion steps"
+        f"{steps('diffusion_steps')} diffusion steps{data}"
     )
 
 

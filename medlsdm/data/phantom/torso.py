@@ -83,6 +83,11 @@ CONTRAST_PHASES = ("non-contrast", "arterial", "portal-venous")
 PHASE_PROBABILITIES = (0.25, 0.25, 0.5)
 STEATOSIS_HU = 80.0
 """Liver attenuation lost at steatosis 1 (HU)."""
+STEATOSIS_QUANTILES = ((0.0, 0.70, 0.938, 1.0), (0.0, 0.1, 0.25, 1.0))
+"""The steatosis prior as its quantile function, piecewise linear through ``(u, steatosis)`` knots:
+70 % of livers lose at most 8 HU (none), 23.8 % 8-20 HU (mild), 6.2 % 20-80 HU, i.e. an unenhanced
+liver at or below 40 HU, the prevalence of moderate-to-severe steatosis among 3,357 asymptomatic
+adults at unenhanced CT (Boyce et al., *AJR* 194:623, 2010; ``data_cards/phantom.md``)."""
 LESION_RADIUS_MM = (10.0, 20.0)
 """Radius range of the liver lesions (1-3 a case): 20-40 mm across, measurable by RECIST 1.1 (>= 10 mm)
 and at least 3 voxels across on the quick grid (5.5-6 mm), so a segmentation network can find them."""
@@ -107,7 +112,14 @@ TORSO_FACTORS = (
         "adds contrast × enhancement: arterial aorta +320, cortex +160, medulla +40, liver +20; "
         "portal-venous aorta +160, cortex +140, medulla +130, liver +60, hepatic vessels +170 HU",
     ),
-    Factor("steatosis", 0.0, 1.0, "", "U(0, 1)", "liver parenchyma −80 × steatosis HU (vessels and lesions unchanged)"),
+    Factor(
+        "steatosis",
+        0.0,
+        1.0,
+        "",
+        "U(0, 0.1) with p 0.7, U(0.1, 0.25) with p 0.238, U(0.25, 1) with p 0.062 (STEATOSIS_QUANTILES)",
+        "liver parenchyma −80 × steatosis HU (vessels and lesions unchanged)",
+    ),
     Factor(
         "bone_hu",
         300.0,
@@ -378,7 +390,7 @@ def draw_torso_factors(rng: np.random.Generator) -> dict:
     """
     phase = CONTRAST_PHASES[int(rng.choice(len(CONTRAST_PHASES), p=PHASE_PROBABILITIES))]
     contrast = float(rng.uniform(0.3, 1.0))
-    steatosis = float(rng.uniform(0.0, 1.0))
+    steatosis = float(np.interp(rng.uniform(0.0, 1.0), *STEATOSIS_QUANTILES))
     bone_hu = float(rng.uniform(300.0, 700.0))
     oral_given, oral_hu = rng.random() < 0.3, float(rng.uniform(150.0, 350.0))  # both always drawn
     oral = oral_hu if oral_given else 0.0
