@@ -31,6 +31,7 @@ def lesions(run_dir: Path) -> dict:
     from medlsdm.data.phantom.dataset import load_factors
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
+    from medlsdm.evaluation.augmentation import phantom_version
     from medlsdm.evaluation.cases import real_cases
     from medlsdm.rundir import RunDir
 
@@ -38,9 +39,7 @@ def lesions(run_dir: Path) -> dict:
     manifest = load_manifest(run.data)
     window = manifest.normalisation["window"]
     hu_per_unit = (window[1] - window[0]) / 2  # [-1, 1] ← the CT window
-    phantom = run.root / "raw" / "torso-ct"
-    factors = load_factors(phantom)
-    version = json.loads((phantom / "phantom.json").read_text())["version"]
+    factors = load_factors(manifest.data_root)
     lesion, liver = manifest.classes.index("lesion"), manifest.classes.index("liver")
     cases = real_cases(run, load_split(run.split_path)["train"])
     rows = []
@@ -62,7 +61,7 @@ def lesions(run_dir: Path) -> dict:
                     "ring_sd_hu": sd,
                 }
             )
-    return {"run": str(run_dir), "version": version, "cases": len(cases), "lesions": rows}
+    return {"run": str(run_dir), "version": phantom_version(run), "cases": len(cases), "lesions": rows}
 
 
 def report(results: list[dict]) -> str:

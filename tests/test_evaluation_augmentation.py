@@ -260,3 +260,5 @@ def test_generator_settings_are_read_from_the_run(tmp_path):
     assert generator_settings(run, pipe)["phantom"] is None  # real data: no phantom.json
     (raw / "phantom.json").write_text(json.dumps({"version": 5, "complete": True}))
     assert generator_settings(run, pipe)["phantom"] == 5
+    run.manifest_path.write_text(json.dumps({"data_root": "../../raw"}))  # a pack's: relative to data/
+    assert generator_settings(run, pipe)["phantom"] == 5

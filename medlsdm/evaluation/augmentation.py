@@ -314,11 +314,11 @@ def generator_settings(run: RunDir, pipe) -> dict[str, Any]:
 
 def phantom_version(run: RunDir) -> int | None:
     """The version of the phantom generator that made the run's data (``phantom.json`` in the data
-    root of its manifest), or None for real data or a run whose data root is gone."""
-    if not run.manifest_path.is_file():
-        return None
-    record = Path(read_json(run.manifest_path).get("data_root") or "") / "phantom.json"
-    return read_json(record).get("version") if record.is_file() else None
+    root of its manifest, relative to ``data/`` in a pack), or None for real data or a run whose data
+    root is gone."""
+    root = read_json(run.manifest_path).get("data_root") if run.manifest_path.is_file() else None
+    record = run.data / root / "phantom.json" if root else None  # an absolute root stays itself
+    return read_json(record).get("version") if record and record.is_file() else None
 
 
 def _generator(settings: Mapping[str, Any]) -> str:
