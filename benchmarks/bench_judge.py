@@ -36,8 +36,6 @@ RECIPES = {
     # the SegNet recipe (square-root inverse-frequency weights) with nnU-Net's foreground oversampling:
     # the lesion judge of the benchmarks (a third of the crops centred on a class)
     "segnet-lesion-sqrt": {"network": "segnet", "foreground": 1 / 3, "class_balance": 0.5},
-    # exploratory: the BasicUNet recipe with square-root inverse-frequency weights in its DiceCELoss
-    "basicunet-sqrt": {"network": "basicunet", "class_balance": 0.5},
 }
 
 
