@@ -102,6 +102,13 @@ def test_augmentation_arms_gains_fraction_of_oracle_and_bar(monkeypatch):
     aug = augmentation_experiment(cases, cases, test, extras, names, real_all, n_small=2, seeds=[0, 1, 2])
     assert math.isnan(aug["fraction_of_oracle_gain"]) or aug["fraction_of_oracle_gain"] > 1
     assert "cannot judge the generator" in augmentation_verdict(aug)
+    # a synthetic gain above 0 beside an oracle gain the experiment cannot see: its share is a ratio to
+    # noise (here above 1), and the bar does not hold
+    organ["oracle"] = [0.60, 0.62, 0.40, 0.42]
+    aug = augmentation_experiment(cases, cases, test, extras, names, real_all, n_small=2, seeds=[0, 1, 2])
+    assert aug["oracle_gain"] > 0 and aug["oracle_gain_ci"][0] <= 0 and aug["gain_ci"][0] > 0
+    assert aug["fraction_of_oracle_gain"] >= 0.5 and not aug["bar_holds"]
+    assert "does **not** hold" in augmentation_verdict(aug)
 
 
 def test_the_lesion_arm_runs_when_asked_or_when_its_control_finds_a_lesion():
