@@ -90,6 +90,7 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     """Train the judges of the arms ``names`` (one per judge seed) and append their Dice on the test cases."""
     import torch
 
+    from medlsdm.data.phantom import phantom_version
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
     from medlsdm.evaluation import augmentation as aug_ev
@@ -106,7 +107,7 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
     classes = manifest.classes
     train_cases, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     small = train_cases.head(p["n_small"])
-    phantom = aug_ev.phantom_version(run)  # the data's version, recorded in every row
+    phantom = phantom_version(run.data_root())  # the data's version, recorded in every row
     generator_settings = None  # the generator's decoder and steps (aug_ev.generator_settings)
     if set(names) <= set(GENERATOR_FREE):  # no generator needed: the oracle renders alone
         extras = {"oracle": aug_ev.new_anatomy_oracle(run, ev.new_anatomy_labels(run, p["n_new"])[0])}

@@ -42,9 +42,9 @@ RECIPES = {
 def measure(run_dir: Path, work: Path, recipe: str, steps: int, seed: int) -> None:
     import torch
 
+    from medlsdm.data.phantom import phantom_version
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
-    from medlsdm.evaluation.augmentation import phantom_version
     from medlsdm.evaluation.cases import dice_over_seeds, real_cases
     from medlsdm.evaluation.summary import nan_mean
     from medlsdm.rundir import RunDir
@@ -52,7 +52,7 @@ def measure(run_dir: Path, work: Path, recipe: str, steps: int, seed: int) -> No
 
     torch.set_num_threads(1)
     run = RunDir(run_dir)
-    phantom = phantom_version(run)
+    phantom = phantom_version(run.data_root())
     classes, split = load_manifest(run.data).classes, load_split(run.split_path)
     train, val, test = (real_cases(run, split[k]) for k in ("train", "val", "test"))
     every = max(1, steps // 5)

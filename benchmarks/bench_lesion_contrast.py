@@ -28,10 +28,9 @@ STRATA = ((0.0, 0.1), (0.1, 0.25), (0.25, 1.01))
 
 def lesions(run_dir: Path) -> dict:
     """Per-lesion contrast of a run's training cases, with the phantom's version and factors."""
-    from medlsdm.data.phantom.dataset import load_factors
+    from medlsdm.data.phantom import load_factors, phantom_version
     from medlsdm.data.prepare import load_manifest
     from medlsdm.data.splits import load_split
-    from medlsdm.evaluation.augmentation import phantom_version
     from medlsdm.evaluation.cases import real_cases
     from medlsdm.rundir import RunDir
 
@@ -39,7 +38,7 @@ def lesions(run_dir: Path) -> dict:
     manifest = load_manifest(run.data)
     window = manifest.normalisation["window"]
     hu_per_unit = (window[1] - window[0]) / 2  # [-1, 1] ← the CT window
-    factors = load_factors(manifest.data_root)
+    factors = load_factors(run.data_root())
     lesion, liver = manifest.classes.index("lesion"), manifest.classes.index("liver")
     cases = real_cases(run, load_split(run.split_path)["train"])
     rows = []
@@ -61,7 +60,7 @@ def lesions(run_dir: Path) -> dict:
                     "ring_sd_hu": sd,
                 }
             )
-    return {"run": str(run_dir), "version": phantom_version(run), "cases": len(cases), "lesions": rows}
+    return {"run": str(run_dir), "version": phantom_version(run.data_root()), "cases": len(cases), "lesions": rows}
 
 
 def report(results: list[dict]) -> str:

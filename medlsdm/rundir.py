@@ -122,6 +122,13 @@ class RunDir:
     def metrics_path(self) -> Path:
         return self.root / "metrics.json"
 
+    def data_root(self) -> Path | None:
+        """The dataset folder the run's data was prepared from: the manifest's ``data_root``, a relative
+        one (a pack's ``../raw/<name>``) resolved from ``data/``; None without a manifest or a root
+        (own data in a pack)."""
+        root = read_json(self.manifest_path).get("data_root") if self.manifest_path.is_file() else None
+        return (self.data / root).resolve() if root else None  # an absolute root stays itself
+
     def require(self) -> "RunDir":
         """This run directory, or a :class:`DataError` naming it when it does not exist."""
         if not self.root.is_dir():

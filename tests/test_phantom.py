@@ -18,10 +18,11 @@ from medlsdm.data.phantom import (
     load_factors,
     make_phantom,
     oracle_rerenders,
+    phantom_version,
     render_anatomy,
     render_case,
 )
-from medlsdm.data.phantom.common import DEFAULT_SHAPES, PHANTOM_KINDS, SPACING_RANGES
+from medlsdm.data.phantom.common import DEFAULT_SHAPES, PHANTOM_KINDS, PHANTOM_VERSION, SPACING_RANGES
 from medlsdm.data.phantom.torso import TISSUE_CLASS, TISSUE_NAMES, tissue_hu
 from medlsdm.errors import ConfigError, DataError
 
@@ -433,6 +434,12 @@ def test_bad_factors(factors, match):
 def test_bad_appearance_seed():
     with pytest.raises(ConfigError, match="appearance_seed must be >= 0"):
         render_case("torso-ct", 0, 0, SMALL["torso-ct"], appearance_seed=-1)
+
+
+def test_phantom_version_reads_the_record(tmp_path):
+    assert phantom_version(tmp_path) is None and phantom_version(None) is None  # real data: no record
+    make_phantom("torso-ct", tmp_path, 1, seed=0, shape=SMALL["torso-ct"])
+    assert phantom_version(tmp_path) == PHANTOM_VERSION
 
 
 def test_load_factors_errors(tmp_path):

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..atomic import read_json
+from ..data.phantom import phantom_version
 from ..errors import DataError
 from ..metrics.statistics import hierarchical_bootstrap_ci, mean_sd
 from ..pipelines.synthesis import use_scheduler
@@ -312,17 +313,8 @@ def generator_settings(run: RunDir, pipe) -> dict[str, Any]:
         "vqgan_steps": vqgan.get("steps"),
         "disc_start": vqgan.get("disc_start"),
         "diffusion_steps": diffusion.get("steps"),
-        "phantom": phantom_version(run),
+        "phantom": phantom_version(run.data_root()),
     }
-
-
-def phantom_version(run: RunDir) -> int | None:
-    """The version of the phantom generator that made the run's data (``phantom.json`` in the data
-    root of its manifest, relative to ``data/`` in a pack), or None for real data or a run whose data
-    root is gone."""
-    root = read_json(run.manifest_path).get("data_root") if run.manifest_path.is_file() else None
-    record = run.data / root / "phantom.json" if root else None  # an absolute root stays itself
-    return read_json(record).get("version") if record and record.is_file() else None
 
 
 def _generator(settings: Mapping[str, Any]) -> str:

@@ -93,7 +93,7 @@ from global state, and not on how many cases are made.
 from __future__ import annotations
 
 from .common import PHANTOM_KINDS, Anatomy, Factor
-from .dataset import load_factors, make_phantom
+from .dataset import load_factors, make_phantom, phantom_version
 from .render import (
     FACTOR_TABLES,
     draw_anatomy,
@@ -116,5 +116,6 @@ __all__ = [
     "render_case",
     "oracle_rerenders",
     "make_phantom",
+    "phantom_version",
     "load_factors",
 ]

@@ -127,6 +127,13 @@ def make_phantom(
     return pairs
 
 
+def phantom_version(out_dir: str | os.PathLike | None) -> int | None:
+    """The version of the phantom generator that wrote ``out_dir`` (its ``phantom.json``), or None
+    when ``out_dir`` is None or holds no phantom record (real data, or a folder that is gone)."""
+    path = Path(out_dir).expanduser() / "phantom.json" if out_dir is not None else None
+    return read_json(path).get("version") if path is not None and path.is_file() else None
+
+
 def load_factors(out_dir: str | os.PathLike) -> dict[str, dict]:
     """Read the hidden appearance factors :func:`make_phantom` stored with each case.
 
