@@ -36,6 +36,8 @@ RECIPES = {
     # the SegNet recipe (square-root inverse-frequency weights) with nnU-Net's foreground oversampling:
     # the lesion judge of the benchmarks (a third of the crops centred on a class)
     "segnet-lesion-sqrt": {"network": "segnet", "foreground": 1 / 3, "class_balance": 0.5},
+    # the same with nnU-Net's polynomial learning-rate decay (a constant rate let validation jump)
+    "segnet-lesion-poly": {"network": "segnet", "foreground": 1 / 3, "class_balance": 0.5, "lr_decay": "poly"},
 }
 
 

@@ -163,6 +163,26 @@ def test_train_judge_refuses_bad_options():
         train_judge(images, labels, network="unet", **kw)
     with pytest.raises(ConfigError, match="multiple of 8"):
         train_judge(images, labels, network="segnet", crop_shape=(16, 20, 20), **kw)
+    with pytest.raises(ConfigError, match="lr_decay 'cosine'; choose one of"):
+        train_judge(images, labels, network="segnet", lr_decay="cosine", **kw)
+
+
+@pytest.mark.parametrize("lr_decay", [None, "constant", "poly"])
+def test_the_learning_rate_follows_the_schedule(monkeypatch, lr_decay):
+    """Each optimiser step uses lr · (1 − s / max_steps) ** 0.9 under "poly" (nnU-Net's decay), lr
+    under "constant"; SegNet's recipe is constant unless told."""
+    used = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(
+        torch.optim.Adam,
+        "step",
+        lambda self, *a, **k: (used.append(self.param_groups[0]["lr"]), step(self, *a, **k))[1],
+    )
+    images, labels = _cases(3)
+    kw = dict(num_classes=3, val_images=images[2:], val_labels=labels[2:], progress=False)
+    train_judge(images[:2], labels[:2], network="segnet", lr=1e-3, max_steps=4, eval_every=4, lr_decay=lr_decay, **kw)
+    expected = [1e-3 * (1 - s / 4) ** 0.9 if lr_decay == "poly" else 1e-3 for s in range(4)]
+    assert used == pytest.approx(expected, rel=1e-9)
 
 
 def test_the_segnet_recipe_learns_too():

@@ -67,10 +67,23 @@ RECIPES: dict[str, dict[str, Any]] = {
         augment=True,
         foreground=1 / 3,
         channels_last=False,
+        lr_decay="poly",
     ),
     "segnet": dict(
-        features=(8, 16, 32, 64), lr=5e-3, class_balance=0.5, augment=False, foreground=0.0, channels_last=True
+        features=(8, 16, 32, 64),
+        lr=5e-3,
+        class_balance=0.5,
+        augment=False,
+        foreground=0.0,
+        channels_last=True,
+        lr_decay="constant",
     ),
+}
+#: Learning-rate schedules (``lr_decay``): the factor on ``lr`` at step ``s`` of ``max_steps``;
+#: ``"poly"`` is nnU-Net's polynomial decay.
+LR_DECAYS = {
+    "constant": lambda s, steps: 1.0,
+    "poly": lambda s, steps: (1 - s / steps) ** 0.9,
 }
 #: What the network is called in ``metrics.json`` and the notebook.
 NETWORK_NAMES = {
@@ -94,6 +107,7 @@ JUDGE_DEFAULTS: dict[str, Any] = dict(
     augment=None,
     foreground=None,
     channels_last=None,
+    lr_decay=None,
 )
 
 
@@ -232,7 +246,8 @@ def train_judge(
             :func:`~medlsdm.training.segnet.class_balance_weights`; 0: none, nnU-Net's choice),
             ``augment`` (:func:`augmentation`), ``foreground`` (share of crops centred on a class) and
             ``channels_last`` (network and batches in ``torch.channels_last_3d``: on one CPU thread a
-            SegNet step takes 0.72× the time, a BasicUNet step 1.14×, ``benchmarks/results/judge_step.md``).
+            SegNet step takes 0.72× the time, a BasicUNet step 1.14×, ``benchmarks/results/judge_step.md``)
+            and ``lr_decay`` (a key of :data:`LR_DECAYS`).
 
     Returns:
         A :class:`JudgeFit`: ``model`` (:class:`Judge` or :class:`~medlsdm.models.segnet.SegNet`,
@@ -254,6 +269,8 @@ def train_judge(
         raise ConfigError(
             f"train_judge: max_steps, batch_size, eval_every and patience must be >= 1 and lr > 0, got {opt}"
         )
+    if opt["lr_decay"] not in LR_DECAYS:
+        raise ConfigError(f"train_judge: lr_decay {opt['lr_decay']!r}; choose one of {sorted(LR_DECAYS)}")
     torch.manual_seed(int(seed))
     layout = torch.channels_last_3d if opt["channels_last"] else torch.contiguous_format
     model = judge_network(network, num_classes, opt["features"]).to(memory_format=layout)
@@ -277,11 +294,11 @@ def train_judge(
         dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True, weight=weights)
         loss_fn = lambda logits, y: dice_ce(logits, y[:, None])  # noqa: E731
         optimiser = torch.optim.AdamW(model.parameters(), lr=float(opt["lr"]), weight_decay=3e-5)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: (1 - s / steps) ** 0.9)
     else:
         loss_fn = lambda logits, y: dice_ce_loss(logits, y, class_weights=weights)  # noqa: E731
         optimiser = torch.optim.Adam(model.parameters(), lr=float(opt["lr"]))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: 1.0)
+    decay = LR_DECAYS[opt["lr_decay"]]
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: decay(s, steps))
     aug = augmentation(seed) if opt["augment"] else None
     plan = [0] * (batch - n_extra) + [1] * n_extra  # which source fills each place of a batch
 
