@@ -82,6 +82,20 @@ def test_run_layout_names_every_hand_off(tmp_path):
     assert not run.root.exists()  # reading a run creates nothing
 
 
+def test_data_root_resolves_the_manifests_root(tmp_path):
+    """Absolute as written; a pack's relative root from data/; None without a manifest or a root."""
+    run = RunDir(tmp_path / "run")
+    assert run.data_root() is None
+    run.data.mkdir(parents=True)
+    for root, expected in [
+        (str(tmp_path / "raw"), tmp_path / "raw"),
+        ("../raw/torso", run.root / "raw" / "torso"),
+        (None, None),
+    ]:
+        write_json(run.manifest_path, {"data_root": root})
+        assert run.data_root() == expected
+
+
 @pytest.mark.parametrize("command", [["report"], ["evaluate", "--profile", "smoke"]])
 def test_read_commands_on_a_missing_run_dir_create_nothing(tmp_path, caplog, command):
     typo = tmp_path / "typo"
