@@ -81,10 +81,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 #: Learning-rate schedules (``lr_decay``): the factor on ``lr`` at step ``s`` of ``max_steps``;
 #: ``"poly"`` is nnU-Net's polynomial decay.
-LR_DECAYS = {
-    "constant": lambda s, steps: 1.0,
-    "poly": lambda s, steps: (1 - s / steps) ** 0.9,
-}
+LR_DECAYS = {"constant": lambda s, steps: 1.0, "poly": lambda s, steps: (1 - s / steps) ** 0.9}
 #: What the network is called in ``metrics.json`` and the notebook.
 NETWORK_NAMES = {
     "basicunet": "MONAI BasicUNet + DiceCELoss (nnU-Net recipe)",
