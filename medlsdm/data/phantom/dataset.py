@@ -19,6 +19,9 @@ from .render import render_case
 
 logger = logging.getLogger(__name__)
 
+#: The record make_phantom writes in its folder: version, case list, each case's factors.
+RECORD = "phantom.json"
+
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path, *, label: bool, descrip: str) -> None:
     img = nib.Nifti1Image(array, affine)
@@ -79,7 +82,7 @@ def make_phantom(
         raise DataError(f"{out_dir}: exists and is not a folder")
     ids = _case_ids(kind, n_cases)
     pairs = [(out_dir / "images" / f"{c}.nii.gz", out_dir / "labels" / f"{c}.nii.gz") for c in ids]
-    record_path = out_dir / "phantom.json"
+    record_path = out_dir / RECORD
     record = {
         "generator": "medlsdm.data.phantom",
         "version": PHANTOM_VERSION,
@@ -130,7 +133,7 @@ def make_phantom(
 def phantom_version(out_dir: str | os.PathLike | None) -> int | None:
     """The version of the phantom generator that wrote ``out_dir`` (its ``phantom.json``), or None
     when ``out_dir`` is None or holds no phantom record (real data, or a folder that is gone)."""
-    path = Path(out_dir).expanduser() / "phantom.json" if out_dir is not None else None
+    path = Path(out_dir).expanduser() / RECORD if out_dir is not None else None
     return read_json(path).get("version") if path is not None and path.is_file() else None
 
 
@@ -147,7 +150,7 @@ def load_factors(out_dir: str | os.PathLike) -> dict[str, dict]:
         DataError: no complete phantom record in ``out_dir``, or one written before factors
             were stored (``version`` < 2: rerun :func:`make_phantom`).
     """
-    path = Path(out_dir).expanduser() / "phantom.json"
+    path = Path(out_dir).expanduser() / RECORD
     if not path.is_file():
         raise DataError(f"{path}: no phantom record; make the phantom with make_phantom first")
     record = read_json(path)
