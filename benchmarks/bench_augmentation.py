@@ -17,6 +17,8 @@ generators, then judge seeds within them, then the test cases
 ``arms --arms real_small,real_small_oracle,real_all`` measures the generator-free arms alone;
 ``real_small_borrowed_codes`` (a SPADE decoder only) is a control of the diffusion model: each new
 anatomy decoded from the codes of a real-small case (:func:`borrowed_codes`), no diffusion model;
+``real_small_oracle_lesion_edits`` is the control of the lesion edits: the same lesions in the same
+cases, drawn and rendered by the phantom itself (:func:`medlsdm.evaluation.augmentation.oracle_lesion_edits`);
 ``--judge-options '{"max_steps": 1000}'`` sets the judge (default: notebook 05's quick judge).
 Judges train on one thread; rows are appended to ``WORK/rows.jsonl`` as they finish.
 """
@@ -48,10 +50,11 @@ ARMS = (
     "real_small_synthetic",
     "real_small_borrowed_codes",
     "real_small_lesion_edits",
+    "real_small_oracle_lesion_edits",
     "real_all",
 )
 #: Arms whose training data no generator makes: measured once, shared by every generator seed.
-GENERATOR_FREE = ("real_small", "real_small_oracle", "real_all")
+GENERATOR_FREE = ("real_small", "real_small_oracle", "real_small_oracle_lesion_edits", "real_all")
 
 
 def train(work: Path, generator_seed: int, decoder: str) -> None:
@@ -120,6 +123,8 @@ def arms(work: Path, run_dir: Path, names: list[str], judge_seeds: list[int], op
             extras["borrowed_codes"] = borrowed_codes(pipe.vqgan, syn["new"], small)
         if "real_small_lesion_edits" in names:  # notebook 05's lesion edits
             extras["lesion_edits"] = aug_ev.lesion_edits(pipe, small, classes, manifest.spacing, seed=0)
+    if "real_small_oracle_lesion_edits" in names:  # the same lesions drawn by the phantom: the perfect edit
+        extras["oracle_lesion_edits"] = aug_ev.oracle_lesion_edits(run, small, classes, seed=0)
     for name in names:
         cases = train_cases if name == "real_all" else small
         extra = extras[name.removeprefix("real_small_")] if name.startswith("real_small_") else None

@@ -269,3 +269,39 @@ def test_generator_settings_are_read_from_the_run(tmp_path):
     assert generator_settings(run, pipe)["phantom"] == 5
     run.manifest_path.write_text(json.dumps({"data_root": "../../raw"}))  # a pack's: relative to data/
     assert generator_settings(run, pipe)["phantom"] == 5
+
+
+def test_oracle_lesion_edits_add_the_phantoms_own_lesion_to_the_same_cases(phantom_data, one_thread):
+    """The perfect lesion edit: each case with a liver, its label map plus one lesion (radius as
+    lesion_edits draws it), the volume unchanged away from it; a changed stored label map is refused."""
+    from scipy import ndimage
+
+    from medlsdm.data.classes import TORSO_CT
+    from medlsdm.data.prepare import load_manifest
+    from medlsdm.evaluation.augmentation import oracle_lesion_edits
+    from medlsdm.evaluation.cases import real_cases
+    from medlsdm.evaluation.edits import lesion_site
+    from medlsdm.rundir import RunDir
+
+    run = RunDir(phantom_data.parent)
+    cases = real_cases(run, [e.case_id for e in load_manifest(phantom_data).cases])
+    names = list(TORSO_CT.names)
+    lesion, liver = names.index("lesion"), names.index("liver")
+    out = oracle_lesion_edits(run, cases, names, seed=0)
+    keep = [i for i, lab in enumerate(cases.labels) if (lab == liver).any()]
+    assert out.ids == [f"{cases.ids[i]}+lesion" for i in keep] and len(keep) >= 2
+    for k, i in enumerate(keep):
+        real, edited = cases.labels[i], out.labels[k]
+        new = (edited == lesion) & (real != lesion)
+        assert new.any() and (real[new] == liver).all() and (edited[~new] == real[~new]).all()
+        assert new[lesion_site(real, liver, load_manifest(phantom_data).spacing)]  # where lesion_edits puts it
+        far = ~ndimage.binary_dilation(new, iterations=3)
+        # its own render: at most the phantom's whole-HU rounding (1 HU = 1e-3 in the [-1000, 1000] HU window),
+        # which the blur's far tail can flip
+        np.testing.assert_allclose(out.images[k][0][far], cases.images[i][0][far], atol=1.5e-3)
+        assert out.images[k][0][new].mean() < cases.images[i][0][new].mean()  # hypodense where the liver was
+    i = keep[0]
+    label = cases.labels[i].copy()
+    label[0, 0, 0] = liver  # the stored map no longer what the phantom draws
+    with pytest.raises(DataError, match="differs from the stored one"):
+        oracle_lesion_edits(run, Cases([cases.ids[i]], [cases.images[i]], [label], [cases.affines[i]]), names)

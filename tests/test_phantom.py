@@ -504,3 +504,33 @@ def test_stratified_torso_phases_follow_their_probabilities():
         phases = [d["phase"] for d in own]
         assert [phases.count(p) for p in ("non-contrast", "arterial", "portal-venous")] == [3, 3, 6], phases
         assert all((d["contrast"] == 0) == (d["phase"] == "non-contrast") for d in own)
+
+
+def test_an_added_liver_lesion_is_drawn_like_the_phantoms_own_and_changes_nothing_else():
+    """add_liver_lesion: liver voxels within the radius (mm) become lesion with rim and necrotic core;
+    rendered through render_case(edit=), the image changes only within the blur's reach of them."""
+    from medlsdm.data.phantom.torso import CT_BLUR_SIGMA, LESION_RIM, add_liver_lesion
+
+    L, T = TORSO_CT.index, TISSUE_NAMES.index
+    plain = draw_anatomy("torso-ct", 0, 0, SMALL["torso-ct"])
+    centre = tuple(int(c) for c in np.argwhere(plain.label == L("liver"))[0])  # at the liver's edge: partly outside
+    edited = add_liver_lesion(plain, centre, 15.0, 0.4)
+    new = (edited.label == L("lesion")) & (plain.label != L("lesion"))
+    mm = np.sqrt(sum(((np.indices(plain.label.shape)[a] - centre[a]) * plain.spacing[a]) ** 2 for a in range(3)))
+    np.testing.assert_array_equal(new, (mm <= 15.0) & (plain.label == L("liver")))  # only liver, only in the sphere
+    assert new.any() and ((mm <= 15.0) & ~new & (plain.label != L("lesion"))).any()  # other classes kept inside
+    assert (edited.tissue[new & (mm > LESION_RIM * 15.0)] == T("lesion_rim")).all()
+    assert (edited.tissue[new & (mm < 0.4 * 15.0)] == T("lesion_core")).all()
+    assert (edited.tissue[new & (mm >= 0.4 * 15.0) & (mm <= LESION_RIM * 15.0)] == T("lesion_solid")).all()
+    np.testing.assert_array_equal(edited.label[~new], plain.label[~new])
+    np.testing.assert_array_equal(edited.tissue[~new], plain.tissue[~new])
+    assert np.array_equal(TISSUE_CLASS[edited.tissue], edited.label)  # the tissue carries its class
+
+    image, label, _, factors = render_case("torso-ct", 0, 0, SMALL["torso-ct"])
+    image2, label2, _, factors2 = render_case(
+        "torso-ct", 0, 0, SMALL["torso-ct"], edit=lambda a: add_liver_lesion(a, centre, 15.0, 0.4)
+    )
+    assert factors2 == factors and np.array_equal(label2, edited.label)
+    reach = ndimage.binary_dilation(new, iterations=int(np.ceil(4 * CT_BLUR_SIGMA)) + 1)  # the blur's truncation
+    np.testing.assert_array_equal(image2[~reach], image[~reach])  # same factors, texture and noise
+    assert image2[new].mean() < image[new].mean() - 10  # a hypodense lesion where the liver was

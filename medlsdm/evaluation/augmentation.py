@@ -6,7 +6,8 @@ trained on few real cases, and how much could perfect synthesis help?
 the pipeline's samples; :func:`augmentation_experiment` trains the judge
 (:func:`medlsdm.evaluation.cases.train_judges`) on each arm and compares them on the real test cases.
 :func:`lesion_edits` makes the lesion augmentation's set: the real-small cases with a lesion
-inserted by :meth:`MedLSDMPipeline.edit`, scored by the lesion Dice they add.
+inserted by :meth:`MedLSDMPipeline.edit`, scored by the lesion Dice they add;
+:func:`oracle_lesion_edits` its control, the same lesions drawn and rendered by the phantom itself.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..atomic import read_json
-from ..data.phantom import phantom_version
-from ..errors import DataError
+from ..data.phantom import phantom_version, render_case, torso
+from ..data.phantom.oracle import phantom_index, phantom_source, preprocess_like_run
+from ..errors import ConfigError, DataError
 from ..metrics.statistics import hierarchical_bootstrap_ci, mean_sd
 from ..pipelines.synthesis import use_scheduler
 from ..rundir import RunDir
 from ..training.judge import JUDGE_DEFAULTS
 from .cases import Cases, dice_over_seeds, read_cases, train_judges
-from .edits import edit_with_lesion
+from .edits import edit_with_lesion, lesion_site
 from .reconstruction import reconstruct
 from .summary import nan_mean
 
@@ -35,7 +37,7 @@ AUGMENTATION_BAR = 0.5
 #: The extra sets of the augmentation experiment, each added to the real-small cases in an arm of its own.
 EXTRA_SETS = ("oracle", "oracle_autoencoded", "synthetic", "lesion_edits")
 #: Radius range of the lesions :func:`lesion_edits` inserts: the phantom's own (``data_cards/phantom.md``).
-LESION_RADIUS_MM = (10.0, 20.0)
+LESION_RADIUS_MM = torso.LESION_RADIUS_MM
 #: The arms pooled over generator and judge seeds, as ``benchmarks/bench_augmentation.py report`` writes them,
 #: one file per VQ-GAN decoder of the generators (notebook 02's ``decoder_type``).
 BENCHMARKS = {
@@ -89,17 +91,8 @@ def lesion_edits(
             a voxel of ``organ`` (before any edit).
     """
 
-    missing = [c for c in ("lesion", organ) if c not in class_names]
-    keep = [
-        i for i, lab in enumerate(cases.labels) if not missing and (np.asarray(lab) == class_names.index(organ)).any()
-    ]
-    if missing or not keep:
-        raise DataError(
-            f"lesion edits: {f'no class {missing}' if missing else f'no case has a voxel of {organ!r}'} "
-            f"(classes {list(class_names)})"
-        )
+    keep, radii = _lesion_cases(cases, class_names, organ, radius_mm, seed)
     use_scheduler(pipe, scheduler)
-    radii = np.random.default_rng(seed).uniform(*radius_mm, size=len(cases))
     edits = {
         i: edit_with_lesion(
             pipe,
@@ -120,6 +113,86 @@ def lesion_edits(
         [edits[i]["labels"] for i in keep],
         [cases.affines[i] for i in keep],
     )
+
+
+def _lesion_cases(
+    cases: Cases, class_names: Sequence[str], organ: str, radius_mm: Sequence[float], seed: int
+) -> tuple[list[int], np.ndarray]:
+    """The cases a lesion goes into (those with a voxel of ``organ``) and each case's radius (mm),
+    uniform in ``radius_mm``, seeded by ``seed``: the same for :func:`lesion_edits` and
+    :func:`oracle_lesion_edits`.
+
+    Raises:
+        DataError: ``class_names`` has no ``"lesion"`` or no ``organ`` class, or no case has a voxel of ``organ``.
+    """
+    missing = [c for c in ("lesion", organ) if c not in class_names]
+    keep = [
+        i for i, lab in enumerate(cases.labels) if not missing and (np.asarray(lab) == class_names.index(organ)).any()
+    ]
+    if missing or not keep:
+        raise DataError(
+            f"lesion edits: {f'no class {missing}' if missing else f'no case has a voxel of {organ!r}'} "
+            f"(classes {list(class_names)})"
+        )
+    return keep, np.random.default_rng(seed).uniform(*radius_mm, size=len(cases))
+
+
+def oracle_lesion_edits(
+    run: RunDir,
+    cases: Cases,
+    class_names: Sequence[str],
+    *,
+    radius_mm: Sequence[float] = LESION_RADIUS_MM,
+    seed: int = 0,
+) -> Cases:
+    """The perfect lesion edit, the control of :func:`lesion_edits`: the same phantom cases with a
+    liver lesion of the same radius drawn by the phantom itself.
+
+    Each case's own anatomy gets one more lesion where :func:`lesion_edits` puts it (where the liver
+    of the stored label map lies deepest, :func:`~medlsdm.evaluation.edits.lesion_site`), drawn as the phantom draws
+    its lesions (:func:`~medlsdm.data.phantom.torso.add_liver_lesion`: rim, and a necrotic core of a
+    fraction uniform in :data:`~medlsdm.data.phantom.torso.LESION_NECROSIS` of the radius), and is
+    rendered with the case's own factors, texture and noise
+    (:func:`~medlsdm.data.phantom.render_case` ``edit=``), then preprocessed as notebook 01 did: the
+    volume changes only in and around the lesion. Ids get the suffix ``+lesion``.
+
+    Raises:
+        ConfigError: the run's data is not a torso phantom; DataError: as :func:`lesion_edits`, or a
+            case's label map away from the new lesion differs from the stored one (rerun notebook 01).
+    """
+    keep, radii = _lesion_cases(cases, class_names, "liver", radius_mm, seed)
+    necrosis = np.random.default_rng([seed, 1]).uniform(*torso.LESION_NECROSIS, size=len(cases))
+    source = phantom_source(run.data)
+    if source["kind"] != "torso-ct":
+        raise ConfigError(f"{run.data}: oracle lesion edits need the torso-ct phantom, this run's is {source['kind']}")
+    manifest = source["manifest"]
+    entries = {e.case_id: e for e in manifest.cases}
+    liver, lesion = class_names.index("liver"), class_names.index("lesion")
+    images, labels = [], []
+    for i in keep:
+        site = lesion_site(cases.labels[i], liver, manifest.spacing)  # where lesion_edits puts it
+        world = np.asarray(cases.affines[i], float) @ [*site[::-1], 1.0]  # the affine maps (x, y, z) = (w, h, d)
+
+        def edit(anatomy, world=world, r=float(radii[i]), n=float(necrosis[i])):
+            centre = (np.linalg.inv(anatomy.affine) @ world)[:3]  # the site on the phantom's grid
+            return torso.add_liver_lesion(anatomy, centre, r, n)
+
+        image, label, affine, _ = render_case(
+            "torso-ct", source["seed"], phantom_index(entries[cases.ids[i]]), source.get("shape"), edit=edit
+        )
+        block = preprocess_like_run(manifest, image, label, affine)
+        stored = np.asarray(cases.labels[i])
+        if (
+            not np.array_equal(np.where(block.label == lesion, stored, block.label), stored)
+            or not (block.label[stored == lesion] == lesion).all()
+        ):
+            raise DataError(
+                f"{cases.ids[i]}: away from the new lesion the re-rendered label map differs from the stored one; "
+                "rerun notebook 01 (the phantom or the preprocessing changed)"
+            )
+        images.append(block.image.astype(np.float32))
+        labels.append(block.label.astype(np.int64))
+    return Cases([f"{cases.ids[i]}+lesion" for i in keep], images, labels, [cases.affines[i] for i in keep])
 
 
 def lesion_arm_skipped(setting: bool | None, real_all: Mapping[str, Any], class_names: Sequence[str]) -> str | None:

@@ -10,7 +10,7 @@ noise and anatomy that varies between cases. Three kinds:
     An abdominal/lower-thorax CT block in Hounsfield units: air, body with a subcutaneous fat
     rim, two lungs in the upper part (their bases domed over the diaphragm), the liver (right,
     below the right lung), two kidneys (posterior, lower part), a vertebra (body, arch and
-    spinous process) through all slices, the aorta anterior-left of the spine, and 0-2 liver
+    spinous process) through all slices, the aorta anterior-left of the spine, and 1-3 liver
     lesions. Labels: :data:`~medlsdm.data.classes.TORSO_CT`. Beneath the label map lies a
     finer tissue map (:data:`~medlsdm.data.phantom.torso.TORSO_TISSUES`) with anatomy the
     labels do not show, each part labelled as the class around it: ribs, muscle (abdominal

@@ -147,6 +147,7 @@ def render_case(
     appearance_seed: int | None = None,
     factors: Mapping | None = None,
     z_extent_mm: float | None = None,
+    edit: Callable[[Anatomy], Anatomy] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Draw one case's anatomy and render it; with ``appearance_seed``, an oracle re-render.
 
@@ -164,9 +165,13 @@ def render_case(
         factors: factor values to use instead of the drawn ones (any subset of the kind's
             factors); the other factors, texture and noise stay those of the appearance.
         z_extent_mm: a longer field of view along z (see :func:`draw_anatomy`).
+        edit: a change to the drawn anatomy before it is rendered (e.g.
+            :func:`~medlsdm.data.phantom.torso.add_liver_lesion`): the same factors, texture and
+            noise, so the image changes only where the tissue map does (and the blur around it).
 
     Returns:
-        ``(image, label, affine, factors)``; ``factors`` are the values the image was rendered with.
+        ``(image, label, affine, factors)``; ``factors`` are the values the image was rendered with,
+        ``label`` the (edited) anatomy's.
 
     Raises:
         ConfigError: bad argument, unknown or out-of-range factor.
@@ -174,6 +179,8 @@ def render_case(
     if appearance_seed is not None:
         appearance_seed = check_int("appearance_seed", appearance_seed, 0)
     anatomy = draw_anatomy(kind, seed, index, shape, z_extent_mm=z_extent_mm, detail_seed=appearance_seed)
+    if edit is not None:
+        anatomy = edit(anatomy)
     drawn, noise_rng = _appearance(kind, seed, index, appearance_seed, factors)
     return _KINDS[kind].render(anatomy, drawn, noise_rng), anatomy.label, anatomy.affine, drawn
 

@@ -9,7 +9,9 @@ renal medulla, lesion rims and necrotic cores, all labelled as their surrounding
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -91,6 +93,10 @@ adults at unenhanced CT (Boyce et al., *AJR* 194:623, 2010; ``data_cards/phantom
 LESION_RADIUS_MM = (10.0, 20.0)
 """Radius range of the liver lesions (1-3 a case): 20-40 mm across, measurable by RECIST 1.1 (>= 10 mm)
 and at least 3 voxels across on the quick grid (5.5-6 mm), so a segmentation network can find them."""
+LESION_NECROSIS = (0.0, 0.6)
+"""Range of a lesion's necrotic core, as a fraction of its radius (unlabelled: it stays ``lesion``)."""
+LESION_RIM = 0.85
+"""A lesion's enhancing rim: the voxels beyond this fraction of its radius."""
 
 
 TORSO_FACTORS = (
@@ -273,7 +279,7 @@ def torso_anatomy(streams, shape, z_extent_mm: float | None = None) -> Anatomy:
     # 1-3 lesions: spheres of 10-20 mm radius (data_cards/phantom.md says why) at random points of the
     # (undeformed) liver ellipsoid, kept in the liver; each with a necrotic core of a random fraction
     # of its radius (unlabelled)
-    necrosis = ra.uniform(0.0, 0.6, 3)
+    necrosis = ra.uniform(*LESION_NECROSIS, 3)
     lesion_rho = np.full(shape, np.inf, np.float32)
     lesion_core = np.zeros(shape, np.float32)
     for n in range(int(rx.integers(1, 4))):
@@ -311,9 +317,27 @@ def torso_anatomy(streams, shape, z_extent_mm: float | None = None) -> Anatomy:
     medulla = (kidney_rho < 0.7) & (smooth_field(ra, shape, spacing, fov, (10.0, 10.0, 10.0)) > -0.3)
     tissue[(label == L("kidney")) & medulla] = T("kidney_medulla")
     lesion = label == L("lesion")
-    tissue[lesion & (lesion_rho > 0.85)] = T("lesion_rim")
+    tissue[lesion & (lesion_rho > LESION_RIM)] = T("lesion_rim")
     tissue[lesion & (lesion_rho < lesion_core)] = T("lesion_core")
     return Anatomy("torso-ct", label, affine, tissue, spacing, fov)
+
+
+def add_liver_lesion(anatomy: Anatomy, centre: Sequence[float], radius_mm: float, necrosis: float) -> Anatomy:
+    """A copy of a torso ``anatomy`` with one more liver lesion, drawn as :func:`torso_anatomy` draws its
+    own: the liver voxels within ``radius_mm`` of ``centre`` (voxel coordinates) become ``lesion``, with an
+    enhancing rim (beyond :data:`LESION_RIM` of the radius) and a necrotic core (within ``necrosis`` of
+    it); the rest of the label and tissue maps is unchanged."""
+    L, T = TORSO_CT.names.index, TISSUE_NAMES.index
+    spacing = np.asarray(anatomy.spacing, float)
+    axes = [(np.arange(n) - c) * s for n, c, s in zip(anatomy.label.shape, centre, spacing)]
+    rho = np.sqrt(sum(a**2 for a in np.meshgrid(*axes, indexing="ij", sparse=True))) / float(radius_mm)
+    new = (rho <= 1) & (anatomy.label == L("liver"))
+    label, tissue = anatomy.label.copy(), anatomy.tissue.copy()
+    label[new] = L("lesion")
+    tissue[new] = T("lesion_solid")
+    tissue[new & (rho > LESION_RIM)] = T("lesion_rim")
+    tissue[new & (rho < necrosis)] = T("lesion_core")
+    return dataclasses.replace(anatomy, label=label, tissue=tissue)
 
 
 TISSUE_NAMES = tuple(TORSO_TISSUES)
