@@ -233,9 +233,24 @@ def test_the_benchmark_sentence_sets_this_run_beside_the_pooled_one_of_its_decod
         aug, generator("spade"), {**paths, "spade": tmp_path / "x" / "augmentation_spade.json"}
     )
     assert "missing" in benchmark_sentence(None, generator("normal"), paths)
+    # the benchmark's share of the oracle's gain and its lesion gains, where it has them; judge seeds per arm
+    bench["fraction_of_oracle_gain"] = 0.8
+    bench["arms"]["real_small_oracle"] = arm(0.05, 0.03, 0.07, generators=None, judge_seeds=6)
+    bench["arms"]["real_small_lesion_edits"] = arm(0.0, -0.02, 0.01, lesion_gain=0.034, lesion_gain_ci=[-0.079, 0.149])
+    bench["arms"]["real_small_synthetic"]["lesion_gain"], bench["arms"]["real_small_synthetic"]["lesion_gain_ci"] = (
+        0.162,
+        [0.048, 0.283],
+    )
+    path.write_text(json.dumps(bench))
+    said = benchmark_sentence(aug, generator("normal"), paths)
+    assert "× 2-6 judge seeds" in said and "There the synthetic arm recovers 0.80 of the oracle arm's gain." in said
+    assert (
+        "Its lesion Dice gains (on the test cases with a lesion): real small synthetic +0.162 [+0.048, +0.283]; "
+        "real small lesion edits (a lesion inserted by pipe.edit) +0.034 [-0.079, +0.149]." in said
+    )
     assert {d: (p.name, p.parent.name) for d, p in BENCHMARKS.items()} == {
         "normal": ("augmentation.json", "results"),
-        "spade": ("augmentation_spade.json", "results"),
+        "spade": ("lesion_augmentation.json", "results"),
     }
 
 

@@ -39,10 +39,12 @@ EXTRA_SETS = ("oracle", "oracle_autoencoded", "synthetic", "lesion_edits")
 #: Radius range of the lesions :func:`lesion_edits` inserts: the phantom's own (``data_cards/phantom.md``).
 LESION_RADIUS_MM = torso.LESION_RADIUS_MM
 #: The arms pooled over generator and judge seeds, as ``benchmarks/bench_augmentation.py report`` writes them,
-#: one file per VQ-GAN decoder of the generators (notebook 02's ``decoder_type``).
+#: one file per VQ-GAN decoder of the generators (notebook 02's ``decoder_type``). The SPADE decoder's (the
+#: demo's) is on the demo's data (phantom 5) with the lesion judge of notebook 05's section 3; the normal
+#: decoder's is older (phantom 4, BasicUNet judges), as is ``augmentation_spade.json``, kept for the record.
 BENCHMARKS = {
     decoder: Path(__file__).resolve().parents[2] / "benchmarks" / "results" / name
-    for decoder, name in (("normal", "augmentation.json"), ("spade", "augmentation_spade.json"))
+    for decoder, name in (("normal", "augmentation.json"), ("spade", "lesion_augmentation.json"))
 }
 
 
@@ -364,11 +366,15 @@ def augmentation_experiment(
 
 
 #: What a benchmark-only arm is, where :func:`benchmark_sentence` names it.
-_GLOSS = {"real_small_borrowed_codes": " (new anatomies decoded from a real case's codes: no diffusion model)"}
+_GLOSS = {
+    "real_small_borrowed_codes": " (new anatomies decoded from a real case's codes: no diffusion model)",
+    "real_small_lesion_edits": " (a lesion inserted by pipe.edit)",
+    "real_small_oracle_lesion_edits": " (the same lesions drawn by the phantom: a perfect edit)",
+}
 
 
-def _gain(a: Mapping[str, Any]) -> str:
-    return f"{a['gain']:+.3f} [{a['gain_ci'][0]:+.3f}, {a['gain_ci'][1]:+.3f}]"
+def _gain(a: Mapping[str, Any], key: str = "gain") -> str:
+    return f"{a[key]:+.3f} [{a[key + '_ci'][0]:+.3f}, {a[key + '_ci'][1]:+.3f}]"
 
 
 def generator_settings(run: RunDir, pipe) -> dict[str, Any]:
@@ -408,8 +414,9 @@ def benchmark_sentence(
     generators with the same VQ-GAN decoder (``paths[generator["decoder"]]``: the arms pooled over its
     generator and judge seeds), each with its CI, and whether the two give an arm the same verdict:
     helps (CI above 0), hurts (CI below 0), or no clear effect; the benchmark's generator settings where
-    they differ from this run's (``generator``, :func:`generator_settings`); then what the benchmark of
-    the other decoder measured, where there is one."""
+    they differ from this run's (``generator``, :func:`generator_settings`); the benchmark's share of
+    the oracle arm's gain and its lesion Dice gains, where it has them; then what the benchmark of the
+    other decoder measured, where there is one."""
     decoder = generator["decoder"]
     path = Path(paths[decoder])
     if not aug or not path.is_file():
@@ -423,7 +430,8 @@ def benchmark_sentence(
     if not pairs:
         return f"The benchmark ({path.name}) measured none of this run's arms."
     generators = max(b["generators"] or 0 for _, b in pairs.values())
-    seeds = max(b["judge_seeds"] for _, b in pairs.values())
+    fewest, most = min(b["judge_seeds"] for _, b in pairs.values()), max(b["judge_seeds"] for _, b in pairs.values())
+    seeds = f"{fewest}" if fewest == most else f"{fewest}-{most}"
     theirs = bench.get("generator")
     same = (
         "the same settings"
@@ -439,6 +447,19 @@ def benchmark_sentence(
         + "; ".join(f"{arm.replace('_', ' ')} {_gain(a)} here, {_gain(b)} there" for arm, (a, b) in pairs.items())
         + "."
     ]
+    if bench.get("fraction_of_oracle_gain") is not None:
+        said.append(
+            f"There the synthetic arm recovers {bench['fraction_of_oracle_gain']:.2f} of the oracle arm's gain."
+        )
+    lesion = {k: a for k, a in bench["arms"].items() if "lesion_gain" in a}
+    if lesion:
+        said.append(
+            "Its lesion Dice gains (on the test cases with a lesion): "
+            + "; ".join(
+                f"{k.replace('_', ' ')}{_GLOSS.get(k, '')} {_gain(a, 'lesion_gain')}" for k, a in lesion.items()
+            )
+            + "."
+        )
 
     def verdict(a: Mapping[str, Any]) -> str:
         return "helps" if a["gain_ci"][0] > 0 else "hurts" if a["gain_ci"][1] < 0 else "no clear effect"
