@@ -440,26 +440,14 @@ def benchmark_sentence(
         if theirs
         else "the same decoder, other settings not recorded;"
     )
+    plural = "s" if generators != 1 else ""
     said = [
         f"This run (one generator: {_generator(generator)}) beside `benchmarks/results/{path.stem}.md` "
-        f"({generators} generators with {same} × {seeds} judge seeds, judge {bench['judge']}, "
+        f"({generators} generator{plural} with {same} × {seeds} judge seeds, judge {bench['judge']}, "
         f"{bench['written'][:10]}), gains over real-small: "
         + "; ".join(f"{arm.replace('_', ' ')} {_gain(a)} here, {_gain(b)} there" for arm, (a, b) in pairs.items())
         + "."
     ]
-    if bench.get("fraction_of_oracle_gain") is not None:
-        said.append(
-            f"There the synthetic arm recovers {bench['fraction_of_oracle_gain']:.2f} of the oracle arm's gain."
-        )
-    lesion = {k: a for k, a in bench["arms"].items() if "lesion_gain" in a}
-    if lesion:
-        said.append(
-            "Its lesion Dice gains (on the test cases with a lesion): "
-            + "; ".join(
-                f"{k.replace('_', ' ')}{_GLOSS.get(k, '')} {_gain(a, 'lesion_gain')}" for k, a in lesion.items()
-            )
-            + "."
-        )
 
     def verdict(a: Mapping[str, Any]) -> str:
         return "helps" if a["gain_ci"][0] > 0 else "hurts" if a["gain_ci"][1] < 0 else "no clear effect"
@@ -475,6 +463,19 @@ def benchmark_sentence(
         if differ
         else "Every arm gets the same verdict (helps, hurts, or no clear effect) in both."
     )
+    if bench.get("fraction_of_oracle_gain") is not None:
+        said.append(
+            f"There the synthetic arm recovers {bench['fraction_of_oracle_gain']:.2f} of the oracle arm's gain."
+        )
+    lesion = {k: a for k, a in bench["arms"].items() if "lesion_gain" in a}
+    if lesion:
+        said.append(
+            "Its lesion Dice gains (on the test cases with a lesion): "
+            + "; ".join(
+                f"{k.replace('_', ' ')}{_GLOSS.get(k, '')} {_gain(a, 'lesion_gain')}" for k, a in lesion.items()
+            )
+            + "."
+        )
     for other, other_path in paths.items():
         other_path = Path(other_path)
         if other == decoder or not other_path.is_file():
