@@ -317,6 +317,6 @@ def test_oracle_lesion_edits_add_the_phantoms_own_lesion_to_the_same_cases(phant
         assert out.images[k][0][new].mean() < cases.images[i][0][new].mean()  # hypodense where the liver was
     i = keep[0]
     label = cases.labels[i].copy()
-    label[0, 0, 0] = liver  # the stored map no longer what the phantom draws
+    label[0, 0, 0] = liver  # a stored map that is no longer what the phantom draws
     with pytest.raises(DataError, match="differs from the stored one"):
         oracle_lesion_edits(run, Cases([cases.ids[i]], [cases.images[i]], [label], [cases.affines[i]]), names)
